@@ -1,0 +1,1 @@
+//! surge-core (under construction).

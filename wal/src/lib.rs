@@ -1,0 +1,1 @@
+//! surge-wal: see wal/FORMAT.md (under construction, issue 3).
