@@ -1,0 +1,296 @@
+//! Open: find the newest valid snapshot, validate every segment after it, cut a torn tail
+//! (and say where), refuse to open on damage anywhere else, and hand back what to replay.
+
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::error::WalError;
+use crate::format::{self, Frame, RecordRef, SEGMENT_HEADER_SIZE};
+use crate::segment::{self, TailCut};
+use crate::snapshot::{self, LoadedSnapshot};
+use crate::storage::{FileBytes, Storage};
+use crate::writer::{self, ActiveSegment, SegmentInfo};
+use crate::Lsn;
+
+/// What open found. Borrow records from it with [`Recovery::records`].
+pub struct Recovery {
+    snapshot: Option<LoadedSnapshot>,
+    segments: Vec<RecoveredSegment>,
+    /// Set if a torn or zeroed tail was cut off (file, offset, LSN).
+    pub tail_cut: Option<TailCut>,
+    /// Files open deleted: leftover temp files and a half-created last segment.
+    pub removed_files: Vec<String>,
+    /// Snapshots newer than the one loaded that failed validation: `(file, reason)`.
+    pub invalid_snapshots: Vec<(String, String)>,
+    /// The LSN the first append will get.
+    pub next_lsn: Lsn,
+    record_count: u64,
+}
+
+struct RecoveredSegment {
+    bytes: FileBytes,
+    start: usize,
+    end: usize,
+    /// Records below this LSN are covered by the snapshot and are not yielded.
+    yield_from: Lsn,
+}
+
+impl Recovery {
+    /// The newest valid snapshot: `(LSN, state bytes)`.
+    pub fn snapshot(&self) -> Option<(Lsn, &[u8])> {
+        self.snapshot.as_ref().map(|s| (s.lsn, s.state()))
+    }
+
+    /// Records after the snapshot, in LSN order (already validated by open).
+    pub fn records(&self) -> RecordIter<'_> {
+        RecordIter {
+            recovery: self,
+            segment: 0,
+            offset: self.segments.first().map_or(0, |s| s.start),
+        }
+    }
+
+    /// How many records [`Recovery::records`] yields.
+    pub fn record_count(&self) -> u64 {
+        self.record_count
+    }
+
+    /// LSN of the last recovered record (or of the snapshot), 0 if the log is empty.
+    pub fn last_lsn(&self) -> Lsn {
+        self.next_lsn - 1
+    }
+}
+
+pub struct RecordIter<'a> {
+    recovery: &'a Recovery,
+    segment: usize,
+    offset: usize,
+}
+
+impl<'a> Iterator for RecordIter<'a> {
+    /// `Err` only if a file changed underneath between open and iteration.
+    type Item = Result<RecordRef<'a>, WalError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        // Bounded: each round yields, skips one record, or moves to the next segment.
+        loop {
+            let seg = self.recovery.segments.get(self.segment)?;
+            if self.offset >= seg.end {
+                self.segment += 1;
+                self.offset = self.recovery.segments.get(self.segment)?.start;
+                continue;
+            }
+            match format::read_frame(&seg.bytes[..seg.end], self.offset) {
+                Frame::Valid { record, size } => {
+                    self.offset += size;
+                    if record.lsn >= seg.yield_from {
+                        return Some(Ok(record));
+                    }
+                }
+                _ => {
+                    let at = self.offset as u64;
+                    self.segment = usize::MAX;
+                    return Some(Err(WalError::corrupt(
+                        "segment",
+                        at,
+                        "file changed after open validated it",
+                    )));
+                }
+            }
+        }
+    }
+}
+
+pub struct Opened {
+    pub recovery: Recovery,
+    pub active: ActiveSegment,
+    pub segments: Vec<SegmentInfo>,
+    pub snapshot_lsn: Lsn,
+}
+
+pub fn open(storage: &Arc<dyn Storage>, config: &Config) -> Result<Opened, WalError> {
+    let st: &dyn Storage = &**storage;
+    let dir = st.describe(".");
+    let list = |st: &dyn Storage| {
+        st.list()
+            .map_err(|e| WalError::io("list directory", &dir, &e))
+    };
+    let names = list(st)?;
+    let mut removed_files = Vec::new();
+
+    // A snapshot temp file is an unfinished snapshot: the rename never happened.
+    for name in &names {
+        if name.starts_with(segment::SNAPSHOT_PREFIX) && name.ends_with(segment::TMP_SUFFIX) {
+            st.remove(name)
+                .map_err(|e| WalError::io("remove temp file", &st.describe(name), &e))?;
+            removed_files.push(st.describe(name));
+        }
+    }
+
+    let (snapshot, invalid_snapshots) = snapshot::load_newest(st, &names)?;
+    let snapshot_lsn = snapshot.as_ref().map_or(0, |s| s.lsn);
+
+    // Segment headers. Only the very last segment may be half-created (crash between
+    // create and the header's fdatasync): it holds no record, so it is removed.
+    let mut segs = segment::segments_in(&names);
+    let mut headers_ok = Vec::new();
+    for (i, (first_lsn, name)) in segs.iter().enumerate() {
+        let path = st.describe(name);
+        let bytes = st
+            .read(name)
+            .map_err(|e| WalError::io("read segment", &path, &e))?;
+        match format::decode_segment_header(&bytes) {
+            Ok(h) if h.first_lsn == *first_lsn => headers_ok.push((bytes, h)),
+            Ok(_) => {
+                return Err(WalError::corrupt(
+                    &path,
+                    0,
+                    "first LSN in header does not match file name",
+                ))
+            }
+            Err(reason) if i + 1 == segs.len() => {
+                drop(bytes);
+                st.remove(name)
+                    .map_err(|e| WalError::io("remove segment", &path, &e))?;
+                removed_files.push(format!("{path} ({reason})"));
+            }
+            Err(reason) => return Err(WalError::corrupt(&path, 0, reason)),
+        }
+    }
+    segs.truncate(headers_ok.len());
+    if !removed_files.is_empty() {
+        st.sync_dir()
+            .map_err(|e| WalError::io("fsync directory", &dir, &e))?;
+    }
+
+    // Segments wholly covered by the snapshot are not read (retention may not have run yet).
+    let mut skip = 0;
+    while skip + 1 < segs.len() && segs[skip + 1].0 <= snapshot_lsn + 1 {
+        skip += 1;
+    }
+    let mut expect = match segs.get(skip) {
+        Some((first, name)) => {
+            if *first > snapshot_lsn + 1 {
+                return Err(WalError::corrupt(
+                    &st.describe(name),
+                    0,
+                    format!(
+                        "log starts at LSN {first} but the newest valid snapshot covers only up \
+                         to {snapshot_lsn}: records are missing"
+                    ),
+                ));
+            }
+            *first
+        }
+        None => snapshot_lsn + 1,
+    };
+
+    let mut recovered = Vec::new();
+    let mut tail_cut = None;
+    let mut record_count = 0u64;
+    let mut active = None;
+    let total = segs.len();
+    for (i, ((first_lsn, name), (bytes, header))) in
+        segs.iter().zip(headers_ok).enumerate().skip(skip)
+    {
+        let path = st.describe(name);
+        if *first_lsn != expect {
+            return Err(WalError::corrupt(
+                &path,
+                0,
+                format!("segment starts at LSN {first_lsn}, expected {expect}: LSN gap"),
+            ));
+        }
+        let is_last = i + 1 == total;
+        let limit = bytes
+            .len()
+            .min(header.segment_size_bytes as usize)
+            .max(SEGMENT_HEADER_SIZE);
+        let scan = segment::scan_segment(&path, &bytes[..limit], *first_lsn, is_last)?;
+        expect = scan.next_lsn;
+        if is_last {
+            let mut file = st
+                .open_write(name)
+                .map_err(|e| WalError::io("open segment", &path, &e))?;
+            if let Some(cut) = &scan.cut {
+                // Zero what was cut so stale frames can never reappear behind new ones.
+                let zeros = vec![0u8; 1 << 20];
+                let mut at = cut.offset;
+                let end = cut.offset + cut.discarded_bytes;
+                while at < end {
+                    let n = (end - at).min(zeros.len() as u64) as usize;
+                    file.write_at(at, &zeros[..n])
+                        .map_err(|e| WalError::io("zero torn tail", &path, &e))?;
+                    at += n as u64;
+                }
+            }
+            // Also makes what we recovered from the page cache durable before we hand it out.
+            file.sync_data()
+                .map_err(|e| WalError::io("fdatasync segment", &path, &e))?;
+            tail_cut = scan.cut.clone();
+            active = Some(ActiveSegment {
+                file,
+                first_lsn: *first_lsn,
+                offset: scan.end_offset as u64,
+                size_bytes: header.segment_size_bytes,
+            });
+        }
+        let yield_from = snapshot_lsn + 1;
+        record_count += scan.next_lsn.saturating_sub((*first_lsn).max(yield_from));
+        recovered.push(RecoveredSegment {
+            bytes,
+            start: SEGMENT_HEADER_SIZE,
+            end: scan.end_offset,
+            yield_from,
+        });
+    }
+    if expect <= snapshot_lsn && !recovered.is_empty() {
+        return Err(WalError::corrupt(
+            &dir,
+            0,
+            format!(
+                "log ends at LSN {} below the snapshot LSN {snapshot_lsn}",
+                expect - 1
+            ),
+        ));
+    }
+    let next_lsn = expect.max(snapshot_lsn + 1);
+    let mut segment_infos: Vec<SegmentInfo> = segs
+        .iter()
+        .map(|(first_lsn, name)| SegmentInfo {
+            first_lsn: *first_lsn,
+            name: name.clone(),
+        })
+        .collect();
+    let active = match active {
+        Some(a) if a.offset + (format::FRAME_HEADER_SIZE as u64) < a.size_bytes => a,
+        _ => {
+            // No segment yet, or the last one is full: start one at the next LSN.
+            let file = writer::create_segment(st, config.segment_size_bytes, next_lsn)?;
+            segment_infos.push(SegmentInfo {
+                first_lsn: next_lsn,
+                name: segment::segment_name(next_lsn),
+            });
+            ActiveSegment {
+                file,
+                first_lsn: next_lsn,
+                offset: SEGMENT_HEADER_SIZE as u64,
+                size_bytes: config.segment_size_bytes,
+            }
+        }
+    };
+    Ok(Opened {
+        recovery: Recovery {
+            snapshot,
+            segments: recovered,
+            tail_cut,
+            removed_files,
+            invalid_snapshots,
+            next_lsn,
+            record_count,
+        },
+        active,
+        segments: segment_infos,
+        snapshot_lsn,
+    })
+}

@@ -1,0 +1,457 @@
+//! Group commit. Appenders encode their frames straight into one shared, bounded buffer under
+//! a short lock (that is where the LSN is assigned, so LSN order is buffer order is append
+//! order). One writer thread swaps the buffer out, writes it with one write and makes it
+//! durable with one fdatasync, then publishes the durable LSN and runs the callbacks.
+//! While it is busy the next batch fills the other buffer: at most 2 x `batch_bytes_max`.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::config::{Config, WhenFull};
+use crate::error::WalError;
+use crate::format::{self, FLAG_GROUP_CONTINUES, SEGMENT_HEADER_SIZE};
+use crate::retention;
+use crate::segment;
+use crate::storage::{LogFile, Storage};
+use crate::watermark::Watermark;
+use crate::Lsn;
+
+/// Called once, on the writer thread, when the record (or group) is durable (`Ok(last LSN)`)
+/// or can never become durable (`Err`). Keep it short: the next commit waits for it.
+pub type Callback = Box<dyn FnOnce(Result<Lsn, WalError>) + Send + 'static>;
+
+struct Queue {
+    /// Encoded frames, in LSN order.
+    buf: Vec<u8>,
+    /// (last LSN of the append, callback).
+    callbacks: Vec<(Lsn, Callback)>,
+    records: u32,
+    /// LSN of the first frame in `buf` (meaningful when `records > 0`).
+    first_lsn: Lsn,
+    next_lsn: Lsn,
+    failed: Option<WalError>,
+    closing: bool,
+    space_waiters: u32,
+}
+
+struct Durable {
+    durable_lsn: Lsn,
+    /// Set once: (first LSN that will never be durable, why).
+    failed: Option<(Lsn, WalError)>,
+}
+
+/// A segment as the writer and retention know it.
+#[derive(Debug, Clone)]
+pub struct SegmentInfo {
+    pub first_lsn: Lsn,
+    pub name: String,
+}
+
+pub struct Shared {
+    pub config: Config,
+    pub storage: Arc<dyn Storage>,
+    queue: Mutex<Queue>,
+    queue_space: Condvar,
+    queue_work: Condvar,
+    durable: Mutex<Durable>,
+    durable_changed: Condvar,
+    durable_lsn: AtomicU64,
+    failed: AtomicBool,
+    pub watermark: Option<Watermark>,
+    /// Segment files in LSN order; the last one is being written.
+    pub segments: Mutex<Vec<SegmentInfo>>,
+    /// Newest snapshot LSN (0 = none): retention never deletes what it does not cover.
+    pub snapshot_lsn: AtomicU64,
+    /// Serializes snapshot writes and retention passes.
+    pub maintenance: Mutex<()>,
+}
+
+/// Where the writer appends.
+pub struct ActiveSegment {
+    pub file: Box<dyn LogFile>,
+    pub first_lsn: Lsn,
+    pub offset: u64,
+    /// Preallocated size of this segment (from its header; the config may have changed).
+    pub size_bytes: u64,
+}
+
+impl Shared {
+    pub fn new(
+        config: Config,
+        storage: Arc<dyn Storage>,
+        next_lsn: Lsn,
+        watermark: Option<Watermark>,
+        segments: Vec<SegmentInfo>,
+        snapshot_lsn: Lsn,
+    ) -> Shared {
+        assert!(next_lsn >= 1);
+        let batch_bytes_max = config.batch_bytes_max as usize;
+        Shared {
+            queue: Mutex::new(Queue {
+                buf: Vec::with_capacity(batch_bytes_max),
+                callbacks: Vec::new(),
+                records: 0,
+                first_lsn: next_lsn,
+                next_lsn,
+                failed: None,
+                closing: false,
+                space_waiters: 0,
+            }),
+            queue_space: Condvar::new(),
+            queue_work: Condvar::new(),
+            durable: Mutex::new(Durable {
+                durable_lsn: next_lsn - 1,
+                failed: None,
+            }),
+            durable_changed: Condvar::new(),
+            durable_lsn: AtomicU64::new(next_lsn - 1),
+            failed: AtomicBool::new(false),
+            watermark,
+            segments: Mutex::new(segments),
+            snapshot_lsn: AtomicU64::new(snapshot_lsn),
+            maintenance: Mutex::new(()),
+            config,
+            storage,
+        }
+    }
+
+    pub fn durable_lsn(&self) -> Lsn {
+        self.durable_lsn.load(Ordering::Acquire)
+    }
+
+    pub fn next_lsn(&self) -> Lsn {
+        self.queue.lock().next_lsn
+    }
+
+    pub fn failure(&self) -> Option<WalError> {
+        if !self.failed.load(Ordering::Acquire) {
+            return None;
+        }
+        self.durable.lock().failed.as_ref().map(|(_, e)| e.clone())
+    }
+
+    /// Queues `records` as one atomic group. Returns (first LSN, last LSN).
+    pub fn enqueue(
+        &self,
+        records: &[(u8, &[u8])],
+        callback: Option<Callback>,
+    ) -> Result<(Lsn, Lsn), WalError> {
+        let count = records.len();
+        if count == 0 {
+            return Err(WalError::InvalidArgument("empty append".into()));
+        }
+        if count > self.config.queue_depth_max as usize {
+            return Err(WalError::InvalidArgument(format!(
+                "group of {count} records exceeds queue_depth_max"
+            )));
+        }
+        let mut size_bytes: u64 = 0;
+        for (_, payload) in records {
+            if payload.len() as u64 > self.config.record_size_bytes_max() {
+                return Err(WalError::RecordTooLarge {
+                    size_bytes: payload.len() as u64,
+                    size_bytes_max: self.config.record_size_bytes_max(),
+                });
+            }
+            size_bytes += format::frame_size(payload.len()) as u64;
+        }
+        if size_bytes > self.config.batch_bytes_max {
+            return Err(WalError::RecordTooLarge {
+                size_bytes,
+                size_bytes_max: self.config.batch_bytes_max,
+            });
+        }
+        // Checksums outside the lock; only the few header bytes are hashed under it.
+        let mut crc_one = [0u32; 1];
+        let mut crc_many = Vec::new();
+        let crcs: &[u32] = if count == 1 {
+            crc_one[0] = format::payload_crc(records[0].1);
+            &crc_one
+        } else {
+            crc_many.extend(records.iter().map(|(_, p)| format::payload_crc(p)));
+            &crc_many
+        };
+
+        let mut q = self.queue.lock();
+        let deadline = match self.config.when_full {
+            WhenFull::Wait { timeout_ms } => {
+                Some(Instant::now() + Duration::from_millis(timeout_ms))
+            }
+            WhenFull::Fail => None,
+        };
+        loop {
+            if let Some(e) = &q.failed {
+                return Err(WalError::Failed {
+                    cause: e.to_string(),
+                });
+            }
+            if q.closing {
+                return Err(WalError::Closed);
+            }
+            let fits_bytes = q.buf.len() as u64 + size_bytes <= self.config.batch_bytes_max;
+            let fits_depth = q.records as u64 + count as u64 <= self.config.queue_depth_max as u64;
+            if fits_bytes && fits_depth {
+                break;
+            }
+            let Some(deadline) = deadline else {
+                return Err(WalError::QueueFull);
+            };
+            q.space_waiters += 1;
+            let timed_out = self.queue_space.wait_until(&mut q, deadline).timed_out();
+            q.space_waiters -= 1;
+            if timed_out {
+                return Err(WalError::QueueFull);
+            }
+        }
+        let was_empty = q.records == 0;
+        if was_empty {
+            q.first_lsn = q.next_lsn;
+        }
+        let first = q.next_lsn;
+        let batch_first = q.first_lsn;
+        for (i, ((record_type, payload), crc)) in records.iter().zip(crcs).enumerate() {
+            let flags = if i + 1 < count {
+                FLAG_GROUP_CONTINUES
+            } else {
+                0
+            };
+            let lsn = first + i as u64;
+            format::encode_frame(
+                &mut q.buf,
+                lsn,
+                batch_first,
+                *record_type,
+                flags,
+                payload,
+                *crc,
+            );
+        }
+        let last = first + count as u64 - 1;
+        q.next_lsn = last + 1;
+        q.records += count as u32;
+        if let Some(cb) = callback {
+            q.callbacks.push((last, cb));
+        }
+        debug_assert!(q.buf.len() as u64 <= self.config.batch_bytes_max);
+        drop(q);
+        if was_empty {
+            self.queue_work.notify_one();
+        }
+        Ok((first, last))
+    }
+
+    /// Blocks until `lsn` is durable, the log failed at or below it, or the timeout passes.
+    pub fn wait_durable(&self, lsn: Lsn, timeout: Option<Duration>) -> Result<Lsn, WalError> {
+        if self.durable_lsn.load(Ordering::Acquire) >= lsn {
+            return Ok(lsn);
+        }
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut d = self.durable.lock();
+        loop {
+            if d.durable_lsn >= lsn {
+                return Ok(lsn);
+            }
+            if let Some((from, e)) = &d.failed {
+                if lsn >= *from {
+                    return Err(e.clone());
+                }
+            }
+            match deadline {
+                Some(deadline) => {
+                    if self
+                        .durable_changed
+                        .wait_until(&mut d, deadline)
+                        .timed_out()
+                        && d.durable_lsn < lsn
+                        && d.failed.is_none()
+                    {
+                        return Err(WalError::Timeout);
+                    }
+                }
+                None => self.durable_changed.wait(&mut d),
+            }
+        }
+    }
+
+    /// Waits (at most `timeout`) until the durable LSN exceeds `lsn`; returns it.
+    pub fn wait_durable_beyond(&self, lsn: Lsn, timeout: Duration) -> Lsn {
+        let deadline = Instant::now() + timeout;
+        let mut d = self.durable.lock();
+        while d.durable_lsn <= lsn && d.failed.is_none() {
+            if self
+                .durable_changed
+                .wait_until(&mut d, deadline)
+                .timed_out()
+            {
+                break;
+            }
+        }
+        d.durable_lsn
+    }
+
+    pub fn close(&self) {
+        self.queue.lock().closing = true;
+        self.queue_work.notify_all();
+        self.queue_space.notify_all();
+    }
+
+    fn publish_durable(&self, last: Lsn) {
+        {
+            let mut d = self.durable.lock();
+            assert!(last > d.durable_lsn, "durable LSN must only grow");
+            d.durable_lsn = last;
+        }
+        self.durable_lsn.store(last, Ordering::Release);
+        if let Some(w) = &self.watermark {
+            w.publish(last);
+        }
+        self.durable_changed.notify_all();
+    }
+
+    /// From now on nothing is acknowledged: records from `first_lost` on fail.
+    fn enter_failed(&self, first_lost: Lsn, err: &WalError) -> Vec<(Lsn, Callback)> {
+        let cause = err.to_string();
+        let leftover = {
+            let mut q = self.queue.lock();
+            if q.failed.is_none() {
+                q.failed = Some(err.clone());
+            }
+            // Everything still queued can never be written either.
+            q.buf.clear();
+            q.records = 0;
+            std::mem::take(&mut q.callbacks)
+        };
+        {
+            let mut d = self.durable.lock();
+            if d.failed.is_none() {
+                d.failed = Some((first_lost, WalError::Failed { cause }));
+            }
+        }
+        self.failed.store(true, Ordering::Release);
+        self.durable_changed.notify_all();
+        self.queue_space.notify_all();
+        leftover
+    }
+}
+
+/// The writer thread's loop. Returns when the log is closed and the queue drained.
+pub fn run(shared: Arc<Shared>, mut active: ActiveSegment) {
+    let batch_bytes_max = shared.config.batch_bytes_max as usize;
+    let mut batch: Vec<u8> = Vec::with_capacity(batch_bytes_max);
+    let mut callbacks: Vec<(Lsn, Callback)> = Vec::new();
+    let mut failed = false;
+    loop {
+        let (first, last) = {
+            let mut q = shared.queue.lock();
+            while q.records == 0 && !q.closing {
+                shared.queue_work.wait(&mut q);
+            }
+            if q.records == 0 {
+                return; // closing and drained
+            }
+            std::mem::swap(&mut q.buf, &mut batch);
+            std::mem::swap(&mut q.callbacks, &mut callbacks);
+            let first = q.first_lsn;
+            let last = q.next_lsn - 1;
+            q.records = 0;
+            q.first_lsn = q.next_lsn;
+            if q.space_waiters > 0 {
+                shared.queue_space.notify_all();
+            }
+            (first, last)
+        };
+        assert!(!batch.is_empty() && first <= last);
+        assert!(!failed, "a failed log accepts no appends");
+        let result = commit(&shared, &mut active, &batch, first);
+        match result {
+            Ok(()) => {
+                shared.publish_durable(last);
+                for (lsn, cb) in callbacks.drain(..) {
+                    cb(Ok(lsn));
+                }
+            }
+            Err(err) => {
+                failed = true;
+                let leftover = shared.enter_failed(first, &err);
+                let fail = WalError::Failed {
+                    cause: err.to_string(),
+                };
+                for (_, cb) in callbacks.drain(..).chain(leftover) {
+                    cb(Err(fail.clone()));
+                }
+            }
+        }
+        batch.clear();
+        // Don't keep a 1 GiB buffer around because of one huge batch.
+        if batch.capacity() > 2 * batch_bytes_max {
+            batch.shrink_to(batch_bytes_max);
+        }
+    }
+}
+
+/// Makes one batch durable: roll to a new segment if it does not fit, then one write and
+/// one fdatasync.
+fn commit(
+    shared: &Shared,
+    active: &mut ActiveSegment,
+    batch: &[u8],
+    first: Lsn,
+) -> Result<(), WalError> {
+    if active.offset + batch.len() as u64 > active.size_bytes {
+        roll(shared, active, first)?;
+        // Best effort: a failed delete never endangers data, it is retried on the next roll.
+        let _ = retention::run_if_idle(shared);
+    }
+    assert!(active.offset + batch.len() as u64 <= active.size_bytes);
+    let name = segment::segment_name(active.first_lsn);
+    active
+        .file
+        .write_at_sync(active.offset, batch)
+        .map_err(|e| WalError::io("write+fdatasync", &shared.storage.describe(&name), &e))?;
+    active.offset += batch.len() as u64;
+    Ok(())
+}
+
+/// Starts segment `first_lsn`: create + preallocate, header, fdatasync, directory fsync. The
+/// previous segment's data is already durable (every batch is synced before the next).
+pub fn roll(shared: &Shared, active: &mut ActiveSegment, first_lsn: Lsn) -> Result<(), WalError> {
+    let name = segment::segment_name(first_lsn);
+    let file = create_segment(
+        &*shared.storage,
+        shared.config.segment_size_bytes,
+        first_lsn,
+    )?;
+    *active = ActiveSegment {
+        file,
+        first_lsn,
+        offset: SEGMENT_HEADER_SIZE as u64,
+        size_bytes: shared.config.segment_size_bytes,
+    };
+    shared.segments.lock().push(SegmentInfo { first_lsn, name });
+    Ok(())
+}
+
+pub fn create_segment(
+    storage: &dyn Storage,
+    segment_size_bytes: u64,
+    first_lsn: Lsn,
+) -> Result<Box<dyn LogFile>, WalError> {
+    let name = segment::segment_name(first_lsn);
+    let path = storage.describe(&name);
+    let mut file = storage
+        .create(&name, segment_size_bytes)
+        .map_err(|e| WalError::io("create segment", &path, &e))?;
+    let header = format::encode_segment_header(&format::SegmentHeader {
+        first_lsn,
+        segment_size_bytes,
+    });
+    file.write_at_sync(0, &header)
+        .map_err(|e| WalError::io("write segment header", &path, &e))?;
+    storage
+        .sync_dir()
+        .map_err(|e| WalError::io("fsync directory", &path, &e))?;
+    Ok(file)
+}

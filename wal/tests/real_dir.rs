@@ -1,0 +1,215 @@
+//! The log on a real directory (tempdir): append, reopen, snapshots, retention, tailing.
+
+use std::sync::Arc;
+
+use surge_wal::{Config, IoMode, Tailer, Wal, WalError, WhenFull};
+
+fn small_config(io_mode: IoMode) -> Config {
+    Config {
+        segment_size_bytes: 256 * 1024,
+        batch_bytes_max: 64 * 1024,
+        queue_depth_max: 4096,
+        when_full: WhenFull::Wait { timeout_ms: 10_000 },
+        io_mode,
+        tail_poll_interval_ms: 1,
+    }
+}
+
+fn payload(lsn: u64, len: usize) -> Vec<u8> {
+    (0..len).map(|i| (lsn as usize * 31 + i) as u8).collect()
+}
+
+fn roundtrip(io_mode: IoMode) {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (wal, rec) = Wal::open(dir.path(), small_config(io_mode)).unwrap();
+        assert_eq!(rec.record_count(), 0);
+        assert_eq!(rec.next_lsn, 1);
+        if io_mode == IoMode::Uring {
+            assert!(wal.uses_io_uring());
+        }
+        for i in 1..=2000u64 {
+            let h = wal
+                .append((i % 3) as u8, &payload(i, (i % 300) as usize))
+                .unwrap();
+            assert_eq!(h.lsn(), i);
+            if i % 100 == 0 {
+                assert_eq!(h.wait().unwrap(), i);
+            }
+        }
+        let h = wal
+            .append_group(&[(9, b"a".as_slice()), (9, b"bb".as_slice())])
+            .unwrap();
+        assert_eq!((h.first_lsn(), h.lsn()), (2001, 2002));
+        h.wait().unwrap();
+        assert_eq!(wal.durable_lsn(), 2002);
+        wal.close().unwrap();
+    }
+    let (wal, rec) = Wal::open(dir.path(), small_config(io_mode)).unwrap();
+    assert!(rec.tail_cut.is_none());
+    assert_eq!(rec.record_count(), 2002);
+    for (n, r) in rec.records().enumerate() {
+        let r = r.unwrap();
+        let lsn = n as u64 + 1;
+        assert_eq!(r.lsn, lsn);
+        if lsn <= 2000 {
+            assert_eq!(r.record_type, (lsn % 3) as u8);
+            assert_eq!(r.payload, payload(lsn, (lsn % 300) as usize));
+        }
+    }
+    assert_eq!(wal.append(1, b"next").unwrap().wait().unwrap(), 2003);
+}
+
+#[test]
+fn roundtrip_pwrite() {
+    roundtrip(IoMode::Pwrite);
+}
+
+#[test]
+fn roundtrip_uring_or_auto() {
+    if surge_wal::io_uring_available() {
+        roundtrip(IoMode::Uring);
+    } else {
+        eprintln!("io_uring unavailable here: testing Auto (falls back to pwrite)");
+        roundtrip(IoMode::Auto);
+    }
+}
+
+#[test]
+fn second_writer_is_locked_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_wal, _) = Wal::open(dir.path(), small_config(IoMode::Auto)).unwrap();
+    match Wal::open(dir.path(), small_config(IoMode::Auto)) {
+        Err(WalError::Locked { .. }) => {}
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("second writer must be refused"),
+    }
+}
+
+#[test]
+fn callbacks_fire_in_lsn_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, _) = Wal::open(dir.path(), small_config(IoMode::Auto)).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    for i in 0..500u64 {
+        let tx = tx.clone();
+        let lsn = wal
+            .append_with(2, &payload(i, 50), move |r| {
+                let _ = tx.send(r);
+            })
+            .unwrap();
+        assert_eq!(lsn, i + 1);
+    }
+    let got: Vec<u64> = (0..500).map(|_| rx.recv().unwrap().unwrap()).collect();
+    assert_eq!(got, (1..=500).collect::<Vec<_>>());
+}
+
+#[test]
+fn snapshot_retention_and_replay_after_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = small_config(IoMode::Auto);
+    {
+        let (wal, _) = Wal::open(dir.path(), cfg.clone()).unwrap();
+        wal.set_reader_checkpoint("relay", 0).unwrap();
+        for i in 1..=3000u64 {
+            wal.append(1, &payload(i, 200)).unwrap();
+        }
+        wal.wait_durable(3000, 10_000).unwrap();
+        // Reader at 0: nothing may go even with a snapshot.
+        assert!(wal.write_snapshot(2500, b"state@2500").unwrap().is_empty());
+        let segs_before = count_segments(dir.path());
+        assert!(segs_before > 2);
+        wal.set_reader_checkpoint("relay", 2999).unwrap();
+        let removed = wal.run_retention().unwrap();
+        assert!(!removed.is_empty());
+        assert!(count_segments(dir.path()) < segs_before);
+        // Snapshot beyond durable is refused.
+        assert!(wal.write_snapshot(10_000, b"x").is_err());
+        wal.close().unwrap();
+    }
+    let (_wal, rec) = Wal::open(dir.path(), cfg).unwrap();
+    let (lsn, state) = rec.snapshot().unwrap();
+    assert_eq!((lsn, state), (2500, &b"state@2500"[..]));
+    let lsns: Vec<u64> = rec.records().map(|r| r.unwrap().lsn).collect();
+    assert_eq!(lsns, (2501..=3000).collect::<Vec<_>>());
+    assert_eq!(rec.next_lsn, 3001);
+}
+
+fn count_segments(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".seg")
+        })
+        .count()
+}
+
+#[test]
+fn tailers_in_process_and_from_directory_see_only_durable_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, _) = Wal::open(dir.path(), small_config(IoMode::Auto)).unwrap();
+    let wal = Arc::new(wal);
+    let total = 3000u64;
+    let writer = {
+        let wal = wal.clone();
+        std::thread::spawn(move || {
+            for i in 1..=total {
+                wal.append(4, &payload(i, 100)).unwrap();
+                if i % 500 == 0 {
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                }
+            }
+        })
+    };
+    let mut local = wal.tail(1).unwrap();
+    let mut remote = Tailer::open(dir.path(), 1).unwrap();
+    for t in [&mut local, &mut remote] {
+        for lsn in 1..=total {
+            let r = t.next_timeout_ms(10_000).unwrap().expect("record");
+            assert_eq!(r.lsn, lsn);
+            assert!(r.lsn <= t.durable_lsn());
+            assert_eq!(r.payload, payload(lsn, 100));
+        }
+    }
+    writer.join().unwrap();
+    // Caught up: nothing more, returns after the timeout.
+    assert!(remote.next_timeout_ms(5).unwrap().is_none());
+    // A late tailer from the middle.
+    let mut mid = Tailer::open(dir.path(), 1234).unwrap();
+    assert_eq!(mid.try_next().unwrap().unwrap().lsn, 1234);
+    surge_wal::store_reader_checkpoint(dir.path(), "relay-2", 1233).unwrap();
+    assert!(wal
+        .readers()
+        .unwrap()
+        .contains(&("relay-2".to_string(), 1233)));
+}
+
+#[test]
+fn queue_full_error_when_configured_to_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = small_config(IoMode::Auto);
+    cfg.when_full = WhenFull::Fail;
+    cfg.queue_depth_max = 4;
+    let (wal, _) = Wal::open(dir.path(), cfg).unwrap();
+    let mut full = 0;
+    let mut handles = Vec::new();
+    for _ in 0..10_000 {
+        match wal.append(1, b"x") {
+            Ok(h) => handles.push(h),
+            Err(WalError::QueueFull) => full += 1,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(full > 0, "a depth-4 queue must report full under a burst");
+    for h in handles {
+        h.wait().unwrap();
+    }
+    assert!(matches!(
+        wal.append(1, &vec![0u8; 100_000]),
+        Err(WalError::RecordTooLarge { .. })
+    ));
+}
