@@ -1,0 +1,599 @@
+//! `apply` for merchant-scoped events. Each arm checks its preconditions first and only
+//! then mutates, so a refused event leaves the state unchanged. Events that `decide`
+//! produced always pass; the checks exist for events that came from bytes.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use crate::command::PaymentMethod;
+use crate::event::{self as ev, Event, EventBody};
+use crate::ids::UnixMs;
+use crate::ledger::{Account, AccountTotals};
+use crate::shard::{Deadline, DeadlineKind, Shard};
+use crate::state::{
+    CardInfo, Customer, Hold, HoldStatus, IdempotencyRecord, Item, Merchant, Order, OrderStatus,
+    Payment, PaymentStatus, Queue, StateLine, Token, TokenStatus,
+};
+
+type Outcome = Result<(), &'static str>;
+
+pub(crate) fn apply_to_merchant(
+    shard: &mut Shard,
+    position: u32,
+    event: &Event,
+    seq_after: u64,
+) -> Outcome {
+    let Shard {
+        merchants,
+        deadlines,
+        ..
+    } = shard;
+    let m = merchants.at_mut(position).ok_or("unknown merchant")?;
+    let mut cx = Cx {
+        m,
+        deadlines,
+        merchant: position,
+        at_ms: event.at_ms,
+    };
+    match &event.body {
+        EventBody::MerchantCreated(_) => Err("merchant exists"),
+        EventBody::ItemPut(e) => cx.item_put(e),
+        EventBody::ItemRestocked(e) => cx.item_restocked(e),
+        EventBody::InventoryMoved(e) => cx.inventory_moved(e),
+        EventBody::HoldCreated(e) => cx.hold_created(e),
+        EventBody::HoldReleased(e) => cx.hold_closed(e.hold, HoldStatus::Released, None),
+        EventBody::HoldExpired(e) => cx.hold_closed(e.hold, HoldStatus::Expired, None),
+        EventBody::HoldConverted(e) => cx.hold_closed(e.hold, HoldStatus::Converted, Some(e.order)),
+        EventBody::OrderCreated(e) => cx.order_created(e),
+        EventBody::OrderPaid(e) => cx.order_moved(
+            e.order,
+            &[OrderStatus::AwaitingPayment, OrderStatus::PendingPayment],
+            OrderStatus::Paid,
+        ),
+        EventBody::OrderCancelled(e) => cx.order_moved(
+            e.order,
+            &[
+                OrderStatus::AwaitingPayment,
+                OrderStatus::PendingPayment,
+                OrderStatus::Paid,
+            ],
+            OrderStatus::Cancelled,
+        ),
+        EventBody::OrderExpired(e) => cx.order_moved(
+            e.order,
+            &[OrderStatus::AwaitingPayment],
+            OrderStatus::Expired,
+        ),
+        EventBody::OrderRefunded(e) => {
+            cx.order_moved(e.order, &[OrderStatus::Paid], OrderStatus::Refunded)
+        }
+        EventBody::PaymentRequested(e) => cx.payment_requested(e),
+        EventBody::PaymentSubmitted(e) => {
+            let p = cx.payment_in(e.payment, &[PaymentStatus::Pending])?;
+            p.transaction_key = Some(e.transaction_key.clone());
+            p.updated_at_ms = event.at_ms;
+            Ok(())
+        }
+        EventBody::PaymentAuthorized(e) => {
+            let p = cx.payment_in(e.payment, &[PaymentStatus::Pending])?;
+            if p.method != PaymentMethod::Card {
+                return Err("only card payments are authorized");
+            }
+            p.status = PaymentStatus::Authorized;
+            if let Some(key) = &e.transaction_key {
+                p.transaction_key = Some(key.clone());
+            }
+            p.updated_at_ms = event.at_ms;
+            Ok(())
+        }
+        EventBody::PaymentCaptured(e) => cx.payment_captured(e),
+        EventBody::PaymentRefunded(e) => cx.payment_refunded(e),
+        EventBody::PaymentFailed(e) => {
+            let p = cx.payment_in(e.payment, &[PaymentStatus::Pending])?;
+            p.status = PaymentStatus::Failed;
+            p.failure_reason = Some(e.reason.clone());
+            p.updated_at_ms = event.at_ms;
+            Ok(())
+        }
+        EventBody::PaymentVoided(e) => {
+            let p = cx.payment_in(
+                e.payment,
+                &[PaymentStatus::Pending, PaymentStatus::Authorized],
+            )?;
+            p.status = PaymentStatus::Voided;
+            p.updated_at_ms = event.at_ms;
+            Ok(())
+        }
+        EventBody::PointsCredited(e) => {
+            let c = cx.customer(&e.customer)?;
+            let c = cx.m.customers.at_mut(c).ok_or("customer")?;
+            c.points = c.points.checked_add(e.amount).ok_or("points overflow")?;
+            Ok(())
+        }
+        EventBody::PointsDebited(e) => {
+            let c =
+                cx.m.customers
+                    .get_mut(&e.customer)
+                    .ok_or("unknown customer")?;
+            c.points = c
+                .points
+                .checked_sub(e.amount)
+                .ok_or("points would go negative")?;
+            Ok(())
+        }
+        EventBody::LedgerPosted(e) => cx.ledger_posted(e),
+        EventBody::QueuePut(e) => {
+            if e.max_active == 0 {
+                return Err("max_active is 0");
+            }
+            match cx.m.queues.get_mut(&e.queue) {
+                Some(q) => {
+                    q.max_active = e.max_active;
+                    q.active_ttl_s = e.active_ttl_s;
+                }
+                None => {
+                    cx.m.queues.push(Queue {
+                        id: e.queue.clone(),
+                        max_active: e.max_active,
+                        active_ttl_s: e.active_ttl_s,
+                        tokens: Vec::new(),
+                        next_waiting: 0,
+                        active: 0,
+                    });
+                }
+            }
+            Ok(())
+        }
+        EventBody::TokenIssued(e) => cx.token_issued(e),
+        EventBody::TokenActivated(e) => cx.token_activated(e),
+        EventBody::TokenExpired(e) => cx.token_expired(e),
+        EventBody::IdempotencyRecorded(e) => {
+            let ids = &mut cx.m.idempotency;
+            if ids.records.contains_key(&e.key) {
+                return Err("idempotency key already recorded");
+            }
+            ids.records.insert(
+                e.key.clone(),
+                IdempotencyRecord {
+                    fingerprint: e.fingerprint,
+                    reply: e.reply.clone(),
+                    expires_at_ms: e.expires_at_ms,
+                    applied_seq: seq_after,
+                },
+            );
+            ids.order.push_back(e.key.clone());
+            Ok(())
+        }
+        EventBody::IdempotencyExpired(e) => {
+            let ids = &mut cx.m.idempotency;
+            if ids.order.front() != Some(&e.key) {
+                return Err("only the oldest idempotency record expires");
+            }
+            ids.order.pop_front();
+            ids.records.remove(&e.key);
+            Ok(())
+        }
+    }
+}
+
+struct Cx<'a> {
+    m: &'a mut Merchant,
+    deadlines: &'a mut BTreeSet<Deadline>,
+    merchant: u32,
+    at_ms: UnixMs,
+}
+
+impl Cx<'_> {
+    fn deadline(&self, at_ms: UnixMs, kind: DeadlineKind, a: u64, b: u64) -> Deadline {
+        Deadline {
+            at_ms,
+            merchant: self.merchant,
+            kind,
+            a,
+            b,
+        }
+    }
+
+    /// The customer's position, creating the customer on first sight.
+    fn customer(&mut self, id: &Arc<str>) -> Result<u32, &'static str> {
+        if let Some(pos) = self.m.customers.position(id) {
+            return Ok(pos);
+        }
+        if !crate::ids::is_valid_id(id) {
+            return Err("invalid customer id");
+        }
+        Ok(self.m.customers.push(Customer {
+            id: id.clone(),
+            points: 0,
+            account: AccountTotals::default(),
+        }))
+    }
+
+    fn item_put(&mut self, e: &ev::ItemPut) -> Outcome {
+        match self.m.items.get_mut(&e.sku) {
+            Some(item) => {
+                let committed = item.held.checked_add(item.sold).ok_or("overflow")?;
+                let available = e
+                    .stock
+                    .checked_sub(committed)
+                    .ok_or("stock below held + sold")?;
+                item.name = e.name.clone();
+                item.price = e.price;
+                item.stock = e.stock;
+                item.available = available;
+                item.queue = e.queue.clone();
+                debug_assert!(item.is_conserved());
+            }
+            None => {
+                if !crate::ids::is_valid_id(&e.sku) {
+                    return Err("invalid sku");
+                }
+                self.m.items.push(Item {
+                    sku: e.sku.clone(),
+                    name: e.name.clone(),
+                    price: e.price,
+                    stock: e.stock,
+                    available: e.stock,
+                    held: 0,
+                    sold: 0,
+                    queue: e.queue.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn item_restocked(&mut self, e: &ev::ItemRestocked) -> Outcome {
+        let item = self.m.items.get_mut(&e.sku).ok_or("unknown sku")?;
+        let stock = item.stock.checked_add(e.qty).ok_or("overflow")?;
+        let available = item.available.checked_add(e.qty).ok_or("overflow")?;
+        item.stock = stock;
+        item.available = available;
+        debug_assert!(item.is_conserved());
+        Ok(())
+    }
+
+    fn inventory_moved(&mut self, e: &ev::InventoryMoved) -> Outcome {
+        if e.from == e.to {
+            return Err("move within one bucket");
+        }
+        let item = self.m.items.get_mut(&e.sku).ok_or("unknown sku")?;
+        let from = item
+            .bucket(e.from)
+            .checked_sub(e.qty)
+            .ok_or("not enough stock in the source bucket")?;
+        let to = item.bucket(e.to).checked_add(e.qty).ok_or("overflow")?;
+        *item.bucket_mut(e.from) = from;
+        *item.bucket_mut(e.to) = to;
+        debug_assert!(item.is_conserved());
+        Ok(())
+    }
+
+    /// Lines by item position; prices are taken from the event (orders) or 0 (holds).
+    fn state_lines(
+        &self,
+        lines: impl Iterator<Item = (Arc<str>, u64, u64)>,
+    ) -> Result<Box<[StateLine]>, &'static str> {
+        lines
+            .map(|(sku, qty, unit_price)| {
+                let item = self.m.items.position(&sku).ok_or("unknown sku")?;
+                let qty = u32::try_from(qty).map_err(|_| "qty too large")?;
+                Ok(StateLine {
+                    item,
+                    qty,
+                    unit_price,
+                })
+            })
+            .collect()
+    }
+
+    fn hold_created(&mut self, e: &ev::HoldCreated) -> Outcome {
+        if e.hold != self.m.holds.len() as u64 + 1 {
+            return Err("hold number out of sequence");
+        }
+        let lines = self.state_lines(e.lines.iter().map(|l| (l.sku.clone(), l.qty, 0)))?;
+        let customer = self.customer(&e.customer)?;
+        self.m.holds.push(Hold {
+            customer,
+            status: HoldStatus::Held,
+            lines,
+            created_at_ms: self.at_ms,
+            expires_at_ms: e.expires_at_ms,
+            updated_at_ms: self.at_ms,
+            order: None,
+        });
+        let deadline = self.deadline(e.expires_at_ms, DeadlineKind::Hold, e.hold, 0);
+        self.deadlines.insert(deadline);
+        Ok(())
+    }
+
+    fn hold_closed(&mut self, n: u64, status: HoldStatus, order: Option<u64>) -> Outcome {
+        let at_ms = self.at_ms;
+        let hold = self.m.hold_mut(n).ok_or("unknown hold")?;
+        if hold.status != HoldStatus::Held {
+            return Err("hold is not held");
+        }
+        hold.status = status;
+        hold.order = order;
+        hold.updated_at_ms = at_ms;
+        let expires_at_ms = hold.expires_at_ms;
+        let deadline = self.deadline(expires_at_ms, DeadlineKind::Hold, n, 0);
+        self.deadlines.remove(&deadline);
+        Ok(())
+    }
+
+    fn order_created(&mut self, e: &ev::OrderCreated) -> Outcome {
+        if e.order != self.m.orders.len() as u64 + 1 {
+            return Err("order number out of sequence");
+        }
+        let lines =
+            self.state_lines(e.lines.iter().map(|l| (l.sku.clone(), l.qty, l.unit_price)))?;
+        let customer = self.customer(&e.customer)?;
+        self.m.orders.push(Order {
+            customer,
+            status: OrderStatus::AwaitingPayment,
+            lines,
+            total: e.total,
+            hold: e.hold,
+            payment: None,
+            created_at_ms: self.at_ms,
+            updated_at_ms: self.at_ms,
+            expires_at_ms: e.expires_at_ms,
+        });
+        if let Some(at_ms) = e.expires_at_ms {
+            let deadline = self.deadline(at_ms, DeadlineKind::Order, e.order, 0);
+            self.deadlines.insert(deadline);
+        }
+        Ok(())
+    }
+
+    fn order_moved(&mut self, n: u64, from: &[OrderStatus], to: OrderStatus) -> Outcome {
+        let at_ms = self.at_ms;
+        let order = self.m.order_mut(n).ok_or("unknown order")?;
+        if !from.contains(&order.status) {
+            return Err("order status does not allow this transition");
+        }
+        order.status = to;
+        order.updated_at_ms = at_ms;
+        if let Some(expires_at_ms) = order.expires_at_ms.take() {
+            let deadline = self.deadline(expires_at_ms, DeadlineKind::Order, n, 0);
+            self.deadlines.remove(&deadline);
+        }
+        Ok(())
+    }
+
+    fn payment_in(&mut self, n: u64, from: &[PaymentStatus]) -> Result<&mut Payment, &'static str> {
+        let p = self.m.payment_mut(n).ok_or("unknown payment")?;
+        if !from.contains(&p.status) {
+            return Err("payment status does not allow this transition");
+        }
+        Ok(p)
+    }
+
+    fn payment_requested(&mut self, e: &ev::PaymentRequested) -> Outcome {
+        if e.payment != self.m.payments.len() as u64 + 1 {
+            return Err("payment number out of sequence");
+        }
+        let at_ms = self.at_ms;
+        let order = self.m.order_mut(e.order).ok_or("unknown order")?;
+        if order.status != OrderStatus::AwaitingPayment || order.payment.is_some() {
+            return Err("order is not awaiting payment");
+        }
+        if e.method == PaymentMethod::None || (e.method == PaymentMethod::Card) != e.card.is_some()
+        {
+            return Err("payment method and card do not match");
+        }
+        order.payment = Some(e.payment);
+        order.updated_at_ms = at_ms;
+        if e.method == PaymentMethod::Card {
+            // The gateway decides now; the order no longer expires on its own.
+            order.status = OrderStatus::PendingPayment;
+            if let Some(expires_at_ms) = order.expires_at_ms.take() {
+                let deadline = self.deadline(expires_at_ms, DeadlineKind::Order, e.order, 0);
+                self.deadlines.remove(&deadline);
+            }
+        }
+        let card = e.card.as_ref().map(|c| {
+            let digits: String = c.number.chars().filter(char::is_ascii_digit).collect();
+            let last4 = digits[digits.len().saturating_sub(4)..].into();
+            Box::new(CardInfo {
+                last4,
+                kind: c.kind.clone(),
+            })
+        });
+        self.m.payments.push(Payment {
+            order: e.order,
+            method: e.method,
+            status: PaymentStatus::Pending,
+            capture: e.capture,
+            amount: e.amount,
+            captured: 0,
+            refunded: 0,
+            card,
+            transaction_key: None,
+            failure_reason: None,
+            created_at_ms: at_ms,
+            updated_at_ms: at_ms,
+        });
+        Ok(())
+    }
+
+    fn payment_captured(&mut self, e: &ev::PaymentCaptured) -> Outcome {
+        let at_ms = self.at_ms;
+        let p = self.payment_in(
+            e.payment,
+            &[PaymentStatus::Pending, PaymentStatus::Authorized],
+        )?;
+        // Points are captured straight from pending; cards only once authorized.
+        if (p.status == PaymentStatus::Pending) != (p.method == PaymentMethod::Points) {
+            return Err("capture before authorization");
+        }
+        if e.amount > p.amount {
+            return Err("capture above the authorized amount");
+        }
+        p.status = PaymentStatus::Captured;
+        p.captured = e.amount;
+        p.updated_at_ms = at_ms;
+        Ok(())
+    }
+
+    fn payment_refunded(&mut self, e: &ev::PaymentRefunded) -> Outcome {
+        let at_ms = self.at_ms;
+        let p = self.payment_in(
+            e.payment,
+            &[PaymentStatus::Captured, PaymentStatus::PartiallyRefunded],
+        )?;
+        let refunded = p.refunded.checked_add(e.amount).ok_or("overflow")?;
+        if e.amount == 0 || refunded > p.captured {
+            return Err("refund outside the captured amount");
+        }
+        p.refunded = refunded;
+        p.status = if refunded == p.captured {
+            PaymentStatus::Refunded
+        } else {
+            PaymentStatus::PartiallyRefunded
+        };
+        p.updated_at_ms = at_ms;
+        Ok(())
+    }
+
+    fn account_totals(&mut self, account: &Account) -> Result<&mut AccountTotals, &'static str> {
+        match account {
+            Account::CustomerPoints(c) => Ok(&mut self
+                .m
+                .customers
+                .get_mut(c)
+                .ok_or("unknown customer account")?
+                .account),
+            fixed => {
+                let i = fixed.fixed_index().ok_or("unknown account")?;
+                Ok(&mut self.m.ledger.fixed[i])
+            }
+        }
+    }
+
+    fn ledger_posted(&mut self, e: &ev::LedgerPosted) -> Outcome {
+        if e.posting != self.m.ledger.postings + 1 {
+            return Err("posting number out of sequence");
+        }
+        if e.debit == e.credit || e.amount == 0 {
+            return Err("degenerate posting");
+        }
+        let amount = u128::from(e.amount);
+        // Check both legs before touching either.
+        let debits = self
+            .account_totals(&e.debit)?
+            .debits
+            .checked_add(amount)
+            .ok_or("overflow")?;
+        let credits = self
+            .account_totals(&e.credit)?
+            .credits
+            .checked_add(amount)
+            .ok_or("overflow")?;
+        self.account_totals(&e.debit)?.debits = debits;
+        self.account_totals(&e.credit)?.credits = credits;
+        self.m.ledger.postings += 1;
+        Ok(())
+    }
+
+    fn queue_mut(&mut self, id: &str) -> Result<(u32, &mut Queue), &'static str> {
+        let pos = self.m.queues.position(id).ok_or("unknown queue")?;
+        Ok((pos, self.m.queues.at_mut(pos).ok_or("unknown queue")?))
+    }
+
+    fn token_issued(&mut self, e: &ev::TokenIssued) -> Outcome {
+        let customer = self.customer(&e.customer)?;
+        let at_ms = self.at_ms;
+        let (_, q) = self.queue_mut(&e.queue)?;
+        if e.seq != q.tokens.len() as u64 {
+            return Err("token number out of sequence");
+        }
+        q.tokens.push(Token {
+            customer,
+            nonce: e.nonce,
+            status: TokenStatus::Waiting,
+            issued_at_ms: at_ms,
+            active_until_ms: None,
+        });
+        Ok(())
+    }
+
+    fn token_activated(&mut self, e: &ev::TokenActivated) -> Outcome {
+        let at_ms = self.at_ms;
+        let (pos, q) = self.queue_mut(&e.queue)?;
+        if e.seq != q.next_waiting || q.active >= q.max_active {
+            return Err("activation out of order or beyond max_active");
+        }
+        let until_ms = at_ms.saturating_add(q.active_ttl_s.saturating_mul(1_000));
+        let token = q.tokens.get_mut(e.seq as usize).ok_or("unknown token")?;
+        debug_assert_eq!(token.status, TokenStatus::Waiting);
+        token.status = TokenStatus::Active;
+        token.active_until_ms = Some(until_ms);
+        q.next_waiting += 1;
+        q.active += 1;
+        let deadline = self.deadline(until_ms, DeadlineKind::Token, u64::from(pos), e.seq);
+        self.deadlines.insert(deadline);
+        Ok(())
+    }
+
+    fn token_expired(&mut self, e: &ev::TokenExpired) -> Outcome {
+        let (pos, q) = self.queue_mut(&e.queue)?;
+        let token = q.tokens.get_mut(e.seq as usize).ok_or("unknown token")?;
+        if token.status != TokenStatus::Active {
+            return Err("token is not active");
+        }
+        token.status = TokenStatus::Expired;
+        let until_ms = token.active_until_ms.unwrap_or_default();
+        q.active -= 1;
+        let deadline = self.deadline(until_ms, DeadlineKind::Token, u64::from(pos), e.seq);
+        self.deadlines.remove(&deadline);
+        Ok(())
+    }
+}
+
+impl Shard {
+    /// Deadlines as the state implies them (restore, and the invariant check).
+    pub(crate) fn derive_deadlines(&self) -> BTreeSet<Deadline> {
+        let mut out = BTreeSet::new();
+        for (mi, m) in self.merchants.iter().enumerate() {
+            let merchant = mi as u32;
+            for (i, h) in m.holds.iter().enumerate() {
+                if h.status == HoldStatus::Held {
+                    out.insert(Deadline {
+                        at_ms: h.expires_at_ms,
+                        merchant,
+                        kind: DeadlineKind::Hold,
+                        a: i as u64 + 1,
+                        b: 0,
+                    });
+                }
+            }
+            for (i, o) in m.orders.iter().enumerate() {
+                if let Some(at_ms) = o.expires_at_ms {
+                    out.insert(Deadline {
+                        at_ms,
+                        merchant,
+                        kind: DeadlineKind::Order,
+                        a: i as u64 + 1,
+                        b: 0,
+                    });
+                }
+            }
+            for (qi, q) in m.queues.iter().enumerate() {
+                for (seq, t) in q.tokens.iter().enumerate() {
+                    if let (TokenStatus::Active, Some(at_ms)) = (t.status, t.active_until_ms) {
+                        out.insert(Deadline {
+                            at_ms,
+                            merchant,
+                            kind: DeadlineKind::Token,
+                            a: qi as u64,
+                            b: seq as u64,
+                        });
+                    }
+                }
+            }
+        }
+        out
+    }
+}

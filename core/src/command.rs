@@ -1,0 +1,180 @@
+//! Commands: everything the HTTP contract can ask of the engine, already parsed from JSON
+//! by the API layer but not yet validated (validation is `decide`'s job, so the rules live
+//! in one place and the fuzzer reaches them).
+
+use serde::{Deserialize, Serialize};
+
+/// One merchant-scoped request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    /// The authenticated merchant (for `CreateMerchant`: the id to create).
+    pub merchant: String,
+    /// `Idempotency-Key` and the fingerprint of the request it came with.
+    pub idempotency: Option<Idempotency>,
+    pub command: Command,
+}
+
+/// The caller computes the fingerprint over whatever identifies "the same request"
+/// (method, path and body); the engine only compares fingerprints.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Idempotency {
+    pub key: String,
+    pub fingerprint: [u8; 16],
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// `api_key_hash` is the SHA-256 of the key the caller generated; the key itself never
+    /// reaches the engine or the log.
+    CreateMerchant {
+        name: String,
+        currency: String,
+        api_key_hash: [u8; 32],
+    },
+    PutItem(ItemSpec),
+    PutItems {
+        items: Vec<ItemSpec>,
+    },
+    Restock {
+        sku: String,
+        qty: u64,
+    },
+    CreateHold {
+        customer: String,
+        lines: Vec<LineSpec>,
+        ttl_s: Option<u64>,
+        queue_token: Option<String>,
+    },
+    ReleaseHold {
+        hold: String,
+    },
+    CreateOrder {
+        customer: String,
+        source: OrderSource,
+        payment: PaymentSpec,
+        queue_token: Option<String>,
+    },
+    /// Pays an `awaiting_payment` order.
+    PayOrder {
+        order: String,
+        payment: PaymentSpec,
+    },
+    CancelOrder {
+        order: String,
+    },
+    CapturePayment {
+        payment: String,
+        amount: Option<u64>,
+    },
+    RefundPayment {
+        payment: String,
+        amount: Option<u64>,
+    },
+    VoidPayment {
+        payment: String,
+    },
+    /// The gateway took the payment request and named its transaction.
+    GatewayAccepted {
+        payment: String,
+        transaction_key: String,
+    },
+    /// The gateway approved the payment (callback `SUCCESS`, or the reconciler's look-up).
+    GatewayApproved {
+        payment: String,
+        transaction_key: String,
+    },
+    /// The gateway declined it (callback `FAILED`), or the worker gave up on it.
+    GatewayDeclined {
+        payment: String,
+        reason: String,
+    },
+    CreditPoints {
+        customer: String,
+        amount: u64,
+        reason: String,
+    },
+    PutQueue {
+        queue: String,
+        max_active: u64,
+        active_ttl_s: u64,
+    },
+    /// `nonce` comes from the caller's random source; it makes tokens unguessable while the
+    /// engine stays deterministic.
+    IssueToken {
+        queue: String,
+        customer: String,
+        nonce: u64,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItemSpec {
+    pub sku: String,
+    pub name: String,
+    pub price: u64,
+    pub stock: u64,
+    pub queue: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LineSpec {
+    pub sku: String,
+    pub qty: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OrderSource {
+    Lines(Vec<LineSpec>),
+    Hold(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentSpec {
+    pub method: PaymentMethod,
+    pub card: Option<CardSpec>,
+    pub capture: CaptureMode,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentMethod {
+    Points,
+    Card,
+    None,
+}
+
+impl PaymentMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PaymentMethod::Points => "points",
+            PaymentMethod::Card => "card",
+            PaymentMethod::None => "none",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CardSpec {
+    pub number: String,
+    /// The card scheme as the gateway names it (`SAMSUNG`, `KB`, ...).
+    pub kind: String,
+}
+
+/// `automatic` captures as soon as the gateway approves; `manual` waits for a capture call.
+/// Points payments are always captured at once.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CaptureMode {
+    #[default]
+    Automatic,
+    Manual,
+}
+
+impl CaptureMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CaptureMode::Automatic => "automatic",
+            CaptureMode::Manual => "manual",
+        }
+    }
+}

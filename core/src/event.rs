@@ -1,0 +1,416 @@
+//! Events: everything that happens, one per change of one aggregate. `apply` is the only
+//! thing that changes state, and it changes it only by events; the log stores events, the
+//! relay publishes them.
+//!
+//! Stability: the binary encoding (see `encoding.rs`) identifies variants and fields by
+//! position. Append new variants and new `Option` fields at the end only; anything else
+//! is a new `encoding::EVENTS_VERSION`.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::command::{CaptureMode, PaymentMethod};
+use crate::ids::{Numbered, UnixMs};
+use crate::ledger::Account;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub merchant: Arc<str>,
+    /// The `now` of the command that decided it.
+    pub at_ms: UnixMs,
+    pub body: EventBody,
+}
+
+/// Where stock sits. `available + held + sold == stock` for every item.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Bucket {
+    Available,
+    Held,
+    Sold,
+}
+
+/// What a ledger posting is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PostingKind {
+    PointsCredit,
+    Capture,
+    Refund,
+}
+
+macro_rules! event_bodies {
+    ($($variant:ident => $type_name:literal,)*) => {
+        /// One variant per event type; each holds a struct of the same name.
+        #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+        pub enum EventBody { $($variant($variant),)* }
+
+        impl EventBody {
+            /// The `type` of the event's envelope (`inventory.*` depends on the move).
+            pub fn type_name(&self) -> &'static str {
+                #[allow(unreachable_patterns)] // the generated arm for InventoryMoved
+                match self {
+                    EventBody::InventoryMoved(m) => m.type_name(),
+                    $(EventBody::$variant(_) => $type_name,)*
+                }
+            }
+        }
+
+        $(impl From<$variant> for EventBody {
+            fn from(data: $variant) -> Self { EventBody::$variant(data) }
+        })*
+
+        /// Serializes only the payload struct, for the envelope's `data`.
+        pub struct DataRef<'a>(pub &'a EventBody);
+
+        impl Serialize for DataRef<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                match self.0 { $(EventBody::$variant(data) => data.serialize(s),)* }
+            }
+        }
+    };
+}
+
+event_bodies! {
+    MerchantCreated => "merchant.created",
+    ItemPut => "item.put",
+    ItemRestocked => "item.restocked",
+    InventoryMoved => "inventory.moved",
+    HoldCreated => "hold.created",
+    HoldReleased => "hold.released",
+    HoldExpired => "hold.expired",
+    HoldConverted => "hold.converted",
+    OrderCreated => "order.created",
+    OrderPaid => "order.paid",
+    OrderCancelled => "order.cancelled",
+    OrderExpired => "order.expired",
+    OrderRefunded => "order.refunded",
+    PaymentRequested => "payment.requested",
+    PaymentSubmitted => "payment.submitted",
+    PaymentAuthorized => "payment.authorized",
+    PaymentCaptured => "payment.captured",
+    PaymentRefunded => "payment.refunded",
+    PaymentFailed => "payment.failed",
+    PaymentVoided => "payment.voided",
+    PointsCredited => "points.credited",
+    PointsDebited => "points.debited",
+    LedgerPosted => "ledger.posted",
+    QueuePut => "queue.put",
+    TokenIssued => "queue.token_issued",
+    TokenActivated => "queue.token_activated",
+    TokenExpired => "queue.token_expired",
+    IdempotencyRecorded => "idempotency.recorded",
+    IdempotencyExpired => "idempotency.expired",
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MerchantCreated {
+    pub name: Box<str>,
+    pub currency: Box<str>,
+    #[serde(with = "crate::hex_bytes")]
+    pub api_key_hash: [u8; 32],
+}
+
+/// Creates the item or updates its name, price, stock level and waiting room.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItemPut {
+    pub sku: Arc<str>,
+    pub name: Box<str>,
+    pub price: u64,
+    pub stock: u64,
+    pub queue: Option<Arc<str>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItemRestocked {
+    pub sku: Arc<str>,
+    pub qty: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InventoryMoved {
+    pub sku: Arc<str>,
+    pub qty: u64,
+    pub from: Bucket,
+    pub to: Bucket,
+}
+
+impl InventoryMoved {
+    pub fn type_name(&self) -> &'static str {
+        match (self.from, self.to) {
+            (Bucket::Available, Bucket::Held) => "inventory.reserved",
+            (Bucket::Held, Bucket::Available) => "inventory.released",
+            (_, Bucket::Sold) => "inventory.sold",
+            (Bucket::Sold, _) => "inventory.returned",
+            _ => "inventory.moved",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Line {
+    pub sku: Arc<str>,
+    pub qty: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HoldCreated {
+    pub hold: u64,
+    pub customer: Arc<str>,
+    pub lines: Vec<Line>,
+    pub expires_at_ms: UnixMs,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HoldReleased {
+    pub hold: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HoldExpired {
+    pub hold: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HoldConverted {
+    pub hold: u64,
+    pub order: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PricedLine {
+    pub sku: Arc<str>,
+    pub qty: u64,
+    pub unit_price: u64,
+}
+
+/// Creates an order in status `awaiting_payment`; payment events move it on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderCreated {
+    pub order: u64,
+    pub customer: Arc<str>,
+    pub lines: Vec<PricedLine>,
+    pub total: u64,
+    pub hold: Option<u64>,
+    /// Set while the order waits for a payment that may never come.
+    pub expires_at_ms: Option<UnixMs>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderPaid {
+    pub order: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderCancelled {
+    pub order: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderExpired {
+    pub order: u64,
+}
+
+/// The order's payment was refunded in full (by refunds, not by cancellation).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderRefunded {
+    pub order: u64,
+}
+
+/// A card number as the gateway needs it. It is in the log because the gateway worker is
+/// driven by the log; views show only the last four digits.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CardDetails {
+    pub number: Box<str>,
+    pub kind: Box<str>,
+}
+
+/// A payment of `amount` for `order`, status `pending`; the order waits for it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentRequested {
+    pub payment: u64,
+    pub order: u64,
+    pub method: PaymentMethod,
+    pub amount: u64,
+    pub capture: CaptureMode,
+    pub card: Option<CardDetails>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentSubmitted {
+    pub payment: u64,
+    pub transaction_key: Box<str>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentAuthorized {
+    pub payment: u64,
+    pub transaction_key: Option<Box<str>>,
+}
+
+/// Captures `amount` (at most the authorized amount; the rest is released).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentCaptured {
+    pub payment: u64,
+    pub amount: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentRefunded {
+    pub payment: u64,
+    pub amount: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentFailed {
+    pub payment: u64,
+    pub reason: Box<str>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentVoided {
+    pub payment: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PointsCredited {
+    pub customer: Arc<str>,
+    pub amount: u64,
+    pub reason: Box<str>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PointsDebited {
+    pub customer: Arc<str>,
+    pub amount: u64,
+    pub payment: u64,
+}
+
+/// One balanced posting: `amount` debited to one account and credited to another. A
+/// posting of two legs with one amount cannot be unbalanced by construction.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerPosted {
+    pub posting: u64,
+    pub debit: Account,
+    pub credit: Account,
+    pub amount: u64,
+    pub kind: PostingKind,
+    pub payment: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueuePut {
+    pub queue: Arc<str>,
+    pub max_active: u64,
+    pub active_ttl_s: u64,
+}
+
+/// A token joins the end of the waiting line.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenIssued {
+    pub queue: Arc<str>,
+    pub seq: u64,
+    pub nonce: u64,
+    pub customer: Arc<str>,
+}
+
+/// The first waiting token becomes active (tokens activate strictly in arrival order).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenActivated {
+    pub queue: Arc<str>,
+    pub seq: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenExpired {
+    pub queue: Arc<str>,
+    pub seq: u64,
+}
+
+/// The response to an idempotent request, stored with the request's fingerprint. `reply`
+/// is the encoded `Reply` (see `encoding::encode_reply`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdempotencyRecorded {
+    pub key: Arc<str>,
+    pub fingerprint: [u8; 16],
+    pub reply: Box<[u8]>,
+    pub expires_at_ms: UnixMs,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdempotencyExpired {
+    pub key: Arc<str>,
+}
+
+/// The Kafka topic family an event belongs to (the relay adds the configured prefix).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Topic {
+    Merchants,
+    Orders,
+    Payments,
+    Inventory,
+    Ledger,
+    Points,
+    Queue,
+}
+
+impl Topic {
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Topic::Merchants => "merchants",
+            Topic::Orders => "orders",
+            Topic::Payments => "payments",
+            Topic::Inventory => "inventory",
+            Topic::Ledger => "ledger",
+            Topic::Points => "points",
+            Topic::Queue => "queue",
+        }
+    }
+}
+
+impl Event {
+    pub fn type_name(&self) -> &'static str {
+        self.body.type_name()
+    }
+
+    /// The topic and the aggregate id (the Kafka key) of this event; `None` for events that
+    /// are engine-internal (idempotency records) and never leave the process. Events of one
+    /// aggregate share the key, so a partitioned consumer sees them in log order.
+    pub fn aggregate(&self) -> Option<(Topic, String)> {
+        use EventBody as B;
+        let order = |n: u64| Numbered::Order.id(n);
+        let payment = |n: u64| Numbered::Payment.id(n);
+        let hold = |n: u64| Numbered::Hold.id(n);
+        Some(match &self.body {
+            B::MerchantCreated(_) => (Topic::Merchants, self.merchant.to_string()),
+            B::ItemPut(e) => (Topic::Inventory, e.sku.to_string()),
+            B::ItemRestocked(e) => (Topic::Inventory, e.sku.to_string()),
+            B::InventoryMoved(e) => (Topic::Inventory, e.sku.to_string()),
+            B::HoldCreated(e) => (Topic::Inventory, hold(e.hold)),
+            B::HoldReleased(e) => (Topic::Inventory, hold(e.hold)),
+            B::HoldExpired(e) => (Topic::Inventory, hold(e.hold)),
+            B::HoldConverted(e) => (Topic::Inventory, hold(e.hold)),
+            B::OrderCreated(e) => (Topic::Orders, order(e.order)),
+            B::OrderPaid(e) => (Topic::Orders, order(e.order)),
+            B::OrderCancelled(e) => (Topic::Orders, order(e.order)),
+            B::OrderExpired(e) => (Topic::Orders, order(e.order)),
+            B::OrderRefunded(e) => (Topic::Orders, order(e.order)),
+            B::PaymentRequested(e) => (Topic::Payments, payment(e.payment)),
+            B::PaymentSubmitted(e) => (Topic::Payments, payment(e.payment)),
+            B::PaymentAuthorized(e) => (Topic::Payments, payment(e.payment)),
+            B::PaymentCaptured(e) => (Topic::Payments, payment(e.payment)),
+            B::PaymentRefunded(e) => (Topic::Payments, payment(e.payment)),
+            B::PaymentFailed(e) => (Topic::Payments, payment(e.payment)),
+            B::PaymentVoided(e) => (Topic::Payments, payment(e.payment)),
+            B::PointsCredited(e) => (Topic::Points, e.customer.to_string()),
+            B::PointsDebited(e) => (Topic::Points, e.customer.to_string()),
+            // One merchant's postings are one ordered stream.
+            B::LedgerPosted(_) => (Topic::Ledger, self.merchant.to_string()),
+            B::QueuePut(e) => (Topic::Queue, e.queue.to_string()),
+            B::TokenIssued(e) => (Topic::Queue, e.queue.to_string()),
+            B::TokenActivated(e) => (Topic::Queue, e.queue.to_string()),
+            B::TokenExpired(e) => (Topic::Queue, e.queue.to_string()),
+            B::IdempotencyRecorded(_) | B::IdempotencyExpired(_) => return None,
+        })
+    }
+}

@@ -1,0 +1,131 @@
+//! Identifier syntax and the deterministic ids the engine hands out.
+//!
+//! Orders, holds and payments are numbered per merchant from 1 in apply order, so replaying
+//! the same events gives the same ids. Queue tokens add a 64-bit nonce that the caller puts
+//! into the command (the engine has no randomness); the nonce is logged with the event, so
+//! replay reproduces the token too.
+
+use crate::limits::{IDEMPOTENCY_KEY_LEN_MAX, ID_LEN_MAX};
+
+/// Milliseconds since the Unix epoch; every time in the engine comes in with a command.
+pub type UnixMs = u64;
+
+/// `[A-Za-z0-9_.:-]{1,64}`.
+pub fn is_valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= ID_LEN_MAX
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
+}
+
+/// 1..=255 printable ASCII (space included, as Stripe allows).
+pub fn is_valid_idempotency_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= IDEMPOTENCY_KEY_LEN_MAX
+        && key.bytes().all(|b| (0x20..0x7f).contains(&b))
+}
+
+/// The kinds of numbered resources, each with its id prefix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Numbered {
+    Hold,
+    Order,
+    Payment,
+}
+
+impl Numbered {
+    fn prefix(self) -> &'static str {
+        match self {
+            Numbered::Hold => "hold_",
+            Numbered::Order => "ord_",
+            Numbered::Payment => "pay_",
+        }
+    }
+
+    /// The external id of resource number `n` (numbers start at 1).
+    pub fn id(self, n: u64) -> String {
+        debug_assert!(n >= 1);
+        format!("{}{n}", self.prefix())
+    }
+
+    /// The number inside an external id, if it is one of ours; anything else is simply not
+    /// found, which is also what another merchant's id must look like.
+    pub fn parse(self, id: &str) -> Option<u64> {
+        let digits = id.strip_prefix(self.prefix())?;
+        if digits.is_empty() || digits.len() > 19 || digits.starts_with('0') {
+            return None;
+        }
+        if !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        digits.parse().ok()
+    }
+}
+
+/// A waiting-room token: `qt_{seq}_{nonce as 16 hex digits}`.
+pub fn token_id(seq: u64, nonce: u64) -> String {
+    format!("qt_{seq}_{nonce:016x}")
+}
+
+/// `(seq, nonce)` of a token string, or `None` when it is not one of ours.
+pub fn parse_token(token: &str) -> Option<(u64, u64)> {
+    let rest = token.strip_prefix("qt_")?;
+    let (seq, nonce) = rest.split_once('_')?;
+    if seq.is_empty() || seq.len() > 19 || !seq.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    if nonce.len() != 16 || !nonce.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    Some((seq.parse().ok()?, u64::from_str_radix(nonce, 16).ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_syntax() {
+        assert!(is_valid_id("m-1"));
+        assert!(is_valid_id("A.b:c_d-9"));
+        assert!(!is_valid_id(""));
+        assert!(!is_valid_id("a b"));
+        assert!(!is_valid_id("é"));
+        assert!(is_valid_id(&"x".repeat(64)));
+        assert!(!is_valid_id(&"x".repeat(65)));
+    }
+
+    #[test]
+    fn numbered_ids_round_trip_and_reject_lookalikes() {
+        assert_eq!(Numbered::Order.id(42), "ord_42");
+        assert_eq!(Numbered::Order.parse("ord_42"), Some(42));
+        for bad in [
+            "ord_",
+            "ord_042",
+            "ord_4x",
+            "hold_4",
+            "ord_99999999999999999999",
+            "ord_-1",
+        ] {
+            assert_eq!(Numbered::Order.parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn tokens_round_trip() {
+        let t = token_id(7, 0xdead_beef);
+        assert_eq!(t, "qt_7_00000000deadbeef");
+        assert_eq!(parse_token(&t), Some((7, 0xdead_beef)));
+        assert_eq!(parse_token("qt_7_xyz"), None);
+        assert_eq!(parse_token("qt__00000000deadbeef"), None);
+    }
+
+    #[test]
+    fn idempotency_key_syntax() {
+        assert!(is_valid_idempotency_key("order 1 / retry"));
+        assert!(!is_valid_idempotency_key(""));
+        assert!(!is_valid_idempotency_key("tab\t"));
+        assert!(!is_valid_idempotency_key(&"k".repeat(256)));
+    }
+}

@@ -1,0 +1,167 @@
+//! The design's rules as one check over a whole shard, recomputed from first principles
+//! (not from running totals). Tests run it after every step; `restore` runs it on every
+//! snapshot it loads.
+
+use crate::shard::Shard;
+use crate::state::{HoldStatus, Merchant, OrderStatus, PaymentStatus, TokenStatus};
+
+impl Shard {
+    pub fn check_invariants(&self) -> Result<(), String> {
+        for m in self.merchants.iter() {
+            check_merchant(m).map_err(|e| format!("merchant {}: {e}", m.id))?;
+        }
+        if self.derive_deadlines() != self.deadlines {
+            return Err("deadline index differs from the state".into());
+        }
+        Ok(())
+    }
+}
+
+fn check_merchant(m: &Merchant) -> Result<(), String> {
+    // Stock: conservation per item, and held / sold equal to what holds and orders claim.
+    let mut held = vec![0u64; m.items.len()];
+    let mut sold = vec![0u64; m.items.len()];
+    let claim = |lines: &[crate::state::StateLine], into: &mut Vec<u64>| -> Result<(), String> {
+        for l in lines {
+            *into.get_mut(l.item as usize).ok_or("line names no item")? += u64::from(l.qty);
+        }
+        Ok(())
+    };
+    for h in m.holds.iter().filter(|h| h.status == HoldStatus::Held) {
+        claim(&h.lines, &mut held)?;
+    }
+    for o in &m.orders {
+        match o.status.stock_bucket() {
+            Some(crate::event::Bucket::Held) => claim(&o.lines, &mut held)?,
+            Some(crate::event::Bucket::Sold) => claim(&o.lines, &mut sold)?,
+            _ => {}
+        }
+    }
+    for (i, item) in m.items.iter().enumerate() {
+        if !item.is_conserved() {
+            return Err(format!(
+                "item {}: available {} + held {} + sold {} != stock {}",
+                item.sku, item.available, item.held, item.sold, item.stock
+            ));
+        }
+        if item.held != held[i] || item.sold != sold[i] {
+            return Err(format!(
+                "item {}: held {} / sold {} but holds and orders claim {} / {}",
+                item.sku, item.held, item.sold, held[i], sold[i]
+            ));
+        }
+    }
+
+    // Points: never negative (unsigned), and equal to the customer's points account.
+    for c in m.customers.iter() {
+        if c.account.credits < c.account.debits
+            || c.account.credits - c.account.debits != u128::from(c.points)
+        {
+            return Err(format!(
+                "customer {}: points {} but account credits {} debits {}",
+                c.id, c.points, c.account.credits, c.account.debits
+            ));
+        }
+    }
+
+    // Ledger: the trial balance over every account is zero.
+    let tb = m.trial_balance();
+    if !tb.balanced {
+        return Err(format!(
+            "trial balance: debits {} credits {}",
+            tb.total_debits, tb.total_credits
+        ));
+    }
+
+    // Payments: amounts nest, statuses agree with them and with their order.
+    for (i, p) in m.payments.iter().enumerate() {
+        let n = i as u64 + 1;
+        if p.captured > p.amount || p.refunded > p.captured {
+            return Err(format!(
+                "payment {n}: amount {} captured {} refunded {}",
+                p.amount, p.captured, p.refunded
+            ));
+        }
+        let refunds_agree = match p.status {
+            PaymentStatus::Captured => p.refunded == 0,
+            PaymentStatus::PartiallyRefunded => p.refunded > 0 && p.refunded < p.captured,
+            PaymentStatus::Refunded => p.refunded == p.captured,
+            _ => p.captured == 0 && p.refunded == 0,
+        };
+        if !refunds_agree {
+            return Err(format!(
+                "payment {n}: status {:?} with captured {} refunded {}",
+                p.status, p.captured, p.refunded
+            ));
+        }
+        let order = m
+            .order(p.order)
+            .ok_or_else(|| format!("payment {n}: no order"))?;
+        if order.payment != Some(n) {
+            return Err(format!("payment {n}: its order does not point back"));
+        }
+        let consistent = match order.status {
+            OrderStatus::PendingPayment => p.status == PaymentStatus::Pending,
+            OrderStatus::Paid => matches!(
+                p.status,
+                PaymentStatus::Authorized
+                    | PaymentStatus::Captured
+                    | PaymentStatus::PartiallyRefunded
+            ),
+            OrderStatus::Refunded => p.status == PaymentStatus::Refunded,
+            OrderStatus::AwaitingPayment => false,
+            OrderStatus::Cancelled | OrderStatus::Expired => {
+                !matches!(p.status, PaymentStatus::Pending | PaymentStatus::Authorized)
+            }
+        };
+        if !consistent {
+            return Err(format!(
+                "payment {n}: {:?} while its order is {:?}",
+                p.status, order.status
+            ));
+        }
+    }
+    for (i, o) in m.orders.iter().enumerate() {
+        if o.status == OrderStatus::Paid && o.payment.is_none() {
+            return Err(format!("order {}: paid without a payment", i + 1));
+        }
+        if o.expires_at_ms.is_some()
+            != (o.status == OrderStatus::AwaitingPayment
+                && o.payment.is_none()
+                && o.expires_at_ms.is_some())
+        {
+            return Err(format!(
+                "order {}: expiry set in status {:?}",
+                i + 1,
+                o.status
+            ));
+        }
+    }
+
+    // Waiting rooms: tokens before next_waiting have left the line, the rest wait, and the
+    // active count is the number of active tokens.
+    for q in m.queues.iter() {
+        let mut active = 0;
+        for (seq, t) in q.tokens.iter().enumerate() {
+            let waiting = (seq as u64) >= q.next_waiting;
+            if waiting != (t.status == TokenStatus::Waiting) {
+                return Err(format!(
+                    "queue {}: token {seq} is {:?} at next_waiting {}",
+                    q.id, t.status, q.next_waiting
+                ));
+            }
+            active += u64::from(t.status == TokenStatus::Active);
+        }
+        if active != q.active {
+            return Err(format!(
+                "queue {}: {} active tokens, count says {}",
+                q.id, active, q.active
+            ));
+        }
+    }
+
+    if m.idempotency.records.len() != m.idempotency.order.len() {
+        return Err("idempotency index and order differ".into());
+    }
+    Ok(())
+}

@@ -1,0 +1,260 @@
+//! A shard: the merchants that hash to it, their expiry deadlines, and the count of events
+//! applied. `apply` is the only mutation of business state; `execute` is the host's
+//! convenience that runs decide -> apply -> reply -> idempotency record in one step.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::command::Request;
+use crate::decide::Decided;
+use crate::encoding;
+use crate::error::{ApplyError, CoreError, DecodeError};
+use crate::event::{Event, EventBody};
+use crate::ids::{is_valid_idempotency_key, UnixMs};
+use crate::limits::IDEMPOTENCY_TTL_MS;
+use crate::state::{Indexed, Keyed, Merchant};
+use crate::view::Reply;
+
+#[derive(Clone, Debug, Default)]
+pub struct Shard {
+    pub(crate) merchants: Indexed<Merchant>,
+    /// Expiry deadlines of held holds, unpaid orders and active tokens. Derived from the
+    /// merchants (rebuilt on restore); kept here so `tick` finds what is due in O(log n).
+    pub(crate) deadlines: BTreeSet<Deadline>,
+    /// Events applied since the empty state (part of the canonical state).
+    pub(crate) applied_events: u64,
+    /// Events the host reports durable. Runtime only: not in snapshots or the digest.
+    durable_events: u64,
+}
+
+impl Keyed for Merchant {
+    fn key(&self) -> &Arc<str> {
+        &self.id
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Deadline {
+    pub at_ms: UnixMs,
+    pub merchant: u32,
+    pub kind: DeadlineKind,
+    /// Hold or order number, or queue position.
+    pub a: u64,
+    /// Token sequence number (tokens only).
+    pub b: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum DeadlineKind {
+    Hold,
+    Order,
+    Token,
+}
+
+/// What `execute` did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The command was decided and applied; `events` must be logged (in this order, as one
+    /// record) before `reply` is shown to anyone.
+    Applied { events: Vec<Event>, reply: Reply },
+    /// An earlier request with the same idempotency key and fingerprint; nothing changed.
+    Replayed { reply: Reply },
+}
+
+/// The canonical form of a shard: what snapshots hold and the digest covers.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct ShardImage {
+    pub merchants: Indexed<Merchant>,
+    pub applied_events: u64,
+}
+
+impl Shard {
+    pub fn new() -> Self {
+        Shard::default()
+    }
+
+    pub fn merchant(&self, id: &str) -> Option<&Merchant> {
+        self.merchants.get(id)
+    }
+
+    pub fn merchants(&self) -> impl Iterator<Item = &Merchant> {
+        self.merchants.iter()
+    }
+
+    /// Events applied since the empty state.
+    pub fn applied_events(&self) -> u64 {
+        self.applied_events
+    }
+
+    /// The host reports that the first `applied_events` events of this shard are durable
+    /// (the log orders a shard's events as they were applied). Idempotency records applied
+    /// after that point answer `idempotency_key_in_use` until they are durable too.
+    pub fn mark_durable(&mut self, applied_events: u64) {
+        assert!(
+            applied_events <= self.applied_events,
+            "durable beyond applied"
+        );
+        self.durable_events = self.durable_events.max(applied_events);
+    }
+
+    pub fn durable_events(&self) -> u64 {
+        self.durable_events
+    }
+
+    /// decide -> apply -> reply, plus the idempotency record when the request has a key.
+    /// An `Err` changed nothing.
+    pub fn execute(&mut self, request: &Request, now: UnixMs) -> Result<Outcome, CoreError> {
+        if let Some(idempotency) = &request.idempotency {
+            if !is_valid_idempotency_key(&idempotency.key) {
+                return Err(CoreError::invalid(
+                    "Idempotency-Key",
+                    "must be 1..=255 printable ASCII characters",
+                ));
+            }
+            let stored = self
+                .merchants
+                .get(&request.merchant)
+                .and_then(|m| m.idempotency.get(&idempotency.key));
+            if let Some(record) = stored {
+                if record.applied_seq > self.durable_events {
+                    return Err(CoreError::IdempotencyKeyInUse);
+                }
+                if record.fingerprint != idempotency.fingerprint {
+                    return Err(CoreError::IdempotencyKeyReused);
+                }
+                // Replies are validated where bytes enter (event decoding, snapshot restore).
+                let reply = encoding::decode_reply(&record.reply).unwrap_or_else(|e| {
+                    panic!("stored reply failed to decode after validation: {e}")
+                });
+                return Ok(Outcome::Replayed { reply });
+            }
+        }
+        let Decided { mut events, target } = self.decide(request, now)?;
+        for event in &events {
+            self.apply_decided(event);
+        }
+        let reply = self.reply(&request.merchant, &target);
+        if let Some(idempotency) = &request.idempotency {
+            let merchant = self.merchant_arc(&request.merchant);
+            let record = Event {
+                merchant,
+                at_ms: now,
+                body: EventBody::IdempotencyRecorded(crate::event::IdempotencyRecorded {
+                    key: idempotency.key.as_str().into(),
+                    fingerprint: idempotency.fingerprint,
+                    reply: encoding::encode_reply(&reply),
+                    expires_at_ms: now.saturating_add(IDEMPOTENCY_TTL_MS),
+                }),
+            };
+            self.apply_decided(&record);
+            events.push(record);
+        }
+        Ok(Outcome::Applied { events, reply })
+    }
+
+    /// Expires what is due at `now` and activates waiting tokens; returns the events, which
+    /// the host logs like any others.
+    pub fn tick(&mut self, now: UnixMs) -> Vec<Event> {
+        let events = self.decide_tick(now);
+        for event in &events {
+            self.apply_decided(event);
+        }
+        events
+    }
+
+    fn apply_decided(&mut self, event: &Event) {
+        if let Err(e) = self.apply(event) {
+            panic!("an event decide produced does not apply: {e}");
+        }
+    }
+
+    pub(crate) fn merchant_arc(&self, id: &str) -> Arc<str> {
+        match self.merchants.get(id) {
+            Some(m) => m.id.clone(),
+            None => id.into(),
+        }
+    }
+
+    /// The canonical image and its encoding.
+    pub fn snapshot(&self) -> Vec<u8> {
+        encoding::encode_snapshot(&ShardImageRef {
+            merchants: &self.merchants,
+            applied_events: self.applied_events,
+        })
+    }
+
+    /// Rebuilds a shard from `snapshot()` bytes, re-deriving indexes and deadlines and
+    /// checking every invariant, so a snapshot that does not hold together is refused.
+    pub fn restore(bytes: &[u8]) -> Result<Shard, DecodeError> {
+        let image = encoding::decode_snapshot(bytes)?;
+        let mut shard = Shard {
+            merchants: image.merchants,
+            deadlines: BTreeSet::new(),
+            applied_events: image.applied_events,
+            durable_events: image.applied_events,
+        };
+        shard.deadlines = shard.derive_deadlines();
+        shard
+            .check_invariants()
+            .map_err(DecodeError::Inconsistent)?;
+        for merchant in shard.merchants.iter() {
+            for (_, record) in merchant.idempotency.oldest() {
+                encoding::decode_reply(&record.reply)?;
+            }
+        }
+        Ok(shard)
+    }
+
+    /// SHA-256 over the canonical image: equal digests, equal states.
+    pub fn digest(&self) -> [u8; 32] {
+        use sha2::Digest;
+        sha2::Sha256::digest(self.snapshot()).into()
+    }
+
+    /// Applies one event: the only way business state changes. Preconditions are checked
+    /// before anything is touched, so an `Err` leaves the state as it was.
+    pub fn apply(&mut self, event: &Event) -> Result<(), ApplyError> {
+        let fail = |reason: &'static str| ApplyError {
+            event_type: event.type_name(),
+            merchant: event.merchant.to_string(),
+            reason,
+        };
+        if let EventBody::MerchantCreated(e) = &event.body {
+            if self.merchants.get(&event.merchant).is_some() {
+                return Err(fail("merchant exists"));
+            }
+            self.merchants.push(Merchant {
+                id: event.merchant.clone(),
+                name: e.name.clone(),
+                currency: e.currency.clone(),
+                api_key_hash: e.api_key_hash,
+                created_at_ms: event.at_ms,
+                items: Indexed::default(),
+                customers: Indexed::default(),
+                holds: Vec::new(),
+                orders: Vec::new(),
+                payments: Vec::new(),
+                queues: Indexed::default(),
+                ledger: Default::default(),
+                idempotency: Default::default(),
+            });
+        } else {
+            let position = self
+                .merchants
+                .position(&event.merchant)
+                .ok_or_else(|| fail("unknown merchant"))?;
+            let seq_after = self.applied_events + 1;
+            crate::apply::apply_to_merchant(self, position, event, seq_after).map_err(fail)?;
+        }
+        self.applied_events += 1;
+        Ok(())
+    }
+}
+
+#[derive(Serialize)]
+pub(crate) struct ShardImageRef<'a> {
+    pub merchants: &'a Indexed<Merchant>,
+    pub applied_events: u64,
+}

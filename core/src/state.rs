@@ -1,0 +1,450 @@
+//! The business state of one merchant. Plain data: `apply.rs` changes it, `decide.rs` and
+//! `view.rs` read it. Collections that are looked up by a client's string have a hash index
+//! beside them that is rebuilt on restore and never iterated, so hashing can never leak
+//! into state, order or output.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::command::{CaptureMode, PaymentMethod};
+use crate::event::Bucket;
+use crate::ids::UnixMs;
+use crate::ledger::{AccountTotals, Ledger};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Merchant {
+    pub id: Arc<str>,
+    pub name: Box<str>,
+    pub currency: Box<str>,
+    pub api_key_hash: [u8; 32],
+    pub created_at_ms: UnixMs,
+    pub items: Indexed<Item>,
+    pub customers: Indexed<Customer>,
+    /// Hold number n is `holds[n - 1]`; likewise orders and payments.
+    pub holds: Vec<Hold>,
+    pub orders: Vec<Order>,
+    pub payments: Vec<Payment>,
+    pub queues: Indexed<Queue>,
+    pub ledger: Ledger,
+    pub idempotency: Idempotency,
+}
+
+impl Merchant {
+    pub fn hold(&self, n: u64) -> Option<&Hold> {
+        self.holds.get(usize::try_from(n).ok()?.checked_sub(1)?)
+    }
+    pub fn order(&self, n: u64) -> Option<&Order> {
+        self.orders.get(usize::try_from(n).ok()?.checked_sub(1)?)
+    }
+    pub fn payment(&self, n: u64) -> Option<&Payment> {
+        self.payments.get(usize::try_from(n).ok()?.checked_sub(1)?)
+    }
+    pub(crate) fn hold_mut(&mut self, n: u64) -> Option<&mut Hold> {
+        self.holds.get_mut(usize::try_from(n).ok()?.checked_sub(1)?)
+    }
+    pub(crate) fn order_mut(&mut self, n: u64) -> Option<&mut Order> {
+        self.orders
+            .get_mut(usize::try_from(n).ok()?.checked_sub(1)?)
+    }
+    pub(crate) fn payment_mut(&mut self, n: u64) -> Option<&mut Payment> {
+        self.payments
+            .get_mut(usize::try_from(n).ok()?.checked_sub(1)?)
+    }
+}
+
+/// Something stored in a `Vec` in creation order and found by its string id.
+pub trait Keyed {
+    fn key(&self) -> &Arc<str>;
+}
+
+/// A `Vec` in creation order (canonical: snapshots and digests see only this) plus a hash
+/// index from id to position (derived: rebuilt on restore).
+#[derive(Clone, Debug)]
+pub struct Indexed<T> {
+    all: Vec<T>,
+    index: HashMap<Arc<str>, u32>,
+}
+
+impl<T> Default for Indexed<T> {
+    fn default() -> Self {
+        Indexed {
+            all: Vec::new(),
+            index: HashMap::new(),
+        }
+    }
+}
+
+impl<T: Keyed> Indexed<T> {
+    pub fn get(&self, key: &str) -> Option<&T> {
+        self.all.get(*self.index.get(key)? as usize)
+    }
+    pub fn position(&self, key: &str) -> Option<u32> {
+        self.index.get(key).copied()
+    }
+    pub fn at(&self, pos: u32) -> Option<&T> {
+        self.all.get(pos as usize)
+    }
+    pub(crate) fn at_mut(&mut self, pos: u32) -> Option<&mut T> {
+        self.all.get_mut(pos as usize)
+    }
+    pub(crate) fn get_mut(&mut self, key: &str) -> Option<&mut T> {
+        let pos = *self.index.get(key)?;
+        self.all.get_mut(pos as usize)
+    }
+    /// Appends a new entry; the caller has checked the key is new.
+    pub(crate) fn push(&mut self, value: T) -> u32 {
+        let pos = u32::try_from(self.all.len()).unwrap_or(u32::MAX);
+        assert!(
+            pos < u32::MAX,
+            "more than 2^32 entries in one merchant collection"
+        );
+        let previous = self.index.insert(value.key().clone(), pos);
+        assert!(previous.is_none(), "duplicate key {}", value.key());
+        self.all.push(value);
+        pos
+    }
+    pub fn iter(&self) -> std::slice::Iter<'_, T> {
+        self.all.iter()
+    }
+    pub fn len(&self) -> usize {
+        self.all.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.all.is_empty()
+    }
+    fn from_vec(all: Vec<T>) -> Result<Self, String> {
+        let mut index = HashMap::with_capacity(all.len());
+        for (pos, value) in all.iter().enumerate() {
+            let pos = u32::try_from(pos).map_err(|_| "too many entries".to_string())?;
+            if index.insert(value.key().clone(), pos).is_some() {
+                return Err(format!("duplicate key {}", value.key()));
+            }
+        }
+        Ok(Indexed { all, index })
+    }
+}
+
+impl<T: PartialEq> PartialEq for Indexed<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.all == other.all
+    }
+}
+impl<T: Eq> Eq for Indexed<T> {}
+
+impl<T: Serialize> Serialize for Indexed<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.all.serialize(s)
+    }
+}
+
+impl<'de, T: Deserialize<'de> + Keyed> Deserialize<'de> for Indexed<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Indexed::from_vec(Vec::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Item {
+    pub sku: Arc<str>,
+    pub name: Box<str>,
+    pub price: u64,
+    pub stock: u64,
+    pub available: u64,
+    pub held: u64,
+    pub sold: u64,
+    pub queue: Option<Arc<str>>,
+}
+
+impl Keyed for Item {
+    fn key(&self) -> &Arc<str> {
+        &self.sku
+    }
+}
+
+impl Item {
+    pub fn bucket(&self, bucket: Bucket) -> u64 {
+        match bucket {
+            Bucket::Available => self.available,
+            Bucket::Held => self.held,
+            Bucket::Sold => self.sold,
+        }
+    }
+    pub(crate) fn bucket_mut(&mut self, bucket: Bucket) -> &mut u64 {
+        match bucket {
+            Bucket::Available => &mut self.available,
+            Bucket::Held => &mut self.held,
+            Bucket::Sold => &mut self.sold,
+        }
+    }
+    /// Rule 3 of the design: `available + held + sold == stock` (each term is unsigned).
+    pub fn is_conserved(&self) -> bool {
+        self.available
+            .checked_add(self.held)
+            .and_then(|s| s.checked_add(self.sold))
+            == Some(self.stock)
+    }
+}
+
+/// Anyone who held, ordered, queued or got points. Points are never negative (unsigned),
+/// and always equal the negated balance of the customer's points account.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Customer {
+    pub id: Arc<str>,
+    pub points: u64,
+    pub account: AccountTotals,
+}
+
+impl Keyed for Customer {
+    fn key(&self) -> &Arc<str> {
+        &self.id
+    }
+}
+
+/// One line of a hold or an order, by item position (4 bytes) rather than by sku string:
+/// a live order line costs 16 bytes here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateLine {
+    pub item: u32,
+    pub qty: u32,
+    pub unit_price: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HoldStatus {
+    Held,
+    Released,
+    Expired,
+    Converted,
+}
+
+impl HoldStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HoldStatus::Held => "held",
+            HoldStatus::Released => "released",
+            HoldStatus::Expired => "expired",
+            HoldStatus::Converted => "converted",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hold {
+    pub customer: u32,
+    pub status: HoldStatus,
+    /// `unit_price` is unused (0) in holds: the order takes the price at conversion.
+    pub lines: Box<[StateLine]>,
+    pub created_at_ms: UnixMs,
+    pub expires_at_ms: UnixMs,
+    pub updated_at_ms: UnixMs,
+    pub order: Option<u64>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderStatus {
+    AwaitingPayment,
+    PendingPayment,
+    Paid,
+    Cancelled,
+    Expired,
+    Refunded,
+}
+
+impl OrderStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderStatus::AwaitingPayment => "awaiting_payment",
+            OrderStatus::PendingPayment => "pending_payment",
+            OrderStatus::Paid => "paid",
+            OrderStatus::Cancelled => "cancelled",
+            OrderStatus::Expired => "expired",
+            OrderStatus::Refunded => "refunded",
+        }
+    }
+    /// Where the order's stock sits in this status.
+    pub fn stock_bucket(self) -> Option<Bucket> {
+        match self {
+            OrderStatus::AwaitingPayment | OrderStatus::PendingPayment => Some(Bucket::Held),
+            OrderStatus::Paid | OrderStatus::Refunded => Some(Bucket::Sold),
+            OrderStatus::Cancelled | OrderStatus::Expired => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Order {
+    pub customer: u32,
+    pub status: OrderStatus,
+    pub lines: Box<[StateLine]>,
+    pub total: u64,
+    pub hold: Option<u64>,
+    pub payment: Option<u64>,
+    pub created_at_ms: UnixMs,
+    pub updated_at_ms: UnixMs,
+    pub expires_at_ms: Option<UnixMs>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentStatus {
+    Pending,
+    Authorized,
+    Captured,
+    PartiallyRefunded,
+    Refunded,
+    Failed,
+    Voided,
+}
+
+impl PaymentStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PaymentStatus::Pending => "pending",
+            PaymentStatus::Authorized => "authorized",
+            PaymentStatus::Captured => "captured",
+            PaymentStatus::PartiallyRefunded => "partially_refunded",
+            PaymentStatus::Refunded => "refunded",
+            PaymentStatus::Failed => "failed",
+            PaymentStatus::Voided => "voided",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CardInfo {
+    pub last4: Box<str>,
+    pub kind: Box<str>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Payment {
+    pub order: u64,
+    pub method: PaymentMethod,
+    pub status: PaymentStatus,
+    pub capture: CaptureMode,
+    /// Requested (and, once authorized, authorized) amount.
+    pub amount: u64,
+    pub captured: u64,
+    pub refunded: u64,
+    pub card: Option<Box<CardInfo>>,
+    pub transaction_key: Option<Box<str>>,
+    pub failure_reason: Option<Box<str>>,
+    pub created_at_ms: UnixMs,
+    pub updated_at_ms: UnixMs,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenStatus {
+    Waiting,
+    Active,
+    Expired,
+}
+
+impl TokenStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenStatus::Waiting => "waiting",
+            TokenStatus::Active => "active",
+            TokenStatus::Expired => "expired",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Token {
+    pub customer: u32,
+    pub nonce: u64,
+    pub status: TokenStatus,
+    pub issued_at_ms: UnixMs,
+    /// Set when it becomes active.
+    pub active_until_ms: Option<UnixMs>,
+}
+
+/// A waiting room. Tokens are numbered in arrival order (`seq` = position in `tokens`) and
+/// activate strictly in that order, so the waiting ones are exactly `tokens[next_waiting..]`
+/// and a waiting token's position is `seq - next_waiting + 1`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Queue {
+    pub id: Arc<str>,
+    pub max_active: u64,
+    pub active_ttl_s: u64,
+    pub tokens: Vec<Token>,
+    pub next_waiting: u64,
+    pub active: u64,
+}
+
+impl Keyed for Queue {
+    fn key(&self) -> &Arc<str> {
+        &self.id
+    }
+}
+
+impl Queue {
+    pub fn waiting(&self) -> u64 {
+        self.tokens.len() as u64 - self.next_waiting
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdempotencyRecord {
+    pub fingerprint: [u8; 16],
+    pub reply: Box<[u8]>,
+    pub expires_at_ms: UnixMs,
+    /// The shard's applied-event count when this record was applied. The record is in
+    /// flight until the host reports that many events durable (`Shard::mark_durable`).
+    pub applied_seq: u64,
+}
+
+/// Idempotency records of one merchant, in the order they were recorded (which is also
+/// the order they expire in, up to clock steps backwards, which only delay expiry).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Idempotency {
+    pub(crate) records: HashMap<Arc<str>, IdempotencyRecord>,
+    pub(crate) order: VecDeque<Arc<str>>,
+}
+
+impl Idempotency {
+    pub fn get(&self, key: &str) -> Option<&IdempotencyRecord> {
+        self.records.get(key)
+    }
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+    /// The oldest key and its record.
+    pub fn oldest(&self) -> impl Iterator<Item = (&Arc<str>, &IdempotencyRecord)> {
+        self.order
+            .iter()
+            .filter_map(|k| Some((k, self.records.get(k)?)))
+    }
+}
+
+impl Serialize for Idempotency {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        // Binary formats need the length up front; `order` and `records` hold the same keys.
+        s.collect_seq(self.order.iter().map(|k| (k, self.records.get(k))))
+    }
+}
+
+impl<'de> Deserialize<'de> for Idempotency {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let entries: Vec<(Arc<str>, Option<IdempotencyRecord>)> = Vec::deserialize(d)?;
+        let mut out = Idempotency::default();
+        for (key, record) in entries {
+            let record =
+                record.ok_or_else(|| serde::de::Error::custom("idempotency key without record"))?;
+            if out.records.insert(key.clone(), record).is_some() {
+                return Err(serde::de::Error::custom("duplicate idempotency key"));
+            }
+            out.order.push_back(key);
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,74 @@
+//! Property tests over random interleavings of commands across several merchants and
+//! shards. `sim::World` checks the rules after every step and at the end (replay and
+//! snapshot digests); these tests only vary its input.
+
+use proptest::prelude::*;
+use surge_core::sim::World;
+
+fn config() -> ProptestConfig {
+    // Cases are cheap (a few hundred ops each); PROPTEST_CASES raises it for a soak.
+    ProptestConfig {
+        cases: 256,
+        ..ProptestConfig::default()
+    }
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// Short, dense runs: many collisions on a few skus, holds and payments.
+    #[test]
+    fn invariants_hold_over_random_interleavings(bytes in proptest::collection::vec(any::<u8>(), 0..2_000)) {
+        World::run(&bytes);
+    }
+
+    /// Long runs: enough ops for expiries, retention and many snapshots.
+    #[test]
+    fn invariants_hold_over_long_runs(bytes in proptest::collection::vec(any::<u8>(), 4_000..12_000)) {
+        World::run(&bytes);
+    }
+}
+
+/// Guards against a simulator that silently refuses everything: random input must get a
+/// fair share of commands applied, or the properties above prove little.
+#[test]
+fn random_runs_apply_a_fair_share_of_commands() {
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let bytes: Vec<u8> = (0..20_000)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    let world = World::run(&bytes);
+    let applied = world.batches();
+    assert!(
+        applied * 5 >= world.ops.len(),
+        "only {applied} of {} ops applied",
+        world.ops.len()
+    );
+    let counts = world.event_type_counts();
+    for event_type in [
+        "hold.converted",
+        "hold.expired",
+        "hold.released",
+        "order.expired",
+        "order.refunded",
+        "payment.authorized",
+        "payment.failed",
+        "payment.refunded",
+        "payment.voided",
+        "inventory.returned",
+        "queue.token_activated",
+        "queue.token_expired",
+        "idempotency.expired",
+    ] {
+        assert!(
+            counts.get(event_type).is_some_and(|n| *n > 0),
+            "{event_type} never happened: {counts:#?}"
+        );
+    }
+    assert!(world.replays() > 0, "no retry replayed a stored reply");
+}
