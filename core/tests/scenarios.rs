@@ -1,0 +1,915 @@
+//! One test per behaviour the contract names, through `Shard::execute` and `tick`.
+
+use surge_core::command::*;
+use surge_core::view::Reply;
+use surge_core::{CoreError, Outcome, Shard, UnixMs};
+
+const T0: UnixMs = 1_763_700_000_000;
+
+struct Fixture {
+    shard: Shard,
+    now: UnixMs,
+    keys: u64,
+}
+
+fn item(sku: &str, price: u64, stock: u64) -> Command {
+    Command::PutItem(ItemSpec {
+        sku: sku.into(),
+        name: format!("item {sku}"),
+        price,
+        stock,
+        queue: None,
+    })
+}
+
+fn lines(spec: &[(&str, u64)]) -> Vec<LineSpec> {
+    spec.iter()
+        .map(|(sku, qty)| LineSpec {
+            sku: sku.to_string(),
+            qty: *qty,
+        })
+        .collect()
+}
+
+fn pay(method: PaymentMethod) -> PaymentSpec {
+    let card = (method == PaymentMethod::Card).then(|| CardSpec {
+        number: "1234-5678-9814-1451".into(),
+        kind: "SAMSUNG".into(),
+    });
+    PaymentSpec {
+        method,
+        card,
+        capture: CaptureMode::Automatic,
+    }
+}
+
+fn order(customer: &str, l: &[(&str, u64)], method: PaymentMethod) -> Command {
+    Command::CreateOrder {
+        customer: customer.into(),
+        source: OrderSource::Lines(lines(l)),
+        payment: pay(method),
+        queue_token: None,
+    }
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let mut f = Fixture {
+            shard: Shard::new(),
+            now: T0,
+            keys: 0,
+        };
+        for m in ["m-1", "m-2"] {
+            f.run_as(
+                m,
+                Command::CreateMerchant {
+                    name: "shop".into(),
+                    currency: "KRW".into(),
+                    api_key_hash: [7; 32],
+                },
+            );
+        }
+        f
+    }
+
+    fn try_as(&mut self, merchant: &str, command: Command) -> Result<Reply, CoreError> {
+        let request = Request {
+            merchant: merchant.into(),
+            idempotency: None,
+            command,
+        };
+        let before = self.shard.digest();
+        let result = self.shard.execute(&request, self.now);
+        let applied = self.shard.applied_events();
+        self.shard.mark_durable(applied);
+        self.shard.check_invariants().expect("invariants");
+        match result {
+            Ok(Outcome::Applied { reply, .. }) | Ok(Outcome::Replayed { reply }) => Ok(reply),
+            Err(e) => {
+                assert_eq!(
+                    before,
+                    self.shard.digest(),
+                    "a refused command changed state"
+                );
+                Err(e)
+            }
+        }
+    }
+
+    fn try_(&mut self, command: Command) -> Result<Reply, CoreError> {
+        self.try_as("m-1", command)
+    }
+
+    fn run_as(&mut self, merchant: &str, command: Command) -> Reply {
+        let shown = format!("{command:?}");
+        self.try_as(merchant, command)
+            .unwrap_or_else(|e| panic!("{shown}: {e}"))
+    }
+
+    fn run(&mut self, command: Command) -> Reply {
+        self.run_as("m-1", command)
+    }
+
+    fn keyed(
+        &mut self,
+        key: &str,
+        fingerprint: u8,
+        command: Command,
+    ) -> Result<Outcome, CoreError> {
+        self.keys += 1;
+        let request = Request {
+            merchant: "m-1".into(),
+            idempotency: Some(Idempotency {
+                key: key.into(),
+                fingerprint: [fingerprint; 16],
+            }),
+            command,
+        };
+        self.shard.execute(&request, self.now)
+    }
+
+    fn tick(&mut self, advance_ms: u64) {
+        self.now += advance_ms;
+        self.shard.tick(self.now);
+        let applied = self.shard.applied_events();
+        self.shard.mark_durable(applied);
+        self.shard.check_invariants().expect("invariants");
+    }
+
+    fn m(&self) -> &surge_core::state::Merchant {
+        self.shard.merchant("m-1").expect("m-1")
+    }
+
+    fn stock(&self, sku: &str) -> (u64, u64, u64, u64) {
+        let i = self.m().item_view(sku).expect("item");
+        (i.stock, i.available, i.held, i.sold)
+    }
+
+    fn balance(&self, customer: &str) -> u64 {
+        self.m().points_view(customer).balance
+    }
+
+    fn account(&self, name: &str) -> (u128, u128) {
+        let a = self.m().account_view(name).expect("account");
+        (a.debits, a.credits)
+    }
+}
+
+fn as_order(reply: Reply) -> surge_core::view::OrderView {
+    match reply {
+        Reply::Order(o) => o,
+        other => panic!("not an order: {other:?}"),
+    }
+}
+
+fn as_payment(reply: Reply) -> surge_core::view::PaymentView {
+    match reply {
+        Reply::Payment(p) => p,
+        other => panic!("not a payment: {other:?}"),
+    }
+}
+
+fn as_hold(reply: Reply) -> surge_core::view::HoldView {
+    match reply {
+        Reply::Hold(h) => h,
+        other => panic!("not a hold: {other:?}"),
+    }
+}
+
+fn credit(customer: &str, amount: u64) -> Command {
+    Command::CreditPoints {
+        customer: customer.into(),
+        amount,
+        reason: "signup".into(),
+    }
+}
+
+#[test]
+fn order_paid_with_points_moves_stock_points_and_ledger() {
+    let mut f = Fixture::new();
+    f.run(item("sku-1", 1_000, 5));
+    f.run(credit("c-1", 10_000));
+    let o = as_order(f.run(order("c-1", &[("sku-1", 2)], PaymentMethod::Points)));
+    assert_eq!((o.id.as_str(), o.total), ("ord_1", 2_000));
+    assert_eq!(o.status.as_str(), "paid");
+    let p = o.payment.expect("payment");
+    assert_eq!((p.status.as_str(), p.captured), ("captured", 2_000));
+    assert_eq!(f.stock("sku-1"), (5, 3, 0, 2));
+    assert_eq!(f.balance("c-1"), 8_000);
+    assert_eq!(f.account("customer:c-1:points"), (2_000, 10_000));
+    assert_eq!(f.account("sales:revenue"), (0, 2_000));
+    assert_eq!(f.account("points:issued"), (10_000, 0));
+    let tb = f.m().trial_balance();
+    assert!(tb.balanced);
+    assert_eq!((tb.total_debits, tb.accounts), (12_000, 5));
+}
+
+#[test]
+fn insufficient_points_changes_nothing() {
+    let mut f = Fixture::new();
+    f.run(item("sku-1", 1_000, 5));
+    f.run(credit("c-1", 1_500));
+    let err = f
+        .try_(order("c-1", &[("sku-1", 2)], PaymentMethod::Points))
+        .unwrap_err();
+    assert_eq!(
+        err,
+        CoreError::InsufficientPoints {
+            balance: 1_500,
+            required: 2_000
+        }
+    );
+    assert_eq!(err.code(), "insufficient_points");
+    assert_eq!(f.stock("sku-1"), (5, 5, 0, 0));
+    assert!(f.m().order_view("ord_1").is_none());
+}
+
+#[test]
+fn insufficient_stock_names_sku_and_available_and_holds_are_all_or_nothing() {
+    let mut f = Fixture::new();
+    f.run(item("a", 10, 5));
+    f.run(item("b", 10, 1));
+    let err = f
+        .try_(Command::CreateHold {
+            customer: "c".into(),
+            lines: lines(&[("a", 2), ("b", 2)]),
+            ttl_s: Some(60),
+            queue_token: None,
+        })
+        .unwrap_err();
+    assert_eq!(
+        err,
+        CoreError::InsufficientStock {
+            sku: "b".into(),
+            available: 1
+        }
+    );
+    assert_eq!(f.stock("a"), (5, 5, 0, 0));
+    let h = as_hold(f.run(Command::CreateHold {
+        customer: "c".into(),
+        lines: lines(&[("a", 2), ("b", 1)]),
+        ttl_s: Some(60),
+        queue_token: None,
+    }));
+    assert_eq!(
+        (h.id.as_str(), h.status.as_str(), h.expires_at_ms),
+        ("hold_1", "held", T0 + 60_000)
+    );
+    assert_eq!(f.stock("a"), (5, 3, 2, 0));
+    assert_eq!(f.stock("b"), (1, 0, 1, 0));
+}
+
+#[test]
+fn holds_release_and_expire_within_a_tick_and_expired_holds_do_not_convert() {
+    let mut f = Fixture::new();
+    f.run(item("seat-1", 50_000, 1));
+    f.run(item("seat-2", 50_000, 1));
+    let hold = |sku: &str| Command::CreateHold {
+        customer: "c".into(),
+        lines: lines(&[(sku, 1)]),
+        ttl_s: Some(300),
+        queue_token: None,
+    };
+    f.run(hold("seat-1"));
+    f.run(hold("seat-2"));
+    let released = as_hold(f.run(Command::ReleaseHold {
+        hold: "hold_1".into(),
+    }));
+    assert_eq!(released.status.as_str(), "released");
+    assert_eq!(f.stock("seat-1"), (1, 1, 0, 0));
+    assert_eq!(
+        f.try_(Command::ReleaseHold {
+            hold: "hold_1".into()
+        })
+        .unwrap_err(),
+        CoreError::InvalidState { status: "released" }
+    );
+
+    f.tick(299_999);
+    assert_eq!(f.stock("seat-2"), (1, 0, 1, 0), "not yet due");
+    // Due but not yet ticked: converting is refused already.
+    f.now += 1;
+    let convert = Command::CreateOrder {
+        customer: "c".into(),
+        source: OrderSource::Hold("hold_2".into()),
+        payment: pay(PaymentMethod::None),
+        queue_token: None,
+    };
+    assert_eq!(
+        f.try_(convert.clone()).unwrap_err(),
+        CoreError::InvalidState { status: "expired" }
+    );
+    f.tick(0);
+    assert_eq!(
+        as_hold(Reply::Hold(f.m().hold_view("hold_2").expect("hold")))
+            .status
+            .as_str(),
+        "expired"
+    );
+    assert_eq!(f.stock("seat-2"), (1, 1, 0, 0));
+    assert_eq!(
+        f.try_(convert).unwrap_err(),
+        CoreError::InvalidState { status: "expired" }
+    );
+}
+
+#[test]
+fn order_from_hold_converts_it_and_keeps_the_seat() {
+    let mut f = Fixture::new();
+    f.run(item("seat", 70_000, 1));
+    f.run(credit("fan", 70_000));
+    f.run(Command::CreateHold {
+        customer: "fan".into(),
+        lines: lines(&[("seat", 1)]),
+        ttl_s: None,
+        queue_token: None,
+    });
+    let other = Command::CreateOrder {
+        customer: "thief".into(),
+        source: OrderSource::Hold("hold_1".into()),
+        payment: pay(PaymentMethod::Points),
+        queue_token: None,
+    };
+    assert_eq!(f.try_(other).unwrap_err().code(), "invalid_request");
+    let o = as_order(f.run(Command::CreateOrder {
+        customer: "fan".into(),
+        source: OrderSource::Hold("hold_1".into()),
+        payment: pay(PaymentMethod::Points),
+        queue_token: None,
+    }));
+    assert_eq!(
+        (o.status.as_str(), o.hold_id.as_deref(), o.total),
+        ("paid", Some("hold_1"), 70_000)
+    );
+    let h = f.m().hold_view("hold_1").expect("hold");
+    assert_eq!(
+        (h.status.as_str(), h.order_id.as_deref()),
+        ("converted", Some("ord_1"))
+    );
+    assert_eq!(f.stock("seat"), (1, 0, 0, 1));
+    f.tick(3_600_000);
+    assert_eq!(
+        f.stock("seat"),
+        (1, 0, 0, 1),
+        "a converted hold never expires"
+    );
+}
+
+#[test]
+fn card_payment_automatic_capture() {
+    let mut f = Fixture::new();
+    f.run(item("sku", 1_000, 3));
+    let o = as_order(f.run(order("c", &[("sku", 1)], PaymentMethod::Card)));
+    assert_eq!(o.status.as_str(), "pending_payment");
+    let p = o.payment.expect("payment");
+    assert_eq!((p.id.as_str(), p.status.as_str()), ("pay_1", "pending"));
+    assert_eq!(p.card.as_ref().map(|c| c.last4.as_str()), Some("1451"));
+    assert_eq!(f.stock("sku"), (3, 2, 1, 0));
+    f.run(Command::GatewayAccepted {
+        payment: "pay_1".into(),
+        transaction_key: "20250816:TR:9577c5".into(),
+    });
+    let wrong = Command::GatewayApproved {
+        payment: "pay_1".into(),
+        transaction_key: "other".into(),
+    };
+    assert_eq!(f.try_(wrong).unwrap_err().code(), "invalid_request");
+    let p = as_payment(f.run(Command::GatewayApproved {
+        payment: "pay_1".into(),
+        transaction_key: "20250816:TR:9577c5".into(),
+    }));
+    assert_eq!((p.status.as_str(), p.captured), ("captured", 1_000));
+    assert_eq!(
+        f.m().order_view("ord_1").expect("order").status.as_str(),
+        "paid"
+    );
+    assert_eq!(f.stock("sku"), (3, 2, 0, 1));
+    assert_eq!(f.account("gateway:clearing"), (1_000, 0));
+    assert_eq!(f.account("sales:revenue"), (0, 1_000));
+    // A late duplicate callback is refused, not applied twice.
+    let again = Command::GatewayApproved {
+        payment: "pay_1".into(),
+        transaction_key: "20250816:TR:9577c5".into(),
+    };
+    assert_eq!(
+        f.try_(again).unwrap_err(),
+        CoreError::InvalidState { status: "captured" }
+    );
+}
+
+#[test]
+fn manual_capture_partial_once_then_several_partial_refunds() {
+    let mut f = Fixture::new();
+    f.run(item("sku", 1_000, 3));
+    let mut manual = pay(PaymentMethod::Card);
+    manual.capture = CaptureMode::Manual;
+    f.run(Command::CreateOrder {
+        customer: "c".into(),
+        source: OrderSource::Lines(lines(&[("sku", 1)])),
+        payment: manual,
+        queue_token: None,
+    });
+    let capture = |amount| Command::CapturePayment {
+        payment: "pay_1".into(),
+        amount,
+    };
+    assert_eq!(
+        f.try_(capture(None)).unwrap_err(),
+        CoreError::InvalidState { status: "pending" }
+    );
+    let p = as_payment(f.run(Command::GatewayApproved {
+        payment: "pay_1".into(),
+        transaction_key: "tx".into(),
+    }));
+    assert_eq!(p.status.as_str(), "authorized");
+    assert_eq!(
+        f.m().order_view("ord_1").expect("order").status.as_str(),
+        "paid"
+    );
+    assert_eq!(
+        f.account("gateway:clearing"),
+        (0, 0),
+        "authorization moves no money"
+    );
+    assert_eq!(
+        f.try_(capture(Some(1_001))).unwrap_err().code(),
+        "invalid_request"
+    );
+    let p = as_payment(f.run(capture(Some(600))));
+    assert_eq!((p.status.as_str(), p.captured), ("captured", 600));
+    assert_eq!(
+        f.try_(capture(Some(400))).unwrap_err(),
+        CoreError::InvalidState { status: "captured" }
+    );
+
+    let refund = |amount| Command::RefundPayment {
+        payment: "pay_1".into(),
+        amount,
+    };
+    assert_eq!(
+        as_payment(f.run(refund(Some(200)))).status.as_str(),
+        "partially_refunded"
+    );
+    assert_eq!(as_payment(f.run(refund(Some(300)))).refunded, 500);
+    assert_eq!(
+        f.try_(refund(Some(101))).unwrap_err().code(),
+        "invalid_request"
+    );
+    let p = as_payment(f.run(refund(None)));
+    assert_eq!((p.status.as_str(), p.refunded), ("refunded", 600));
+    assert_eq!(
+        f.m().order_view("ord_1").expect("order").status.as_str(),
+        "refunded"
+    );
+    assert_eq!(f.account("refunds"), (600, 0));
+    assert_eq!(f.account("gateway:clearing"), (600, 600));
+    assert_eq!(
+        f.try_(refund(None)).unwrap_err(),
+        CoreError::InvalidState { status: "refunded" }
+    );
+}
+
+#[test]
+fn declined_card_cancels_the_order_and_releases_stock() {
+    let mut f = Fixture::new();
+    f.run(item("sku", 1_000, 1));
+    f.run(order("c", &[("sku", 1)], PaymentMethod::Card));
+    let p = as_payment(f.run(Command::GatewayDeclined {
+        payment: "pay_1".into(),
+        reason: "LIMIT_EXCEEDED".into(),
+    }));
+    assert_eq!(
+        (p.status.as_str(), p.failure_reason.as_deref()),
+        ("failed", Some("LIMIT_EXCEEDED"))
+    );
+    assert_eq!(
+        f.m().order_view("ord_1").expect("order").status.as_str(),
+        "cancelled"
+    );
+    assert_eq!(f.stock("sku"), (1, 1, 0, 0));
+}
+
+#[test]
+fn cancel_refunds_points_voids_authorizations_and_returns_stock() {
+    let mut f = Fixture::new();
+    f.run(item("sku", 1_000, 4));
+    f.run(credit("c", 5_000));
+    f.run(order("c", &[("sku", 2)], PaymentMethod::Points));
+    let o = as_order(f.run(Command::CancelOrder {
+        order: "ord_1".into(),
+    }));
+    assert_eq!(o.status.as_str(), "cancelled");
+    assert_eq!(o.payment.map(|p| p.status.as_str()), Some("refunded"));
+    assert_eq!(f.balance("c"), 5_000);
+    assert_eq!(f.stock("sku"), (4, 4, 0, 0));
+    assert_eq!(
+        f.try_(Command::CancelOrder {
+            order: "ord_1".into()
+        })
+        .unwrap_err(),
+        CoreError::InvalidState {
+            status: "cancelled"
+        }
+    );
+
+    let mut manual = pay(PaymentMethod::Card);
+    manual.capture = CaptureMode::Manual;
+    f.run(Command::CreateOrder {
+        customer: "c".into(),
+        source: OrderSource::Lines(lines(&[("sku", 1)])),
+        payment: manual,
+        queue_token: None,
+    });
+    f.run(Command::GatewayApproved {
+        payment: "pay_2".into(),
+        transaction_key: "tx".into(),
+    });
+    let o = as_order(f.run(Command::CancelOrder {
+        order: "ord_2".into(),
+    }));
+    assert_eq!(o.payment.map(|p| p.status.as_str()), Some("voided"));
+    assert_eq!(f.stock("sku"), (4, 4, 0, 0));
+}
+
+#[test]
+fn unpaid_orders_expire_after_fifteen_minutes_unless_paid() {
+    let mut f = Fixture::new();
+    f.run(item("sku", 1_000, 2));
+    f.run(credit("c", 1_000));
+    let o = as_order(f.run(order("c", &[("sku", 1)], PaymentMethod::None)));
+    assert_eq!(
+        (o.status.as_str(), o.expires_at_ms),
+        ("awaiting_payment", Some(T0 + 15 * 60_000))
+    );
+    f.run(order("c", &[("sku", 1)], PaymentMethod::None));
+    let o = as_order(f.run(Command::PayOrder {
+        order: "ord_2".into(),
+        payment: pay(PaymentMethod::Points),
+    }));
+    assert_eq!((o.status.as_str(), o.expires_at_ms), ("paid", None));
+    f.tick(15 * 60_000);
+    assert_eq!(
+        f.m().order_view("ord_1").expect("order").status.as_str(),
+        "expired"
+    );
+    assert_eq!(f.stock("sku"), (2, 1, 0, 1));
+    let late = Command::PayOrder {
+        order: "ord_1".into(),
+        payment: pay(PaymentMethod::Points),
+    };
+    assert_eq!(
+        f.try_(late).unwrap_err(),
+        CoreError::InvalidState { status: "expired" }
+    );
+}
+
+#[test]
+fn idempotency_replays_refuses_reuse_reports_in_flight_and_forgets_after_a_day() {
+    let mut f = Fixture::new();
+    f.run(item("sku", 100, 10));
+    f.run(credit("c", 1_000));
+    let buy = order("c", &[("sku", 1)], PaymentMethod::Points);
+    let first = f.keyed("k1", 1, buy.clone()).expect("first");
+    let Outcome::Applied {
+        reply: first_reply, ..
+    } = first
+    else {
+        panic!("not applied")
+    };
+    // Not yet durable: a retry must wait.
+    assert_eq!(
+        f.keyed("k1", 1, buy.clone()).unwrap_err(),
+        CoreError::IdempotencyKeyInUse
+    );
+    let applied = f.shard.applied_events();
+    f.shard.mark_durable(applied);
+    match f.keyed("k1", 1, buy.clone()) {
+        Ok(Outcome::Replayed { reply }) => assert_eq!(reply, first_reply),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(f.stock("sku"), (10, 9, 0, 1), "the replay bought nothing");
+    assert_eq!(
+        f.keyed("k1", 2, buy.clone()).unwrap_err(),
+        CoreError::IdempotencyKeyReused
+    );
+    // A refused request stores nothing: the key stays free.
+    assert_eq!(
+        f.keyed("k2", 3, order("c", &[("sku", 11)], PaymentMethod::Points))
+            .unwrap_err()
+            .code(),
+        "insufficient_stock"
+    );
+    assert!(matches!(
+        f.keyed("k2", 4, buy.clone()),
+        Ok(Outcome::Applied { .. })
+    ));
+    assert_eq!(
+        f.keyed("", 1, buy.clone()).unwrap_err().code(),
+        "invalid_request"
+    );
+    // Kept 24 h, then forgotten.
+    let applied = f.shard.applied_events();
+    f.shard.mark_durable(applied);
+    f.tick(24 * 3_600_000 - 1);
+    assert!(matches!(
+        f.keyed("k1", 1, buy.clone()),
+        Ok(Outcome::Replayed { .. })
+    ));
+    f.tick(1);
+    assert!(f.m().idempotency.get("k1").is_none());
+}
+
+#[test]
+fn waiting_room_activates_in_arrival_order_and_gates_queued_items() {
+    let mut f = Fixture::new();
+    f.run(Command::PutQueue {
+        queue: "drop".into(),
+        max_active: 2,
+        active_ttl_s: 60,
+    });
+    f.run(Command::PutItem(ItemSpec {
+        sku: "hot".into(),
+        name: "hot".into(),
+        price: 1,
+        stock: 10,
+        queue: Some("drop".into()),
+    }));
+    let mut tokens = Vec::new();
+    for (i, customer) in ["a", "b", "c", "d"].into_iter().enumerate() {
+        match f.run(Command::IssueToken {
+            queue: "drop".into(),
+            customer: customer.into(),
+            nonce: 1_000 + i as u64,
+        }) {
+            Reply::Token(t) => tokens.push(t),
+            other => panic!("{other:?}"),
+        }
+    }
+    let summary: Vec<_> = tokens
+        .iter()
+        .map(|t| (t.status.as_str(), t.position))
+        .collect();
+    assert_eq!(
+        summary,
+        [("active", 0), ("active", 0), ("waiting", 1), ("waiting", 2)]
+    );
+    let hold = |token: Option<&str>| Command::CreateHold {
+        customer: "a".into(),
+        lines: lines(&[("hot", 1)]),
+        ttl_s: None,
+        queue_token: token.map(str::to_string),
+    };
+    let required = CoreError::QueueTokenRequired {
+        queue: "drop".into(),
+    };
+    assert_eq!(f.try_(hold(None)).unwrap_err(), required);
+    assert_eq!(
+        f.try_(hold(Some(&tokens[2].token))).unwrap_err(),
+        required,
+        "a waiting token is not enough"
+    );
+    let forged = tokens[0]
+        .token
+        .replace("00000000000003e8", "00000000000003e9");
+    assert_eq!(
+        f.try_(hold(Some(&forged))).unwrap_err(),
+        required,
+        "a forged nonce is refused"
+    );
+    f.run(hold(Some(&tokens[0].token)));
+
+    f.tick(60_000);
+    let status = |f: &Fixture, t: &str| {
+        let v = f.m().token_view("drop", t).expect("token");
+        (v.status.as_str(), v.position)
+    };
+    assert_eq!(status(&f, &tokens[0].token), ("expired", 0));
+    assert_eq!(status(&f, &tokens[2].token), ("active", 0));
+    assert_eq!(status(&f, &tokens[3].token), ("active", 0));
+    assert_eq!(
+        f.try_(hold(Some(&tokens[0].token))).unwrap_err(),
+        required,
+        "an expired token is refused"
+    );
+    f.run(hold(Some(&tokens[3].token)));
+}
+
+#[test]
+fn item_put_updates_but_never_below_held_plus_sold() {
+    let mut f = Fixture::new();
+    assert!(matches!(
+        f.run(item("sku", 100, 5)),
+        Reply::Item { created: true, .. }
+    ));
+    f.run(Command::CreateHold {
+        customer: "c".into(),
+        lines: lines(&[("sku", 3)]),
+        ttl_s: None,
+        queue_token: None,
+    });
+    assert_eq!(
+        f.try_(item("sku", 100, 2)).unwrap_err(),
+        CoreError::InsufficientStock {
+            sku: "sku".into(),
+            available: 2
+        }
+    );
+    assert!(matches!(
+        f.run(item("sku", 150, 4)),
+        Reply::Item { created: false, .. }
+    ));
+    assert_eq!(f.stock("sku"), (4, 1, 3, 0));
+    f.run(Command::Restock {
+        sku: "sku".into(),
+        qty: 6,
+    });
+    assert_eq!(f.stock("sku"), (10, 7, 3, 0));
+    let bulk = Command::PutItems {
+        items: vec![
+            ItemSpec {
+                sku: "sku".into(),
+                name: "x".into(),
+                price: 1,
+                stock: 10,
+                queue: None,
+            },
+            ItemSpec {
+                sku: "new".into(),
+                name: "y".into(),
+                price: 1,
+                stock: 1,
+                queue: None,
+            },
+        ],
+    };
+    assert_eq!(
+        f.run(bulk),
+        Reply::Items {
+            created: 1,
+            updated: 1
+        }
+    );
+}
+
+#[test]
+fn limits_are_invalid_request_naming_the_field() {
+    let mut f = Fixture::new();
+    f.run(item("sku", 100, 5));
+    let field = |f: &mut Fixture, c: Command| match f.try_(c) {
+        Err(CoreError::InvalidRequest { field, .. }) => field,
+        other => panic!("{other:?}"),
+    };
+    let hold = |l: Vec<LineSpec>, ttl| Command::CreateHold {
+        customer: "c".into(),
+        lines: l,
+        ttl_s: Some(ttl),
+        queue_token: None,
+    };
+    assert_eq!(field(&mut f, hold(lines(&[("sku", 0)]), 60)), "lines.qty");
+    assert_eq!(
+        field(&mut f, hold(lines(&[("sku", 10_001)]), 60)),
+        "lines.qty"
+    );
+    assert_eq!(field(&mut f, hold(lines(&[("sku", 1)]), 0)), "ttl_seconds");
+    assert_eq!(
+        field(&mut f, hold(lines(&[("sku", 1)]), 3_601)),
+        "ttl_seconds"
+    );
+    assert_eq!(field(&mut f, hold(vec![], 60)), "lines");
+    let many: Vec<LineSpec> = (0..101)
+        .map(|i| LineSpec {
+            sku: format!("s{i}"),
+            qty: 1,
+        })
+        .collect();
+    assert_eq!(field(&mut f, hold(many, 60)), "lines");
+    assert_eq!(
+        field(&mut f, hold(lines(&[("sku", 1), ("sku", 1)]), 60)),
+        "lines.sku"
+    );
+    assert_eq!(field(&mut f, item("bad sku", 1, 1)), "sku");
+    assert_eq!(field(&mut f, item(&"x".repeat(65), 1, 1)), "sku");
+    assert_eq!(field(&mut f, item("ok", 1_000_000_000_000_001, 1)), "price");
+    assert_eq!(field(&mut f, credit("c", 1_000_000_000_000_001)), "amount");
+    assert_eq!(
+        field(
+            &mut f,
+            Command::PutQueue {
+                queue: "q".into(),
+                max_active: 0,
+                active_ttl_s: 1
+            }
+        ),
+        "max_active"
+    );
+    let no_card = PaymentSpec {
+        method: PaymentMethod::Card,
+        card: None,
+        capture: CaptureMode::Automatic,
+    };
+    let c = Command::CreateOrder {
+        customer: "c".into(),
+        source: OrderSource::Lines(lines(&[("sku", 1)])),
+        payment: no_card,
+        queue_token: None,
+    };
+    assert_eq!(field(&mut f, c), "payment.card");
+    let too_much = Command::PutItem(ItemSpec {
+        sku: "gold".into(),
+        name: "g".into(),
+        price: 1_000_000_000_000_000,
+        stock: 10,
+        queue: None,
+    });
+    f.run(too_much);
+    assert_eq!(
+        field(&mut f, order("c", &[("gold", 2)], PaymentMethod::None)),
+        "lines"
+    );
+}
+
+#[test]
+fn merchants_are_isolated_and_unknown_ids_are_not_found() {
+    let mut f = Fixture::new();
+    f.run(item("sku", 100, 5));
+    f.run(order("c", &[("sku", 1)], PaymentMethod::None));
+    assert!(f
+        .shard
+        .merchant("m-2")
+        .expect("m-2")
+        .order_view("ord_1")
+        .is_none());
+    let cancel = Command::CancelOrder {
+        order: "ord_1".into(),
+    };
+    assert_eq!(
+        f.try_as("m-2", cancel).unwrap_err(),
+        CoreError::NotFound { what: "order" }
+    );
+    assert_eq!(
+        f.try_(order("c", &[("nope", 1)], PaymentMethod::None))
+            .unwrap_err()
+            .code(),
+        "not_found"
+    );
+    for id in ["ord_0", "ord_01", "ord_2", "pay_1", "x"] {
+        assert_eq!(
+            f.try_(Command::CancelOrder { order: id.into() })
+                .unwrap_err()
+                .code(),
+            "not_found",
+            "{id}"
+        );
+    }
+    let dup = Command::CreateMerchant {
+        name: "again".into(),
+        currency: "KRW".into(),
+        api_key_hash: [0; 32],
+    };
+    assert_eq!(
+        f.try_as("m-1", dup).unwrap_err(),
+        CoreError::InvalidState { status: "active" }
+    );
+    let unknown = f.try_as("m-9", item("sku", 1, 1)).unwrap_err();
+    assert_eq!(unknown, CoreError::NotFound { what: "merchant" });
+}
+
+#[test]
+fn every_error_maps_to_one_contract_code() {
+    let errors = [
+        (
+            CoreError::InvalidRequest {
+                field: "f",
+                reason: "r".into(),
+            },
+            "invalid_request",
+        ),
+        (CoreError::NotFound { what: "order" }, "not_found"),
+        (
+            CoreError::InsufficientStock {
+                sku: "s".into(),
+                available: 0,
+            },
+            "insufficient_stock",
+        ),
+        (CoreError::InvalidState { status: "paid" }, "invalid_state"),
+        (CoreError::IdempotencyKeyInUse, "idempotency_key_in_use"),
+        (CoreError::IdempotencyKeyReused, "idempotency_key_reused"),
+        (
+            CoreError::InsufficientPoints {
+                balance: 0,
+                required: 1,
+            },
+            "insufficient_points",
+        ),
+        (
+            CoreError::QueueTokenRequired { queue: "q".into() },
+            "queue_token_required",
+        ),
+    ];
+    let codes: std::collections::HashSet<_> = errors.iter().map(|(e, _)| e.code()).collect();
+    assert_eq!(codes.len(), errors.len(), "two errors share a code");
+    for (error, code) in errors {
+        assert_eq!(error.code(), code);
+    }
+}
