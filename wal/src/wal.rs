@@ -101,7 +101,12 @@ impl Wal {
         let active = opened.active;
         let writer = std::thread::Builder::new()
             .name("surge-wal-writer".into())
-            .spawn(move || writer::run(writer_shared, active))
+            .spawn(move || {
+                let run = || writer::run(writer_shared.clone(), active);
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).is_err() {
+                    writer::fail_after_panic(&writer_shared);
+                }
+            })
             .map_err(|e| WalError::io("spawn writer thread", "-", &e))?;
         Ok((
             Wal {

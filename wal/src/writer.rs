@@ -367,6 +367,18 @@ impl Shared {
     }
 }
 
+/// Called if the writer thread panicked (a broken invariant): fail every waiter instead of
+/// leaving them blocked forever. Callbacks of the batch in flight are lost with the panic.
+pub fn fail_after_panic(shared: &Shared) {
+    let first_lost = shared.durable_lsn() + 1;
+    let err = WalError::Failed {
+        cause: "writer thread panicked".into(),
+    };
+    for (_, cb) in shared.enter_failed(first_lost, &err) {
+        cb(Err(err.clone()));
+    }
+}
+
 /// The writer thread's loop. Returns when the log is closed and the queue drained.
 pub fn run(shared: Arc<Shared>, mut active: ActiveSegment) {
     let batch_bytes_max = shared.config.batch_bytes_max as usize;

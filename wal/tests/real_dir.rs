@@ -213,3 +213,40 @@ fn queue_full_error_when_configured_to_fail() {
         Err(WalError::RecordTooLarge { .. })
     ));
 }
+
+/// The parent appends; a child process (this test binary, re-run in child mode) tails the
+/// same directory through the watermark file and registers a checkpoint.
+#[test]
+fn tailer_in_another_process() {
+    const N: u64 = 2000;
+    if let Ok(dir) = std::env::var("SURGE_WAL_CHILD_TAIL_DIR") {
+        let mut t = Tailer::open(&dir, 1).unwrap();
+        for lsn in 1..=N {
+            let r = t.next_timeout_ms(30_000).unwrap().expect("record in time");
+            assert_eq!(r.lsn, lsn);
+            assert!(r.lsn <= t.durable_lsn());
+            assert_eq!(r.payload, payload(lsn, 64));
+        }
+        t.store_checkpoint("child", N).unwrap();
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, _) = Wal::open(dir.path(), small_config(IoMode::Auto)).unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let mut child = std::process::Command::new(exe)
+        .args(["--exact", "tailer_in_another_process", "--test-threads=1"])
+        .env("SURGE_WAL_CHILD_TAIL_DIR", dir.path())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    for lsn in 1..=N {
+        let h = wal.append(1, &payload(lsn, 64)).unwrap();
+        if lsn % 200 == 0 {
+            h.wait().unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+    wal.wait_durable(N, 10_000).unwrap();
+    assert!(child.wait().unwrap().success(), "child tailer failed");
+    assert!(wal.readers().unwrap().contains(&("child".to_string(), N)));
+}
