@@ -14,17 +14,8 @@ fn main() -> std::io::Result<()> {
     let n = 2000usize;
     let size = 152usize;
     for round in 0..2 {
-        for mode in [
-            "pwrite+fdatasync",
-            "uring write->fsync linked",
-            "uring write RWF_DSYNC",
-        ] {
-            let f = OpenOptions::new()
-                .create(true)
-                .truncate(true)
-                .read(true)
-                .write(true)
-                .open(&path)?;
+        for mode in ["pwrite+fdatasync", "uring write->fsync linked", "uring write RWF_DSYNC"] {
+            let f = OpenOptions::new().create(true).truncate(true).read(true).write(true).open(&path)?;
             f.write_all_at(&vec![0u8; 64 << 20], 0)?;
             f.sync_all()?;
             let mut ring = IoUring::new(4)?;
@@ -51,10 +42,7 @@ fn main() -> std::io::Result<()> {
                         }
                         unsafe { ring.submission().push(&w).unwrap() };
                         let want = if linked {
-                            let s = opcode::Fsync::new(fd)
-                                .flags(types::FsyncFlags::DATASYNC)
-                                .build()
-                                .user_data(2);
+                            let s = opcode::Fsync::new(fd).flags(types::FsyncFlags::DATASYNC).build().user_data(2);
                             unsafe { ring.submission().push(&s).unwrap() };
                             2
                         } else {

@@ -91,11 +91,7 @@ impl RecordRef<'_> {
     }
 
     pub fn to_owned_record(&self) -> Record {
-        Record {
-            lsn: self.lsn,
-            record_type: self.record_type,
-            payload: self.payload.to_vec(),
-        }
+        Record { lsn: self.lsn, record_type: self.record_type, payload: self.payload.to_vec() }
     }
 }
 
@@ -140,9 +136,7 @@ pub fn read_frame(buf: &[u8], offset: usize) -> Frame<'_> {
         return if rest.iter().all(|&b| b == 0) {
             Frame::End
         } else {
-            Frame::Invalid {
-                reason: "truncated frame header",
-            }
+            Frame::Invalid { reason: "truncated frame header" }
         };
     }
     let header = &rest[..FRAME_HEADER_SIZE];
@@ -155,46 +149,28 @@ pub fn read_frame(buf: &[u8], offset: usize) -> Frame<'_> {
     let batch_back = le_u32(header, 16);
     let (record_type, version, flags, reserved) = (header[20], header[21], header[22], header[23]);
     if version != FORMAT_VERSION {
-        return Frame::Invalid {
-            reason: "unknown frame version",
-        };
+        return Frame::Invalid { reason: "unknown frame version" };
     }
     if reserved != 0 || flags & !FLAGS_KNOWN != 0 {
-        return Frame::Invalid {
-            reason: "reserved header bits set",
-        };
+        return Frame::Invalid { reason: "reserved header bits set" };
     }
     if payload_len > PAYLOAD_SIZE_BYTES_MAX {
-        return Frame::Invalid {
-            reason: "payload length beyond format maximum",
-        };
+        return Frame::Invalid { reason: "payload length beyond format maximum" };
     }
     if lsn == 0 || (batch_back as u64) >= lsn {
-        return Frame::Invalid {
-            reason: "impossible LSN",
-        };
+        return Frame::Invalid { reason: "impossible LSN" };
     }
     let size = frame_size(payload_len as usize);
     if size > rest.len() {
-        return Frame::Invalid {
-            reason: "frame extends past end of data",
-        };
+        return Frame::Invalid { reason: "frame extends past end of data" };
     }
     let payload = &rest[FRAME_HEADER_SIZE..FRAME_HEADER_SIZE + payload_len as usize];
     let crc = frame_crc(crc32c::crc32c(payload), &header[4..]);
     if crc != stored_crc {
-        return Frame::Invalid {
-            reason: "checksum mismatch",
-        };
+        return Frame::Invalid { reason: "checksum mismatch" };
     }
     Frame::Valid {
-        record: RecordRef {
-            lsn,
-            record_type,
-            flags,
-            batch_first_lsn: lsn - batch_back as u64,
-            payload,
-        },
+        record: RecordRef { lsn, record_type, flags, batch_first_lsn: lsn - batch_back as u64, payload },
         size,
     }
 }
@@ -230,9 +206,7 @@ pub fn decode_records(bytes: &[u8], records_max: usize) -> Decoded<'_> {
                 if let Some(prev) = records.last() {
                     let prev: &RecordRef<'_> = prev;
                     if prev.lsn.checked_add(1) != Some(record.lsn) {
-                        stop = Stop::Invalid {
-                            reason: "LSN does not follow the previous record",
-                        };
+                        stop = Stop::Invalid { reason: "LSN does not follow the previous record" };
                         break;
                     }
                 }
@@ -246,11 +220,7 @@ pub fn decode_records(bytes: &[u8], records_max: usize) -> Decoded<'_> {
             }
         }
     }
-    Decoded {
-        records,
-        end_offset: offset,
-        stop,
-    }
+    Decoded { records, end_offset: offset, stop }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -300,10 +270,7 @@ pub fn decode_segment_header(b: &[u8]) -> Result<SegmentHeader, &'static str> {
     if first_lsn == 0 {
         return Err("segment first LSN is 0");
     }
-    Ok(SegmentHeader {
-        first_lsn,
-        segment_size_bytes: le_u64(b, 24),
-    })
+    Ok(SegmentHeader { first_lsn, segment_size_bytes: le_u64(b, 24) })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -423,10 +390,7 @@ mod tests {
                 match read_frame(&b, 0) {
                     Frame::Valid { record, .. } => {
                         // Only flips in the zero padding are invisible, and they change nothing.
-                        assert!(
-                            i >= FRAME_HEADER_SIZE + payload.len(),
-                            "flip at {i} undetected"
-                        );
+                        assert!(i >= FRAME_HEADER_SIZE + payload.len(), "flip at {i} undetected");
                         assert_eq!(record.payload, payload);
                     }
                     Frame::End | Frame::Invalid { .. } => {}
@@ -437,10 +401,7 @@ mod tests {
 
     #[test]
     fn headers_roundtrip() {
-        let h = SegmentHeader {
-            first_lsn: 42,
-            segment_size_bytes: 1 << 20,
-        };
+        let h = SegmentHeader { first_lsn: 42, segment_size_bytes: 1 << 20 };
         assert_eq!(decode_segment_header(&encode_segment_header(&h)), Ok(h));
         let mut snap = encode_snapshot_header(9, b"state").to_vec();
         snap.extend_from_slice(b"state");

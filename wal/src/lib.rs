@@ -43,11 +43,7 @@ pub use writer::Callback;
 
 /// Durably stores a reader's checkpoint in a log directory from any process (e.g. the
 /// relay): retention keeps every record after `lsn` until the checkpoint moves on.
-pub fn store_reader_checkpoint(
-    dir: impl AsRef<std::path::Path>,
-    reader: &str,
-    lsn: Lsn,
-) -> Result<(), WalError> {
+pub fn store_reader_checkpoint(dir: impl AsRef<std::path::Path>, reader: &str, lsn: Lsn) -> Result<(), WalError> {
     let storage = storage::DirStorage::open_reader(dir.as_ref());
     retention::store_checkpoint(&storage, reader, lsn)
 }

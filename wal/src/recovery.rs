@@ -43,11 +43,7 @@ impl Recovery {
 
     /// Records after the snapshot, in LSN order (already validated by open).
     pub fn records(&self) -> RecordIter<'_> {
-        RecordIter {
-            recovery: self,
-            segment: 0,
-            offset: self.segments.first().map_or(0, |s| s.start),
-        }
+        RecordIter { recovery: self, segment: 0, offset: self.segments.first().map_or(0, |s| s.start) }
     }
 
     /// How many records [`Recovery::records`] yields.
@@ -90,11 +86,7 @@ impl<'a> Iterator for RecordIter<'a> {
                 _ => {
                     let at = self.offset as u64;
                     self.segment = usize::MAX;
-                    return Some(Err(WalError::corrupt(
-                        "segment",
-                        at,
-                        "file changed after open validated it",
-                    )));
+                    return Some(Err(WalError::corrupt("segment", at, "file changed after open validated it")));
                 }
             }
         }
@@ -111,18 +103,14 @@ pub struct Opened {
 pub fn open(storage: &Arc<dyn Storage>, config: &Config) -> Result<Opened, WalError> {
     let st: &dyn Storage = &**storage;
     let dir = st.describe(".");
-    let list = |st: &dyn Storage| {
-        st.list()
-            .map_err(|e| WalError::io("list directory", &dir, &e))
-    };
+    let list = |st: &dyn Storage| st.list().map_err(|e| WalError::io("list directory", &dir, &e));
     let names = list(st)?;
     let mut removed_files = Vec::new();
 
     // A snapshot temp file is an unfinished snapshot: the rename never happened.
     for name in &names {
         if name.starts_with(segment::SNAPSHOT_PREFIX) && name.ends_with(segment::TMP_SUFFIX) {
-            st.remove(name)
-                .map_err(|e| WalError::io("remove temp file", &st.describe(name), &e))?;
+            st.remove(name).map_err(|e| WalError::io("remove temp file", &st.describe(name), &e))?;
             removed_files.push(st.describe(name));
         }
     }
@@ -136,22 +124,13 @@ pub fn open(storage: &Arc<dyn Storage>, config: &Config) -> Result<Opened, WalEr
     let mut headers_ok = Vec::new();
     for (i, (first_lsn, name)) in segs.iter().enumerate() {
         let path = st.describe(name);
-        let bytes = st
-            .read(name)
-            .map_err(|e| WalError::io("read segment", &path, &e))?;
+        let bytes = st.read(name).map_err(|e| WalError::io("read segment", &path, &e))?;
         match format::decode_segment_header(&bytes) {
             Ok(h) if h.first_lsn == *first_lsn => headers_ok.push((bytes, h)),
-            Ok(_) => {
-                return Err(WalError::corrupt(
-                    &path,
-                    0,
-                    "first LSN in header does not match file name",
-                ))
-            }
+            Ok(_) => return Err(WalError::corrupt(&path, 0, "first LSN in header does not match file name")),
             Err(reason) if i + 1 == segs.len() => {
                 drop(bytes);
-                st.remove(name)
-                    .map_err(|e| WalError::io("remove segment", &path, &e))?;
+                st.remove(name).map_err(|e| WalError::io("remove segment", &path, &e))?;
                 removed_files.push(format!("{path} ({reason})"));
             }
             Err(reason) => return Err(WalError::corrupt(&path, 0, reason)),
@@ -159,8 +138,7 @@ pub fn open(storage: &Arc<dyn Storage>, config: &Config) -> Result<Opened, WalEr
     }
     segs.truncate(headers_ok.len());
     if !removed_files.is_empty() {
-        st.sync_dir()
-            .map_err(|e| WalError::io("fsync directory", &dir, &e))?;
+        st.sync_dir().map_err(|e| WalError::io("fsync directory", &dir, &e))?;
     }
 
     // Segments wholly covered by the snapshot are not read (retention may not have run yet).
@@ -190,9 +168,7 @@ pub fn open(storage: &Arc<dyn Storage>, config: &Config) -> Result<Opened, WalEr
     let mut record_count = 0u64;
     let mut active = None;
     let total = segs.len();
-    for (i, ((first_lsn, name), (bytes, header))) in
-        segs.iter().zip(headers_ok).enumerate().skip(skip)
-    {
+    for (i, ((first_lsn, name), (bytes, header))) in segs.iter().zip(headers_ok).enumerate().skip(skip) {
         let path = st.describe(name);
         if *first_lsn != expect {
             return Err(WalError::corrupt(
@@ -202,16 +178,11 @@ pub fn open(storage: &Arc<dyn Storage>, config: &Config) -> Result<Opened, WalEr
             ));
         }
         let is_last = i + 1 == total;
-        let limit = bytes
-            .len()
-            .min(header.segment_size_bytes as usize)
-            .max(SEGMENT_HEADER_SIZE);
+        let limit = bytes.len().min(header.segment_size_bytes as usize).max(SEGMENT_HEADER_SIZE);
         let scan = segment::scan_segment(&path, &bytes[..limit], *first_lsn, is_last)?;
         expect = scan.next_lsn;
         if is_last {
-            let mut file = st
-                .open_write(name)
-                .map_err(|e| WalError::io("open segment", &path, &e))?;
+            let mut file = st.open_write(name).map_err(|e| WalError::io("open segment", &path, &e))?;
             if let Some(cut) = &scan.cut {
                 // Zero what was cut so stale frames can never reappear behind new ones.
                 let zeros = vec![0u8; 1 << 20];
@@ -219,14 +190,12 @@ pub fn open(storage: &Arc<dyn Storage>, config: &Config) -> Result<Opened, WalEr
                 let end = cut.offset + cut.discarded_bytes;
                 while at < end {
                     let n = (end - at).min(zeros.len() as u64) as usize;
-                    file.write_at(at, &zeros[..n])
-                        .map_err(|e| WalError::io("zero torn tail", &path, &e))?;
+                    file.write_at(at, &zeros[..n]).map_err(|e| WalError::io("zero torn tail", &path, &e))?;
                     at += n as u64;
                 }
             }
             // Also makes what we recovered from the page cache durable before we hand it out.
-            file.sync_data()
-                .map_err(|e| WalError::io("fdatasync segment", &path, &e))?;
+            file.sync_data().map_err(|e| WalError::io("fdatasync segment", &path, &e))?;
             tail_cut = scan.cut.clone();
             active = Some(ActiveSegment {
                 file,
@@ -237,40 +206,24 @@ pub fn open(storage: &Arc<dyn Storage>, config: &Config) -> Result<Opened, WalEr
         }
         let yield_from = snapshot_lsn + 1;
         record_count += scan.next_lsn.saturating_sub((*first_lsn).max(yield_from));
-        recovered.push(RecoveredSegment {
-            bytes,
-            start: SEGMENT_HEADER_SIZE,
-            end: scan.end_offset,
-            yield_from,
-        });
+        recovered.push(RecoveredSegment { bytes, start: SEGMENT_HEADER_SIZE, end: scan.end_offset, yield_from });
     }
     if expect <= snapshot_lsn && !recovered.is_empty() {
         return Err(WalError::corrupt(
             &dir,
             0,
-            format!(
-                "log ends at LSN {} below the snapshot LSN {snapshot_lsn}",
-                expect - 1
-            ),
+            format!("log ends at LSN {} below the snapshot LSN {snapshot_lsn}", expect - 1),
         ));
     }
     let next_lsn = expect.max(snapshot_lsn + 1);
-    let mut segment_infos: Vec<SegmentInfo> = segs
-        .iter()
-        .map(|(first_lsn, name)| SegmentInfo {
-            first_lsn: *first_lsn,
-            name: name.clone(),
-        })
-        .collect();
+    let mut segment_infos: Vec<SegmentInfo> =
+        segs.iter().map(|(first_lsn, name)| SegmentInfo { first_lsn: *first_lsn, name: name.clone() }).collect();
     let active = match active {
         Some(a) if a.offset + (format::FRAME_HEADER_SIZE as u64) < a.size_bytes => a,
         _ => {
             // No segment yet, or the last one is full: start one at the next LSN.
             let file = writer::create_segment(st, config.segment_size_bytes, next_lsn)?;
-            segment_infos.push(SegmentInfo {
-                first_lsn: next_lsn,
-                name: segment::segment_name(next_lsn),
-            });
+            segment_infos.push(SegmentInfo { first_lsn: next_lsn, name: segment::segment_name(next_lsn) });
             ActiveSegment {
                 file,
                 first_lsn: next_lsn,

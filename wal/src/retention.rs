@@ -59,17 +59,13 @@ pub fn run_locked(shared: &Shared) -> Result<Vec<String>, WalError> {
         }
         shared.segments.lock().retain(|s| &s.name != name);
     }
-    storage
-        .sync_dir()
-        .map_err(|e| WalError::io("fsync directory", &storage.describe("."), &e))?;
+    storage.sync_dir().map_err(|e| WalError::io("fsync directory", &storage.describe("."), &e))?;
     Ok(doomed)
 }
 
 /// Every registered reader and its checkpoint (0 for an unreadable checkpoint file).
 pub fn read_checkpoints(storage: &dyn Storage) -> Result<Vec<(String, Lsn)>, WalError> {
-    let names = storage
-        .list()
-        .map_err(|e| WalError::io("list directory", &storage.describe("."), &e))?;
+    let names = storage.list().map_err(|e| WalError::io("list directory", &storage.describe("."), &e))?;
     let mut out = Vec::new();
     for name in names {
         let Some(reader) = segment::parse_checkpoint_name(&name) else {
@@ -90,9 +86,7 @@ pub fn read_checkpoints(storage: &dyn Storage) -> Result<Vec<(String, Lsn)>, Wal
 /// Atomic: temp file, fdatasync, rename, directory fsync.
 pub fn store_checkpoint(storage: &dyn Storage, reader: &str, lsn: Lsn) -> Result<(), WalError> {
     if !segment::valid_reader_name(reader) {
-        return Err(WalError::InvalidArgument(format!(
-            "reader name {reader:?} must be 1..=64 of [A-Za-z0-9_-]"
-        )));
+        return Err(WalError::InvalidArgument(format!("reader name {reader:?} must be 1..=64 of [A-Za-z0-9_-]")));
     }
     let name = segment::checkpoint_name(reader);
     let tmp = format!("{name}{}", segment::TMP_SUFFIX);
@@ -100,22 +94,17 @@ pub fn store_checkpoint(storage: &dyn Storage, reader: &str, lsn: Lsn) -> Result
     let path = path.as_str();
     let io = |op: &'static str| move |e: std::io::Error| WalError::io(op, path, &e);
     let mut file = storage.create(&tmp, 0).map_err(io("create checkpoint"))?;
-    file.write_at(0, &format::encode_checkpoint(lsn))
-        .map_err(io("write checkpoint"))?;
+    file.write_at(0, &format::encode_checkpoint(lsn)).map_err(io("write checkpoint"))?;
     file.sync_data().map_err(io("fsync checkpoint"))?;
     drop(file);
-    storage
-        .rename(&tmp, &name)
-        .map_err(io("rename checkpoint"))?;
+    storage.rename(&tmp, &name).map_err(io("rename checkpoint"))?;
     storage.sync_dir().map_err(io("fsync directory"))?;
     Ok(())
 }
 
 pub fn remove_checkpoint(storage: &dyn Storage, reader: &str) -> Result<(), WalError> {
     if !segment::valid_reader_name(reader) {
-        return Err(WalError::InvalidArgument(format!(
-            "bad reader name {reader:?}"
-        )));
+        return Err(WalError::InvalidArgument(format!("bad reader name {reader:?}")));
     }
     let name = segment::checkpoint_name(reader);
     let path = storage.describe(&name);
@@ -124,7 +113,5 @@ pub fn remove_checkpoint(storage: &dyn Storage, reader: &str) -> Result<(), WalE
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(WalError::io("remove checkpoint", &path, &e)),
     }
-    storage
-        .sync_dir()
-        .map_err(|e| WalError::io("fsync directory", &path, &e))
+    storage.sync_dir().map_err(|e| WalError::io("fsync directory", &path, &e))
 }

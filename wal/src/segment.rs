@@ -42,9 +42,7 @@ pub fn parse_snapshot_name(name: &str) -> Option<Lsn> {
 pub fn valid_reader_name(reader: &str) -> bool {
     !reader.is_empty()
         && reader.len() <= 64
-        && reader
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        && reader.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 pub fn checkpoint_name(reader: &str) -> String {
@@ -52,18 +50,14 @@ pub fn checkpoint_name(reader: &str) -> String {
 }
 
 pub fn parse_checkpoint_name(name: &str) -> Option<&str> {
-    let r = name
-        .strip_prefix(CHECKPOINT_PREFIX)?
-        .strip_suffix(CHECKPOINT_SUFFIX)?;
+    let r = name.strip_prefix(CHECKPOINT_PREFIX)?.strip_suffix(CHECKPOINT_SUFFIX)?;
     valid_reader_name(r).then_some(r)
 }
 
 /// Sorted `(first_lsn, name)` of the segment files among `names`.
 pub fn segments_in(names: &[String]) -> Vec<(Lsn, String)> {
-    let mut segs: Vec<(Lsn, String)> = names
-        .iter()
-        .filter_map(|n| parse_segment_name(n).map(|l| (l, n.clone())))
-        .collect();
+    let mut segs: Vec<(Lsn, String)> =
+        names.iter().filter_map(|n| parse_segment_name(n).map(|l| (l, n.clone()))).collect();
     segs.sort();
     segs
 }
@@ -96,12 +90,7 @@ pub struct SegmentScan {
 /// Validates the frames of one segment. Sealed (non-last) segments must be perfect; in the
 /// last segment a damaged region may only be the tail of the last write (see FORMAT.md,
 /// "Open"), otherwise it is corruption and open stops.
-pub fn scan_segment(
-    file: &str,
-    bytes: &[u8],
-    first_lsn: Lsn,
-    is_last: bool,
-) -> Result<SegmentScan, WalError> {
+pub fn scan_segment(file: &str, bytes: &[u8], first_lsn: Lsn, is_last: bool) -> Result<SegmentScan, WalError> {
     assert!(bytes.len() >= SEGMENT_HEADER_SIZE);
     let mut offset = SEGMENT_HEADER_SIZE;
     let mut expect = first_lsn;
@@ -152,12 +141,7 @@ pub fn scan_segment(
                 "atomic group incomplete at the end of a sealed segment",
             ));
         }
-        return Ok(SegmentScan {
-            records,
-            end_offset: offset,
-            next_lsn: expect,
-            cut: None,
-        });
+        return Ok(SegmentScan { records, end_offset: offset, next_lsn: expect, cut: None });
     }
     // Last segment. Anything non-zero after the stop point?
     let dirty_end = match bytes[offset..].iter().rposition(|&b| b != 0) {
@@ -187,12 +171,7 @@ pub fn scan_segment(
         },
         discarded_bytes: (dirty_end.max(offset) - good_offset) as u64,
     });
-    Ok(SegmentScan {
-        records: good_records,
-        end_offset: good_offset,
-        next_lsn: good_next,
-        cut,
-    })
+    Ok(SegmentScan { records: good_records, end_offset: good_offset, next_lsn: good_next, cut })
 }
 
 /// Looks at aligned positions in `[from, to)` for a valid frame written by a *later* write
@@ -222,10 +201,7 @@ mod tests {
     fn names_roundtrip() {
         assert_eq!(parse_segment_name(&segment_name(42)), Some(42));
         assert_eq!(parse_snapshot_name(&snapshot_name(7)), Some(7));
-        assert_eq!(
-            parse_checkpoint_name(&checkpoint_name("relay-1")),
-            Some("relay-1")
-        );
+        assert_eq!(parse_checkpoint_name(&checkpoint_name("relay-1")), Some("relay-1"));
         assert_eq!(parse_segment_name("wal-12.seg"), None);
         assert!(!valid_reader_name("../x"));
     }

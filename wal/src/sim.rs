@@ -124,11 +124,7 @@ impl SimStorage {
     /// The storage a reboot would see, as a fresh `SimStorage`.
     pub fn crash_image(&self, mode: CrashMode) -> SimStorage {
         let s = self.state.lock();
-        let dir = if mode == CrashMode::ProcessCrash {
-            &s.live
-        } else {
-            &s.durable_dir
-        };
+        let dir = if mode == CrashMode::ProcessCrash { &s.live } else { &s.durable_dir };
         let mut rng = match mode {
             CrashMode::KeepRandomSectors(seed) => seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
             _ => 1,
@@ -186,17 +182,11 @@ impl SimStorage {
                 }
             };
             let new_ino = out.inodes.len();
-            out.inodes.push(Inode {
-                written: content.clone(),
-                durable: content,
-                unsynced: Vec::new(),
-            });
+            out.inodes.push(Inode { written: content.clone(), durable: content, unsynced: Vec::new() });
             out.live.insert(name.clone(), new_ino);
             out.durable_dir.insert(name.clone(), new_ino);
         }
-        SimStorage {
-            state: Arc::new(Mutex::new(out)),
-        }
+        SimStorage { state: Arc::new(Mutex::new(out)) }
     }
 
     /// Current (written) content of a file, for tests.
@@ -310,16 +300,9 @@ impl Storage for SimStorage {
         s.step()?;
         let ino = s.inodes.len();
         // Preallocation changes the size, which (like real metadata) is durable only after a sync.
-        s.inodes.push(Inode {
-            written: vec![0; size_bytes as usize],
-            durable: Vec::new(),
-            unsynced: Vec::new(),
-        });
+        s.inodes.push(Inode { written: vec![0; size_bytes as usize], durable: Vec::new(), unsynced: Vec::new() });
         s.live.insert(name.to_string(), ino);
-        Ok(Box::new(SimFile {
-            state: self.state.clone(),
-            ino,
-        }))
+        Ok(Box::new(SimFile { state: self.state.clone(), ino }))
     }
 
     fn open_write(&self, name: &str) -> io::Result<Box<dyn LogFile>> {
@@ -328,10 +311,7 @@ impl Storage for SimStorage {
             return Err(crashed_err());
         }
         match s.live.get(name) {
-            Some(&ino) => Ok(Box::new(SimFile {
-                state: self.state.clone(),
-                ino,
-            })),
+            Some(&ino) => Ok(Box::new(SimFile { state: self.state.clone(), ino })),
             None => Err(io::Error::from(io::ErrorKind::NotFound)),
         }
     }

@@ -15,9 +15,7 @@ use crate::Lsn;
 pub fn write(shared: &Shared, lsn: Lsn, state: &[u8]) -> Result<Vec<String>, WalError> {
     let durable = shared.durable_lsn();
     if lsn > durable {
-        return Err(WalError::InvalidArgument(format!(
-            "snapshot LSN {lsn} is beyond the durable LSN {durable}"
-        )));
+        return Err(WalError::InvalidArgument(format!("snapshot LSN {lsn} is beyond the durable LSN {durable}")));
     }
     let _guard = shared.maintenance.lock();
     let newest = shared.snapshot_lsn.load(Ordering::Acquire);
@@ -35,10 +33,8 @@ pub fn write(shared: &Shared, lsn: Lsn, state: &[u8]) -> Result<Vec<String>, Wal
         move |e: std::io::Error| WalError::io(op, &path, &e)
     };
     let mut file = storage.create(&tmp, 0).map_err(io("create snapshot"))?;
-    file.write_at(0, &format::encode_snapshot_header(lsn, state))
-        .map_err(io("write snapshot"))?;
-    file.write_at(SNAPSHOT_HEADER_SIZE as u64, state)
-        .map_err(io("write snapshot"))?;
+    file.write_at(0, &format::encode_snapshot_header(lsn, state)).map_err(io("write snapshot"))?;
+    file.write_at(SNAPSHOT_HEADER_SIZE as u64, state).map_err(io("write snapshot"))?;
     file.sync_data().map_err(io("fsync snapshot"))?;
     drop(file);
     storage.rename(&tmp, &name).map_err(io("rename snapshot"))?;
@@ -77,17 +73,13 @@ pub type NewestSnapshot = (Option<LoadedSnapshot>, Vec<(String, String)>);
 
 /// The newest snapshot that validates, plus `(file, reason)` for every newer one that did not.
 pub fn load_newest(storage: &dyn Storage, names: &[String]) -> Result<NewestSnapshot, WalError> {
-    let mut snaps: Vec<(Lsn, &String)> = names
-        .iter()
-        .filter_map(|n| segment::parse_snapshot_name(n).map(|l| (l, n)))
-        .collect();
+    let mut snaps: Vec<(Lsn, &String)> =
+        names.iter().filter_map(|n| segment::parse_snapshot_name(n).map(|l| (l, n))).collect();
     snaps.sort();
     let mut invalid = Vec::new();
     for (lsn, name) in snaps.into_iter().rev() {
         let path = storage.describe(name);
-        let bytes = storage
-            .read(name)
-            .map_err(|e| WalError::io("read snapshot", &path, &e))?;
+        let bytes = storage.read(name).map_err(|e| WalError::io("read snapshot", &path, &e))?;
         match format::decode_snapshot(&bytes) {
             Ok((l, _)) if l == lsn => return Ok((Some(LoadedSnapshot { lsn, bytes }), invalid)),
             Ok(_) => invalid.push((path, "LSN in header does not match file name".into())),

@@ -81,18 +81,9 @@ impl DirStorage {
     /// Returns `Ok(None)` if another process holds the lock.
     pub fn open_writer(dir: &Path, io_mode: IoMode) -> io::Result<Option<DirStorage>> {
         std::fs::create_dir_all(dir)?;
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(dir.join(LOCK_FILE))?;
+        let lock = OpenOptions::new().create(true).truncate(false).write(true).open(dir.join(LOCK_FILE))?;
         // SAFETY: flock on a file descriptor we own; no memory is involved.
-        let rc = unsafe {
-            libc::flock(
-                std::os::fd::AsRawFd::as_raw_fd(&lock),
-                libc::LOCK_EX | libc::LOCK_NB,
-            )
-        };
+        let rc = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX | libc::LOCK_NB) };
         if rc != 0 {
             let err = io::Error::last_os_error();
             if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
@@ -113,20 +104,12 @@ impl DirStorage {
             }
             IoMode::Auto => crate::io::uring::available(),
         };
-        Ok(Some(DirStorage {
-            dir: dir.to_path_buf(),
-            use_uring,
-            _lock: Some(lock),
-        }))
+        Ok(Some(DirStorage { dir: dir.to_path_buf(), use_uring, _lock: Some(lock) }))
     }
 
     /// For readers (tailers, inspection): no lock, never writes segments.
     pub fn open_reader(dir: &Path) -> DirStorage {
-        DirStorage {
-            dir: dir.to_path_buf(),
-            use_uring: false,
-            _lock: None,
-        }
+        DirStorage { dir: dir.to_path_buf(), use_uring: false, _lock: None }
     }
 
     pub fn uses_uring(&self) -> bool {
@@ -172,12 +155,7 @@ impl Storage for DirStorage {
     }
 
     fn create(&self, name: &str, size_bytes: u64) -> io::Result<Box<dyn LogFile>> {
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .read(true)
-            .write(true)
-            .open(self.path(name))?;
+        let file = OpenOptions::new().create(true).truncate(true).read(true).write(true).open(self.path(name))?;
         if size_bytes > 0 {
             preallocate(&file, size_bytes)?;
         }
@@ -185,10 +163,7 @@ impl Storage for DirStorage {
     }
 
     fn open_write(&self, name: &str) -> io::Result<Box<dyn LogFile>> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(self.path(name))?;
+        let file = OpenOptions::new().read(true).write(true).open(self.path(name))?;
         self.wrap(file)
     }
 
@@ -216,8 +191,8 @@ impl Storage for DirStorage {
 /// Reserves the blocks up front so appends never allocate (and never hit ENOSPC half-way
 /// through a batch). Falls back to extending the file where fallocate is unsupported.
 fn preallocate(file: &File, size_bytes: u64) -> io::Result<()> {
-    let len = libc::off_t::try_from(size_bytes)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "size too large"))?;
+    let len =
+        libc::off_t::try_from(size_bytes).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "size too large"))?;
     // SAFETY: plain syscall on an fd we own.
     let rc = unsafe { libc::fallocate(std::os::fd::AsRawFd::as_raw_fd(file), 0, 0, len) };
     if rc == 0 {

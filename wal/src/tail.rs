@@ -174,30 +174,17 @@ impl Tailer {
 
     fn open_segment(&self, name: &str) -> Result<OpenSegment, WalError> {
         let path = self.storage.describe(name);
-        let bytes = self
-            .storage
-            .read(name)
-            .map_err(|e| WalError::io("read segment", &path, &e))?;
+        let bytes = self.storage.read(name).map_err(|e| WalError::io("read segment", &path, &e))?;
         format::decode_segment_header(&bytes).map_err(|r| WalError::corrupt(&path, 0, r))?;
-        Ok(OpenSegment {
-            name: name.to_string(),
-            bytes,
-            offset: SEGMENT_HEADER_SIZE,
-        })
+        Ok(OpenSegment { name: name.to_string(), bytes, offset: SEGMENT_HEADER_SIZE })
     }
 
     /// Opens the segment that holds `next_lsn`: the one with the greatest first LSN <= it.
     fn locate(&mut self) -> Result<(), WalError> {
-        let names = self
-            .storage
-            .list()
-            .map_err(|e| WalError::io("list directory", &self.storage.describe("."), &e))?;
+        let names = self.storage.list().map_err(|e| WalError::io("list directory", &self.storage.describe("."), &e))?;
         let segs = segment::segments_in(&names);
         let Some((_, name)) = segs.iter().rev().find(|(f, _)| *f <= self.next_lsn) else {
-            return Err(WalError::LsnNotAvailable {
-                lsn: self.next_lsn,
-                oldest_lsn: segs.first().map_or(0, |s| s.0),
-            });
+            return Err(WalError::LsnNotAvailable { lsn: self.next_lsn, oldest_lsn: segs.first().map_or(0, |s| s.0) });
         };
         self.segment = Some(self.open_segment(name)?);
         Ok(())

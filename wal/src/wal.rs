@@ -51,8 +51,7 @@ impl AppendHandle {
     /// Like `wait`, but gives up with `WalError::Timeout` (the record may still become
     /// durable later).
     pub fn wait_timeout_ms(&self, timeout_ms: u64) -> Result<Lsn, WalError> {
-        self.shared
-            .wait_durable(self.last_lsn, Some(Duration::from_millis(timeout_ms)))
+        self.shared.wait_durable(self.last_lsn, Some(Duration::from_millis(timeout_ms)))
     }
 
     pub fn is_durable(&self) -> bool {
@@ -76,17 +75,15 @@ impl Wal {
     }
 
     /// Opens the log on any [`Storage`] (tests use [`crate::sim::SimStorage`]).
-    pub fn open_with_storage(
-        storage: Arc<dyn Storage>,
-        config: Config,
-    ) -> Result<(Wal, Recovery), WalError> {
+    pub fn open_with_storage(storage: Arc<dyn Storage>, config: Config) -> Result<(Wal, Recovery), WalError> {
         config.validate()?;
         let opened = recovery::open(&storage, &config)?;
         let last = opened.recovery.next_lsn - 1;
         let watermark = match storage.dir_path() {
-            Some(dir) => Some(Watermark::create(dir, last).map_err(|e| {
-                WalError::io("create watermark file", &dir.display().to_string(), &e)
-            })?),
+            Some(dir) => Some(
+                Watermark::create(dir, last)
+                    .map_err(|e| WalError::io("create watermark file", &dir.display().to_string(), &e))?,
+            ),
             None => None,
         };
         let shared = Arc::new(Shared::new(
@@ -108,14 +105,7 @@ impl Wal {
                 }
             })
             .map_err(|e| WalError::io("spawn writer thread", "-", &e))?;
-        Ok((
-            Wal {
-                shared,
-                writer: Some(writer),
-                uses_io_uring: false,
-            },
-            opened.recovery,
-        ))
+        Ok((Wal { shared, writer: Some(writer), uses_io_uring: false }, opened.recovery))
     }
 
     /// Appends one record. The returned handle completes when it is durable.
@@ -127,23 +117,14 @@ impl Wal {
     /// log or none is. They get consecutive LSNs and are written by one write.
     pub fn append_group(&self, records: &[(u8, &[u8])]) -> Result<AppendHandle, WalError> {
         let (first_lsn, last_lsn) = self.shared.enqueue(records, None)?;
-        Ok(AppendHandle {
-            shared: self.shared.clone(),
-            first_lsn,
-            last_lsn,
-        })
+        Ok(AppendHandle { shared: self.shared.clone(), first_lsn, last_lsn })
     }
 
     /// Appends one record and calls `on_durable` on the writer thread once it is durable
     /// (`Ok(lsn)`) or can never be (`Err`). Returns the record's LSN. If this returns `Err`,
     /// `on_durable` is dropped without being called. Keep the callback short (e.g. send
     /// on a channel or complete a oneshot): the next group commit waits for it.
-    pub fn append_with<F>(
-        &self,
-        record_type: u8,
-        payload: &[u8],
-        on_durable: F,
-    ) -> Result<Lsn, WalError>
+    pub fn append_with<F>(&self, record_type: u8, payload: &[u8], on_durable: F) -> Result<Lsn, WalError>
     where
         F: FnOnce(Result<Lsn, WalError>) + Send + 'static,
     {
@@ -152,11 +133,7 @@ impl Wal {
 
     /// Atomic group with a callback; the callback gets the group's last LSN.
     /// Returns `(first LSN, last LSN)`.
-    pub fn append_group_with<F>(
-        &self,
-        records: &[(u8, &[u8])],
-        on_durable: F,
-    ) -> Result<Lsn, WalError>
+    pub fn append_group_with<F>(&self, records: &[(u8, &[u8])], on_durable: F) -> Result<Lsn, WalError>
     where
         F: FnOnce(Result<Lsn, WalError>) + Send + 'static,
     {
@@ -181,8 +158,7 @@ impl Wal {
 
     /// Blocks until `lsn` is durable (or the log fails, or the timeout passes).
     pub fn wait_durable(&self, lsn: Lsn, timeout_ms: u64) -> Result<Lsn, WalError> {
-        self.shared
-            .wait_durable(lsn, Some(Duration::from_millis(timeout_ms)))
+        self.shared.wait_durable(lsn, Some(Duration::from_millis(timeout_ms)))
     }
 
     /// Whether the writer uses io_uring (false: pwrite + fdatasync).

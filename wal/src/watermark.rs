@@ -22,21 +22,15 @@ pub struct Watermark {
 impl Watermark {
     /// Writer side: creates or reuses the file and sets it to `durable_lsn`.
     pub fn create(dir: &Path, durable_lsn: Lsn) -> io::Result<Watermark> {
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(dir.join(WATERMARK_FILE))?;
+        let file =
+            OpenOptions::new().create(true).truncate(false).read(true).write(true).open(dir.join(WATERMARK_FILE))?;
         let mut header = [0u8; WATERMARK_SIZE];
         header[0..8].copy_from_slice(&WATERMARK_MAGIC);
         header[8..12].copy_from_slice(&(FORMAT_VERSION as u32).to_le_bytes());
         header[16..24].copy_from_slice(&durable_lsn.to_le_bytes());
         file.write_all_at(&header, 0)?;
         file.set_len(WATERMARK_SIZE as u64)?;
-        let map = memmap2::MmapOptions::new()
-            .len(WATERMARK_SIZE)
-            .map_raw(&file)?;
+        let map = memmap2::MmapOptions::new().len(WATERMARK_SIZE).map_raw(&file)?;
         let w = Watermark { map };
         w.publish(durable_lsn);
         Ok(w)
@@ -44,23 +38,13 @@ impl Watermark {
 
     /// Reader side (any process).
     pub fn open_reader(dir: &Path) -> io::Result<Watermark> {
-        let file = OpenOptions::new()
-            .read(true)
-            .open(dir.join(WATERMARK_FILE))?;
+        let file = OpenOptions::new().read(true).open(dir.join(WATERMARK_FILE))?;
         if file.metadata()?.len() < WATERMARK_SIZE as u64 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "watermark file too short",
-            ));
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "watermark file too short"));
         }
-        let map = memmap2::MmapOptions::new()
-            .len(WATERMARK_SIZE)
-            .map_raw_read_only(&file)?;
+        let map = memmap2::MmapOptions::new().len(WATERMARK_SIZE).map_raw_read_only(&file)?;
         if map_bytes(&map)[0..8] != WATERMARK_MAGIC {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "bad watermark magic",
-            ));
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "bad watermark magic"));
         }
         Ok(Watermark { map })
     }

@@ -112,15 +112,9 @@ impl Shared {
             }),
             queue_space: Condvar::new(),
             queue_work: Condvar::new(),
-            durable: Mutex::new(Durable {
-                durable_lsn: next_lsn - 1,
-                failed: None,
-            }),
+            durable: Mutex::new(Durable { durable_lsn: next_lsn - 1, failed: None }),
             durable_changed: Condvar::new(),
-            wait_slots: std::array::from_fn(|_| WaitSlot {
-                lock: Mutex::new(()),
-                cv: Condvar::new(),
-            }),
+            wait_slots: std::array::from_fn(|_| WaitSlot { lock: Mutex::new(()), cv: Condvar::new() }),
             durable_lsn: AtomicU64::new(next_lsn - 1),
             failed: AtomicBool::new(false),
             watermark,
@@ -148,19 +142,13 @@ impl Shared {
     }
 
     /// Queues `records` as one atomic group. Returns (first LSN, last LSN).
-    pub fn enqueue(
-        &self,
-        records: &[(u8, &[u8])],
-        callback: Option<Callback>,
-    ) -> Result<(Lsn, Lsn), WalError> {
+    pub fn enqueue(&self, records: &[(u8, &[u8])], callback: Option<Callback>) -> Result<(Lsn, Lsn), WalError> {
         let count = records.len();
         if count == 0 {
             return Err(WalError::InvalidArgument("empty append".into()));
         }
         if count > self.config.queue_depth_max as usize {
-            return Err(WalError::InvalidArgument(format!(
-                "group of {count} records exceeds queue_depth_max"
-            )));
+            return Err(WalError::InvalidArgument(format!("group of {count} records exceeds queue_depth_max")));
         }
         let mut size_bytes: u64 = 0;
         for (_, payload) in records {
@@ -173,10 +161,7 @@ impl Shared {
             size_bytes += format::frame_size(payload.len()) as u64;
         }
         if size_bytes > self.config.batch_bytes_max {
-            return Err(WalError::RecordTooLarge {
-                size_bytes,
-                size_bytes_max: self.config.batch_bytes_max,
-            });
+            return Err(WalError::RecordTooLarge { size_bytes, size_bytes_max: self.config.batch_bytes_max });
         }
         // Checksums outside the lock; only the few header bytes are hashed under it.
         let mut crc_one = [0u32; 1];
@@ -190,17 +175,11 @@ impl Shared {
         };
 
         let mut q = self.queue.lock();
-        let deadline = match self.config.when_full {
-            WhenFull::Wait { timeout_ms } => {
-                Some(Instant::now() + Duration::from_millis(timeout_ms))
-            }
-            WhenFull::Fail => None,
-        };
+        // Computed only once we actually have to wait (reading the clock is not free).
+        let mut deadline: Option<Instant> = None;
         loop {
             if let Some(e) = &q.failed {
-                return Err(WalError::Failed {
-                    cause: e.to_string(),
-                });
+                return Err(WalError::Failed { cause: e.to_string() });
             }
             if q.closing {
                 return Err(WalError::Closed);
@@ -210,8 +189,14 @@ impl Shared {
             if fits_bytes && fits_depth {
                 break;
             }
-            let Some(deadline) = deadline else {
-                return Err(WalError::QueueFull);
+            let deadline = match (self.config.when_full, deadline) {
+                (WhenFull::Fail, _) => return Err(WalError::QueueFull),
+                (WhenFull::Wait { .. }, Some(d)) => d,
+                (WhenFull::Wait { timeout_ms }, None) => {
+                    let d = Instant::now() + Duration::from_millis(timeout_ms);
+                    deadline = Some(d);
+                    d
+                }
             };
             q.space_waiters += 1;
             let timed_out = self.queue_space.wait_until(&mut q, deadline).timed_out();
@@ -227,21 +212,9 @@ impl Shared {
         let first = q.next_lsn;
         let batch_first = q.first_lsn;
         for (i, ((record_type, payload), crc)) in records.iter().zip(crcs).enumerate() {
-            let flags = if i + 1 < count {
-                FLAG_GROUP_CONTINUES
-            } else {
-                0
-            };
+            let flags = if i + 1 < count { FLAG_GROUP_CONTINUES } else { 0 };
             let lsn = first + i as u64;
-            format::encode_frame(
-                &mut q.buf,
-                lsn,
-                batch_first,
-                *record_type,
-                flags,
-                payload,
-                *crc,
-            );
+            format::encode_frame(&mut q.buf, lsn, batch_first, *record_type, flags, payload, *crc);
         }
         let last = first + count as u64 - 1;
         q.next_lsn = last + 1;
@@ -309,11 +282,7 @@ impl Shared {
         let deadline = Instant::now() + timeout;
         let mut d = self.durable.lock();
         while d.durable_lsn <= lsn && d.failed.is_none() {
-            if self
-                .durable_changed
-                .wait_until(&mut d, deadline)
-                .timed_out()
-            {
+            if self.durable_changed.wait_until(&mut d, deadline).timed_out() {
                 break;
             }
         }
@@ -371,9 +340,7 @@ impl Shared {
 /// leaving them blocked forever. Callbacks of the batch in flight are lost with the panic.
 pub fn fail_after_panic(shared: &Shared) {
     let first_lost = shared.durable_lsn() + 1;
-    let err = WalError::Failed {
-        cause: "writer thread panicked".into(),
-    };
+    let err = WalError::Failed { cause: "writer thread panicked".into() };
     for (_, cb) in shared.enter_failed(first_lost, &err) {
         cb(Err(err.clone()));
     }
@@ -418,9 +385,7 @@ pub fn run(shared: Arc<Shared>, mut active: ActiveSegment) {
             Err(err) => {
                 failed = true;
                 let leftover = shared.enter_failed(first, &err);
-                let fail = WalError::Failed {
-                    cause: err.to_string(),
-                };
+                let fail = WalError::Failed { cause: err.to_string() };
                 for (_, cb) in callbacks.drain(..).chain(leftover) {
                     cb(Err(fail.clone()));
                 }
@@ -436,12 +401,7 @@ pub fn run(shared: Arc<Shared>, mut active: ActiveSegment) {
 
 /// Makes one batch durable: roll to a new segment if it does not fit, then one write and
 /// one fdatasync.
-fn commit(
-    shared: &Shared,
-    active: &mut ActiveSegment,
-    batch: &[u8],
-    first: Lsn,
-) -> Result<(), WalError> {
+fn commit(shared: &Shared, active: &mut ActiveSegment, batch: &[u8], first: Lsn) -> Result<(), WalError> {
     if active.offset + batch.len() as u64 > active.size_bytes {
         roll(shared, active, first)?;
         // Best effort: a failed delete never endangers data, it is retried on the next roll.
@@ -461,11 +421,7 @@ fn commit(
 /// previous segment's data is already durable (every batch is synced before the next).
 pub fn roll(shared: &Shared, active: &mut ActiveSegment, first_lsn: Lsn) -> Result<(), WalError> {
     let name = segment::segment_name(first_lsn);
-    let file = create_segment(
-        &*shared.storage,
-        shared.config.segment_size_bytes,
-        first_lsn,
-    )?;
+    let file = create_segment(&*shared.storage, shared.config.segment_size_bytes, first_lsn)?;
     *active = ActiveSegment {
         file,
         first_lsn,
@@ -483,17 +439,9 @@ pub fn create_segment(
 ) -> Result<Box<dyn LogFile>, WalError> {
     let name = segment::segment_name(first_lsn);
     let path = storage.describe(&name);
-    let mut file = storage
-        .create(&name, segment_size_bytes)
-        .map_err(|e| WalError::io("create segment", &path, &e))?;
-    let header = format::encode_segment_header(&format::SegmentHeader {
-        first_lsn,
-        segment_size_bytes,
-    });
-    file.write_at_sync(0, &header)
-        .map_err(|e| WalError::io("write segment header", &path, &e))?;
-    storage
-        .sync_dir()
-        .map_err(|e| WalError::io("fsync directory", &path, &e))?;
+    let mut file = storage.create(&name, segment_size_bytes).map_err(|e| WalError::io("create segment", &path, &e))?;
+    let header = format::encode_segment_header(&format::SegmentHeader { first_lsn, segment_size_bytes });
+    file.write_at_sync(0, &header).map_err(|e| WalError::io("write segment header", &path, &e))?;
+    storage.sync_dir().map_err(|e| WalError::io("fsync directory", &path, &e))?;
     Ok(file)
 }

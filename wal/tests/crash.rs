@@ -50,19 +50,14 @@ fn workload(sim: &SimStorage, threads: usize, per_thread: usize) -> Outcome {
                 for i in 0..per_thread {
                     let p1 = record_payload(t, i);
                     let p2 = record_payload(t, i + 1000);
-                    let res = if i % 7 == 3 {
-                        wal.append_group(&[(2, &p1), (3, &p2)])
-                    } else {
-                        wal.append(1, &p1)
-                    };
+                    let res = if i % 7 == 3 { wal.append_group(&[(2, &p1), (3, &p2)]) } else { wal.append(1, &p1) };
                     let h = match res {
                         Ok(h) => h,
                         Err(_) => return,
                     };
                     {
                         let mut o = out.lock();
-                        o.appended
-                            .insert(h.first_lsn(), (if i % 7 == 3 { 2 } else { 1 }, p1, h.lsn()));
+                        o.appended.insert(h.first_lsn(), (if i % 7 == 3 { 2 } else { 1 }, p1, h.lsn()));
                         if h.lsn() != h.first_lsn() {
                             o.appended.insert(h.lsn(), (3, p2, h.lsn()));
                         }
@@ -99,11 +94,7 @@ fn verify(image: &SimStorage, outcome: &Outcome, what: &str) {
     };
     let mut expect = match rec.snapshot() {
         Some((lsn, state)) => {
-            assert_eq!(
-                state,
-                format!("snap@{lsn}").as_bytes(),
-                "{what}: snapshot state"
-            );
+            assert_eq!(state, format!("snap@{lsn}").as_bytes(), "{what}: snapshot state");
             lsn + 1
         }
         None => 1,
@@ -112,16 +103,9 @@ fn verify(image: &SimStorage, outcome: &Outcome, what: &str) {
     for r in rec.records() {
         let r = r.unwrap_or_else(|e| panic!("{what}: iterating: {e}"));
         assert_eq!(r.lsn, expect, "{what}: LSNs must be contiguous");
-        let (ty, payload, group_last) = outcome
-            .appended
-            .get(&r.lsn)
-            .unwrap_or_else(|| panic!("{what}: LSN {} was never appended", r.lsn));
-        assert_eq!(
-            (r.record_type, r.payload),
-            (*ty, payload.as_slice()),
-            "{what}: content of LSN {}",
-            r.lsn
-        );
+        let (ty, payload, group_last) =
+            outcome.appended.get(&r.lsn).unwrap_or_else(|| panic!("{what}: LSN {} was never appended", r.lsn));
+        assert_eq!((r.record_type, r.payload), (*ty, payload.as_slice()), "{what}: content of LSN {}", r.lsn);
         group_open_until = *group_last;
         expect += 1;
     }
@@ -132,15 +116,10 @@ fn verify(image: &SimStorage, outcome: &Outcome, what: &str) {
         outcome.max_acked,
         rec.tail_cut
     );
-    assert!(
-        group_open_until <= last,
-        "{what}: atomic group recovered partially"
-    );
+    assert!(group_open_until <= last, "{what}: atomic group recovered partially");
     assert_eq!(rec.next_lsn, last + 1);
     // The log continues after recovery, and survives another clean reopen.
-    let h = wal
-        .append(9, b"after-crash")
-        .unwrap_or_else(|e| panic!("{what}: append: {e}"));
+    let h = wal.append(9, b"after-crash").unwrap_or_else(|e| panic!("{what}: append: {e}"));
     assert_eq!(h.lsn(), last + 1);
     h.wait().unwrap_or_else(|e| panic!("{what}: wait: {e}"));
     drop(wal);
@@ -167,6 +146,7 @@ fn crash_at_every_step(threads: usize, per_thread: usize) {
         CrashMode::ProcessCrash,
     ];
     let mut crash_points = 0;
+    let mut recovery_crashes = 0;
     let mut op = 0u64;
     // Bounded: the workload finishes in well under 10,000 storage operations.
     while op < 10_000 {
@@ -183,20 +163,33 @@ fn crash_at_every_step(threads: usize, per_thread: usize) {
                 other => *other,
             };
             let image = sim.crash_image(mode);
-            verify(
-                &image,
-                &outcome,
-                &format!("crash before op {op}, mode {m} {mode:?}"),
-            );
+            // Crash again during recovery itself (removing a half-made segment, zeroing a
+            // torn tail, creating the first segment), then recover from that.
+            let mut j = 0u64;
+            while j < 100 {
+                let again = image.crash_image(CrashMode::ProcessCrash);
+                again.crash_before_op(j);
+                let _ = Wal::open_with_storage(Arc::new(again.clone()), sim_config());
+                if !again.is_crashed() {
+                    break;
+                }
+                recovery_crashes += 1;
+                for mode2 in [CrashMode::DropUnsynced, CrashMode::KeepRandomSectors(j + op)] {
+                    verify(
+                        &again.crash_image(mode2),
+                        &outcome,
+                        &format!("crash before op {op}, mode {m} {mode:?}, then during recovery op {j} {mode2:?}"),
+                    );
+                }
+                j += 1;
+            }
+            verify(&image, &outcome, &format!("crash before op {op}, mode {m} {mode:?}"));
         }
         op += 1;
     }
-    assert!(
-        crash_points > 50,
-        "only {crash_points} crash points exercised"
-    );
+    assert!(crash_points > 50, "only {crash_points} crash points exercised");
     eprintln!(
-        "exercised {crash_points} crash points x {} modes",
+        "exercised {crash_points} crash points x {} modes, {recovery_crashes} crashes during recovery",
         modes.len()
     );
 }
@@ -209,9 +202,7 @@ fn sequential_log(n: u64, record_len: usize) -> (SimStorage, Vec<Vec<u8>>) {
     let (wal, _) = Wal::open_with_storage(Arc::new(sim.clone()), cfg).unwrap();
     let mut payloads = Vec::new();
     for i in 1..=n {
-        let p: Vec<u8> = (0..record_len)
-            .map(|j| (i as usize * 7 + j) as u8)
-            .collect();
+        let p: Vec<u8> = (0..record_len).map(|j| (i as usize * 7 + j) as u8).collect();
         wal.append(1, &p).unwrap().wait().unwrap();
         payloads.push(p);
     }
@@ -245,8 +236,7 @@ fn torn_tail_at_every_byte_offset_of_the_last_record() {
             // Torn: the bytes from `cut` on never reached the disk (or are garbage).
             let junk = vec![fill; last_end - cut];
             image.corrupt(SEG0, cut, &junk);
-            let (lsns, tail) =
-                open_records(&image).unwrap_or_else(|e| panic!("cut at {cut} fill {fill:#x}: {e}"));
+            let (lsns, tail) = open_records(&image).unwrap_or_else(|e| panic!("cut at {cut} fill {fill:#x}: {e}"));
             assert_eq!(lsns, (1..n).collect::<Vec<_>>(), "cut at {cut}");
             if cut == last_start && fill == 0 {
                 assert!(tail.is_none(), "an all-zero header is a clean end");
@@ -294,20 +284,16 @@ fn flipped_byte_before_the_tail_is_detected_with_file_and_offset() {
                     assert_eq!(offset, frame_start as u64, "victim {victim} byte {byte}");
                 }
                 Err(e) => panic!("victim {victim} byte {byte}: wrong error {e}"),
-                Ok((lsns, tail)) => panic!(
-                    "victim {victim} byte {byte}: corruption accepted ({} records, {tail:?})",
-                    lsns.len()
-                ),
+                Ok((lsns, tail)) => {
+                    panic!("victim {victim} byte {byte}: corruption accepted ({} records, {tail:?})", lsns.len())
+                }
             }
         }
     }
     // A zeroed block in the middle is not a clean end either.
     let image = sim.crash_image(CrashMode::ProcessCrash);
     image.corrupt(SEG0, HDR + 5 * frame, &vec![0u8; frame * 2]);
-    assert!(matches!(
-        open_records(&image),
-        Err(WalError::Corrupt { .. })
-    ));
+    assert!(matches!(open_records(&image), Err(WalError::Corrupt { .. })));
 }
 
 #[test]
@@ -319,11 +305,7 @@ fn damage_in_a_sealed_segment_or_a_missing_segment_stops_open() {
     }
     wal.wait_durable(200, 10_000).unwrap();
     drop(wal);
-    let segs: Vec<String> = sim
-        .names()
-        .into_iter()
-        .filter(|n| n.ends_with(".seg"))
-        .collect();
+    let segs: Vec<String> = sim.names().into_iter().filter(|n| n.ends_with(".seg")).collect();
     assert!(segs.len() >= 3, "{segs:?}");
     // Flip a byte in the first (sealed) segment.
     let image = sim.crash_image(CrashMode::ProcessCrash);
@@ -337,10 +319,7 @@ fn damage_in_a_sealed_segment_or_a_missing_segment_stops_open() {
     let image = sim.crash_image(CrashMode::ProcessCrash);
     use surge_wal::Storage;
     image.remove(&segs[1]).unwrap();
-    assert!(matches!(
-        Wal::open_with_storage(Arc::new(image), sim_config()),
-        Err(WalError::Corrupt { .. })
-    ));
+    assert!(matches!(Wal::open_with_storage(Arc::new(image), sim_config()), Err(WalError::Corrupt { .. })));
 }
 
 #[test]
@@ -369,10 +348,7 @@ fn io_errors_fail_every_waiter_and_nothing_more_is_acknowledged() {
                             match res.and_then(|h| h.wait()) {
                                 Ok(lsn) => acked.lock().push(lsn),
                                 Err(e) => {
-                                    assert!(
-                                        matches!(e, WalError::Failed { .. }),
-                                        "{case}: unexpected {e}"
-                                    );
+                                    assert!(matches!(e, WalError::Failed { .. }), "{case}: unexpected {e}");
                                     *failed.lock() += 1;
                                 }
                             }
@@ -387,31 +363,18 @@ fn io_errors_fail_every_waiter_and_nothing_more_is_acknowledged() {
             let durable = wal.durable_lsn();
             // Callbacks get the error too, and nothing is accepted any more.
             let (tx, rx) = std::sync::mpsc::channel();
-            assert!(wal
-                .append_with(1, b"late", move |r| tx.send(r).unwrap())
-                .is_err());
+            assert!(wal.append_with(1, b"late", move |r| tx.send(r).unwrap()).is_err());
             assert!(rx.try_recv().is_err());
-            assert!(
-                *failed.lock() > 0,
-                "{case}/{after}: no waiter saw the failure"
-            );
+            assert!(*failed.lock() > 0, "{case}/{after}: no waiter saw the failure");
             assert!(acked.lock().iter().all(|&l| l <= durable));
             drop(Arc::try_unwrap(wal).ok().unwrap());
             let max_acked = acked.lock().iter().copied().max().unwrap_or(5).max(5);
             // Storage healthy again: reopen (after a power cut) and find every ack.
             sim.set_full(false);
-            for image in [
-                sim.crash_image(CrashMode::DropUnsynced),
-                sim.crash_image(CrashMode::ProcessCrash),
-            ] {
+            for image in [sim.crash_image(CrashMode::DropUnsynced), sim.crash_image(CrashMode::ProcessCrash)] {
                 let (wal2, rec) = Wal::open_with_storage(Arc::new(image), sim_config())
-                    .unwrap_or_else(|e| {
-                        panic!("{case}/{after}: reopen: {e} (failure was {failure})")
-                    });
-                assert!(
-                    rec.last_lsn() >= max_acked,
-                    "{case}/{after}: acked record lost"
-                );
+                    .unwrap_or_else(|e| panic!("{case}/{after}: reopen: {e} (failure was {failure})"));
+                assert!(rec.last_lsn() >= max_acked, "{case}/{after}: acked record lost");
                 wal2.append(1, b"healthy").unwrap().wait().unwrap();
             }
         }
@@ -437,10 +400,7 @@ fn callbacks_see_the_failure() {
 #[test]
 fn per_thread_order_under_many_concurrent_appenders() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = Config {
-        io_mode: IoMode::Auto,
-        ..Config::default()
-    };
+    let cfg = Config { io_mode: IoMode::Auto, ..Config::default() };
     let threads = 32usize;
     let per_thread = 300u32;
     {

@@ -44,15 +44,7 @@ fn valid_log(payloads: &[Vec<u8>], first_lsn: u64) -> Vec<u8> {
     let mut out = Vec::new();
     for (i, p) in payloads.iter().enumerate() {
         let lsn = first_lsn + i as u64;
-        format::encode_frame(
-            &mut out,
-            lsn,
-            first_lsn,
-            (i % 5) as u8,
-            0,
-            p,
-            format::payload_crc(p),
-        );
+        format::encode_frame(&mut out, lsn, first_lsn, (i % 5) as u8, 0, p, format::payload_crc(p));
     }
     out
 }

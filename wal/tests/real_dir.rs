@@ -29,17 +29,13 @@ fn roundtrip(io_mode: IoMode) {
             assert!(wal.uses_io_uring());
         }
         for i in 1..=2000u64 {
-            let h = wal
-                .append((i % 3) as u8, &payload(i, (i % 300) as usize))
-                .unwrap();
+            let h = wal.append((i % 3) as u8, &payload(i, (i % 300) as usize)).unwrap();
             assert_eq!(h.lsn(), i);
             if i % 100 == 0 {
                 assert_eq!(h.wait().unwrap(), i);
             }
         }
-        let h = wal
-            .append_group(&[(9, b"a".as_slice()), (9, b"bb".as_slice())])
-            .unwrap();
+        let h = wal.append_group(&[(9, b"a".as_slice()), (9, b"bb".as_slice())]).unwrap();
         assert_eq!((h.first_lsn(), h.lsn()), (2001, 2002));
         h.wait().unwrap();
         assert_eq!(wal.durable_lsn(), 2002);
@@ -138,13 +134,7 @@ fn snapshot_retention_and_replay_after_snapshot() {
 fn count_segments(dir: &std::path::Path) -> usize {
     std::fs::read_dir(dir)
         .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .ends_with(".seg")
-        })
+        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".seg"))
         .count()
 }
 
@@ -182,10 +172,7 @@ fn tailers_in_process_and_from_directory_see_only_durable_records() {
     let mut mid = Tailer::open(dir.path(), 1234).unwrap();
     assert_eq!(mid.try_next().unwrap().unwrap().lsn, 1234);
     surge_wal::store_reader_checkpoint(dir.path(), "relay-2", 1233).unwrap();
-    assert!(wal
-        .readers()
-        .unwrap()
-        .contains(&("relay-2".to_string(), 1233)));
+    assert!(wal.readers().unwrap().contains(&("relay-2".to_string(), 1233)));
 }
 
 #[test]
@@ -208,10 +195,7 @@ fn queue_full_error_when_configured_to_fail() {
     for h in handles {
         h.wait().unwrap();
     }
-    assert!(matches!(
-        wal.append(1, &vec![0u8; 100_000]),
-        Err(WalError::RecordTooLarge { .. })
-    ));
+    assert!(matches!(wal.append(1, &vec![0u8; 100_000]), Err(WalError::RecordTooLarge { .. })));
 }
 
 /// The parent appends; a child process (this test binary, re-run in child mode) tails the

@@ -31,8 +31,7 @@ pub fn available() -> bool {
     if ring.submit_and_wait(1).is_err() {
         return false;
     }
-    let ok =
-        matches!(ring.completion().next(), Some(cqe) if cqe.result() >= 0 && cqe.user_data() == 7);
+    let ok = matches!(ring.completion().next(), Some(cqe) if cqe.result() >= 0 && cqe.user_data() == 7);
     ok
 }
 
@@ -43,10 +42,7 @@ pub struct UringFile {
 
 impl UringFile {
     pub fn new(file: File) -> io::Result<UringFile> {
-        Ok(UringFile {
-            file,
-            ring: IoUring::new(RING_ENTRIES)?,
-        })
+        Ok(UringFile { file, ring: IoUring::new(RING_ENTRIES)? })
     }
 
     /// Submits whatever is queued and collects exactly `want` completions as `(user_data, res)`.
@@ -100,19 +96,14 @@ impl LogFile for UringFile {
                 .build()
                 .flags(squeue::Flags::IO_LINK)
                 .user_data(WRITE_TAG);
-            let fsync = opcode::Fsync::new(fd)
-                .flags(types::FsyncFlags::DATASYNC)
-                .build()
-                .user_data(FSYNC_TAG);
+            let fsync = opcode::Fsync::new(fd).flags(types::FsyncFlags::DATASYNC).build().user_data(FSYNC_TAG);
             {
                 let mut sq = self.ring.submission();
                 // SAFETY: `chunk` outlives the submission: we wait for both completions
                 // below before returning or touching the buffer again.
                 unsafe {
-                    sq.push(&write)
-                        .map_err(|_| io::Error::other("io_uring submission queue full"))?;
-                    sq.push(&fsync)
-                        .map_err(|_| io::Error::other("io_uring submission queue full"))?;
+                    sq.push(&write).map_err(|_| io::Error::other("io_uring submission queue full"))?;
+                    sq.push(&fsync).map_err(|_| io::Error::other("io_uring submission queue full"))?;
                 }
             }
             let got = self.complete(2)?;
