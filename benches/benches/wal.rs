@@ -5,6 +5,8 @@
 //!     thread at a time: the closed-loop worst case for group commit).
 //!   - `pipelined/T`: T threads append with handles and wait only on every 256th (how a
 //!     shard thread uses the log: it keeps applying while earlier records become durable).
+//!   - `callbacks/2shards/C`: the API server's shape: 2 shard threads keep C requests in
+//!     flight, each completion callback triggers that client's next append.
 //! * `wal_append_latency`: one append + wait at low load, beside a raw 4 KiB pwrite +
 //!   fdatasync on a preallocated file; p50/p99 of individually timed samples are printed.
 //! * `wal_replay`: open + iterate a log of 1,000,000 128-byte records (records/s).
@@ -37,12 +39,7 @@ fn config() -> Config {
         Ok("uring") => IoMode::Uring,
         _ => IoMode::Auto,
     };
-    Config {
-        queue_depth_max: 1 << 20,
-        batch_bytes_max: 8 << 20,
-        io_mode,
-        ..Config::default()
-    }
+    Config { queue_depth_max: 1 << 20, batch_bytes_max: 8 << 20, io_mode, ..Config::default() }
 }
 
 /// Appends `total` records from `threads` threads; returns the elapsed time.
@@ -70,6 +67,51 @@ fn run_appenders(wal: &Arc<Wal>, threads: usize, total: u64, wait_every: u64) ->
         .collect();
     for h in handles {
         h.join().expect("appender thread");
+    }
+    start.elapsed()
+}
+
+/// Closed loop like the API server: `clients` concurrent requests spread over `shards`
+/// shard threads; each request is one 128-byte record whose durability callback (run on
+/// the writer thread) sends the client id back to its shard, which then appends that
+/// client's next record. No thread blocks per record. Returns the elapsed time.
+fn run_closed_loop(wal: &Arc<Wal>, shards: usize, clients: usize, total: u64) -> Duration {
+    let per_shard = total / shards as u64;
+    let clients_per_shard = clients / shards;
+    let start = Instant::now();
+    let handles: Vec<_> = (0..shards)
+        .map(|s| {
+            let wal = wal.clone();
+            std::thread::spawn(move || {
+                let (tx, rx) = std::sync::mpsc::channel::<usize>();
+                let payload = [s as u8; RECORD_BYTES];
+                let append = |client: usize| {
+                    let tx = tx.clone();
+                    wal.append_with(1, &payload, move |r| {
+                        r.expect("durable");
+                        let _ = tx.send(client);
+                    })
+                    .expect("append");
+                };
+                let mut issued = 0u64;
+                for c in 0..clients_per_shard {
+                    append(c);
+                    issued += 1;
+                }
+                let mut done = 0u64;
+                while done < issued {
+                    let c = rx.recv().expect("completion");
+                    done += 1;
+                    if issued < per_shard {
+                        append(c);
+                        issued += 1;
+                    }
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().expect("shard thread");
     }
     start.elapsed()
 }
@@ -107,6 +149,19 @@ fn group_commit(c: &mut Criterion) {
             })
         });
     }
+    for &(shards, clients, per_sample) in &[(2usize, 256usize, 200_000u64), (2, 1024, 400_000)] {
+        g.throughput(Throughput::Elements(per_sample));
+        g.bench_function(format!("callbacks/{shards}shards/{clients}clients"), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    total += run_closed_loop(&wal, shards, clients, per_sample);
+                    trim(&wal);
+                }
+                total
+            })
+        });
+    }
     g.finish();
 }
 
@@ -122,13 +177,7 @@ fn latency(c: &mut Criterion) {
     eprintln!("wal: io_uring in use: {}", wal.uses_io_uring());
     let payload = [7u8; RECORD_BYTES];
     let raw_path = dir.path().join("raw-baseline");
-    let raw = OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .read(true)
-        .write(true)
-        .open(&raw_path)
-        .expect("raw file");
+    let raw = OpenOptions::new().create(true).truncate(true).read(true).write(true).open(&raw_path).expect("raw file");
     raw.set_len(64 << 20).expect("size");
     raw.write_all_at(&vec![0u8; 64 << 20], 0).expect("fill");
     raw.sync_all().expect("sync");
@@ -146,10 +195,7 @@ fn latency(c: &mut Criterion) {
     let mut raw_samples = Vec::with_capacity(n);
     for _ in 0..n {
         let t = Instant::now();
-        wal.append(1, &payload)
-            .expect("append")
-            .wait()
-            .expect("durable");
+        wal.append(1, &payload).expect("append").wait().expect("durable");
         wal_samples.push(t.elapsed());
         let t = Instant::now();
         raw_write();
@@ -169,12 +215,7 @@ fn latency(c: &mut Criterion) {
     let mut g = c.benchmark_group("wal_append_latency");
     g.sample_size(50);
     g.bench_function("wal_append_wait_128B", |b| {
-        b.iter(|| {
-            wal.append(1, &payload)
-                .expect("append")
-                .wait()
-                .expect("durable")
-        })
+        b.iter(|| wal.append(1, &payload).expect("append").wait().expect("durable"))
     });
     g.bench_function("raw_pwrite_fdatasync_4KiB", |b| b.iter(&mut raw_write));
     g.finish();
@@ -184,11 +225,7 @@ fn build_replay_log(dir: &Path, records: u64) {
     let (wal, _) = Wal::open(dir, config()).expect("open");
     let wal = Arc::new(wal);
     run_appenders(&wal, 4, records, 4096);
-    Arc::try_unwrap(wal)
-        .ok()
-        .expect("sole owner")
-        .close()
-        .expect("close");
+    Arc::try_unwrap(wal).ok().expect("sole owner").close().expect("close");
 }
 
 fn replay(c: &mut Criterion) {
