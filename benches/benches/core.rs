@@ -1,1 +1,194 @@
-fn main() {}
+//! surge-core on one thread: commands per second for a realistic mix, and memory per live
+//! order line.
+//!
+//! Run: `cargo bench -p surge-benches --bench core`
+//!
+//! - `core/mix`: one iteration is 4 commands through `Shard::execute` / `tick`, as the
+//!   server runs them: a 2-line order paid with points (with an idempotency key, as the
+//!   contract requires), a hold, its release, and a tick. Reported per command.
+//! - `core/decide_only`: the same order decided but not applied, as the floor the mix is
+//!   compared with (what validation alone costs).
+//! - Memory: before the timed groups, the bench creates paid orders on a fresh shard and
+//!   prints allocated bytes per order line, with and without the idempotency record, from a
+//!   counting global allocator (exact: no sampling, no RSS noise).
+
+use std::alloc::{GlobalAlloc, Layout};
+
+use mimalloc::MiMalloc;
+use std::hint::black_box;
+use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use surge_core::command::*;
+use surge_core::{Outcome, Shard};
+
+struct Counting;
+
+static ALLOCATED_BYTES: AtomicIsize = AtomicIsize::new(0);
+/// Counting is on only while memory is measured, so the timed groups pay one relaxed load.
+static COUNTING: AtomicBool = AtomicBool::new(false);
+
+fn count(delta: isize) {
+    if COUNTING.load(Ordering::Relaxed) {
+        ALLOCATED_BYTES.fetch_add(delta, Ordering::Relaxed);
+    }
+}
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count(layout.size() as isize);
+        unsafe { MiMalloc.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        count(-(layout.size() as isize));
+        unsafe { MiMalloc.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count(new_size as isize - layout.size() as isize);
+        unsafe { MiMalloc.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+const MERCHANT: &str = "m-bench";
+const ITEMS: usize = 1_000;
+const CUSTOMERS: usize = 10_000;
+const T0_MS: u64 = 1_763_700_000_000;
+
+fn request(command: Command, key: Option<String>) -> Request {
+    let idempotency = key.map(|key| Idempotency { key, fingerprint: [1; 16] });
+    Request { merchant: MERCHANT.into(), idempotency, command }
+}
+
+fn must(shard: &mut Shard, command: Command, now_ms: u64) {
+    if let Err(e) = shard.execute(&request(command, None), now_ms) {
+        panic!("setup: {e}");
+    }
+}
+
+/// A merchant with `ITEMS` items of ample stock and `CUSTOMERS` customers with points.
+fn setup() -> Shard {
+    let mut shard = Shard::new();
+    must(&mut shard, Command::CreateMerchant { name: "bench".into(), currency: "KRW".into(), api_key_hash: [0; 32] }, T0_MS);
+    let items = (0..ITEMS)
+        .map(|i| ItemSpec { sku: format!("sku-{i}"), name: format!("item {i}"), price: 1_000, stock: 1_000_000_000, queue: None })
+        .collect();
+    must(&mut shard, Command::PutItems { items }, T0_MS);
+    for c in 0..CUSTOMERS {
+        must(&mut shard, Command::CreditPoints { customer: format!("c-{c}"), amount: 1_000_000_000_000, reason: "bench".into() }, T0_MS);
+    }
+    shard
+}
+
+fn points_order(i: usize) -> Command {
+    Command::CreateOrder {
+        customer: format!("c-{}", i % CUSTOMERS),
+        source: OrderSource::Lines(vec![
+            LineSpec { sku: format!("sku-{}", i % ITEMS), qty: 1 },
+            LineSpec { sku: format!("sku-{}", (i * 7 + 3) % ITEMS), qty: 2 },
+        ]),
+        payment: PaymentSpec { method: PaymentMethod::Points, card: None, capture: CaptureMode::Automatic },
+        queue_token: None,
+    }
+}
+
+fn hold(i: usize) -> Command {
+    Command::CreateHold {
+        customer: format!("c-{}", i % CUSTOMERS),
+        lines: vec![LineSpec { sku: format!("sku-{}", (i * 13) % ITEMS), qty: 1 }],
+        ttl_s: Some(300),
+        queue_token: None,
+    }
+}
+
+/// Requests are built before timing (parsing them is the API layer's cost, not core's);
+/// results are dropped inside the timed loop, as the server drops them after logging.
+fn bench_mix(c: &mut Criterion) {
+    let mut group = c.benchmark_group("core");
+    group.throughput(Throughput::Elements(4));
+    group.bench_function("mix", |b| {
+        let mut shard = setup();
+        let mut i = 0usize;
+        let mut now_ms = T0_MS;
+        b.iter_custom(|iters| {
+            let requests: Vec<_> = (0..iters)
+                .map(|_| {
+                    i += 1;
+                    (request(points_order(i), Some(format!("order-{i}"))), request(hold(i), None))
+                })
+                .collect();
+            let started = Instant::now();
+            for (order, hold) in &requests {
+                now_ms += 1;
+                let placed = shard.execute(order, now_ms);
+                let hold_id = match shard.execute(hold, now_ms) {
+                    Ok(Outcome::Applied { reply: surge_core::Reply::Hold(h), .. }) => h.id,
+                    other => panic!("hold: {other:?}"),
+                };
+                let released = shard.execute(&request(Command::ReleaseHold { hold: hold_id }, None), now_ms);
+                let ticked = shard.tick(now_ms);
+                // Everything is durable at once: in-flight checks stay off the timed path.
+                let applied = shard.applied_events();
+                shard.mark_durable(applied);
+                black_box((placed, released, ticked));
+            }
+            started.elapsed()
+        });
+    });
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("decide_only", |b| {
+        let shard = setup();
+        let mut i = 0usize;
+        b.iter_custom(|iters| {
+            let requests: Vec<_> = (0..iters)
+                .map(|_| {
+                    i += 1;
+                    request(points_order(i), None)
+                })
+                .collect();
+            let started = Instant::now();
+            for order in &requests {
+                black_box(shard.decide(order, T0_MS));
+            }
+            started.elapsed()
+        });
+    });
+    group.finish();
+}
+
+/// Allocated bytes per live order line, for paid 2-line orders: orders, lines, payments,
+/// with and without their idempotency records.
+fn report_memory() {
+    const ORDERS: usize = 200_000;
+    for keyed in [false, true] {
+        let mut shard = setup();
+        COUNTING.store(true, Ordering::Relaxed);
+        let before = ALLOCATED_BYTES.load(Ordering::Relaxed);
+        for i in 0..ORDERS {
+            let key = keyed.then(|| format!("order-{i}"));
+            if let Err(e) = shard.execute(&request(points_order(i), key), T0_MS + i as u64) {
+                panic!("order {i}: {e}");
+            }
+        }
+        let after = ALLOCATED_BYTES.load(Ordering::Relaxed);
+        COUNTING.store(false, Ordering::Relaxed);
+        let lines = 2 * ORDERS;
+        let per_line = (after - before) as f64 / lines as f64;
+        println!(
+            "memory: {per_line:.1} bytes per live order line ({ORDERS} paid 2-line orders, idempotency records {})",
+            if keyed { "kept" } else { "none" }
+        );
+        black_box(&shard);
+    }
+}
+
+fn config() -> Criterion {
+    report_memory();
+    Criterion::default().measurement_time(Duration::from_secs(5)).warm_up_time(Duration::from_secs(1))
+}
+
+criterion_group! { name = benches; config = config(); targets = bench_mix }
+criterion_main!(benches);

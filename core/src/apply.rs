@@ -11,30 +11,16 @@ use crate::ids::UnixMs;
 use crate::ledger::{Account, AccountTotals};
 use crate::shard::{Deadline, DeadlineKind, Shard};
 use crate::state::{
-    CardInfo, Customer, Hold, HoldStatus, IdempotencyRecord, Item, Merchant, Order, OrderStatus,
-    Payment, PaymentStatus, Queue, StateLine, Token, TokenStatus,
+    CardInfo, Customer, Hold, HoldStatus, IdempotencyRecord, Item, Merchant, Order, OrderStatus, Payment,
+    PaymentStatus, Queue, StateLine, Token, TokenStatus,
 };
 
 type Outcome = Result<(), &'static str>;
 
-pub(crate) fn apply_to_merchant(
-    shard: &mut Shard,
-    position: u32,
-    event: &Event,
-    seq_after: u64,
-) -> Outcome {
-    let Shard {
-        merchants,
-        deadlines,
-        ..
-    } = shard;
+pub(crate) fn apply_to_merchant(shard: &mut Shard, position: u32, event: &Event, seq_after: u64) -> Outcome {
+    let Shard { merchants, deadlines, .. } = shard;
     let m = merchants.at_mut(position).ok_or("unknown merchant")?;
-    let mut cx = Cx {
-        m,
-        deadlines,
-        merchant: position,
-        at_ms: event.at_ms,
-    };
+    let mut cx = Cx { m, deadlines, merchant: position, at_ms: event.at_ms };
     match &event.body {
         EventBody::MerchantCreated(_) => Err("merchant exists"),
         EventBody::ItemPut(e) => cx.item_put(e),
@@ -45,28 +31,16 @@ pub(crate) fn apply_to_merchant(
         EventBody::HoldExpired(e) => cx.hold_closed(e.hold, HoldStatus::Expired, None),
         EventBody::HoldConverted(e) => cx.hold_closed(e.hold, HoldStatus::Converted, Some(e.order)),
         EventBody::OrderCreated(e) => cx.order_created(e),
-        EventBody::OrderPaid(e) => cx.order_moved(
-            e.order,
-            &[OrderStatus::AwaitingPayment, OrderStatus::PendingPayment],
-            OrderStatus::Paid,
-        ),
+        EventBody::OrderPaid(e) => {
+            cx.order_moved(e.order, &[OrderStatus::AwaitingPayment, OrderStatus::PendingPayment], OrderStatus::Paid)
+        }
         EventBody::OrderCancelled(e) => cx.order_moved(
             e.order,
-            &[
-                OrderStatus::AwaitingPayment,
-                OrderStatus::PendingPayment,
-                OrderStatus::Paid,
-            ],
+            &[OrderStatus::AwaitingPayment, OrderStatus::PendingPayment, OrderStatus::Paid],
             OrderStatus::Cancelled,
         ),
-        EventBody::OrderExpired(e) => cx.order_moved(
-            e.order,
-            &[OrderStatus::AwaitingPayment],
-            OrderStatus::Expired,
-        ),
-        EventBody::OrderRefunded(e) => {
-            cx.order_moved(e.order, &[OrderStatus::Paid], OrderStatus::Refunded)
-        }
+        EventBody::OrderExpired(e) => cx.order_moved(e.order, &[OrderStatus::AwaitingPayment], OrderStatus::Expired),
+        EventBody::OrderRefunded(e) => cx.order_moved(e.order, &[OrderStatus::Paid], OrderStatus::Refunded),
         EventBody::PaymentRequested(e) => cx.payment_requested(e),
         EventBody::PaymentSubmitted(e) => {
             let p = cx.payment_in(e.payment, &[PaymentStatus::Pending])?;
@@ -96,10 +70,7 @@ pub(crate) fn apply_to_merchant(
             Ok(())
         }
         EventBody::PaymentVoided(e) => {
-            let p = cx.payment_in(
-                e.payment,
-                &[PaymentStatus::Pending, PaymentStatus::Authorized],
-            )?;
+            let p = cx.payment_in(e.payment, &[PaymentStatus::Pending, PaymentStatus::Authorized])?;
             p.status = PaymentStatus::Voided;
             p.updated_at_ms = event.at_ms;
             Ok(())
@@ -111,14 +82,8 @@ pub(crate) fn apply_to_merchant(
             Ok(())
         }
         EventBody::PointsDebited(e) => {
-            let c =
-                cx.m.customers
-                    .get_mut(&e.customer)
-                    .ok_or("unknown customer")?;
-            c.points = c
-                .points
-                .checked_sub(e.amount)
-                .ok_or("points would go negative")?;
+            let c = cx.m.customers.get_mut(&e.customer).ok_or("unknown customer")?;
+            c.points = c.points.checked_sub(e.amount).ok_or("points would go negative")?;
             Ok(())
         }
         EventBody::LedgerPosted(e) => cx.ledger_posted(e),
@@ -185,13 +150,7 @@ struct Cx<'a> {
 
 impl Cx<'_> {
     fn deadline(&self, at_ms: UnixMs, kind: DeadlineKind, a: u64, b: u64) -> Deadline {
-        Deadline {
-            at_ms,
-            merchant: self.merchant,
-            kind,
-            a,
-            b,
-        }
+        Deadline { at_ms, merchant: self.merchant, kind, a, b }
     }
 
     /// The customer's position, creating the customer on first sight.
@@ -202,21 +161,14 @@ impl Cx<'_> {
         if !crate::ids::is_valid_id(id) {
             return Err("invalid customer id");
         }
-        Ok(self.m.customers.push(Customer {
-            id: id.clone(),
-            points: 0,
-            account: AccountTotals::default(),
-        }))
+        Ok(self.m.customers.push(Customer { id: id.clone(), points: 0, account: AccountTotals::default() }))
     }
 
     fn item_put(&mut self, e: &ev::ItemPut) -> Outcome {
         match self.m.items.get_mut(&e.sku) {
             Some(item) => {
                 let committed = item.held.checked_add(item.sold).ok_or("overflow")?;
-                let available = e
-                    .stock
-                    .checked_sub(committed)
-                    .ok_or("stock below held + sold")?;
+                let available = e.stock.checked_sub(committed).ok_or("stock below held + sold")?;
                 item.name = e.name.clone();
                 item.price = e.price;
                 item.stock = e.stock;
@@ -258,10 +210,7 @@ impl Cx<'_> {
             return Err("move within one bucket");
         }
         let item = self.m.items.get_mut(&e.sku).ok_or("unknown sku")?;
-        let from = item
-            .bucket(e.from)
-            .checked_sub(e.qty)
-            .ok_or("not enough stock in the source bucket")?;
+        let from = item.bucket(e.from).checked_sub(e.qty).ok_or("not enough stock in the source bucket")?;
         let to = item.bucket(e.to).checked_add(e.qty).ok_or("overflow")?;
         *item.bucket_mut(e.from) = from;
         *item.bucket_mut(e.to) = to;
@@ -270,19 +219,12 @@ impl Cx<'_> {
     }
 
     /// Lines by item position; prices are taken from the event (orders) or 0 (holds).
-    fn state_lines(
-        &self,
-        lines: impl Iterator<Item = (Arc<str>, u64, u64)>,
-    ) -> Result<Box<[StateLine]>, &'static str> {
+    fn state_lines(&self, lines: impl Iterator<Item = (Arc<str>, u64, u64)>) -> Result<Box<[StateLine]>, &'static str> {
         lines
             .map(|(sku, qty, unit_price)| {
                 let item = self.m.items.position(&sku).ok_or("unknown sku")?;
                 let qty = u32::try_from(qty).map_err(|_| "qty too large")?;
-                Ok(StateLine {
-                    item,
-                    qty,
-                    unit_price,
-                })
+                Ok(StateLine { item, qty, unit_price })
             })
             .collect()
     }
@@ -326,8 +268,7 @@ impl Cx<'_> {
         if e.order != self.m.orders.len() as u64 + 1 {
             return Err("order number out of sequence");
         }
-        let lines =
-            self.state_lines(e.lines.iter().map(|l| (l.sku.clone(), l.qty, l.unit_price)))?;
+        let lines = self.state_lines(e.lines.iter().map(|l| (l.sku.clone(), l.qty, l.unit_price)))?;
         let customer = self.customer(&e.customer)?;
         self.m.orders.push(Order {
             customer,
@@ -379,8 +320,7 @@ impl Cx<'_> {
         if order.status != OrderStatus::AwaitingPayment || order.payment.is_some() {
             return Err("order is not awaiting payment");
         }
-        if e.method == PaymentMethod::None || (e.method == PaymentMethod::Card) != e.card.is_some()
-        {
+        if e.method == PaymentMethod::None || (e.method == PaymentMethod::Card) != e.card.is_some() {
             return Err("payment method and card do not match");
         }
         order.payment = Some(e.payment);
@@ -396,10 +336,7 @@ impl Cx<'_> {
         let card = e.card.as_ref().map(|c| {
             let digits: String = c.number.chars().filter(char::is_ascii_digit).collect();
             let last4 = digits[digits.len().saturating_sub(4)..].into();
-            Box::new(CardInfo {
-                last4,
-                kind: c.kind.clone(),
-            })
+            Box::new(CardInfo { last4, kind: c.kind.clone() })
         });
         self.m.payments.push(Payment {
             order: e.order,
@@ -420,10 +357,7 @@ impl Cx<'_> {
 
     fn payment_captured(&mut self, e: &ev::PaymentCaptured) -> Outcome {
         let at_ms = self.at_ms;
-        let p = self.payment_in(
-            e.payment,
-            &[PaymentStatus::Pending, PaymentStatus::Authorized],
-        )?;
+        let p = self.payment_in(e.payment, &[PaymentStatus::Pending, PaymentStatus::Authorized])?;
         // Points are captured straight from pending; cards only once authorized.
         if (p.status == PaymentStatus::Pending) != (p.method == PaymentMethod::Points) {
             return Err("capture before authorization");
@@ -439,32 +373,22 @@ impl Cx<'_> {
 
     fn payment_refunded(&mut self, e: &ev::PaymentRefunded) -> Outcome {
         let at_ms = self.at_ms;
-        let p = self.payment_in(
-            e.payment,
-            &[PaymentStatus::Captured, PaymentStatus::PartiallyRefunded],
-        )?;
+        let p = self.payment_in(e.payment, &[PaymentStatus::Captured, PaymentStatus::PartiallyRefunded])?;
         let refunded = p.refunded.checked_add(e.amount).ok_or("overflow")?;
         if e.amount == 0 || refunded > p.captured {
             return Err("refund outside the captured amount");
         }
         p.refunded = refunded;
-        p.status = if refunded == p.captured {
-            PaymentStatus::Refunded
-        } else {
-            PaymentStatus::PartiallyRefunded
-        };
+        p.status = if refunded == p.captured { PaymentStatus::Refunded } else { PaymentStatus::PartiallyRefunded };
         p.updated_at_ms = at_ms;
         Ok(())
     }
 
     fn account_totals(&mut self, account: &Account) -> Result<&mut AccountTotals, &'static str> {
         match account {
-            Account::CustomerPoints(c) => Ok(&mut self
-                .m
-                .customers
-                .get_mut(c)
-                .ok_or("unknown customer account")?
-                .account),
+            Account::CustomerPoints(c) => {
+                Ok(&mut self.m.customers.get_mut(c).ok_or("unknown customer account")?.account)
+            }
             fixed => {
                 let i = fixed.fixed_index().ok_or("unknown account")?;
                 Ok(&mut self.m.ledger.fixed[i])
@@ -481,16 +405,8 @@ impl Cx<'_> {
         }
         let amount = u128::from(e.amount);
         // Check both legs before touching either.
-        let debits = self
-            .account_totals(&e.debit)?
-            .debits
-            .checked_add(amount)
-            .ok_or("overflow")?;
-        let credits = self
-            .account_totals(&e.credit)?
-            .credits
-            .checked_add(amount)
-            .ok_or("overflow")?;
+        let debits = self.account_totals(&e.debit)?.debits.checked_add(amount).ok_or("overflow")?;
+        let credits = self.account_totals(&e.credit)?.credits.checked_add(amount).ok_or("overflow")?;
         self.account_totals(&e.debit)?.debits = debits;
         self.account_totals(&e.credit)?.credits = credits;
         self.m.ledger.postings += 1;
@@ -571,13 +487,7 @@ impl Shard {
             }
             for (i, o) in m.orders.iter().enumerate() {
                 if let Some(at_ms) = o.expires_at_ms {
-                    out.insert(Deadline {
-                        at_ms,
-                        merchant,
-                        kind: DeadlineKind::Order,
-                        a: i as u64 + 1,
-                        b: 0,
-                    });
+                    out.insert(Deadline { at_ms, merchant, kind: DeadlineKind::Order, a: i as u64 + 1, b: 0 });
                 }
             }
             for (qi, q) in m.queues.iter().enumerate() {

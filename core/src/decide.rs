@@ -4,9 +4,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use crate::command::{
-    CardSpec, Command, ItemSpec, LineSpec, OrderSource, PaymentMethod, PaymentSpec, Request,
-};
+use crate::command::{CardSpec, Command, ItemSpec, LineSpec, OrderSource, PaymentMethod, PaymentSpec, Request};
 use crate::error::CoreError;
 use crate::event::{self as ev, Bucket, Event, EventBody, PostingKind};
 use crate::ids::{is_valid_id, parse_token, Numbered, UnixMs};
@@ -36,6 +34,9 @@ pub enum Target {
     Token { queue: Arc<str>, seq: u64 },
 }
 
+/// Room for an order of a few lines paid at once, so the usual command never regrows.
+const EVENTS_PER_COMMAND: usize = 12;
+
 /// Events under construction, with the numbers the next postings get.
 struct Draft {
     merchant: Arc<str>,
@@ -46,42 +47,19 @@ struct Draft {
 
 impl Draft {
     fn push(&mut self, body: impl Into<EventBody>) {
-        self.events.push(Event {
-            merchant: self.merchant.clone(),
-            at_ms: self.at_ms,
-            body: body.into(),
-        });
+        self.events.push(Event { merchant: self.merchant.clone(), at_ms: self.at_ms, body: body.into() });
     }
 
-    fn post(
-        &mut self,
-        debit: Account,
-        credit: Account,
-        amount: u64,
-        kind: PostingKind,
-        payment: Option<u64>,
-    ) {
+    fn post(&mut self, debit: Account, credit: Account, amount: u64, kind: PostingKind, payment: Option<u64>) {
         if amount == 0 {
             return; // nothing moves, nothing to post
         }
         let posting = self.next_posting;
         self.next_posting += 1;
-        self.push(ev::LedgerPosted {
-            posting,
-            debit,
-            credit,
-            amount,
-            kind,
-            payment,
-        });
+        self.push(ev::LedgerPosted { posting, debit, credit, amount, kind, payment });
     }
 
-    fn move_stock(
-        &mut self,
-        lines: impl Iterator<Item = (Arc<str>, u64)>,
-        from: Bucket,
-        to: Bucket,
-    ) {
+    fn move_stock(&mut self, lines: impl Iterator<Item = (Arc<str>, u64)>, from: Bucket, to: Bucket) {
         for (sku, qty) in lines {
             self.push(ev::InventoryMoved { sku, qty, from, to });
         }
@@ -91,28 +69,14 @@ impl Draft {
 impl Shard {
     /// Validates `request` at time `now` and returns its events. Reads only.
     pub fn decide(&self, request: &Request, now: UnixMs) -> Result<Decided, CoreError> {
-        if let Command::CreateMerchant {
-            name,
-            currency,
-            api_key_hash,
-        } = &request.command
-        {
-            return self.decide_create_merchant(
-                &request.merchant,
-                name,
-                currency,
-                api_key_hash,
-                now,
-            );
+        if let Command::CreateMerchant { name, currency, api_key_hash } = &request.command {
+            return self.decide_create_merchant(&request.merchant, name, currency, api_key_hash, now);
         }
-        let m = self
-            .merchants
-            .get(&request.merchant)
-            .ok_or_else(|| CoreError::not_found("merchant"))?;
+        let m = self.merchants.get(&request.merchant).ok_or_else(|| CoreError::not_found("merchant"))?;
         let mut d = Draft {
             merchant: m.id.clone(),
             at_ms: now,
-            events: Vec::new(),
+            events: Vec::with_capacity(EVENTS_PER_COMMAND),
             next_posting: m.ledger.postings + 1,
         };
         let target = match &request.command {
@@ -120,19 +84,13 @@ impl Shard {
             Command::PutItem(spec) => put_item(m, &mut d, spec)?,
             Command::PutItems { items } => put_items(m, &mut d, items)?,
             Command::Restock { sku, qty } => restock(m, &mut d, sku, *qty)?,
-            Command::CreateHold {
-                customer,
-                lines,
-                ttl_s,
-                queue_token,
-            } => create_hold(m, &mut d, customer, lines, *ttl_s, queue_token.as_deref())?,
+            Command::CreateHold { customer, lines, ttl_s, queue_token } => {
+                create_hold(m, &mut d, customer, lines, *ttl_s, queue_token.as_deref())?
+            }
             Command::ReleaseHold { hold } => release_hold(m, &mut d, hold)?,
-            Command::CreateOrder {
-                customer,
-                source,
-                payment,
-                queue_token,
-            } => create_order(m, &mut d, customer, source, payment, queue_token.as_deref())?,
+            Command::CreateOrder { customer, source, payment, queue_token } => {
+                create_order(m, &mut d, customer, source, payment, queue_token.as_deref())?
+            }
             Command::PayOrder { order, payment } => pay_order(m, &mut d, order, payment)?,
             Command::CancelOrder { order } => {
                 let (n, o) = find_order(m, order)?;
@@ -140,41 +98,22 @@ impl Shard {
                 Target::Order(n)
             }
             Command::CapturePayment { payment, amount } => capture(m, &mut d, payment, *amount)?,
-            Command::RefundPayment { payment, amount } => {
-                refund_payment(m, &mut d, payment, *amount)?
-            }
+            Command::RefundPayment { payment, amount } => refund_payment(m, &mut d, payment, *amount)?,
             Command::VoidPayment { payment } => void(m, &mut d, payment)?,
-            Command::GatewayAccepted {
-                payment,
-                transaction_key,
-            } => gateway_accepted(m, &mut d, payment, transaction_key)?,
-            Command::GatewayApproved {
-                payment,
-                transaction_key,
-            } => gateway_approved(m, &mut d, payment, transaction_key)?,
-            Command::GatewayDeclined { payment, reason } => {
-                gateway_declined(m, &mut d, payment, reason)?
+            Command::GatewayAccepted { payment, transaction_key } => {
+                gateway_accepted(m, &mut d, payment, transaction_key)?
             }
-            Command::CreditPoints {
-                customer,
-                amount,
-                reason,
-            } => credit_points(m, &mut d, customer, *amount, reason)?,
-            Command::PutQueue {
-                queue,
-                max_active,
-                active_ttl_s,
-            } => put_queue(m, &mut d, queue, *max_active, *active_ttl_s)?,
-            Command::IssueToken {
-                queue,
-                customer,
-                nonce,
-            } => issue_token(m, &mut d, queue, customer, *nonce)?,
+            Command::GatewayApproved { payment, transaction_key } => {
+                gateway_approved(m, &mut d, payment, transaction_key)?
+            }
+            Command::GatewayDeclined { payment, reason } => gateway_declined(m, &mut d, payment, reason)?,
+            Command::CreditPoints { customer, amount, reason } => credit_points(m, &mut d, customer, *amount, reason)?,
+            Command::PutQueue { queue, max_active, active_ttl_s } => {
+                put_queue(m, &mut d, queue, *max_active, *active_ttl_s)?
+            }
+            Command::IssueToken { queue, customer, nonce } => issue_token(m, &mut d, queue, customer, *nonce)?,
         };
-        Ok(Decided {
-            events: d.events,
-            target,
-        })
+        Ok(Decided { events: d.events, target })
     }
 
     fn decide_create_merchant(
@@ -188,10 +127,7 @@ impl Shard {
         check_id("id", id)?;
         check_text("name", name, 1)?;
         if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_uppercase()) {
-            return Err(CoreError::invalid(
-                "currency",
-                "must be a three-letter ISO 4217 code such as KRW",
-            ));
+            return Err(CoreError::invalid("currency", "must be a three-letter ISO 4217 code such as KRW"));
         }
         if self.merchants.get(id).is_some() {
             return Err(CoreError::InvalidState { status: "active" });
@@ -199,17 +135,10 @@ impl Shard {
         let event = Event {
             merchant: id.into(),
             at_ms: now,
-            body: ev::MerchantCreated {
-                name: name.into(),
-                currency: currency.into(),
-                api_key_hash: *api_key_hash,
-            }
-            .into(),
+            body: ev::MerchantCreated { name: name.into(), currency: currency.into(), api_key_hash: *api_key_hash }
+                .into(),
         };
-        Ok(Decided {
-            events: vec![event],
-            target: Target::Merchant,
-        })
+        Ok(Decided { events: vec![event], target: Target::Merchant })
     }
 }
 
@@ -219,10 +148,7 @@ fn check_id(field: &'static str, id: &str) -> Result<(), CoreError> {
     if is_valid_id(id) {
         Ok(())
     } else {
-        Err(CoreError::invalid(
-            field,
-            "must be 1..=64 characters of [A-Za-z0-9_.:-]",
-        ))
+        Err(CoreError::invalid(field, "must be 1..=64 characters of [A-Za-z0-9_.:-]"))
     }
 }
 
@@ -245,38 +171,21 @@ fn check_range(field: &'static str, value: u64, min: u64, max: u64) -> Result<()
 
 fn check_card(payment: &PaymentSpec) -> Result<Option<ev::CardDetails>, CoreError> {
     match (payment.method, &payment.card) {
-        (PaymentMethod::Card, None) => Err(CoreError::invalid(
-            "payment.card",
-            "is required for method card",
-        )),
+        (PaymentMethod::Card, None) => Err(CoreError::invalid("payment.card", "is required for method card")),
         (PaymentMethod::Card, Some(CardSpec { number, kind })) => {
             let digits = number.bytes().filter(u8::is_ascii_digit).count();
             if number.len() > CARD_NUMBER_LEN_MAX
                 || digits < 4
-                || !number
-                    .bytes()
-                    .all(|b| b.is_ascii_digit() || b == b'-' || b == b' ')
+                || !number.bytes().all(|b| b.is_ascii_digit() || b == b'-' || b == b' ')
             {
-                return Err(CoreError::invalid(
-                    "payment.card.number",
-                    "must be digits, dashes or spaces, at most 32",
-                ));
+                return Err(CoreError::invalid("payment.card.number", "must be digits, dashes or spaces, at most 32"));
             }
             if kind.is_empty() || kind.len() > 32 || !kind.bytes().all(|b| b.is_ascii_graphic()) {
-                return Err(CoreError::invalid(
-                    "payment.card.type",
-                    "must be 1..=32 printable characters",
-                ));
+                return Err(CoreError::invalid("payment.card.type", "must be 1..=32 printable characters"));
             }
-            Ok(Some(ev::CardDetails {
-                number: number.as_str().into(),
-                kind: kind.as_str().into(),
-            }))
+            Ok(Some(ev::CardDetails { number: number.as_str().into(), kind: kind.as_str().into() }))
         }
-        (_, Some(_)) => Err(CoreError::invalid(
-            "payment.card",
-            "is only for method card",
-        )),
+        (_, Some(_)) => Err(CoreError::invalid("payment.card", "is only for method card")),
         (_, None) => Ok(None),
     }
 }
@@ -284,35 +193,25 @@ fn check_card(payment: &PaymentSpec) -> Result<Option<ev::CardDetails>, CoreErro
 /// A requested line, resolved against the merchant's items.
 struct Resolved<'a> {
     item: &'a Item,
+    position: u32,
     qty: u64,
 }
 
 fn resolve_lines<'a>(m: &'a Merchant, lines: &[LineSpec]) -> Result<Vec<Resolved<'a>>, CoreError> {
     if lines.is_empty() || lines.len() > LINES_MAX {
-        return Err(CoreError::invalid(
-            "lines",
-            format!("must hold 1..={LINES_MAX} lines"),
-        ));
+        return Err(CoreError::invalid("lines", format!("must hold 1..={LINES_MAX} lines")));
     }
-    let mut seen = HashSet::with_capacity(lines.len());
-    let mut out = Vec::with_capacity(lines.len());
+    let mut out: Vec<Resolved<'a>> = Vec::with_capacity(lines.len());
     for line in lines {
         check_id("lines.sku", &line.sku)?;
         check_range("lines.qty", line.qty, 1, QTY_MAX)?;
-        if !seen.insert(line.sku.as_str()) {
-            return Err(CoreError::invalid(
-                "lines.sku",
-                format!("{} appears twice", line.sku),
-            ));
+        let position = m.items.position(&line.sku).ok_or_else(|| CoreError::not_found("item"))?;
+        // At most LINES_MAX lines: a scan beats a hash set for the usual one to three.
+        if out.iter().any(|r| r.position == position) {
+            return Err(CoreError::invalid("lines.sku", format!("{} appears twice", line.sku)));
         }
-        let item = m
-            .items
-            .get(&line.sku)
-            .ok_or_else(|| CoreError::not_found("item"))?;
-        out.push(Resolved {
-            item,
-            qty: line.qty,
-        });
+        let item = m.items.at(position).ok_or_else(|| CoreError::not_found("item"))?;
+        out.push(Resolved { item, position, qty: line.qty });
     }
     Ok(out)
 }
@@ -330,27 +229,16 @@ fn check_available(lines: &[Resolved<'_>]) -> Result<(), CoreError> {
 }
 
 /// Items behind a waiting room need an active token of that room.
-fn check_queue_token(
-    m: &Merchant,
-    lines: &[Resolved<'_>],
-    token: Option<&str>,
-    now: UnixMs,
-) -> Result<(), CoreError> {
+fn check_queue_token(m: &Merchant, lines: &[Resolved<'_>], token: Option<&str>, now: UnixMs) -> Result<(), CoreError> {
     for line in lines {
         let Some(queue_id) = &line.item.queue else {
             continue;
         };
-        let required = || CoreError::QueueTokenRequired {
-            queue: queue_id.to_string(),
-        };
+        let required = || CoreError::QueueTokenRequired { queue: queue_id.to_string() };
         let (seq, nonce) = token.and_then(parse_token).ok_or_else(required)?;
         let queue = m.queues.get(queue_id).ok_or_else(required)?;
-        let t = queue
-            .tokens
-            .get(usize::try_from(seq).map_err(|_| required())?)
-            .ok_or_else(required)?;
-        let live =
-            t.status == TokenStatus::Active && t.active_until_ms.is_some_and(|until| now < until);
+        let t = queue.tokens.get(usize::try_from(seq).map_err(|_| required())?).ok_or_else(required)?;
+        let live = t.status == TokenStatus::Active && t.active_until_ms.is_some_and(|until| now < until);
         if t.nonce != nonce || !live {
             return Err(required());
         }
@@ -370,27 +258,17 @@ fn total_of(lines: impl Iterator<Item = (u64, u64)>) -> Result<u64, CoreError> {
 }
 
 fn find_order<'a>(m: &'a Merchant, id: &str) -> Result<(u64, &'a Order), CoreError> {
-    let n = Numbered::Order
-        .parse(id)
-        .ok_or_else(|| CoreError::not_found("order"))?;
+    let n = Numbered::Order.parse(id).ok_or_else(|| CoreError::not_found("order"))?;
     Ok((n, m.order(n).ok_or_else(|| CoreError::not_found("order"))?))
 }
 
 fn find_payment<'a>(m: &'a Merchant, id: &str) -> Result<(u64, &'a Payment), CoreError> {
-    let n = Numbered::Payment
-        .parse(id)
-        .ok_or_else(|| CoreError::not_found("payment"))?;
-    Ok((
-        n,
-        m.payment(n)
-            .ok_or_else(|| CoreError::not_found("payment"))?,
-    ))
+    let n = Numbered::Payment.parse(id).ok_or_else(|| CoreError::not_found("payment"))?;
+    Ok((n, m.payment(n).ok_or_else(|| CoreError::not_found("payment"))?))
 }
 
 fn customer_arc(m: &Merchant, id: &str) -> Arc<str> {
-    m.customers
-        .get(id)
-        .map_or_else(|| id.into(), |c| c.id.clone())
+    m.customers.get(id).map_or_else(|| id.into(), |c| c.id.clone())
 }
 
 fn customer_points(m: &Merchant, id: &str) -> u64 {
@@ -398,21 +276,12 @@ fn customer_points(m: &Merchant, id: &str) -> u64 {
 }
 
 fn order_customer(m: &Merchant, order: &Order) -> Arc<str> {
-    m.customers
-        .at(order.customer)
-        .map(|c| c.id.clone())
-        .unwrap_or_else(|| "".into())
+    m.customers.at(order.customer).map(|c| c.id.clone()).unwrap_or_else(|| "".into())
 }
 
 /// The (sku, qty) of an order's lines.
-fn order_stock<'a>(
-    m: &'a Merchant,
-    order: &'a Order,
-) -> impl Iterator<Item = (Arc<str>, u64)> + 'a {
-    order
-        .lines
-        .iter()
-        .filter_map(|l| Some((m.items.at(l.item)?.sku.clone(), u64::from(l.qty))))
+fn order_stock<'a>(m: &'a Merchant, order: &'a Order) -> impl Iterator<Item = (Arc<str>, u64)> + 'a {
+    order.lines.iter().filter_map(|l| Some((m.items.at(l.item)?.sku.clone(), u64::from(l.qty))))
 }
 
 // ---- items -----------------------------------------------------------------------------
@@ -432,24 +301,12 @@ fn item_put_event(m: &Merchant, spec: &ItemSpec) -> Result<(ev::ItemPut, bool), 
     let existing = m.items.get(&spec.sku);
     if let Some(item) = existing {
         if spec.stock < item.held + item.sold {
-            return Err(CoreError::InsufficientStock {
-                sku: spec.sku.clone(),
-                available: item.available,
-            });
+            return Err(CoreError::InsufficientStock { sku: spec.sku.clone(), available: item.available });
         }
     }
     let sku = existing.map_or_else(|| spec.sku.as_str().into(), |i| i.sku.clone());
-    let queue = spec
-        .queue
-        .as_deref()
-        .map(|q| m.queues.get(q).map_or_else(|| q.into(), |q| q.id.clone()));
-    let event = ev::ItemPut {
-        sku,
-        name: spec.name.as_str().into(),
-        price: spec.price,
-        stock: spec.stock,
-        queue,
-    };
+    let queue = spec.queue.as_deref().map(|q| m.queues.get(q).map_or_else(|| q.into(), |q| q.id.clone()));
+    let event = ev::ItemPut { sku, name: spec.name.as_str().into(), price: spec.price, stock: spec.stock, queue };
     Ok((event, existing.is_none()))
 }
 
@@ -463,20 +320,14 @@ fn put_item(m: &Merchant, d: &mut Draft, spec: &ItemSpec) -> Result<Target, Core
 
 fn put_items(m: &Merchant, d: &mut Draft, items: &[ItemSpec]) -> Result<Target, CoreError> {
     if items.is_empty() || items.len() > BULK_ITEMS_MAX {
-        return Err(CoreError::invalid(
-            "items",
-            format!("must hold 1..={BULK_ITEMS_MAX} items"),
-        ));
+        return Err(CoreError::invalid("items", format!("must hold 1..={BULK_ITEMS_MAX} items")));
     }
     let mut seen = HashSet::with_capacity(items.len());
     let (mut created, mut updated) = (0, 0);
     for spec in items {
         check_item(spec)?;
         if !seen.insert(spec.sku.as_str()) {
-            return Err(CoreError::invalid(
-                "items.sku",
-                format!("{} appears twice", spec.sku),
-            ));
+            return Err(CoreError::invalid("items.sku", format!("{} appears twice", spec.sku)));
         }
         let (event, is_new) = item_put_event(m, spec)?;
         if is_new {
@@ -491,24 +342,12 @@ fn put_items(m: &Merchant, d: &mut Draft, items: &[ItemSpec]) -> Result<Target, 
 
 fn restock(m: &Merchant, d: &mut Draft, sku: &str, qty: u64) -> Result<Target, CoreError> {
     check_range("qty", qty, 1, QTY_MAX)?;
-    let item = m
-        .items
-        .get(sku)
-        .ok_or_else(|| CoreError::not_found("item"))?;
+    let item = m.items.get(sku).ok_or_else(|| CoreError::not_found("item"))?;
     if item.stock + qty > AMOUNT_MAX {
-        return Err(CoreError::invalid(
-            "qty",
-            format!("stock would exceed {AMOUNT_MAX}"),
-        ));
+        return Err(CoreError::invalid("qty", format!("stock would exceed {AMOUNT_MAX}")));
     }
-    d.push(ev::ItemRestocked {
-        sku: item.sku.clone(),
-        qty,
-    });
-    Ok(Target::Item {
-        sku: item.sku.clone(),
-        created: false,
-    })
+    d.push(ev::ItemRestocked { sku: item.sku.clone(), qty });
+    Ok(Target::Item { sku: item.sku.clone(), created: false })
 }
 
 // ---- holds -----------------------------------------------------------------------------
@@ -528,38 +367,24 @@ fn create_hold(
     check_queue_token(m, &lines, token, d.at_ms)?;
     check_available(&lines)?;
     let hold = m.holds.len() as u64 + 1;
-    let stock: Vec<(Arc<str>, u64)> = lines.iter().map(|l| (l.item.sku.clone(), l.qty)).collect();
     d.push(ev::HoldCreated {
         hold,
         customer: customer_arc(m, customer),
-        lines: stock
-            .iter()
-            .map(|(sku, qty)| ev::Line {
-                sku: sku.clone(),
-                qty: *qty,
-            })
-            .collect(),
+        lines: lines.iter().map(|l| ev::Line { sku: l.item.sku.clone(), qty: l.qty }).collect(),
         expires_at_ms: d.at_ms + ttl_s * 1_000,
     });
-    d.move_stock(stock.into_iter(), Bucket::Available, Bucket::Held);
+    d.move_stock(lines.iter().map(|l| (l.item.sku.clone(), l.qty)), Bucket::Available, Bucket::Held);
     Ok(Target::Hold(hold))
 }
 
 fn release_hold(m: &Merchant, d: &mut Draft, id: &str) -> Result<Target, CoreError> {
-    let n = Numbered::Hold
-        .parse(id)
-        .ok_or_else(|| CoreError::not_found("hold"))?;
+    let n = Numbered::Hold.parse(id).ok_or_else(|| CoreError::not_found("hold"))?;
     let hold = m.hold(n).ok_or_else(|| CoreError::not_found("hold"))?;
     if hold.status != crate::state::HoldStatus::Held {
-        return Err(CoreError::InvalidState {
-            status: hold.status.as_str(),
-        });
+        return Err(CoreError::InvalidState { status: hold.status.as_str() });
     }
     d.push(ev::HoldReleased { hold: n });
-    let stock = hold
-        .lines
-        .iter()
-        .filter_map(|l| Some((m.items.at(l.item)?.sku.clone(), u64::from(l.qty))));
+    let stock = hold.lines.iter().filter_map(|l| Some((m.items.at(l.item)?.sku.clone(), u64::from(l.qty))));
     d.move_stock(stock, Bucket::Held, Bucket::Available);
     Ok(Target::Hold(n))
 }
@@ -585,23 +410,15 @@ fn create_order(
             check_available(&lines)?;
             let priced = lines
                 .iter()
-                .map(|l| ev::PricedLine {
-                    sku: l.item.sku.clone(),
-                    qty: l.qty,
-                    unit_price: l.item.price,
-                })
+                .map(|l| ev::PricedLine { sku: l.item.sku.clone(), qty: l.qty, unit_price: l.item.price })
                 .collect();
             (priced, None)
         }
         OrderSource::Hold(id) => {
-            let n = Numbered::Hold
-                .parse(id)
-                .ok_or_else(|| CoreError::not_found("hold"))?;
+            let n = Numbered::Hold.parse(id).ok_or_else(|| CoreError::not_found("hold"))?;
             let hold = m.hold(n).ok_or_else(|| CoreError::not_found("hold"))?;
             if hold.status != crate::state::HoldStatus::Held {
-                return Err(CoreError::InvalidState {
-                    status: hold.status.as_str(),
-                });
+                return Err(CoreError::InvalidState { status: hold.status.as_str() });
             }
             if d.at_ms >= hold.expires_at_ms {
                 return Err(CoreError::InvalidState { status: "expired" });
@@ -614,30 +431,32 @@ fn create_order(
                 .iter()
                 .filter_map(|l| {
                     let item = m.items.at(l.item)?;
-                    Some(ev::PricedLine {
-                        sku: item.sku.clone(),
-                        qty: u64::from(l.qty),
-                        unit_price: item.price,
-                    })
+                    Some(ev::PricedLine { sku: item.sku.clone(), qty: u64::from(l.qty), unit_price: item.price })
                 })
                 .collect();
             (priced, Some(n))
         }
     };
     let total = total_of(priced.iter().map(|l| (l.unit_price, l.qty)))?;
-    let customer = customer_arc(m, customer);
+    let known = m.customers.get(customer);
     if payment.method == PaymentMethod::Points {
-        let balance = customer_points(m, &customer);
+        let balance = known.map_or(0, |c| c.points);
         if balance < total {
-            return Err(CoreError::InsufficientPoints {
-                balance,
-                required: total,
-            });
+            return Err(CoreError::InsufficientPoints { balance, required: total });
         }
     }
-    let expires_at_ms =
-        (payment.method == PaymentMethod::None).then(|| d.at_ms + UNPAID_ORDER_TTL_MS);
-    let stock: Vec<(Arc<str>, u64)> = priced.iter().map(|l| (l.sku.clone(), l.qty)).collect();
+    let customer: Arc<str> = known.map_or_else(|| customer.into(), |c| c.id.clone());
+    let expires_at_ms = (payment.method == PaymentMethod::None).then(|| d.at_ms + UNPAID_ORDER_TTL_MS);
+    // Paid at once by points: the stock goes straight to sold, else it is held. The moves
+    // come first so the lines can go into `OrderCreated` without a copy.
+    let paid_now = payment.method == PaymentMethod::Points;
+    let to = if paid_now { Bucket::Sold } else { Bucket::Held };
+    let moves = priced.iter().map(|l| (l.sku.clone(), l.qty));
+    match from_hold {
+        Some(_) if paid_now => d.move_stock(moves, Bucket::Held, to),
+        Some(_) => {}
+        None => d.move_stock(moves, Bucket::Available, to),
+    }
     d.push(ev::OrderCreated {
         order,
         customer: customer.clone(),
@@ -646,16 +465,8 @@ fn create_order(
         hold: from_hold,
         expires_at_ms,
     });
-    // Paid at once by points: the stock goes straight to sold, else it is held.
-    let paid_now = payment.method == PaymentMethod::Points;
-    let to = if paid_now { Bucket::Sold } else { Bucket::Held };
     if let Some(hold) = from_hold {
         d.push(ev::HoldConverted { hold, order });
-        if paid_now {
-            d.move_stock(stock.into_iter(), Bucket::Held, to);
-        }
-    } else {
-        d.move_stock(stock.into_iter(), Bucket::Available, to);
     }
     let payment_n = m.payments.len() as u64 + 1;
     match payment.method {
@@ -679,14 +490,7 @@ fn create_order(
 }
 
 /// Request and capture a points payment at once (the balance was checked).
-fn pay_by_points(
-    d: &mut Draft,
-    customer: &Arc<str>,
-    order: u64,
-    payment: u64,
-    total: u64,
-    spec: &PaymentSpec,
-) {
+fn pay_by_points(d: &mut Draft, customer: &Arc<str>, order: u64, payment: u64, total: u64, spec: &PaymentSpec) {
     d.push(ev::PaymentRequested {
         payment,
         order,
@@ -696,16 +500,9 @@ fn pay_by_points(
         card: None,
     });
     if total > 0 {
-        d.push(ev::PointsDebited {
-            customer: customer.clone(),
-            amount: total,
-            payment,
-        });
+        d.push(ev::PointsDebited { customer: customer.clone(), amount: total, payment });
     }
-    d.push(ev::PaymentCaptured {
-        payment,
-        amount: total,
-    });
+    d.push(ev::PaymentCaptured { payment, amount: total });
     d.post(
         Account::CustomerPoints(customer.clone()),
         Account::SalesRevenue,
@@ -715,24 +512,14 @@ fn pay_by_points(
     );
 }
 
-fn pay_order(
-    m: &Merchant,
-    d: &mut Draft,
-    id: &str,
-    spec: &PaymentSpec,
-) -> Result<Target, CoreError> {
+fn pay_order(m: &Merchant, d: &mut Draft, id: &str, spec: &PaymentSpec) -> Result<Target, CoreError> {
     let (n, order) = find_order(m, id)?;
     if spec.method == PaymentMethod::None {
-        return Err(CoreError::invalid(
-            "method",
-            "must be points or card to pay an order",
-        ));
+        return Err(CoreError::invalid("method", "must be points or card to pay an order"));
     }
     let card = check_card(spec)?;
     if order.status != OrderStatus::AwaitingPayment || order.payment.is_some() {
-        return Err(CoreError::InvalidState {
-            status: order.status.as_str(),
-        });
+        return Err(CoreError::InvalidState { status: order.status.as_str() });
     }
     if order.expires_at_ms.is_some_and(|at| d.at_ms >= at) {
         return Err(CoreError::InvalidState { status: "expired" });
@@ -754,10 +541,7 @@ fn pay_order(
         PaymentMethod::Points => {
             let balance = customer_points(m, &customer);
             if balance < order.total {
-                return Err(CoreError::InsufficientPoints {
-                    balance,
-                    required: order.total,
-                });
+                return Err(CoreError::InsufficientPoints { balance, required: order.total });
             }
             pay_by_points(d, &customer, n, payment, order.total, spec);
             d.move_stock(order_stock(m, order), Bucket::Held, Bucket::Sold);
@@ -772,31 +556,12 @@ fn refund(m: &Merchant, d: &mut Draft, n: u64, p: &Payment, amount: u64) {
     d.push(ev::PaymentRefunded { payment: n, amount });
     match p.method {
         PaymentMethod::Points => {
-            let customer = m
-                .order(p.order)
-                .map(|o| order_customer(m, o))
-                .unwrap_or_else(|| "".into());
-            d.push(ev::PointsCredited {
-                customer: customer.clone(),
-                amount,
-                reason: "refund".into(),
-            });
-            d.post(
-                Account::Refunds,
-                Account::CustomerPoints(customer),
-                amount,
-                PostingKind::Refund,
-                Some(n),
-            );
+            let customer = m.order(p.order).map(|o| order_customer(m, o)).unwrap_or_else(|| "".into());
+            d.push(ev::PointsCredited { customer: customer.clone(), amount, reason: "refund".into() });
+            d.post(Account::Refunds, Account::CustomerPoints(customer), amount, PostingKind::Refund, Some(n));
         }
         PaymentMethod::Card | PaymentMethod::None => {
-            d.post(
-                Account::Refunds,
-                Account::GatewayClearing,
-                amount,
-                PostingKind::Refund,
-                Some(n),
-            );
+            d.post(Account::Refunds, Account::GatewayClearing, amount, PostingKind::Refund, Some(n));
         }
     }
 }
@@ -804,20 +569,12 @@ fn refund(m: &Merchant, d: &mut Draft, n: u64, p: &Payment, amount: u64) {
 /// Cancels an order: stock back to available, the payment voided or refunded in full.
 fn cancel_order(m: &Merchant, d: &mut Draft, n: u64, order: &Order) -> Result<(), CoreError> {
     let bucket = match order.status {
-        OrderStatus::AwaitingPayment | OrderStatus::PendingPayment | OrderStatus::Paid => {
-            order.status.stock_bucket()
-        }
-        other => {
-            return Err(CoreError::InvalidState {
-                status: other.as_str(),
-            })
-        }
+        OrderStatus::AwaitingPayment | OrderStatus::PendingPayment | OrderStatus::Paid => order.status.stock_bucket(),
+        other => return Err(CoreError::InvalidState { status: other.as_str() }),
     };
     if let Some((pn, p)) = order.payment.and_then(|pn| Some((pn, m.payment(pn)?))) {
         match p.status {
-            PaymentStatus::Pending | PaymentStatus::Authorized => {
-                d.push(ev::PaymentVoided { payment: pn })
-            }
+            PaymentStatus::Pending | PaymentStatus::Authorized => d.push(ev::PaymentVoided { payment: pn }),
             PaymentStatus::Captured | PaymentStatus::PartiallyRefunded => {
                 let remaining = p.captured - p.refunded;
                 if remaining > 0 {
@@ -834,17 +591,10 @@ fn cancel_order(m: &Merchant, d: &mut Draft, n: u64, order: &Order) -> Result<()
     Ok(())
 }
 
-fn capture(
-    m: &Merchant,
-    d: &mut Draft,
-    id: &str,
-    amount: Option<u64>,
-) -> Result<Target, CoreError> {
+fn capture(m: &Merchant, d: &mut Draft, id: &str, amount: Option<u64>) -> Result<Target, CoreError> {
     let (n, p) = find_payment(m, id)?;
     if p.status != PaymentStatus::Authorized {
-        return Err(CoreError::InvalidState {
-            status: p.status.as_str(),
-        });
+        return Err(CoreError::InvalidState { status: p.status.as_str() });
     }
     let amount = amount.unwrap_or(p.amount);
     check_range("amount", amount, 1, p.amount)?;
@@ -854,43 +604,22 @@ fn capture(
 
 fn capture_card(d: &mut Draft, payment: u64, amount: u64) {
     d.push(ev::PaymentCaptured { payment, amount });
-    d.post(
-        Account::GatewayClearing,
-        Account::SalesRevenue,
-        amount,
-        PostingKind::Capture,
-        Some(payment),
-    );
+    d.post(Account::GatewayClearing, Account::SalesRevenue, amount, PostingKind::Capture, Some(payment));
 }
 
-fn refund_payment(
-    m: &Merchant,
-    d: &mut Draft,
-    id: &str,
-    amount: Option<u64>,
-) -> Result<Target, CoreError> {
+fn refund_payment(m: &Merchant, d: &mut Draft, id: &str, amount: Option<u64>) -> Result<Target, CoreError> {
     let (n, p) = find_payment(m, id)?;
-    if !matches!(
-        p.status,
-        PaymentStatus::Captured | PaymentStatus::PartiallyRefunded
-    ) {
-        return Err(CoreError::InvalidState {
-            status: p.status.as_str(),
-        });
+    if !matches!(p.status, PaymentStatus::Captured | PaymentStatus::PartiallyRefunded) {
+        return Err(CoreError::InvalidState { status: p.status.as_str() });
     }
     let remaining = p.captured - p.refunded;
     if remaining == 0 {
-        return Err(CoreError::InvalidState {
-            status: PaymentStatus::Refunded.as_str(),
-        });
+        return Err(CoreError::InvalidState { status: PaymentStatus::Refunded.as_str() });
     }
     let amount = amount.unwrap_or(remaining);
     check_range("amount", amount, 1, remaining)?;
     refund(m, d, n, p, amount);
-    if amount == remaining
-        && m.order(p.order)
-            .is_some_and(|o| o.status == OrderStatus::Paid)
-    {
+    if amount == remaining && m.order(p.order).is_some_and(|o| o.status == OrderStatus::Paid) {
         d.push(ev::OrderRefunded { order: p.order });
     }
     Ok(Target::Payment(n))
@@ -899,13 +628,9 @@ fn refund_payment(
 fn void(m: &Merchant, d: &mut Draft, id: &str) -> Result<Target, CoreError> {
     let (n, p) = find_payment(m, id)?;
     if !matches!(p.status, PaymentStatus::Pending | PaymentStatus::Authorized) {
-        return Err(CoreError::InvalidState {
-            status: p.status.as_str(),
-        });
+        return Err(CoreError::InvalidState { status: p.status.as_str() });
     }
-    let order = m
-        .order(p.order)
-        .ok_or_else(|| CoreError::not_found("order"))?;
+    let order = m.order(p.order).ok_or_else(|| CoreError::not_found("order"))?;
     // Voiding the payment cancels its order: the stock must not stay reserved unpaid.
     cancel_order(m, d, p.order, order)?;
     Ok(Target::Payment(n))
@@ -913,10 +638,7 @@ fn void(m: &Merchant, d: &mut Draft, id: &str) -> Result<Target, CoreError> {
 
 fn check_transaction_key(key: &str) -> Result<(), CoreError> {
     if key.is_empty() || key.len() > ID_LEN_MAX || !key.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(CoreError::invalid(
-            "transaction_key",
-            "must be 1..=64 printable characters",
-        ));
+        return Err(CoreError::invalid("transaction_key", "must be 1..=64 printable characters"));
     }
     Ok(())
 }
@@ -924,9 +646,7 @@ fn check_transaction_key(key: &str) -> Result<(), CoreError> {
 fn pending_card_payment<'a>(m: &'a Merchant, id: &str) -> Result<(u64, &'a Payment), CoreError> {
     let (n, p) = find_payment(m, id)?;
     if p.method != PaymentMethod::Card || p.status != PaymentStatus::Pending {
-        return Err(CoreError::InvalidState {
-            status: p.status.as_str(),
-        });
+        return Err(CoreError::InvalidState { status: p.status.as_str() });
     }
     Ok((n, p))
 }
@@ -936,15 +656,8 @@ fn gateway_accepted(m: &Merchant, d: &mut Draft, id: &str, key: &str) -> Result<
     let (n, p) = pending_card_payment(m, id)?;
     match p.transaction_key.as_deref() {
         Some(known) if known == key => {} // a retry of the same answer: nothing to do
-        Some(_) => {
-            return Err(CoreError::InvalidState {
-                status: "submitted",
-            })
-        }
-        None => d.push(ev::PaymentSubmitted {
-            payment: n,
-            transaction_key: key.into(),
-        }),
+        Some(_) => return Err(CoreError::InvalidState { status: "submitted" }),
+        None => d.push(ev::PaymentSubmitted { payment: n, transaction_key: key.into() }),
     }
     Ok(Target::Payment(n))
 }
@@ -952,27 +665,14 @@ fn gateway_accepted(m: &Merchant, d: &mut Draft, id: &str, key: &str) -> Result<
 fn gateway_approved(m: &Merchant, d: &mut Draft, id: &str, key: &str) -> Result<Target, CoreError> {
     check_transaction_key(key)?;
     let (n, p) = pending_card_payment(m, id)?;
-    if p.transaction_key
-        .as_deref()
-        .is_some_and(|known| known != key)
-    {
-        return Err(CoreError::invalid(
-            "transaction_key",
-            "does not match the payment's transaction",
-        ));
+    if p.transaction_key.as_deref().is_some_and(|known| known != key) {
+        return Err(CoreError::invalid("transaction_key", "does not match the payment's transaction"));
     }
-    let order = m
-        .order(p.order)
-        .ok_or_else(|| CoreError::not_found("order"))?;
+    let order = m.order(p.order).ok_or_else(|| CoreError::not_found("order"))?;
     if order.status != OrderStatus::PendingPayment {
-        return Err(CoreError::InvalidState {
-            status: order.status.as_str(),
-        });
+        return Err(CoreError::InvalidState { status: order.status.as_str() });
     }
-    d.push(ev::PaymentAuthorized {
-        payment: n,
-        transaction_key: Some(key.into()),
-    });
+    d.push(ev::PaymentAuthorized { payment: n, transaction_key: Some(key.into()) });
     if p.capture == crate::command::CaptureMode::Automatic {
         capture_card(d, n, p.amount);
     }
@@ -981,21 +681,11 @@ fn gateway_approved(m: &Merchant, d: &mut Draft, id: &str, key: &str) -> Result<
     Ok(Target::Payment(n))
 }
 
-fn gateway_declined(
-    m: &Merchant,
-    d: &mut Draft,
-    id: &str,
-    reason: &str,
-) -> Result<Target, CoreError> {
+fn gateway_declined(m: &Merchant, d: &mut Draft, id: &str, reason: &str) -> Result<Target, CoreError> {
     check_text("reason", reason, 0)?;
     let (n, p) = pending_card_payment(m, id)?;
-    let order = m
-        .order(p.order)
-        .ok_or_else(|| CoreError::not_found("order"))?;
-    d.push(ev::PaymentFailed {
-        payment: n,
-        reason: reason.into(),
-    });
+    let order = m.order(p.order).ok_or_else(|| CoreError::not_found("order"))?;
+    d.push(ev::PaymentFailed { payment: n, reason: reason.into() });
     d.push(ev::OrderCancelled { order: p.order });
     d.move_stock(order_stock(m, order), Bucket::Held, Bucket::Available);
     Ok(Target::Payment(n))
@@ -1003,13 +693,7 @@ fn gateway_declined(
 
 // ---- points and queues -----------------------------------------------------------------
 
-fn credit_points(
-    m: &Merchant,
-    d: &mut Draft,
-    customer: &str,
-    amount: u64,
-    reason: &str,
-) -> Result<Target, CoreError> {
+fn credit_points(m: &Merchant, d: &mut Draft, customer: &str, amount: u64, reason: &str) -> Result<Target, CoreError> {
     check_id("customer_id", customer)?;
     check_range("amount", amount, 0, AMOUNT_MAX)?;
     check_text("reason", reason, 0)?;
@@ -1017,81 +701,35 @@ fn credit_points(
         return Err(CoreError::invalid("amount", "the balance would overflow"));
     }
     let customer = customer_arc(m, customer);
-    d.push(ev::PointsCredited {
-        customer: customer.clone(),
-        amount,
-        reason: reason.into(),
-    });
-    d.post(
-        Account::PointsIssued,
-        Account::CustomerPoints(customer.clone()),
-        amount,
-        PostingKind::PointsCredit,
-        None,
-    );
+    d.push(ev::PointsCredited { customer: customer.clone(), amount, reason: reason.into() });
+    d.post(Account::PointsIssued, Account::CustomerPoints(customer.clone()), amount, PostingKind::PointsCredit, None);
     Ok(Target::Points(customer))
 }
 
-fn put_queue(
-    m: &Merchant,
-    d: &mut Draft,
-    id: &str,
-    max_active: u64,
-    ttl_s: u64,
-) -> Result<Target, CoreError> {
+fn put_queue(m: &Merchant, d: &mut Draft, id: &str, max_active: u64, ttl_s: u64) -> Result<Target, CoreError> {
     check_id("id", id)?;
     check_range("max_active", max_active, 1, QUEUE_ACTIVE_MAX)?;
     check_range("active_ttl_seconds", ttl_s, 1, TTL_S_MAX)?;
     let queue: Arc<str> = m.queues.get(id).map_or_else(|| id.into(), |q| q.id.clone());
-    d.push(ev::QueuePut {
-        queue: queue.clone(),
-        max_active,
-        active_ttl_s: ttl_s,
-    });
+    d.push(ev::QueuePut { queue: queue.clone(), max_active, active_ttl_s: ttl_s });
     // Raising max_active frees slots now rather than at the next tick.
     if let Some(q) = m.queues.get(id) {
-        let free = max_active
-            .saturating_sub(q.active)
-            .min(q.waiting())
-            .min(TICK_ACTIVATIONS_MAX as u64);
+        let free = max_active.saturating_sub(q.active).min(q.waiting()).min(TICK_ACTIVATIONS_MAX as u64);
         for seq in q.next_waiting..q.next_waiting + free {
-            d.push(ev::TokenActivated {
-                queue: queue.clone(),
-                seq,
-            });
+            d.push(ev::TokenActivated { queue: queue.clone(), seq });
         }
     }
     Ok(Target::Queue(queue))
 }
 
-fn issue_token(
-    m: &Merchant,
-    d: &mut Draft,
-    id: &str,
-    customer: &str,
-    nonce: u64,
-) -> Result<Target, CoreError> {
+fn issue_token(m: &Merchant, d: &mut Draft, id: &str, customer: &str, nonce: u64) -> Result<Target, CoreError> {
     check_id("customer_id", customer)?;
-    let q = m
-        .queues
-        .get(id)
-        .ok_or_else(|| CoreError::not_found("queue"))?;
+    let q = m.queues.get(id).ok_or_else(|| CoreError::not_found("queue"))?;
     let seq = q.tokens.len() as u64;
-    d.push(ev::TokenIssued {
-        queue: q.id.clone(),
-        seq,
-        nonce,
-        customer: customer_arc(m, customer),
-    });
+    d.push(ev::TokenIssued { queue: q.id.clone(), seq, nonce, customer: customer_arc(m, customer) });
     // Nobody ahead and a free slot: straight in. Otherwise the tick activates in order.
     if q.waiting() == 0 && q.active < q.max_active {
-        d.push(ev::TokenActivated {
-            queue: q.id.clone(),
-            seq,
-        });
+        d.push(ev::TokenActivated { queue: q.id.clone(), seq });
     }
-    Ok(Target::Token {
-        queue: q.id.clone(),
-        seq,
-    })
+    Ok(Target::Token { queue: q.id.clone(), seq })
 }

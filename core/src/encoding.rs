@@ -47,48 +47,27 @@ pub struct Header {
 pub const HEADER_SIZE: usize = std::mem::size_of::<Header>();
 const _: () = assert!(HEADER_SIZE == 12);
 
-fn encode_with_header(
-    magic: [u8; 4],
-    version: u16,
-    count: u32,
-    body: &impl Serialize,
-    out: &mut Vec<u8>,
-) {
-    let header = Header {
-        magic,
-        version,
-        reserved: 0,
-        count,
-    };
+fn encode_with_header(magic: [u8; 4], version: u16, count: u32, body: &impl Serialize, out: &mut Vec<u8>) {
+    let header = Header { magic, version, reserved: 0, count };
     out.extend_from_slice(bytemuck::bytes_of(&header));
     let buffer = std::mem::take(out);
-    *out = postcard::to_extend(body, buffer)
-        .unwrap_or_else(|e| panic!("postcard cannot fail on a Vec: {e}"));
+    *out = postcard::to_extend(body, buffer).unwrap_or_else(|e| panic!("postcard cannot fail on a Vec: {e}"));
 }
 
-fn split_header(
-    bytes: &[u8],
-    magic: [u8; 4],
-    version: u16,
-) -> Result<(Header, &[u8]), DecodeError> {
-    let head = bytes
-        .get(..HEADER_SIZE)
-        .ok_or(DecodeError::TooShort { len: bytes.len() })?;
+fn split_header(bytes: &[u8], magic: [u8; 4], version: u16) -> Result<(Header, &[u8]), DecodeError> {
+    let head = bytes.get(..HEADER_SIZE).ok_or(DecodeError::TooShort { len: bytes.len() })?;
     let header: Header = bytemuck::pod_read_unaligned(head);
     if header.magic != magic {
         return Err(DecodeError::BadMagic);
     }
     if header.version != version {
-        return Err(DecodeError::UnsupportedVersion {
-            version: header.version,
-        });
+        return Err(DecodeError::UnsupportedVersion { version: header.version });
     }
     Ok((header, &bytes[HEADER_SIZE..]))
 }
 
 fn decode_body<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, DecodeError> {
-    let (value, rest) =
-        postcard::take_from_bytes(body).map_err(|e| DecodeError::Body(e.to_string()))?;
+    let (value, rest) = postcard::take_from_bytes(body).map_err(|e| DecodeError::Body(e.to_string()))?;
     if !rest.is_empty() {
         return Err(DecodeError::TrailingBytes(rest.len()));
     }
@@ -97,18 +76,8 @@ fn decode_body<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, Decod
 
 /// Appends the encoding of `events` (one log record's worth) to `out`.
 pub fn encode_events_into(events: &[Event], out: &mut Vec<u8>) {
-    assert!(
-        events.len() <= BATCH_EVENTS_MAX,
-        "batch of {} events",
-        events.len()
-    );
-    encode_with_header(
-        EVENTS_MAGIC,
-        EVENTS_VERSION,
-        events.len() as u32,
-        &events,
-        out,
-    );
+    assert!(events.len() <= BATCH_EVENTS_MAX, "batch of {} events", events.len());
+    encode_with_header(EVENTS_MAGIC, EVENTS_VERSION, events.len() as u32, &events, out);
 }
 
 pub fn encode_events(events: &[Event]) -> Vec<u8> {
@@ -122,17 +91,11 @@ pub fn encode_events(events: &[Event]) -> Vec<u8> {
 pub fn decode_events(bytes: &[u8]) -> Result<Vec<Event>, DecodeError> {
     let (header, body) = split_header(bytes, EVENTS_MAGIC, EVENTS_VERSION)?;
     if header.count as usize > BATCH_EVENTS_MAX {
-        return Err(DecodeError::CountMismatch {
-            expected: header.count,
-            actual: 0,
-        });
+        return Err(DecodeError::CountMismatch { expected: header.count, actual: 0 });
     }
     let events: Vec<Event> = decode_body(body)?;
     if events.len() != header.count as usize {
-        return Err(DecodeError::CountMismatch {
-            expected: header.count,
-            actual: events.len(),
-        });
+        return Err(DecodeError::CountMismatch { expected: header.count, actual: events.len() });
     }
     for event in &events {
         if let EventBody::IdempotencyRecorded(record) = &event.body {
@@ -155,9 +118,7 @@ pub(crate) fn decode_snapshot(bytes: &[u8]) -> Result<ShardImage, DecodeError> {
 
 /// Stored replies are postcard without a header: they live and die inside one version.
 pub fn encode_reply(reply: &Reply) -> Box<[u8]> {
-    postcard::to_stdvec(reply)
-        .unwrap_or_else(|e| panic!("postcard cannot fail on a Vec: {e}"))
-        .into_boxed_slice()
+    postcard::to_stdvec(reply).unwrap_or_else(|e| panic!("postcard cannot fail on a Vec: {e}")).into_boxed_slice()
 }
 
 pub fn decode_reply(bytes: &[u8]) -> Result<Reply, DecodeError> {

@@ -27,9 +27,7 @@ pub struct Engine {
 impl Engine {
     pub fn new(shard_count: usize) -> Self {
         assert!(shard_count > 0);
-        Engine {
-            shards: (0..shard_count).map(|_| Shard::new()).collect(),
-        }
+        Engine { shards: (0..shard_count).map(|_| Shard::new()).collect() }
     }
 
     pub fn shard_index(&self, merchant: &str) -> usize {
@@ -40,23 +38,14 @@ impl Engine {
         &self.shards[self.shard_index(merchant)]
     }
 
-    pub fn execute(
-        &mut self,
-        request: &Request,
-        now: UnixMs,
-    ) -> Result<(usize, Outcome), CoreError> {
+    pub fn execute(&mut self, request: &Request, now: UnixMs) -> Result<(usize, Outcome), CoreError> {
         let i = self.shard_index(&request.merchant);
         Ok((i, self.shards[i].execute(request, now)?))
     }
 
     /// Ticks every shard; the events per shard index.
     pub fn tick(&mut self, now: UnixMs) -> Vec<(usize, Vec<Event>)> {
-        self.shards
-            .iter_mut()
-            .enumerate()
-            .map(|(i, s)| (i, s.tick(now)))
-            .filter(|(_, e)| !e.is_empty())
-            .collect()
+        self.shards.iter_mut().enumerate().map(|(i, s)| (i, s.tick(now))).filter(|(_, e)| !e.is_empty()).collect()
     }
 
     pub fn mark_all_durable(&mut self) {
@@ -73,9 +62,6 @@ mod tests {
     fn shard_of_is_stable() {
         // Pinned: changing the hash would move merchants between shards of existing logs.
         assert_eq!(super::shard_of("m-1", 8), super::shard_of("m-1", 8));
-        assert_eq!(
-            super::shard_of("", 7),
-            (0xcbf2_9ce4_8422_2325u64 % 7) as usize
-        );
+        assert_eq!(super::shard_of("", 7), (0xcbf2_9ce4_8422_2325u64 % 7) as usize);
     }
 }

@@ -44,10 +44,7 @@ impl CoreError {
     }
 
     pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
-        CoreError::InvalidRequest {
-            field,
-            reason: reason.into(),
-        }
+        CoreError::InvalidRequest { field, reason: reason.into() }
     }
 
     pub(crate) fn not_found(what: &'static str) -> Self {

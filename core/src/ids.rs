@@ -14,16 +14,12 @@ pub type UnixMs = u64;
 pub fn is_valid_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= ID_LEN_MAX
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
 }
 
 /// 1..=255 printable ASCII (space included, as Stripe allows).
 pub fn is_valid_idempotency_key(key: &str) -> bool {
-    !key.is_empty()
-        && key.len() <= IDEMPOTENCY_KEY_LEN_MAX
-        && key.bytes().all(|b| (0x20..0x7f).contains(&b))
+    !key.is_empty() && key.len() <= IDEMPOTENCY_KEY_LEN_MAX && key.bytes().all(|b| (0x20..0x7f).contains(&b))
 }
 
 /// The kinds of numbered resources, each with its id prefix.
@@ -100,14 +96,7 @@ mod tests {
     fn numbered_ids_round_trip_and_reject_lookalikes() {
         assert_eq!(Numbered::Order.id(42), "ord_42");
         assert_eq!(Numbered::Order.parse("ord_42"), Some(42));
-        for bad in [
-            "ord_",
-            "ord_042",
-            "ord_4x",
-            "hold_4",
-            "ord_99999999999999999999",
-            "ord_-1",
-        ] {
+        for bad in ["ord_", "ord_042", "ord_4x", "hold_4", "ord_99999999999999999999", "ord_-1"] {
             assert_eq!(Numbered::Order.parse(bad), None, "{bad}");
         }
     }

@@ -54,9 +54,7 @@ fn check_merchant(m: &Merchant) -> Result<(), String> {
 
     // Points: never negative (unsigned), and equal to the customer's points account.
     for c in m.customers.iter() {
-        if c.account.credits < c.account.debits
-            || c.account.credits - c.account.debits != u128::from(c.points)
-        {
+        if c.account.credits < c.account.debits || c.account.credits - c.account.debits != u128::from(c.points) {
             return Err(format!(
                 "customer {}: points {} but account credits {} debits {}",
                 c.id, c.points, c.account.credits, c.account.debits
@@ -67,20 +65,14 @@ fn check_merchant(m: &Merchant) -> Result<(), String> {
     // Ledger: the trial balance over every account is zero.
     let tb = m.trial_balance();
     if !tb.balanced {
-        return Err(format!(
-            "trial balance: debits {} credits {}",
-            tb.total_debits, tb.total_credits
-        ));
+        return Err(format!("trial balance: debits {} credits {}", tb.total_debits, tb.total_credits));
     }
 
     // Payments: amounts nest, statuses agree with them and with their order.
     for (i, p) in m.payments.iter().enumerate() {
         let n = i as u64 + 1;
         if p.captured > p.amount || p.refunded > p.captured {
-            return Err(format!(
-                "payment {n}: amount {} captured {} refunded {}",
-                p.amount, p.captured, p.refunded
-            ));
+            return Err(format!("payment {n}: amount {} captured {} refunded {}", p.amount, p.captured, p.refunded));
         }
         let refunds_agree = match p.status {
             PaymentStatus::Captured => p.refunded == 0,
@@ -94,9 +86,7 @@ fn check_merchant(m: &Merchant) -> Result<(), String> {
                 p.status, p.captured, p.refunded
             ));
         }
-        let order = m
-            .order(p.order)
-            .ok_or_else(|| format!("payment {n}: no order"))?;
+        let order = m.order(p.order).ok_or_else(|| format!("payment {n}: no order"))?;
         if order.payment != Some(n) {
             return Err(format!("payment {n}: its order does not point back"));
         }
@@ -104,9 +94,7 @@ fn check_merchant(m: &Merchant) -> Result<(), String> {
             OrderStatus::PendingPayment => p.status == PaymentStatus::Pending,
             OrderStatus::Paid => matches!(
                 p.status,
-                PaymentStatus::Authorized
-                    | PaymentStatus::Captured
-                    | PaymentStatus::PartiallyRefunded
+                PaymentStatus::Authorized | PaymentStatus::Captured | PaymentStatus::PartiallyRefunded
             ),
             OrderStatus::Refunded => p.status == PaymentStatus::Refunded,
             OrderStatus::AwaitingPayment => false,
@@ -115,10 +103,7 @@ fn check_merchant(m: &Merchant) -> Result<(), String> {
             }
         };
         if !consistent {
-            return Err(format!(
-                "payment {n}: {:?} while its order is {:?}",
-                p.status, order.status
-            ));
+            return Err(format!("payment {n}: {:?} while its order is {:?}", p.status, order.status));
         }
     }
     for (i, o) in m.orders.iter().enumerate() {
@@ -126,15 +111,9 @@ fn check_merchant(m: &Merchant) -> Result<(), String> {
             return Err(format!("order {}: paid without a payment", i + 1));
         }
         if o.expires_at_ms.is_some()
-            != (o.status == OrderStatus::AwaitingPayment
-                && o.payment.is_none()
-                && o.expires_at_ms.is_some())
+            != (o.status == OrderStatus::AwaitingPayment && o.payment.is_none() && o.expires_at_ms.is_some())
         {
-            return Err(format!(
-                "order {}: expiry set in status {:?}",
-                i + 1,
-                o.status
-            ));
+            return Err(format!("order {}: expiry set in status {:?}", i + 1, o.status));
         }
     }
 
@@ -153,10 +132,7 @@ fn check_merchant(m: &Merchant) -> Result<(), String> {
             active += u64::from(t.status == TokenStatus::Active);
         }
         if active != q.active {
-            return Err(format!(
-                "queue {}: {} active tokens, count says {}",
-                q.id, active, q.active
-            ));
+            return Err(format!("queue {}: {} active tokens, count says {}", q.id, active, q.active));
         }
     }
 

@@ -36,12 +36,8 @@ pub enum Account {
 }
 
 /// The merchant-wide accounts, in the order `Ledger::fixed` stores them.
-pub const FIXED_ACCOUNTS: [Account; 4] = [
-    Account::PointsIssued,
-    Account::GatewayClearing,
-    Account::SalesRevenue,
-    Account::Refunds,
-];
+pub const FIXED_ACCOUNTS: [Account; 4] =
+    [Account::PointsIssued, Account::GatewayClearing, Account::SalesRevenue, Account::Refunds];
 
 impl Account {
     pub fn name(&self) -> String {
@@ -114,11 +110,7 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        for a in FIXED_ACCOUNTS
-            .iter()
-            .cloned()
-            .chain([Account::CustomerPoints("c-1".into())])
-        {
+        for a in FIXED_ACCOUNTS.iter().cloned().chain([Account::CustomerPoints("c-1".into())]) {
             assert_eq!(Account::parse(&a.name()), Some(a));
         }
         assert_eq!(Account::parse("customer::points"), None);

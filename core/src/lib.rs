@@ -34,8 +34,7 @@ pub mod tick;
 pub mod view;
 
 pub use command::{
-    CaptureMode, CardSpec, Command, Idempotency, ItemSpec, LineSpec, OrderSource, PaymentMethod,
-    PaymentSpec, Request,
+    CaptureMode, CardSpec, Command, Idempotency, ItemSpec, LineSpec, OrderSource, PaymentMethod, PaymentSpec, Request,
 };
 pub use decide::{Decided, Target};
 pub use engine::{shard_of, Engine};

@@ -92,10 +92,7 @@ impl Shard {
     /// (the log orders a shard's events as they were applied). Idempotency records applied
     /// after that point answer `idempotency_key_in_use` until they are durable too.
     pub fn mark_durable(&mut self, applied_events: u64) {
-        assert!(
-            applied_events <= self.applied_events,
-            "durable beyond applied"
-        );
+        assert!(applied_events <= self.applied_events, "durable beyond applied");
         self.durable_events = self.durable_events.max(applied_events);
     }
 
@@ -108,15 +105,9 @@ impl Shard {
     pub fn execute(&mut self, request: &Request, now: UnixMs) -> Result<Outcome, CoreError> {
         if let Some(idempotency) = &request.idempotency {
             if !is_valid_idempotency_key(&idempotency.key) {
-                return Err(CoreError::invalid(
-                    "Idempotency-Key",
-                    "must be 1..=255 printable ASCII characters",
-                ));
+                return Err(CoreError::invalid("Idempotency-Key", "must be 1..=255 printable ASCII characters"));
             }
-            let stored = self
-                .merchants
-                .get(&request.merchant)
-                .and_then(|m| m.idempotency.get(&idempotency.key));
+            let stored = self.merchants.get(&request.merchant).and_then(|m| m.idempotency.get(&idempotency.key));
             if let Some(record) = stored {
                 if record.applied_seq > self.durable_events {
                     return Err(CoreError::IdempotencyKeyInUse);
@@ -125,15 +116,21 @@ impl Shard {
                     return Err(CoreError::IdempotencyKeyReused);
                 }
                 // Replies are validated where bytes enter (event decoding, snapshot restore).
-                let reply = encoding::decode_reply(&record.reply).unwrap_or_else(|e| {
-                    panic!("stored reply failed to decode after validation: {e}")
-                });
+                let reply = encoding::decode_reply(&record.reply)
+                    .unwrap_or_else(|e| panic!("stored reply failed to decode after validation: {e}"));
                 return Ok(Outcome::Replayed { reply });
             }
         }
         let Decided { mut events, target } = self.decide(request, now)?;
+        // Decided events all belong to the request's merchant: find it once, not per event.
+        let position = self.merchants.position(&request.merchant);
         for event in &events {
-            self.apply_decided(event);
+            match position {
+                Some(position) if !matches!(event.body, EventBody::MerchantCreated(_)) => {
+                    self.apply_decided_at(position, event)
+                }
+                _ => self.apply_decided(event),
+            }
         }
         let reply = self.reply(&request.merchant, &target);
         if let Some(idempotency) = &request.idempotency {
@@ -148,7 +145,10 @@ impl Shard {
                     expires_at_ms: now.saturating_add(IDEMPOTENCY_TTL_MS),
                 }),
             };
-            self.apply_decided(&record);
+            match self.merchants.position(&request.merchant) {
+                Some(position) => self.apply_decided_at(position, &record),
+                None => self.apply_decided(&record),
+            }
             events.push(record);
         }
         Ok(Outcome::Applied { events, reply })
@@ -170,6 +170,16 @@ impl Shard {
         }
     }
 
+    /// `apply` for an event of the merchant at `position` (not a `MerchantCreated`).
+    fn apply_decided_at(&mut self, position: u32, event: &Event) {
+        debug_assert_eq!(self.merchants.at(position).map(|m| &m.id), Some(&event.merchant));
+        let seq_after = self.applied_events + 1;
+        if let Err(reason) = crate::apply::apply_to_merchant(self, position, event, seq_after) {
+            panic!("an event decide produced does not apply: {} for {}: {reason}", event.type_name(), event.merchant);
+        }
+        self.applied_events += 1;
+    }
+
     pub(crate) fn merchant_arc(&self, id: &str) -> Arc<str> {
         match self.merchants.get(id) {
             Some(m) => m.id.clone(),
@@ -179,10 +189,7 @@ impl Shard {
 
     /// The canonical image and its encoding.
     pub fn snapshot(&self) -> Vec<u8> {
-        encoding::encode_snapshot(&ShardImageRef {
-            merchants: &self.merchants,
-            applied_events: self.applied_events,
-        })
+        encoding::encode_snapshot(&ShardImageRef { merchants: &self.merchants, applied_events: self.applied_events })
     }
 
     /// Rebuilds a shard from `snapshot()` bytes, re-deriving indexes and deadlines and
@@ -196,9 +203,7 @@ impl Shard {
             durable_events: image.applied_events,
         };
         shard.deadlines = shard.derive_deadlines();
-        shard
-            .check_invariants()
-            .map_err(DecodeError::Inconsistent)?;
+        shard.check_invariants().map_err(DecodeError::Inconsistent)?;
         for merchant in shard.merchants.iter() {
             for (_, record) in merchant.idempotency.oldest() {
                 encoding::decode_reply(&record.reply)?;
@@ -241,10 +246,7 @@ impl Shard {
                 idempotency: Default::default(),
             });
         } else {
-            let position = self
-                .merchants
-                .position(&event.merchant)
-                .ok_or_else(|| fail("unknown merchant"))?;
+            let position = self.merchants.position(&event.merchant).ok_or_else(|| fail("unknown merchant"))?;
             let seq_after = self.applied_events + 1;
             crate::apply::apply_to_merchant(self, position, event, seq_after).map_err(fail)?;
         }

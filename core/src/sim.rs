@@ -65,11 +65,18 @@ pub enum Op {
         command: Command,
     },
     /// Time passes by `ms`, then every shard ticks.
-    Advance { ms: u64 },
+    Advance {
+        ms: u64,
+    },
     /// Re-sends the `index`-th keyed request; `altered` changes its fingerprint.
-    Retry { index: usize, altered: bool },
+    Retry {
+        index: usize,
+        altered: bool,
+    },
     /// Snapshot and restore one shard; the digest must not change.
-    Snapshot { shard: usize },
+    Snapshot {
+        shard: usize,
+    },
 }
 
 fn sku(r: &mut Reader) -> String {
@@ -92,12 +99,7 @@ fn lines(r: &mut Reader) -> Vec<LineSpec> {
         1 => 3,
         n => 1 + n % 2,
     };
-    (0..count)
-        .map(|_| LineSpec {
-            sku: sku(r),
-            qty: u64::from(r.below(16)).min(3),
-        })
-        .collect()
+    (0..count).map(|_| LineSpec { sku: sku(r), qty: u64::from(r.below(16)).min(3) }).collect()
 }
 
 /// Resources created so far per kind, for one merchant.
@@ -113,42 +115,20 @@ struct Counts {
 /// Mostly one of the latest few resources of a kind; sometimes one that does not exist.
 fn numbered(prefix: &str, count: u64, r: &mut Reader) -> String {
     let back = u64::from(r.below(8));
-    let n = if back == 7 {
-        count + 1
-    } else {
-        count.saturating_sub(back).max(1)
-    };
+    let n = if back == 7 { count + 1 } else { count.saturating_sub(back).max(1) };
     format!("{prefix}{n}")
 }
 
 fn payment_spec(r: &mut Reader) -> PaymentSpec {
-    let method = [
-        PaymentMethod::Points,
-        PaymentMethod::Card,
-        PaymentMethod::None,
-    ][usize::from(r.below(3))];
+    let method = [PaymentMethod::Points, PaymentMethod::Card, PaymentMethod::None][usize::from(r.below(3))];
     let card = match (method, r.below(8)) {
         (PaymentMethod::Card, 0) => None, // invalid: card details missing
-        (PaymentMethod::Card, 1) => Some(CardSpec {
-            number: "12ab".into(),
-            kind: "KB".into(),
-        }),
-        (PaymentMethod::Card, _) => Some(CardSpec {
-            number: "1234-5678-9814-1451".into(),
-            kind: "SAMSUNG".into(),
-        }),
+        (PaymentMethod::Card, 1) => Some(CardSpec { number: "12ab".into(), kind: "KB".into() }),
+        (PaymentMethod::Card, _) => Some(CardSpec { number: "1234-5678-9814-1451".into(), kind: "SAMSUNG".into() }),
         _ => None,
     };
-    let capture = if r.flag() {
-        CaptureMode::Manual
-    } else {
-        CaptureMode::Automatic
-    };
-    PaymentSpec {
-        method,
-        card,
-        capture,
-    }
+    let capture = if r.flag() { CaptureMode::Manual } else { CaptureMode::Automatic };
+    PaymentSpec { method, card, capture }
 }
 
 fn amount(r: &mut Reader) -> Option<u64> {
@@ -189,10 +169,7 @@ impl Op {
                     })
                     .collect(),
             },
-            2 => Command::Restock {
-                sku: sku(r),
-                qty: u64::from(r.below(6)),
-            },
+            2 => Command::Restock { sku: sku(r), qty: u64::from(r.below(6)) },
             3 | 4 => Command::CreateHold {
                 customer: customer(r),
                 lines: lines(r),
@@ -203,46 +180,22 @@ impl Op {
                 },
                 queue_token: token(r),
             },
-            5 => Command::ReleaseHold {
-                hold: numbered("hold_", c.holds, r),
-            },
+            5 => Command::ReleaseHold { hold: numbered("hold_", c.holds, r) },
             6..=8 => {
                 let (customer, source) = match (r.below(3), &c.last_hold_customer) {
-                    (0, Some(holder)) if r.below(4) != 0 => (
-                        holder.clone(),
-                        OrderSource::Hold(numbered("hold_", c.holds, r)),
-                    ),
-                    (0, _) => (
-                        customer(r),
-                        OrderSource::Hold(numbered("hold_", c.holds, r)),
-                    ),
+                    (0, Some(holder)) if r.below(4) != 0 => {
+                        (holder.clone(), OrderSource::Hold(numbered("hold_", c.holds, r)))
+                    }
+                    (0, _) => (customer(r), OrderSource::Hold(numbered("hold_", c.holds, r))),
                     _ => (customer(r), OrderSource::Lines(lines(r))),
                 };
-                Command::CreateOrder {
-                    customer,
-                    source,
-                    payment: payment_spec(r),
-                    queue_token: token(r),
-                }
+                Command::CreateOrder { customer, source, payment: payment_spec(r), queue_token: token(r) }
             }
-            9 => Command::PayOrder {
-                order: numbered("ord_", c.orders, r),
-                payment: payment_spec(r),
-            },
-            10 => Command::CancelOrder {
-                order: numbered("ord_", c.orders, r),
-            },
-            11 => Command::CapturePayment {
-                payment: numbered("pay_", c.payments, r),
-                amount: amount(r),
-            },
-            12 => Command::RefundPayment {
-                payment: numbered("pay_", c.payments, r),
-                amount: amount(r),
-            },
-            13 => Command::VoidPayment {
-                payment: numbered("pay_", c.payments, r),
-            },
+            9 => Command::PayOrder { order: numbered("ord_", c.orders, r), payment: payment_spec(r) },
+            10 => Command::CancelOrder { order: numbered("ord_", c.orders, r) },
+            11 => Command::CapturePayment { payment: numbered("pay_", c.payments, r), amount: amount(r) },
+            12 => Command::RefundPayment { payment: numbered("pay_", c.payments, r), amount: amount(r) },
+            13 => Command::VoidPayment { payment: numbered("pay_", c.payments, r) },
             14 => Command::GatewayAccepted {
                 payment: numbered("pay_", c.payments, r),
                 transaction_key: format!("tx{}", r.below(2)),
@@ -274,23 +227,12 @@ impl Op {
             },
             19 => {
                 return match r.below(8) {
-                    0 => Op::Advance {
-                        ms: 25 * 3_600 * 1_000,
-                    },
-                    n if n < 6 => Op::Advance {
-                        ms: u64::from(r.u16()) * 10,
-                    },
-                    _ => Op::Snapshot {
-                        shard: usize::from(r.below(SHARDS as u8)),
-                    },
+                    0 => Op::Advance { ms: 25 * 3_600 * 1_000 },
+                    n if n < 6 => Op::Advance { ms: u64::from(r.u16()) * 10 },
+                    _ => Op::Snapshot { shard: usize::from(r.below(SHARDS as u8)) },
                 };
             }
-            _ => {
-                return Op::Retry {
-                    index: usize::from(r.u16()),
-                    altered: r.flag(),
-                }
-            }
+            _ => return Op::Retry { index: usize::from(r.u16()), altered: r.flag() },
         };
         Op::Request { m, keyed, command }
     }
@@ -352,11 +294,7 @@ impl World {
                 currency: "KRW".into(),
                 api_key_hash: [m as u8; 32],
             };
-            let request = Request {
-                merchant: merchant_id(m),
-                idempotency: None,
-                command,
-            };
+            let request = Request { merchant: merchant_id(m), idempotency: None, command };
             if let Err(e) = world.send(&request) {
                 panic!("creating merchant {m}: {e}");
             }
@@ -380,19 +318,16 @@ impl World {
         (0..MERCHANTS)
             .map(|m| {
                 let id = merchant_id(m);
-                self.engine
-                    .shard_for(&id)
-                    .merchant(&id)
-                    .map_or_else(Counts::default, |m| Counts {
-                        holds: m.holds.len() as u64,
-                        orders: m.orders.len() as u64,
-                        payments: m.payments.len() as u64,
-                        last_hold_customer: m
-                            .holds
-                            .last()
-                            .and_then(|h| m.customers.at(h.customer))
-                            .map(|c| c.id.to_string()),
-                    })
+                self.engine.shard_for(&id).merchant(&id).map_or_else(Counts::default, |m| Counts {
+                    holds: m.holds.len() as u64,
+                    orders: m.orders.len() as u64,
+                    payments: m.payments.len() as u64,
+                    last_hold_customer: m
+                        .holds
+                        .last()
+                        .and_then(|h| m.customers.at(h.customer))
+                        .map(|c| c.id.to_string()),
+                })
             })
             .collect()
     }
@@ -409,11 +344,7 @@ impl World {
         let after = self.engine.shards[shard].digest();
         match &result {
             Err(_) | Ok(Outcome::Replayed { .. }) => {
-                assert_eq!(
-                    before, after,
-                    "{:?} changed the state: {result:?}",
-                    request.command
-                );
+                assert_eq!(before, after, "{:?} changed the state: {result:?}", request.command);
             }
             Ok(Outcome::Applied { events, .. }) => {
                 let bytes = encode_events(events);
@@ -441,16 +372,9 @@ impl World {
             Op::Request { m, keyed, command } => {
                 let idempotency = keyed.then(|| {
                     self.next_key += 1;
-                    Idempotency {
-                        key: format!("key-{}", self.next_key),
-                        fingerprint: fingerprint(&command),
-                    }
+                    Idempotency { key: format!("key-{}", self.next_key), fingerprint: fingerprint(&command) }
                 });
-                let request = Request {
-                    merchant: merchant_id(m),
-                    idempotency,
-                    command,
-                };
+                let request = Request { merchant: merchant_id(m), idempotency, command };
                 if let Ok(Outcome::Applied { reply, .. }) = self.send(&request) {
                     if let Reply::Token(t) = &reply {
                         self.tokens[m].push(t.token.clone());
@@ -477,16 +401,8 @@ impl World {
                 let bytes = original.snapshot();
                 match Shard::restore(&bytes) {
                     Ok(restored) => {
-                        assert_eq!(
-                            restored.digest(),
-                            original.digest(),
-                            "snapshot -> restore changed the digest"
-                        );
-                        assert_eq!(
-                            restored.snapshot(),
-                            bytes,
-                            "a restored shard snapshots differently"
-                        );
+                        assert_eq!(restored.digest(), original.digest(), "snapshot -> restore changed the digest");
+                        assert_eq!(restored.snapshot(), bytes, "a restored shard snapshots differently");
                     }
                     Err(e) => panic!("own snapshot does not restore: {e}"),
                 }
@@ -505,9 +421,7 @@ impl World {
             return;
         };
         let shard = &self.engine.shards[self.engine.shard_index(&request.merchant)];
-        let kept = shard
-            .merchant(&request.merchant)
-            .is_some_and(|m| m.idempotency.get(&idempotency.key).is_some());
+        let kept = shard.merchant(&request.merchant).is_some_and(|m| m.idempotency.get(&idempotency.key).is_some());
         if !kept {
             return; // forgotten after its retention: a retry would be a new request
         }
@@ -529,21 +443,15 @@ impl World {
         for (i, batches) in self.log.iter().enumerate() {
             let mut replayed = Shard::new();
             for bytes in batches {
-                let events = decode_events(bytes)
-                    .unwrap_or_else(|e| panic!("logged batch does not decode: {e}"));
+                let events = decode_events(bytes).unwrap_or_else(|e| panic!("logged batch does not decode: {e}"));
                 for event in &events {
                     if let Err(e) = replayed.apply(event) {
                         panic!("replay of shard {i}: {e}");
                     }
                 }
             }
-            assert_eq!(
-                replayed.digest(),
-                self.engine.shards[i].digest(),
-                "replay of shard {i} differs"
-            );
-            let restored = Shard::restore(&self.engine.shards[i].snapshot())
-                .unwrap_or_else(|e| panic!("restore: {e}"));
+            assert_eq!(replayed.digest(), self.engine.shards[i].digest(), "replay of shard {i} differs");
+            let restored = Shard::restore(&self.engine.shards[i].snapshot()).unwrap_or_else(|e| panic!("restore: {e}"));
             assert_eq!(restored.digest(), self.engine.shards[i].digest());
         }
     }

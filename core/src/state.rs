@@ -3,7 +3,7 @@
 //! beside them that is rebuilt on restore and never iterated, so hashing can never leak
 //! into state, order or output.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -12,6 +12,11 @@ use crate::command::{CaptureMode, PaymentMethod};
 use crate::event::Bucket;
 use crate::ids::UnixMs;
 use crate::ledger::{AccountTotals, Ledger};
+
+/// Hash maps keyed by client-chosen strings. foldhash is several times faster than std's
+/// SipHash on short keys and its per-process random seed keeps basic HashDoS resistance.
+/// The seed never matters to state: these maps are indexes and are never iterated.
+pub type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Merchant {
@@ -45,12 +50,10 @@ impl Merchant {
         self.holds.get_mut(usize::try_from(n).ok()?.checked_sub(1)?)
     }
     pub(crate) fn order_mut(&mut self, n: u64) -> Option<&mut Order> {
-        self.orders
-            .get_mut(usize::try_from(n).ok()?.checked_sub(1)?)
+        self.orders.get_mut(usize::try_from(n).ok()?.checked_sub(1)?)
     }
     pub(crate) fn payment_mut(&mut self, n: u64) -> Option<&mut Payment> {
-        self.payments
-            .get_mut(usize::try_from(n).ok()?.checked_sub(1)?)
+        self.payments.get_mut(usize::try_from(n).ok()?.checked_sub(1)?)
     }
 }
 
@@ -69,10 +72,7 @@ pub struct Indexed<T> {
 
 impl<T> Default for Indexed<T> {
     fn default() -> Self {
-        Indexed {
-            all: Vec::new(),
-            index: HashMap::new(),
-        }
+        Indexed { all: Vec::new(), index: HashMap::default() }
     }
 }
 
@@ -96,10 +96,7 @@ impl<T: Keyed> Indexed<T> {
     /// Appends a new entry; the caller has checked the key is new.
     pub(crate) fn push(&mut self, value: T) -> u32 {
         let pos = u32::try_from(self.all.len()).unwrap_or(u32::MAX);
-        assert!(
-            pos < u32::MAX,
-            "more than 2^32 entries in one merchant collection"
-        );
+        assert!(pos < u32::MAX, "more than 2^32 entries in one merchant collection");
         let previous = self.index.insert(value.key().clone(), pos);
         assert!(previous.is_none(), "duplicate key {}", value.key());
         self.all.push(value);
@@ -115,7 +112,7 @@ impl<T: Keyed> Indexed<T> {
         self.all.is_empty()
     }
     fn from_vec(all: Vec<T>) -> Result<Self, String> {
-        let mut index = HashMap::with_capacity(all.len());
+        let mut index = HashMap::with_capacity_and_hasher(all.len(), Default::default());
         for (pos, value) in all.iter().enumerate() {
             let pos = u32::try_from(pos).map_err(|_| "too many entries".to_string())?;
             if index.insert(value.key().clone(), pos).is_some() {
@@ -180,10 +177,7 @@ impl Item {
     }
     /// Rule 3 of the design: `available + held + sold == stock` (each term is unsigned).
     pub fn is_conserved(&self) -> bool {
-        self.available
-            .checked_add(self.held)
-            .and_then(|s| s.checked_add(self.sold))
-            == Some(self.stock)
+        self.available.checked_add(self.held).and_then(|s| s.checked_add(self.sold)) == Some(self.stock)
     }
 }
 
@@ -420,9 +414,7 @@ impl Idempotency {
     }
     /// The oldest key and its record.
     pub fn oldest(&self) -> impl Iterator<Item = (&Arc<str>, &IdempotencyRecord)> {
-        self.order
-            .iter()
-            .filter_map(|k| Some((k, self.records.get(k)?)))
+        self.order.iter().filter_map(|k| Some((k, self.records.get(k)?)))
     }
 }
 
@@ -438,8 +430,7 @@ impl<'de> Deserialize<'de> for Idempotency {
         let entries: Vec<(Arc<str>, Option<IdempotencyRecord>)> = Vec::deserialize(d)?;
         let mut out = Idempotency::default();
         for (key, record) in entries {
-            let record =
-                record.ok_or_else(|| serde::de::Error::custom("idempotency key without record"))?;
+            let record = record.ok_or_else(|| serde::de::Error::custom("idempotency key without record"))?;
             if out.records.insert(key.clone(), record).is_some() {
                 return Err(serde::de::Error::custom("duplicate idempotency key"));
             }

@@ -3,7 +3,7 @@
 //! arrival order into free slots; idempotency records past their retention are forgotten.
 //! Each kind is bounded per tick (`limits::TICK_*_MAX`); a backlog drains over later ticks.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::event::{self as ev, Bucket, Event, EventBody};
@@ -17,23 +17,13 @@ impl Shard {
     pub fn decide_tick(&self, now: UnixMs) -> Vec<Event> {
         let mut events = Vec::new();
         // Tokens expiring in this tick, per (merchant, queue): their slots free up now.
-        let mut freed: HashMap<(u32, u64), u64> = HashMap::new();
-        let due = self
-            .deadlines
-            .iter()
-            .take_while(|d| d.at_ms <= now)
-            .take(TICK_EXPIRIES_MAX);
+        let mut freed: BTreeMap<(u32, u64), u64> = BTreeMap::new();
+        let due = self.deadlines.iter().take_while(|d| d.at_ms <= now).take(TICK_EXPIRIES_MAX);
         for deadline in due {
             let Some(m) = self.merchants.at(deadline.merchant) else {
                 continue;
             };
-            let mut push = |body: EventBody| {
-                events.push(Event {
-                    merchant: m.id.clone(),
-                    at_ms: now,
-                    body,
-                })
-            };
+            let mut push = |body: EventBody| events.push(Event { merchant: m.id.clone(), at_ms: now, body });
             match deadline.kind {
                 DeadlineKind::Hold => {
                     let Some(hold) = m.hold(deadline.a) else {
@@ -55,13 +45,7 @@ impl Shard {
                     let Some(queue) = m.queues.at(deadline.a as u32) else {
                         continue;
                     };
-                    push(
-                        ev::TokenExpired {
-                            queue: queue.id.clone(),
-                            seq: deadline.b,
-                        }
-                        .into(),
-                    );
+                    push(ev::TokenExpired { queue: queue.id.clone(), seq: deadline.b }.into());
                     *freed.entry((deadline.merchant, deadline.a)).or_default() += 1;
                 }
             }
@@ -71,21 +55,13 @@ impl Shard {
         for (mi, m) in self.merchants.iter().enumerate() {
             for (qi, q) in m.queues.iter().enumerate() {
                 let active = q.active - freed.get(&(mi as u32, qi as u64)).copied().unwrap_or(0);
-                let n = q
-                    .max_active
-                    .saturating_sub(active)
-                    .min(q.waiting())
-                    .min(activations_budget);
+                let n = q.max_active.saturating_sub(active).min(q.waiting()).min(activations_budget);
                 activations_budget -= n;
                 for seq in q.next_waiting..q.next_waiting + n {
                     events.push(Event {
                         merchant: m.id.clone(),
                         at_ms: now,
-                        body: ev::TokenActivated {
-                            queue: q.id.clone(),
-                            seq,
-                        }
-                        .into(),
+                        body: ev::TokenActivated { queue: q.id.clone(), seq }.into(),
                     });
                 }
             }
@@ -117,14 +93,6 @@ fn release(m: &Merchant, lines: &[StateLine], push: &mut impl FnMut(EventBody)) 
             continue;
         };
         let sku: Arc<str> = item.sku.clone();
-        push(
-            ev::InventoryMoved {
-                sku,
-                qty: u64::from(line.qty),
-                from: Bucket::Held,
-                to: Bucket::Available,
-            }
-            .into(),
-        );
+        push(ev::InventoryMoved { sku, qty: u64::from(line.qty), from: Bucket::Held, to: Bucket::Available }.into());
     }
 }

@@ -2,6 +2,8 @@
 //! command (stored with idempotency records so a replay shows exactly the first answer).
 //! Times are Unix milliseconds; the API layer renders them as RFC 3339.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use crate::command::{CaptureMode, PaymentMethod};
@@ -34,19 +36,19 @@ pub struct MerchantView {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ItemView {
-    pub sku: String,
+    pub sku: Arc<str>,
     pub name: String,
     pub price: u64,
     pub stock: u64,
     pub available: u64,
     pub held: u64,
     pub sold: u64,
-    pub queue_id: Option<String>,
+    pub queue_id: Option<Arc<str>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LineView {
-    pub sku: String,
+    pub sku: Arc<str>,
     pub qty: u64,
     /// Orders only.
     pub unit_price: Option<u64>,
@@ -55,7 +57,7 @@ pub struct LineView {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HoldView {
     pub id: String,
-    pub customer_id: String,
+    pub customer_id: Arc<str>,
     pub status: HoldStatus,
     pub lines: Vec<LineView>,
     pub order_id: Option<String>,
@@ -67,7 +69,7 @@ pub struct HoldView {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderView {
     pub id: String,
-    pub customer_id: String,
+    pub customer_id: Arc<str>,
     pub status: OrderStatus,
     pub lines: Vec<LineView>,
     pub total: u64,
@@ -103,7 +105,7 @@ pub struct PaymentView {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PointsView {
-    pub customer_id: String,
+    pub customer_id: Arc<str>,
     pub balance: u64,
 }
 
@@ -120,7 +122,7 @@ pub struct QueueView {
 pub struct TokenView {
     pub token: String,
     pub queue_id: String,
-    pub customer_id: String,
+    pub customer_id: Arc<str>,
     pub status: TokenStatus,
     /// 1-based place in line while waiting; 0 once active or expired.
     pub position: u64,
@@ -148,33 +150,26 @@ impl Merchant {
     pub fn item_view(&self, sku: &str) -> Option<ItemView> {
         let i = self.items.get(sku)?;
         Some(ItemView {
-            sku: i.sku.to_string(),
+            sku: i.sku.clone(),
             name: i.name.to_string(),
             price: i.price,
             stock: i.stock,
             available: i.available,
             held: i.held,
             sold: i.sold,
-            queue_id: i.queue.as_deref().map(str::to_string),
+            queue_id: i.queue.clone(),
         })
     }
 
-    fn customer_id(&self, position: u32) -> String {
-        self.customers
-            .at(position)
-            .map(|c| c.id.to_string())
-            .unwrap_or_default()
+    fn customer_id(&self, position: u32) -> Arc<str> {
+        self.customers.at(position).map_or_else(|| "".into(), |c| c.id.clone())
     }
 
     fn line_views(&self, lines: &[StateLine], priced: bool) -> Vec<LineView> {
         lines
             .iter()
             .map(|l| LineView {
-                sku: self
-                    .items
-                    .at(l.item)
-                    .map(|i| i.sku.to_string())
-                    .unwrap_or_default(),
+                sku: self.items.at(l.item).map_or_else(|| "".into(), |i| i.sku.clone()),
                 qty: u64::from(l.qty),
                 unit_price: priced.then_some(l.unit_price),
             })
@@ -234,10 +229,7 @@ impl Merchant {
             amount: p.amount,
             captured: p.captured,
             refunded: p.refunded,
-            card: p.card.as_ref().map(|c| CardView {
-                last4: c.last4.to_string(),
-                kind: c.kind.to_string(),
-            }),
+            card: p.card.as_ref().map(|c| CardView { last4: c.last4.to_string(), kind: c.kind.to_string() }),
             transaction_key: p.transaction_key.as_deref().map(str::to_string),
             failure_reason: p.failure_reason.as_deref().map(str::to_string),
             created_at_ms: p.created_at_ms,
@@ -247,9 +239,9 @@ impl Merchant {
 
     /// A customer nobody has seen has a balance of 0.
     pub fn points_view(&self, customer: &str) -> PointsView {
-        PointsView {
-            customer_id: customer.to_string(),
-            balance: self.customers.get(customer).map_or(0, |c| c.points),
+        match self.customers.get(customer) {
+            Some(c) => PointsView { customer_id: c.id.clone(), balance: c.points },
+            None => PointsView { customer_id: customer.into(), balance: 0 },
         }
     }
 
@@ -267,18 +259,13 @@ impl Merchant {
     pub fn token_view(&self, queue: &str, token: &str) -> Option<TokenView> {
         let (seq, nonce) = crate::ids::parse_token(token)?;
         let view = self.token_view_n(queue, seq)?;
-        (view.token == token && self.queues.get(queue)?.tokens.get(seq as usize)?.nonce == nonce)
-            .then_some(view)
+        (view.token == token && self.queues.get(queue)?.tokens.get(seq as usize)?.nonce == nonce).then_some(view)
     }
 
     fn token_view_n(&self, queue: &str, seq: u64) -> Option<TokenView> {
         let q = self.queues.get(queue)?;
         let t = q.tokens.get(usize::try_from(seq).ok()?)?;
-        let position = if t.status == TokenStatus::Waiting {
-            seq - q.next_waiting + 1
-        } else {
-            0
-        };
+        let position = if t.status == TokenStatus::Waiting { seq - q.next_waiting + 1 } else { 0 };
         Some(TokenView {
             token: token_id(seq, t.nonce),
             queue_id: q.id.to_string(),
@@ -307,11 +294,7 @@ impl Merchant {
     /// Sums every account of the books (fixed ones and every customer's), not a running total,
     /// so it checks the postings as applied.
     pub fn trial_balance(&self) -> TrialBalance {
-        let accounts = self
-            .ledger
-            .fixed
-            .iter()
-            .chain(self.customers.iter().map(|c| &c.account));
+        let accounts = self.ledger.fixed.iter().chain(self.customers.iter().map(|c| &c.account));
         let (mut total_debits, mut total_credits) = (0u128, 0u128);
         for a in accounts {
             total_debits += a.debits;
@@ -329,33 +312,22 @@ impl Merchant {
 impl Shard {
     /// The reply of a decided command, from the state after its events.
     pub(crate) fn reply(&self, merchant: &str, target: &Target) -> Reply {
-        let m = self
-            .merchant(merchant)
-            .unwrap_or_else(|| panic!("merchant {merchant} of a decided command is gone"));
+        let m = self.merchant(merchant).unwrap_or_else(|| panic!("merchant {merchant} of a decided command is gone"));
         let missing = |what: &str| -> ! { panic!("{what} of a decided command is missing") };
         match target {
             Target::Merchant => Reply::Merchant(m.view()),
-            Target::Item { sku, created } => Reply::Item {
-                item: m.item_view(sku).unwrap_or_else(|| missing("item")),
-                created: *created,
-            },
-            Target::Items { created, updated } => Reply::Items {
-                created: *created,
-                updated: *updated,
-            },
+            Target::Item { sku, created } => {
+                Reply::Item { item: m.item_view(sku).unwrap_or_else(|| missing("item")), created: *created }
+            }
+            Target::Items { created, updated } => Reply::Items { created: *created, updated: *updated },
             Target::Hold(n) => Reply::Hold(m.hold_view_n(*n).unwrap_or_else(|| missing("hold"))),
-            Target::Order(n) => {
-                Reply::Order(m.order_view_n(*n).unwrap_or_else(|| missing("order")))
-            }
-            Target::Payment(n) => {
-                Reply::Payment(m.payment_view_n(*n).unwrap_or_else(|| missing("payment")))
-            }
+            Target::Order(n) => Reply::Order(m.order_view_n(*n).unwrap_or_else(|| missing("order"))),
+            Target::Payment(n) => Reply::Payment(m.payment_view_n(*n).unwrap_or_else(|| missing("payment"))),
             Target::Points(customer) => Reply::Points(m.points_view(customer)),
             Target::Queue(id) => Reply::Queue(m.queue_view(id).unwrap_or_else(|| missing("queue"))),
-            Target::Token { queue, seq } => Reply::Token(
-                m.token_view_n(queue, *seq)
-                    .unwrap_or_else(|| missing("token")),
-            ),
+            Target::Token { queue, seq } => {
+                Reply::Token(m.token_view_n(queue, *seq).unwrap_or_else(|| missing("token")))
+            }
         }
     }
 }

@@ -10,36 +10,20 @@ use surge_core::{Event, Shard};
 
 fn sample() -> Vec<Event> {
     let at_ms = 1_763_700_000_000;
-    let event = |body: EventBody| Event {
-        merchant: "m-1".into(),
-        at_ms,
-        body,
-    };
+    let event = |body: EventBody| Event { merchant: "m-1".into(), at_ms, body };
     vec![
         event(
             ev::OrderCreated {
                 order: 7,
                 customer: "c-1".into(),
-                lines: vec![ev::PricedLine {
-                    sku: "sku-1".into(),
-                    qty: 2,
-                    unit_price: 1_000,
-                }],
+                lines: vec![ev::PricedLine { sku: "sku-1".into(), qty: 2, unit_price: 1_000 }],
                 total: 2_000,
                 hold: None,
                 expires_at_ms: None,
             }
             .into(),
         ),
-        event(
-            ev::InventoryMoved {
-                sku: "sku-1".into(),
-                qty: 2,
-                from: Bucket::Available,
-                to: Bucket::Sold,
-            }
-            .into(),
-        ),
+        event(ev::InventoryMoved { sku: "sku-1".into(), qty: 2, from: Bucket::Available, to: Bucket::Sold }.into()),
         event(ev::OrderPaid { order: 7 }.into()),
     ]
 }
@@ -53,10 +37,7 @@ fn hex(bytes: &[u8]) -> String {
 #[test]
 fn batch_encoding_is_pinned() {
     let bytes = encode_events(&sample());
-    assert_eq!(
-        &bytes[..HEADER_SIZE],
-        b"SRGE\x01\x00\x00\x00\x03\x00\x00\x00"
-    );
+    assert_eq!(&bytes[..HEADER_SIZE], b"SRGE\x01\x00\x00\x00\x03\x00\x00\x00");
     assert_eq!(
         hex(&bytes[HEADER_SIZE..]),
         concat!(
@@ -101,10 +82,7 @@ fn envelope_json_has_the_designed_shape() {
     assert_eq!(json["data"]["total"], 2_000);
     assert_eq!(json["data"]["lines"][0]["sku"], "sku-1");
     assert_eq!(events[1].type_name(), "inventory.sold");
-    assert_eq!(
-        events[1].aggregate().map(|(t, k)| (t.suffix(), k)),
-        Some(("inventory", "sku-1".to_string()))
-    );
+    assert_eq!(events[1].aggregate().map(|(t, k)| (t.suffix(), k)), Some(("inventory", "sku-1".to_string())));
 }
 
 #[test]
@@ -112,12 +90,7 @@ fn merchant_key_hash_is_hex_in_json_and_raw_in_the_log() {
     let e = Event {
         merchant: "m".into(),
         at_ms: 0,
-        body: ev::MerchantCreated {
-            name: "n".into(),
-            currency: "KRW".into(),
-            api_key_hash: [0xab; 32],
-        }
-        .into(),
+        body: ev::MerchantCreated { name: "n".into(), currency: "KRW".into(), api_key_hash: [0xab; 32] }.into(),
     };
     let json = serde_json::to_value(e.envelope(1, 0)).expect("json");
     assert_eq!(json["data"]["api_key_hash"], "ab".repeat(32));
@@ -127,9 +100,7 @@ fn merchant_key_hash_is_hex_in_json_and_raw_in_the_log() {
 }
 
 fn world_bytes() -> Vec<u8> {
-    (0..6_000u32)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-        .collect()
+    (0..6_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect()
 }
 
 proptest! {

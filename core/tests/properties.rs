@@ -6,11 +6,8 @@ use proptest::prelude::*;
 use surge_core::sim::World;
 
 fn config() -> ProptestConfig {
-    // Cases are cheap (a few hundred ops each); PROPTEST_CASES raises it for a soak.
-    ProptestConfig {
-        cases: 256,
-        ..ProptestConfig::default()
-    }
+    // PROPTEST_CASES raises the count for a soak; these keep CI on 2 cores quick.
+    ProptestConfig { cases: 256, ..ProptestConfig::default() }
 }
 
 proptest! {
@@ -21,6 +18,11 @@ proptest! {
     fn invariants_hold_over_random_interleavings(bytes in proptest::collection::vec(any::<u8>(), 0..2_000)) {
         World::run(&bytes);
     }
+
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..config() })]
 
     /// Long runs: enough ops for expiries, retention and many snapshots.
     #[test]
@@ -44,11 +46,7 @@ fn random_runs_apply_a_fair_share_of_commands() {
         .collect();
     let world = World::run(&bytes);
     let applied = world.batches();
-    assert!(
-        applied * 5 >= world.ops.len(),
-        "only {applied} of {} ops applied",
-        world.ops.len()
-    );
+    assert!(applied * 5 >= world.ops.len(), "only {applied} of {} ops applied", world.ops.len());
     let counts = world.event_type_counts();
     for event_type in [
         "hold.converted",
@@ -65,10 +63,7 @@ fn random_runs_apply_a_fair_share_of_commands() {
         "queue.token_expired",
         "idempotency.expired",
     ] {
-        assert!(
-            counts.get(event_type).is_some_and(|n| *n > 0),
-            "{event_type} never happened: {counts:#?}"
-        );
+        assert!(counts.get(event_type).is_some_and(|n| *n > 0), "{event_type} never happened: {counts:#?}");
     }
     assert!(world.replays() > 0, "no retry replayed a stored reply");
 }

@@ -13,34 +13,17 @@ struct Fixture {
 }
 
 fn item(sku: &str, price: u64, stock: u64) -> Command {
-    Command::PutItem(ItemSpec {
-        sku: sku.into(),
-        name: format!("item {sku}"),
-        price,
-        stock,
-        queue: None,
-    })
+    Command::PutItem(ItemSpec { sku: sku.into(), name: format!("item {sku}"), price, stock, queue: None })
 }
 
 fn lines(spec: &[(&str, u64)]) -> Vec<LineSpec> {
-    spec.iter()
-        .map(|(sku, qty)| LineSpec {
-            sku: sku.to_string(),
-            qty: *qty,
-        })
-        .collect()
+    spec.iter().map(|(sku, qty)| LineSpec { sku: sku.to_string(), qty: *qty }).collect()
 }
 
 fn pay(method: PaymentMethod) -> PaymentSpec {
-    let card = (method == PaymentMethod::Card).then(|| CardSpec {
-        number: "1234-5678-9814-1451".into(),
-        kind: "SAMSUNG".into(),
-    });
-    PaymentSpec {
-        method,
-        card,
-        capture: CaptureMode::Automatic,
-    }
+    let card = (method == PaymentMethod::Card)
+        .then(|| CardSpec { number: "1234-5678-9814-1451".into(), kind: "SAMSUNG".into() });
+    PaymentSpec { method, card, capture: CaptureMode::Automatic }
 }
 
 fn order(customer: &str, l: &[(&str, u64)], method: PaymentMethod) -> Command {
@@ -54,30 +37,15 @@ fn order(customer: &str, l: &[(&str, u64)], method: PaymentMethod) -> Command {
 
 impl Fixture {
     fn new() -> Fixture {
-        let mut f = Fixture {
-            shard: Shard::new(),
-            now: T0,
-            keys: 0,
-        };
+        let mut f = Fixture { shard: Shard::new(), now: T0, keys: 0 };
         for m in ["m-1", "m-2"] {
-            f.run_as(
-                m,
-                Command::CreateMerchant {
-                    name: "shop".into(),
-                    currency: "KRW".into(),
-                    api_key_hash: [7; 32],
-                },
-            );
+            f.run_as(m, Command::CreateMerchant { name: "shop".into(), currency: "KRW".into(), api_key_hash: [7; 32] });
         }
         f
     }
 
     fn try_as(&mut self, merchant: &str, command: Command) -> Result<Reply, CoreError> {
-        let request = Request {
-            merchant: merchant.into(),
-            idempotency: None,
-            command,
-        };
+        let request = Request { merchant: merchant.into(), idempotency: None, command };
         let before = self.shard.digest();
         let result = self.shard.execute(&request, self.now);
         let applied = self.shard.applied_events();
@@ -86,11 +54,7 @@ impl Fixture {
         match result {
             Ok(Outcome::Applied { reply, .. }) | Ok(Outcome::Replayed { reply }) => Ok(reply),
             Err(e) => {
-                assert_eq!(
-                    before,
-                    self.shard.digest(),
-                    "a refused command changed state"
-                );
+                assert_eq!(before, self.shard.digest(), "a refused command changed state");
                 Err(e)
             }
         }
@@ -102,27 +66,18 @@ impl Fixture {
 
     fn run_as(&mut self, merchant: &str, command: Command) -> Reply {
         let shown = format!("{command:?}");
-        self.try_as(merchant, command)
-            .unwrap_or_else(|e| panic!("{shown}: {e}"))
+        self.try_as(merchant, command).unwrap_or_else(|e| panic!("{shown}: {e}"))
     }
 
     fn run(&mut self, command: Command) -> Reply {
         self.run_as("m-1", command)
     }
 
-    fn keyed(
-        &mut self,
-        key: &str,
-        fingerprint: u8,
-        command: Command,
-    ) -> Result<Outcome, CoreError> {
+    fn keyed(&mut self, key: &str, fingerprint: u8, command: Command) -> Result<Outcome, CoreError> {
         self.keys += 1;
         let request = Request {
             merchant: "m-1".into(),
-            idempotency: Some(Idempotency {
-                key: key.into(),
-                fingerprint: [fingerprint; 16],
-            }),
+            idempotency: Some(Idempotency { key: key.into(), fingerprint: [fingerprint; 16] }),
             command,
         };
         self.shard.execute(&request, self.now)
@@ -177,11 +132,7 @@ fn as_hold(reply: Reply) -> surge_core::view::HoldView {
 }
 
 fn credit(customer: &str, amount: u64) -> Command {
-    Command::CreditPoints {
-        customer: customer.into(),
-        amount,
-        reason: "signup".into(),
-    }
+    Command::CreditPoints { customer: customer.into(), amount, reason: "signup".into() }
 }
 
 #[test]
@@ -209,16 +160,8 @@ fn insufficient_points_changes_nothing() {
     let mut f = Fixture::new();
     f.run(item("sku-1", 1_000, 5));
     f.run(credit("c-1", 1_500));
-    let err = f
-        .try_(order("c-1", &[("sku-1", 2)], PaymentMethod::Points))
-        .unwrap_err();
-    assert_eq!(
-        err,
-        CoreError::InsufficientPoints {
-            balance: 1_500,
-            required: 2_000
-        }
-    );
+    let err = f.try_(order("c-1", &[("sku-1", 2)], PaymentMethod::Points)).unwrap_err();
+    assert_eq!(err, CoreError::InsufficientPoints { balance: 1_500, required: 2_000 });
     assert_eq!(err.code(), "insufficient_points");
     assert_eq!(f.stock("sku-1"), (5, 5, 0, 0));
     assert!(f.m().order_view("ord_1").is_none());
@@ -237,13 +180,7 @@ fn insufficient_stock_names_sku_and_available_and_holds_are_all_or_nothing() {
             queue_token: None,
         })
         .unwrap_err();
-    assert_eq!(
-        err,
-        CoreError::InsufficientStock {
-            sku: "b".into(),
-            available: 1
-        }
-    );
+    assert_eq!(err, CoreError::InsufficientStock { sku: "b".into(), available: 1 });
     assert_eq!(f.stock("a"), (5, 5, 0, 0));
     let h = as_hold(f.run(Command::CreateHold {
         customer: "c".into(),
@@ -251,10 +188,7 @@ fn insufficient_stock_names_sku_and_available_and_holds_are_all_or_nothing() {
         ttl_s: Some(60),
         queue_token: None,
     }));
-    assert_eq!(
-        (h.id.as_str(), h.status.as_str(), h.expires_at_ms),
-        ("hold_1", "held", T0 + 60_000)
-    );
+    assert_eq!((h.id.as_str(), h.status.as_str(), h.expires_at_ms), ("hold_1", "held", T0 + 60_000));
     assert_eq!(f.stock("a"), (5, 3, 2, 0));
     assert_eq!(f.stock("b"), (1, 0, 1, 0));
 }
@@ -272,16 +206,11 @@ fn holds_release_and_expire_within_a_tick_and_expired_holds_do_not_convert() {
     };
     f.run(hold("seat-1"));
     f.run(hold("seat-2"));
-    let released = as_hold(f.run(Command::ReleaseHold {
-        hold: "hold_1".into(),
-    }));
+    let released = as_hold(f.run(Command::ReleaseHold { hold: "hold_1".into() }));
     assert_eq!(released.status.as_str(), "released");
     assert_eq!(f.stock("seat-1"), (1, 1, 0, 0));
     assert_eq!(
-        f.try_(Command::ReleaseHold {
-            hold: "hold_1".into()
-        })
-        .unwrap_err(),
+        f.try_(Command::ReleaseHold { hold: "hold_1".into() }).unwrap_err(),
         CoreError::InvalidState { status: "released" }
     );
 
@@ -295,22 +224,11 @@ fn holds_release_and_expire_within_a_tick_and_expired_holds_do_not_convert() {
         payment: pay(PaymentMethod::None),
         queue_token: None,
     };
-    assert_eq!(
-        f.try_(convert.clone()).unwrap_err(),
-        CoreError::InvalidState { status: "expired" }
-    );
+    assert_eq!(f.try_(convert.clone()).unwrap_err(), CoreError::InvalidState { status: "expired" });
     f.tick(0);
-    assert_eq!(
-        as_hold(Reply::Hold(f.m().hold_view("hold_2").expect("hold")))
-            .status
-            .as_str(),
-        "expired"
-    );
+    assert_eq!(as_hold(Reply::Hold(f.m().hold_view("hold_2").expect("hold"))).status.as_str(), "expired");
     assert_eq!(f.stock("seat-2"), (1, 1, 0, 0));
-    assert_eq!(
-        f.try_(convert).unwrap_err(),
-        CoreError::InvalidState { status: "expired" }
-    );
+    assert_eq!(f.try_(convert).unwrap_err(), CoreError::InvalidState { status: "expired" });
 }
 
 #[test]
@@ -318,12 +236,7 @@ fn order_from_hold_converts_it_and_keeps_the_seat() {
     let mut f = Fixture::new();
     f.run(item("seat", 70_000, 1));
     f.run(credit("fan", 70_000));
-    f.run(Command::CreateHold {
-        customer: "fan".into(),
-        lines: lines(&[("seat", 1)]),
-        ttl_s: None,
-        queue_token: None,
-    });
+    f.run(Command::CreateHold { customer: "fan".into(), lines: lines(&[("seat", 1)]), ttl_s: None, queue_token: None });
     let other = Command::CreateOrder {
         customer: "thief".into(),
         source: OrderSource::Hold("hold_1".into()),
@@ -337,22 +250,12 @@ fn order_from_hold_converts_it_and_keeps_the_seat() {
         payment: pay(PaymentMethod::Points),
         queue_token: None,
     }));
-    assert_eq!(
-        (o.status.as_str(), o.hold_id.as_deref(), o.total),
-        ("paid", Some("hold_1"), 70_000)
-    );
+    assert_eq!((o.status.as_str(), o.hold_id.as_deref(), o.total), ("paid", Some("hold_1"), 70_000));
     let h = f.m().hold_view("hold_1").expect("hold");
-    assert_eq!(
-        (h.status.as_str(), h.order_id.as_deref()),
-        ("converted", Some("ord_1"))
-    );
+    assert_eq!((h.status.as_str(), h.order_id.as_deref()), ("converted", Some("ord_1")));
     assert_eq!(f.stock("seat"), (1, 0, 0, 1));
     f.tick(3_600_000);
-    assert_eq!(
-        f.stock("seat"),
-        (1, 0, 0, 1),
-        "a converted hold never expires"
-    );
+    assert_eq!(f.stock("seat"), (1, 0, 0, 1), "a converted hold never expires");
 }
 
 #[test]
@@ -365,36 +268,20 @@ fn card_payment_automatic_capture() {
     assert_eq!((p.id.as_str(), p.status.as_str()), ("pay_1", "pending"));
     assert_eq!(p.card.as_ref().map(|c| c.last4.as_str()), Some("1451"));
     assert_eq!(f.stock("sku"), (3, 2, 1, 0));
-    f.run(Command::GatewayAccepted {
-        payment: "pay_1".into(),
-        transaction_key: "20250816:TR:9577c5".into(),
-    });
-    let wrong = Command::GatewayApproved {
-        payment: "pay_1".into(),
-        transaction_key: "other".into(),
-    };
+    f.run(Command::GatewayAccepted { payment: "pay_1".into(), transaction_key: "20250816:TR:9577c5".into() });
+    let wrong = Command::GatewayApproved { payment: "pay_1".into(), transaction_key: "other".into() };
     assert_eq!(f.try_(wrong).unwrap_err().code(), "invalid_request");
-    let p = as_payment(f.run(Command::GatewayApproved {
-        payment: "pay_1".into(),
-        transaction_key: "20250816:TR:9577c5".into(),
-    }));
-    assert_eq!((p.status.as_str(), p.captured), ("captured", 1_000));
-    assert_eq!(
-        f.m().order_view("ord_1").expect("order").status.as_str(),
-        "paid"
+    let p = as_payment(
+        f.run(Command::GatewayApproved { payment: "pay_1".into(), transaction_key: "20250816:TR:9577c5".into() }),
     );
+    assert_eq!((p.status.as_str(), p.captured), ("captured", 1_000));
+    assert_eq!(f.m().order_view("ord_1").expect("order").status.as_str(), "paid");
     assert_eq!(f.stock("sku"), (3, 2, 0, 1));
     assert_eq!(f.account("gateway:clearing"), (1_000, 0));
     assert_eq!(f.account("sales:revenue"), (0, 1_000));
     // A late duplicate callback is refused, not applied twice.
-    let again = Command::GatewayApproved {
-        payment: "pay_1".into(),
-        transaction_key: "20250816:TR:9577c5".into(),
-    };
-    assert_eq!(
-        f.try_(again).unwrap_err(),
-        CoreError::InvalidState { status: "captured" }
-    );
+    let again = Command::GatewayApproved { payment: "pay_1".into(), transaction_key: "20250816:TR:9577c5".into() };
+    assert_eq!(f.try_(again).unwrap_err(), CoreError::InvalidState { status: "captured" });
 }
 
 #[test]
@@ -409,64 +296,27 @@ fn manual_capture_partial_once_then_several_partial_refunds() {
         payment: manual,
         queue_token: None,
     });
-    let capture = |amount| Command::CapturePayment {
-        payment: "pay_1".into(),
-        amount,
-    };
-    assert_eq!(
-        f.try_(capture(None)).unwrap_err(),
-        CoreError::InvalidState { status: "pending" }
-    );
-    let p = as_payment(f.run(Command::GatewayApproved {
-        payment: "pay_1".into(),
-        transaction_key: "tx".into(),
-    }));
+    let capture = |amount| Command::CapturePayment { payment: "pay_1".into(), amount };
+    assert_eq!(f.try_(capture(None)).unwrap_err(), CoreError::InvalidState { status: "pending" });
+    let p = as_payment(f.run(Command::GatewayApproved { payment: "pay_1".into(), transaction_key: "tx".into() }));
     assert_eq!(p.status.as_str(), "authorized");
-    assert_eq!(
-        f.m().order_view("ord_1").expect("order").status.as_str(),
-        "paid"
-    );
-    assert_eq!(
-        f.account("gateway:clearing"),
-        (0, 0),
-        "authorization moves no money"
-    );
-    assert_eq!(
-        f.try_(capture(Some(1_001))).unwrap_err().code(),
-        "invalid_request"
-    );
+    assert_eq!(f.m().order_view("ord_1").expect("order").status.as_str(), "paid");
+    assert_eq!(f.account("gateway:clearing"), (0, 0), "authorization moves no money");
+    assert_eq!(f.try_(capture(Some(1_001))).unwrap_err().code(), "invalid_request");
     let p = as_payment(f.run(capture(Some(600))));
     assert_eq!((p.status.as_str(), p.captured), ("captured", 600));
-    assert_eq!(
-        f.try_(capture(Some(400))).unwrap_err(),
-        CoreError::InvalidState { status: "captured" }
-    );
+    assert_eq!(f.try_(capture(Some(400))).unwrap_err(), CoreError::InvalidState { status: "captured" });
 
-    let refund = |amount| Command::RefundPayment {
-        payment: "pay_1".into(),
-        amount,
-    };
-    assert_eq!(
-        as_payment(f.run(refund(Some(200)))).status.as_str(),
-        "partially_refunded"
-    );
+    let refund = |amount| Command::RefundPayment { payment: "pay_1".into(), amount };
+    assert_eq!(as_payment(f.run(refund(Some(200)))).status.as_str(), "partially_refunded");
     assert_eq!(as_payment(f.run(refund(Some(300)))).refunded, 500);
-    assert_eq!(
-        f.try_(refund(Some(101))).unwrap_err().code(),
-        "invalid_request"
-    );
+    assert_eq!(f.try_(refund(Some(101))).unwrap_err().code(), "invalid_request");
     let p = as_payment(f.run(refund(None)));
     assert_eq!((p.status.as_str(), p.refunded), ("refunded", 600));
-    assert_eq!(
-        f.m().order_view("ord_1").expect("order").status.as_str(),
-        "refunded"
-    );
+    assert_eq!(f.m().order_view("ord_1").expect("order").status.as_str(), "refunded");
     assert_eq!(f.account("refunds"), (600, 0));
     assert_eq!(f.account("gateway:clearing"), (600, 600));
-    assert_eq!(
-        f.try_(refund(None)).unwrap_err(),
-        CoreError::InvalidState { status: "refunded" }
-    );
+    assert_eq!(f.try_(refund(None)).unwrap_err(), CoreError::InvalidState { status: "refunded" });
 }
 
 #[test]
@@ -474,18 +324,9 @@ fn declined_card_cancels_the_order_and_releases_stock() {
     let mut f = Fixture::new();
     f.run(item("sku", 1_000, 1));
     f.run(order("c", &[("sku", 1)], PaymentMethod::Card));
-    let p = as_payment(f.run(Command::GatewayDeclined {
-        payment: "pay_1".into(),
-        reason: "LIMIT_EXCEEDED".into(),
-    }));
-    assert_eq!(
-        (p.status.as_str(), p.failure_reason.as_deref()),
-        ("failed", Some("LIMIT_EXCEEDED"))
-    );
-    assert_eq!(
-        f.m().order_view("ord_1").expect("order").status.as_str(),
-        "cancelled"
-    );
+    let p = as_payment(f.run(Command::GatewayDeclined { payment: "pay_1".into(), reason: "LIMIT_EXCEEDED".into() }));
+    assert_eq!((p.status.as_str(), p.failure_reason.as_deref()), ("failed", Some("LIMIT_EXCEEDED")));
+    assert_eq!(f.m().order_view("ord_1").expect("order").status.as_str(), "cancelled");
     assert_eq!(f.stock("sku"), (1, 1, 0, 0));
 }
 
@@ -495,21 +336,14 @@ fn cancel_refunds_points_voids_authorizations_and_returns_stock() {
     f.run(item("sku", 1_000, 4));
     f.run(credit("c", 5_000));
     f.run(order("c", &[("sku", 2)], PaymentMethod::Points));
-    let o = as_order(f.run(Command::CancelOrder {
-        order: "ord_1".into(),
-    }));
+    let o = as_order(f.run(Command::CancelOrder { order: "ord_1".into() }));
     assert_eq!(o.status.as_str(), "cancelled");
     assert_eq!(o.payment.map(|p| p.status.as_str()), Some("refunded"));
     assert_eq!(f.balance("c"), 5_000);
     assert_eq!(f.stock("sku"), (4, 4, 0, 0));
     assert_eq!(
-        f.try_(Command::CancelOrder {
-            order: "ord_1".into()
-        })
-        .unwrap_err(),
-        CoreError::InvalidState {
-            status: "cancelled"
-        }
+        f.try_(Command::CancelOrder { order: "ord_1".into() }).unwrap_err(),
+        CoreError::InvalidState { status: "cancelled" }
     );
 
     let mut manual = pay(PaymentMethod::Card);
@@ -520,13 +354,8 @@ fn cancel_refunds_points_voids_authorizations_and_returns_stock() {
         payment: manual,
         queue_token: None,
     });
-    f.run(Command::GatewayApproved {
-        payment: "pay_2".into(),
-        transaction_key: "tx".into(),
-    });
-    let o = as_order(f.run(Command::CancelOrder {
-        order: "ord_2".into(),
-    }));
+    f.run(Command::GatewayApproved { payment: "pay_2".into(), transaction_key: "tx".into() });
+    let o = as_order(f.run(Command::CancelOrder { order: "ord_2".into() }));
     assert_eq!(o.payment.map(|p| p.status.as_str()), Some("voided"));
     assert_eq!(f.stock("sku"), (4, 4, 0, 0));
 }
@@ -537,30 +366,15 @@ fn unpaid_orders_expire_after_fifteen_minutes_unless_paid() {
     f.run(item("sku", 1_000, 2));
     f.run(credit("c", 1_000));
     let o = as_order(f.run(order("c", &[("sku", 1)], PaymentMethod::None)));
-    assert_eq!(
-        (o.status.as_str(), o.expires_at_ms),
-        ("awaiting_payment", Some(T0 + 15 * 60_000))
-    );
+    assert_eq!((o.status.as_str(), o.expires_at_ms), ("awaiting_payment", Some(T0 + 15 * 60_000)));
     f.run(order("c", &[("sku", 1)], PaymentMethod::None));
-    let o = as_order(f.run(Command::PayOrder {
-        order: "ord_2".into(),
-        payment: pay(PaymentMethod::Points),
-    }));
+    let o = as_order(f.run(Command::PayOrder { order: "ord_2".into(), payment: pay(PaymentMethod::Points) }));
     assert_eq!((o.status.as_str(), o.expires_at_ms), ("paid", None));
     f.tick(15 * 60_000);
-    assert_eq!(
-        f.m().order_view("ord_1").expect("order").status.as_str(),
-        "expired"
-    );
+    assert_eq!(f.m().order_view("ord_1").expect("order").status.as_str(), "expired");
     assert_eq!(f.stock("sku"), (2, 1, 0, 1));
-    let late = Command::PayOrder {
-        order: "ord_1".into(),
-        payment: pay(PaymentMethod::Points),
-    };
-    assert_eq!(
-        f.try_(late).unwrap_err(),
-        CoreError::InvalidState { status: "expired" }
-    );
+    let late = Command::PayOrder { order: "ord_1".into(), payment: pay(PaymentMethod::Points) };
+    assert_eq!(f.try_(late).unwrap_err(), CoreError::InvalidState { status: "expired" });
 }
 
 #[test]
@@ -570,17 +384,9 @@ fn idempotency_replays_refuses_reuse_reports_in_flight_and_forgets_after_a_day()
     f.run(credit("c", 1_000));
     let buy = order("c", &[("sku", 1)], PaymentMethod::Points);
     let first = f.keyed("k1", 1, buy.clone()).expect("first");
-    let Outcome::Applied {
-        reply: first_reply, ..
-    } = first
-    else {
-        panic!("not applied")
-    };
+    let Outcome::Applied { reply: first_reply, .. } = first else { panic!("not applied") };
     // Not yet durable: a retry must wait.
-    assert_eq!(
-        f.keyed("k1", 1, buy.clone()).unwrap_err(),
-        CoreError::IdempotencyKeyInUse
-    );
+    assert_eq!(f.keyed("k1", 1, buy.clone()).unwrap_err(), CoreError::IdempotencyKeyInUse);
     let applied = f.shard.applied_events();
     f.shard.mark_durable(applied);
     match f.keyed("k1", 1, buy.clone()) {
@@ -588,33 +394,19 @@ fn idempotency_replays_refuses_reuse_reports_in_flight_and_forgets_after_a_day()
         other => panic!("{other:?}"),
     }
     assert_eq!(f.stock("sku"), (10, 9, 0, 1), "the replay bought nothing");
-    assert_eq!(
-        f.keyed("k1", 2, buy.clone()).unwrap_err(),
-        CoreError::IdempotencyKeyReused
-    );
+    assert_eq!(f.keyed("k1", 2, buy.clone()).unwrap_err(), CoreError::IdempotencyKeyReused);
     // A refused request stores nothing: the key stays free.
     assert_eq!(
-        f.keyed("k2", 3, order("c", &[("sku", 11)], PaymentMethod::Points))
-            .unwrap_err()
-            .code(),
+        f.keyed("k2", 3, order("c", &[("sku", 11)], PaymentMethod::Points)).unwrap_err().code(),
         "insufficient_stock"
     );
-    assert!(matches!(
-        f.keyed("k2", 4, buy.clone()),
-        Ok(Outcome::Applied { .. })
-    ));
-    assert_eq!(
-        f.keyed("", 1, buy.clone()).unwrap_err().code(),
-        "invalid_request"
-    );
+    assert!(matches!(f.keyed("k2", 4, buy.clone()), Ok(Outcome::Applied { .. })));
+    assert_eq!(f.keyed("", 1, buy.clone()).unwrap_err().code(), "invalid_request");
     // Kept 24 h, then forgotten.
     let applied = f.shard.applied_events();
     f.shard.mark_durable(applied);
     f.tick(24 * 3_600_000 - 1);
-    assert!(matches!(
-        f.keyed("k1", 1, buy.clone()),
-        Ok(Outcome::Replayed { .. })
-    ));
+    assert!(matches!(f.keyed("k1", 1, buy.clone()), Ok(Outcome::Replayed { .. })));
     f.tick(1);
     assert!(f.m().idempotency.get("k1").is_none());
 }
@@ -622,11 +414,7 @@ fn idempotency_replays_refuses_reuse_reports_in_flight_and_forgets_after_a_day()
 #[test]
 fn waiting_room_activates_in_arrival_order_and_gates_queued_items() {
     let mut f = Fixture::new();
-    f.run(Command::PutQueue {
-        queue: "drop".into(),
-        max_active: 2,
-        active_ttl_s: 60,
-    });
+    f.run(Command::PutQueue { queue: "drop".into(), max_active: 2, active_ttl_s: 60 });
     f.run(Command::PutItem(ItemSpec {
         sku: "hot".into(),
         name: "hot".into(),
@@ -636,46 +424,24 @@ fn waiting_room_activates_in_arrival_order_and_gates_queued_items() {
     }));
     let mut tokens = Vec::new();
     for (i, customer) in ["a", "b", "c", "d"].into_iter().enumerate() {
-        match f.run(Command::IssueToken {
-            queue: "drop".into(),
-            customer: customer.into(),
-            nonce: 1_000 + i as u64,
-        }) {
+        match f.run(Command::IssueToken { queue: "drop".into(), customer: customer.into(), nonce: 1_000 + i as u64 }) {
             Reply::Token(t) => tokens.push(t),
             other => panic!("{other:?}"),
         }
     }
-    let summary: Vec<_> = tokens
-        .iter()
-        .map(|t| (t.status.as_str(), t.position))
-        .collect();
-    assert_eq!(
-        summary,
-        [("active", 0), ("active", 0), ("waiting", 1), ("waiting", 2)]
-    );
+    let summary: Vec<_> = tokens.iter().map(|t| (t.status.as_str(), t.position)).collect();
+    assert_eq!(summary, [("active", 0), ("active", 0), ("waiting", 1), ("waiting", 2)]);
     let hold = |token: Option<&str>| Command::CreateHold {
         customer: "a".into(),
         lines: lines(&[("hot", 1)]),
         ttl_s: None,
         queue_token: token.map(str::to_string),
     };
-    let required = CoreError::QueueTokenRequired {
-        queue: "drop".into(),
-    };
+    let required = CoreError::QueueTokenRequired { queue: "drop".into() };
     assert_eq!(f.try_(hold(None)).unwrap_err(), required);
-    assert_eq!(
-        f.try_(hold(Some(&tokens[2].token))).unwrap_err(),
-        required,
-        "a waiting token is not enough"
-    );
-    let forged = tokens[0]
-        .token
-        .replace("00000000000003e8", "00000000000003e9");
-    assert_eq!(
-        f.try_(hold(Some(&forged))).unwrap_err(),
-        required,
-        "a forged nonce is refused"
-    );
+    assert_eq!(f.try_(hold(Some(&tokens[2].token))).unwrap_err(), required, "a waiting token is not enough");
+    let forged = tokens[0].token.replace("00000000000003e8", "00000000000003e9");
+    assert_eq!(f.try_(hold(Some(&forged))).unwrap_err(), required, "a forged nonce is refused");
     f.run(hold(Some(&tokens[0].token)));
 
     f.tick(60_000);
@@ -686,69 +452,30 @@ fn waiting_room_activates_in_arrival_order_and_gates_queued_items() {
     assert_eq!(status(&f, &tokens[0].token), ("expired", 0));
     assert_eq!(status(&f, &tokens[2].token), ("active", 0));
     assert_eq!(status(&f, &tokens[3].token), ("active", 0));
-    assert_eq!(
-        f.try_(hold(Some(&tokens[0].token))).unwrap_err(),
-        required,
-        "an expired token is refused"
-    );
+    assert_eq!(f.try_(hold(Some(&tokens[0].token))).unwrap_err(), required, "an expired token is refused");
     f.run(hold(Some(&tokens[3].token)));
 }
 
 #[test]
 fn item_put_updates_but_never_below_held_plus_sold() {
     let mut f = Fixture::new();
-    assert!(matches!(
-        f.run(item("sku", 100, 5)),
-        Reply::Item { created: true, .. }
-    ));
-    f.run(Command::CreateHold {
-        customer: "c".into(),
-        lines: lines(&[("sku", 3)]),
-        ttl_s: None,
-        queue_token: None,
-    });
+    assert!(matches!(f.run(item("sku", 100, 5)), Reply::Item { created: true, .. }));
+    f.run(Command::CreateHold { customer: "c".into(), lines: lines(&[("sku", 3)]), ttl_s: None, queue_token: None });
     assert_eq!(
         f.try_(item("sku", 100, 2)).unwrap_err(),
-        CoreError::InsufficientStock {
-            sku: "sku".into(),
-            available: 2
-        }
+        CoreError::InsufficientStock { sku: "sku".into(), available: 2 }
     );
-    assert!(matches!(
-        f.run(item("sku", 150, 4)),
-        Reply::Item { created: false, .. }
-    ));
+    assert!(matches!(f.run(item("sku", 150, 4)), Reply::Item { created: false, .. }));
     assert_eq!(f.stock("sku"), (4, 1, 3, 0));
-    f.run(Command::Restock {
-        sku: "sku".into(),
-        qty: 6,
-    });
+    f.run(Command::Restock { sku: "sku".into(), qty: 6 });
     assert_eq!(f.stock("sku"), (10, 7, 3, 0));
     let bulk = Command::PutItems {
         items: vec![
-            ItemSpec {
-                sku: "sku".into(),
-                name: "x".into(),
-                price: 1,
-                stock: 10,
-                queue: None,
-            },
-            ItemSpec {
-                sku: "new".into(),
-                name: "y".into(),
-                price: 1,
-                stock: 1,
-                queue: None,
-            },
+            ItemSpec { sku: "sku".into(), name: "x".into(), price: 1, stock: 10, queue: None },
+            ItemSpec { sku: "new".into(), name: "y".into(), price: 1, stock: 1, queue: None },
         ],
     };
-    assert_eq!(
-        f.run(bulk),
-        Reply::Items {
-            created: 1,
-            updated: 1
-        }
-    );
+    assert_eq!(f.run(bulk), Reply::Items { created: 1, updated: 1 });
 }
 
 #[test]
@@ -766,47 +493,19 @@ fn limits_are_invalid_request_naming_the_field() {
         queue_token: None,
     };
     assert_eq!(field(&mut f, hold(lines(&[("sku", 0)]), 60)), "lines.qty");
-    assert_eq!(
-        field(&mut f, hold(lines(&[("sku", 10_001)]), 60)),
-        "lines.qty"
-    );
+    assert_eq!(field(&mut f, hold(lines(&[("sku", 10_001)]), 60)), "lines.qty");
     assert_eq!(field(&mut f, hold(lines(&[("sku", 1)]), 0)), "ttl_seconds");
-    assert_eq!(
-        field(&mut f, hold(lines(&[("sku", 1)]), 3_601)),
-        "ttl_seconds"
-    );
+    assert_eq!(field(&mut f, hold(lines(&[("sku", 1)]), 3_601)), "ttl_seconds");
     assert_eq!(field(&mut f, hold(vec![], 60)), "lines");
-    let many: Vec<LineSpec> = (0..101)
-        .map(|i| LineSpec {
-            sku: format!("s{i}"),
-            qty: 1,
-        })
-        .collect();
+    let many: Vec<LineSpec> = (0..101).map(|i| LineSpec { sku: format!("s{i}"), qty: 1 }).collect();
     assert_eq!(field(&mut f, hold(many, 60)), "lines");
-    assert_eq!(
-        field(&mut f, hold(lines(&[("sku", 1), ("sku", 1)]), 60)),
-        "lines.sku"
-    );
+    assert_eq!(field(&mut f, hold(lines(&[("sku", 1), ("sku", 1)]), 60)), "lines.sku");
     assert_eq!(field(&mut f, item("bad sku", 1, 1)), "sku");
     assert_eq!(field(&mut f, item(&"x".repeat(65), 1, 1)), "sku");
     assert_eq!(field(&mut f, item("ok", 1_000_000_000_000_001, 1)), "price");
     assert_eq!(field(&mut f, credit("c", 1_000_000_000_000_001)), "amount");
-    assert_eq!(
-        field(
-            &mut f,
-            Command::PutQueue {
-                queue: "q".into(),
-                max_active: 0,
-                active_ttl_s: 1
-            }
-        ),
-        "max_active"
-    );
-    let no_card = PaymentSpec {
-        method: PaymentMethod::Card,
-        card: None,
-        capture: CaptureMode::Automatic,
-    };
+    assert_eq!(field(&mut f, Command::PutQueue { queue: "q".into(), max_active: 0, active_ttl_s: 1 }), "max_active");
+    let no_card = PaymentSpec { method: PaymentMethod::Card, card: None, capture: CaptureMode::Automatic };
     let c = Command::CreateOrder {
         customer: "c".into(),
         source: OrderSource::Lines(lines(&[("sku", 1)])),
@@ -822,10 +521,7 @@ fn limits_are_invalid_request_naming_the_field() {
         queue: None,
     });
     f.run(too_much);
-    assert_eq!(
-        field(&mut f, order("c", &[("gold", 2)], PaymentMethod::None)),
-        "lines"
-    );
+    assert_eq!(field(&mut f, order("c", &[("gold", 2)], PaymentMethod::None)), "lines");
 }
 
 #[test]
@@ -833,43 +529,15 @@ fn merchants_are_isolated_and_unknown_ids_are_not_found() {
     let mut f = Fixture::new();
     f.run(item("sku", 100, 5));
     f.run(order("c", &[("sku", 1)], PaymentMethod::None));
-    assert!(f
-        .shard
-        .merchant("m-2")
-        .expect("m-2")
-        .order_view("ord_1")
-        .is_none());
-    let cancel = Command::CancelOrder {
-        order: "ord_1".into(),
-    };
-    assert_eq!(
-        f.try_as("m-2", cancel).unwrap_err(),
-        CoreError::NotFound { what: "order" }
-    );
-    assert_eq!(
-        f.try_(order("c", &[("nope", 1)], PaymentMethod::None))
-            .unwrap_err()
-            .code(),
-        "not_found"
-    );
+    assert!(f.shard.merchant("m-2").expect("m-2").order_view("ord_1").is_none());
+    let cancel = Command::CancelOrder { order: "ord_1".into() };
+    assert_eq!(f.try_as("m-2", cancel).unwrap_err(), CoreError::NotFound { what: "order" });
+    assert_eq!(f.try_(order("c", &[("nope", 1)], PaymentMethod::None)).unwrap_err().code(), "not_found");
     for id in ["ord_0", "ord_01", "ord_2", "pay_1", "x"] {
-        assert_eq!(
-            f.try_(Command::CancelOrder { order: id.into() })
-                .unwrap_err()
-                .code(),
-            "not_found",
-            "{id}"
-        );
+        assert_eq!(f.try_(Command::CancelOrder { order: id.into() }).unwrap_err().code(), "not_found", "{id}");
     }
-    let dup = Command::CreateMerchant {
-        name: "again".into(),
-        currency: "KRW".into(),
-        api_key_hash: [0; 32],
-    };
-    assert_eq!(
-        f.try_as("m-1", dup).unwrap_err(),
-        CoreError::InvalidState { status: "active" }
-    );
+    let dup = Command::CreateMerchant { name: "again".into(), currency: "KRW".into(), api_key_hash: [0; 32] };
+    assert_eq!(f.try_as("m-1", dup).unwrap_err(), CoreError::InvalidState { status: "active" });
     let unknown = f.try_as("m-9", item("sku", 1, 1)).unwrap_err();
     assert_eq!(unknown, CoreError::NotFound { what: "merchant" });
 }
@@ -877,35 +545,14 @@ fn merchants_are_isolated_and_unknown_ids_are_not_found() {
 #[test]
 fn every_error_maps_to_one_contract_code() {
     let errors = [
-        (
-            CoreError::InvalidRequest {
-                field: "f",
-                reason: "r".into(),
-            },
-            "invalid_request",
-        ),
+        (CoreError::InvalidRequest { field: "f", reason: "r".into() }, "invalid_request"),
         (CoreError::NotFound { what: "order" }, "not_found"),
-        (
-            CoreError::InsufficientStock {
-                sku: "s".into(),
-                available: 0,
-            },
-            "insufficient_stock",
-        ),
+        (CoreError::InsufficientStock { sku: "s".into(), available: 0 }, "insufficient_stock"),
         (CoreError::InvalidState { status: "paid" }, "invalid_state"),
         (CoreError::IdempotencyKeyInUse, "idempotency_key_in_use"),
         (CoreError::IdempotencyKeyReused, "idempotency_key_reused"),
-        (
-            CoreError::InsufficientPoints {
-                balance: 0,
-                required: 1,
-            },
-            "insufficient_points",
-        ),
-        (
-            CoreError::QueueTokenRequired { queue: "q".into() },
-            "queue_token_required",
-        ),
+        (CoreError::InsufficientPoints { balance: 0, required: 1 }, "insufficient_points"),
+        (CoreError::QueueTokenRequired { queue: "q".into() }, "queue_token_required"),
     ];
     let codes: std::collections::HashSet<_> = errors.iter().map(|(e, _)| e.code()).collect();
     assert_eq!(codes.len(), errors.len(), "two errors share a code");
