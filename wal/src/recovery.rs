@@ -95,12 +95,15 @@ impl<'a> Iterator for RecordIter<'a> {
 
 pub struct Opened {
     pub recovery: Recovery,
-    pub active: ActiveSegment,
+    /// `None` in read-only mode.
+    pub active: Option<ActiveSegment>,
     pub segments: Vec<SegmentInfo>,
     pub snapshot_lsn: Lsn,
 }
 
-pub fn open(storage: &Arc<dyn Storage>, config: &Config) -> Result<Opened, WalError> {
+/// `read_only`: run every check but change nothing (no deletes, no zeroing, no syncs, no new
+/// segment); what open would remove or cut is still reported.
+pub fn open(storage: &Arc<dyn Storage>, config: &Config, read_only: bool) -> Result<Opened, WalError> {
     let st: &dyn Storage = &**storage;
     let dir = st.describe(".");
     let list = |st: &dyn Storage| st.list().map_err(|e| WalError::io("list directory", &dir, &e));
@@ -110,7 +113,9 @@ pub fn open(storage: &Arc<dyn Storage>, config: &Config) -> Result<Opened, WalEr
     // A snapshot temp file is an unfinished snapshot: the rename never happened.
     for name in &names {
         if name.starts_with(segment::SNAPSHOT_PREFIX) && name.ends_with(segment::TMP_SUFFIX) {
-            st.remove(name).map_err(|e| WalError::io("remove temp file", &st.describe(name), &e))?;
+            if !read_only {
+                st.remove(name).map_err(|e| WalError::io("remove temp file", &st.describe(name), &e))?;
+            }
             removed_files.push(st.describe(name));
         }
     }
@@ -130,14 +135,16 @@ pub fn open(storage: &Arc<dyn Storage>, config: &Config) -> Result<Opened, WalEr
             Ok(_) => return Err(WalError::corrupt(&path, 0, "first LSN in header does not match file name")),
             Err(reason) if i + 1 == segs.len() => {
                 drop(bytes);
-                st.remove(name).map_err(|e| WalError::io("remove segment", &path, &e))?;
+                if !read_only {
+                    st.remove(name).map_err(|e| WalError::io("remove segment", &path, &e))?;
+                }
                 removed_files.push(format!("{path} ({reason})"));
             }
             Err(reason) => return Err(WalError::corrupt(&path, 0, reason)),
         }
     }
     segs.truncate(headers_ok.len());
-    if !removed_files.is_empty() {
+    if !removed_files.is_empty() && !read_only {
         st.sync_dir().map_err(|e| WalError::io("fsync directory", &dir, &e))?;
     }
 
@@ -182,6 +189,9 @@ pub fn open(storage: &Arc<dyn Storage>, config: &Config) -> Result<Opened, WalEr
         let scan = segment::scan_segment(&path, &bytes[..limit], *first_lsn, is_last)?;
         expect = scan.next_lsn;
         if is_last {
+            tail_cut = scan.cut.clone();
+        }
+        if is_last && !read_only {
             let mut file = st.open_write(name).map_err(|e| WalError::io("open segment", &path, &e))?;
             if let Some(cut) = &scan.cut {
                 // Zero what was cut so stale frames can never reappear behind new ones.
@@ -196,7 +206,6 @@ pub fn open(storage: &Arc<dyn Storage>, config: &Config) -> Result<Opened, WalEr
             }
             // Also makes what we recovered from the page cache durable before we hand it out.
             file.sync_data().map_err(|e| WalError::io("fdatasync segment", &path, &e))?;
-            tail_cut = scan.cut.clone();
             active = Some(ActiveSegment {
                 file,
                 first_lsn: *first_lsn,
@@ -219,17 +228,18 @@ pub fn open(storage: &Arc<dyn Storage>, config: &Config) -> Result<Opened, WalEr
     let mut segment_infos: Vec<SegmentInfo> =
         segs.iter().map(|(first_lsn, name)| SegmentInfo { first_lsn: *first_lsn, name: name.clone() }).collect();
     let active = match active {
-        Some(a) if a.offset + (format::FRAME_HEADER_SIZE as u64) < a.size_bytes => a,
+        _ if read_only => None,
+        Some(a) if a.offset + (format::FRAME_HEADER_SIZE as u64) < a.size_bytes => Some(a),
         _ => {
             // No segment yet, or the last one is full: start one at the next LSN.
             let file = writer::create_segment(st, config.segment_size_bytes, next_lsn)?;
             segment_infos.push(SegmentInfo { first_lsn: next_lsn, name: segment::segment_name(next_lsn) });
-            ActiveSegment {
+            Some(ActiveSegment {
                 file,
                 first_lsn: next_lsn,
                 offset: SEGMENT_HEADER_SIZE as u64,
                 size_bytes: config.segment_size_bytes,
-            }
+            })
         }
     };
     Ok(Opened {

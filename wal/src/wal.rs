@@ -77,7 +77,10 @@ impl Wal {
     /// Opens the log on any [`Storage`] (tests use [`crate::sim::SimStorage`]).
     pub fn open_with_storage(storage: Arc<dyn Storage>, config: Config) -> Result<(Wal, Recovery), WalError> {
         config.validate()?;
-        let opened = recovery::open(&storage, &config)?;
+        let opened = recovery::open(&storage, &config, false)?;
+        let Some(active) = opened.active else {
+            return Err(WalError::InvalidArgument("writable open produced no active segment".into()));
+        };
         let last = opened.recovery.next_lsn - 1;
         let watermark = match storage.dir_path() {
             Some(dir) => Some(
@@ -95,7 +98,6 @@ impl Wal {
             opened.snapshot_lsn,
         ));
         let writer_shared = shared.clone();
-        let active = opened.active;
         let writer = std::thread::Builder::new()
             .name("surge-wal-writer".into())
             .spawn(move || {
@@ -106,6 +108,19 @@ impl Wal {
             })
             .map_err(|e| WalError::io("spawn writer thread", "-", &e))?;
         Ok((Wal { shared, writer: Some(writer), uses_io_uring: false }, opened.recovery))
+    }
+
+    /// Runs every check open runs, without the lock and without changing anything (no tail
+    /// cut, no deletes, no syncs): for `surge wal inspect/verify`, and for looking at a log
+    /// another process is writing (its unsynced tail may then show up as `tail_cut`).
+    pub fn open_read_only(dir: impl AsRef<Path>) -> Result<Recovery, WalError> {
+        let storage: Arc<dyn Storage> = Arc::new(DirStorage::open_reader(dir.as_ref()));
+        Wal::open_read_only_with_storage(storage)
+    }
+
+    /// [`Wal::open_read_only`] on any [`Storage`].
+    pub fn open_read_only_with_storage(storage: Arc<dyn Storage>) -> Result<Recovery, WalError> {
+        Ok(recovery::open(&storage, &Config::default(), true)?.recovery)
     }
 
     /// Appends one record. The returned handle completes when it is durable.

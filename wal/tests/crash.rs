@@ -236,6 +236,12 @@ fn torn_tail_at_every_byte_offset_of_the_last_record() {
             // Torn: the bytes from `cut` on never reached the disk (or are garbage).
             let junk = vec![fill; last_end - cut];
             image.corrupt(SEG0, cut, &junk);
+            // Read-only open reports the same cut and changes nothing.
+            let before = image.file(SEG0).unwrap();
+            let ro = Wal::open_read_only_with_storage(Arc::new(image.clone())).unwrap();
+            assert_eq!(ro.record_count(), n - 1);
+            assert_eq!(ro.tail_cut.is_some(), !(cut == last_start && fill == 0));
+            assert_eq!(image.file(SEG0).unwrap(), before);
             let (lsns, tail) = open_records(&image).unwrap_or_else(|e| panic!("cut at {cut} fill {fill:#x}: {e}"));
             assert_eq!(lsns, (1..n).collect::<Vec<_>>(), "cut at {cut}");
             if cut == last_start && fill == 0 {
@@ -278,6 +284,7 @@ fn flipped_byte_before_the_tail_is_detected_with_file_and_offset() {
             let at = frame_start + byte;
             let old = image.file(SEG0).unwrap()[at];
             image.corrupt(SEG0, at, &[old ^ 0x10]);
+            assert!(matches!(Wal::open_read_only_with_storage(Arc::new(image.clone())), Err(WalError::Corrupt { .. })));
             match open_records(&image) {
                 Err(WalError::Corrupt { file, offset, .. }) => {
                     assert!(file.contains(SEG0));
