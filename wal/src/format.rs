@@ -32,19 +32,27 @@ pub const fn frame_size(payload_len: usize) -> usize {
     (FRAME_HEADER_SIZE + payload_len).div_ceil(FRAME_ALIGN) * FRAME_ALIGN
 }
 
-/// CRC32C (Castagnoli) of the payload. Computed by the appender outside any lock.
-pub fn payload_crc(payload: &[u8]) -> u32 {
-    crc32c::crc32c(payload)
+/// CRC32C (Castagnoli) of the log's salt (8 bytes, LE) followed by the payload. Computed by
+/// the appender outside any lock.
+///
+/// The salt is a random number fixed when the log is created and stored in every segment
+/// header. Seeding every frame checksum with it means bytes that merely *look* like a frame
+/// (a record payload embedding a frame image, or leftovers of another log) never validate,
+/// so the torn-tail analysis at open cannot be fooled by record contents.
+pub fn payload_crc(salt: u64, payload: &[u8]) -> u32 {
+    crc32c::crc32c_append(crc32c::crc32c(&salt.to_le_bytes()), payload)
 }
 
-/// The frame checksum: CRC32C over the payload followed by header bytes 4..24.
+/// The frame checksum: CRC32C over salt, payload, then header bytes 4..24.
 fn frame_crc(payload_crc: u32, header_tail: &[u8]) -> u32 {
     crc32c::crc32c_append(payload_crc, header_tail)
 }
 
 /// Appends one frame to `out`. `payload_crc` must be `payload_crc(payload)`.
+#[allow(clippy::too_many_arguments)]
 pub fn encode_frame(
     out: &mut Vec<u8>,
+    salt: u64,
     lsn: Lsn,
     batch_first_lsn: Lsn,
     record_type: u8,
@@ -56,7 +64,8 @@ pub fn encode_frame(
     assert!(batch_first_lsn <= lsn && lsn - batch_first_lsn <= u32::MAX as u64);
     assert!(payload.len() <= PAYLOAD_SIZE_BYTES_MAX as usize);
     assert_eq!(flags & !FLAGS_KNOWN, 0);
-    debug_assert_eq!(payload_crc, crc32c::crc32c(payload));
+    debug_assert_eq!(payload_crc, self::payload_crc(salt, payload));
+    let _ = salt; // used by the debug assertion only: `payload_crc` already includes it
     let start = out.len();
     let mut header = [0u8; FRAME_HEADER_SIZE];
     header[4..8].copy_from_slice(&(payload.len() as u32).to_le_bytes());
@@ -127,7 +136,7 @@ fn le_u64(b: &[u8], at: usize) -> u64 {
 }
 
 /// Looks at `buf[offset..]` for one frame. Never panics, whatever `buf` and `offset` are.
-pub fn read_frame(buf: &[u8], offset: usize) -> Frame<'_> {
+pub fn read_frame(buf: &[u8], offset: usize, salt: u64) -> Frame<'_> {
     let rest = match buf.get(offset..) {
         Some(r) => r,
         None => return Frame::End,
@@ -165,7 +174,7 @@ pub fn read_frame(buf: &[u8], offset: usize) -> Frame<'_> {
         return Frame::Invalid { reason: "frame extends past end of data" };
     }
     let payload = &rest[FRAME_HEADER_SIZE..FRAME_HEADER_SIZE + payload_len as usize];
-    let crc = frame_crc(crc32c::crc32c(payload), &header[4..]);
+    let crc = frame_crc(payload_crc(salt, payload), &header[4..]);
     if crc != stored_crc {
         return Frame::Invalid { reason: "checksum mismatch" };
     }
@@ -196,12 +205,12 @@ pub struct Decoded<'a> {
 /// thing that is not a valid frame with the next LSN. This is the function the fuzzer drives:
 /// it must never panic and never return a record whose checksum does not match.
 /// `records_max` bounds the work and the memory of one call.
-pub fn decode_records(bytes: &[u8], records_max: usize) -> Decoded<'_> {
+pub fn decode_records(bytes: &[u8], salt: u64, records_max: usize) -> Decoded<'_> {
     let mut records = Vec::new();
     let mut offset = 0usize;
     let mut stop = Stop::End;
     while records.len() < records_max {
-        match read_frame(bytes, offset) {
+        match read_frame(bytes, offset, salt) {
             Frame::Valid { record, size } => {
                 if let Some(prev) = records.last() {
                     let prev: &RecordRef<'_> = prev;
@@ -229,13 +238,15 @@ pub fn decode_records(bytes: &[u8], records_max: usize) -> Decoded<'_> {
 
 pub const SEGMENT_MAGIC: [u8; 8] = *b"SURGEWAL";
 /// `magic [8] | version u32 | header_size u32 | first_lsn u64 | segment_size u64 |
-/// reserved [28] zero | crc32c u32 of bytes 0..60`.
+/// salt u64 | reserved [20] zero | crc32c u32 of bytes 0..60`.
 pub const SEGMENT_HEADER_SIZE: usize = 64;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SegmentHeader {
     pub first_lsn: Lsn,
     pub segment_size_bytes: u64,
+    /// The log's checksum salt (see [`payload_crc`]).
+    pub salt: u64,
 }
 
 pub fn encode_segment_header(h: &SegmentHeader) -> [u8; SEGMENT_HEADER_SIZE] {
@@ -245,6 +256,7 @@ pub fn encode_segment_header(h: &SegmentHeader) -> [u8; SEGMENT_HEADER_SIZE] {
     b[12..16].copy_from_slice(&(SEGMENT_HEADER_SIZE as u32).to_le_bytes());
     b[16..24].copy_from_slice(&h.first_lsn.to_le_bytes());
     b[24..32].copy_from_slice(&h.segment_size_bytes.to_le_bytes());
+    b[32..40].copy_from_slice(&h.salt.to_le_bytes());
     let crc = crc32c::crc32c(&b[0..60]);
     b[60..64].copy_from_slice(&crc.to_le_bytes());
     b
@@ -270,7 +282,7 @@ pub fn decode_segment_header(b: &[u8]) -> Result<SegmentHeader, &'static str> {
     if first_lsn == 0 {
         return Err("segment first LSN is 0");
     }
-    Ok(SegmentHeader { first_lsn, segment_size_bytes: le_u64(b, 24) })
+    Ok(SegmentHeader { first_lsn, segment_size_bytes: le_u64(b, 24), salt: le_u64(b, 32) })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -367,9 +379,10 @@ mod tests {
         for (i, len) in [0usize, 1, 7, 8, 128, 1000].iter().enumerate() {
             let payload = vec![i as u8 + 1; *len];
             let lsn = 10 + i as u64;
-            encode_frame(&mut out, lsn, 10, 7, 0, &payload, payload_crc(&payload));
+            encode_frame(&mut out, 99, lsn, 10, 7, 0, &payload, payload_crc(99, &payload));
         }
-        let d = decode_records(&out, 100);
+        assert_eq!(decode_records(&out, 98, 100).records.len(), 0, "another salt never validates");
+        let d = decode_records(&out, 99, 100);
         assert_eq!(d.stop, Stop::End);
         assert_eq!(d.records.len(), 6);
         assert_eq!(d.end_offset, out.len());
@@ -382,12 +395,12 @@ mod tests {
     fn every_single_bit_flip_is_detected() {
         let mut out = Vec::new();
         let payload = b"hello world, this is a record";
-        encode_frame(&mut out, 5, 5, 1, 0, payload, payload_crc(payload));
+        encode_frame(&mut out, 3, 5, 5, 1, 0, payload, payload_crc(3, payload));
         for i in 0..out.len() {
             for bit in 0..8 {
                 let mut b = out.clone();
                 b[i] ^= 1 << bit;
-                match read_frame(&b, 0) {
+                match read_frame(&b, 0, 3) {
                     Frame::Valid { record, .. } => {
                         // Only flips in the zero padding are invisible, and they change nothing.
                         assert!(i >= FRAME_HEADER_SIZE + payload.len(), "flip at {i} undetected");
@@ -401,7 +414,7 @@ mod tests {
 
     #[test]
     fn headers_roundtrip() {
-        let h = SegmentHeader { first_lsn: 42, segment_size_bytes: 1 << 20 };
+        let h = SegmentHeader { first_lsn: 42, segment_size_bytes: 1 << 20, salt: 0xDEAD_BEEF };
         assert_eq!(decode_segment_header(&encode_segment_header(&h)), Ok(h));
         let mut snap = encode_snapshot_header(9, b"state").to_vec();
         snap.extend_from_slice(b"state");

@@ -33,6 +33,7 @@ struct RecoveredSegment {
     end: usize,
     /// Records below this LSN are covered by the snapshot and are not yielded.
     yield_from: Lsn,
+    salt: u64,
 }
 
 impl Recovery {
@@ -76,7 +77,7 @@ impl<'a> Iterator for RecordIter<'a> {
                 self.offset = self.recovery.segments.get(self.segment)?.start;
                 continue;
             }
-            match format::read_frame(&seg.bytes[..seg.end], self.offset) {
+            match format::read_frame(&seg.bytes[..seg.end], self.offset, seg.salt) {
                 Frame::Valid { record, size } => {
                     self.offset += size;
                     if record.lsn >= seg.yield_from {
@@ -99,6 +100,7 @@ pub struct Opened {
     pub active: Option<ActiveSegment>,
     pub segments: Vec<SegmentInfo>,
     pub snapshot_lsn: Lsn,
+    pub salt: u64,
 }
 
 /// `read_only`: run every check but change nothing (no deletes, no zeroing, no syncs, no new
@@ -170,6 +172,8 @@ pub fn open(storage: &Arc<dyn Storage>, config: &Config, read_only: bool) -> Res
         None => snapshot_lsn + 1,
     };
 
+    // A new log gets a fresh salt; an existing one keeps the salt of its newest segment.
+    let salt = headers_ok.last().map_or_else(segment::new_salt, |(_, h)| h.salt);
     let mut recovered = Vec::new();
     let mut tail_cut = None;
     let mut record_count = 0u64;
@@ -186,7 +190,7 @@ pub fn open(storage: &Arc<dyn Storage>, config: &Config, read_only: bool) -> Res
         }
         let is_last = i + 1 == total;
         let limit = bytes.len().min(header.segment_size_bytes as usize).max(SEGMENT_HEADER_SIZE);
-        let scan = segment::scan_segment(&path, &bytes[..limit], *first_lsn, is_last)?;
+        let scan = segment::scan_segment(&path, &bytes[..limit], *first_lsn, header.salt, is_last)?;
         expect = scan.next_lsn;
         if is_last {
             tail_cut = scan.cut.clone();
@@ -215,7 +219,13 @@ pub fn open(storage: &Arc<dyn Storage>, config: &Config, read_only: bool) -> Res
         }
         let yield_from = snapshot_lsn + 1;
         record_count += scan.next_lsn.saturating_sub((*first_lsn).max(yield_from));
-        recovered.push(RecoveredSegment { bytes, start: SEGMENT_HEADER_SIZE, end: scan.end_offset, yield_from });
+        recovered.push(RecoveredSegment {
+            salt: header.salt,
+            bytes,
+            start: SEGMENT_HEADER_SIZE,
+            end: scan.end_offset,
+            yield_from,
+        });
     }
     if expect <= snapshot_lsn && !recovered.is_empty() {
         return Err(WalError::corrupt(
@@ -232,7 +242,7 @@ pub fn open(storage: &Arc<dyn Storage>, config: &Config, read_only: bool) -> Res
         Some(a) if a.offset + (format::FRAME_HEADER_SIZE as u64) < a.size_bytes => Some(a),
         _ => {
             // No segment yet, or the last one is full: start one at the next LSN.
-            let file = writer::create_segment(st, config.segment_size_bytes, next_lsn)?;
+            let file = writer::create_segment(st, config.segment_size_bytes, next_lsn, salt)?;
             segment_infos.push(SegmentInfo { first_lsn: next_lsn, name: segment::segment_name(next_lsn) });
             Some(ActiveSegment {
                 file,
@@ -255,5 +265,6 @@ pub fn open(storage: &Arc<dyn Storage>, config: &Config, read_only: bool) -> Res
         active,
         segments: segment_infos,
         snapshot_lsn,
+        salt,
     })
 }

@@ -62,6 +62,24 @@ pub fn segments_in(names: &[String]) -> Vec<(Lsn, String)> {
     segs
 }
 
+/// A random salt for a new log: /dev/urandom, or (if that fails) a mix of the clock, the
+/// process id and a stack address. It only has to be unguessable by whoever writes payloads.
+pub fn new_salt() -> u64 {
+    use std::io::Read;
+    let mut b = [0u8; 8];
+    if std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)).is_ok() {
+        return u64::from_le_bytes(b);
+    }
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    let local = 0u8;
+    let mixed = nanos ^ (std::process::id() as u64).rotate_left(32) ^ (&local as *const u8 as u64);
+    // splitmix64 finalizer
+    let mut z = mixed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
 /// A torn or zeroed tail that open cut off.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TailCut {
@@ -90,7 +108,13 @@ pub struct SegmentScan {
 /// Validates the frames of one segment. Sealed (non-last) segments must be perfect; in the
 /// last segment a damaged region may only be the tail of the last write (see FORMAT.md,
 /// "Open"), otherwise it is corruption and open stops.
-pub fn scan_segment(file: &str, bytes: &[u8], first_lsn: Lsn, is_last: bool) -> Result<SegmentScan, WalError> {
+pub fn scan_segment(
+    file: &str,
+    bytes: &[u8],
+    first_lsn: Lsn,
+    salt: u64,
+    is_last: bool,
+) -> Result<SegmentScan, WalError> {
     assert!(bytes.len() >= SEGMENT_HEADER_SIZE);
     let mut offset = SEGMENT_HEADER_SIZE;
     let mut expect = first_lsn;
@@ -99,7 +123,7 @@ pub fn scan_segment(file: &str, bytes: &[u8], first_lsn: Lsn, is_last: bool) -> 
     let stop: Option<&'static str>;
     // Bounded by the segment length: every iteration advances by at least one frame.
     loop {
-        match format::read_frame(bytes, offset) {
+        match format::read_frame(bytes, offset, salt) {
             Frame::Valid { record, size } if record.lsn == expect => {
                 if record.group_continues() {
                     if group_start.is_none() {
@@ -148,7 +172,7 @@ pub fn scan_segment(file: &str, bytes: &[u8], first_lsn: Lsn, is_last: bool) -> 
         Some(i) => offset + i + 1,
         None => offset,
     };
-    if let Some((at, lsn)) = later_write_after(bytes, offset, dirty_end, expect) {
+    if let Some((at, lsn)) = later_write_after(bytes, offset, dirty_end, expect, salt) {
         return Err(WalError::corrupt(
             file,
             offset as u64,
@@ -177,12 +201,12 @@ pub fn scan_segment(file: &str, bytes: &[u8], first_lsn: Lsn, is_last: bool) -> 
 /// Looks at aligned positions in `[from, to)` for a valid frame written by a *later* write
 /// than the one holding LSN `expect`. The writer starts a write only after the previous one
 /// is durable, so such a frame proves the damage at `from` is not a torn tail.
-fn later_write_after(bytes: &[u8], from: usize, to: usize, expect: Lsn) -> Option<(usize, Lsn)> {
+fn later_write_after(bytes: &[u8], from: usize, to: usize, expect: Lsn, salt: u64) -> Option<(usize, Lsn)> {
     let mut at = from;
     while at + FRAME_HEADER_SIZE <= to {
         // Cheap filter before the checksum: version byte and reserved byte.
         if bytes[at + 21] == format::FORMAT_VERSION && bytes[at + 23] == 0 {
-            if let Frame::Valid { record, .. } = format::read_frame(bytes, at) {
+            if let Frame::Valid { record, .. } = format::read_frame(bytes, at, salt) {
                 if record.batch_first_lsn > expect {
                     return Some((at, record.lsn));
                 }

@@ -25,6 +25,7 @@ struct OpenSegment {
     name: String,
     bytes: FileBytes,
     offset: usize,
+    salt: u64,
 }
 
 pub struct Tailer {
@@ -98,7 +99,7 @@ impl Tailer {
             let Some(seg) = self.segment.as_mut() else {
                 return Err(WalError::Closed);
             };
-            match format::read_frame(&seg.bytes, seg.offset) {
+            match format::read_frame(&seg.bytes, seg.offset, seg.salt) {
                 Frame::Valid { record, size } if record.lsn == self.next_lsn => {
                     seg.offset += size;
                     self.next_lsn += 1;
@@ -175,8 +176,8 @@ impl Tailer {
     fn open_segment(&self, name: &str) -> Result<OpenSegment, WalError> {
         let path = self.storage.describe(name);
         let bytes = self.storage.read(name).map_err(|e| WalError::io("read segment", &path, &e))?;
-        format::decode_segment_header(&bytes).map_err(|r| WalError::corrupt(&path, 0, r))?;
-        Ok(OpenSegment { name: name.to_string(), bytes, offset: SEGMENT_HEADER_SIZE })
+        let header = format::decode_segment_header(&bytes).map_err(|r| WalError::corrupt(&path, 0, r))?;
+        Ok(OpenSegment { name: name.to_string(), bytes, offset: SEGMENT_HEADER_SIZE, salt: header.salt })
     }
 
     /// Opens the segment that holds `next_lsn`: the one with the greatest first LSN <= it.

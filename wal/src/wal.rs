@@ -96,6 +96,7 @@ impl Wal {
             watermark,
             opened.segments,
             opened.snapshot_lsn,
+            opened.salt,
         ));
         let writer_shared = shared.clone();
         let writer = std::thread::Builder::new()

@@ -61,6 +61,8 @@ pub struct SegmentInfo {
 pub struct Shared {
     pub config: Config,
     pub storage: Arc<dyn Storage>,
+    /// The log's checksum salt, from its segment headers (see `format::payload_crc`).
+    pub salt: u64,
     queue: Mutex<Queue>,
     queue_space: Condvar,
     queue_work: Condvar,
@@ -96,6 +98,7 @@ impl Shared {
         watermark: Option<Watermark>,
         segments: Vec<SegmentInfo>,
         snapshot_lsn: Lsn,
+        salt: u64,
     ) -> Shared {
         assert!(next_lsn >= 1);
         let batch_bytes_max = config.batch_bytes_max as usize;
@@ -123,6 +126,7 @@ impl Shared {
             maintenance: Mutex::new(()),
             config,
             storage,
+            salt,
         }
     }
 
@@ -167,10 +171,10 @@ impl Shared {
         let mut crc_one = [0u32; 1];
         let mut crc_many = Vec::new();
         let crcs: &[u32] = if count == 1 {
-            crc_one[0] = format::payload_crc(records[0].1);
+            crc_one[0] = format::payload_crc(self.salt, records[0].1);
             &crc_one
         } else {
-            crc_many.extend(records.iter().map(|(_, p)| format::payload_crc(p)));
+            crc_many.extend(records.iter().map(|(_, p)| format::payload_crc(self.salt, p)));
             &crc_many
         };
 
@@ -214,7 +218,7 @@ impl Shared {
         for (i, ((record_type, payload), crc)) in records.iter().zip(crcs).enumerate() {
             let flags = if i + 1 < count { FLAG_GROUP_CONTINUES } else { 0 };
             let lsn = first + i as u64;
-            format::encode_frame(&mut q.buf, lsn, batch_first, *record_type, flags, payload, *crc);
+            format::encode_frame(&mut q.buf, self.salt, lsn, batch_first, *record_type, flags, payload, *crc);
         }
         let last = first + count as u64 - 1;
         q.next_lsn = last + 1;
@@ -423,7 +427,7 @@ fn commit(shared: &Shared, active: &mut ActiveSegment, batch: &[u8], first: Lsn)
 /// previous segment's data is already durable (every batch is synced before the next).
 pub fn roll(shared: &Shared, active: &mut ActiveSegment, first_lsn: Lsn) -> Result<(), WalError> {
     let name = segment::segment_name(first_lsn);
-    let file = create_segment(&*shared.storage, shared.config.segment_size_bytes, first_lsn)?;
+    let file = create_segment(&*shared.storage, shared.config.segment_size_bytes, first_lsn, shared.salt)?;
     *active = ActiveSegment {
         file,
         first_lsn,
@@ -438,11 +442,12 @@ pub fn create_segment(
     storage: &dyn Storage,
     segment_size_bytes: u64,
     first_lsn: Lsn,
+    salt: u64,
 ) -> Result<Box<dyn LogFile>, WalError> {
     let name = segment::segment_name(first_lsn);
     let path = storage.describe(&name);
     let mut file = storage.create(&name, segment_size_bytes).map_err(|e| WalError::io("create segment", &path, &e))?;
-    let header = format::encode_segment_header(&format::SegmentHeader { first_lsn, segment_size_bytes });
+    let header = format::encode_segment_header(&format::SegmentHeader { first_lsn, segment_size_bytes, salt });
     file.write_at_sync(0, &header).map_err(|e| WalError::io("write segment header", &path, &e))?;
     storage.sync_dir().map_err(|e| WalError::io("fsync directory", &path, &e))?;
     Ok(file)

@@ -450,3 +450,40 @@ fn per_thread_order_under_many_concurrent_appenders() {
     }
     assert!(next_seq.iter().all(|&s| s == per_thread));
 }
+
+#[test]
+fn a_payload_that_embeds_a_frame_cannot_turn_a_torn_tail_into_corruption() {
+    // A record whose payload is a well-formed frame of a "later write" (huge LSN,
+    // batch_back 0), checksummed without the log's secret salt.
+    let mut fake = Vec::new();
+    let forged = b"forged";
+    for salt in [0u64, 1, u64::MAX] {
+        surge_wal::format::encode_frame(
+            &mut fake,
+            salt,
+            1 << 60,
+            1 << 60,
+            1,
+            0,
+            forged,
+            surge_wal::format::payload_crc(salt, forged),
+        );
+    }
+    let sim = SimStorage::new();
+    let mut cfg = sim_config();
+    cfg.segment_size_bytes = 64 << 10;
+    let (wal, _) = Wal::open_with_storage(Arc::new(sim.clone()), cfg).unwrap();
+    for i in 0..5u8 {
+        wal.append(1, &[i; 40]).unwrap().wait().unwrap();
+    }
+    let h = wal.append(1, &fake).unwrap();
+    h.wait().unwrap();
+    drop(wal);
+    // Tear the header of that last record: the embedded frames now sit in a damaged tail.
+    let last_start = HDR + 5 * surge_wal::format::frame_size(40);
+    let image = sim.crash_image(CrashMode::ProcessCrash);
+    image.corrupt(SEG0, last_start, &[0u8; 8]);
+    let (lsns, tail) = open_records(&image).expect("a torn tail, not corruption");
+    assert_eq!(lsns, vec![1, 2, 3, 4, 5]);
+    assert_eq!(tail.map(|t| t.lsn), Some(6));
+}
