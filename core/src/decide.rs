@@ -371,7 +371,7 @@ fn create_hold(
         hold,
         customer: customer_arc(m, customer),
         lines: lines.iter().map(|l| ev::Line { sku: l.item.sku.clone(), qty: l.qty }).collect(),
-        expires_at_ms: d.at_ms + ttl_s * 1_000,
+        expires_at_ms: d.at_ms.saturating_add(ttl_s * 1_000),
     });
     d.move_stock(lines.iter().map(|l| (l.item.sku.clone(), l.qty)), Bucket::Available, Bucket::Held);
     Ok(Target::Hold(hold))
@@ -446,7 +446,7 @@ fn create_order(
         }
     }
     let customer: Arc<str> = known.map_or_else(|| customer.into(), |c| c.id.clone());
-    let expires_at_ms = (payment.method == PaymentMethod::None).then(|| d.at_ms + UNPAID_ORDER_TTL_MS);
+    let expires_at_ms = (payment.method == PaymentMethod::None).then(|| d.at_ms.saturating_add(UNPAID_ORDER_TTL_MS));
     // Paid at once by points: the stock goes straight to sold, else it is held. The moves
     // come first so the lines can go into `OrderCreated` without a copy.
     let paid_now = payment.method == PaymentMethod::Points;

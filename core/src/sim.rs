@@ -254,6 +254,8 @@ pub struct World {
     tokens: Vec<Vec<String>>,
     next_key: u64,
     replays: usize,
+    /// The latest snapshot per shard and how many logged batches it covers.
+    snapshots: Vec<Option<(Vec<u8>, usize)>>,
     pub ops: Vec<Op>,
 }
 
@@ -286,6 +288,7 @@ impl World {
             tokens: vec![Vec::new(); MERCHANTS],
             next_key: 0,
             replays: 0,
+            snapshots: vec![None; SHARDS],
             ops: Vec::new(),
         };
         for m in 0..MERCHANTS {
@@ -403,6 +406,7 @@ impl World {
                     Ok(restored) => {
                         assert_eq!(restored.digest(), original.digest(), "snapshot -> restore changed the digest");
                         assert_eq!(restored.snapshot(), bytes, "a restored shard snapshots differently");
+                        self.snapshots[shard] = Some((bytes, self.log[shard].len()));
                     }
                     Err(e) => panic!("own snapshot does not restore: {e}"),
                 }
@@ -438,9 +442,23 @@ impl World {
         }
     }
 
-    /// Replays every logged batch into empty shards and compares digests.
+    /// Recovers every shard twice — from the empty state through every logged batch, and
+    /// from its latest snapshot through the batches after it — and compares digests.
     pub fn finish(&self) {
         for (i, batches) in self.log.iter().enumerate() {
+            let (mut replayed, covered) = match &self.snapshots[i] {
+                Some((bytes, covered)) => (Shard::restore(bytes).unwrap_or_else(|e| panic!("restore: {e}")), *covered),
+                None => (Shard::new(), 0),
+            };
+            for bytes in &batches[covered..] {
+                let events = decode_events(bytes).unwrap_or_else(|e| panic!("logged batch does not decode: {e}"));
+                for event in &events {
+                    if let Err(e) = replayed.apply(event) {
+                        panic!("replay after the snapshot of shard {i}: {e}");
+                    }
+                }
+            }
+            assert_eq!(replayed.digest(), self.engine.shards[i].digest(), "snapshot + replay of shard {i} differs");
             let mut replayed = Shard::new();
             for bytes in batches {
                 let events = decode_events(bytes).unwrap_or_else(|e| panic!("logged batch does not decode: {e}"));
