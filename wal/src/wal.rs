@@ -139,7 +139,9 @@ impl Wal {
     /// Appends one record and calls `on_durable` on the writer thread once it is durable
     /// (`Ok(lsn)`) or can never be (`Err`). Returns the record's LSN. If this returns `Err`,
     /// `on_durable` is dropped without being called. Keep the callback short (e.g. send
-    /// on a channel or complete a oneshot): the next group commit waits for it.
+    /// on a channel or complete a oneshot): the next group commit waits for it. Callbacks
+    /// run in LSN order. A panic in a callback is contained (the log carries on); dropping
+    /// the `Wal` from inside a callback would deadlock (it joins the writer thread).
     pub fn append_with<F>(&self, record_type: u8, payload: &[u8], on_durable: F) -> Result<Lsn, WalError>
     where
         F: FnOnce(Result<Lsn, WalError>) + Send + 'static,

@@ -340,13 +340,20 @@ impl Shared {
     }
 }
 
+/// Runs one completion callback. A panicking callback is a bug in the caller; it must not
+/// take the log (and every other waiter) down with it, so the panic stops here (the panic
+/// hook has already printed it).
+fn call(cb: Callback, result: Result<Lsn, WalError>) {
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || cb(result)));
+}
+
 /// Called if the writer thread panicked (a broken invariant): fail every waiter instead of
 /// leaving them blocked forever. Callbacks of the batch in flight are lost with the panic.
 pub fn fail_after_panic(shared: &Shared) {
     let first_lost = shared.durable_lsn() + 1;
     let err = WalError::Failed { cause: "writer thread panicked".into() };
     for (_, cb) in shared.enter_failed(first_lost, &err) {
-        cb(Err(err.clone()));
+        call(cb, Err(err.clone()));
     }
 }
 
@@ -385,7 +392,7 @@ pub fn run(shared: Arc<Shared>, mut active: ActiveSegment) {
             Ok(()) => {
                 shared.publish_durable(last);
                 for (lsn, cb) in callbacks.drain(..) {
-                    cb(Ok(lsn));
+                    call(cb, Ok(lsn));
                 }
             }
             Err(err) => {
@@ -393,7 +400,7 @@ pub fn run(shared: Arc<Shared>, mut active: ActiveSegment) {
                 let leftover = shared.enter_failed(first, &err);
                 let fail = WalError::Failed { cause: err.to_string() };
                 for (_, cb) in callbacks.drain(..).chain(leftover) {
-                    cb(Err(fail.clone()));
+                    call(cb, Err(fail.clone()));
                 }
             }
         }

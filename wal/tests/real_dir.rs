@@ -234,3 +234,13 @@ fn tailer_in_another_process() {
     assert!(child.wait().unwrap().success(), "child tailer failed");
     assert!(wal.readers().unwrap().contains(&("child".to_string(), N)));
 }
+
+#[test]
+fn a_panicking_callback_does_not_take_the_log_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, _) = Wal::open(dir.path(), small_config(IoMode::Auto)).unwrap();
+    wal.append_with(1, b"boom", |_| panic!("callback bug (expected in this test)")).unwrap();
+    let h = wal.append(1, b"after").unwrap();
+    assert_eq!(h.wait().unwrap(), 2);
+    assert!(wal.failure().is_none());
+}
