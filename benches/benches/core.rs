@@ -125,7 +125,7 @@ fn bench_mix(c: &mut Criterion) {
                 now_ms += 1;
                 let placed = shard.execute(order, now_ms);
                 let hold_id = match shard.execute(hold, now_ms) {
-                    Ok(Outcome::Applied { reply: surge_core::Reply::Hold(h), .. }) => h.id,
+                    Ok(Outcome::Applied { reply: surge_core::Reply::Hold(h), .. }) => h.id.to_string(),
                     other => panic!("hold: {other:?}"),
                 };
                 let released = shard.execute(&request(Command::ReleaseHold { hold: hold_id }, None), now_ms);

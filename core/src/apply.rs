@@ -141,6 +141,12 @@ pub(crate) fn apply_to_merchant(shard: &mut Shard, position: u32, event: &Event,
     }
 }
 
+#[derive(Clone, Copy)]
+enum AccountSlot {
+    Fixed(usize),
+    Customer(u32),
+}
+
 struct Cx<'a> {
     m: &'a mut Merchant,
     deadlines: &'a mut BTreeSet<Deadline>,
@@ -384,15 +390,23 @@ impl Cx<'_> {
         Ok(())
     }
 
-    fn account_totals(&mut self, account: &Account) -> Result<&mut AccountTotals, &'static str> {
+    /// Where an account's totals live: hashed once, then addressed by slot.
+    fn account_slot(&self, account: &Account) -> Result<AccountSlot, &'static str> {
         match account {
             Account::CustomerPoints(c) => {
-                Ok(&mut self.m.customers.get_mut(c).ok_or("unknown customer account")?.account)
+                Ok(AccountSlot::Customer(self.m.customers.position(c).ok_or("unknown customer account")?))
             }
-            fixed => {
-                let i = fixed.fixed_index().ok_or("unknown account")?;
-                Ok(&mut self.m.ledger.fixed[i])
-            }
+            fixed => Ok(AccountSlot::Fixed(fixed.fixed_index().ok_or("unknown account")?)),
+        }
+    }
+
+    fn totals(&mut self, slot: AccountSlot) -> &mut AccountTotals {
+        match slot {
+            AccountSlot::Fixed(i) => &mut self.m.ledger.fixed[i],
+            AccountSlot::Customer(pos) => match self.m.customers.at_mut(pos) {
+                Some(c) => &mut c.account,
+                None => unreachable!("slot {pos} was just resolved"),
+            },
         }
     }
 
@@ -404,11 +418,12 @@ impl Cx<'_> {
             return Err("degenerate posting");
         }
         let amount = u128::from(e.amount);
+        let (debit, credit) = (self.account_slot(&e.debit)?, self.account_slot(&e.credit)?);
         // Check both legs before touching either.
-        let debits = self.account_totals(&e.debit)?.debits.checked_add(amount).ok_or("overflow")?;
-        let credits = self.account_totals(&e.credit)?.credits.checked_add(amount).ok_or("overflow")?;
-        self.account_totals(&e.debit)?.debits = debits;
-        self.account_totals(&e.credit)?.credits = credits;
+        let debits = self.totals(debit).debits.checked_add(amount).ok_or("overflow")?;
+        let credits = self.totals(credit).credits.checked_add(amount).ok_or("overflow")?;
+        self.totals(debit).debits = debits;
+        self.totals(credit).credits = credits;
         self.m.ledger.postings += 1;
         Ok(())
     }

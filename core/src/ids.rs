@@ -59,6 +59,59 @@ impl Numbered {
     }
 }
 
+macro_rules! numbered_id {
+    ($(#[$doc:meta])* $name:ident, $kind:expr) => {
+        $(#[$doc])*
+        /// Shown as its external string (`Display`, JSON); stored as a plain number in binary
+        /// encodings, so building and storing a reply formats nothing.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(pub u64);
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "{}{}", $kind.prefix(), self.0)
+            }
+        }
+
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                if s.is_human_readable() {
+                    s.collect_str(self)
+                } else {
+                    s.serialize_u64(self.0)
+                }
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                if d.is_human_readable() {
+                    let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                    $kind.parse(&text).map($name).ok_or_else(|| serde::de::Error::custom("not an id of this kind"))
+                } else {
+                    u64::deserialize(d).map($name)
+                }
+            }
+        }
+    };
+}
+
+numbered_id!(
+    /// `hold_{n}`.
+    HoldId,
+    Numbered::Hold
+);
+numbered_id!(
+    /// `ord_{n}`.
+    OrderId,
+    Numbered::Order
+);
+numbered_id!(
+    /// `pay_{n}`.
+    PaymentId,
+    Numbered::Payment
+);
+
 /// A waiting-room token: `qt_{seq}_{nonce as 16 hex digits}`.
 pub fn token_id(seq: u64, nonce: u64) -> String {
     format!("qt_{seq}_{nonce:016x}")
@@ -99,6 +152,18 @@ mod tests {
         for bad in ["ord_", "ord_042", "ord_4x", "hold_4", "ord_99999999999999999999", "ord_-1"] {
             assert_eq!(Numbered::Order.parse(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn typed_ids_are_strings_in_json_and_numbers_in_binary() {
+        let id = OrderId(42);
+        assert_eq!(id.to_string(), "ord_42");
+        assert_eq!(serde_json::to_string(&id).ok().as_deref(), Some("\"ord_42\""));
+        assert_eq!(serde_json::from_str::<OrderId>("\"ord_42\"").ok(), Some(id));
+        assert!(serde_json::from_str::<OrderId>("\"pay_42\"").is_err());
+        let bytes = postcard::to_stdvec(&id).unwrap_or_default();
+        assert_eq!(bytes, [42]);
+        assert_eq!(postcard::from_bytes::<OrderId>(&bytes).ok(), Some(id));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::command::{CaptureMode, PaymentMethod};
 use crate::decide::Target;
-use crate::ids::{token_id, Numbered, UnixMs};
+use crate::ids::{token_id, HoldId, Numbered, OrderId, PaymentId, UnixMs};
 use crate::ledger::{Account, TrialBalance, FIXED_ACCOUNTS};
 use crate::shard::Shard;
 use crate::state::{HoldStatus, Merchant, OrderStatus, PaymentStatus, StateLine, TokenStatus};
@@ -56,11 +56,11 @@ pub struct LineView {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HoldView {
-    pub id: String,
+    pub id: HoldId,
     pub customer_id: Arc<str>,
     pub status: HoldStatus,
     pub lines: Vec<LineView>,
-    pub order_id: Option<String>,
+    pub order_id: Option<OrderId>,
     pub created_at_ms: UnixMs,
     pub updated_at_ms: UnixMs,
     pub expires_at_ms: UnixMs,
@@ -68,12 +68,12 @@ pub struct HoldView {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderView {
-    pub id: String,
+    pub id: OrderId,
     pub customer_id: Arc<str>,
     pub status: OrderStatus,
     pub lines: Vec<LineView>,
     pub total: u64,
-    pub hold_id: Option<String>,
+    pub hold_id: Option<HoldId>,
     pub payment: Option<PaymentView>,
     pub created_at_ms: UnixMs,
     pub updated_at_ms: UnixMs,
@@ -88,8 +88,8 @@ pub struct CardView {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PaymentView {
-    pub id: String,
-    pub order_id: String,
+    pub id: PaymentId,
+    pub order_id: OrderId,
     pub method: PaymentMethod,
     pub status: PaymentStatus,
     pub capture: CaptureMode,
@@ -183,11 +183,11 @@ impl Merchant {
     fn hold_view_n(&self, n: u64) -> Option<HoldView> {
         let h = self.hold(n)?;
         Some(HoldView {
-            id: Numbered::Hold.id(n),
+            id: HoldId(n),
             customer_id: self.customer_id(h.customer),
             status: h.status,
             lines: self.line_views(&h.lines, false),
-            order_id: h.order.map(|o| Numbered::Order.id(o)),
+            order_id: h.order.map(OrderId),
             created_at_ms: h.created_at_ms,
             updated_at_ms: h.updated_at_ms,
             expires_at_ms: h.expires_at_ms,
@@ -201,12 +201,12 @@ impl Merchant {
     fn order_view_n(&self, n: u64) -> Option<OrderView> {
         let o = self.order(n)?;
         Some(OrderView {
-            id: Numbered::Order.id(n),
+            id: OrderId(n),
             customer_id: self.customer_id(o.customer),
             status: o.status,
             lines: self.line_views(&o.lines, true),
             total: o.total,
-            hold_id: o.hold.map(|h| Numbered::Hold.id(h)),
+            hold_id: o.hold.map(HoldId),
             payment: o.payment.and_then(|p| self.payment_view_n(p)),
             created_at_ms: o.created_at_ms,
             updated_at_ms: o.updated_at_ms,
@@ -221,8 +221,8 @@ impl Merchant {
     fn payment_view_n(&self, n: u64) -> Option<PaymentView> {
         let p = self.payment(n)?;
         Some(PaymentView {
-            id: Numbered::Payment.id(n),
-            order_id: Numbered::Order.id(p.order),
+            id: PaymentId(n),
+            order_id: OrderId(p.order),
             method: p.method,
             status: p.status,
             capture: p.capture,

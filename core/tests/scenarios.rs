@@ -141,7 +141,7 @@ fn order_paid_with_points_moves_stock_points_and_ledger() {
     f.run(item("sku-1", 1_000, 5));
     f.run(credit("c-1", 10_000));
     let o = as_order(f.run(order("c-1", &[("sku-1", 2)], PaymentMethod::Points)));
-    assert_eq!((o.id.as_str(), o.total), ("ord_1", 2_000));
+    assert_eq!((o.id.to_string().as_str(), o.total), ("ord_1", 2_000));
     assert_eq!(o.status.as_str(), "paid");
     let p = o.payment.expect("payment");
     assert_eq!((p.status.as_str(), p.captured), ("captured", 2_000));
@@ -188,7 +188,7 @@ fn insufficient_stock_names_sku_and_available_and_holds_are_all_or_nothing() {
         ttl_s: Some(60),
         queue_token: None,
     }));
-    assert_eq!((h.id.as_str(), h.status.as_str(), h.expires_at_ms), ("hold_1", "held", T0 + 60_000));
+    assert_eq!((h.id.to_string().as_str(), h.status.as_str(), h.expires_at_ms), ("hold_1", "held", T0 + 60_000));
     assert_eq!(f.stock("a"), (5, 3, 2, 0));
     assert_eq!(f.stock("b"), (1, 0, 1, 0));
 }
@@ -250,9 +250,12 @@ fn order_from_hold_converts_it_and_keeps_the_seat() {
         payment: pay(PaymentMethod::Points),
         queue_token: None,
     }));
-    assert_eq!((o.status.as_str(), o.hold_id.as_deref(), o.total), ("paid", Some("hold_1"), 70_000));
+    assert_eq!(
+        (o.status.as_str(), o.hold_id.map(|h| h.to_string()).as_deref(), o.total),
+        ("paid", Some("hold_1"), 70_000)
+    );
     let h = f.m().hold_view("hold_1").expect("hold");
-    assert_eq!((h.status.as_str(), h.order_id.as_deref()), ("converted", Some("ord_1")));
+    assert_eq!((h.status.as_str(), h.order_id.map(|o| o.to_string()).as_deref()), ("converted", Some("ord_1")));
     assert_eq!(f.stock("seat"), (1, 0, 0, 1));
     f.tick(3_600_000);
     assert_eq!(f.stock("seat"), (1, 0, 0, 1), "a converted hold never expires");
@@ -265,7 +268,7 @@ fn card_payment_automatic_capture() {
     let o = as_order(f.run(order("c", &[("sku", 1)], PaymentMethod::Card)));
     assert_eq!(o.status.as_str(), "pending_payment");
     let p = o.payment.expect("payment");
-    assert_eq!((p.id.as_str(), p.status.as_str()), ("pay_1", "pending"));
+    assert_eq!((p.id.to_string().as_str(), p.status.as_str()), ("pay_1", "pending"));
     assert_eq!(p.card.as_ref().map(|c| c.last4.as_str()), Some("1451"));
     assert_eq!(f.stock("sku"), (3, 2, 1, 0));
     f.run(Command::GatewayAccepted { payment: "pay_1".into(), transaction_key: "20250816:TR:9577c5".into() });
