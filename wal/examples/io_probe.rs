@@ -13,10 +13,19 @@ fn main() -> std::io::Result<()> {
     let path = std::path::Path::new(&dir).join("surge-io-probe.dat");
     let n = 2000usize;
     let size = 152usize;
-    for round in 0..2 {
+    for round in 0..4 {
+        // Rounds 0 and 1: file zero-filled (written extents); 2 and 3: fallocated (unwritten
+        // extents, like a fresh WAL segment).
+        let falloc = round >= 2;
         for mode in ["pwrite+fdatasync", "uring write->fsync linked", "uring write RWF_DSYNC"] {
             let f = OpenOptions::new().create(true).truncate(true).read(true).write(true).open(&path)?;
-            f.write_all_at(&vec![0u8; 64 << 20], 0)?;
+            if falloc {
+                // SAFETY: plain syscall on an fd we own.
+                let rc = unsafe { libc::fallocate(f.as_raw_fd(), 0, 0, 64 << 20) };
+                assert_eq!(rc, 0, "fallocate");
+            } else {
+                f.write_all_at(&vec![0u8; 64 << 20], 0)?;
+            }
             f.sync_all()?;
             let mut ring = IoUring::new(4)?;
             let buf = vec![1u8; size];
@@ -57,7 +66,8 @@ fn main() -> std::io::Result<()> {
             }
             lat.sort();
             println!(
-                "round {round} {mode:28} p50 {:6.1} us  p99 {:7.1} us",
+                "round {round} {} {mode:28} p50 {:6.1} us  p99 {:7.1} us",
+                if falloc { "fallocated " } else { "zero-filled" },
                 lat[n / 2].as_secs_f64() * 1e6,
                 lat[n * 99 / 100].as_secs_f64() * 1e6
             );
