@@ -60,6 +60,7 @@ pub fn run_locked(shared: &Shared) -> Result<Vec<String>, WalError> {
         shared.segments.lock().retain(|s| &s.name != name);
     }
     storage.sync_dir().map_err(|e| WalError::io("fsync directory", &storage.describe("."), &e))?;
+    crate::stats::Counters::add(&shared.counters.segments_deleted, doomed.len() as u64);
     Ok(doomed)
 }
 

@@ -164,6 +164,11 @@ impl Wal {
         self.shared.durable_lsn()
     }
 
+    /// Counters since open, for metrics (commits, records, bytes, fsync time, queue fill).
+    pub fn stats(&self) -> crate::stats::WalStats {
+        self.shared.stats()
+    }
+
     /// The LSN the next append will get.
     pub fn next_lsn(&self) -> Lsn {
         self.shared.next_lsn()

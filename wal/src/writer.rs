@@ -15,6 +15,7 @@ use crate::error::WalError;
 use crate::format::{self, FLAG_GROUP_CONTINUES, SEGMENT_HEADER_SIZE};
 use crate::retention;
 use crate::segment;
+use crate::stats::{Counters, WalStats};
 use crate::storage::{LogFile, Storage};
 use crate::watermark::Watermark;
 use crate::Lsn;
@@ -63,6 +64,7 @@ pub struct Shared {
     pub storage: Arc<dyn Storage>,
     /// The log's checksum salt, from its segment headers (see `format::payload_crc`).
     pub salt: u64,
+    pub counters: Counters,
     queue: Mutex<Queue>,
     queue_space: Condvar,
     queue_work: Condvar,
@@ -127,6 +129,7 @@ impl Shared {
             config,
             storage,
             salt,
+            counters: Counters::default(),
         }
     }
 
@@ -136,6 +139,14 @@ impl Shared {
 
     pub fn next_lsn(&self) -> Lsn {
         self.queue.lock().next_lsn
+    }
+
+    pub fn stats(&self) -> WalStats {
+        let (queued_records, queued_bytes) = {
+            let q = self.queue.lock();
+            (q.records as u64, q.buf.len() as u64)
+        };
+        WalStats { durable_lsn: self.durable_lsn(), queued_records, queued_bytes, ..self.counters.read() }
     }
 
     pub fn failure(&self) -> Option<WalError> {
@@ -194,7 +205,10 @@ impl Shared {
                 break;
             }
             let deadline = match (self.config.when_full, deadline) {
-                (WhenFull::Fail, _) => return Err(WalError::QueueFull),
+                (WhenFull::Fail, _) => {
+                    Counters::add(&self.counters.queue_full, 1);
+                    return Err(WalError::QueueFull);
+                }
                 (WhenFull::Wait { .. }, Some(d)) => d,
                 (WhenFull::Wait { timeout_ms }, None) => {
                     let d = Instant::now() + Duration::from_millis(timeout_ms);
@@ -206,6 +220,7 @@ impl Shared {
             let timed_out = self.queue_space.wait_until(&mut q, deadline).timed_out();
             q.space_waiters -= 1;
             if timed_out {
+                Counters::add(&self.counters.queue_full, 1);
                 return Err(WalError::QueueFull);
             }
         }
@@ -387,7 +402,7 @@ pub fn run(shared: Arc<Shared>, mut active: ActiveSegment) {
         };
         assert!(!batch.is_empty() && first <= last);
         assert!(!failed, "a failed log accepts no appends");
-        let result = commit(&shared, &mut active, &batch, first);
+        let result = commit(&shared, &mut active, &batch, first, last - first + 1);
         match result {
             Ok(()) => {
                 shared.publish_durable(last);
@@ -414,7 +429,7 @@ pub fn run(shared: Arc<Shared>, mut active: ActiveSegment) {
 
 /// Makes one batch durable: roll to a new segment if it does not fit, then one write and
 /// one fdatasync.
-fn commit(shared: &Shared, active: &mut ActiveSegment, batch: &[u8], first: Lsn) -> Result<(), WalError> {
+fn commit(shared: &Shared, active: &mut ActiveSegment, batch: &[u8], first: Lsn, records: u64) -> Result<(), WalError> {
     if active.offset + batch.len() as u64 > active.size_bytes {
         roll(shared, active, first)?;
         // Best effort: a failed delete never endangers data, it is retried on the next roll.
@@ -422,10 +437,13 @@ fn commit(shared: &Shared, active: &mut ActiveSegment, batch: &[u8], first: Lsn)
     }
     assert!(active.offset + batch.len() as u64 <= active.size_bytes);
     let name = segment::segment_name(active.first_lsn);
+    let started = Instant::now();
     active
         .file
         .write_at_sync(active.offset, batch)
         .map_err(|e| WalError::io("write+fdatasync", &shared.storage.describe(&name), &e))?;
+    let sync_ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    shared.counters.commit(records, batch.len() as u64, sync_ns);
     active.offset += batch.len() as u64;
     Ok(())
 }
@@ -442,6 +460,7 @@ pub fn roll(shared: &Shared, active: &mut ActiveSegment, first_lsn: Lsn) -> Resu
         size_bytes: shared.config.segment_size_bytes,
     };
     shared.segments.lock().push(SegmentInfo { first_lsn, name });
+    Counters::add(&shared.counters.segments_created, 1);
     Ok(())
 }
 

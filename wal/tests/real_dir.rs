@@ -98,6 +98,10 @@ fn callbacks_fire_in_lsn_order() {
     }
     let got: Vec<u64> = (0..500).map(|_| rx.recv().unwrap().unwrap()).collect();
     assert_eq!(got, (1..=500).collect::<Vec<_>>());
+    let st = wal.stats();
+    assert_eq!((st.records, st.durable_lsn, st.queued_records), (500, 500, 0));
+    assert!(st.commits >= 1 && st.commits <= 500 && st.bytes >= 500 * 72);
+    assert!(st.sync_ns_max > 0 && st.sync_ns_total >= st.sync_ns_max);
 }
 
 #[test]
@@ -243,4 +247,81 @@ fn a_panicking_callback_does_not_take_the_log_down() {
     let h = wal.append(1, b"after").unwrap();
     assert_eq!(h.wait().unwrap(), 2);
     assert!(wal.failure().is_none());
+}
+
+/// A real process crash: a child process appends from 4 threads and reports every
+/// acknowledged LSN on stdout; the parent SIGKILLs it mid-stream and reopens the directory.
+#[test]
+fn kill_9_the_writer_process_and_recover_every_acknowledged_record() {
+    use std::io::{BufRead, Write};
+    if let Ok(dir) = std::env::var("SURGE_WAL_CHILD_WRITER_DIR") {
+        let (wal, rec) = Wal::open(&dir, small_config(IoMode::Auto)).unwrap();
+        assert_eq!(rec.record_count(), 0);
+        let wal = Arc::new(wal);
+        let out = Arc::new(std::sync::Mutex::new(std::io::stdout()));
+        let threads: Vec<_> = (0..4u8)
+            .map(|t| {
+                let (wal, out) = (wal.clone(), out.clone());
+                std::thread::spawn(move || {
+                    for seq in 0u32.. {
+                        let mut p = vec![t];
+                        p.extend_from_slice(&seq.to_le_bytes());
+                        p.resize(40 + (seq % 200) as usize, t);
+                        let lsn = wal.append(1, &p).unwrap().wait().unwrap();
+                        let mut o = out.lock().unwrap();
+                        writeln!(o, "acked {lsn} {t} {seq}").unwrap();
+                        o.flush().unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let mut child = std::process::Command::new(exe)
+        .args([
+            "--exact",
+            "kill_9_the_writer_process_and_recover_every_acknowledged_record",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("SURGE_WAL_CHILD_WRITER_DIR", dir.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut acked = std::collections::BTreeMap::new();
+    let reader = std::io::BufReader::new(child.stdout.take().unwrap());
+    for line in reader.lines() {
+        let line = line.unwrap();
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() == 4 && f[0] == "acked" {
+            acked.insert(f[1].parse::<u64>().unwrap(), (f[2].parse::<u8>().unwrap(), f[3].parse::<u32>().unwrap()));
+            if acked.len() >= 3000 {
+                break;
+            }
+        }
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let (_wal, rec) = Wal::open(dir.path(), small_config(IoMode::Auto)).unwrap();
+    let mut next_seq = [0u32; 4];
+    let mut expect = 1;
+    for r in rec.records() {
+        let r = r.unwrap();
+        assert_eq!(r.lsn, expect);
+        expect += 1;
+        let t = r.payload[0];
+        let seq = u32::from_le_bytes(r.payload[1..5].try_into().unwrap());
+        assert_eq!(seq, next_seq[t as usize], "per-thread order");
+        next_seq[t as usize] += 1;
+        if let Some(&(at, aseq)) = acked.get(&r.lsn) {
+            assert_eq!((t, seq), (at, aseq));
+        }
+    }
+    let max_acked = *acked.keys().last().unwrap();
+    assert!(expect - 1 >= max_acked, "acked {max_acked} but recovered only {}", expect - 1);
 }
