@@ -60,6 +60,9 @@ pub trait Storage: Send + Sync + 'static {
     fn dir_path(&self) -> Option<&Path> {
         None
     }
+    /// Gives up the writer's exclusive lock (called when the `Wal` closes, so the directory
+    /// can be reopened even while old handles or tailers are still alive).
+    fn unlock(&self) {}
     /// Human-readable name for error messages.
     fn describe(&self, name: &str) -> String {
         name.to_string()
@@ -70,8 +73,9 @@ pub trait Storage: Send + Sync + 'static {
 pub struct DirStorage {
     dir: PathBuf,
     use_uring: bool,
-    /// Held for the life of a writer: flock on `LOCK` so two writers never share a directory.
-    _lock: Option<File>,
+    /// Held while a writer is open: flock on `LOCK` so two writers never share a directory.
+    /// Dropping the file (see `unlock`) releases the flock.
+    lock: parking_lot::Mutex<Option<File>>,
 }
 
 pub const LOCK_FILE: &str = "LOCK";
@@ -104,12 +108,12 @@ impl DirStorage {
             }
             IoMode::Auto => crate::io::uring::available(),
         };
-        Ok(Some(DirStorage { dir: dir.to_path_buf(), use_uring, _lock: Some(lock) }))
+        Ok(Some(DirStorage { dir: dir.to_path_buf(), use_uring, lock: parking_lot::Mutex::new(Some(lock)) }))
     }
 
     /// For readers (tailers, inspection): no lock, never writes segments.
     pub fn open_reader(dir: &Path) -> DirStorage {
-        DirStorage { dir: dir.to_path_buf(), use_uring: false, _lock: None }
+        DirStorage { dir: dir.to_path_buf(), use_uring: false, lock: parking_lot::Mutex::new(None) }
     }
 
     pub fn uses_uring(&self) -> bool {
@@ -181,6 +185,10 @@ impl Storage for DirStorage {
 
     fn dir_path(&self) -> Option<&Path> {
         Some(&self.dir)
+    }
+
+    fn unlock(&self) {
+        self.lock.lock().take();
     }
 
     fn describe(&self, name: &str) -> String {

@@ -236,6 +236,9 @@ impl Wal {
             // A panicking writer already failed every waiter it could; nothing to add here.
             let _ = w.join();
         }
+        // The writer is gone: nothing writes any more, so the directory may be reopened now,
+        // even if handles or tailers still hold on to the shared state.
+        self.shared.storage.unlock();
     }
 }
 

@@ -325,3 +325,20 @@ fn kill_9_the_writer_process_and_recover_every_acknowledged_record() {
     let max_acked = *acked.keys().last().unwrap();
     assert!(expect > max_acked, "acked {max_acked} but recovered only {}", expect - 1);
 }
+
+#[test]
+fn reopen_after_close_while_old_handles_and_tailers_are_alive() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, _) = Wal::open(dir.path(), small_config(IoMode::Auto)).unwrap();
+    let h = wal.append(1, b"one").unwrap();
+    h.wait().unwrap();
+    let mut t = wal.tail(1).unwrap();
+    drop(wal);
+    // The old handle and tailer still work on what is durable...
+    assert!(h.is_durable());
+    assert_eq!(t.try_next().unwrap().unwrap().payload, b"one");
+    // ...and the directory can be reopened at once (the lock went with the Wal).
+    let (wal2, rec) = Wal::open(dir.path(), small_config(IoMode::Auto)).unwrap();
+    assert_eq!(rec.record_count(), 1);
+    assert_eq!(wal2.append(1, b"two").unwrap().wait().unwrap(), 2);
+}
