@@ -6,6 +6,8 @@
 //! - `core/mix`: one iteration is 4 commands through `Shard::execute` / `tick`, as the
 //!   server runs them: a 2-line order paid with points (with an idempotency key, as the
 //!   contract requires), a hold, its release, and a tick. Reported per command.
+//! - `core/mix_decide_apply`: the same mix through `decide` + `apply` + `decide_tick` only:
+//!   the state machine without the reply view and idempotency record `execute` adds.
 //! - `core/decide_only`: the same order decided but not applied, as the floor the mix is
 //!   compared with (what validation alone costs).
 //! - Memory: before the timed groups, the bench creates paid orders on a fresh shard and
@@ -72,13 +74,27 @@ fn must(shard: &mut Shard, command: Command, now_ms: u64) {
 /// A merchant with `ITEMS` items of ample stock and `CUSTOMERS` customers with points.
 fn setup() -> Shard {
     let mut shard = Shard::new();
-    must(&mut shard, Command::CreateMerchant { name: "bench".into(), currency: "KRW".into(), api_key_hash: [0; 32] }, T0_MS);
+    must(
+        &mut shard,
+        Command::CreateMerchant { name: "bench".into(), currency: "KRW".into(), api_key_hash: [0; 32] },
+        T0_MS,
+    );
     let items = (0..ITEMS)
-        .map(|i| ItemSpec { sku: format!("sku-{i}"), name: format!("item {i}"), price: 1_000, stock: 1_000_000_000, queue: None })
+        .map(|i| ItemSpec {
+            sku: format!("sku-{i}"),
+            name: format!("item {i}"),
+            price: 1_000,
+            stock: 1_000_000_000,
+            queue: None,
+        })
         .collect();
     must(&mut shard, Command::PutItems { items }, T0_MS);
     for c in 0..CUSTOMERS {
-        must(&mut shard, Command::CreditPoints { customer: format!("c-{c}"), amount: 1_000_000_000_000, reason: "bench".into() }, T0_MS);
+        must(
+            &mut shard,
+            Command::CreditPoints { customer: format!("c-{c}"), amount: 1_000_000_000_000, reason: "bench".into() },
+            T0_MS,
+        );
     }
     shard
 }
@@ -138,6 +154,35 @@ fn bench_mix(c: &mut Criterion) {
             started.elapsed()
         });
     });
+    // The state machine alone: decide + apply + tick, no reply view, no idempotency record.
+    group.bench_function("mix_decide_apply", |b| {
+        let mut shard = setup();
+        let mut i = 0usize;
+        let mut now_ms = T0_MS;
+        b.iter_custom(|iters| {
+            let requests: Vec<_> = (0..iters)
+                .map(|_| {
+                    i += 1;
+                    (request(points_order(i), None), request(hold(i), None))
+                })
+                .collect();
+            let started = Instant::now();
+            for (order, hold) in &requests {
+                now_ms += 1;
+                decide_apply(&mut shard, order, now_ms);
+                let held = decide_apply(&mut shard, hold, now_ms);
+                let hold_id = match held {
+                    surge_core::Target::Hold(n) => surge_core::ids::HoldId(n).to_string(),
+                    other => panic!("hold: {other:?}"),
+                };
+                decide_apply(&mut shard, &request(Command::ReleaseHold { hold: hold_id }, None), now_ms);
+                for event in shard.decide_tick(now_ms) {
+                    apply(&mut shard, &event);
+                }
+            }
+            started.elapsed()
+        });
+    });
     group.throughput(Throughput::Elements(1));
     group.bench_function("decide_only", |b| {
         let shard = setup();
@@ -157,6 +202,24 @@ fn bench_mix(c: &mut Criterion) {
         });
     });
     group.finish();
+}
+
+fn apply(shard: &mut Shard, event: &surge_core::Event) {
+    if let Err(e) = shard.apply(event) {
+        panic!("{e}");
+    }
+}
+
+fn decide_apply(shard: &mut Shard, request: &Request, now_ms: u64) -> surge_core::Target {
+    match shard.decide(request, now_ms) {
+        Ok(decided) => {
+            for event in &decided.events {
+                apply(shard, event);
+            }
+            decided.target
+        }
+        Err(e) => panic!("{e}"),
+    }
 }
 
 /// Allocated bytes per live order line, for paid 2-line orders: orders, lines, payments,

@@ -42,7 +42,10 @@ impl Numbered {
     /// The external id of resource number `n` (numbers start at 1).
     pub fn id(self, n: u64) -> String {
         debug_assert!(n >= 1);
-        format!("{}{n}", self.prefix())
+        let mut id = String::with_capacity(24);
+        id.push_str(self.prefix());
+        id.push_str(itoa::Buffer::new().format(n));
+        id
     }
 
     /// The number inside an external id, if it is one of ours; anything else is simply not
@@ -69,7 +72,9 @@ macro_rules! numbered_id {
 
         impl std::fmt::Display for $name {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                write!(f, "{}{}", $kind.prefix(), self.0)
+                // itoa: every reply renders ids; `write!` was most of a reply's formatting.
+                f.write_str($kind.prefix())?;
+                f.write_str(itoa::Buffer::new().format(self.0))
             }
         }
 
