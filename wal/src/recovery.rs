@@ -163,7 +163,11 @@ pub fn open(storage: &Arc<dyn Storage>, config: &Config, read_only: bool) -> Res
                     0,
                     format!(
                         "log starts at LSN {first} but the newest valid snapshot covers only up \
-                         to {snapshot_lsn}: records are missing"
+                         to {snapshot_lsn}: records are missing{}",
+                        invalid_snapshots
+                            .iter()
+                            .map(|(f, why)| format!("; invalid snapshot {f}: {why}"))
+                            .collect::<String>()
                     ),
                 ));
             }

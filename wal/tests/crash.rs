@@ -487,3 +487,112 @@ fn a_payload_that_embeds_a_frame_cannot_turn_a_torn_tail_into_corruption() {
     assert_eq!(lsns, vec![1, 2, 3, 4, 5]);
     assert_eq!(tail.map(|t| t.lsn), Some(6));
 }
+
+#[test]
+fn a_torn_atomic_group_is_cut_as_a_whole() {
+    let sim = SimStorage::new();
+    let mut cfg = sim_config();
+    cfg.segment_size_bytes = 64 << 10;
+    let (wal, _) = Wal::open_with_storage(Arc::new(sim.clone()), cfg).unwrap();
+    wal.append(1, &[1u8; 40]).unwrap().wait().unwrap();
+    let h = wal.append_group(&[(2, &[2u8; 40][..]), (2, &[3u8; 40][..]), (2, &[4u8; 40][..])]).unwrap();
+    assert_eq!((h.first_lsn(), h.lsn()), (2, 4));
+    h.wait().unwrap();
+    drop(wal);
+    let frame = surge_wal::format::frame_size(40);
+    // Tear only the group's last record: the first two are intact but must go too.
+    let image = sim.crash_image(CrashMode::ProcessCrash);
+    image.corrupt(SEG0, HDR + 3 * frame + 30, &[0xEE]);
+    let (lsns, tail) = open_records(&image).unwrap();
+    assert_eq!(lsns, vec![1]);
+    let t = tail.unwrap();
+    assert_eq!((t.lsn, t.offset), (2, (HDR + frame) as u64));
+}
+
+#[test]
+fn invalid_newest_snapshot_falls_back_or_stops_with_a_clear_error() {
+    let sim = SimStorage::new();
+    let (wal, _) = Wal::open_with_storage(Arc::new(sim.clone()), sim_config()).unwrap();
+    for i in 0..300u64 {
+        wal.append(1, &[i as u8; 100]).unwrap();
+    }
+    wal.wait_durable(300, 10_000).unwrap();
+    assert!(!wal.write_snapshot(200, b"at-200").unwrap().is_empty(), "segments below 200 deleted");
+    drop(wal);
+    let snap = "snap-00000000000000000200.snap";
+    // Segments before LSN 20 are gone (no reader registered): a damaged snapshot cannot be
+    // replaced by replaying from the start, so open must refuse, naming the problem.
+    let image = sim.crash_image(CrashMode::ProcessCrash);
+    image.corrupt(snap, 45, b"X");
+    match Wal::open_with_storage(Arc::new(image), sim_config()) {
+        Err(WalError::Corrupt { reason, .. }) => assert!(reason.contains("invalid snapshot"), "{reason}"),
+        Err(e) => panic!("wrong error {e}"),
+        Ok(_) => panic!("a damaged snapshot with missing segments must not open"),
+    }
+    // With every segment still there, the damaged snapshot is skipped and reported.
+    let sim = SimStorage::new();
+    let (wal, _) = Wal::open_with_storage(Arc::new(sim.clone()), sim_config()).unwrap();
+    wal.set_reader_checkpoint("relay", 0).unwrap();
+    for i in 0..300u64 {
+        wal.append(1, &[i as u8; 100]).unwrap();
+    }
+    wal.wait_durable(300, 10_000).unwrap();
+    assert!(wal.write_snapshot(200, b"at-200").unwrap().is_empty(), "the reader at 0 keeps every segment");
+    drop(wal);
+    let image = sim.crash_image(CrashMode::ProcessCrash);
+    image.corrupt(snap, 45, b"X");
+    let (_wal, rec) = Wal::open_with_storage(Arc::new(image), sim_config()).unwrap();
+    assert!(rec.snapshot().is_none());
+    assert_eq!(rec.invalid_snapshots.len(), 1);
+    assert_eq!(rec.record_count(), 300);
+}
+
+#[test]
+fn unreadable_checkpoint_keeps_everything_and_bad_config_is_refused() {
+    let sim = SimStorage::new();
+    let (wal, _) = Wal::open_with_storage(Arc::new(sim.clone()), sim_config()).unwrap();
+    wal.set_reader_checkpoint("relay", 1_000_000).unwrap();
+    sim.corrupt("reader-relay.ckpt", 17, b"\xFF");
+    for i in 0..100u64 {
+        wal.append(1, &[i as u8; 100]).unwrap();
+    }
+    wal.wait_durable(100, 10_000).unwrap();
+    assert!(wal.readers().unwrap().contains(&("relay".to_string(), 0)));
+    assert!(wal.write_snapshot(100, b"s").unwrap().is_empty(), "a bad checkpoint must count as 0");
+    assert!(wal.set_reader_checkpoint("../evil", 1).is_err());
+    drop(wal);
+    for bad in [
+        Config { batch_bytes_max: 100, ..sim_config() },
+        Config { segment_size_bytes: 4096, ..sim_config() },
+        Config { queue_depth_max: 0, ..sim_config() },
+    ] {
+        assert!(matches!(Wal::open_with_storage(Arc::new(SimStorage::new()), bad), Err(WalError::InvalidArgument(_))));
+    }
+}
+
+#[test]
+fn tailer_follows_rolls_and_reports_positions_retention_removed() {
+    let sim = SimStorage::new();
+    let (wal, _) = Wal::open_with_storage(Arc::new(sim.clone()), sim_config()).unwrap();
+    for i in 1..=200u64 {
+        wal.append(1, &[i as u8; 120]).unwrap();
+    }
+    wal.wait_durable(200, 10_000).unwrap();
+    let segments = sim.names().iter().filter(|n| n.ends_with(".seg")).count();
+    assert!(segments >= 4, "{segments} segments");
+    let mut t = wal.tail(1).unwrap();
+    for lsn in 1..=200u64 {
+        let r = t.try_next().unwrap().unwrap();
+        assert_eq!((r.lsn, r.payload[0]), (lsn, lsn as u8));
+    }
+    assert!(t.try_next().unwrap().is_none());
+    let removed = wal.write_snapshot(150, b"s").unwrap();
+    assert!(!removed.is_empty());
+    match wal.tail(1).unwrap().try_next() {
+        Err(WalError::LsnNotAvailable { lsn: 1, oldest_lsn }) => assert!(oldest_lsn > 1),
+        other => panic!("expected LsnNotAvailable, got {other:?}"),
+    }
+    let stats = wal.stats();
+    assert_eq!(stats.segments_deleted as usize, removed.len());
+    assert!(stats.segments_created >= 3);
+}
