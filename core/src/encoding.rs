@@ -147,11 +147,11 @@ pub(crate) fn decode_snapshot(bytes: &[u8]) -> Result<ShardImage, DecodeError> {
 }
 
 /// Stored replies are postcard without a header: they live and die inside one version.
-pub fn encode_reply(reply: &Reply) -> Box<[u8]> {
+pub fn encode_reply(reply: &Reply) -> std::sync::Arc<[u8]> {
     // Most replies fit: growing from empty was a sixth of an order's cost.
     let mut bytes = Vec::with_capacity(REPLY_BYTES_TYPICAL);
     append(reply, &mut bytes);
-    bytes.into_boxed_slice()
+    bytes.into()
 }
 
 /// An order of a few lines with its payment encodes to about 100 bytes.

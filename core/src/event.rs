@@ -333,7 +333,8 @@ pub struct TokenExpired {
 pub struct IdempotencyRecorded {
     pub key: Arc<str>,
     pub fingerprint: [u8; 16],
-    pub reply: Box<[u8]>,
+    /// Shared with the state's record: applying it costs a reference count, not a copy.
+    pub reply: Arc<[u8]>,
     pub expires_at_ms: UnixMs,
 }
 

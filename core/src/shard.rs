@@ -132,7 +132,7 @@ impl Shard {
                 _ => self.apply_decided(event),
             }
         }
-        let reply = self.reply(&request.merchant, &target);
+        let reply = self.reply(&request.merchant, position, &target);
         if let Some(idempotency) = &request.idempotency {
             let merchant = self.merchant_arc(&request.merchant);
             let record = Event {

@@ -387,7 +387,7 @@ impl Queue {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IdempotencyRecord {
     pub fingerprint: [u8; 16],
-    pub reply: Box<[u8]>,
+    pub reply: Arc<[u8]>,
     pub expires_at_ms: UnixMs,
     /// The shard's applied-event count when this record was applied. The record is in
     /// flight until the host reports that many events durable (`Shard::mark_durable`).

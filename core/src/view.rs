@@ -312,8 +312,10 @@ impl Merchant {
 
 impl Shard {
     /// The reply of a decided command, from the state after its events.
-    pub(crate) fn reply(&self, merchant: &str, target: &Target) -> Reply {
-        let m = self.merchant(merchant).unwrap_or_else(|| panic!("merchant {merchant} of a decided command is gone"));
+    /// `position`: the merchant's, when the caller already has it (saves a hash).
+    pub(crate) fn reply(&self, merchant: &str, position: Option<u32>, target: &Target) -> Reply {
+        let m = position.and_then(|p| self.merchants.at(p)).or_else(|| self.merchant(merchant));
+        let m = m.unwrap_or_else(|| panic!("merchant {merchant} of a decided command is gone"));
         let missing = |what: &str| -> ! { panic!("{what} of a decided command is missing") };
         match target {
             Target::Merchant => Reply::Merchant(m.view()),
