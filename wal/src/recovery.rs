@@ -126,7 +126,9 @@ pub fn open(storage: &Arc<dyn Storage>, config: &Config, read_only: bool) -> Res
     let snapshot_lsn = snapshot.as_ref().map_or(0, |s| s.lsn);
 
     // Segment headers. Only the very last segment may be half-created (crash between
-    // create and the header's fdatasync): it holds no record, so it is removed.
+    // create and the header's fdatasync): records are written only after that sync, so such
+    // a segment is all zeros past its header, and it is removed. A bad header in front of
+    // data is damage, not a crash: open stops.
     let mut segs = segment::segments_in(&names);
     let mut headers_ok = Vec::new();
     for (i, (first_lsn, name)) in segs.iter().enumerate() {
@@ -135,7 +137,10 @@ pub fn open(storage: &Arc<dyn Storage>, config: &Config, read_only: bool) -> Res
         match format::decode_segment_header(&bytes) {
             Ok(h) if h.first_lsn == *first_lsn => headers_ok.push((bytes, h)),
             Ok(_) => return Err(WalError::corrupt(&path, 0, "first LSN in header does not match file name")),
-            Err(reason) if i + 1 == segs.len() => {
+            Err(reason)
+                if i + 1 == segs.len()
+                    && bytes.get(SEGMENT_HEADER_SIZE..).is_none_or(|rest| rest.iter().all(|&b| b == 0)) =>
+            {
                 drop(bytes);
                 if !read_only {
                     st.remove(name).map_err(|e| WalError::io("remove segment", &path, &e))?;

@@ -459,7 +459,13 @@ pub fn roll(shared: &Shared, active: &mut ActiveSegment, first_lsn: Lsn) -> Resu
         offset: SEGMENT_HEADER_SIZE as u64,
         size_bytes: shared.config.segment_size_bytes,
     };
-    shared.segments.lock().push(SegmentInfo { first_lsn, name });
+    {
+        let mut segments = shared.segments.lock();
+        // An empty active segment with this very name (config shrank the segment size
+        // between runs) was just replaced by `create`: list it once.
+        segments.retain(|s| s.first_lsn != first_lsn);
+        segments.push(SegmentInfo { first_lsn, name });
+    }
     Counters::add(&shared.counters.segments_created, 1);
     Ok(())
 }

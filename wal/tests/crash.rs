@@ -596,3 +596,15 @@ fn tailer_follows_rolls_and_reports_positions_retention_removed() {
     assert_eq!(stats.segments_deleted as usize, removed.len());
     assert!(stats.segments_created >= 3);
 }
+
+#[test]
+fn a_damaged_header_in_front_of_records_is_corruption_not_a_half_created_segment() {
+    let (sim, _) = sequential_log(5, 50);
+    let image = sim.crash_image(CrashMode::ProcessCrash);
+    image.corrupt(SEG0, 3, b"?");
+    match open_records(&image) {
+        Err(WalError::Corrupt { file, offset: 0, .. }) => assert!(file.contains(SEG0)),
+        other => panic!("expected Corrupt at offset 0, got {:?}", other.map(|(l, _)| l)),
+    }
+    assert!(image.file(SEG0).is_some(), "the segment must not be deleted");
+}
