@@ -149,8 +149,8 @@ impl Wal {
         self.append_group_with(&[(record_type, payload)], on_durable)
     }
 
-    /// Atomic group with a callback; the callback gets the group's last LSN.
-    /// Returns `(first LSN, last LSN)`.
+    /// Atomic group with a callback; the callback gets the group's last LSN. Returns the
+    /// last LSN; the group's LSNs are `last - records.len() + 1 ..= last`.
     pub fn append_group_with<F>(&self, records: &[(u8, &[u8])], on_durable: F) -> Result<Lsn, WalError>
     where
         F: FnOnce(Result<Lsn, WalError>) + Send + 'static,
