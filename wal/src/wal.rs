@@ -140,8 +140,10 @@ impl Wal {
     /// (`Ok(lsn)`) or can never be (`Err`). Returns the record's LSN. If this returns `Err`,
     /// `on_durable` is dropped without being called. Keep the callback short (e.g. send
     /// on a channel or complete a oneshot): the next group commit waits for it. Callbacks
-    /// run in LSN order. A panic in a callback is contained (the log carries on); dropping
-    /// the `Wal` from inside a callback would deadlock (it joins the writer thread).
+    /// run in LSN order. A panic in a callback is contained (the log carries on). A
+    /// callback may append (it never waits for queue space: a full queue is `QueueFull`
+    /// there, since only this thread frees space), but dropping the `Wal` from inside a
+    /// callback would deadlock (it joins the writer thread).
     pub fn append_with<F>(&self, record_type: u8, payload: &[u8], on_durable: F) -> Result<Lsn, WalError>
     where
         F: FnOnce(Result<Lsn, WalError>) + Send + 'static,

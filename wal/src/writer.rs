@@ -205,6 +205,12 @@ impl Shared {
                 break;
             }
             let deadline = match (self.config.when_full, deadline) {
+                // Only the writer thread frees space: a callback that appends must not wait
+                // for it (it would wait for itself forever).
+                (WhenFull::Wait { .. }, _) if ON_WRITER_THREAD.with(|w| w.get()) => {
+                    Counters::add(&self.counters.queue_full, 1);
+                    return Err(WalError::QueueFull);
+                }
                 (WhenFull::Fail, _) => {
                     Counters::add(&self.counters.queue_full, 1);
                     return Err(WalError::QueueFull);
@@ -372,8 +378,14 @@ pub fn fail_after_panic(shared: &Shared) {
     }
 }
 
+thread_local! {
+    /// True on a log's writer thread (where completion callbacks run).
+    static ON_WRITER_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// The writer thread's loop. Returns when the log is closed and the queue drained.
 pub fn run(shared: Arc<Shared>, mut active: ActiveSegment) {
+    ON_WRITER_THREAD.with(|w| w.set(true));
     let batch_bytes_max = shared.config.batch_bytes_max as usize;
     let mut batch: Vec<u8> = Vec::with_capacity(batch_bytes_max);
     let mut callbacks: Vec<(Lsn, Callback)> = Vec::new();

@@ -342,3 +342,23 @@ fn reopen_after_close_while_old_handles_and_tailers_are_alive() {
     assert_eq!(rec.record_count(), 1);
     assert_eq!(wal2.append(1, b"two").unwrap().wait().unwrap(), 2);
 }
+
+#[test]
+fn a_callback_that_appends_into_a_full_queue_gets_queue_full_instead_of_deadlocking() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = small_config(IoMode::Auto);
+    cfg.queue_depth_max = 2;
+    let (wal, _) = Wal::open(dir.path(), cfg).unwrap();
+    let wal = Arc::new(wal);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let inner = wal.clone();
+    wal.append_with(1, b"first", move |_| {
+        let results: Vec<bool> = (0..5).map(|_| inner.append(2, b"from callback").is_ok()).collect();
+        tx.send(results).unwrap();
+    })
+    .unwrap();
+    let results = rx.recv_timeout(std::time::Duration::from_secs(10)).expect("callback finished");
+    assert_eq!(results.iter().filter(|&&ok| ok).count(), 2, "{results:?}");
+    assert!(wal.stats().queue_full >= 3);
+    wal.wait_durable(3, 10_000).unwrap();
+}
