@@ -108,6 +108,21 @@ pub struct Opened {
 pub fn open(storage: &Arc<dyn Storage>, config: &Config, read_only: bool) -> Result<Opened, WalError> {
     let st: &dyn Storage = &**storage;
     let dir = st.describe(".");
+    // What the previous writer acknowledged as durable (it only ever lags the truth). If
+    // the log now ends below it, acknowledged records were lost: damage, not a torn tail.
+    let acknowledged = st.dir_path().and_then(crate::watermark::Watermark::read_previous).unwrap_or(0);
+    let lost = |last: Lsn, file: &str, offset: u64| {
+        WalError::corrupt(
+            file,
+            offset,
+            format!(
+                "the log ends at LSN {last} but LSN {acknowledged} was acknowledged as durable \
+                 ({}): damage in the last write, not a torn tail; to accept the loss, remove \
+                 that file and open again",
+                crate::segment::WATERMARK_FILE
+            ),
+        )
+    };
     let list = |st: &dyn Storage| st.list().map_err(|e| WalError::io("list directory", &dir, &e));
     let names = list(st)?;
     let mut removed_files = Vec::new();
@@ -202,6 +217,9 @@ pub fn open(storage: &Arc<dyn Storage>, config: &Config, read_only: bool) -> Res
         let scan = segment::scan_segment(&path, &bytes[..limit], *first_lsn, header.salt, is_last)?;
         expect = scan.next_lsn;
         if is_last {
+            if scan.next_lsn <= acknowledged {
+                return Err(lost(scan.next_lsn - 1, &path, scan.end_offset as u64));
+            }
             tail_cut = scan.cut.clone();
         }
         if is_last && !read_only {
@@ -244,6 +262,9 @@ pub fn open(storage: &Arc<dyn Storage>, config: &Config, read_only: bool) -> Res
         ));
     }
     let next_lsn = expect.max(snapshot_lsn + 1);
+    if next_lsn <= acknowledged {
+        return Err(lost(next_lsn - 1, &dir, 0));
+    }
     let mut segment_infos: Vec<SegmentInfo> =
         segs.iter().map(|(first_lsn, name)| SegmentInfo { first_lsn: *first_lsn, name: name.clone() }).collect();
     let active = match active {

@@ -49,6 +49,18 @@ impl Watermark {
         Ok(Watermark { map })
     }
 
+    /// The durable LSN a previous writer published, read before recovery rewrites it:
+    /// `None` if the file is missing or not a watermark file.
+    pub fn read_previous(dir: &Path) -> Option<Lsn> {
+        let bytes = std::fs::read(dir.join(WATERMARK_FILE)).ok()?;
+        if bytes.len() < WATERMARK_SIZE || bytes[0..8] != WATERMARK_MAGIC {
+            return None;
+        }
+        let mut lsn = [0u8; 8];
+        lsn.copy_from_slice(&bytes[WATERMARK_LSN_OFFSET..WATERMARK_LSN_OFFSET + 8]);
+        Some(u64::from_le_bytes(lsn))
+    }
+
     fn cell(&self) -> &AtomicU64 {
         // SAFETY: the mapping is page-aligned and at least WATERMARK_SIZE long, so offset 16
         // is 8-aligned and in bounds; the mapping lives as long as `self`. All accesses go

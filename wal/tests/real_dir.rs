@@ -362,3 +362,32 @@ fn a_callback_that_appends_into_a_full_queue_gets_queue_full_instead_of_deadlock
     assert!(wal.stats().queue_full >= 3);
     wal.wait_durable(3, 10_000).unwrap();
 }
+
+/// Damage inside the last (acknowledged) write looks like a torn tail in the segment alone;
+/// the durable watermark left by the previous writer tells them apart.
+#[test]
+fn losing_an_acknowledged_tail_record_stops_open_unless_the_operator_accepts_it() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (wal, _) = Wal::open(dir.path(), small_config(IoMode::Auto)).unwrap();
+        for i in 1..=10u64 {
+            wal.append(1, &payload(i, 100)).unwrap().wait().unwrap();
+        }
+    }
+    let seg = dir.path().join("wal-00000000000000000001.seg");
+    let last_record = surge_wal::format::SEGMENT_HEADER_SIZE + 9 * surge_wal::format::frame_size(100);
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[last_record + 50] ^= 0x40;
+    std::fs::write(&seg, &bytes).unwrap();
+    match Wal::open(dir.path(), small_config(IoMode::Auto)) {
+        Err(WalError::Corrupt { reason, .. }) => assert!(reason.contains("acknowledged"), "{reason}"),
+        Err(e) => panic!("wrong error {e}"),
+        Ok(_) => panic!("an acknowledged record was lost silently"),
+    }
+    assert!(matches!(Wal::open_read_only(dir.path()), Err(WalError::Corrupt { .. })));
+    // The operator accepts the loss: without the watermark it is a cut tail.
+    std::fs::remove_file(dir.path().join("durable.lsn")).unwrap();
+    let (_wal, rec) = Wal::open(dir.path(), small_config(IoMode::Auto)).unwrap();
+    assert_eq!(rec.record_count(), 9);
+    assert_eq!(rec.tail_cut.as_ref().map(|c| c.lsn), Some(10));
+}
