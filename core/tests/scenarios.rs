@@ -226,7 +226,7 @@ fn holds_release_and_expire_within_a_tick_and_expired_holds_do_not_convert() {
     };
     assert_eq!(f.try_(convert.clone()).unwrap_err(), CoreError::InvalidState { status: "expired" });
     f.tick(0);
-    assert_eq!(as_hold(Reply::Hold(f.m().hold_view("hold_2").expect("hold"))).status.as_str(), "expired");
+    assert_eq!(f.m().hold_view("hold_2").expect("hold").status.as_str(), "expired");
     assert_eq!(f.stock("seat-2"), (1, 1, 0, 0));
     assert_eq!(f.try_(convert).unwrap_err(), CoreError::InvalidState { status: "expired" });
 }
