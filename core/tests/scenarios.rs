@@ -445,6 +445,8 @@ fn waiting_room_activates_in_arrival_order_and_gates_queued_items() {
     assert_eq!(f.try_(hold(Some(&tokens[2].token))).unwrap_err(), required, "a waiting token is not enough");
     let forged = tokens[0].token.replace("00000000000003e8", "00000000000003e9");
     assert_eq!(f.try_(hold(Some(&forged))).unwrap_err(), required, "a forged nonce is refused");
+    assert!(f.m().token_view("drop", &forged).is_none(), "a forged token shows nothing");
+    assert!(f.m().token_view("drop", &tokens[0].token.to_uppercase()).is_none());
     f.run(hold(Some(&tokens[0].token)));
 
     f.tick(60_000);
