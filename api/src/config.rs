@@ -1,0 +1,87 @@
+//! Server settings and the files in the data directory that pin them.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use crate::auth;
+
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub admin_token: Option<String>,
+    /// `None`: what the data directory was created with, else available parallelism.
+    pub shards: Option<usize>,
+    pub merchant_rate_limit: u32,
+    pub snapshot_every_records: u64,
+}
+
+pub const ADMIN_TOKEN_FILE: &str = "admin_token.sha256";
+pub const SHARDS_FILE: &str = "shards";
+
+/// The admin token's hash: from the flag, else from the data directory, else a new token
+/// that is printed once and whose hash is stored (mode 0600) so restarts keep it.
+pub fn admin_token_hash(data_dir: &Path, flag: Option<&str>) -> Result<[u8; 32], String> {
+    if let Some(token) = flag.filter(|t| !t.is_empty()) {
+        return Ok(auth::sha256(token.as_bytes()));
+    }
+    let path = data_dir.join(ADMIN_TOKEN_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            return auth::unhex32(&text).ok_or_else(|| format!("{} is not a SHA-256 hex digest", path.display()))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("reading {}: {e}", path.display())),
+    }
+    let token = auth::new_admin_token();
+    let hash = auth::sha256(token.as_bytes());
+    write_private(&path, auth::hex(&hash).as_bytes())?;
+    // Printed once, on first start, on stdout (not the log).
+    println!("surge: generated admin token (shown once; only its hash is stored in {}):", path.display());
+    println!("{token}");
+    Ok(hash)
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| format!("creating {}: {e}", tmp.display()))?;
+    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(|e| format!("writing {}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, path).map_err(|e| format!("renaming {}: {e}", tmp.display()))?;
+    Ok(())
+}
+
+/// The shard count is fixed per data directory (snapshots hold one image per shard).
+pub fn shard_count(data_dir: &Path, flag: Option<usize>) -> Result<usize, String> {
+    let path = data_dir.join(SHARDS_FILE);
+    let stored = match std::fs::read_to_string(&path) {
+        Ok(text) => Some(
+            text.trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| format!("{} is malformed", path.display()))?,
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(format!("reading {}: {e}", path.display())),
+    };
+    match (stored, flag) {
+        (Some(s), Some(f)) if s != f => Err(format!(
+            "{} was created with {s} shards; --shards {f} differs (the shard count is fixed per data directory)",
+            data_dir.display()
+        )),
+        (Some(s), _) => Ok(s),
+        (None, flag) => {
+            let n = flag.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
+            write_private(&path, n.to_string().as_bytes())?;
+            Ok(n)
+        }
+    }
+}

@@ -1,0 +1,732 @@
+//! The engine host: one thread per shard, each owning a `surge_core::Shard`, joined to the
+//! write-ahead log.
+//!
+//! A shard thread drains what is waiting (bounded), executes each request, encodes each
+//! applied outcome's events as one log record, and appends the drained batch's records as
+//! one atomic group. Every answer it produces — writes, replays, refusals and reads — is
+//! held until everything the shard appended before it is durable, so nobody ever sees a
+//! change that could still be lost (design rule 4). On a log failure the shard goes stale
+//! (writes and reads answer 503 `storage_unavailable`), and the supervisor thread reopens
+//! the log and rebuilds every shard from it: the in-memory state is rolled back to what the
+//! log holds.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Barrier};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{select, Receiver, Sender};
+use parking_lot::{Mutex, RwLock};
+use surge_core::encoding::{decode_events, encode_events};
+use surge_core::{shard_of, CoreError, Outcome, Reply, Request, Shard};
+use surge_wal::{Lsn, Recovery, Wal, WalError};
+use tokio::sync::{oneshot, Semaphore};
+
+/// Record type of an encoded event batch (`surge_core::encoding::encode_events`).
+pub const RECORD_EVENTS: u8 = 1;
+/// Most jobs a shard takes in one drain.
+const DRAIN_MAX: usize = 512;
+/// A group is appended once its records reach this size (the log's batch limit is 4 MiB).
+const GROUP_BYTES_MAX: usize = 1 << 20;
+/// Requests queued or in flight per shard before callers wait (back-pressure).
+const SHARD_INFLIGHT_MAX: usize = 16_384;
+pub const TICK_INTERVAL: Duration = Duration::from_millis(250);
+const SNAPSHOT_MAGIC: [u8; 4] = *b"SRGH";
+const SNAPSHOT_VERSION: u32 = 1;
+
+/// Opens (recovers) the log; called at start and again after a storage failure.
+pub type WalOpener = Box<dyn Fn() -> Result<(Wal, Recovery), WalError> + Send + Sync>;
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// What an executed request produced.
+#[derive(Debug, Clone)]
+pub struct Executed {
+    pub reply: Reply,
+    pub replayed: bool,
+}
+
+#[derive(Debug, Clone)]
+pub enum ExecError {
+    Core(CoreError),
+    /// The log could not make it durable (or the engine is rebuilding): nothing was applied.
+    Storage(String),
+}
+
+pub type ExecResult = Result<Executed, ExecError>;
+
+type Completion = Box<dyn FnOnce(Option<ExecError>) + Send>;
+
+enum Job {
+    Exec { req: Box<Request>, tx: oneshot::Sender<ExecResult> },
+    Read { run: Box<dyn FnOnce(&Shard) -> Completion + Send> },
+}
+
+enum Control {
+    Durable(Result<Lsn, WalError>),
+    /// Stop appending: the supervisor is replacing the log.
+    Suspend,
+    /// The rebuilt state after a log reopen.
+    Replace(Box<Shard>, Sender<()>),
+    Snapshot(Arc<SnapshotRound>),
+    Stop,
+}
+
+struct SnapshotRound {
+    parts: Mutex<Vec<Option<Vec<u8>>>>,
+    taken: Barrier,
+    resume: Barrier,
+}
+
+struct ShardHandle {
+    inbox: Sender<Job>,
+    control: Sender<Control>,
+    permits: Arc<Semaphore>,
+}
+
+/// State shared by the HTTP side, the shard threads and the supervisor.
+struct Shared {
+    wal: RwLock<Option<Arc<Wal>>>,
+    /// False while the log is failed and the shards are being rebuilt.
+    healthy: AtomicBool,
+    /// API key hash -> merchant id.
+    keys: RwLock<HashMap<[u8; 32], Arc<str>>>,
+    failures: Sender<String>,
+    records_since_snapshot: AtomicU64,
+    stopping: AtomicBool,
+    last_failure: Mutex<Option<String>>,
+}
+
+pub struct EngineConfig {
+    pub shards: usize,
+    /// Write a snapshot after this many records (0: never).
+    pub snapshot_every_records: u64,
+    /// How often the supervisor retries opening a failed log.
+    pub reopen_interval: Duration,
+}
+
+pub struct Engine {
+    handles: Vec<ShardHandle>,
+    shared: Arc<Shared>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    supervisor: Mutex<Option<JoinHandle<()>>>,
+    supervisor_stop: Sender<String>,
+}
+
+/// Rebuilds shards from what the log recovered: the snapshot (if any), then every record after it.
+pub fn replay(recovery: &Recovery, shard_count: usize) -> Result<Vec<Shard>, String> {
+    let mut shards = match recovery.snapshot() {
+        Some((lsn, bytes)) => decode_snapshot(bytes, shard_count).map_err(|e| format!("snapshot at LSN {lsn}: {e}"))?,
+        None => (0..shard_count).map(|_| Shard::new()).collect(),
+    };
+    for record in recovery.records() {
+        let record = record.map_err(|e| format!("reading the log: {e}"))?;
+        if record.record_type != RECORD_EVENTS {
+            return Err(format!("record at LSN {}: unknown record type {}", record.lsn, record.record_type));
+        }
+        let events =
+            decode_events(record.payload).map_err(|e| format!("record at LSN {} does not decode: {e}", record.lsn))?;
+        for event in &events {
+            let i = shard_of(&event.merchant, shard_count);
+            shards[i].apply(event).map_err(|e| format!("record at LSN {} does not apply: {e}", record.lsn))?;
+        }
+    }
+    for shard in &mut shards {
+        let applied = shard.applied_events();
+        shard.mark_durable(applied);
+    }
+    Ok(shards)
+}
+
+/// Snapshot bytes: `SRGH`, version u32, shard count u32, then per shard a u64 length and
+/// `Shard::snapshot()`. All little-endian.
+fn encode_snapshot(parts: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(12 + parts.iter().map(|p| p.len() + 8).sum::<usize>());
+    out.extend_from_slice(&SNAPSHOT_MAGIC);
+    out.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
+    out.extend_from_slice(&(parts.len() as u32).to_le_bytes());
+    for p in parts {
+        out.extend_from_slice(&(p.len() as u64).to_le_bytes());
+        out.extend_from_slice(p);
+    }
+    out
+}
+
+fn decode_snapshot(bytes: &[u8], shard_count: usize) -> Result<Vec<Shard>, String> {
+    let take = |at: usize, n: usize| bytes.get(at..at + n).ok_or_else(|| "truncated".to_string());
+    if take(0, 4)? != SNAPSHOT_MAGIC {
+        return Err("bad magic".into());
+    }
+    let u32_at = |at: usize| -> Result<u32, String> {
+        let b = take(at, 4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let version = u32_at(4)?;
+    if version != SNAPSHOT_VERSION {
+        return Err(format!("unsupported version {version}"));
+    }
+    let count = u32_at(8)? as usize;
+    if count != shard_count {
+        return Err(format!(
+            "written with {count} shards, this server runs {shard_count}; start it with --shards {count}"
+        ));
+    }
+    let mut at = 12;
+    let mut shards = Vec::with_capacity(count);
+    for i in 0..count {
+        let b = take(at, 8)?;
+        let len = u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as usize;
+        at += 8;
+        let part = bytes.get(at..at.saturating_add(len)).ok_or_else(|| "truncated".to_string())?;
+        at += len;
+        shards.push(Shard::restore(part).map_err(|e| format!("shard {i}: {e}"))?);
+    }
+    if at != bytes.len() {
+        return Err(format!("{} trailing bytes", bytes.len() - at));
+    }
+    Ok(shards)
+}
+
+fn key_map(shards: &[Shard]) -> HashMap<[u8; 32], Arc<str>> {
+    shards.iter().flat_map(|s| s.merchants()).map(|m| (m.api_key_hash, m.id.clone())).collect()
+}
+
+impl Engine {
+    /// Opens the log with `opener`, recovers every shard and starts the threads. A record
+    /// that does not decode or apply stops start-up with an error naming its LSN.
+    pub fn start(opener: WalOpener, config: EngineConfig) -> Result<Engine, String> {
+        let n = config.shards.max(1);
+        let (wal, recovery) = opener().map_err(|e| format!("opening the log: {e}"))?;
+        if let Some(cut) = &recovery.tail_cut {
+            tracing::warn!(?cut, "cut a torn tail off the log");
+        }
+        let shards = replay(&recovery, n)?;
+        drop(recovery);
+        tracing::info!(shards = n, next_lsn = wal.next_lsn(), "recovered");
+        let (failures_tx, failures_rx) = crossbeam_channel::unbounded();
+        let shared = Arc::new(Shared {
+            wal: RwLock::new(Some(Arc::new(wal))),
+            healthy: AtomicBool::new(true),
+            keys: RwLock::new(key_map(&shards)),
+            failures: failures_tx.clone(),
+            records_since_snapshot: AtomicU64::new(0),
+            stopping: AtomicBool::new(false),
+            last_failure: Mutex::new(None),
+        });
+        let mut handles = Vec::with_capacity(n);
+        let mut threads = Vec::with_capacity(n);
+        for (index, shard) in shards.into_iter().enumerate() {
+            let (inbox_tx, inbox_rx) = crossbeam_channel::unbounded();
+            let (control_tx, control_rx) = crossbeam_channel::unbounded();
+            let worker = Worker {
+                index,
+                shard,
+                inbox: inbox_rx,
+                control: control_rx,
+                control_tx: control_tx.clone(),
+                shared: shared.clone(),
+                stale: false,
+                stopping: false,
+                last_appended: 0,
+                durable_seen: 0,
+                inflight: VecDeque::new(),
+                waiting: VecDeque::new(),
+                snapshot: None,
+            };
+            let thread = std::thread::Builder::new()
+                .name(format!("surge-shard-{index}"))
+                .spawn(move || worker.run())
+                .map_err(|e| format!("spawning a shard thread: {e}"))?;
+            threads.push(thread);
+            handles.push(ShardHandle {
+                inbox: inbox_tx,
+                control: control_tx,
+                permits: Arc::new(Semaphore::new(SHARD_INFLIGHT_MAX)),
+            });
+        }
+        let supervisor = Supervisor {
+            opener,
+            shared: shared.clone(),
+            controls: handles.iter().map(|h| h.control.clone()).collect(),
+            failures: failures_rx,
+            config,
+            shard_count: n,
+        };
+        let supervisor = std::thread::Builder::new()
+            .name("surge-supervisor".into())
+            .spawn(move || supervisor.run())
+            .map_err(|e| format!("spawning the supervisor: {e}"))?;
+        Ok(Engine {
+            handles,
+            shared,
+            threads: Mutex::new(threads),
+            supervisor: Mutex::new(Some(supervisor)),
+            supervisor_stop: failures_tx,
+        })
+    }
+
+    pub fn shard_count(&self) -> usize {
+        self.handles.len()
+    }
+
+    /// Whether the log is writable (false while a storage failure is being recovered).
+    pub fn is_healthy(&self) -> bool {
+        self.shared.healthy.load(Ordering::Acquire)
+    }
+
+    pub fn last_failure(&self) -> Option<String> {
+        self.shared.last_failure.lock().clone()
+    }
+
+    /// The merchant an API key hash belongs to.
+    pub fn merchant_for_key(&self, hash: &[u8; 32]) -> Option<Arc<str>> {
+        self.shared.keys.read().get(hash).cloned()
+    }
+
+    /// Called once a `CreateMerchant` is durable.
+    pub fn register_key(&self, hash: [u8; 32], merchant: &str) {
+        self.shared.keys.write().insert(hash, merchant.into());
+    }
+
+    fn handle(&self, merchant: &str) -> &ShardHandle {
+        &self.handles[shard_of(merchant, self.handles.len())]
+    }
+
+    /// Runs a request on its merchant's shard; answers once its record is durable.
+    pub async fn execute(&self, req: Request) -> ExecResult {
+        if !self.is_healthy() {
+            return Err(ExecError::Storage(self.unavailable_reason()));
+        }
+        let handle = self.handle(&req.merchant);
+        let _permit = handle.permits.acquire().await.map_err(|_| ExecError::Storage("shutting down".into()))?;
+        let (tx, rx) = oneshot::channel();
+        handle
+            .inbox
+            .send(Job::Exec { req: Box::new(req), tx })
+            .map_err(|_| ExecError::Storage("shutting down".into()))?;
+        rx.await.unwrap_or_else(|_| Err(ExecError::Storage("the shard stopped".into())))
+    }
+
+    /// Runs `f` on the merchant's shard, after everything that shard applied before is durable.
+    pub async fn read<R, F>(&self, merchant: &str, f: F) -> Result<R, ExecError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Shard) -> R + Send + 'static,
+    {
+        let handle = self.handle(merchant);
+        let _permit = handle.permits.acquire().await.map_err(|_| ExecError::Storage("shutting down".into()))?;
+        let (tx, rx) = oneshot::channel::<Result<R, ExecError>>();
+        let run: Box<dyn FnOnce(&Shard) -> Completion + Send> = Box::new(move |shard: &Shard| {
+            let value = f(shard);
+            Box::new(move |err: Option<ExecError>| {
+                let _ = tx.send(match err {
+                    None => Ok(value),
+                    Some(e) => Err(e),
+                });
+            }) as Completion
+        });
+        handle.inbox.send(Job::Read { run }).map_err(|_| ExecError::Storage("shutting down".into()))?;
+        rx.await.unwrap_or_else(|_| Err(ExecError::Storage("the shard stopped".into())))
+    }
+
+    fn unavailable_reason(&self) -> String {
+        match self.last_failure() {
+            Some(f) => format!("the write-ahead log is unavailable ({f}); nothing was applied, retry later"),
+            None => "the write-ahead log is unavailable; nothing was applied, retry later".into(),
+        }
+    }
+
+    /// Stops the supervisor, then every shard once what it appended is durable, then the log.
+    pub fn shutdown(&self) {
+        self.shared.stopping.store(true, Ordering::Release);
+        let _ = self.supervisor_stop.send(String::new());
+        if let Some(s) = self.supervisor.lock().take() {
+            let _ = s.join();
+        }
+        for h in &self.handles {
+            let _ = h.control.send(Control::Stop);
+        }
+        for t in self.threads.lock().drain(..) {
+            let _ = t.join();
+        }
+        let wal = self.shared.wal.write().take();
+        if let Some(wal) = wal.and_then(|w| Arc::try_unwrap(w).ok()) {
+            if let Err(e) = wal.close() {
+                tracing::warn!("closing the log: {e}");
+            }
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+struct Worker {
+    index: usize,
+    shard: Shard,
+    inbox: Receiver<Job>,
+    control: Receiver<Control>,
+    control_tx: Sender<Control>,
+    shared: Arc<Shared>,
+    /// The state may hold changes the log does not: answer nothing from it until replaced.
+    stale: bool,
+    stopping: bool,
+    last_appended: Lsn,
+    durable_seen: Lsn,
+    /// (last LSN of a group, the shard's applied events after it).
+    inflight: VecDeque<(Lsn, u64)>,
+    /// Answers held until the LSN is durable, in LSN order.
+    waiting: VecDeque<(Lsn, Completion)>,
+    snapshot: Option<Arc<SnapshotRound>>,
+}
+
+/// Records of the current group and the answers that depend on them.
+#[derive(Default)]
+struct Group {
+    records: Vec<Vec<u8>>,
+    bytes: usize,
+    waiters: Vec<Completion>,
+}
+
+impl Worker {
+    fn run(mut self) {
+        let mut next_tick = Instant::now() + TICK_INTERVAL;
+        loop {
+            while let Ok(c) = self.control.try_recv() {
+                self.on_control(c);
+            }
+            if self.stopping && self.inflight.is_empty() {
+                self.fail_waiting("shutting down");
+                return;
+            }
+            if self.snapshot.is_some() && self.inflight.is_empty() {
+                self.take_snapshot();
+                continue;
+            }
+            let now = Instant::now();
+            if now >= next_tick {
+                next_tick = now + TICK_INTERVAL;
+                if !self.stopping && self.snapshot.is_none() {
+                    self.tick();
+                }
+                continue;
+            }
+            let timeout = next_tick - now;
+            if self.stopping || self.snapshot.is_some() {
+                // Only the log's answers may come in now.
+                if let Ok(c) = self.control.recv_timeout(timeout) {
+                    self.on_control(c);
+                }
+                continue;
+            }
+            select! {
+                recv(self.control) -> c => if let Ok(c) = c { self.on_control(c) },
+                recv(self.inbox) -> job => if let Ok(job) = job { self.drain(job) },
+                default(timeout) => {}
+            }
+        }
+    }
+
+    fn on_control(&mut self, c: Control) {
+        match c {
+            Control::Durable(Ok(lsn)) => {
+                self.durable_seen = self.durable_seen.max(lsn);
+                while let Some(&(l, applied)) = self.inflight.front() {
+                    if l > lsn {
+                        break;
+                    }
+                    self.inflight.pop_front();
+                    if !self.stale {
+                        self.shard.mark_durable(applied);
+                    }
+                }
+                while self.waiting.front().is_some_and(|(l, _)| *l <= self.durable_seen) {
+                    if let Some((_, done)) = self.waiting.pop_front() {
+                        done(None);
+                    }
+                }
+            }
+            Control::Durable(Err(e)) => self.go_stale(&e.to_string()),
+            Control::Suspend => {
+                // Answers already waiting still get the log's verdict through `Durable`.
+                self.stale = true;
+            }
+            Control::Replace(shard, ack) => {
+                self.fail_waiting("the write-ahead log was reopened");
+                self.shard = *shard;
+                self.stale = false;
+                self.inflight.clear();
+                self.last_appended = 0;
+                self.durable_seen = 0;
+                let _ = ack.send(());
+            }
+            Control::Snapshot(round) => self.snapshot = Some(round),
+            Control::Stop => self.stopping = true,
+        }
+    }
+
+    fn fail_waiting(&mut self, reason: &str) {
+        for (_, done) in self.waiting.drain(..) {
+            done(Some(ExecError::Storage(reason.to_string())));
+        }
+    }
+
+    fn go_stale(&mut self, reason: &str) {
+        if !self.stale {
+            tracing::error!(shard = self.index, "log failure, shard goes stale until rebuilt: {reason}");
+            let _ = self.shared.failures.send(reason.to_string());
+        }
+        self.stale = true;
+        self.inflight.clear();
+        self.fail_waiting(&format!("the write-ahead log failed ({reason}); nothing was applied"));
+    }
+
+    fn take_snapshot(&mut self) {
+        let Some(round) = self.snapshot.take() else { return };
+        let part = (!self.stale).then(|| self.shard.snapshot());
+        round.parts.lock()[self.index] = part;
+        round.taken.wait();
+        round.resume.wait();
+    }
+
+    /// Answers now, or after what this shard appended so far is durable.
+    fn settle(&mut self, group: &mut Group, done: Completion) {
+        if !group.records.is_empty() {
+            group.waiters.push(done);
+        } else if self.last_appended > self.durable_seen {
+            self.waiting.push_back((self.last_appended, done));
+        } else {
+            done(None);
+        }
+    }
+
+    fn drain(&mut self, first: Job) {
+        let now = surge_core::UnixMs::from(now_ms());
+        let mut group = Group::default();
+        let mut next = Some(first);
+        let mut taken = 0;
+        while let Some(job) = next.take() {
+            taken += 1;
+            self.run_job(job, now, &mut group);
+            if group.bytes >= GROUP_BYTES_MAX {
+                self.append(std::mem::take(&mut group));
+            }
+            if taken < DRAIN_MAX {
+                next = self.inbox.try_recv().ok();
+            }
+        }
+        if !group.records.is_empty() {
+            self.append(group);
+        }
+    }
+
+    fn run_job(&mut self, job: Job, now: u64, group: &mut Group) {
+        match job {
+            Job::Exec { req, tx } => {
+                let result = if self.stale || !self.shared.healthy.load(Ordering::Acquire) {
+                    let _ = tx.send(Err(ExecError::Storage("the write-ahead log is unavailable".into())));
+                    return;
+                } else {
+                    self.shard.execute(&req, now)
+                };
+                let result = match result {
+                    Ok(Outcome::Applied { events, reply }) => {
+                        let record = encode_events(&events);
+                        group.bytes += record.len();
+                        group.records.push(record);
+                        Ok(Executed { reply, replayed: false })
+                    }
+                    Ok(Outcome::Replayed { reply }) => Ok(Executed { reply, replayed: true }),
+                    Err(e) => Err(ExecError::Core(e)),
+                };
+                let done: Completion = Box::new(move |err| {
+                    let _ = tx.send(match err {
+                        None => result,
+                        Some(e) => Err(e),
+                    });
+                });
+                self.settle(group, done);
+            }
+            Job::Read { run } => {
+                if self.stale {
+                    let done = run(&Shard::new());
+                    done(Some(ExecError::Storage("the write-ahead log is unavailable".into())));
+                    return;
+                }
+                let done = run(&self.shard);
+                self.settle(group, done);
+            }
+        }
+    }
+
+    fn tick(&mut self) {
+        if self.stale || !self.shared.healthy.load(Ordering::Acquire) {
+            return;
+        }
+        let events = self.shard.tick(now_ms());
+        if events.is_empty() {
+            return;
+        }
+        let record = encode_events(&events);
+        self.append(Group { bytes: record.len(), records: vec![record], waiters: Vec::new() });
+    }
+
+    fn append(&mut self, group: Group) {
+        let wal = self.shared.wal.read().clone();
+        let refs: Vec<(u8, &[u8])> = group.records.iter().map(|r| (RECORD_EVENTS, r.as_slice())).collect();
+        let ctl = self.control_tx.clone();
+        let appended = match &wal {
+            Some(wal) => wal.append_group_with(&refs, move |r| {
+                let _ = ctl.send(Control::Durable(r));
+            }),
+            None => Err(WalError::Closed),
+        };
+        drop(wal);
+        match appended {
+            Ok(last) => {
+                self.last_appended = last;
+                self.inflight.push_back((last, self.shard.applied_events()));
+                for done in group.waiters {
+                    self.waiting.push_back((last, done));
+                }
+                self.shared.records_since_snapshot.fetch_add(refs.len() as u64, Ordering::Relaxed);
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                for done in group.waiters {
+                    done(Some(ExecError::Storage(format!("the write-ahead log refused the write ({reason})"))));
+                }
+                self.go_stale(&reason);
+            }
+        }
+    }
+}
+
+struct Supervisor {
+    opener: WalOpener,
+    shared: Arc<Shared>,
+    controls: Vec<Sender<Control>>,
+    failures: Receiver<String>,
+    config: EngineConfig,
+    shard_count: usize,
+}
+
+impl Supervisor {
+    fn run(self) {
+        loop {
+            if self.shared.stopping.load(Ordering::Acquire) {
+                return;
+            }
+            match self.failures.recv_timeout(Duration::from_millis(200)) {
+                Ok(reason) if !reason.is_empty() => self.recover(reason),
+                Ok(_) => {}
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => self.maybe_snapshot(),
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
+            }
+        }
+    }
+
+    /// Takes the failed log away from the shards, reopens it (retrying) and rebuilds every
+    /// shard from what it holds, so no change the log lost stays visible.
+    fn recover(&self, reason: String) {
+        self.shared.healthy.store(false, Ordering::Release);
+        *self.shared.last_failure.lock() = Some(reason.clone());
+        tracing::error!("storage failure: {reason}; reopening the log");
+        for c in &self.controls {
+            let _ = c.send(Control::Suspend);
+        }
+        let old = self.shared.wal.write().take();
+        if let Some(mut wal) = old {
+            // Shards hold a clone only while appending.
+            loop {
+                match Arc::try_unwrap(wal) {
+                    Ok(w) => {
+                        let _ = w.close();
+                        break;
+                    }
+                    Err(w) => {
+                        wal = w;
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                }
+            }
+        }
+        while self.failures.try_recv().is_ok() {}
+        loop {
+            if self.shared.stopping.load(Ordering::Acquire) {
+                return;
+            }
+            match self.reopen() {
+                Ok(()) => {
+                    tracing::info!("log reopened and shards rebuilt");
+                    while self.failures.try_recv().is_ok() {}
+                    self.shared.healthy.store(true, Ordering::Release);
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!("reopening the log failed: {e}");
+                    *self.shared.last_failure.lock() = Some(e);
+                    std::thread::sleep(self.config.reopen_interval);
+                }
+            }
+        }
+    }
+
+    fn reopen(&self) -> Result<(), String> {
+        let (wal, recovery) = (self.opener)().map_err(|e| e.to_string())?;
+        let shards = replay(&recovery, self.shard_count)?;
+        drop(recovery);
+        *self.shared.keys.write() = key_map(&shards);
+        *self.shared.wal.write() = Some(Arc::new(wal));
+        let (ack_tx, ack_rx) = crossbeam_channel::unbounded();
+        for (c, shard) in self.controls.iter().zip(shards) {
+            let _ = c.send(Control::Replace(Box::new(shard), ack_tx.clone()));
+        }
+        for _ in 0..self.controls.len() {
+            let _ = ack_rx.recv_timeout(Duration::from_secs(30));
+        }
+        Ok(())
+    }
+
+    /// Every shard pauses once what it appended is durable and hands over its image; while
+    /// all are paused no record is appended, so the images are the state at `next_lsn - 1`.
+    fn maybe_snapshot(&self) {
+        let every = self.config.snapshot_every_records;
+        if every == 0 || self.shared.records_since_snapshot.load(Ordering::Relaxed) < every {
+            return;
+        }
+        if !self.shared.healthy.load(Ordering::Acquire) {
+            return;
+        }
+        let n = self.controls.len();
+        let round = Arc::new(SnapshotRound {
+            parts: Mutex::new(vec![None; n]),
+            taken: Barrier::new(n + 1),
+            resume: Barrier::new(n + 1),
+        });
+        for c in &self.controls {
+            let _ = c.send(Control::Snapshot(round.clone()));
+        }
+        round.taken.wait();
+        let wal = self.shared.wal.read().clone();
+        let at = wal.as_ref().map(|w| (w.next_lsn() - 1, w.durable_lsn()));
+        self.shared.records_since_snapshot.store(0, Ordering::Relaxed);
+        round.resume.wait();
+        let parts: Option<Vec<Vec<u8>>> = round.parts.lock().drain(..).collect();
+        let (Some(wal), Some((lsn, durable)), Some(parts)) = (wal, at, parts) else { return };
+        if lsn != durable || lsn == 0 {
+            return;
+        }
+        let started = Instant::now();
+        match wal.write_snapshot(lsn, &encode_snapshot(&parts)) {
+            Ok(removed) => tracing::info!(lsn, removed = removed.len(), took = ?started.elapsed(), "snapshot written"),
+            Err(e) => tracing::warn!("writing a snapshot at LSN {lsn} failed: {e}"),
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! Extractors: an authenticated merchant call (key, rate limit, body, idempotency) and an
+//! admin call. Bodies are read here with the 64 KiB limit and parsed with field paths in
+//! error messages, so every rejection is the contract's problem+json.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::{header, HeaderMap, Method};
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use surge_core::Idempotency;
+
+use crate::engine::Engine;
+use crate::error::ApiError;
+use crate::{auth, AppState, BODY_BYTES_MAX};
+
+/// What every merchant route gets: who is calling, and the request itself.
+pub struct Call {
+    pub engine: Arc<Engine>,
+    pub merchant: Arc<str>,
+    pub method: Method,
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// An admin-token call (merchant creation).
+pub struct AdminCall {
+    pub engine: Arc<Engine>,
+    pub method: Method,
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+async fn read_body(req: Request) -> Result<(Method, String, HeaderMap, Bytes), ApiError> {
+    let (parts, body) = req.into_parts();
+    let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > BODY_BYTES_MAX as u64) {
+        return Err(ApiError::payload_too_large());
+    }
+    let body = axum::body::to_bytes(body, BODY_BYTES_MAX).await.map_err(|_| ApiError::payload_too_large())?;
+    Ok((parts.method, parts.uri.path().to_string(), parts.headers, body))
+}
+
+impl FromRequest<AppState> for Call {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Call, ApiError> {
+        let engine = state.engine()?;
+        let key = auth::bearer(req.headers()).ok_or_else(ApiError::unauthorized)?;
+        let hash = auth::sha256(key.as_bytes());
+        let merchant = engine.merchant_for_key(&hash).ok_or_else(ApiError::unauthorized)?;
+        if let Some(limiter) = &state.0.limiter {
+            if let Err(not_until) = limiter.check_key(&merchant) {
+                use governor::clock::Clock;
+                let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
+                return Err(ApiError::rate_limited(wait.as_secs_f64().ceil() as u64));
+            }
+        }
+        let (method, path, headers, body) = read_body(req).await?;
+        Ok(Call { engine, merchant, method, path, headers, body })
+    }
+}
+
+impl FromRequest<AppState> for AdminCall {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<AdminCall, ApiError> {
+        let engine = state.engine()?;
+        let token = auth::bearer(req.headers()).ok_or_else(ApiError::unauthorized)?;
+        let presented = auth::sha256(token.as_bytes());
+        if !bool::from(presented.ct_eq(&state.0.admin_token_hash)) {
+            return Err(ApiError::unauthorized());
+        }
+        let (method, path, headers, body) = read_body(req).await?;
+        Ok(AdminCall { engine, method, path, headers, body })
+    }
+}
+
+/// Parses a JSON body: 415 unless it says JSON, 400 naming the field otherwise.
+pub fn parse_json<T: DeserializeOwned>(headers: &HeaderMap, body: &Bytes) -> Result<T, ApiError> {
+    let is_json = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|ct| {
+        let mime = ct.split(';').next().unwrap_or("").trim();
+        mime.eq_ignore_ascii_case("application/json")
+            || (mime.len() > 5 && mime.to_ascii_lowercase().starts_with("application/") && mime.ends_with("+json"))
+    });
+    if !is_json {
+        return Err(ApiError::unsupported_media_type());
+    }
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    let value: T = serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path.is_empty() || path == "." {
+            ApiError::invalid(format!("malformed JSON body: {inner}"))
+        } else {
+            ApiError::invalid(format!("{path}: {inner}")).with("field", path)
+        }
+    })?;
+    Ok(value)
+}
+
+/// Like `parse_json`, but an empty body (with any content type) is `T::default()`.
+pub fn parse_json_or_default<T: DeserializeOwned + Default>(headers: &HeaderMap, body: &Bytes) -> Result<T, ApiError> {
+    if body.iter().all(|b| b.is_ascii_whitespace()) {
+        return Ok(T::default());
+    }
+    parse_json(headers, body)
+}
+
+/// The request's `Idempotency-Key` with its fingerprint (first 16 bytes of SHA-256 over
+/// method, path and body). `required`: 400 without one.
+pub fn idempotency(
+    method: &Method,
+    path: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+    required: bool,
+) -> Result<Option<Idempotency>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return if required {
+            Err(ApiError::invalid("the Idempotency-Key header is required on this route")
+                .with("field", "Idempotency-Key"))
+        } else {
+            Ok(None)
+        };
+    };
+    let key = value.to_str().map_err(|_| {
+        ApiError::invalid("Idempotency-Key: must be 1..=255 printable ASCII characters")
+            .with("field", "Idempotency-Key")
+    })?;
+    let mut h = Sha256::new();
+    h.update(method.as_str().as_bytes());
+    h.update(b" ");
+    h.update(path.as_bytes());
+    h.update(b"\n");
+    h.update(body);
+    let digest = h.finalize();
+    let mut fingerprint = [0u8; 16];
+    fingerprint.copy_from_slice(&digest[..16]);
+    Ok(Some(Idempotency { key: key.to_string(), fingerprint }))
+}
+
+impl Call {
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
+        parse_json(&self.headers, &self.body)
+    }
+
+    pub fn json_or_default<T: DeserializeOwned + Default>(&self) -> Result<T, ApiError> {
+        parse_json_or_default(&self.headers, &self.body)
+    }
+
+    pub fn idempotency(&self, required: bool) -> Result<Option<Idempotency>, ApiError> {
+        idempotency(&self.method, &self.path, &self.headers, &self.body, required)
+    }
+
+    /// The `Queue-Token` header.
+    pub fn queue_token(&self) -> Result<Option<String>, ApiError> {
+        match self.headers.get("queue-token") {
+            None => Ok(None),
+            Some(v) => v
+                .to_str()
+                .map(|s| Some(s.trim().to_string()))
+                .map_err(|_| ApiError::invalid("Queue-Token: not a token").with("field", "Queue-Token")),
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! surge-api: the HTTP contract (`shared/spec/api.md`) on top of the engine host.
+//!
+//! - `app(state)` is the whole router; `main.rs` only parses flags, recovers and serves.
+//! - Only this crate knows JSON and HTTP: handlers turn requests into `surge_core::Request`s,
+//!   the engine (`engine.rs`) runs them on shard threads and answers once durable, and
+//!   `dto.rs` renders core's views (RFC 3339 times instead of `*_ms`).
+//! - Every failure is `application/problem+json` (`error.rs`), including the router's own
+//!   404/405 and extractor rejections (a response mapper rewrites any other error body).
+
+pub mod auth;
+pub mod config;
+pub mod dto;
+pub mod engine;
+pub mod error;
+pub mod extract;
+pub mod routes;
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::Router;
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use parking_lot::RwLock;
+
+use crate::engine::Engine;
+use crate::error::{ApiError, PROBLEM_JSON};
+
+/// Request bodies above this are refused with 413.
+pub const BODY_BYTES_MAX: usize = 64 * 1024;
+
+/// Everything the handlers share. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+pub struct Inner {
+    /// SHA-256 of the admin token.
+    admin_token_hash: [u8; 32],
+    /// Set once recovery is done; `None` before (every route but /healthz answers 503).
+    engine: RwLock<Option<Arc<Engine>>>,
+    limiter: Option<DefaultKeyedRateLimiter<Arc<str>>>,
+}
+
+impl AppState {
+    /// `merchant_rate_limit`: requests per second per merchant, also the burst; 0 = off.
+    pub fn new(admin_token_hash: [u8; 32], merchant_rate_limit: u32) -> AppState {
+        let limiter = std::num::NonZeroU32::new(merchant_rate_limit)
+            .map(|rps| RateLimiter::keyed(Quota::per_second(rps).allow_burst(rps)));
+        AppState(Arc::new(Inner { admin_token_hash, engine: RwLock::new(None), limiter }))
+    }
+
+    /// Makes the recovered engine available: from now on the server is ready.
+    pub fn set_engine(&self, engine: Arc<Engine>) {
+        *self.0.engine.write() = Some(engine);
+    }
+
+    pub fn engine(&self) -> Result<Arc<Engine>, ApiError> {
+        self.0
+            .engine
+            .read()
+            .clone()
+            .ok_or_else(|| ApiError::storage_unavailable("recovery is still running; retry shortly"))
+    }
+
+    pub fn take_engine(&self) -> Option<Arc<Engine>> {
+        self.0.engine.write().take()
+    }
+}
+
+pub fn app(state: AppState) -> Router {
+    use routes::*;
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/v1/merchants", post(create_merchant))
+        .route("/v1/items/bulk", post(put_items))
+        .route("/v1/items/{sku}", put(put_item).get(get_item))
+        .route("/v1/items/{sku}/restock", post(restock))
+        .route("/v1/holds", post(create_hold))
+        .route("/v1/holds/{id}", get(get_hold))
+        .route("/v1/holds/{id}/release", post(release_hold))
+        .route("/v1/orders", post(create_order))
+        .route("/v1/orders/{id}", get(get_order))
+        .route("/v1/orders/{id}/cancel", post(cancel_order))
+        .route("/v1/orders/{id}/payments", post(pay_order))
+        .route("/v1/payments/{id}", get(get_payment))
+        .route("/v1/payments/{id}/capture", post(capture_payment))
+        .route("/v1/payments/{id}/refund", post(refund_payment))
+        .route("/v1/customers/{id}/points", get(get_points))
+        .route("/v1/customers/{id}/points/credit", post(credit_points))
+        .route("/v1/ledger/accounts/{account}", get(get_account))
+        .route("/v1/ledger/trial-balance", get(trial_balance))
+        .route("/v1/queues/{id}", put(put_queue).get(get_queue))
+        .route("/v1/queues/{id}/tokens", post(issue_token))
+        .route("/v1/queues/{id}/tokens/{token}", get(get_token))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::map_response(problem_bodies))
+        .with_state(state)
+}
+
+async fn healthz() -> Response {
+    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], r#"{"status":"ok"}"#).into_response()
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    match state.engine() {
+        Ok(engine) if engine.is_healthy() => {
+            (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], r#"{"status":"ready"}"#).into_response()
+        }
+        Ok(engine) => ApiError::storage_unavailable(format!(
+            "the write-ahead log is not writable: {}",
+            engine.last_failure().unwrap_or_default()
+        ))
+        .into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::method_not_allowed()
+}
+
+/// Any error response that is not problem+json yet (axum's rejections, 405 with `Allow`)
+/// becomes one, keeping its status and headers.
+async fn problem_bodies(res: Response) -> Response {
+    let status = res.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return res;
+    }
+    let is_problem = res.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes() == PROBLEM_JSON.as_bytes());
+    if is_problem {
+        return res;
+    }
+    let (parts, body) = res.into_parts();
+    let detail = match axum::body::to_bytes(body, 4096).await {
+        Ok(b) if !b.is_empty() => String::from_utf8_lossy(&b).into_owned(),
+        _ => status.canonical_reason().unwrap_or("error").to_string(),
+    };
+    let mut fixed = ApiError::from_status(status, detail).into_response();
+    for (name, value) in parts.headers.iter() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            fixed.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    fixed.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+    fixed
+}

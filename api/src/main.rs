@@ -1,0 +1,142 @@
+//! `surge`: the single binary. `surge serve` runs the HTTP API on the log in `--data-dir`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use surge_api::config::{self, ServeConfig};
+use surge_api::engine::{Engine, EngineConfig, WalOpener};
+use surge_api::{app, AppState};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(name = "surge", version, about = "surge: an order and payment engine for traffic that arrives all at once")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Serve the HTTP API (recovers the log in --data-dir first).
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "SURGE_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Directory of the write-ahead log, snapshots and the admin token hash.
+    #[arg(long, env = "SURGE_DATA_DIR", default_value = "./data")]
+    data_dir: PathBuf,
+    /// Admin token (creates merchants). Without one, a token is generated and printed once
+    /// at first start; only its hash is kept in the data directory.
+    #[arg(long, env = "SURGE_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// Shard threads (default: available parallelism). Fixed per data directory.
+    #[arg(long, env = "SURGE_SHARDS")]
+    shards: Option<usize>,
+    /// Requests per second per merchant (also the burst); 0 turns the limit off.
+    #[arg(long, env = "SURGE_MERCHANT_RATE_LIMIT", default_value_t = 100_000)]
+    merchant_rate_limit: u32,
+    /// Write a snapshot after this many log records (0: never).
+    #[arg(long, env = "SURGE_SNAPSHOT_EVERY", default_value_t = 100_000)]
+    snapshot_every: u64,
+}
+
+fn main() -> std::process::ExitCode {
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_target(false).with_ansi(ansi).with_writer(std::io::stderr).init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::Serve(args) => serve(ServeConfig {
+            listen: args.listen,
+            data_dir: args.data_dir,
+            admin_token: args.admin_token,
+            shards: args.shards,
+            merchant_rate_limit: args.merchant_rate_limit,
+            snapshot_every_records: args.snapshot_every,
+        }),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("surge: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(cfg: ServeConfig) -> Result<(), String> {
+    std::fs::create_dir_all(&cfg.data_dir).map_err(|e| format!("creating {}: {e}", cfg.data_dir.display()))?;
+    let admin = config::admin_token_hash(&cfg.data_dir, cfg.admin_token.as_deref())?;
+    let shards = config::shard_count(&cfg.data_dir, cfg.shards)?;
+    let state = AppState::new(admin, cfg.merchant_rate_limit);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting the runtime: {e}"))?;
+    runtime.block_on(async move {
+        let listener =
+            tokio::net::TcpListener::bind(cfg.listen).await.map_err(|e| format!("binding {}: {e}", cfg.listen))?;
+        let local = listener.local_addr().map_err(|e| e.to_string())?;
+        tracing::info!(%local, data_dir = %cfg.data_dir.display(), shards, "listening (recovering the log)");
+
+        // Serve /healthz at once; every other route answers 503 until recovery is done.
+        let server = axum::serve(listener, app(state.clone())).with_graceful_shutdown(shutdown_signal());
+        let server = tokio::spawn(async move { server.await });
+
+        let wal_dir = cfg.data_dir.join("wal");
+        let opener: WalOpener = Box::new(move || surge_wal::Wal::open(&wal_dir, surge_wal::Config::default()));
+        let engine_cfg = EngineConfig {
+            shards,
+            snapshot_every_records: cfg.snapshot_every_records,
+            reopen_interval: Duration::from_secs(1),
+        };
+        let engine = tokio::task::spawn_blocking(move || Engine::start(opener, engine_cfg))
+            .await
+            .map_err(|e| format!("recovery task: {e}"))?
+            .map_err(|e| format!("recovery failed: {e}"));
+        let engine = match engine {
+            Ok(engine) => Arc::new(engine),
+            Err(e) => {
+                server.abort();
+                return Err(e);
+            }
+        };
+        state.set_engine(engine);
+        tracing::info!(%local, "ready");
+        let served = server.await.map_err(|e| format!("server task: {e}"))?;
+        served.map_err(|e| format!("serving: {e}"))?;
+        tracing::info!("drained; stopping the shards and closing the log");
+        if let Some(engine) = state.take_engine() {
+            tokio::task::spawn_blocking(move || engine.shutdown()).await.map_err(|e| e.to_string())?;
+        }
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown signal: draining in-flight requests");
+}

@@ -1,0 +1,393 @@
+//! Handlers: JSON body -> `surge_core::Command`, engine, reply -> status + JSON. The status
+//! of a success is a function of the route and the reply only, so an idempotent replay
+//! answers with the same status and body as the first time.
+
+use std::sync::Arc;
+
+use axum::extract::Path;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::Value;
+use surge_core::ids::is_valid_id;
+use surge_core::state::Merchant;
+use surge_core::{
+    CaptureMode, CardSpec, Command, ItemSpec, LineSpec, OrderSource, PaymentMethod, PaymentSpec, Reply, Request,
+};
+
+use crate::auth;
+use crate::dto;
+use crate::engine::{Engine, ExecError, Executed};
+use crate::error::ApiError;
+use crate::extract::{AdminCall, Call};
+
+fn json_bytes(status: StatusCode, body: Vec<u8>) -> Response {
+    let mut res = (status, body).into_response();
+    res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    res
+}
+
+fn json(status: StatusCode, body: &Value) -> Response {
+    json_bytes(status, serde_json::to_vec(body).unwrap_or_default())
+}
+
+fn exec_error(e: ExecError) -> ApiError {
+    match e {
+        ExecError::Core(e) => e.into(),
+        ExecError::Storage(detail) => ApiError::storage_unavailable(detail),
+    }
+}
+
+fn reply_response(status: StatusCode, executed: &Executed) -> Response {
+    let mut res = json(status, &dto::reply(&executed.reply));
+    if executed.replayed {
+        res.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    res
+}
+
+/// Runs a merchant command; `status` maps the reply to the success status.
+async fn command(
+    call: &Call,
+    command: Command,
+    required_key: bool,
+    status: impl Fn(&Reply) -> StatusCode,
+) -> Result<Response, ApiError> {
+    let idempotency = call.idempotency(required_key)?;
+    let req = Request { merchant: call.merchant.to_string(), idempotency, command };
+    let executed = call.engine.execute(req).await.map_err(exec_error)?;
+    Ok(reply_response(status(&executed.reply), &executed))
+}
+
+fn ok(_: &Reply) -> StatusCode {
+    StatusCode::OK
+}
+
+fn created(_: &Reply) -> StatusCode {
+    StatusCode::CREATED
+}
+
+/// Runs `f` on the caller's merchant, after everything before it is durable.
+async fn read<F>(engine: &Engine, merchant: Arc<str>, f: F) -> Result<Response, ApiError>
+where
+    F: FnOnce(&Merchant) -> Result<Vec<u8>, ApiError> + Send + 'static,
+{
+    let m = merchant.clone();
+    let result = engine
+        .read(&merchant, move |shard| match shard.merchant(&m) {
+            Some(merchant) => f(merchant),
+            None => Err(ApiError::not_found("merchant not found")),
+        })
+        .await
+        .map_err(exec_error)?;
+    Ok(json_bytes(StatusCode::OK, result?))
+}
+
+fn to_vec(v: &Value) -> Vec<u8> {
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+// ---- merchants ----
+
+#[derive(Deserialize)]
+pub struct MerchantBody {
+    id: String,
+    name: String,
+    currency: String,
+}
+
+pub async fn create_merchant(call: AdminCall) -> Result<Response, ApiError> {
+    let body: MerchantBody = crate::extract::parse_json(&call.headers, &call.body)?;
+    let idempotency = crate::extract::idempotency(&call.method, &call.path, &call.headers, &call.body, false)?;
+    let api_key = auth::new_api_key();
+    let hash = auth::sha256(api_key.as_bytes());
+    let req = Request {
+        merchant: body.id.clone(),
+        idempotency,
+        command: Command::CreateMerchant { name: body.name, currency: body.currency, api_key_hash: hash },
+    };
+    let executed = call.engine.execute(req).await.map_err(exec_error)?;
+    match (&executed.reply, executed.replayed) {
+        (Reply::Merchant(m), false) => {
+            call.engine.register_key(hash, &m.id);
+            Ok(json(StatusCode::CREATED, &dto::merchant(m, Some(&api_key))))
+        }
+        _ => Ok(reply_response(StatusCode::CREATED, &executed)),
+    }
+}
+
+// ---- items ----
+
+#[derive(Deserialize)]
+pub struct ItemBody {
+    name: String,
+    price: u64,
+    stock: u64,
+    #[serde(default)]
+    queue_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct BulkItem {
+    sku: String,
+    name: String,
+    price: u64,
+    stock: u64,
+    #[serde(default)]
+    queue_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct BulkBody {
+    items: Vec<BulkItem>,
+}
+
+#[derive(Deserialize)]
+pub struct RestockBody {
+    qty: u64,
+}
+
+pub async fn put_item(Path(sku): Path<String>, call: Call) -> Result<Response, ApiError> {
+    let b: ItemBody = call.json()?;
+    let spec = ItemSpec { sku, name: b.name, price: b.price, stock: b.stock, queue: b.queue_id };
+    command(&call, Command::PutItem(spec), false, |r| match r {
+        Reply::Item { created: true, .. } => StatusCode::CREATED,
+        _ => StatusCode::OK,
+    })
+    .await
+}
+
+pub async fn put_items(call: Call) -> Result<Response, ApiError> {
+    let b: BulkBody = call.json()?;
+    let items = b
+        .items
+        .into_iter()
+        .map(|i| ItemSpec { sku: i.sku, name: i.name, price: i.price, stock: i.stock, queue: i.queue_id })
+        .collect();
+    command(&call, Command::PutItems { items }, false, ok).await
+}
+
+pub async fn restock(Path(sku): Path<String>, call: Call) -> Result<Response, ApiError> {
+    let b: RestockBody = call.json()?;
+    command(&call, Command::Restock { sku, qty: b.qty }, false, ok).await
+}
+
+pub async fn get_item(Path(sku): Path<String>, call: Call) -> Result<Response, ApiError> {
+    read(&call.engine, call.merchant.clone(), move |m| {
+        m.item_view(&sku).map(|i| to_vec(&dto::item(&i))).ok_or_else(|| ApiError::not_found("item not found"))
+    })
+    .await
+}
+
+// ---- holds ----
+
+#[derive(Deserialize)]
+pub struct LineBody {
+    sku: String,
+    qty: u64,
+}
+
+fn line_specs(lines: Vec<LineBody>) -> Vec<LineSpec> {
+    lines.into_iter().map(|l| LineSpec { sku: l.sku, qty: l.qty }).collect()
+}
+
+#[derive(Deserialize)]
+pub struct HoldBody {
+    customer_id: String,
+    lines: Vec<LineBody>,
+    #[serde(default)]
+    ttl_seconds: Option<u64>,
+}
+
+pub async fn create_hold(call: Call) -> Result<Response, ApiError> {
+    let b: HoldBody = call.json()?;
+    let cmd = Command::CreateHold {
+        customer: b.customer_id,
+        lines: line_specs(b.lines),
+        ttl_s: b.ttl_seconds,
+        queue_token: call.queue_token()?,
+    };
+    command(&call, cmd, false, created).await
+}
+
+pub async fn release_hold(Path(id): Path<String>, call: Call) -> Result<Response, ApiError> {
+    command(&call, Command::ReleaseHold { hold: id }, false, ok).await
+}
+
+pub async fn get_hold(Path(id): Path<String>, call: Call) -> Result<Response, ApiError> {
+    read(&call.engine, call.merchant.clone(), move |m| {
+        m.hold_view(&id).map(|h| to_vec(&dto::hold(&h))).ok_or_else(|| ApiError::not_found("hold not found"))
+    })
+    .await
+}
+
+// ---- orders and payments ----
+
+#[derive(Deserialize)]
+pub struct CardBody {
+    number: String,
+    #[serde(rename = "type")]
+    kind: String,
+}
+
+#[derive(Deserialize)]
+pub struct PaymentBody {
+    method: PaymentMethod,
+    #[serde(default)]
+    card: Option<CardBody>,
+    #[serde(default)]
+    capture: Option<CaptureMode>,
+}
+
+impl PaymentBody {
+    /// Card payments need the gateway (issue 6): until it exists they change nothing.
+    fn spec(self) -> Result<PaymentSpec, ApiError> {
+        if self.method == PaymentMethod::Card {
+            return Err(ApiError::gateway_unavailable());
+        }
+        Ok(PaymentSpec {
+            method: self.method,
+            card: self.card.map(|c| CardSpec { number: c.number, kind: c.kind }),
+            capture: self.capture.unwrap_or_default(),
+        })
+    }
+}
+
+#[derive(Deserialize)]
+pub struct OrderBody {
+    customer_id: String,
+    #[serde(default)]
+    lines: Option<Vec<LineBody>>,
+    #[serde(default)]
+    hold_id: Option<String>,
+    payment: PaymentBody,
+}
+
+pub async fn create_order(call: Call) -> Result<Response, ApiError> {
+    let b: OrderBody = call.json()?;
+    let source = match (b.lines, b.hold_id) {
+        (Some(lines), None) => OrderSource::Lines(line_specs(lines)),
+        (None, Some(hold)) => OrderSource::Hold(hold),
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid("lines, hold_id: give exactly one of them").with("field", "hold_id"))
+        }
+        (None, None) => return Err(ApiError::invalid("lines: required unless hold_id is given").with("field", "lines")),
+    };
+    let payment = b.payment.spec()?;
+    let cmd = Command::CreateOrder { customer: b.customer_id, source, payment, queue_token: call.queue_token()? };
+    command(&call, cmd, true, created).await
+}
+
+pub async fn get_order(Path(id): Path<String>, call: Call) -> Result<Response, ApiError> {
+    read(&call.engine, call.merchant.clone(), move |m| {
+        m.order_view(&id).map(|o| to_vec(&dto::order(&o))).ok_or_else(|| ApiError::not_found("order not found"))
+    })
+    .await
+}
+
+pub async fn cancel_order(Path(id): Path<String>, call: Call) -> Result<Response, ApiError> {
+    command(&call, Command::CancelOrder { order: id }, false, ok).await
+}
+
+pub async fn pay_order(Path(id): Path<String>, call: Call) -> Result<Response, ApiError> {
+    let b: PaymentBody = call.json()?;
+    let payment = b.spec()?;
+    command(&call, Command::PayOrder { order: id, payment }, false, ok).await
+}
+
+#[derive(Deserialize, Default)]
+pub struct AmountBody {
+    #[serde(default)]
+    amount: Option<u64>,
+}
+
+pub async fn capture_payment(Path(id): Path<String>, call: Call) -> Result<Response, ApiError> {
+    let b: AmountBody = call.json_or_default()?;
+    command(&call, Command::CapturePayment { payment: id, amount: b.amount }, true, ok).await
+}
+
+pub async fn refund_payment(Path(id): Path<String>, call: Call) -> Result<Response, ApiError> {
+    let b: AmountBody = call.json_or_default()?;
+    command(&call, Command::RefundPayment { payment: id, amount: b.amount }, true, ok).await
+}
+
+pub async fn get_payment(Path(id): Path<String>, call: Call) -> Result<Response, ApiError> {
+    read(&call.engine, call.merchant.clone(), move |m| {
+        m.payment_view(&id).map(|p| to_vec(&dto::payment(&p))).ok_or_else(|| ApiError::not_found("payment not found"))
+    })
+    .await
+}
+
+// ---- points and ledger ----
+
+#[derive(Deserialize)]
+pub struct CreditBody {
+    amount: u64,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+pub async fn credit_points(Path(customer): Path<String>, call: Call) -> Result<Response, ApiError> {
+    let b: CreditBody = call.json()?;
+    let cmd = Command::CreditPoints { customer, amount: b.amount, reason: b.reason.unwrap_or_default() };
+    command(&call, cmd, true, ok).await
+}
+
+pub async fn get_points(Path(customer): Path<String>, call: Call) -> Result<Response, ApiError> {
+    if !is_valid_id(&customer) {
+        return Err(ApiError::invalid("customer id: must be 1..=64 characters of [A-Za-z0-9_.:-]"));
+    }
+    read(&call.engine, call.merchant.clone(), move |m| Ok(to_vec(&dto::points(&m.points_view(&customer))))).await
+}
+
+pub async fn get_account(Path(account): Path<String>, call: Call) -> Result<Response, ApiError> {
+    read(&call.engine, call.merchant.clone(), move |m| {
+        m.account_view(&account).map(|a| dto::account(&a)).ok_or_else(|| ApiError::not_found("account not found"))
+    })
+    .await
+}
+
+pub async fn trial_balance(call: Call) -> Result<Response, ApiError> {
+    read(&call.engine, call.merchant.clone(), move |m| Ok(dto::trial_balance(&m.trial_balance()))).await
+}
+
+// ---- waiting rooms ----
+
+#[derive(Deserialize)]
+pub struct QueueBody {
+    max_active: u64,
+    active_ttl_seconds: u64,
+}
+
+#[derive(Deserialize)]
+pub struct TokenBody {
+    customer_id: String,
+}
+
+pub async fn put_queue(Path(queue): Path<String>, call: Call) -> Result<Response, ApiError> {
+    let b: QueueBody = call.json()?;
+    let cmd = Command::PutQueue { queue, max_active: b.max_active, active_ttl_s: b.active_ttl_seconds };
+    command(&call, cmd, false, ok).await
+}
+
+pub async fn get_queue(Path(queue): Path<String>, call: Call) -> Result<Response, ApiError> {
+    read(&call.engine, call.merchant.clone(), move |m| {
+        m.queue_view(&queue).map(|q| to_vec(&dto::queue(&q))).ok_or_else(|| ApiError::not_found("queue not found"))
+    })
+    .await
+}
+
+pub async fn issue_token(Path(queue): Path<String>, call: Call) -> Result<Response, ApiError> {
+    let b: TokenBody = call.json()?;
+    let cmd = Command::IssueToken { queue, customer: b.customer_id, nonce: auth::new_nonce() };
+    command(&call, cmd, false, created).await
+}
+
+pub async fn get_token(Path((queue, token)): Path<(String, String)>, call: Call) -> Result<Response, ApiError> {
+    read(&call.engine, call.merchant.clone(), move |m| {
+        m.token_view(&queue, &token)
+            .map(|t| to_vec(&dto::token(&t)))
+            .ok_or_else(|| ApiError::not_found("token not found"))
+    })
+    .await
+}
