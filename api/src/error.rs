@@ -143,8 +143,11 @@ impl From<CoreError> for ApiError {
                     .with("sku", sku)
                     .with("available", available)
             }
+            // The contract's `status` extra would collide with problem+json's numeric `status`
+            // (RFC 9457), which generic clients rely on: the resource's status goes in
+            // `resource_status` (and the detail).
             CoreError::InvalidState { status } => {
-                ApiError::new(StatusCode::CONFLICT, "invalid_state", detail).with("status", status)
+                ApiError::new(StatusCode::CONFLICT, "invalid_state", detail).with("resource_status", status)
             }
             CoreError::IdempotencyKeyInUse => ApiError::new(StatusCode::CONFLICT, "idempotency_key_in_use", detail),
             CoreError::IdempotencyKeyReused => {

@@ -90,6 +90,9 @@ pub fn parse_json<T: DeserializeOwned>(headers: &HeaderMap, body: &Bytes) -> Res
     if !is_json {
         return Err(ApiError::unsupported_media_type());
     }
+    if nesting_depth(body) > JSON_DEPTH_MAX {
+        return Err(ApiError::invalid(format!("JSON body nested deeper than {JSON_DEPTH_MAX} levels")));
+    }
     let de = &mut serde_json::Deserializer::from_slice(body);
     let value: T = serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
@@ -101,6 +104,36 @@ pub fn parse_json<T: DeserializeOwned>(headers: &HeaderMap, body: &Bytes) -> Res
         }
     })?;
     Ok(value)
+}
+
+/// Deepest nesting any request of the contract needs is 4; this leaves room.
+pub const JSON_DEPTH_MAX: usize = 32;
+
+/// Deepest `[`/`{` nesting of a JSON text (strings skipped); one pass, no recursion. Checked
+/// before parsing because serde skips unknown fields without serde_json's depth limit.
+fn nesting_depth(bytes: &[u8]) -> usize {
+    let (mut depth, mut max, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for &b in bytes {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
 }
 
 /// Like `parse_json`, but an empty body (with any content type) is `T::default()`.

@@ -1,0 +1,361 @@
+//! Every route and error class of the contract, through the router (no socket).
+
+mod common;
+
+use axum::http::StatusCode;
+use common::{server, Client, ADMIN};
+use serde_json::json;
+
+#[tokio::test]
+async fn health_and_readiness() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = server(dir.path());
+    let r = s.send("GET", "/healthz", &[], None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = s.send("GET", "/readyz", &[], None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["status"], "ready");
+}
+
+#[tokio::test]
+async fn not_ready_before_recovery() {
+    let state = surge_api::AppState::new(surge_api::auth::sha256(b"x"), 0);
+    let app = surge_api::app(state);
+    use tower::ServiceExt;
+    let req = axum::http::Request::get("/readyz").body(axum::body::Body::empty()).unwrap();
+    let res = app.clone().oneshot(req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let req = axum::http::Request::get("/healthz").body(axum::body::Body::empty()).unwrap();
+    assert_eq!(app.oneshot(req).await.unwrap().status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn merchants_need_the_admin_token_and_keys_authenticate() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = server(dir.path());
+    let body = r#"{"id":"m-1","name":"Shop","currency":"KRW"}"#;
+    s.send("POST", "/v1/merchants", &[], Some(body)).await.assert_problem(401, "unauthorized");
+    s.send("POST", "/v1/merchants", &[("authorization", "Bearer wrong")], Some(body))
+        .await
+        .assert_problem(401, "unauthorized");
+    let admin = format!("Bearer {ADMIN}");
+    let r = s.send("POST", "/v1/merchants", &[("authorization", &admin)], Some(body)).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    assert_eq!(r.body["id"], "m-1");
+    assert_eq!(r.body["currency"], "KRW");
+    let key = r.body["api_key"].as_str().unwrap().to_string();
+    // Existing id: 409 invalid_state.
+    s.send("POST", "/v1/merchants", &[("authorization", &admin)], Some(body))
+        .await
+        .assert_problem(409, "invalid_state");
+    // The admin token is not a merchant key, and a bad key is 401.
+    let c = Client::new(&s, ADMIN);
+    c.get("/v1/items/x").await.assert_problem(401, "unauthorized");
+    let c = Client::new(&s, "sk_nope");
+    c.get("/v1/items/x").await.assert_problem(401, "unauthorized");
+    s.send("GET", "/v1/items/x", &[], None).await.assert_problem(401, "unauthorized");
+    let c = Client::new(&s, &key);
+    c.get("/v1/items/x").await.assert_problem(404, "not_found");
+    // Invalid merchant id: 400.
+    let bad = r#"{"id":"a b","name":"x","currency":"KRW"}"#;
+    s.send("POST", "/v1/merchants", &[("authorization", &admin)], Some(bad))
+        .await
+        .assert_problem(400, "invalid_request");
+}
+
+#[tokio::test]
+async fn items_put_get_bulk_restock() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = server(dir.path());
+    let c = Client::new(&s, &s.merchant("m-1").await);
+    let r = c.put("/v1/items/sku-1", r#"{"name":"Seat","price":1000,"stock":10}"#).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    assert_eq!(
+        r.body,
+        json!({"sku":"sku-1","name":"Seat","price":1000,"stock":10,"available":10,"held":0,"sold":0,"queue_id":null})
+    );
+    let r = c.put("/v1/items/sku-1", r#"{"name":"Seat A","price":1200,"stock":12}"#).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["name"], "Seat A");
+    assert_eq!(r.body["available"], 12);
+    let r = c.get("/v1/items/sku-1").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["price"], 1200);
+    let r = c.post("/v1/items/sku-1/restock", r#"{"qty":3}"#).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["stock"], 15);
+    let r = c
+        .post(
+            "/v1/items/bulk",
+            r#"{"items":[{"sku":"sku-1","name":"Seat","price":1,"stock":15},{"sku":"s-2","name":"B","price":2,"stock":1},{"sku":"s-3","name":"C","price":3,"stock":1}]}"#,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body, json!({"created": 2, "updated": 1}));
+    assert_eq!(c.get("/v1/items/s-3").await.body["stock"], 1);
+    c.get("/v1/items/nope").await.assert_problem(404, "not_found");
+    // Field-level validation names the field.
+    let r = c.put("/v1/items/sku-1", r#"{"name":"x","price":-1,"stock":1}"#).await;
+    r.assert_problem(400, "invalid_request");
+    assert!(r.body["detail"].as_str().unwrap().contains("price"));
+    c.post("/v1/items/sku-1/restock", r#"{"qty":0}"#).await.assert_problem(400, "invalid_request");
+    c.put("/v1/items/bad%20sku", r#"{"name":"x","price":1,"stock":1}"#).await.assert_problem(400, "invalid_request");
+}
+
+#[tokio::test]
+async fn holds_reserve_release_and_refuse_oversell() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = server(dir.path());
+    let c = Client::new(&s, &s.merchant("m-1").await);
+    c.put("/v1/items/seat", r#"{"name":"Seat","price":500,"stock":3}"#).await;
+    let r = c.post("/v1/holds", r#"{"customer_id":"c-1","lines":[{"sku":"seat","qty":2}],"ttl_seconds":300}"#).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(r.body["status"], "held");
+    assert_eq!(r.body["lines"], json!([{"sku":"seat","qty":2}]));
+    assert!(r.body["expires_at"].as_str().unwrap().ends_with('Z'));
+    let hold = r.body["id"].as_str().unwrap().to_string();
+    let item = c.get("/v1/items/seat").await.body;
+    assert_eq!((item["available"].as_u64(), item["held"].as_u64()), (Some(1), Some(2)));
+    let r = c.post("/v1/holds", r#"{"customer_id":"c-2","lines":[{"sku":"seat","qty":2}]}"#).await;
+    r.assert_problem(409, "insufficient_stock");
+    assert_eq!(r.body["sku"], "seat");
+    assert_eq!(r.body["available"], 1);
+    assert_eq!(c.get(&format!("/v1/holds/{hold}")).await.body["status"], "held");
+    let r = c.post(&format!("/v1/holds/{hold}/release"), "{}").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["status"], "released");
+    assert_eq!(c.get("/v1/items/seat").await.body["available"], 3);
+    let r = c.post(&format!("/v1/holds/{hold}/release"), "{}").await;
+    r.assert_problem(409, "invalid_state");
+    assert_eq!(r.body["resource_status"], "released");
+    c.get("/v1/holds/hold_99").await.assert_problem(404, "not_found");
+    c.post("/v1/holds", r#"{"customer_id":"c-1","lines":[{"sku":"seat","qty":1}],"ttl_seconds":0}"#)
+        .await
+        .assert_problem(400, "invalid_request");
+}
+
+#[tokio::test]
+async fn orders_points_idempotency_and_ledger() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = server(dir.path());
+    let c = Client::new(&s, &s.merchant("m-1").await);
+    c.put("/v1/items/tee", r#"{"name":"Tee","price":1500,"stock":5}"#).await;
+    c.post("/v1/customers/c-1/points/credit", r#"{"amount":4000,"reason":"welcome"}"#)
+        .await
+        .assert_problem(400, "invalid_request");
+    let r = c.post_key("/v1/customers/c-1/points/credit", "cr-1", r#"{"amount":4000,"reason":"welcome"}"#).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["balance"], 4000);
+    let order = r#"{"customer_id":"c-1","lines":[{"sku":"tee","qty":2}],"payment":{"method":"points"}}"#;
+    c.post("/v1/orders", order).await.assert_problem(400, "invalid_request");
+    let first = c.post_key("/v1/orders", "o-1", order).await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
+    assert_eq!(first.body["status"], "paid");
+    assert_eq!(first.body["total"], 3000);
+    assert_eq!(first.body["payment"]["status"], "captured");
+    assert!(first.headers.get("idempotent-replayed").is_none());
+    // Same key, same body: the same answer, marked as replayed.
+    let again = c.post_key("/v1/orders", "o-1", order).await;
+    assert_eq!(again.status, StatusCode::CREATED);
+    assert_eq!(again.body, first.body);
+    assert_eq!(again.headers.get("idempotent-replayed").unwrap(), "true");
+    // Same key, different body: 422.
+    let other = r#"{"customer_id":"c-1","lines":[{"sku":"tee","qty":1}],"payment":{"method":"points"}}"#;
+    c.post_key("/v1/orders", "o-1", other).await.assert_problem(422, "idempotency_key_reused");
+    // Nothing changed twice.
+    let item = c.get("/v1/items/tee").await.body;
+    assert_eq!((item["sold"].as_u64(), item["available"].as_u64()), (Some(2), Some(3)));
+    assert_eq!(c.get("/v1/customers/c-1/points").await.body["balance"], 1000);
+    // Not enough points: 402 and the stock stays.
+    c.post_key("/v1/orders", "o-2", order).await.assert_problem(402, "insufficient_points");
+    assert_eq!(c.get("/v1/items/tee").await.body["available"], 3);
+    // A validation failure is not stored: the key stays usable.
+    c.post_key(
+        "/v1/orders",
+        "o-3",
+        r#"{"customer_id":"c-1","lines":[{"sku":"tee","qty":0}],"payment":{"method":"points"}}"#,
+    )
+    .await
+    .assert_problem(400, "invalid_request");
+    let r = c
+        .post_key(
+            "/v1/orders",
+            "o-3",
+            r#"{"customer_id":"c-1","lines":[{"sku":"tee","qty":1}],"payment":{"method":"none"}}"#,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(r.body["status"], "awaiting_payment");
+    let awaiting = r.body["id"].as_str().unwrap().to_string();
+
+    let order_id = first.body["id"].as_str().unwrap();
+    let pay_id = first.body["payment"]["id"].as_str().unwrap();
+    let r = c.get(&format!("/v1/orders/{order_id}")).await;
+    assert_eq!(r.body["lines"], json!([{"sku":"tee","qty":2,"unit_price":1500,"amount":3000}]));
+    assert!(r.body["created_at"].is_string() && r.body["updated_at"].is_string());
+    let r = c.get(&format!("/v1/payments/{pay_id}")).await;
+    assert_eq!(r.body["status"], "captured");
+    assert_eq!(r.body["amount"], 3000);
+    c.post_key(&format!("/v1/payments/{pay_id}/capture"), "cap-1", "").await.assert_problem(409, "invalid_state");
+    let r = c.post_key(&format!("/v1/payments/{pay_id}/refund"), "ref-1", r#"{"amount":1000}"#).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["status"], "partially_refunded");
+    assert_eq!(r.body["refunded"], 1000);
+    c.post(&format!("/v1/payments/{pay_id}/refund"), "{}").await.assert_problem(400, "invalid_request");
+    assert_eq!(c.get("/v1/customers/c-1/points").await.body["balance"], 2000);
+
+    // Pay the awaiting order with points, then cancel it (refunds the capture).
+    let r = c.post(&format!("/v1/orders/{awaiting}/payments"), r#"{"method":"points"}"#).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["status"], "paid");
+    let r = c.post(&format!("/v1/orders/{awaiting}/cancel"), "").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(c.get("/v1/customers/c-1/points").await.body["balance"], 2000);
+
+    let r = c.get("/v1/ledger/trial-balance").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["balanced"], true);
+    assert_eq!(r.body["total_debits"], r.body["total_credits"]);
+    let r = c.get("/v1/ledger/accounts/customer:c-1:points").await;
+    assert_eq!(r.body["account"], "customer:c-1:points");
+    assert_eq!(r.body["balance"], -2000);
+    c.get("/v1/ledger/accounts/cash").await.assert_problem(404, "not_found");
+    c.get("/v1/orders/ord_999").await.assert_problem(404, "not_found");
+    c.get("/v1/payments/nope").await.assert_problem(404, "not_found");
+    assert_eq!(c.get("/v1/customers/nobody/points").await.body["balance"], 0);
+}
+
+#[tokio::test]
+async fn card_payments_answer_503_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = server(dir.path());
+    let c = Client::new(&s, &s.merchant("m-1").await);
+    c.put("/v1/items/tee", r#"{"name":"Tee","price":1500,"stock":5}"#).await;
+    let order = r#"{"customer_id":"c-1","lines":[{"sku":"tee","qty":2}],"payment":{"method":"card","card":{"number":"1234-5678-9814-1451","type":"SAMSUNG"}}}"#;
+    c.post_key("/v1/orders", "card-1", order).await.assert_problem(503, "payment_gateway_unavailable");
+    assert_eq!(c.get("/v1/items/tee").await.body["available"], 5);
+    c.get("/v1/orders/ord_1").await.assert_problem(404, "not_found");
+}
+
+#[tokio::test]
+async fn tenants_never_see_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = server(dir.path());
+    let a = Client::new(&s, &s.merchant("m-a").await);
+    let b = Client::new(&s, &s.merchant("m-b").await);
+    a.put("/v1/items/x", r#"{"name":"X","price":10,"stock":5}"#).await;
+    let r = a
+        .post_key("/v1/orders", "k", r#"{"customer_id":"c","lines":[{"sku":"x","qty":1}],"payment":{"method":"none"}}"#)
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let id = r.body["id"].as_str().unwrap();
+    b.get("/v1/items/x").await.assert_problem(404, "not_found");
+    b.get(&format!("/v1/orders/{id}")).await.assert_problem(404, "not_found");
+    b.post(&format!("/v1/orders/{id}/cancel"), "").await.assert_problem(404, "not_found");
+    // The same idempotency key is another request for another merchant.
+    b.put("/v1/items/x", r#"{"name":"X","price":10,"stock":1}"#).await;
+    let r = b
+        .post_key("/v1/orders", "k", r#"{"customer_id":"c","lines":[{"sku":"x","qty":1}],"payment":{"method":"none"}}"#)
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    assert!(r.headers.get("idempotent-replayed").is_none());
+    assert_eq!(a.get(&format!("/v1/orders/{id}")).await.body["status"], "awaiting_payment");
+}
+
+#[tokio::test]
+async fn waiting_room_tokens_gate_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = server(dir.path());
+    let c = Client::new(&s, &s.merchant("m-1").await);
+    let r = c.put("/v1/queues/q-1", r#"{"max_active":1,"active_ttl_seconds":60}"#).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["max_active"], 1);
+    c.put("/v1/items/seat", r#"{"name":"Seat","price":100,"stock":10,"queue_id":"q-1"}"#).await;
+    let r = c.post("/v1/queues/q-1/tokens", r#"{"customer_id":"c-1"}"#).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let t1 = r.body["token"].as_str().unwrap().to_string();
+    let r = c.post("/v1/queues/q-1/tokens", r#"{"customer_id":"c-2"}"#).await;
+    assert_eq!(r.body["status"], "waiting");
+    assert_eq!(r.body["position"], 1);
+    let t2 = r.body["token"].as_str().unwrap().to_string();
+    // Activation happens on the tick (every 250 ms) or at issue when a slot is free.
+    let mut status = String::new();
+    for _ in 0..40 {
+        status = c.get(&format!("/v1/queues/q-1/tokens/{t1}")).await.body["status"].as_str().unwrap().to_string();
+        if status == "active" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, "active");
+    assert_eq!(c.get(&format!("/v1/queues/q-1/tokens/{t2}")).await.body["status"], "waiting");
+    c.get("/v1/queues/q-1/tokens/qt_0_0000000000000000").await.assert_problem(404, "not_found");
+    let hold = r#"{"customer_id":"c-1","lines":[{"sku":"seat","qty":1}]}"#;
+    c.post("/v1/holds", hold).await.assert_problem(403, "queue_token_required");
+    c.send("POST", "/v1/holds", &[("queue-token", &t2)], Some(hold)).await.assert_problem(403, "queue_token_required");
+    let r = c.send("POST", "/v1/holds", &[("queue-token", &t1)], Some(hold)).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+}
+
+#[tokio::test]
+async fn expired_holds_return_their_stock() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = server(dir.path());
+    let c = Client::new(&s, &s.merchant("m-1").await);
+    c.put("/v1/items/seat", r#"{"name":"Seat","price":100,"stock":1}"#).await;
+    let r = c.post("/v1/holds", r#"{"customer_id":"c-1","lines":[{"sku":"seat","qty":1}],"ttl_seconds":1}"#).await;
+    let hold = r.body["id"].as_str().unwrap().to_string();
+    let mut status = String::new();
+    for _ in 0..60 {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        status = c.get(&format!("/v1/holds/{hold}")).await.body["status"].as_str().unwrap().to_string();
+        if status == "expired" {
+            break;
+        }
+    }
+    assert_eq!(status, "expired");
+    assert_eq!(c.get("/v1/items/seat").await.body["available"], 1);
+}
+
+#[tokio::test]
+async fn error_classes_are_problem_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = server(dir.path());
+    let c = Client::new(&s, &s.merchant("m-1").await);
+    c.get("/v1/nothing-here").await.assert_problem(404, "not_found");
+    s.send("GET", "/nope", &[], None).await.assert_problem(404, "not_found");
+    c.send("DELETE", "/v1/items/x", &[], None).await.assert_problem(405, "method_not_allowed");
+    c.send("GET", "/v1/orders", &[], None).await.assert_problem(405, "method_not_allowed");
+    // Wrong content type.
+    let r = s.send("PUT", "/v1/items/x", &[("authorization", &c.auth), ("content-type", "text/plain")], None).await;
+    r.assert_problem(415, "unsupported_media_type");
+    let r = c.send("PUT", "/v1/items/x", &[], None).await;
+    r.assert_problem(415, "unsupported_media_type");
+    // Malformed JSON, wrong shapes, deep nesting.
+    c.put("/v1/items/x", "{not json").await.assert_problem(400, "invalid_request");
+    c.put("/v1/items/x", "[]").await.assert_problem(400, "invalid_request");
+    c.put("/v1/items/x", r#"{"name":"x","price":1.5,"stock":1}"#).await.assert_problem(400, "invalid_request");
+    let deep = format!(r#"{{"name":"x","price":1,"stock":1,"extra":{}{}}}"#, "[".repeat(5000), "]".repeat(5000));
+    c.put("/v1/items/x", &deep).await.assert_problem(400, "invalid_request");
+    // Too large.
+    let big = format!(r#"{{"name":"{}","price":1,"stock":1}}"#, "x".repeat(70 * 1024));
+    c.put("/v1/items/x", &big).await.assert_problem(413, "payload_too_large");
+    // Orders: exactly one of lines / hold_id.
+    c.post_key("/v1/orders", "x", r#"{"customer_id":"c","payment":{"method":"none"}}"#)
+        .await
+        .assert_problem(400, "invalid_request");
+    // Nothing above changed state.
+    c.get("/v1/items/x").await.assert_problem(404, "not_found");
+}
+
+#[tokio::test]
+async fn rate_limit_answers_429_with_retry_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = common::server_with(common::dir_opener(dir.path()), common::engine_config(1), 2);
+    let c = Client::new(&s, &s.merchant("m-1").await);
+    assert_eq!(c.get("/v1/customers/c/points").await.status, StatusCode::OK);
+    assert_eq!(c.get("/v1/customers/c/points").await.status, StatusCode::OK);
+    let r = c.get("/v1/customers/c/points").await;
+    r.assert_problem(429, "rate_limited");
+    assert!(r.headers.get("retry-after").is_some());
+}
