@@ -1,0 +1,160 @@
+//! Recovery, snapshots and storage failure, through the router.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use common::{dir_opener, engine_config, server, server_with, Client};
+use surge_api::engine::{Engine, EngineConfig, WalOpener};
+use surge_wal::sim::SimStorage;
+
+const ORDER: &str = r#"{"customer_id":"c-1","lines":[{"sku":"tee","qty":1}],"payment":{"method":"points"}}"#;
+
+async fn seed(c: &Client<'_>) {
+    let r = c.put("/v1/items/tee", r#"{"name":"Tee","price":100,"stock":50}"#).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let r = c.post_key("/v1/customers/c-1/points/credit", "credit", r#"{"amount":10000,"reason":"x"}"#).await;
+    assert_eq!(r.status, StatusCode::OK);
+}
+
+async fn stop(s: common::Server) {
+    let engine = s.state.take_engine().unwrap();
+    drop(s);
+    let engine = Arc::try_unwrap(engine).ok().expect("no other engine handles");
+    tokio::task::spawn_blocking(move || engine.shutdown()).await.unwrap();
+}
+
+#[tokio::test]
+async fn restart_recovers_everything_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = server(dir.path());
+    let key = s.merchant("m-1").await;
+    let c = Client::new(&s, &key);
+    seed(&c).await;
+    let mut orders = Vec::new();
+    for i in 0..5 {
+        let r = c.post_key("/v1/orders", &format!("o-{i}"), ORDER).await;
+        assert_eq!(r.status, StatusCode::CREATED);
+        orders.push(r.body);
+    }
+    drop(c);
+    stop(s).await;
+
+    let s = server(dir.path());
+    // The key survives (its hash is in the log), and so does everything else.
+    let c = Client::new(&s, &key);
+    for o in &orders {
+        let r = c.get(&format!("/v1/orders/{}", o["id"].as_str().unwrap())).await;
+        assert_eq!(r.body, *o);
+    }
+    let item = c.get("/v1/items/tee").await.body;
+    assert_eq!((item["sold"].as_u64(), item["available"].as_u64()), (Some(5), Some(45)));
+    assert_eq!(c.get("/v1/customers/c-1/points").await.body["balance"], 9500);
+    // Idempotency records survive restarts too.
+    let r = c.post_key("/v1/orders", "o-0", ORDER).await;
+    assert_eq!(r.headers.get("idempotent-replayed").unwrap(), "true");
+    assert_eq!(r.body, orders[0]);
+    assert_eq!(c.get("/v1/ledger/trial-balance").await.body["balanced"], true);
+}
+
+#[tokio::test]
+async fn snapshots_are_taken_and_restored() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = || EngineConfig { snapshot_every_records: 3, ..engine_config(2) };
+    let s = server_with(dir_opener(dir.path()), config(), 0);
+    let key = s.merchant("m-1").await;
+    let c = Client::new(&s, &key);
+    seed(&c).await;
+    for i in 0..3 {
+        assert_eq!(c.post_key("/v1/orders", &format!("o-{i}"), ORDER).await.status, StatusCode::CREATED);
+    }
+    let has_snapshot = || {
+        std::fs::read_dir(dir.path().join("wal"))
+            .unwrap()
+            .any(|e| e.unwrap().file_name().to_string_lossy().starts_with("snap"))
+    };
+    for _ in 0..100 {
+        if has_snapshot() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(has_snapshot(), "a snapshot was written");
+    // One more order after the snapshot: recovery = snapshot + the log after it.
+    assert_eq!(c.post_key("/v1/orders", "o-3", ORDER).await.status, StatusCode::CREATED);
+    drop(c);
+    stop(s).await;
+
+    // A different shard count cannot use these snapshots: a clear error, not a panic.
+    let err = Engine::start(dir_opener(dir.path()), EngineConfig { snapshot_every_records: 0, ..engine_config(3) })
+        .err()
+        .expect("shard count mismatch is refused");
+    assert!(err.contains("--shards 2"), "{err}");
+
+    let s = server_with(dir_opener(dir.path()), config(), 0);
+    let c = Client::new(&s, &key);
+    let item = c.get("/v1/items/tee").await.body;
+    assert_eq!((item["sold"].as_u64(), item["available"].as_u64()), (Some(4), Some(46)));
+    assert_eq!(c.get("/v1/orders/ord_4").await.body["status"], "paid");
+    assert_eq!(c.get("/v1/customers/c-1/points").await.body["balance"], 9600);
+}
+
+#[tokio::test]
+async fn a_record_that_does_not_decode_stops_start_up_naming_its_lsn() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (wal, _) = surge_wal::Wal::open(dir.path().join("wal"), surge_wal::Config::default()).unwrap();
+        wal.append(surge_api::engine::RECORD_EVENTS, b"not an event batch").unwrap().wait().unwrap();
+        wal.close().unwrap();
+    }
+    let err = Engine::start(dir_opener(dir.path()), engine_config(1)).err().expect("refused");
+    assert!(err.contains("LSN 1"), "{err}");
+}
+
+fn sim_opener(sim: &SimStorage) -> WalOpener {
+    let sim = sim.clone();
+    Box::new(move || surge_wal::Wal::open_with_storage(Arc::new(sim.clone()), surge_wal::Config::default()))
+}
+
+#[tokio::test]
+async fn storage_failure_answers_503_hides_the_change_and_recovers() {
+    let sim = SimStorage::new();
+    let s = server_with(sim_opener(&sim), engine_config(2), 0);
+    let key = s.merchant("m-1").await;
+    let c = Client::new(&s, &key);
+    seed(&c).await;
+    assert_eq!(c.post_key("/v1/orders", "o-1", ORDER).await.status, StatusCode::CREATED);
+
+    sim.set_full(true);
+    let r = c.post_key("/v1/orders", "o-2", ORDER).await;
+    r.assert_problem(503, "storage_unavailable");
+    // Writes keep failing while the disk is full; readiness says so.
+    let r = c.post_key("/v1/orders", "o-3", ORDER).await;
+    r.assert_problem(503, "storage_unavailable");
+    assert_eq!(s.send("GET", "/readyz", &[], None).await.status, StatusCode::SERVICE_UNAVAILABLE);
+
+    sim.set_full(false);
+    // The supervisor reopens the log and rebuilds the shards from it.
+    let mut ready = false;
+    for _ in 0..200 {
+        if s.send("GET", "/readyz", &[], None).await.status == StatusCode::OK {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(ready, "ready again after the disk recovered");
+    // The refused order is nowhere: not in stock, points or ids.
+    let item = c.get("/v1/items/tee").await.body;
+    assert_eq!((item["sold"].as_u64(), item["available"].as_u64()), (Some(1), Some(49)));
+    assert_eq!(c.get("/v1/customers/c-1/points").await.body["balance"], 9900);
+    c.get("/v1/orders/ord_2").await.assert_problem(404, "not_found");
+    // Safe to retry with the same key.
+    let r = c.post_key("/v1/orders", "o-2", ORDER).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(r.body["id"], "ord_2");
+    assert!(r.headers.get("idempotent-replayed").is_none());
+    assert_eq!(c.get("/v1/customers/c-1/points").await.body["balance"], 9800);
+}
