@@ -98,6 +98,20 @@ struct Shared {
     records_since_snapshot: AtomicU64,
     stopping: AtomicBool,
     last_failure: Mutex<Option<String>>,
+    storage_failures: AtomicU64,
+    snapshots_written: AtomicU64,
+}
+
+/// Figures for `/metrics`.
+#[derive(Debug, Clone)]
+pub struct EngineStats {
+    pub healthy: bool,
+    pub shards: usize,
+    pub storage_failures: u64,
+    pub snapshots_written: u64,
+    pub records_since_snapshot: u64,
+    pub merchants: usize,
+    pub wal: Option<surge_wal::WalStats>,
 }
 
 pub struct EngineConfig {
@@ -215,6 +229,8 @@ impl Engine {
             records_since_snapshot: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
             last_failure: Mutex::new(None),
+            storage_failures: AtomicU64::new(0),
+            snapshots_written: AtomicU64::new(0),
         });
         let mut handles = Vec::with_capacity(n);
         let mut threads = Vec::with_capacity(n);
@@ -275,6 +291,19 @@ impl Engine {
     /// Whether the log is writable (false while a storage failure is being recovered).
     pub fn is_healthy(&self) -> bool {
         self.shared.healthy.load(Ordering::Acquire)
+    }
+
+    pub fn stats(&self) -> EngineStats {
+        let s = &self.shared;
+        EngineStats {
+            healthy: self.is_healthy(),
+            shards: self.handles.len(),
+            storage_failures: s.storage_failures.load(Ordering::Relaxed),
+            snapshots_written: s.snapshots_written.load(Ordering::Relaxed),
+            records_since_snapshot: s.records_since_snapshot.load(Ordering::Relaxed),
+            merchants: s.keys.read().len(),
+            wal: s.wal.read().as_ref().map(|w| w.stats()),
+        }
     }
 
     pub fn last_failure(&self) -> Option<String> {
@@ -452,7 +481,14 @@ impl Worker {
                     }
                 }
             }
-            Control::Durable(Err(e)) => self.go_stale(&e.to_string()),
+            Control::Durable(Err(e)) => {
+                // Callbacks come in LSN order: everything still waiting depends on this
+                // group or a later one, none of which can become durable now.
+                let reason = e.to_string();
+                self.go_stale(&reason);
+                self.inflight.clear();
+                self.fail_waiting(&format!("the write-ahead log failed ({reason}); nothing was applied"));
+            }
             Control::Suspend => {
                 // Answers already waiting still get the log's verdict through `Durable`.
                 self.stale = true;
@@ -477,14 +513,14 @@ impl Worker {
         }
     }
 
+    /// The state now holds changes the log will not have: stop answering from it and ask
+    /// the supervisor to rebuild it from the log.
     fn go_stale(&mut self, reason: &str) {
         if !self.stale {
             tracing::error!(shard = self.index, "log failure, shard goes stale until rebuilt: {reason}");
             let _ = self.shared.failures.send(reason.to_string());
         }
         self.stale = true;
-        self.inflight.clear();
-        self.fail_waiting(&format!("the write-ahead log failed ({reason}); nothing was applied"));
     }
 
     fn take_snapshot(&mut self) {
@@ -598,6 +634,8 @@ impl Worker {
                 self.shared.records_since_snapshot.fetch_add(refs.len() as u64, Ordering::Relaxed);
             }
             Err(e) => {
+                // Only this group is refused; earlier groups still get the log's verdict
+                // (a full queue or an oversized record does not fail them).
                 let reason = e.to_string();
                 for done in group.waiters {
                     done(Some(ExecError::Storage(format!("the write-ahead log refused the write ({reason})"))));
@@ -636,6 +674,7 @@ impl Supervisor {
     /// shard from what it holds, so no change the log lost stays visible.
     fn recover(&self, reason: String) {
         self.shared.healthy.store(false, Ordering::Release);
+        self.shared.storage_failures.fetch_add(1, Ordering::Relaxed);
         *self.shared.last_failure.lock() = Some(reason.clone());
         tracing::error!("storage failure: {reason}; reopening the log");
         for c in &self.controls {
@@ -725,7 +764,10 @@ impl Supervisor {
         }
         let started = Instant::now();
         match wal.write_snapshot(lsn, &encode_snapshot(&parts)) {
-            Ok(removed) => tracing::info!(lsn, removed = removed.len(), took = ?started.elapsed(), "snapshot written"),
+            Ok(removed) => {
+                self.shared.snapshots_written.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(lsn, removed = removed.len(), took = ?started.elapsed(), "snapshot written")
+            }
             Err(e) => tracing::warn!("writing a snapshot at LSN {lsn} failed: {e}"),
         }
     }

@@ -13,6 +13,7 @@ pub mod dto;
 pub mod engine;
 pub mod error;
 pub mod extract;
+pub mod metrics;
 pub mod routes;
 
 use std::sync::Arc;
@@ -41,6 +42,7 @@ pub struct Inner {
     /// Set once recovery is done; `None` before (every route but /healthz answers 503).
     engine: RwLock<Option<Arc<Engine>>>,
     limiter: Option<DefaultKeyedRateLimiter<Arc<str>>>,
+    http: metrics::HttpMetrics,
 }
 
 impl AppState {
@@ -48,7 +50,12 @@ impl AppState {
     pub fn new(admin_token_hash: [u8; 32], merchant_rate_limit: u32) -> AppState {
         let limiter = std::num::NonZeroU32::new(merchant_rate_limit)
             .map(|rps| RateLimiter::keyed(Quota::per_second(rps).allow_burst(rps)));
-        AppState(Arc::new(Inner { admin_token_hash, engine: RwLock::new(None), limiter }))
+        AppState(Arc::new(Inner {
+            admin_token_hash,
+            engine: RwLock::new(None),
+            limiter,
+            http: metrics::HttpMetrics::default(),
+        }))
     }
 
     /// Makes the recovered engine available: from now on the server is ready.
@@ -74,6 +81,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
         .route("/v1/merchants", post(create_merchant))
         .route("/v1/items/bulk", post(put_items))
         .route("/v1/items/{sku}", put(put_item).get(get_item))
@@ -98,6 +106,7 @@ pub fn app(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::map_response(problem_bodies))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), track))
         .with_state(state)
 }
 
@@ -117,6 +126,57 @@ async fn readyz(State(state): State<AppState>) -> Response {
         .into_response(),
         Err(e) => e.into_response(),
     }
+}
+
+/// Counts every answer by method and status, with its latency.
+async fn track(State(state): State<AppState>, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let started = std::time::Instant::now();
+    let method = req.method().clone();
+    let res = next.run(req).await;
+    state.0.http.record(method.as_str(), res.status().as_u16(), started.elapsed());
+    res
+}
+
+async fn metrics_text(State(state): State<AppState>) -> Response {
+    use metrics::metric;
+    let mut out = String::with_capacity(4096);
+    state.0.http.render(&mut out);
+    let engine = state.0.engine.read().clone();
+    metric(&mut out, "surge_ready", "gauge", "1 once recovery is done and the log is writable.", {
+        u8::from(engine.as_ref().is_some_and(|e| e.is_healthy()))
+    });
+    if let Some(engine) = engine {
+        let s = engine.stats();
+        metric(&mut out, "surge_shards", "gauge", "Shard threads.", s.shards);
+        metric(&mut out, "surge_merchants", "gauge", "Merchants.", s.merchants);
+        metric(&mut out, "surge_storage_failures_total", "counter", "Log failures (each rebuilt the shards).", {
+            s.storage_failures
+        });
+        metric(&mut out, "surge_snapshots_written_total", "counter", "Snapshots written since start.", {
+            s.snapshots_written
+        });
+        metric(&mut out, "surge_records_since_snapshot", "gauge", "Log records appended since the last snapshot.", {
+            s.records_since_snapshot
+        });
+        if let Some(w) = s.wal {
+            metric(&mut out, "surge_wal_commits_total", "counter", "Group commits (write + fdatasync).", w.commits);
+            metric(&mut out, "surge_wal_records_total", "counter", "Records made durable.", w.records);
+            metric(&mut out, "surge_wal_bytes_total", "counter", "Bytes made durable.", w.bytes);
+            let sync_s = w.sync_ns_total as f64 / 1e9;
+            metric(&mut out, "surge_wal_sync_seconds_total", "counter", "Time in write + fdatasync.", sync_s);
+            let max_s = w.sync_ns_max as f64 / 1e9;
+            metric(&mut out, "surge_wal_sync_seconds_max", "gauge", "Slowest write + fdatasync.", max_s);
+            metric(&mut out, "surge_wal_last_batch_records", "gauge", "Records in the latest commit.", {
+                w.last_batch_records
+            });
+            metric(&mut out, "surge_wal_durable_lsn", "gauge", "Highest durable LSN.", w.durable_lsn);
+            metric(&mut out, "surge_wal_queued_records", "gauge", "Records waiting for the writer.", w.queued_records);
+            metric(&mut out, "surge_wal_queue_full_total", "counter", "Appends refused: queue full.", w.queue_full);
+            metric(&mut out, "surge_wal_segments_created_total", "counter", "Segments created.", w.segments_created);
+            metric(&mut out, "surge_wal_segments_deleted_total", "counter", "Segments deleted.", w.segments_deleted);
+        }
+    }
+    (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out).into_response()
 }
 
 async fn not_found() -> ApiError {

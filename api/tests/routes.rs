@@ -359,3 +359,24 @@ async fn rate_limit_answers_429_with_retry_after() {
     r.assert_problem(429, "rate_limited");
     assert!(r.headers.get("retry-after").is_some());
 }
+
+#[tokio::test]
+async fn metrics_are_prometheus_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = server(dir.path());
+    let c = Client::new(&s, &s.merchant("m-1").await);
+    c.put("/v1/items/x", r#"{"name":"X","price":1,"stock":1}"#).await;
+    let res = {
+        use tower::ServiceExt;
+        let req = axum::http::Request::get("/metrics").body(axum::body::Body::empty()).unwrap();
+        s.app.clone().oneshot(req).await.unwrap()
+    };
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(res.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    let text = String::from_utf8(axum::body::to_bytes(res.into_body(), usize::MAX).await.unwrap().to_vec()).unwrap();
+    assert!(text.contains("surge_http_requests_total{method=\"PUT\",status=\"201\"} 1"), "{text}");
+    assert!(text.contains("surge_http_request_duration_seconds_count"), "{text}");
+    assert!(text.contains("surge_ready 1"), "{text}");
+    assert!(text.contains("surge_wal_commits_total"), "{text}");
+    assert!(text.contains("surge_merchants 1"), "{text}");
+}
