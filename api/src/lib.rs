@@ -15,6 +15,7 @@ pub mod error;
 pub mod extract;
 pub mod metrics;
 pub mod routes;
+pub mod walcmd;
 
 use std::sync::Arc;
 

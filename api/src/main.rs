@@ -24,6 +24,17 @@ struct Cli {
 enum Cmd {
     /// Serve the HTTP API (recovers the log in --data-dir first).
     Serve(ServeArgs),
+    /// Look at a write-ahead log without changing it.
+    #[command(subcommand)]
+    Wal(WalCmd),
+}
+
+#[derive(Subcommand)]
+enum WalCmd {
+    /// Snapshots, records, torn tail and event counts of a log (DIR: data dir or its wal/).
+    Inspect { dir: PathBuf },
+    /// Like inspect, and replays everything through apply, checking every invariant.
+    Verify { dir: PathBuf },
 }
 
 #[derive(clap::Args)]
@@ -62,6 +73,13 @@ fn main() -> std::process::ExitCode {
             merchant_rate_limit: args.merchant_rate_limit,
             snapshot_every_records: args.snapshot_every,
         }),
+        Cmd::Wal(cmd) => {
+            let (dir, verify) = match cmd {
+                WalCmd::Inspect { dir } => (dir, false),
+                WalCmd::Verify { dir } => (dir, true),
+            };
+            surge_api::walcmd::run(&dir, verify).map(|report| print!("{report}"))
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

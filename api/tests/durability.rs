@@ -42,6 +42,11 @@ async fn restart_recovers_everything_acknowledged() {
     drop(c);
     stop(s).await;
 
+    // `surge wal verify` replays the log and checks every invariant.
+    let report = surge_api::walcmd::run(dir.path(), true).unwrap();
+    assert!(report.contains("order.created            5"), "{report}");
+    assert!(report.contains("verify: OK"), "{report}");
+
     let s = server(dir.path());
     // The key survives (its hash is in the log), and so does everything else.
     let c = Client::new(&s, &key);
@@ -97,6 +102,8 @@ async fn snapshots_are_taken_and_restored() {
     let c = Client::new(&s, &key);
     let item = c.get("/v1/items/tee").await.body;
     assert_eq!((item["sold"].as_u64(), item["available"].as_u64()), (Some(4), Some(46)));
+    let report = surge_api::walcmd::run(dir.path(), true).unwrap();
+    assert!(report.contains("2 shards") && report.contains("verify: OK"), "{report}");
     assert_eq!(c.get("/v1/orders/ord_4").await.body["status"], "paid");
     assert_eq!(c.get("/v1/customers/c-1/points").await.body["balance"], 9600);
 }
@@ -110,6 +117,8 @@ async fn a_record_that_does_not_decode_stops_start_up_naming_its_lsn() {
         wal.close().unwrap();
     }
     let err = Engine::start(dir_opener(dir.path()), engine_config(1)).err().expect("refused");
+    assert!(err.contains("LSN 1"), "{err}");
+    let err = surge_api::walcmd::run(dir.path(), false).err().expect("inspect reports it too");
     assert!(err.contains("LSN 1"), "{err}");
 }
 
