@@ -61,8 +61,18 @@ pub type ExecResult = Result<Executed, ExecError>;
 type Completion = Box<dyn FnOnce(Option<ExecError>) + Send>;
 
 enum Job {
-    Exec { req: Box<Request>, tx: oneshot::Sender<ExecResult> },
-    Read { run: Box<dyn FnOnce(&Shard) -> Completion + Send> },
+    Exec {
+        req: Box<Request>,
+        tx: oneshot::Sender<ExecResult>,
+    },
+    /// Requests of one merchant, run in order; their records go into one group.
+    Batch {
+        reqs: Vec<Request>,
+        tx: oneshot::Sender<Vec<ExecResult>>,
+    },
+    Read {
+        run: Box<dyn FnOnce(&Shard) -> Completion + Send>,
+    },
 }
 
 enum Control {
@@ -339,6 +349,24 @@ impl Engine {
         rx.await.unwrap_or_else(|_| Err(ExecError::Storage("the shard stopped".into())))
     }
 
+    /// Runs requests of `merchant` in order, each on its own; all their records are
+    /// appended as one atomic group (one log write), and every answer waits for it.
+    pub async fn execute_batch(&self, merchant: &str, reqs: Vec<Request>) -> Vec<ExecResult> {
+        let n = reqs.len();
+        let refuse = |why: String| (0..n).map(|_| Err(ExecError::Storage(why.clone()))).collect();
+        if !self.is_healthy() {
+            return refuse(self.unavailable_reason());
+        }
+        debug_assert!(reqs.iter().all(|r| r.merchant == merchant));
+        let handle = self.handle(merchant);
+        let Ok(_permit) = handle.permits.acquire().await else { return refuse("shutting down".into()) };
+        let (tx, rx) = oneshot::channel();
+        if handle.inbox.send(Job::Batch { reqs, tx }).is_err() {
+            return refuse("shutting down".into());
+        }
+        rx.await.unwrap_or_else(|_| refuse("the shard stopped".into()))
+    }
+
     /// Runs `f` on the merchant's shard, after everything that shard applied before is durable.
     pub async fn read<R, F>(&self, merchant: &str, f: F) -> Result<R, ExecError>
     where
@@ -585,6 +613,33 @@ impl Worker {
                     let _ = tx.send(match err {
                         None => result,
                         Some(e) => Err(e),
+                    });
+                });
+                self.settle(group, done);
+            }
+            Job::Batch { reqs, tx } => {
+                if self.stale || !self.shared.healthy.load(Ordering::Acquire) {
+                    let why = "the write-ahead log is unavailable";
+                    let _ = tx.send(reqs.iter().map(|_| Err(ExecError::Storage(why.into()))).collect());
+                    return;
+                }
+                let mut results = Vec::with_capacity(reqs.len());
+                for req in &reqs {
+                    results.push(match self.shard.execute(req, now) {
+                        Ok(Outcome::Applied { events, reply }) => {
+                            let record = encode_events(&events);
+                            group.bytes += record.len();
+                            group.records.push(record);
+                            Ok(Executed { reply, replayed: false })
+                        }
+                        Ok(Outcome::Replayed { reply }) => Ok(Executed { reply, replayed: true }),
+                        Err(e) => Err(ExecError::Core(e)),
+                    });
+                }
+                let done: Completion = Box::new(move |err| {
+                    let _ = tx.send(match err {
+                        None => results,
+                        Some(e) => results.iter().map(|_| Err(e.clone())).collect(),
                     });
                 });
                 self.settle(group, done);

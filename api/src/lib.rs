@@ -104,6 +104,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/queues/{id}", put(put_queue).get(get_queue))
         .route("/v1/queues/{id}/tokens", post(issue_token))
         .route("/v1/queues/{id}/tokens/{token}", get(get_token))
+        .route("/v1/batch", post(batch))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::map_response(problem_bodies))

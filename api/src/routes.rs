@@ -391,3 +391,208 @@ pub async fn get_token(Path((queue, token)): Path<(String, String)>, call: Call)
     })
     .await
 }
+
+// ---- batch ----
+
+/// Most operations in one `POST /v1/batch`.
+pub const BATCH_OPS_MAX: usize = 1000;
+
+#[derive(Deserialize)]
+pub struct BatchBody {
+    ops: Vec<Value>,
+}
+
+/// One batch operation: `op` names the route, the other fields are that route's body plus
+/// its path parameters (`sku`, `hold_id`, `order_id`, `payment_id`, `customer_id`,
+/// `queue_id`) and an optional `idempotency_key`.
+#[derive(Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+enum BatchOp {
+    PutItem {
+        sku: String,
+        name: String,
+        price: u64,
+        stock: u64,
+        #[serde(default)]
+        queue_id: Option<String>,
+    },
+    Restock {
+        sku: String,
+        qty: u64,
+    },
+    Hold {
+        customer_id: String,
+        lines: Vec<LineBody>,
+        #[serde(default)]
+        ttl_seconds: Option<u64>,
+        #[serde(default)]
+        queue_token: Option<String>,
+    },
+    Release {
+        hold_id: String,
+    },
+    CreateOrder {
+        customer_id: String,
+        #[serde(default)]
+        lines: Option<Vec<LineBody>>,
+        #[serde(default)]
+        hold_id: Option<String>,
+        payment: PaymentBody,
+        #[serde(default)]
+        queue_token: Option<String>,
+    },
+    CancelOrder {
+        order_id: String,
+    },
+    PayOrder {
+        order_id: String,
+        method: PaymentMethod,
+        #[serde(default)]
+        card: Option<CardBody>,
+        #[serde(default)]
+        capture: Option<CaptureMode>,
+    },
+    Capture {
+        payment_id: String,
+        #[serde(default)]
+        amount: Option<u64>,
+    },
+    Refund {
+        payment_id: String,
+        #[serde(default)]
+        amount: Option<u64>,
+    },
+    CreditPoints {
+        customer_id: String,
+        amount: u64,
+        #[serde(default)]
+        reason: Option<String>,
+    },
+    IssueToken {
+        queue_id: String,
+        customer_id: String,
+    },
+}
+
+impl BatchOp {
+    /// The command and the success status of its route (`None`: decided by the reply).
+    fn command(self) -> Result<(Command, Option<StatusCode>), ApiError> {
+        Ok(match self {
+            BatchOp::PutItem { sku, name, price, stock, queue_id } => {
+                (Command::PutItem(ItemSpec { sku, name, price, stock, queue: queue_id }), None)
+            }
+            BatchOp::Restock { sku, qty } => (Command::Restock { sku, qty }, Some(StatusCode::OK)),
+            BatchOp::Hold { customer_id, lines, ttl_seconds, queue_token } => (
+                Command::CreateHold {
+                    customer: customer_id,
+                    lines: line_specs(lines),
+                    ttl_s: ttl_seconds,
+                    queue_token,
+                },
+                Some(StatusCode::CREATED),
+            ),
+            BatchOp::Release { hold_id } => (Command::ReleaseHold { hold: hold_id }, Some(StatusCode::OK)),
+            BatchOp::CreateOrder { customer_id, lines, hold_id, payment, queue_token } => {
+                let source = match (lines, hold_id) {
+                    (Some(lines), None) => OrderSource::Lines(line_specs(lines)),
+                    (None, Some(hold)) => OrderSource::Hold(hold),
+                    _ => return Err(ApiError::invalid("lines, hold_id: give exactly one of them")),
+                };
+                let payment = payment.spec()?;
+                (
+                    Command::CreateOrder { customer: customer_id, source, payment, queue_token },
+                    Some(StatusCode::CREATED),
+                )
+            }
+            BatchOp::CancelOrder { order_id } => (Command::CancelOrder { order: order_id }, Some(StatusCode::OK)),
+            BatchOp::PayOrder { order_id, method, card, capture } => {
+                let payment = PaymentBody { method, card, capture }.spec()?;
+                (Command::PayOrder { order: order_id, payment }, Some(StatusCode::OK))
+            }
+            BatchOp::Capture { payment_id, amount } => {
+                (Command::CapturePayment { payment: payment_id, amount }, Some(StatusCode::OK))
+            }
+            BatchOp::Refund { payment_id, amount } => {
+                (Command::RefundPayment { payment: payment_id, amount }, Some(StatusCode::OK))
+            }
+            BatchOp::CreditPoints { customer_id, amount, reason } => (
+                Command::CreditPoints { customer: customer_id, amount, reason: reason.unwrap_or_default() },
+                Some(StatusCode::OK),
+            ),
+            BatchOp::IssueToken { queue_id, customer_id } => (
+                Command::IssueToken { queue: queue_id, customer: customer_id, nonce: auth::new_nonce() },
+                Some(StatusCode::CREATED),
+            ),
+        })
+    }
+}
+
+fn batch_result(status: StatusCode, body: Value, replayed: bool) -> Value {
+    let mut v = serde_json::json!({"status": status.as_u16(), "body": body});
+    if replayed {
+        v["replayed"] = Value::Bool(true);
+    }
+    v
+}
+
+fn batch_error(e: ApiError) -> Value {
+    batch_result(e.status, e.body(), false)
+}
+
+/// Parses one op into a request (with its success status), or the op's error.
+fn batch_request(call: &Call, index: usize, op: &Value) -> Result<(Request, Option<StatusCode>), ApiError> {
+    let key = match op.get("idempotency_key") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(k)) => Some(k.clone()),
+        Some(_) => return Err(ApiError::invalid(format!("ops[{index}].idempotency_key: must be a string"))),
+    };
+    let parsed: BatchOp = serde_path_to_error::deserialize(op).map_err(|e| {
+        let path = e.path().to_string();
+        ApiError::invalid(format!("ops[{index}].{path}: {}", e.into_inner()))
+    })?;
+    let (command, status) = parsed.command()?;
+    let idempotency = key.map(|key| {
+        // The fingerprint covers the op itself: the same op in another batch replays.
+        let bytes = serde_json::to_vec(op).unwrap_or_default();
+        let mut fingerprint = [0u8; 16];
+        fingerprint.copy_from_slice(&auth::sha256(&[b"batch\n".as_slice(), &bytes].concat())[..16]);
+        surge_core::Idempotency { key, fingerprint }
+    });
+    Ok((Request { merchant: call.merchant.to_string(), idempotency, command }, status))
+}
+
+pub async fn batch(call: Call) -> Result<Response, ApiError> {
+    let b: BatchBody = call.json()?;
+    if b.ops.is_empty() || b.ops.len() > BATCH_OPS_MAX {
+        return Err(ApiError::invalid(format!("ops: must hold 1..={BATCH_OPS_MAX} operations")).with("field", "ops"));
+    }
+    let mut results: Vec<Option<Value>> = vec![None; b.ops.len()];
+    let mut reqs = Vec::with_capacity(b.ops.len());
+    let mut slots = Vec::with_capacity(b.ops.len());
+    for (i, op) in b.ops.iter().enumerate() {
+        match batch_request(&call, i, op) {
+            Ok((req, status)) => {
+                reqs.push(req);
+                slots.push((i, status));
+            }
+            Err(e) => results[i] = Some(batch_error(e)),
+        }
+    }
+    if !reqs.is_empty() {
+        let executed = call.engine.execute_batch(&call.merchant, reqs).await;
+        for ((i, status), result) in slots.into_iter().zip(executed) {
+            results[i] = Some(match result {
+                Ok(x) => {
+                    let status = status.unwrap_or(match &x.reply {
+                        Reply::Item { created: true, .. } => StatusCode::CREATED,
+                        _ => StatusCode::OK,
+                    });
+                    batch_result(status, dto::reply(&x.reply), x.replayed)
+                }
+                Err(e) => batch_error(exec_error(e)),
+            });
+        }
+    }
+    let results: Vec<Value> = results.into_iter().map(|r| r.unwrap_or(Value::Null)).collect();
+    Ok(json(StatusCode::OK, &serde_json::json!({ "results": results })))
+}

@@ -380,3 +380,47 @@ async fn metrics_are_prometheus_text() {
     assert!(text.contains("surge_wal_commits_total"), "{text}");
     assert!(text.contains("surge_merchants 1"), "{text}");
 }
+
+#[tokio::test]
+async fn batch_applies_each_op_in_order_with_one_log_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = server(dir.path());
+    let c = Client::new(&s, &s.merchant("m-1").await);
+    let commits = || s.engine.stats().wal.unwrap().commits;
+    let before = commits();
+    let ops = json!({"ops": [
+        {"op": "put_item", "sku": "tee", "name": "Tee", "price": 100, "stock": 3},
+        {"op": "credit_points", "customer_id": "c-1", "amount": 1000, "idempotency_key": "cr"},
+        {"op": "create_order", "customer_id": "c-1", "lines": [{"sku": "tee", "qty": 2}], "payment": {"method": "points"}},
+        {"op": "create_order", "customer_id": "c-1", "lines": [{"sku": "tee", "qty": 2}], "payment": {"method": "none"}},
+        {"op": "teleport"},
+        {"op": "create_order", "customer_id": "c-1", "lines": [{"sku": "tee", "qty": 1}],
+         "payment": {"method": "card", "card": {"number": "1234", "type": "KB"}}},
+        {"op": "hold", "customer_id": "c-2", "lines": [{"sku": "tee", "qty": 1}]},
+        {"op": "release", "hold_id": "hold_1"},
+        {"op": "restock", "sku": "tee", "qty": 0}
+    ]});
+    let r = c.post("/v1/batch", &ops.to_string()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let results = r.body["results"].as_array().unwrap();
+    let statuses: Vec<u64> = results.iter().map(|r| r["status"].as_u64().unwrap()).collect();
+    assert_eq!(statuses, [201, 200, 201, 409, 400, 503, 201, 200, 400]);
+    assert_eq!(results[2]["body"]["status"], "paid");
+    assert_eq!(results[3]["body"]["code"], "insufficient_stock");
+    assert_eq!(results[4]["body"]["code"], "invalid_request");
+    assert_eq!(results[5]["body"]["code"], "payment_gateway_unavailable");
+    assert_eq!(results[7]["body"]["status"], "released");
+    // Every applied op went into one log write.
+    assert_eq!(commits(), before + 1);
+    let item = c.get("/v1/items/tee").await.body;
+    assert_eq!((item["sold"].as_u64(), item["available"].as_u64()), (Some(2), Some(1)));
+    // Replay of an op with an idempotency key.
+    let again =
+        json!({"ops": [{"op": "credit_points", "customer_id": "c-1", "amount": 1000, "idempotency_key": "cr"}]});
+    let r = c.post("/v1/batch", &again.to_string()).await;
+    assert_eq!(r.body["results"][0]["replayed"], true);
+    assert_eq!(c.get("/v1/customers/c-1/points").await.body["balance"], 800);
+    c.post("/v1/batch", r#"{"ops":[]}"#).await.assert_problem(400, "invalid_request");
+    let many = json!({"ops": vec![json!({"op": "release", "hold_id": "hold_1"}); 1001]});
+    c.post("/v1/batch", &many.to_string()).await.assert_problem(400, "invalid_request");
+}
