@@ -225,21 +225,25 @@ impl Cx<'_> {
     }
 
     /// Lines by item position; prices are taken from the event (orders) or 0 (holds).
-    fn state_lines(&self, lines: impl Iterator<Item = (Arc<str>, u64, u64)>) -> Result<Box<[StateLine]>, &'static str> {
-        lines
-            .map(|(sku, qty, unit_price)| {
-                let item = self.m.items.position(&sku).ok_or("unknown sku")?;
-                let qty = u32::try_from(qty).map_err(|_| "qty too large")?;
-                Ok(StateLine { item, qty, unit_price })
-            })
-            .collect()
+    /// Built at exact capacity: collecting `Result`s grows from empty and then shrinks.
+    fn state_lines<'a>(
+        &self,
+        lines: impl ExactSizeIterator<Item = (&'a str, u64, u64)>,
+    ) -> Result<Box<[StateLine]>, &'static str> {
+        let mut out = Vec::with_capacity(lines.len());
+        for (sku, qty, unit_price) in lines {
+            let item = self.m.items.position(sku).ok_or("unknown sku")?;
+            let qty = u32::try_from(qty).map_err(|_| "qty too large")?;
+            out.push(StateLine { item, qty, unit_price });
+        }
+        Ok(out.into_boxed_slice())
     }
 
     fn hold_created(&mut self, e: &ev::HoldCreated) -> Outcome {
         if e.hold != self.m.holds.len() as u64 + 1 {
             return Err("hold number out of sequence");
         }
-        let lines = self.state_lines(e.lines.iter().map(|l| (l.sku.clone(), l.qty, 0)))?;
+        let lines = self.state_lines(e.lines.iter().map(|l| (&*l.sku, l.qty, 0)))?;
         let customer = self.customer(&e.customer)?;
         self.m.holds.push(Hold {
             customer,
@@ -274,7 +278,7 @@ impl Cx<'_> {
         if e.order != self.m.orders.len() as u64 + 1 {
             return Err("order number out of sequence");
         }
-        let lines = self.state_lines(e.lines.iter().map(|l| (l.sku.clone(), l.qty, l.unit_price)))?;
+        let lines = self.state_lines(e.lines.iter().map(|l| (&*l.sku, l.qty, l.unit_price)))?;
         let customer = self.customer(&e.customer)?;
         self.m.orders.push(Order {
             customer,
