@@ -546,6 +546,8 @@ impl Worker {
     fn go_stale(&mut self, reason: &str) {
         if !self.stale {
             tracing::error!(shard = self.index, "log failure, shard goes stale until rebuilt: {reason}");
+            // Not ready from now on (the supervisor sets it back once the shards are rebuilt).
+            self.shared.healthy.store(false, Ordering::Release);
             let _ = self.shared.failures.send(reason.to_string());
         }
         self.stale = true;
@@ -758,8 +760,9 @@ impl Supervisor {
             }
             match self.reopen() {
                 Ok(()) => {
+                    // A failure reported after the drain above is handled by the next round
+                    // (at worst one needless reopen), never dropped.
                     tracing::info!("log reopened and shards rebuilt");
-                    while self.failures.try_recv().is_ok() {}
                     self.shared.healthy.store(true, Ordering::Release);
                     return;
                 }

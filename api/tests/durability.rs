@@ -124,7 +124,7 @@ async fn a_record_that_does_not_decode_stops_start_up_naming_its_lsn() {
 
 fn sim_opener(sim: &SimStorage) -> WalOpener {
     let sim = sim.clone();
-    Box::new(move || surge_wal::Wal::open_with_storage(Arc::new(sim.clone()), surge_wal::Config::default()))
+    Box::new(move || surge_wal::Wal::open_with_storage(Arc::new(sim.clone()), common::wal_config()))
 }
 
 #[tokio::test]
@@ -147,7 +147,7 @@ async fn storage_failure_answers_503_hides_the_change_and_recovers() {
     sim.set_full(false);
     // The supervisor reopens the log and rebuilds the shards from it.
     let mut ready = false;
-    for _ in 0..200 {
+    for _ in 0..500 {
         if s.send("GET", "/readyz", &[], None).await.status == StatusCode::OK {
             ready = true;
             break;

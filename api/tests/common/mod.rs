@@ -24,12 +24,19 @@ pub fn engine_config(shards: usize) -> EngineConfig {
     EngineConfig { shards, snapshot_every_records: 0, reopen_interval: Duration::from_millis(20) }
 }
 
+/// Small segments: creating a 64 MiB segment costs most of a test's time.
+pub fn wal_config() -> surge_wal::Config {
+    surge_wal::Config { segment_size_bytes: 8 << 20, ..surge_wal::Config::default() }
+}
+
 pub fn dir_opener(dir: &std::path::Path) -> WalOpener {
     let wal_dir = dir.join("wal");
-    Box::new(move || surge_wal::Wal::open(&wal_dir, surge_wal::Config::default()))
+    Box::new(move || surge_wal::Wal::open(&wal_dir, wal_config()))
 }
 
 pub fn server_with(opener: WalOpener, config: EngineConfig, rate_limit: u32) -> Server {
+    // Logs show in the output of failing tests only.
+    let _ = tracing_subscriber::fmt().with_test_writer().try_init();
     let engine = Arc::new(Engine::start(opener, config).expect("engine starts"));
     let state = AppState::new(auth::sha256(ADMIN.as_bytes()), rate_limit);
     state.set_engine(engine.clone());
