@@ -7,6 +7,8 @@
 //! - Every failure is `application/problem+json` (`error.rs`), including the router's own
 //!   404/405 and extractor rejections (a response mapper rewrites any other error body).
 
+#![recursion_limit = "512"] // the OpenAPI document is one large `json!`
+
 pub mod auth;
 pub mod config;
 pub mod dto;
@@ -14,6 +16,7 @@ pub mod engine;
 pub mod error;
 pub mod extract;
 pub mod metrics;
+pub mod openapi;
 pub mod routes;
 pub mod walcmd;
 
@@ -83,6 +86,7 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
+        .route("/openapi.json", get(openapi_json))
         .route("/v1/merchants", post(create_merchant))
         .route("/v1/items/bulk", post(put_items))
         .route("/v1/items/{sku}", put(put_item).get(get_item))
@@ -179,6 +183,12 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
         }
     }
     (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out).into_response()
+}
+
+async fn openapi_json() -> Response {
+    static DOC: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    let doc = DOC.get_or_init(|| serde_json::to_vec(&openapi::document()).unwrap_or_default());
+    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], doc.clone()).into_response()
 }
 
 async fn not_found() -> ApiError {

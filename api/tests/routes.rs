@@ -424,3 +424,24 @@ async fn batch_applies_each_op_in_order_with_one_log_write() {
     let many = json!({"ops": vec![json!({"op": "release", "hold_id": "hold_1"}); 1001]});
     c.post("/v1/batch", &many.to_string()).await.assert_problem(400, "invalid_request");
 }
+
+#[tokio::test]
+async fn openapi_describes_only_routed_operations() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = server(dir.path());
+    let r = s.send("GET", "/openapi.json", &[], None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["openapi"], "3.1.0");
+    let paths = r.body["paths"].as_object().unwrap();
+    assert!(paths.len() >= 25);
+    for (path, ops) in paths {
+        let concrete =
+            path.replace("{sku}", "x").replace("{id}", "x").replace("{account}", "x").replace("{token}", "x");
+        for method in ops.as_object().unwrap().keys() {
+            let r = s.send(&method.to_uppercase(), &concrete, &[], None).await;
+            let unrouted = r.status == StatusCode::METHOD_NOT_ALLOWED
+                || (r.status == StatusCode::NOT_FOUND && r.body["detail"] == "no such route");
+            assert!(!unrouted, "{method} {path} is described but not routed: {}", r.body);
+        }
+    }
+}

@@ -83,7 +83,13 @@ impl Server {
         let status = res.status();
         let headers = res.headers().clone();
         let bytes = axum::body::to_bytes(res.into_body(), usize::MAX).await.expect("body reads");
-        let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).expect("JSON body") };
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else if headers.get("content-type").is_some_and(|v| v.to_str().unwrap_or("").contains("json")) {
+            serde_json::from_slice(&bytes).expect("JSON body")
+        } else {
+            Value::String(String::from_utf8_lossy(&bytes).into_owned())
+        };
         Resp { status, headers, body }
     }
 

@@ -1,0 +1,139 @@
+//! `GET /openapi.json`: the contract as OpenAPI 3.1, written by hand next to the routes.
+//! A test checks that every operation described here is routed.
+
+use serde_json::{json, Map, Value};
+
+fn r(name: &str) -> Value {
+    json!({"$ref": format!("#/components/schemas/{name}")})
+}
+
+fn body(schema: Value) -> Value {
+    json!({"required": true, "content": {"application/json": {"schema": schema}}})
+}
+
+fn ok(status: &str, schema: Value, errors: &[&str]) -> Value {
+    let mut responses = Map::new();
+    responses
+        .insert(status.into(), json!({"description": "success", "content": {"application/json": {"schema": schema}}}));
+    for e in errors {
+        responses.insert((*e).into(), json!({"$ref": "#/components/responses/Problem"}));
+    }
+    Value::Object(responses)
+}
+
+fn op(summary: &str, params: &[&str], header: &[&str], request: Option<Value>, responses: Value) -> Value {
+    let mut parameters: Vec<Value> = params
+        .iter()
+        .map(|p| json!({"name": p, "in": "path", "required": true, "schema": {"type": "string"}}))
+        .collect();
+    for h in header {
+        let required = *h == "Idempotency-Key!";
+        let name = h.trim_end_matches('!');
+        parameters.push(json!({"name": name, "in": "header", "required": required, "schema": {"type": "string"}}));
+    }
+    let mut o = json!({"summary": summary, "parameters": parameters, "responses": responses});
+    if let Some(req) = request {
+        o["requestBody"] = body(req);
+    }
+    o
+}
+
+const W: &[&str] = &["400", "401", "404", "409", "413", "415", "422", "429", "503"];
+const R: &[&str] = &["401", "404", "429", "503"];
+
+pub fn document() -> Value {
+    let line = json!({"type": "object", "required": ["sku", "qty"], "properties": {
+        "sku": {"type": "string"}, "qty": {"type": "integer", "minimum": 1, "maximum": 10000}}});
+    let payment_in = json!({"type": "object", "required": ["method"], "properties": {
+        "method": {"enum": ["points", "card", "none"]},
+        "card": {"type": "object", "properties": {"number": {"type": "string"}, "type": {"type": "string"}}},
+        "capture": {"enum": ["automatic", "manual"]}}});
+    let item_in = json!({"type": "object", "required": ["name", "price", "stock"], "properties": {
+        "name": {"type": "string"}, "price": {"type": "integer"}, "stock": {"type": "integer"},
+        "queue_id": {"type": ["string", "null"]}}});
+    let amount_in = json!({"type": "object", "properties": {"amount": {"type": "integer"}}});
+    let idem = &["Idempotency-Key"][..];
+    let idem_req = &["Idempotency-Key!"][..];
+    json!({
+        "openapi": "3.1.0",
+        "info": {"title": "surge", "version": "1",
+                 "description": "Order and payment engine. Every 2xx on a mutating call is in the fsynced write-ahead log."},
+        "security": [{"bearer": []}],
+        "paths": {
+            "/healthz": {"get": {"summary": "Process up", "security": [], "responses": {"200": {"description": "up"}}}},
+            "/readyz": {"get": {"summary": "Recovery done and log writable", "security": [],
+                "responses": {"200": {"description": "ready"}, "503": {"$ref": "#/components/responses/Problem"}}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics", "security": [],
+                "responses": {"200": {"description": "text/plain exposition format"}}}},
+            "/openapi.json": {"get": {"summary": "This document", "security": [], "responses": {"200": {"description": "OpenAPI 3.1"}}}},
+            "/v1/merchants": {"post": op("Create a merchant (admin token); the API key is shown once", &[], idem,
+                Some(json!({"type": "object", "required": ["id", "name", "currency"], "properties": {
+                    "id": {"type": "string"}, "name": {"type": "string"}, "currency": {"type": "string"}}})),
+                ok("201", r("Merchant"), W))},
+            "/v1/items/{sku}": {
+                "put": op("Create (201) or update (200) an item", &["sku"], idem, Some(item_in.clone()), ok("200", r("Item"), W)),
+                "get": op("An item", &["sku"], &[], None, ok("200", r("Item"), R))},
+            "/v1/items/bulk": {"post": op("Create or update up to 10000 items", &[], idem,
+                Some(json!({"type": "object", "required": ["items"], "properties": {"items": {"type": "array", "maxItems": 10000,
+                    "items": {"allOf": [item_in, {"type": "object", "required": ["sku"], "properties": {"sku": {"type": "string"}}}]}}}})),
+                ok("200", json!({"type": "object", "properties": {"created": {"type": "integer"}, "updated": {"type": "integer"}}}), W))},
+            "/v1/items/{sku}/restock": {"post": op("Add stock", &["sku"], idem,
+                Some(json!({"type": "object", "required": ["qty"], "properties": {"qty": {"type": "integer"}}})), ok("200", r("Item"), W))},
+            "/v1/holds": {"post": op("Reserve stock for ttl_seconds (all lines or none)", &[], &["Idempotency-Key", "Queue-Token"],
+                Some(json!({"type": "object", "required": ["customer_id", "lines"], "properties": {
+                    "customer_id": {"type": "string"}, "lines": {"type": "array", "maxItems": 100, "items": line},
+                    "ttl_seconds": {"type": "integer", "minimum": 1, "maximum": 3600}}})),
+                ok("201", r("Hold"), W))},
+            "/v1/holds/{id}": {"get": op("A hold", &["id"], &[], None, ok("200", r("Hold"), R))},
+            "/v1/holds/{id}/release": {"post": op("Release a hold", &["id"], idem, None, ok("200", r("Hold"), W))},
+            "/v1/orders": {"post": op("Create an order from lines or a hold; points pay at once (201), card answers 503 until the gateway exists, none waits for payment", &[], &["Idempotency-Key!", "Queue-Token"],
+                Some(json!({"type": "object", "required": ["customer_id", "payment"], "properties": {
+                    "customer_id": {"type": "string"}, "lines": {"type": "array", "items": line},
+                    "hold_id": {"type": "string"}, "payment": payment_in}})),
+                ok("201", r("Order"), &["400", "401", "402", "403", "404", "409", "413", "415", "422", "429", "503"]))},
+            "/v1/orders/{id}": {"get": op("An order", &["id"], &[], None, ok("200", r("Order"), R))},
+            "/v1/orders/{id}/cancel": {"post": op("Cancel: releases stock, refunds a capture", &["id"], idem, None, ok("200", r("Order"), W))},
+            "/v1/orders/{id}/payments": {"post": op("Pay an awaiting_payment order", &["id"], idem, Some(payment_in), ok("200", r("Order"), W))},
+            "/v1/payments/{id}": {"get": op("A payment", &["id"], &[], None, ok("200", r("Payment"), R))},
+            "/v1/payments/{id}/capture": {"post": op("Capture (partial once)", &["id"], idem_req, Some(amount_in.clone()), ok("200", r("Payment"), W))},
+            "/v1/payments/{id}/refund": {"post": op("Refund (partial, up to the captured amount)", &["id"], idem_req, Some(amount_in), ok("200", r("Payment"), W))},
+            "/v1/customers/{id}/points/credit": {"post": op("Credit points", &["id"], idem_req,
+                Some(json!({"type": "object", "required": ["amount"], "properties": {"amount": {"type": "integer"}, "reason": {"type": "string"}}})),
+                ok("200", r("Points"), W))},
+            "/v1/customers/{id}/points": {"get": op("A points balance", &["id"], &[], None, ok("200", r("Points"), R))},
+            "/v1/ledger/accounts/{account}": {"get": op("Totals of one account (points:issued, gateway:clearing, sales:revenue, refunds, customer:{id}:points)", &["account"], &[], None,
+                ok("200", json!({"type": "object", "properties": {"account": {"type": "string"}, "debits": {"type": "integer"}, "credits": {"type": "integer"}, "balance": {"type": "integer"}}}), R))},
+            "/v1/ledger/trial-balance": {"get": op("Sums of every account", &[], &[], None,
+                ok("200", json!({"type": "object", "properties": {"total_debits": {"type": "integer"}, "total_credits": {"type": "integer"}, "balanced": {"type": "boolean"}, "accounts": {"type": "integer"}}}), R))},
+            "/v1/queues/{id}": {
+                "put": op("Create or change a waiting room", &["id"], idem,
+                    Some(json!({"type": "object", "required": ["max_active", "active_ttl_seconds"], "properties": {"max_active": {"type": "integer"}, "active_ttl_seconds": {"type": "integer"}}})),
+                    ok("200", r("Queue"), W)),
+                "get": op("A waiting room", &["id"], &[], None, ok("200", r("Queue"), R))},
+            "/v1/queues/{id}/tokens": {"post": op("Join a waiting room", &["id"], idem,
+                Some(json!({"type": "object", "required": ["customer_id"], "properties": {"customer_id": {"type": "string"}}})), ok("201", r("Token"), W))},
+            "/v1/queues/{id}/tokens/{token}": {"get": op("A token's status and position", &["id", "token"], &[], None, ok("200", r("Token"), R))},
+            "/v1/batch": {"post": op("Up to 1000 operations (op: put_item, restock, hold, release, create_order, cancel_order, pay_order, capture, refund, credit_points, issue_token; other fields: the route's body, its path parameters as sku/hold_id/order_id/payment_id/customer_id/queue_id, optional idempotency_key), each applied on its own, in order, made durable by one log write", &[], &[],
+                Some(json!({"type": "object", "required": ["ops"], "properties": {"ops": {"type": "array", "maxItems": 1000, "items": {"type": "object", "required": ["op"]}}}})),
+                ok("200", json!({"type": "object", "properties": {"results": {"type": "array", "items": {"type": "object", "properties": {"status": {"type": "integer"}, "body": {"type": "object"}, "replayed": {"type": "boolean"}}}}}}), &["400", "401", "413", "415", "429", "503"]))}
+        },
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "responses": {"Problem": {"description": "problem+json", "content": {"application/problem+json": {"schema": r("Problem")}}}},
+            "schemas": {
+                "Problem": {"type": "object", "required": ["type", "title", "status", "code", "detail"], "properties": {
+                    "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
+                    "code": {"type": "string"}, "detail": {"type": "string"}, "field": {"type": "string"},
+                    "sku": {"type": "string"}, "available": {"type": "integer"}, "resource_status": {"type": "string"}}},
+                "Merchant": {"type": "object", "properties": {"id": {"type": "string"}, "name": {"type": "string"}, "currency": {"type": "string"}, "api_key": {"type": "string"}, "created_at": {"type": "string", "format": "date-time"}}},
+                "Item": {"type": "object", "properties": {"sku": {"type": "string"}, "name": {"type": "string"}, "price": {"type": "integer"}, "stock": {"type": "integer"}, "available": {"type": "integer"}, "held": {"type": "integer"}, "sold": {"type": "integer"}, "queue_id": {"type": ["string", "null"]}}},
+                "Hold": {"type": "object", "properties": {"id": {"type": "string"}, "customer_id": {"type": "string"}, "status": {"enum": ["held", "released", "expired", "converted"]}, "lines": {"type": "array"}, "order_id": {"type": ["string", "null"]}, "expires_at": {"type": "string", "format": "date-time"}, "created_at": {"type": "string"}, "updated_at": {"type": "string"}}},
+                "Order": {"type": "object", "properties": {"id": {"type": "string"}, "customer_id": {"type": "string"}, "status": {"enum": ["awaiting_payment", "pending_payment", "paid", "cancelled", "expired", "refunded"]}, "lines": {"type": "array"}, "total": {"type": "integer"}, "hold_id": {"type": ["string", "null"]}, "payment": {"oneOf": [r("Payment"), {"type": "null"}]}, "expires_at": {"type": ["string", "null"]}, "created_at": {"type": "string"}, "updated_at": {"type": "string"}}},
+                "Payment": {"type": "object", "properties": {"id": {"type": "string"}, "order_id": {"type": "string"}, "method": {"enum": ["points", "card", "none"]}, "status": {"enum": ["pending", "authorized", "captured", "partially_refunded", "refunded", "failed", "voided"]}, "capture": {"enum": ["automatic", "manual"]}, "amount": {"type": "integer"}, "captured": {"type": "integer"}, "refunded": {"type": "integer"}, "created_at": {"type": "string"}, "updated_at": {"type": "string"}}},
+                "Points": {"type": "object", "properties": {"customer_id": {"type": "string"}, "balance": {"type": "integer"}}},
+                "Queue": {"type": "object", "properties": {"id": {"type": "string"}, "max_active": {"type": "integer"}, "active_ttl_seconds": {"type": "integer"}, "active": {"type": "integer"}, "waiting": {"type": "integer"}}},
+                "Token": {"type": "object", "properties": {"token": {"type": "string"}, "queue_id": {"type": "string"}, "customer_id": {"type": "string"}, "status": {"enum": ["waiting", "active", "expired"]}, "position": {"type": "integer"}, "active_until": {"type": ["string", "null"]}}}
+            }
+        }
+    })
+}
