@@ -19,6 +19,8 @@ pub struct ServeConfig {
 
 pub const ADMIN_TOKEN_FILE: &str = "admin_token.sha256";
 pub const SHARDS_FILE: &str = "shards";
+/// One thread each: more than this is a typo, not a machine.
+pub const SHARDS_MAX: usize = 256;
 
 /// The admin token's hash: from the flag, else from the data directory, else a new token
 /// that is printed once and whose hash is stored (mode 0600) so restarts keep it.
@@ -72,6 +74,9 @@ pub fn shard_count(data_dir: &Path, flag: Option<usize>) -> Result<usize, String
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(format!("reading {}: {e}", path.display())),
     };
+    if let Some(n) = flag.filter(|n| !(1..=SHARDS_MAX).contains(n)) {
+        return Err(format!("--shards {n}: must be 1..={SHARDS_MAX}"));
+    }
     match (stored, flag) {
         (Some(s), Some(f)) if s != f => Err(format!(
             "{} was created with {s} shards; --shards {f} differs (the shard count is fixed per data directory)",
@@ -79,7 +84,9 @@ pub fn shard_count(data_dir: &Path, flag: Option<usize>) -> Result<usize, String
         )),
         (Some(s), _) => Ok(s),
         (None, flag) => {
-            let n = flag.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
+            let n = flag
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+                .clamp(1, SHARDS_MAX);
             write_private(&path, n.to_string().as_bytes())?;
             Ok(n)
         }
