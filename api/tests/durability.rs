@@ -118,7 +118,7 @@ async fn a_record_that_does_not_decode_stops_start_up_naming_its_lsn() {
     }
     let err = Engine::start(dir_opener(dir.path()), engine_config(1)).err().expect("refused");
     assert!(err.contains("LSN 1"), "{err}");
-    let err = surge_api::walcmd::run(dir.path(), false).err().expect("inspect reports it too");
+    let err = surge_api::walcmd::run(dir.path(), false).expect_err("inspect reports it too");
     assert!(err.contains("LSN 1"), "{err}");
 }
 
