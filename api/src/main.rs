@@ -63,6 +63,7 @@ struct ServeArgs {
 fn main() -> std::process::ExitCode {
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt().with_target(false).with_ansi(ansi).with_writer(std::io::stderr).init();
+    abort_on_engine_panic();
     let cli = Cli::parse();
     let result = match cli.command {
         Cmd::Serve(args) => serve(ServeConfig {
@@ -88,6 +89,22 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// A panic on a shard thread is a bug in the state machine: that shard's memory can no
+/// longer be trusted, the log can. Abort (a restart recovers from the log) rather than
+/// keep serving from a half-applied state. Panics elsewhere (a request task) keep the
+/// default behaviour: that request fails, the server stays up.
+fn abort_on_engine_panic() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default(info);
+        let name = std::thread::current().name().unwrap_or("").to_string();
+        if name.starts_with("surge-shard") || name.starts_with("surge-supervisor") {
+            eprintln!("surge: panic on {name}: aborting; restart to recover from the log");
+            std::process::abort();
+        }
+    }));
 }
 
 fn serve(cfg: ServeConfig) -> Result<(), String> {
