@@ -1,156 +1,291 @@
 //! The JSON the API shows: core's views with RFC 3339 times (`created_at`) instead of Unix
-//! milliseconds (`created_at_ms`). Rendering is a pure function of the view, so a replayed
-//! reply renders byte for byte as the first answer did.
+//! milliseconds (`created_at_ms`). Borrowing `Serialize` structs (no intermediate `Value`):
+//! rendering is a pure function of the view, so a replayed reply renders byte for byte as
+//! the first answer did.
 
-use serde::Serialize;
-use serde_json::{json, Value};
+use serde::{Serialize, Serializer};
 use surge_core::envelope::rfc3339_ms;
 use surge_core::ledger::TrialBalance;
 use surge_core::view::{
-    AccountView, HoldView, ItemView, LineView, MerchantView, OrderView, PaymentView, PointsView, QueueView, TokenView,
+    AccountView, CardView, HoldView, ItemView, LineView, MerchantView, OrderView, PaymentView, PointsView, QueueView,
+    TokenView,
 };
 use surge_core::Reply;
 
-fn time(ms: u64) -> String {
-    rfc3339_ms(ms)
-}
+/// Unix milliseconds rendered as RFC 3339 UTC.
+#[derive(Clone, Copy)]
+pub struct Time(pub u64);
 
-pub fn merchant(m: &MerchantView, api_key: Option<&str>) -> Value {
-    let mut v = json!({
-        "id": m.id,
-        "name": m.name,
-        "currency": m.currency,
-        "created_at": time(m.created_at_ms),
-    });
-    if let Some(key) = api_key {
-        v["api_key"] = Value::from(key);
+impl Serialize for Time {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&rfc3339_ms(self.0))
     }
-    v
 }
 
-pub fn item(i: &ItemView) -> Value {
-    json!({
-        "sku": &*i.sku,
-        "name": i.name,
-        "price": i.price,
-        "stock": i.stock,
-        "available": i.available,
-        "held": i.held,
-        "sold": i.sold,
-        "queue_id": i.queue_id.as_deref(),
-    })
+#[derive(Serialize)]
+pub struct Merchant<'a> {
+    id: &'a str,
+    name: &'a str,
+    currency: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    api_key: Option<&'a str>,
+    created_at: Time,
 }
 
-fn lines(lines: &[LineView]) -> Vec<Value> {
+pub fn merchant<'a>(m: &'a MerchantView, api_key: Option<&'a str>) -> Merchant<'a> {
+    Merchant { id: &m.id, name: &m.name, currency: &m.currency, api_key, created_at: Time(m.created_at_ms) }
+}
+
+#[derive(Serialize)]
+pub struct Item<'a> {
+    sku: &'a str,
+    name: &'a str,
+    price: u64,
+    stock: u64,
+    available: u64,
+    held: u64,
+    sold: u64,
+    queue_id: Option<&'a str>,
+}
+
+pub fn item(i: &ItemView) -> Item<'_> {
+    Item {
+        sku: &i.sku,
+        name: &i.name,
+        price: i.price,
+        stock: i.stock,
+        available: i.available,
+        held: i.held,
+        sold: i.sold,
+        queue_id: i.queue_id.as_deref(),
+    }
+}
+
+#[derive(Serialize)]
+pub struct Line<'a> {
+    sku: &'a str,
+    qty: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unit_price: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    amount: Option<u64>,
+}
+
+fn lines(lines: &[LineView]) -> Vec<Line<'_>> {
     lines
         .iter()
-        .map(|l| match l.unit_price {
-            Some(p) => json!({"sku": &*l.sku, "qty": l.qty, "unit_price": p, "amount": p.saturating_mul(l.qty)}),
-            None => json!({"sku": &*l.sku, "qty": l.qty}),
+        .map(|l| Line {
+            sku: &l.sku,
+            qty: l.qty,
+            unit_price: l.unit_price,
+            amount: l.unit_price.map(|p| p.saturating_mul(l.qty)),
         })
         .collect()
 }
 
-pub fn hold(h: &HoldView) -> Value {
-    json!({
-        "id": h.id.to_string(),
-        "customer_id": &*h.customer_id,
-        "status": h.status.as_str(),
-        "lines": lines(&h.lines),
-        "order_id": h.order_id.map(|o| o.to_string()),
-        "expires_at": time(h.expires_at_ms),
-        "created_at": time(h.created_at_ms),
-        "updated_at": time(h.updated_at_ms),
-    })
+#[derive(Serialize)]
+pub struct Hold<'a> {
+    id: String,
+    customer_id: &'a str,
+    status: &'static str,
+    lines: Vec<Line<'a>>,
+    order_id: Option<String>,
+    expires_at: Time,
+    created_at: Time,
+    updated_at: Time,
 }
 
-pub fn payment(p: &PaymentView) -> Value {
-    json!({
-        "id": p.id.to_string(),
-        "order_id": p.order_id.to_string(),
-        "method": p.method.as_str(),
-        "status": p.status.as_str(),
-        "capture": p.capture.as_str(),
-        "amount": p.amount,
-        "captured": p.captured,
-        "refunded": p.refunded,
-        "card": p.card.as_ref().map(|c| json!({"last4": c.last4, "type": c.kind})),
-        "transaction_key": p.transaction_key,
-        "failure_reason": p.failure_reason,
-        "created_at": time(p.created_at_ms),
-        "updated_at": time(p.updated_at_ms),
-    })
-}
-
-pub fn order(o: &OrderView) -> Value {
-    json!({
-        "id": o.id.to_string(),
-        "customer_id": &*o.customer_id,
-        "status": o.status.as_str(),
-        "lines": lines(&o.lines),
-        "total": o.total,
-        "hold_id": o.hold_id.map(|h| h.to_string()),
-        "payment": o.payment.as_deref().map(payment),
-        "expires_at": o.expires_at_ms.map(time),
-        "created_at": time(o.created_at_ms),
-        "updated_at": time(o.updated_at_ms),
-    })
-}
-
-pub fn points(p: &PointsView) -> Value {
-    json!({"customer_id": &*p.customer_id, "balance": p.balance})
-}
-
-pub fn queue(q: &QueueView) -> Value {
-    json!({
-        "id": q.id,
-        "max_active": q.max_active,
-        "active_ttl_seconds": q.active_ttl_s,
-        "active": q.active,
-        "waiting": q.waiting,
-    })
-}
-
-pub fn token(t: &TokenView) -> Value {
-    json!({
-        "token": t.token,
-        "queue_id": t.queue_id,
-        "customer_id": &*t.customer_id,
-        "status": t.status.as_str(),
-        "position": t.position,
-        "active_until": t.active_until_ms.map(time),
-    })
+pub fn hold(h: &HoldView) -> Hold<'_> {
+    Hold {
+        id: h.id.to_string(),
+        customer_id: &h.customer_id,
+        status: h.status.as_str(),
+        lines: lines(&h.lines),
+        order_id: h.order_id.map(|o| o.to_string()),
+        expires_at: Time(h.expires_at_ms),
+        created_at: Time(h.created_at_ms),
+        updated_at: Time(h.updated_at_ms),
+    }
 }
 
 #[derive(Serialize)]
-struct AccountDto<'a> {
+pub struct Card<'a> {
+    last4: &'a str,
+    #[serde(rename = "type")]
+    kind: &'a str,
+}
+
+fn card(c: &CardView) -> Card<'_> {
+    Card { last4: &c.last4, kind: &c.kind }
+}
+
+#[derive(Serialize)]
+pub struct Payment<'a> {
+    id: String,
+    order_id: String,
+    method: &'static str,
+    status: &'static str,
+    capture: &'static str,
+    amount: u64,
+    captured: u64,
+    refunded: u64,
+    card: Option<Card<'a>>,
+    transaction_key: Option<&'a str>,
+    failure_reason: Option<&'a str>,
+    created_at: Time,
+    updated_at: Time,
+}
+
+pub fn payment(p: &PaymentView) -> Payment<'_> {
+    Payment {
+        id: p.id.to_string(),
+        order_id: p.order_id.to_string(),
+        method: p.method.as_str(),
+        status: p.status.as_str(),
+        capture: p.capture.as_str(),
+        amount: p.amount,
+        captured: p.captured,
+        refunded: p.refunded,
+        card: p.card.as_ref().map(card),
+        transaction_key: p.transaction_key.as_deref(),
+        failure_reason: p.failure_reason.as_deref(),
+        created_at: Time(p.created_at_ms),
+        updated_at: Time(p.updated_at_ms),
+    }
+}
+
+#[derive(Serialize)]
+pub struct Order<'a> {
+    id: String,
+    customer_id: &'a str,
+    status: &'static str,
+    lines: Vec<Line<'a>>,
+    total: u64,
+    hold_id: Option<String>,
+    payment: Option<Payment<'a>>,
+    expires_at: Option<Time>,
+    created_at: Time,
+    updated_at: Time,
+}
+
+pub fn order(o: &OrderView) -> Order<'_> {
+    Order {
+        id: o.id.to_string(),
+        customer_id: &o.customer_id,
+        status: o.status.as_str(),
+        lines: lines(&o.lines),
+        total: o.total,
+        hold_id: o.hold_id.map(|h| h.to_string()),
+        payment: o.payment.as_deref().map(payment),
+        expires_at: o.expires_at_ms.map(Time),
+        created_at: Time(o.created_at_ms),
+        updated_at: Time(o.updated_at_ms),
+    }
+}
+
+#[derive(Serialize)]
+pub struct Points<'a> {
+    customer_id: &'a str,
+    balance: u64,
+}
+
+pub fn points(p: &PointsView) -> Points<'_> {
+    Points { customer_id: &p.customer_id, balance: p.balance }
+}
+
+#[derive(Serialize)]
+pub struct Queue<'a> {
+    id: &'a str,
+    max_active: u64,
+    active_ttl_seconds: u64,
+    active: u64,
+    waiting: u64,
+}
+
+pub fn queue(q: &QueueView) -> Queue<'_> {
+    Queue {
+        id: &q.id,
+        max_active: q.max_active,
+        active_ttl_seconds: q.active_ttl_s,
+        active: q.active,
+        waiting: q.waiting,
+    }
+}
+
+#[derive(Serialize)]
+pub struct Token<'a> {
+    token: &'a str,
+    queue_id: &'a str,
+    customer_id: &'a str,
+    status: &'static str,
+    position: u64,
+    active_until: Option<Time>,
+}
+
+pub fn token(t: &TokenView) -> Token<'_> {
+    Token {
+        token: &t.token,
+        queue_id: &t.queue_id,
+        customer_id: &t.customer_id,
+        status: t.status.as_str(),
+        position: t.position,
+        active_until: t.active_until_ms.map(Time),
+    }
+}
+
+/// Totals are 128-bit; serde_json writes them as plain JSON integers.
+#[derive(Serialize)]
+pub struct Account<'a> {
     account: &'a str,
     debits: u128,
     credits: u128,
     balance: i128,
 }
 
-/// Bytes, not a `Value`: totals are 128-bit, which `Value` cannot hold beyond 64 bits.
-pub fn account(a: &AccountView) -> Vec<u8> {
-    serde_json::to_vec(&AccountDto { account: &a.account, debits: a.debits, credits: a.credits, balance: a.balance })
-        .unwrap_or_default()
+pub fn account(a: &AccountView) -> Account<'_> {
+    Account { account: &a.account, debits: a.debits, credits: a.credits, balance: a.balance }
 }
 
-pub fn trial_balance(t: &TrialBalance) -> Vec<u8> {
-    serde_json::to_vec(t).unwrap_or_default()
+pub fn trial_balance(t: &TrialBalance) -> &TrialBalance {
+    t
 }
 
-/// A command's reply as JSON (merchant replies carry no key: it is shown once, at creation).
-pub fn reply(r: &Reply) -> Value {
+#[derive(Serialize)]
+pub struct Items {
+    created: u64,
+    updated: u64,
+}
+
+/// A command's reply (merchant replies carry no key: it is shown once, at creation).
+#[derive(Serialize)]
+#[serde(untagged)]
+pub enum ReplyDto<'a> {
+    Merchant(Merchant<'a>),
+    Item(Item<'a>),
+    Items(Items),
+    Hold(Hold<'a>),
+    Order(Order<'a>),
+    Payment(Payment<'a>),
+    Points(Points<'a>),
+    Queue(Queue<'a>),
+    Token(Token<'a>),
+}
+
+pub fn reply(r: &Reply) -> ReplyDto<'_> {
     match r {
-        Reply::Merchant(m) => merchant(m, None),
-        Reply::Item { item: i, .. } => item(i),
-        Reply::Items { created, updated } => json!({"created": created, "updated": updated}),
-        Reply::Hold(h) => hold(h),
-        Reply::Order(o) => order(o),
-        Reply::Payment(p) => payment(p),
-        Reply::Points(p) => points(p),
-        Reply::Queue(q) => queue(q),
-        Reply::Token(t) => token(t),
+        Reply::Merchant(m) => ReplyDto::Merchant(merchant(m, None)),
+        Reply::Item { item: i, .. } => ReplyDto::Item(item(i)),
+        Reply::Items { created, updated } => ReplyDto::Items(Items { created: *created, updated: *updated }),
+        Reply::Hold(h) => ReplyDto::Hold(hold(h)),
+        Reply::Order(o) => ReplyDto::Order(order(o)),
+        Reply::Payment(p) => ReplyDto::Payment(payment(p)),
+        Reply::Points(p) => ReplyDto::Points(points(p)),
+        Reply::Queue(q) => ReplyDto::Queue(queue(q)),
+        Reply::Token(t) => ReplyDto::Token(token(t)),
     }
+}
+
+/// JSON bytes of any DTO (serializing these cannot fail).
+pub fn to_vec(value: &impl Serialize) -> Vec<u8> {
+    serde_json::to_vec(value).unwrap_or_default()
 }

@@ -16,7 +16,7 @@ use surge_core::{
 };
 
 use crate::auth;
-use crate::dto;
+use crate::dto::{self, to_vec};
 use crate::engine::{Engine, ExecError, Executed};
 use crate::error::ApiError;
 use crate::extract::{AdminCall, Call};
@@ -27,8 +27,8 @@ fn json_bytes(status: StatusCode, body: Vec<u8>) -> Response {
     res
 }
 
-fn json(status: StatusCode, body: &Value) -> Response {
-    json_bytes(status, serde_json::to_vec(body).unwrap_or_default())
+fn json(status: StatusCode, body: &impl serde::Serialize) -> Response {
+    json_bytes(status, dto::to_vec(body))
 }
 
 fn exec_error(e: ExecError) -> ApiError {
@@ -81,10 +81,6 @@ where
         .await
         .map_err(exec_error)?;
     Ok(json_bytes(StatusCode::OK, result?))
-}
-
-fn to_vec(v: &Value) -> Vec<u8> {
-    serde_json::to_vec(v).unwrap_or_default()
 }
 
 // ---- merchants ----
@@ -342,13 +338,15 @@ pub async fn get_points(Path(customer): Path<String>, call: Call) -> Result<Resp
 
 pub async fn get_account(Path(account): Path<String>, call: Call) -> Result<Response, ApiError> {
     read(&call.engine, call.merchant.clone(), move |m| {
-        m.account_view(&account).map(|a| dto::account(&a)).ok_or_else(|| ApiError::not_found("account not found"))
+        m.account_view(&account)
+            .map(|a| to_vec(&dto::account(&a)))
+            .ok_or_else(|| ApiError::not_found("account not found"))
     })
     .await
 }
 
 pub async fn trial_balance(call: Call) -> Result<Response, ApiError> {
-    read(&call.engine, call.merchant.clone(), move |m| Ok(dto::trial_balance(&m.trial_balance()))).await
+    read(&call.engine, call.merchant.clone(), move |m| Ok(to_vec(dto::trial_balance(&m.trial_balance())))).await
 }
 
 // ---- waiting rooms ----
@@ -587,7 +585,7 @@ pub async fn batch(call: Call) -> Result<Response, ApiError> {
                         Reply::Item { created: true, .. } => StatusCode::CREATED,
                         _ => StatusCode::OK,
                     });
-                    batch_result(status, dto::reply(&x.reply), x.replayed)
+                    batch_result(status, serde_json::to_value(dto::reply(&x.reply)).unwrap_or(Value::Null), x.replayed)
                 }
                 Err(e) => batch_error(exec_error(e)),
             });
