@@ -35,8 +35,35 @@ pub const TICK_INTERVAL: Duration = Duration::from_millis(250);
 const SNAPSHOT_MAGIC: [u8; 4] = *b"SRGH";
 const SNAPSHOT_VERSION: u32 = 1;
 
-/// Opens (recovers) the log; called at start and again after a storage failure.
-pub type WalOpener = Box<dyn Fn() -> Result<(Wal, Recovery), WalError> + Send + Sync>;
+type OpenFn = Box<dyn Fn() -> Result<(Wal, Recovery), WalError> + Send + Sync>;
+type OpenReadOnlyFn = Box<dyn Fn() -> Result<Recovery, WalError> + Send + Sync>;
+
+/// Opens (recovers) the log: at start, and again after a storage failure. While the log
+/// cannot be reopened for writing, the read-only open serves reads from what it holds.
+pub struct WalOpener {
+    open: OpenFn,
+    open_read_only: OpenReadOnlyFn,
+}
+
+impl WalOpener {
+    /// The log in directory `dir`.
+    pub fn dir(dir: std::path::PathBuf, config: surge_wal::Config) -> WalOpener {
+        let ro = dir.clone();
+        WalOpener {
+            open: Box::new(move || Wal::open(&dir, config.clone())),
+            open_read_only: Box::new(move || Wal::open_read_only(&ro)),
+        }
+    }
+
+    /// The log on any storage (tests use the log's crash-simulating `SimStorage`).
+    pub fn storage(storage: Arc<dyn surge_wal::Storage>, config: surge_wal::Config) -> WalOpener {
+        let ro = storage.clone();
+        WalOpener {
+            open: Box::new(move || Wal::open_with_storage(storage.clone(), config.clone())),
+            open_read_only: Box::new(move || Wal::open_read_only_with_storage(ro.clone())),
+        }
+    }
+}
 
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
@@ -223,7 +250,7 @@ impl Engine {
     /// that does not decode or apply stops start-up with an error naming its LSN.
     pub fn start(opener: WalOpener, config: EngineConfig) -> Result<Engine, String> {
         let n = config.shards.max(1);
-        let (wal, recovery) = opener().map_err(|e| format!("opening the log: {e}"))?;
+        let (wal, recovery) = (opener.open)().map_err(|e| format!("opening the log: {e}"))?;
         if let Some(cut) = &recovery.tail_cut {
             tracing::warn!(?cut, "cut a torn tail off the log");
         }
@@ -754,6 +781,7 @@ impl Supervisor {
             }
         }
         while self.failures.try_recv().is_ok() {}
+        let mut serving_reads = false;
         loop {
             if self.shared.stopping.load(Ordering::Acquire) {
                 return;
@@ -769,6 +797,15 @@ impl Supervisor {
                 Err(e) => {
                     tracing::error!("reopening the log failed: {e}");
                     *self.shared.last_failure.lock() = Some(e);
+                    if !serving_reads {
+                        match self.rebuild_read_only() {
+                            Ok(()) => {
+                                serving_reads = true;
+                                tracing::warn!("serving reads from the log as it is on disk; writes answer 503");
+                            }
+                            Err(e) => tracing::error!("reading the log failed too, reads answer 503: {e}"),
+                        }
+                    }
                     std::thread::sleep(self.config.reopen_interval);
                 }
             }
@@ -776,11 +813,26 @@ impl Supervisor {
     }
 
     fn reopen(&self) -> Result<(), String> {
-        let (wal, recovery) = (self.opener)().map_err(|e| e.to_string())?;
+        let (wal, recovery) = (self.opener.open)().map_err(|e| e.to_string())?;
         let shards = replay(&recovery, self.shard_count)?;
         drop(recovery);
-        *self.shared.keys.write() = key_map(&shards);
         *self.shared.wal.write() = Some(Arc::new(wal));
+        self.replace(shards);
+        Ok(())
+    }
+
+    /// While the log cannot be written: rebuild the shards from what a read-only open finds,
+    /// so reads are answered (from the log, never from memory the log lost). Writes stay
+    /// refused: `healthy` is false and there is no log to append to.
+    fn rebuild_read_only(&self) -> Result<(), String> {
+        let recovery = (self.opener.open_read_only)().map_err(|e| e.to_string())?;
+        let shards = replay(&recovery, self.shard_count)?;
+        self.replace(shards);
+        Ok(())
+    }
+
+    fn replace(&self, shards: Vec<Shard>) {
+        *self.shared.keys.write() = key_map(&shards);
         let (ack_tx, ack_rx) = crossbeam_channel::unbounded();
         for (c, shard) in self.controls.iter().zip(shards) {
             let _ = c.send(Control::Replace(Box::new(shard), ack_tx.clone()));
@@ -788,7 +840,6 @@ impl Supervisor {
         for _ in 0..self.controls.len() {
             let _ = ack_rx.recv_timeout(Duration::from_secs(30));
         }
-        Ok(())
     }
 
     /// Every shard pauses once what it appended is durable and hands over its image; while

@@ -127,7 +127,7 @@ fn serve(cfg: ServeConfig) -> Result<(), String> {
         let server = tokio::spawn(async move { server.await });
 
         let wal_dir = cfg.data_dir.join("wal");
-        let opener: WalOpener = Box::new(move || surge_wal::Wal::open(&wal_dir, surge_wal::Config::default()));
+        let opener = WalOpener::dir(wal_dir, surge_wal::Config::default());
         let engine_cfg = EngineConfig {
             shards,
             snapshot_every_records: cfg.snapshot_every_records,

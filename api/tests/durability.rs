@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use common::{dir_opener, engine_config, server, server_with, Client};
+use serde_json::Value;
 use surge_api::engine::{Engine, EngineConfig, WalOpener};
 use surge_wal::sim::SimStorage;
 
@@ -123,8 +124,7 @@ async fn a_record_that_does_not_decode_stops_start_up_naming_its_lsn() {
 }
 
 fn sim_opener(sim: &SimStorage) -> WalOpener {
-    let sim = sim.clone();
-    Box::new(move || surge_wal::Wal::open_with_storage(Arc::new(sim.clone()), common::wal_config()))
+    WalOpener::storage(Arc::new(sim.clone()), common::wal_config())
 }
 
 #[tokio::test]
@@ -142,6 +142,20 @@ async fn storage_failure_answers_503_hides_the_change_and_recovers() {
     // Writes keep failing while the disk is full; readiness says so.
     let r = c.post_key("/v1/orders", "o-3", ORDER).await;
     r.assert_problem(503, "storage_unavailable");
+    assert_eq!(s.send("GET", "/readyz", &[], None).await.status, StatusCode::SERVICE_UNAVAILABLE);
+    // Reads are served again (from the log as it is on disk) while writes are refused.
+    let mut item = Value::Null;
+    for _ in 0..500 {
+        let r = c.get("/v1/items/tee").await;
+        if r.status == StatusCode::OK {
+            item = r.body;
+            break;
+        }
+        r.assert_problem(503, "storage_unavailable");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!((item["sold"].as_u64(), item["available"].as_u64()), (Some(1), Some(49)));
+    c.post_key("/v1/orders", "o-4", ORDER).await.assert_problem(503, "storage_unavailable");
     assert_eq!(s.send("GET", "/readyz", &[], None).await.status, StatusCode::SERVICE_UNAVAILABLE);
 
     sim.set_full(false);
@@ -166,4 +180,94 @@ async fn storage_failure_answers_503_hides_the_change_and_recovers() {
     assert_eq!(r.body["id"], "ord_2");
     assert!(r.headers.get("idempotent-replayed").is_none());
     assert_eq!(c.get("/v1/customers/c-1/points").await.body["balance"], 9800);
+}
+
+/// Storage whose writable operations can be refused (a disk that is gone read-only), so
+/// the log cannot be reopened for writing while it can still be read.
+#[derive(Clone)]
+struct ReadOnlyAtWill {
+    inner: SimStorage,
+    refuse: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl ReadOnlyAtWill {
+    fn check(&self) -> std::io::Result<()> {
+        if self.refuse.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(std::io::Error::other("read-only file system"));
+        }
+        Ok(())
+    }
+}
+
+impl surge_wal::Storage for ReadOnlyAtWill {
+    fn list(&self) -> std::io::Result<Vec<String>> {
+        self.inner.list()
+    }
+    fn read(&self, name: &str) -> std::io::Result<surge_wal::FileBytes> {
+        self.inner.read(name)
+    }
+    fn create(&self, name: &str, size_bytes: u64) -> std::io::Result<Box<dyn surge_wal::LogFile>> {
+        self.check()?;
+        self.inner.create(name, size_bytes)
+    }
+    fn open_write(&self, name: &str) -> std::io::Result<Box<dyn surge_wal::LogFile>> {
+        self.check()?;
+        self.inner.open_write(name)
+    }
+    fn remove(&self, name: &str) -> std::io::Result<()> {
+        self.check()?;
+        self.inner.remove(name)
+    }
+    fn rename(&self, from: &str, to: &str) -> std::io::Result<()> {
+        self.check()?;
+        self.inner.rename(from, to)
+    }
+    fn sync_dir(&self) -> std::io::Result<()> {
+        self.check()?;
+        self.inner.sync_dir()
+    }
+}
+
+#[tokio::test]
+async fn reads_are_served_from_the_log_while_it_cannot_be_reopened() {
+    let sim = SimStorage::new();
+    let storage = ReadOnlyAtWill { inner: sim.clone(), refuse: Default::default() };
+    let s = server_with(WalOpener::storage(Arc::new(storage.clone()), common::wal_config()), engine_config(2), 0);
+    let c = Client::new(&s, &s.merchant("m-1").await);
+    seed(&c).await;
+    assert_eq!(c.post_key("/v1/orders", "o-1", ORDER).await.status, StatusCode::CREATED);
+
+    sim.set_full(true);
+    storage.refuse.store(true, std::sync::atomic::Ordering::SeqCst);
+    c.post_key("/v1/orders", "o-2", ORDER).await.assert_problem(503, "storage_unavailable");
+    let mut item = Value::Null;
+    for _ in 0..500 {
+        let r = c.get("/v1/items/tee").await;
+        if r.status == StatusCode::OK {
+            item = r.body;
+            break;
+        }
+        r.assert_problem(503, "storage_unavailable");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // What the log holds: the first order, not the refused one.
+    assert_eq!((item["sold"].as_u64(), item["available"].as_u64()), (Some(1), Some(49)));
+    c.get("/v1/orders/ord_2").await.assert_problem(404, "not_found");
+    c.post_key("/v1/orders", "o-2", ORDER).await.assert_problem(503, "storage_unavailable");
+    assert_eq!(s.send("GET", "/readyz", &[], None).await.status, StatusCode::SERVICE_UNAVAILABLE);
+
+    sim.set_full(false);
+    storage.refuse.store(false, std::sync::atomic::Ordering::SeqCst);
+    let mut ready = false;
+    for _ in 0..500 {
+        if s.send("GET", "/readyz", &[], None).await.status == StatusCode::OK {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(ready);
+    let r = c.post_key("/v1/orders", "o-2", ORDER).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(r.body["id"], "ord_2");
 }

@@ -30,8 +30,7 @@ pub fn wal_config() -> surge_wal::Config {
 }
 
 pub fn dir_opener(dir: &std::path::Path) -> WalOpener {
-    let wal_dir = dir.join("wal");
-    Box::new(move || surge_wal::Wal::open(&wal_dir, wal_config()))
+    WalOpener::dir(dir.join("wal"), wal_config())
 }
 
 pub fn server_with(opener: WalOpener, config: EngineConfig, rate_limit: u32) -> Server {
