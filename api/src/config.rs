@@ -15,6 +15,7 @@ pub struct ServeConfig {
     pub shards: Option<usize>,
     pub merchant_rate_limit: u32,
     pub snapshot_every_records: u64,
+    pub wal_io: surge_wal::IoMode,
 }
 
 pub const ADMIN_TOKEN_FILE: &str = "admin_token.sha256";

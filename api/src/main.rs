@@ -55,6 +55,10 @@ struct ServeArgs {
     /// Requests per second per merchant (also the burst); 0 turns the limit off.
     #[arg(long, env = "SURGE_MERCHANT_RATE_LIMIT", default_value_t = 100_000)]
     merchant_rate_limit: u32,
+    /// How the log writes: auto (io_uring when it works), uring, or pwrite (lower latency
+    /// per small commit on the dev VM; see wal/README.md).
+    #[arg(long, env = "SURGE_WAL_IO", default_value = "auto", value_parser = ["auto", "uring", "pwrite"])]
+    wal_io: String,
     /// Write a snapshot after this many log records (0: never).
     #[arg(long, env = "SURGE_SNAPSHOT_EVERY", default_value_t = 100_000)]
     snapshot_every: u64,
@@ -73,6 +77,11 @@ fn main() -> std::process::ExitCode {
             shards: args.shards,
             merchant_rate_limit: args.merchant_rate_limit,
             snapshot_every_records: args.snapshot_every,
+            wal_io: match args.wal_io.as_str() {
+                "uring" => surge_wal::IoMode::Uring,
+                "pwrite" => surge_wal::IoMode::Pwrite,
+                _ => surge_wal::IoMode::Auto,
+            },
         }),
         Cmd::Wal(cmd) => {
             let (dir, verify) = match cmd {
@@ -123,11 +132,15 @@ fn serve(cfg: ServeConfig) -> Result<(), String> {
         tracing::info!(%local, data_dir = %cfg.data_dir.display(), shards, "listening (recovering the log)");
 
         // Serve /healthz at once; every other route answers 503 until recovery is done.
+        // No Nagle delay on small responses.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let server = axum::serve(listener, app(state.clone())).with_graceful_shutdown(shutdown_signal());
         let server = tokio::spawn(async move { server.await });
 
         let wal_dir = cfg.data_dir.join("wal");
-        let opener = WalOpener::dir(wal_dir, surge_wal::Config::default());
+        let opener = WalOpener::dir(wal_dir, surge_wal::Config { io_mode: cfg.wal_io, ..surge_wal::Config::default() });
         let engine_cfg = EngineConfig {
             shards,
             snapshot_every_records: cfg.snapshot_every_records,
