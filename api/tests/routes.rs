@@ -445,3 +445,61 @@ async fn openapi_describes_only_routed_operations() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_never_oversell_or_double_apply() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = std::sync::Arc::new(server(dir.path()));
+    let key = s.merchant("m-1").await;
+    let c = Client::new(&s, &key);
+    c.put("/v1/items/seat", r#"{"name":"Seat","price":100,"stock":10}"#).await;
+    c.put("/v1/items/tee", r#"{"name":"Tee","price":100,"stock":100}"#).await;
+    c.post_key("/v1/customers/c-1/points/credit", "cr", r#"{"amount":100000}"#).await;
+    // 50 holds race for 10 seats: exactly 10 win.
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let (s, key) = (s.clone(), key.clone());
+        tasks.push(tokio::spawn(async move {
+            let c = Client::new(&s, &key);
+            let body = format!(r#"{{"customer_id":"c-{i}","lines":[{{"sku":"seat","qty":1}}]}}"#);
+            c.post("/v1/holds", &body).await.status
+        }));
+    }
+    let mut won = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            StatusCode::CREATED => won += 1,
+            StatusCode::CONFLICT => {}
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(won, 10);
+    let item = c.get("/v1/items/seat").await.body;
+    assert_eq!((item["available"].as_u64(), item["held"].as_u64()), (Some(0), Some(10)));
+    // 20 concurrent retries of one order: applied once; the others replay it or are told
+    // it is still in flight.
+    let order = r#"{"customer_id":"c-1","lines":[{"sku":"tee","qty":1}],"payment":{"method":"points"}}"#;
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let (s, key) = (s.clone(), key.clone());
+        tasks.push(tokio::spawn(async move {
+            let c = Client::new(&s, &key);
+            let r = c.post_key("/v1/orders", "same", order).await;
+            (r.status, r.headers.get("idempotent-replayed").is_some(), r.body)
+        }));
+    }
+    let (mut first, mut replayed) = (0, 0);
+    for t in tasks {
+        let (status, is_replay, body) = t.await.unwrap();
+        match (status, is_replay) {
+            (StatusCode::CREATED, false) => first += 1,
+            (StatusCode::CREATED, true) => replayed += 1,
+            (StatusCode::CONFLICT, false) => assert_eq!(body["code"], "idempotency_key_in_use"),
+            other => panic!("unexpected {other:?}: {body}"),
+        }
+    }
+    assert_eq!(first, 1);
+    assert!(replayed <= 19);
+    assert_eq!(c.get("/v1/items/tee").await.body["sold"], 1);
+    assert_eq!(c.get("/v1/customers/c-1/points").await.body["balance"], 99_900);
+}
