@@ -113,7 +113,9 @@ enum Control {
 }
 
 struct SnapshotRound {
-    parts: Mutex<Vec<Option<Vec<u8>>>>,
+    /// Each shard's state, cloned while every shard is paused (a clone is much cheaper
+    /// than encoding; the supervisor encodes after the shards resumed).
+    parts: Mutex<Vec<Option<Shard>>>,
     taken: Barrier,
     resume: Barrier,
 }
@@ -582,7 +584,7 @@ impl Worker {
 
     fn take_snapshot(&mut self) {
         let Some(round) = self.snapshot.take() else { return };
-        let part = (!self.stale).then(|| self.shard.snapshot());
+        let part = (!self.stale).then(|| self.shard.clone());
         round.parts.lock()[self.index] = part;
         round.taken.wait();
         round.resume.wait();
@@ -854,7 +856,7 @@ impl Supervisor {
         }
         let n = self.controls.len();
         let round = Arc::new(SnapshotRound {
-            parts: Mutex::new(vec![None; n]),
+            parts: Mutex::new((0..n).map(|_| None).collect()),
             taken: Barrier::new(n + 1),
             resume: Barrier::new(n + 1),
         });
@@ -866,12 +868,13 @@ impl Supervisor {
         let at = wal.as_ref().map(|w| (w.next_lsn() - 1, w.durable_lsn()));
         self.shared.records_since_snapshot.store(0, Ordering::Relaxed);
         round.resume.wait();
-        let parts: Option<Vec<Vec<u8>>> = round.parts.lock().drain(..).collect();
+        let parts: Option<Vec<Shard>> = round.parts.lock().drain(..).collect();
         let (Some(wal), Some((lsn, durable)), Some(parts)) = (wal, at, parts) else { return };
         if lsn != durable || lsn == 0 {
             return;
         }
         let started = Instant::now();
+        let parts: Vec<Vec<u8>> = parts.iter().map(Shard::snapshot).collect();
         match wal.write_snapshot(lsn, &encode_snapshot(&parts)) {
             Ok(removed) => {
                 self.shared.snapshots_written.fetch_add(1, Ordering::Relaxed);
