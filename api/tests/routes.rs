@@ -503,3 +503,27 @@ async fn concurrent_requests_never_oversell_or_double_apply() {
     assert_eq!(c.get("/v1/items/tee").await.body["sold"], 1);
     assert_eq!(c.get("/v1/customers/c-1/points").await.body["balance"], 99_900);
 }
+
+#[tokio::test]
+async fn an_order_from_a_hold_converts_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = server(dir.path());
+    let c = Client::new(&s, &s.merchant("m-1").await);
+    c.put("/v1/items/seat", r#"{"name":"Seat","price":700,"stock":2}"#).await;
+    c.post_key("/v1/customers/c-1/points/credit", "cr", r#"{"amount":5000}"#).await;
+    let hold = c.post("/v1/holds", r#"{"customer_id":"c-1","lines":[{"sku":"seat","qty":2}]}"#).await.body;
+    let hold_id = hold["id"].as_str().unwrap();
+    let body = format!(r#"{{"customer_id":"c-1","hold_id":"{hold_id}","payment":{{"method":"points"}}}}"#);
+    let r = c.post_key("/v1/orders", "o", &body).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(r.body["status"], "paid");
+    assert_eq!(r.body["total"], 1400);
+    assert_eq!(r.body["hold_id"], hold_id);
+    let h = c.get(&format!("/v1/holds/{hold_id}")).await.body;
+    assert_eq!(h["status"], "converted");
+    assert_eq!(h["order_id"], r.body["id"]);
+    let item = c.get("/v1/items/seat").await.body;
+    assert_eq!((item["held"].as_u64(), item["sold"].as_u64()), (Some(0), Some(2)));
+    // A converted hold cannot be ordered again.
+    c.post_key("/v1/orders", "o2", &body).await.assert_problem(409, "invalid_state");
+}
