@@ -69,3 +69,60 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
 pub fn matches(presented: &str, expected: &[u8; 32]) -> bool {
     sha256(presented.as_bytes()).ct_eq(expected).into()
 }
+
+/// The password of `Authorization: Basic base64(user:password)` (browsers send it for the
+/// admin page after a `WWW-Authenticate: Basic` challenge; the user name is ignored).
+pub fn basic_password(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, encoded) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = String::from_utf8(base64_decode(encoded.trim())?).ok()?;
+    decoded.split_once(':').map(|(_, password)| password.to_string())
+}
+
+/// Standard base64 with padding; `None` on anything else.
+fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    fn value(c: u8) -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32)
+    }
+    let bytes = text.as_bytes();
+    if bytes.len() % 4 != 0 || bytes.len() > 4096 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(bytes.len() / 4 * 3);
+    for chunk in bytes.chunks(4) {
+        let pad = chunk.iter().rev().take_while(|b| **b == b'=').count();
+        if pad > 2 {
+            return None;
+        }
+        let mut n = 0u32;
+        for (i, &c) in chunk.iter().enumerate() {
+            let v = if i >= 4 - pad { 0 } else { value(c)? };
+            n = (n << 6) | v;
+        }
+        let three = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
+        out.extend_from_slice(&three[..3 - pad]);
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn base64_decodes() {
+        assert_eq!(super::base64_decode("OmFkbWlu").as_deref(), Some(&b":admin"[..]));
+        assert_eq!(super::base64_decode("YQ==").as_deref(), Some(&b"a"[..]));
+        assert_eq!(super::base64_decode("YWI=").as_deref(), Some(&b"ab"[..]));
+        assert_eq!(super::base64_decode("Y!=="), None);
+        assert_eq!(super::base64_decode("abc"), None);
+    }
+}

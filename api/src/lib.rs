@@ -87,6 +87,7 @@ pub fn app(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .route("/openapi.json", get(openapi_json))
+        .route("/admin", get(admin_page))
         .route("/v1/merchants", post(create_merchant))
         .route("/v1/items/bulk", post(put_items))
         .route("/v1/items/{sku}", put(put_item).get(get_item))
@@ -189,6 +190,58 @@ async fn openapi_json() -> Response {
     static DOC: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
     let doc = DOC.get_or_init(|| serde_json::to_vec(&openapi::document()).unwrap_or_default());
     (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], doc.clone()).into_response()
+}
+
+/// `GET /admin`: a small status page for operators (admin token as Bearer, or as the
+/// password of HTTP Basic so a browser can open it). Refreshes itself every 2 s.
+async fn admin_page(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Response {
+    use subtle::ConstantTimeEq;
+    let presented = auth::bearer(&headers).map(str::to_string).or_else(|| auth::basic_password(&headers));
+    let ok = presented.is_some_and(|t| bool::from(auth::sha256(t.as_bytes()).ct_eq(&state.0.admin_token_hash)));
+    if !ok {
+        let mut res = ApiError::unauthorized().into_response();
+        res.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"surge admin\""));
+        return res;
+    }
+    let engine = state.0.engine.read().clone();
+    let mut rows: Vec<(String, String)> = Vec::new();
+    let ready = engine.as_ref().is_some_and(|e| e.is_healthy());
+    rows.push(("ready".into(), ready.to_string()));
+    if let Some(e) = &engine {
+        let s = e.stats();
+        rows.push(("shards".into(), s.shards.to_string()));
+        rows.push(("merchants".into(), s.merchants.to_string()));
+        rows.push(("storage failures".into(), s.storage_failures.to_string()));
+        rows.push(("last storage failure".into(), e.last_failure().unwrap_or_else(|| "-".into())));
+        rows.push(("snapshots written".into(), s.snapshots_written.to_string()));
+        rows.push(("records since snapshot".into(), s.records_since_snapshot.to_string()));
+        if let Some(w) = s.wal {
+            rows.push(("durable LSN".into(), w.durable_lsn.to_string()));
+            rows.push(("group commits".into(), w.commits.to_string()));
+            rows.push(("records durable".into(), w.records.to_string()));
+            let avg_us = if w.commits > 0 { w.sync_ns_total / w.commits / 1000 } else { 0 };
+            rows.push(("avg write+fsync".into(), format!("{avg_us} us")));
+            rows.push(("max write+fsync".into(), format!("{} us", w.sync_ns_max / 1000)));
+            rows.push(("records in last commit".into(), w.last_batch_records.to_string()));
+        }
+    }
+    let classes = state.0.http.by_class();
+    for (i, n) in classes.iter().enumerate().skip(1) {
+        rows.push((format!("HTTP {}xx", i + 1), n.to_string()));
+    }
+    let escape = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+    let mut html = String::from(
+        "<!doctype html><html><head><meta charset=utf-8><meta http-equiv=refresh content=2>\
+         <title>surge admin</title><style>body{font:14px system-ui;margin:2em}td{padding:2px 12px}\
+         td:first-child{color:#555}</style></head><body><h1>surge</h1><table>",
+    );
+    for (k, v) in rows {
+        html.push_str(&format!("<tr><td>{}</td><td>{}</td></tr>", escape(&k), escape(&v)));
+    }
+    html.push_str(
+        "</table><p><a href=/metrics>/metrics</a> · <a href=/openapi.json>/openapi.json</a></p></body></html>",
+    );
+    (StatusCode::OK, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response()
 }
 
 async fn not_found() -> ApiError {

@@ -40,6 +40,18 @@ impl HttpMetrics {
         self.latency_ns_sum.fetch_add(took.as_nanos().min(u64::MAX as u128) as u64, Ordering::Relaxed);
     }
 
+    /// Requests answered so far per status class (1xx..5xx).
+    pub fn by_class(&self) -> [u64; 5] {
+        let mut classes = [0u64; 5];
+        for (i, c) in self.requests.iter().enumerate() {
+            let status = i % STATUS_MAX;
+            if (100..600).contains(&status) {
+                classes[status / 100 - 1] += c.load(Ordering::Relaxed);
+            }
+        }
+        classes
+    }
+
     pub fn render(&self, out: &mut String) {
         let _ = writeln!(out, "# HELP surge_http_requests_total HTTP requests answered, by method and status.");
         let _ = writeln!(out, "# TYPE surge_http_requests_total counter");

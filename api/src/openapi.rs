@@ -65,6 +65,8 @@ pub fn document() -> Value {
                 "responses": {"200": {"description": "ready"}, "503": {"$ref": "#/components/responses/Problem"}}}},
             "/metrics": {"get": {"summary": "Prometheus metrics", "security": [],
                 "responses": {"200": {"description": "text/plain exposition format"}}}},
+            "/admin": {"get": {"summary": "Operator status page (admin token: Bearer, or HTTP Basic password)",
+                "responses": {"200": {"description": "text/html"}, "401": {"$ref": "#/components/responses/Problem"}}}},
             "/openapi.json": {"get": {"summary": "This document", "security": [], "responses": {"200": {"description": "OpenAPI 3.1"}}}},
             "/v1/merchants": {"post": op("Create a merchant (admin token); the API key is shown once", &[], idem,
                 Some(json!({"type": "object", "required": ["id", "name", "currency"], "properties": {

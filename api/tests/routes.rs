@@ -527,3 +527,23 @@ async fn an_order_from_a_hold_converts_it() {
     // A converted hold cannot be ordered again.
     c.post_key("/v1/orders", "o2", &body).await.assert_problem(409, "invalid_state");
 }
+
+#[tokio::test]
+async fn admin_page_needs_the_admin_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = server(dir.path());
+    let key = s.merchant("m-1").await;
+    let r = s.send("GET", "/admin", &[], None).await;
+    r.assert_problem(401, "unauthorized");
+    assert!(r.headers["www-authenticate"].to_str().unwrap().starts_with("Basic"));
+    s.send("GET", "/admin", &[("authorization", &format!("Bearer {key}"))], None)
+        .await
+        .assert_problem(401, "unauthorized");
+    let r = s.send("GET", "/admin", &[("authorization", &format!("Bearer {ADMIN}"))], None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let html = r.body.as_str().unwrap();
+    assert!(html.contains("<td>ready</td><td>true</td>") && html.contains("<td>merchants</td><td>1</td>"), "{html}");
+    // Browsers: HTTP Basic with the token as password ("x:test-admin-token").
+    let basic = "Basic eDp0ZXN0LWFkbWluLXRva2Vu";
+    assert_eq!(s.send("GET", "/admin", &[("authorization", basic)], None).await.status, StatusCode::OK);
+}
