@@ -816,6 +816,17 @@ impl Supervisor {
 
     fn reopen(&self) -> Result<(), String> {
         let (wal, recovery) = (self.opener.open)().map_err(|e| e.to_string())?;
+        // Ready means writable: prove it with an empty event batch (a valid record that
+        // applies nothing) before any shard may append again.
+        let probe = wal
+            .append(RECORD_EVENTS, &encode_events(&[]))
+            .and_then(|h| h.wait_timeout_ms(10_000))
+            .map_err(|e| format!("the reopened log is not writable: {e}"));
+        if let Err(e) = probe {
+            drop(recovery);
+            let _ = wal.close();
+            return Err(e);
+        }
         let shards = replay(&recovery, self.shard_count)?;
         drop(recovery);
         *self.shared.wal.write() = Some(Arc::new(wal));
