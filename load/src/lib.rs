@@ -1,0 +1,308 @@
+//! surge-load: the load generator behind `surge load`.
+//!
+//! - `sched`: open loop (constant arrival rate, latency from each operation's due time: no
+//!   coordinated omission) and closed loop (N connections back to back).
+//! - `stats`: hdrhistogram latencies per worker, merged exactly; per-second timeline.
+//! - `scenario`: flash-sale, concert, full-flow, retries, mixed, batch, orders; each sets up
+//!   its own merchant through the API and checks its invariants through the API afterwards.
+//! - `report`: the summary, the JSON result and the HTML report (inline SVG).
+//! - `http`: a minimal HTTP/1.1 keep-alive client.
+//!
+//! Entry points: `LoadArgs` (clap) and `run` (blocking, its own runtime) or `run_async`.
+
+pub mod http;
+pub mod report;
+pub mod scenario;
+pub mod sched;
+pub mod stats;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use report::RunReport;
+pub use scenario::ScenarioKind;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LoopMode {
+    /// Constant arrival rate (--rate); latency counts from each operation's due time.
+    Open,
+    /// --connections connections, each sending its next operation when answered.
+    Closed,
+}
+
+/// `surge load`: drive a surge server with one scenario and check its invariants.
+#[derive(clap::Args, Clone, Debug)]
+pub struct LoadArgs {
+    /// Base URL of the server.
+    #[arg(long, env = "SURGE_LOAD_TARGET", default_value = "http://127.0.0.1:8080")]
+    pub target: String,
+    /// Admin token of the server (creates the scenario's merchant).
+    #[arg(long, env = "SURGE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// What to run.
+    #[arg(long, value_enum, default_value = "flash-sale")]
+    pub scenario: ScenarioKind,
+    /// open: constant arrival rate; closed: back to back on each connection.
+    #[arg(long, value_enum, default_value = "open")]
+    pub mode: LoopMode,
+    /// Operations per second (open loop).
+    #[arg(long, default_value_t = 1000.0)]
+    pub rate: f64,
+    /// How long to send: 30s, 500ms, 2m (a bare number is seconds).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Connections (each carries one request at a time).
+    #[arg(long, default_value_t = 64)]
+    pub connections: usize,
+    /// Threads of the load generator's runtime.
+    #[arg(long, env = "SURGE_LOAD_THREADS", default_value_t = 1)]
+    pub threads: usize,
+    /// Per-request timeout.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Open loop: how long after --duration late operations may still start.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub grace: Duration,
+    /// Customers (each credited with points at set-up).
+    #[arg(long, default_value_t = 1000)]
+    pub customers: u32,
+    /// flash-sale: hot SKUs.
+    #[arg(long, default_value_t = 5)]
+    pub hot_skus: u32,
+    /// flash-sale: stock of each hot SKU.
+    #[arg(long, default_value_t = 1000)]
+    pub stock: u64,
+    /// concert: seats in the seat map (stock 1 each, 50 per row).
+    #[arg(long, default_value_t = 50_000)]
+    pub seats: u32,
+    /// concert: hold TTL in seconds.
+    #[arg(long, default_value_t = 2)]
+    pub hold_ttl: u64,
+    /// concert: share of holds turned into orders (the rest expire).
+    #[arg(long, default_value_t = 0.7)]
+    pub convert_share: f64,
+    /// retries: share of orders sent a second time with the same Idempotency-Key.
+    #[arg(long, default_value_t = 0.3)]
+    pub retry_share: f64,
+    /// batch: operations per POST /v1/batch.
+    #[arg(long, default_value_t = 100)]
+    pub batch_size: u32,
+    /// No set-up and no checks (for a target that only answers the requests, such as
+    /// surge-baseline).
+    #[arg(long)]
+    pub skip_setup: bool,
+    /// Seed of the request mix.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Directory for the result files (when --json/--html are not given).
+    #[arg(long, default_value = "load-results")]
+    pub out_dir: PathBuf,
+    /// JSON result file (default: OUT_DIR/SCENARIO-UNIXTIME.json).
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// HTML report (default: OUT_DIR/SCENARIO-UNIXTIME.html).
+    #[arg(long)]
+    pub html: Option<PathBuf>,
+    /// Fail (exit 1) when more than this percentage of operations failed.
+    #[arg(long, default_value_t = 1.0)]
+    pub max_error_pct: f64,
+    /// No progress line.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+impl LoadArgs {
+    /// The defaults, for `target` (as the command line would give them).
+    pub fn for_target(target: &str) -> LoadArgs {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct P {
+            #[command(flatten)]
+            a: LoadArgs,
+        }
+        let mut a = P::parse_from(["surge-load"]).a;
+        a.target = target.to_string();
+        a
+    }
+}
+
+/// `30s`, `500ms`, `2m`, `1.5` (seconds).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s, "s"),
+    };
+    let n: f64 = num.trim().parse().map_err(|_| format!("{s}: not a duration (30s, 500ms, 2m)"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("{s}: unknown unit {unit} (ms, s, m, h)")),
+    };
+    if !(secs.is_finite() && secs >= 0.0) {
+        return Err(format!("{s}: not a duration"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Runs `surge load` on a runtime of its own; prints the summary; writes the result files.
+/// Exit code 0 when every invariant holds and failures stay under --max-error-pct, 1 when
+/// not, 2 when the run could not happen (bad arguments, set-up failed).
+pub fn run(args: LoadArgs) -> ExitCode {
+    let runtime =
+        match tokio::runtime::Builder::new_multi_thread().worker_threads(args.threads.max(1)).enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                eprintln!("surge load: starting the runtime: {e}");
+                return ExitCode::from(2);
+            }
+        };
+    match runtime.block_on(run_async(&args)) {
+        Ok(r) if r.passed => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("surge load: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The whole run on the current runtime: set-up, load, checks, summary on stdout, files.
+pub async fn run_async(args: &LoadArgs) -> Result<RunReport, String> {
+    let report = execute(args).await?;
+    print!("{}", report::summary(&report));
+    let stem = format!("{}-{}", report.scenario, report.started_unix_s);
+    let json = args.json.clone().unwrap_or_else(|| args.out_dir.join(format!("{stem}.json")));
+    let html = args.html.clone().unwrap_or_else(|| args.out_dir.join(format!("{stem}.html")));
+    for path in [&json, &html] {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        }
+    }
+    let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+    std::fs::write(&json, text + "\n").map_err(|e| format!("writing {}: {e}", json.display()))?;
+    std::fs::write(&html, report::html(&report)).map_err(|e| format!("writing {}: {e}", html.display()))?;
+    println!("  files        {} {}", json.display(), html.display());
+    Ok(report)
+}
+
+/// Set-up, load and checks; returns the report without printing or writing anything
+/// (besides the progress line unless --quiet).
+pub async fn execute(args: &LoadArgs) -> Result<RunReport, String> {
+    if args.mode == LoopMode::Open && !(args.rate.is_finite() && args.rate > 0.0) {
+        return Err("--rate must be above 0".into());
+    }
+    if args.connections == 0 {
+        return Err("--connections must be at least 1".into());
+    }
+    if args.duration.is_zero() {
+        return Err("--duration must be above 0".into());
+    }
+    for (name, v) in [("--convert-share", args.convert_share), ("--retry-share", args.retry_share)] {
+        if !(0.0..=1.0).contains(&v) {
+            return Err(format!("{name} must be within 0..=1"));
+        }
+    }
+    if args.scenario == ScenarioKind::Concert && args.seats == 0 {
+        return Err("--seats must be at least 1".into());
+    }
+    if args.scenario == ScenarioKind::FlashSale && args.hot_skus == 0 {
+        return Err("--hot-skus must be at least 1".into());
+    }
+    let target = http::Target::parse(&args.target)?;
+    let params = scenario::Params {
+        kind: args.scenario,
+        customers: args.customers,
+        hot_skus: args.hot_skus,
+        stock: args.stock,
+        seats: args.seats,
+        hold_ttl_s: args.hold_ttl.clamp(1, 3600),
+        convert_share: args.convert_share,
+        retry_share: args.retry_share,
+        batch_size: args.batch_size,
+        skip_setup: args.skip_setup,
+        seed: args.seed,
+    };
+    let params_json = serde_json::to_value(&params).unwrap_or_default();
+    let started_unix_s = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let state = scenario::setup(params, target, args.timeout, args.admin_token.as_deref())
+        .await
+        .map_err(|e| format!("set-up of {}: {e}", args.scenario.name()))?;
+    let workers: Vec<scenario::ScenarioWorker> =
+        (0..args.connections as u64).map(|i| scenario::ScenarioWorker::new(Arc::clone(&state), i)).collect();
+    let mode = match args.mode {
+        LoopMode::Open => sched::Mode::Open { rate: args.rate },
+        LoopMode::Closed => sched::Mode::Closed,
+    };
+    let plan = sched::Plan { mode, duration: args.duration, grace: args.grace, progress: !args.quiet };
+    let driven = sched::drive(&plan, workers).await;
+    let checks = scenario::check(&state).await;
+
+    let s = &driven.stats;
+    let elapsed = driven.elapsed.as_secs_f64().max(1e-9);
+    let batch = args.scenario == ScenarioKind::Batch;
+    let mut report = RunReport {
+        scenario: args.scenario.name().to_string(),
+        mode: match args.mode {
+            LoopMode::Open => "open".into(),
+            LoopMode::Closed => "closed".into(),
+        },
+        target: args.target.clone(),
+        started_unix_s,
+        duration_s: args.duration.as_secs_f64(),
+        elapsed_s: driven.elapsed.as_secs_f64(),
+        rate: (args.mode == LoopMode::Open).then_some(args.rate),
+        connections: args.connections,
+        planned_ops: driven.planned,
+        not_sent: driven.not_sent,
+        ops: s.ops,
+        failed_ops: s.failed_ops,
+        requests: s.requests,
+        errors: s.errors(),
+        ops_per_s: s.ops as f64 / elapsed,
+        requests_per_s: s.requests as f64 / elapsed,
+        inner_ops: batch.then(|| state.inner_total.load(Ordering::Relaxed)),
+        inner_ok: batch.then(|| state.inner_ok.load(Ordering::Relaxed)),
+        latency: s.latency(),
+        outcomes: s
+            .by_label
+            .iter()
+            .map(|(label, (count, error))| report::OutcomeCount { label: label.clone(), count: *count, error: *error })
+            .collect(),
+        timeline: s.timeline(),
+        checks,
+        params: params_json,
+        passed: false,
+    };
+    report.passed = report.checks_passed() && report.error_pct() <= args.max_error_pct && report.ops > 0;
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn args_have_usable_defaults() {
+        let a = LoadArgs::for_target("http://127.0.0.1:9");
+        assert_eq!(a.scenario, ScenarioKind::FlashSale);
+        assert_eq!(a.mode, LoopMode::Open);
+        assert_eq!(a.duration, Duration::from_secs(10));
+        assert_eq!(a.target, "http://127.0.0.1:9");
+    }
+}
