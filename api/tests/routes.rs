@@ -547,3 +547,38 @@ async fn admin_page_needs_the_admin_token() {
     let basic = "Basic eDp0ZXN0LWFkbWluLXRva2Vu";
     assert_eq!(s.send("GET", "/admin", &[("authorization", basic)], None).await.status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn limits_of_the_contract_are_400_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = server(dir.path());
+    let c = Client::new(&s, &s.merchant("m-1").await);
+    c.put("/v1/items/x", r#"{"name":"X","price":1,"stock":100000}"#).await;
+    let items: Vec<_> =
+        (0..101).map(|i| json!({"sku": format!("s{i}"), "name": "S", "price": 1, "stock": 10})).collect();
+    assert_eq!(c.post("/v1/items/bulk", &json!({ "items": items }).to_string()).await.status, StatusCode::OK);
+    let lines = |n: usize| {
+        let all: Vec<String> = (0..n).map(|i| format!(r#"{{"sku":"s{i}","qty":1}}"#)).collect();
+        format!(r#"{{"customer_id":"c","lines":[{}]}}"#, all.join(","))
+    };
+    assert_eq!(c.post("/v1/holds", &lines(100)).await.status, StatusCode::CREATED);
+    let cases = [
+        ("/v1/holds", lines(101), "lines"),
+        ("/v1/holds", r#"{"customer_id":"c","lines":[{"sku":"x","qty":10001}]}"#.to_string(), "qty"),
+        ("/v1/holds", r#"{"customer_id":"c","lines":[{"sku":"x","qty":1}],"ttl_seconds":3601}"#.to_string(), "ttl"),
+        ("/v1/holds", r#"{"customer_id":"bad id","lines":[{"sku":"x","qty":1}]}"#.to_string(), "customer"),
+        ("/v1/items/x/restock", r#"{"qty":10001}"#.to_string(), "qty"),
+    ];
+    for (path, body, field) in cases {
+        let r = c.post(path, &body).await;
+        r.assert_problem(400, "invalid_request");
+        assert!(r.body["detail"].as_str().unwrap().contains(field), "{path}: {}", r.body);
+    }
+    let r = c.put("/v1/items/y", r#"{"name":"Y","price":1000000000000001,"stock":1}"#).await;
+    r.assert_problem(400, "invalid_request");
+    assert!(r.body["detail"].as_str().unwrap().contains("price"), "{}", r.body);
+    let long_key = "k".repeat(256);
+    let r = c.post_key("/v1/customers/c/points/credit", &long_key, r#"{"amount":1}"#).await;
+    r.assert_problem(400, "invalid_request");
+    assert!(r.body["detail"].as_str().unwrap().contains("Idempotency-Key"), "{}", r.body);
+}
