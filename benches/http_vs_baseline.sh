@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Judges the `POST /v1/orders` target of design.md in one run on this machine:
+#   1. starts `surge-baseline` (bare axum, one route parsing the same JSON body, no state)
+#      and `surge serve` (durable, points payments) side by side, both pinned to the
+#      server CPU(s); the load generator runs pinned to the other CPU(s);
+#   2. drives each with `surge-load --scenario orders` in closed loop (max requests/s);
+#   3. prints surge / baseline (target: >= 70%);
+#   4. drives surge in open loop at 50% of the baseline's rate and prints its p99
+#      (target: <= 5 ms), with the scenario's invariant checks.
+# Knobs (environment): DURATION (10s), CONNECTIONS (64), SERVER_CPUS (0), LOAD_CPUS (1),
+# OUT (load-results/http-vs-baseline), CARGO_TARGET_DIR (target), SURGE_WAL_IO (auto).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${DURATION:-10s}
+CONNECTIONS=${CONNECTIONS:-64}
+SERVER_CPUS=${SERVER_CPUS:-0}
+LOAD_CPUS=${LOAD_CPUS:-1}
+OUT=${OUT:-load-results/http-vs-baseline}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
+BIN="$CARGO_TARGET_DIR/release"
+TOKEN="bench-admin-$$"
+BPORT=${BPORT:-18090}
+SPORT=${SPORT:-18080}
+
+for tool in jq curl; do
+    command -v "$tool" >/dev/null || { echo "needs $tool" >&2; exit 2; }
+done
+
+echo "== building (release)"
+cargo build --release --locked -p surge-api -p surge-load
+
+pin() {
+    local cpus=$1
+    shift
+    if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
+        taskset -c "$cpus" "$@"
+    else
+        "$@"
+    fi
+}
+
+DATA=$(mktemp -d)
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -rf "$DATA"
+}
+trap cleanup EXIT
+mkdir -p "$OUT"
+
+pin "$SERVER_CPUS" "$BIN/surge-baseline" --listen "127.0.0.1:$BPORT" 2>"$OUT/baseline.log" &
+PIDS+=($!)
+pin "$SERVER_CPUS" "$BIN/surge" serve --listen "127.0.0.1:$SPORT" --data-dir "$DATA" --admin-token "$TOKEN" \
+    2>"$OUT/surge.log" &
+PIDS+=($!)
+
+wait_for() {
+    for _ in $(seq 1 100); do
+        if curl -sf "$1" >/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    echo "no answer from $1" >&2
+    exit 1
+}
+wait_for "http://127.0.0.1:$BPORT/healthz"
+wait_for "http://127.0.0.1:$SPORT/readyz"
+
+load() {
+    pin "$LOAD_CPUS" "$BIN/surge-load" --scenario orders --duration "$DURATION" --connections "$CONNECTIONS" \
+        --threads 1 --quiet "$@"
+}
+
+echo "== baseline: bare axum POST /v1/orders, closed loop, $CONNECTIONS connections, $DURATION"
+load --target "http://127.0.0.1:$BPORT" --skip-setup --mode closed --json "$OUT/baseline.json" \
+    --html "$OUT/baseline.html"
+echo "== surge: POST /v1/orders (points, durable), closed loop, $CONNECTIONS connections, $DURATION"
+load --target "http://127.0.0.1:$SPORT" --admin-token "$TOKEN" --mode closed --json "$OUT/surge.json" \
+    --html "$OUT/surge.html" || true
+
+BASE=$(jq -r .requests_per_s "$OUT/baseline.json")
+SURGE=$(jq -r .requests_per_s "$OUT/surge.json")
+HALF=$(jq -rn --argjson b "$BASE" '($b / 2) | floor')
+
+echo "== surge at 50% of the baseline's rate ($HALF/s), open loop, $DURATION"
+load --target "http://127.0.0.1:$SPORT" --admin-token "$TOKEN" --mode open --rate "$HALF" \
+    --json "$OUT/surge-half.json" --html "$OUT/surge-half.html" || true
+
+P99=$(jq -r .latency.p99_ms "$OUT/surge-half.json")
+HALF_OK=$(jq -r .passed "$OUT/surge-half.json")
+SURGE_OK=$(jq -r .passed "$OUT/surge.json")
+RATIO=$(jq -rn --argjson s "$SURGE" --argjson b "$BASE" '($s / $b * 1000 | round) / 10')
+echo
+echo "== result"
+printf '  baseline (bare axum)     %10.0f req/s\n' "$BASE"
+printf '  surge POST /v1/orders    %10.0f req/s   checks: %s\n' "$SURGE" "$SURGE_OK"
+printf '  ratio                    %10s %%       (target >= 70%%)\n' "$RATIO"
+printf '  surge p99 at %s/s   %10s ms      (target <= 5 ms)   checks: %s\n' "$HALF" "$P99" "$HALF_OK"
+echo "  reports: $OUT/*.html, results: $OUT/*.json"
