@@ -81,7 +81,7 @@ async fn snapshots_are_taken_and_restored() {
             .unwrap()
             .any(|e| e.unwrap().file_name().to_string_lossy().starts_with("snap"))
     };
-    for _ in 0..100 {
+    for _ in 0..500 {
         if has_snapshot() {
             break;
         }

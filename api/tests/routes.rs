@@ -280,7 +280,7 @@ async fn waiting_room_tokens_gate_holds() {
     let t2 = r.body["token"].as_str().unwrap().to_string();
     // Activation happens on the tick (every 250 ms) or at issue when a slot is free.
     let mut status = String::new();
-    for _ in 0..40 {
+    for _ in 0..200 {
         status = c.get(&format!("/v1/queues/q-1/tokens/{t1}")).await.body["status"].as_str().unwrap().to_string();
         if status == "active" {
             break;
@@ -306,7 +306,7 @@ async fn expired_holds_return_their_stock() {
     let r = c.post("/v1/holds", r#"{"customer_id":"c-1","lines":[{"sku":"seat","qty":1}],"ttl_seconds":1}"#).await;
     let hold = r.body["id"].as_str().unwrap().to_string();
     let mut status = String::new();
-    for _ in 0..60 {
+    for _ in 0..200 {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         status = c.get(&format!("/v1/holds/{hold}")).await.body["status"].as_str().unwrap().to_string();
         if status == "expired" {
