@@ -30,13 +30,15 @@ done
 echo "== building (release)"
 cargo build --release --locked -p surge-api -p surge-load
 
+# Pinning: `taskset -c CPUS` when there are two CPUs or more (taskset execs the program, so
+# $! of a background start is the server itself).
 pin() {
     local cpus=$1
     shift
     if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
-        taskset -c "$cpus" "$@"
+        exec taskset -c "$cpus" "$@"
     else
-        "$@"
+        exec "$@"
     fi
 }
 
@@ -54,10 +56,10 @@ cleanup() {
 trap cleanup EXIT
 mkdir -p "$OUT"
 
-pin "$SERVER_CPUS" "$BIN/surge-baseline" --listen "127.0.0.1:$BPORT" 2>"$OUT/baseline.log" &
+(pin "$SERVER_CPUS" "$BIN/surge-baseline" --listen "127.0.0.1:$BPORT" 2>"$OUT/baseline.log" >/dev/null) &
 PIDS+=($!)
-pin "$SERVER_CPUS" "$BIN/surge" serve --listen "127.0.0.1:$SPORT" --data-dir "$DATA" --admin-token "$TOKEN" \
-    2>"$OUT/surge.log" &
+(pin "$SERVER_CPUS" "$BIN/surge" serve --listen "127.0.0.1:$SPORT" --data-dir "$DATA" --admin-token "$TOKEN" \
+    2>"$OUT/surge.log" >/dev/null) &
 PIDS+=($!)
 
 wait_for() {
@@ -72,8 +74,8 @@ wait_for "http://127.0.0.1:$BPORT/healthz"
 wait_for "http://127.0.0.1:$SPORT/readyz"
 
 load() {
-    pin "$LOAD_CPUS" "$BIN/surge-load" --scenario orders --duration "$DURATION" --connections "$CONNECTIONS" \
-        --threads 1 --quiet "$@"
+    (pin "$LOAD_CPUS" "$BIN/surge-load" --scenario orders --duration "$DURATION" --connections "$CONNECTIONS" \
+        --threads "${LOAD_THREADS:-1}" --quiet "$@")
 }
 
 echo "== baseline: bare axum POST /v1/orders, closed loop, $CONNECTIONS connections, $DURATION"
