@@ -142,12 +142,13 @@ fn bench_mix(c: &mut Criterion) {
             let started = Instant::now();
             for (order, hold) in &requests {
                 now_ms += 1;
-                let placed = shard.execute(order, now_ms);
+                // A refused command would time the error path: every step must apply.
+                let placed = applied(shard.execute(order, now_ms));
                 let hold_id = match shard.execute(hold, now_ms) {
                     Ok(Outcome::Applied { reply: surge_core::Reply::Hold(h), .. }) => h.id.to_string(),
                     other => panic!("hold: {other:?}"),
                 };
-                let released = shard.execute(&request(Command::ReleaseHold { hold: hold_id }, None), now_ms);
+                let released = applied(shard.execute(&request(Command::ReleaseHold { hold: hold_id }, None), now_ms));
                 let ticked = shard.tick(now_ms);
                 // Everything is durable at once: in-flight checks stay off the timed path.
                 let applied = shard.applied_events();
@@ -218,7 +219,10 @@ fn bench_mix(c: &mut Criterion) {
                 .collect();
             let started = Instant::now();
             for order in &requests {
-                black_box(shard.decide(order, T0_MS));
+                match shard.decide(order, T0_MS) {
+                    Ok(decided) => black_box(decided),
+                    Err(e) => panic!("{e}"),
+                };
             }
             started.elapsed()
         });
@@ -268,6 +272,13 @@ fn logged_session(iterations: usize) -> (Vec<Vec<u8>>, u64) {
     }
     let events = shard.applied_events();
     (batches, events)
+}
+
+fn applied(outcome: Result<Outcome, surge_core::CoreError>) -> Outcome {
+    match outcome {
+        Ok(applied @ Outcome::Applied { .. }) => applied,
+        other => panic!("expected an applied command: {other:?}"),
+    }
 }
 
 fn apply(shard: &mut Shard, event: &surge_core::Event) {
