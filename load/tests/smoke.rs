@@ -86,10 +86,10 @@ async fn every_scenario_runs_and_its_invariants_hold() {
     assert!(r.checks.iter().any(|c| c.name == "refunds complete" && c.pass));
     assert_eq!(r.requests, r.ops * 3);
 
-    // concert: a small seat map, a 1 s hold TTL (the checks wait for the expiries).
+    // concert: a small seat map, a 2 s hold TTL (the checks wait for the expiries).
     let mut a = args(&url, &out, ScenarioKind::Concert);
     a.seats = 1000;
-    a.hold_ttl = 1;
+    a.hold_ttl = 2;
     let r = run_ok(&a).await;
     assert!(r.checks.iter().any(|c| c.name == "expired holds returned" && c.pass));
 
