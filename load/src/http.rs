@@ -25,9 +25,14 @@ impl Target {
             None => (rest, String::new()),
         };
         let with_port = if authority.contains(':') { authority.to_string() } else { format!("{authority}:80") };
-        let addr = std::net::ToSocketAddrs::to_socket_addrs(&with_port)
-            .map_err(|e| format!("{url}: {e}"))?
-            .next()
+        // IPv4 first: `localhost` may resolve to ::1 while the server listens on 127.0.0.1.
+        let addrs: Vec<SocketAddr> =
+            std::net::ToSocketAddrs::to_socket_addrs(&with_port).map_err(|e| format!("{url}: {e}"))?.collect();
+        let addr = addrs
+            .iter()
+            .find(|a| a.is_ipv4())
+            .or(addrs.first())
+            .copied()
             .ok_or_else(|| format!("{url}: no address"))?;
         Ok(Target { addr, host: authority.to_string(), prefix })
     }
@@ -236,6 +241,8 @@ mod tests {
         let t = Target::parse("http://127.0.0.1:9/api/").unwrap();
         assert_eq!(t.prefix, "/api");
         assert!(Target::parse("https://x").is_err());
+        let t = Target::parse("http://localhost:8080").unwrap();
+        assert!(t.addr.is_ipv4() && t.host == "localhost:8080");
     }
 
     #[test]

@@ -123,6 +123,7 @@ pub struct State {
     ordered: Mutex<HashSet<u32>>,
     /// mixed: recent order ids; full-flow: fully refunded payment ids (a sample).
     ids: Mutex<Vec<String>>,
+    ids_seen: AtomicU64,
     /// batch: operations inside batches that succeeded.
     pub inner_ok: AtomicU64,
     pub inner_total: AtomicU64,
@@ -160,12 +161,12 @@ impl State {
     }
 
     fn remember(&self, id: String) {
+        let seen = self.ids_seen.fetch_add(1, Ordering::Relaxed) as usize;
         let mut ids = self.ids.lock().unwrap_or_else(|e| e.into_inner());
         if ids.len() < IDS_KEPT {
             ids.push(id);
         } else {
-            let i = (self.replays_checked.load(Ordering::Relaxed) as usize + ids.len()) % IDS_KEPT;
-            ids[i] = id;
+            ids[seen % IDS_KEPT] = id; // the most recent IDS_KEPT
         }
     }
 }
@@ -255,6 +256,7 @@ pub async fn setup(
         touched: Mutex::new(HashSet::new()),
         ordered: Mutex::new(HashSet::new()),
         ids: Mutex::new(Vec::new()),
+        ids_seen: AtomicU64::new(0),
         inner_ok: AtomicU64::new(0),
         inner_total: AtomicU64::new(0),
         params: Params { customers, ..params },
