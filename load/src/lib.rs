@@ -240,7 +240,9 @@ pub async fn execute(args: &LoadArgs) -> Result<RunReport, String> {
         LoopMode::Closed => sched::Mode::Closed,
     };
     let plan = sched::Plan { mode, duration: args.duration, grace: args.grace, progress: !args.quiet };
+    let cpu_before = process_cpu_seconds();
     let driven = sched::drive(&plan, workers).await;
+    let cpu_used = process_cpu_seconds().zip(cpu_before).map(|(after, before)| after - before);
     let checks = scenario::check(&state).await;
 
     let s = &driven.stats;
@@ -275,6 +277,8 @@ pub async fn execute(args: &LoadArgs) -> Result<RunReport, String> {
             .map(|(label, (count, error))| report::OutcomeCount { label: label.clone(), count: *count, error: *error })
             .collect(),
         timeline: s.timeline(),
+        generator_cpu_pct: cpu_used.map(|c| 100.0 * c / elapsed),
+        threads: args.threads.max(1),
         checks,
         params: params_json,
         passed: false,
@@ -283,9 +287,34 @@ pub async fn execute(args: &LoadArgs) -> Result<RunReport, String> {
     Ok(report)
 }
 
+/// CPU time (user + system) of this process so far, from /proc (Linux); `None` elsewhere.
+/// Assumes the usual 100 clock ticks per second.
+pub fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces) start at ") ".
+    let rest = &stat[stat.rfind(") ")? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = f.get(11)?.parse().ok()?;
+    let stime: f64 = f.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_its_own_cpu_time() {
+        if cfg!(target_os = "linux") {
+            let a = process_cpu_seconds().expect("/proc/self/stat");
+            let mut x = 0u64;
+            for i in 0..20_000_000u64 {
+                x = x.wrapping_add(std::hint::black_box(i));
+            }
+            std::hint::black_box(x);
+            assert!(process_cpu_seconds().unwrap() >= a);
+        }
+    }
 
     #[test]
     fn durations_parse() {

@@ -45,6 +45,10 @@ pub struct RunReport {
     pub latency: Latency,
     pub outcomes: Vec<OutcomeCount>,
     pub timeline: Vec<SecondRow>,
+    /// CPU the load generator itself used during the load, in % of one core, and its
+    /// runtime threads: near 100% per thread, the generator (not the server) was the limit.
+    pub generator_cpu_pct: Option<f64>,
+    pub threads: usize,
     pub checks: Vec<Check>,
     pub params: serde_json::Value,
     /// Every check passed and the share of failed operations is within the limit.
@@ -54,6 +58,11 @@ pub struct RunReport {
 impl RunReport {
     pub fn checks_passed(&self) -> bool {
         self.checks.iter().all(|c| c.pass)
+    }
+
+    /// The generator used nearly all the CPU its runtime threads could have.
+    pub fn generator_saturated(&self) -> bool {
+        self.generator_cpu_pct.is_some_and(|c| c >= 90.0 * self.threads as f64)
     }
 
     pub fn error_pct(&self) -> f64 {
@@ -97,6 +106,14 @@ pub fn summary(r: &RunReport) -> String {
         l.p50_ms, l.p90_ms, l.p99_ms, l.p999_ms, l.max_ms, l.mean_ms
     );
     let _ = writeln!(s, "  failed ops   {} ({:.3}%)", thousands(r.failed_ops), r.error_pct());
+    if let Some(cpu) = r.generator_cpu_pct {
+        let warn = if r.generator_saturated() {
+            "  WARNING: the generator was CPU-bound; throughput is a lower bound, latency an upper bound"
+        } else {
+            ""
+        };
+        let _ = writeln!(s, "  generator    {cpu:.0}% CPU ({} runtime thread(s)){warn}", r.threads);
+    }
     let _ = writeln!(s, "  answers");
     for o in &r.outcomes {
         let tag = if o.error { "  error" } else { "" };
@@ -241,6 +258,10 @@ pub fn html(r: &RunReport) -> String {
     if let Some(p) = r.planned_ops {
         rows.push(("scheduled / not sent".into(), format!("{} / {}", thousands(p), thousands(r.not_sent))));
     }
+    if let Some(cpu) = r.generator_cpu_pct {
+        let note = if r.generator_saturated() { " (CPU-bound: figures are bounds)" } else { "" };
+        rows.push(("load generator CPU".into(), format!("{cpu:.0}% of one core, {} thread(s){note}", r.threads)));
+    }
     if let (Some(n), Some(ok)) = (r.inner_ops, r.inner_ok) {
         rows.push(("batch operations (ok)".into(), format!("{} ({})", thousands(n), thousands(ok))));
     }
@@ -342,6 +363,8 @@ mod tests {
                     max_ms: 7.0,
                 })
                 .collect(),
+            generator_cpu_pct: Some(95.0),
+            threads: 1,
             checks: vec![
                 Check { name: "no oversell".into(), pass: true, detail: "ok".into() },
                 Check { name: "ledger balanced".into(), pass: false, detail: "debits <> credits".into() },
@@ -399,5 +422,6 @@ mod tests {
         assert!(s.contains("409 insufficient_stock"));
         assert!(s.contains("[FAIL] ledger balanced"));
         assert!(s.contains("result       FAIL"));
+        assert!(s.contains("95% CPU") && s.contains("WARNING"), "{s}");
     }
 }
