@@ -27,6 +27,9 @@ enum Cmd {
     /// Look at a write-ahead log without changing it.
     #[command(subcommand)]
     Wal(WalCmd),
+    /// Drive a surge server with a scenario (open or closed loop), check its invariants,
+    /// write a JSON result and an HTML report.
+    Load(surge_load::LoadArgs),
 }
 
 #[derive(Subcommand)]
@@ -70,6 +73,7 @@ fn main() -> std::process::ExitCode {
     abort_on_engine_panic();
     let cli = Cli::parse();
     let result = match cli.command {
+        Cmd::Load(args) => return surge_load::run(args),
         Cmd::Serve(args) => serve(ServeConfig {
             listen: args.listen,
             data_dir: args.data_dir,
