@@ -13,6 +13,7 @@
 //! The byte layout is in `wal/FORMAT.md`.
 
 pub mod config;
+pub mod decode_check;
 pub mod error;
 pub mod format;
 pub mod io;
