@@ -75,13 +75,8 @@ fn must(shard: &mut Shard, command: Command, now_ms: u64) {
 }
 
 /// A merchant with `ITEMS` items of ample stock and `CUSTOMERS` customers with points.
-fn setup() -> Shard {
-    let mut shard = Shard::new();
-    must(
-        &mut shard,
-        Command::CreateMerchant { name: "bench".into(), currency: "KRW".into(), api_key_hash: [0; 32] },
-        T0_MS,
-    );
+fn setup_commands() -> impl Iterator<Item = Command> {
+    let merchant = Command::CreateMerchant { name: "bench".into(), currency: "KRW".into(), api_key_hash: [0; 32] };
     let items = (0..ITEMS)
         .map(|i| ItemSpec {
             sku: format!("sku-{i}"),
@@ -91,13 +86,18 @@ fn setup() -> Shard {
             queue: None,
         })
         .collect();
-    must(&mut shard, Command::PutItems { items }, T0_MS);
-    for c in 0..CUSTOMERS {
-        must(
-            &mut shard,
-            Command::CreditPoints { customer: format!("c-{c}"), amount: 1_000_000_000_000, reason: "bench".into() },
-            T0_MS,
-        );
+    let credits = (0..CUSTOMERS).map(|c| Command::CreditPoints {
+        customer: format!("c-{c}"),
+        amount: 1_000_000_000_000,
+        reason: "bench".into(),
+    });
+    [merchant, Command::PutItems { items }].into_iter().chain(credits)
+}
+
+fn setup() -> Shard {
+    let mut shard = Shard::new();
+    for command in setup_commands() {
+        must(&mut shard, command, T0_MS);
     }
     shard
 }
@@ -242,24 +242,8 @@ fn logged_session(iterations: usize) -> (Vec<Vec<u8>>, u64) {
         }
         other => panic!("{other:?}"),
     };
-    log(shard.execute(
-        &request(Command::CreateMerchant { name: "bench".into(), currency: "KRW".into(), api_key_hash: [0; 32] }, None),
-        T0_MS,
-    ));
-    let items = (0..ITEMS)
-        .map(|i| ItemSpec {
-            sku: format!("sku-{i}"),
-            name: format!("item {i}"),
-            price: 1_000,
-            stock: 1_000_000_000,
-            queue: None,
-        })
-        .collect();
-    log(shard.execute(&request(Command::PutItems { items }, None), T0_MS));
-    for c in 0..CUSTOMERS {
-        let credit =
-            Command::CreditPoints { customer: format!("c-{c}"), amount: 1_000_000_000_000, reason: "bench".into() };
-        log(shard.execute(&request(credit, None), T0_MS));
+    for command in setup_commands() {
+        log(shard.execute(&request(command, None), T0_MS));
     }
     for i in 0..iterations {
         let now_ms = T0_MS + i as u64;
