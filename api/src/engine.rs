@@ -33,6 +33,7 @@ const GROUP_BYTES_MAX: usize = 1 << 20;
 const SHARD_INFLIGHT_MAX: usize = 16_384;
 pub const TICK_INTERVAL: Duration = Duration::from_millis(250);
 const SNAPSHOT_MAGIC: [u8; 4] = *b"SRGH";
+const LOG_UNAVAILABLE: &str = "the write-ahead log is unavailable";
 const SNAPSHOT_VERSION: u32 = 1;
 
 type OpenFn = Box<dyn Fn() -> Result<(Wal, Recovery), WalError> + Send + Sync>;
@@ -621,25 +622,33 @@ impl Worker {
         }
     }
 
+    /// The shard has seen a log failure, or the log is down: nothing is answered from memory.
+    fn log_unavailable(&self) -> bool {
+        self.stale || !self.shared.healthy.load(Ordering::Acquire)
+    }
+
+    /// Executes one request; an applied outcome's events become one record of `group`.
+    fn execute_into(&mut self, req: &Request, now: u64, group: &mut Group) -> Result<Executed, ExecError> {
+        match self.shard.execute(req, now) {
+            Ok(Outcome::Applied { events, reply }) => {
+                let record = encode_events(&events);
+                group.bytes += record.len();
+                group.records.push(record);
+                Ok(Executed { reply, replayed: false })
+            }
+            Ok(Outcome::Replayed { reply }) => Ok(Executed { reply, replayed: true }),
+            Err(e) => Err(ExecError::Core(e)),
+        }
+    }
+
     fn run_job(&mut self, job: Job, now: u64, group: &mut Group) {
         match job {
             Job::Exec { req, tx } => {
-                let result = if self.stale || !self.shared.healthy.load(Ordering::Acquire) {
-                    let _ = tx.send(Err(ExecError::Storage("the write-ahead log is unavailable".into())));
+                if self.log_unavailable() {
+                    let _ = tx.send(Err(ExecError::Storage(LOG_UNAVAILABLE.into())));
                     return;
-                } else {
-                    self.shard.execute(&req, now)
-                };
-                let result = match result {
-                    Ok(Outcome::Applied { events, reply }) => {
-                        let record = encode_events(&events);
-                        group.bytes += record.len();
-                        group.records.push(record);
-                        Ok(Executed { reply, replayed: false })
-                    }
-                    Ok(Outcome::Replayed { reply }) => Ok(Executed { reply, replayed: true }),
-                    Err(e) => Err(ExecError::Core(e)),
-                };
+                }
+                let result = self.execute_into(&req, now, group);
                 let done: Completion = Box::new(move |err| {
                     let _ = tx.send(match err {
                         None => result,
@@ -649,24 +658,11 @@ impl Worker {
                 self.settle(group, done);
             }
             Job::Batch { reqs, tx } => {
-                if self.stale || !self.shared.healthy.load(Ordering::Acquire) {
-                    let why = "the write-ahead log is unavailable";
-                    let _ = tx.send(reqs.iter().map(|_| Err(ExecError::Storage(why.into()))).collect());
+                if self.log_unavailable() {
+                    let _ = tx.send(reqs.iter().map(|_| Err(ExecError::Storage(LOG_UNAVAILABLE.into()))).collect());
                     return;
                 }
-                let mut results = Vec::with_capacity(reqs.len());
-                for req in &reqs {
-                    results.push(match self.shard.execute(req, now) {
-                        Ok(Outcome::Applied { events, reply }) => {
-                            let record = encode_events(&events);
-                            group.bytes += record.len();
-                            group.records.push(record);
-                            Ok(Executed { reply, replayed: false })
-                        }
-                        Ok(Outcome::Replayed { reply }) => Ok(Executed { reply, replayed: true }),
-                        Err(e) => Err(ExecError::Core(e)),
-                    });
-                }
+                let results: Vec<_> = reqs.iter().map(|req| self.execute_into(req, now, group)).collect();
                 let done: Completion = Box::new(move |err| {
                     let _ = tx.send(match err {
                         None => results,
@@ -678,7 +674,7 @@ impl Worker {
             Job::Read { run } => {
                 if self.stale {
                     let done = run(&Shard::new());
-                    done(Some(ExecError::Storage("the write-ahead log is unavailable".into())));
+                    done(Some(ExecError::Storage(LOG_UNAVAILABLE.into())));
                     return;
                 }
                 let done = run(&self.shard);
