@@ -83,6 +83,19 @@ where
     Ok(json_bytes(StatusCode::OK, result?))
 }
 
+/// A GET of one resource: the merchant's view of it, rendered through its DTO, or 404.
+async fn read_one<V: 'static>(
+    call: &Call,
+    what: &'static str,
+    view: impl FnOnce(&Merchant) -> Option<V> + Send + 'static,
+    render: fn(&V) -> Vec<u8>,
+) -> Result<Response, ApiError> {
+    read(&call.engine, call.merchant.clone(), move |m| {
+        view(m).map(|v| render(&v)).ok_or_else(|| ApiError::not_found(format!("{what} not found")))
+    })
+    .await
+}
+
 // ---- merchants ----
 
 #[derive(Deserialize)]
@@ -169,10 +182,7 @@ pub async fn restock(Path(sku): Path<String>, call: Call) -> Result<Response, Ap
 }
 
 pub async fn get_item(Path(sku): Path<String>, call: Call) -> Result<Response, ApiError> {
-    read(&call.engine, call.merchant.clone(), move |m| {
-        m.item_view(&sku).map(|i| to_vec(&dto::item(&i))).ok_or_else(|| ApiError::not_found("item not found"))
-    })
-    .await
+    read_one(&call, "item", move |m| m.item_view(&sku), |v| to_vec(&dto::item(v))).await
 }
 
 // ---- holds ----
@@ -211,10 +221,7 @@ pub async fn release_hold(Path(id): Path<String>, call: Call) -> Result<Response
 }
 
 pub async fn get_hold(Path(id): Path<String>, call: Call) -> Result<Response, ApiError> {
-    read(&call.engine, call.merchant.clone(), move |m| {
-        m.hold_view(&id).map(|h| to_vec(&dto::hold(&h))).ok_or_else(|| ApiError::not_found("hold not found"))
-    })
-    .await
+    read_one(&call, "hold", move |m| m.hold_view(&id), |v| to_vec(&dto::hold(v))).await
 }
 
 // ---- orders and payments ----
@@ -275,10 +282,7 @@ pub async fn create_order(call: Call) -> Result<Response, ApiError> {
 }
 
 pub async fn get_order(Path(id): Path<String>, call: Call) -> Result<Response, ApiError> {
-    read(&call.engine, call.merchant.clone(), move |m| {
-        m.order_view(&id).map(|o| to_vec(&dto::order(&o))).ok_or_else(|| ApiError::not_found("order not found"))
-    })
-    .await
+    read_one(&call, "order", move |m| m.order_view(&id), |v| to_vec(&dto::order(v))).await
 }
 
 pub async fn cancel_order(Path(id): Path<String>, call: Call) -> Result<Response, ApiError> {
@@ -308,10 +312,7 @@ pub async fn refund_payment(Path(id): Path<String>, call: Call) -> Result<Respon
 }
 
 pub async fn get_payment(Path(id): Path<String>, call: Call) -> Result<Response, ApiError> {
-    read(&call.engine, call.merchant.clone(), move |m| {
-        m.payment_view(&id).map(|p| to_vec(&dto::payment(&p))).ok_or_else(|| ApiError::not_found("payment not found"))
-    })
-    .await
+    read_one(&call, "payment", move |m| m.payment_view(&id), |v| to_vec(&dto::payment(v))).await
 }
 
 // ---- points and ledger ----
@@ -369,10 +370,7 @@ pub async fn put_queue(Path(queue): Path<String>, call: Call) -> Result<Response
 }
 
 pub async fn get_queue(Path(queue): Path<String>, call: Call) -> Result<Response, ApiError> {
-    read(&call.engine, call.merchant.clone(), move |m| {
-        m.queue_view(&queue).map(|q| to_vec(&dto::queue(&q))).ok_or_else(|| ApiError::not_found("queue not found"))
-    })
-    .await
+    read_one(&call, "queue", move |m| m.queue_view(&queue), |v| to_vec(&dto::queue(v))).await
 }
 
 pub async fn issue_token(Path(queue): Path<String>, call: Call) -> Result<Response, ApiError> {
