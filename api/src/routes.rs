@@ -136,6 +136,14 @@ pub struct ItemBody {
     queue_id: Option<String>,
 }
 
+impl ItemBody {
+    fn into_spec(self, sku: String) -> ItemSpec {
+        ItemSpec { sku, name: self.name, price: self.price, stock: self.stock, queue: self.queue_id }
+    }
+}
+
+/// An item with its sku in the body (bulk put, batch op). Its own fields rather than a
+/// flattened `ItemBody`: serde's flatten loses the field path a 400 must name.
 #[derive(Deserialize)]
 pub struct BulkItem {
     sku: String,
@@ -144,6 +152,12 @@ pub struct BulkItem {
     stock: u64,
     #[serde(default)]
     queue_id: Option<String>,
+}
+
+impl BulkItem {
+    fn into_spec(self) -> ItemSpec {
+        ItemSpec { sku: self.sku, name: self.name, price: self.price, stock: self.stock, queue: self.queue_id }
+    }
 }
 
 #[derive(Deserialize)]
@@ -158,8 +172,7 @@ pub struct RestockBody {
 
 pub async fn put_item(Path(sku): Path<String>, call: Call) -> Result<Response, ApiError> {
     let b: ItemBody = call.json()?;
-    let spec = ItemSpec { sku, name: b.name, price: b.price, stock: b.stock, queue: b.queue_id };
-    command(&call, Command::PutItem(spec), false, |r| match r {
+    command(&call, Command::PutItem(b.into_spec(sku)), false, |r| match r {
         Reply::Item { created: true, .. } => StatusCode::CREATED,
         _ => StatusCode::OK,
     })
@@ -168,11 +181,7 @@ pub async fn put_item(Path(sku): Path<String>, call: Call) -> Result<Response, A
 
 pub async fn put_items(call: Call) -> Result<Response, ApiError> {
     let b: BulkBody = call.json()?;
-    let items = b
-        .items
-        .into_iter()
-        .map(|i| ItemSpec { sku: i.sku, name: i.name, price: i.price, stock: i.stock, queue: i.queue_id })
-        .collect();
+    let items = b.items.into_iter().map(BulkItem::into_spec).collect();
     command(&call, Command::PutItems { items }, false, ok).await
 }
 
@@ -404,14 +413,7 @@ pub struct BatchBody {
 #[derive(Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 enum BatchOp {
-    PutItem {
-        sku: String,
-        name: String,
-        price: u64,
-        stock: u64,
-        #[serde(default)]
-        queue_id: Option<String>,
-    },
+    PutItem(BulkItem),
     Restock {
         sku: String,
         qty: u64,
@@ -474,9 +476,7 @@ impl BatchOp {
     /// The command and the success status of its route (`None`: decided by the reply).
     fn command(self) -> Result<(Command, Option<StatusCode>), ApiError> {
         Ok(match self {
-            BatchOp::PutItem { sku, name, price, stock, queue_id } => {
-                (Command::PutItem(ItemSpec { sku, name, price, stock, queue: queue_id }), None)
-            }
+            BatchOp::PutItem(item) => (Command::PutItem(item.into_spec()), None),
             BatchOp::Restock { sku, qty } => (Command::Restock { sku, qty }, Some(StatusCode::OK)),
             BatchOp::Hold { customer_id, lines, ttl_seconds, queue_token } => (
                 Command::CreateHold {

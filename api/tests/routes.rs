@@ -568,6 +568,8 @@ async fn limits_of_the_contract_are_400_naming_the_field() {
         ("/v1/holds", r#"{"customer_id":"c","lines":[{"sku":"x","qty":1}],"ttl_seconds":3601}"#.to_string(), "ttl"),
         ("/v1/holds", r#"{"customer_id":"bad id","lines":[{"sku":"x","qty":1}]}"#.to_string(), "customer"),
         ("/v1/items/x/restock", r#"{"qty":10001}"#.to_string(), "qty"),
+        // A malformed field deep in a bulk body is named with its path.
+        ("/v1/items/bulk", r#"{"items":[{"sku":"a","name":"A","price":"x","stock":1}]}"#.to_string(), "items[0].price"),
     ];
     for (path, body, field) in cases {
         let r = c.post(path, &body).await;
