@@ -18,13 +18,13 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{select, Receiver, Sender};
 use parking_lot::{Mutex, RwLock};
-use surge_core::encoding::{decode_events, encode_events};
+use surge_core::encoding::encode_events;
+use surge_core::image;
 use surge_core::{shard_of, CoreError, Outcome, Reply, Request, Shard};
 use surge_wal::{Lsn, Recovery, Wal, WalError};
 use tokio::sync::{oneshot, Semaphore};
 
-/// Record type of an encoded event batch (`surge_core::encoding::encode_events`).
-pub const RECORD_EVENTS: u8 = 1;
+pub use surge_core::image::EVENTS_RECORD_TYPE as RECORD_EVENTS;
 /// Most jobs a shard takes in one drain.
 const DRAIN_MAX: usize = 512;
 /// A group is appended once its records reach this size (the log's batch limit is 4 MiB).
@@ -32,9 +32,7 @@ const GROUP_BYTES_MAX: usize = 1 << 20;
 /// Requests queued or in flight per shard before callers wait (back-pressure).
 const SHARD_INFLIGHT_MAX: usize = 16_384;
 pub const TICK_INTERVAL: Duration = Duration::from_millis(250);
-const SNAPSHOT_MAGIC: [u8; 4] = *b"SRGH";
 const LOG_UNAVAILABLE: &str = "the write-ahead log is unavailable";
-const SNAPSHOT_VERSION: u32 = 1;
 
 type OpenFn = Box<dyn Fn() -> Result<(Wal, Recovery), WalError> + Send + Sync>;
 type OpenReadOnlyFn = Box<dyn Fn() -> Result<Recovery, WalError> + Send + Sync>;
@@ -173,73 +171,20 @@ pub struct Engine {
 /// Rebuilds shards from what the log recovered: the snapshot (if any), then every record after it.
 pub fn replay(recovery: &Recovery, shard_count: usize) -> Result<Vec<Shard>, String> {
     let mut shards = match recovery.snapshot() {
-        Some((lsn, bytes)) => decode_snapshot(bytes, shard_count).map_err(|e| format!("snapshot at LSN {lsn}: {e}"))?,
+        Some((lsn, bytes)) => {
+            image::decode_snapshot(bytes, Some(shard_count)).map_err(|e| format!("snapshot at LSN {lsn}: {e}"))?
+        }
         None => (0..shard_count).map(|_| Shard::new()).collect(),
     };
     for record in recovery.records() {
         let record = record.map_err(|e| format!("reading the log: {e}"))?;
-        if record.record_type != RECORD_EVENTS {
-            return Err(format!("record at LSN {}: unknown record type {}", record.lsn, record.record_type));
-        }
-        let events =
-            decode_events(record.payload).map_err(|e| format!("record at LSN {} does not decode: {e}", record.lsn))?;
-        for event in &events {
-            let i = shard_of(&event.merchant, shard_count);
-            shards[i].apply(event).map_err(|e| format!("record at LSN {} does not apply: {e}", record.lsn))?;
-        }
+        image::record_events(record.record_type, record.payload)
+            .and_then(|events| image::apply_events(&mut shards, &events))
+            .map_err(|e| format!("record at LSN {}: {e}", record.lsn))?;
     }
     for shard in &mut shards {
         let applied = shard.applied_events();
         shard.mark_durable(applied);
-    }
-    Ok(shards)
-}
-
-/// Snapshot bytes: `SRGH`, version u32, shard count u32, then per shard a u64 length and
-/// `Shard::snapshot()`. All little-endian.
-fn encode_snapshot(parts: &[Vec<u8>]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(12 + parts.iter().map(|p| p.len() + 8).sum::<usize>());
-    out.extend_from_slice(&SNAPSHOT_MAGIC);
-    out.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
-    out.extend_from_slice(&(parts.len() as u32).to_le_bytes());
-    for p in parts {
-        out.extend_from_slice(&(p.len() as u64).to_le_bytes());
-        out.extend_from_slice(p);
-    }
-    out
-}
-
-fn decode_snapshot(bytes: &[u8], shard_count: usize) -> Result<Vec<Shard>, String> {
-    let take = |at: usize, n: usize| bytes.get(at..at + n).ok_or_else(|| "truncated".to_string());
-    if take(0, 4)? != SNAPSHOT_MAGIC {
-        return Err("bad magic".into());
-    }
-    let u32_at = |at: usize| -> Result<u32, String> {
-        let b = take(at, 4)?;
-        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    };
-    let version = u32_at(4)?;
-    if version != SNAPSHOT_VERSION {
-        return Err(format!("unsupported version {version}"));
-    }
-    let count = u32_at(8)? as usize;
-    if count != shard_count {
-        return Err(format!(
-            "written with {count} shards, this server runs {shard_count}; start it with --shards {count}"
-        ));
-    }
-    let mut at = 12;
-    let mut shards = Vec::with_capacity(count);
-    for i in 0..count {
-        let b = take(at, 8)?;
-        let len = u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as usize;
-        at += 8;
-        let part = bytes.get(at..at.saturating_add(len)).ok_or_else(|| "truncated".to_string())?;
-        at += len;
-        shards.push(Shard::restore(part).map_err(|e| format!("shard {i}: {e}"))?);
-    }
-    if at != bytes.len() {
-        return Err(format!("{} trailing bytes", bytes.len() - at));
     }
     Ok(shards)
 }
@@ -882,7 +827,7 @@ impl Supervisor {
         }
         let started = Instant::now();
         let parts: Vec<Vec<u8>> = parts.iter().map(Shard::snapshot).collect();
-        match wal.write_snapshot(lsn, &encode_snapshot(&parts)) {
+        match wal.write_snapshot(lsn, &image::encode_snapshot(&parts)) {
             Ok(removed) => {
                 self.shared.snapshots_written.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(lsn, removed = removed.len(), took = ?started.elapsed(), "snapshot written")

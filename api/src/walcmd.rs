@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
-use surge_core::encoding::decode_events;
+use surge_core::image;
 use surge_wal::Wal;
 
-use crate::engine::{replay, RECORD_EVENTS};
+use crate::engine::replay;
 
 /// A data directory or its `wal/` subdirectory.
 fn wal_dir(dir: &Path) -> PathBuf {
@@ -23,7 +23,7 @@ fn wal_dir(dir: &Path) -> PathBuf {
 
 /// Shard count a snapshot was written with (`SRGH`, version, count); 1 without snapshot.
 fn snapshot_shards(bytes: &[u8]) -> usize {
-    bytes.get(8..12).map_or(1, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize).max(1)
+    image::snapshot_shard_count(bytes).unwrap_or(1).max(1)
 }
 
 pub fn run(dir: &Path, verify: bool) -> Result<String, String> {
@@ -55,10 +55,8 @@ pub fn run(dir: &Path, verify: bool) -> Result<String, String> {
     let mut events = 0u64;
     for record in recovery.records() {
         let record = record.map_err(|e| e.to_string())?;
-        if record.record_type != RECORD_EVENTS {
-            return Err(format!("record at LSN {}: unknown record type {}", record.lsn, record.record_type));
-        }
-        let batch = decode_events(record.payload).map_err(|e| format!("record at LSN {}: {e}", record.lsn))?;
+        let batch = image::record_events(record.record_type, record.payload)
+            .map_err(|e| format!("record at LSN {}: {e}", record.lsn))?;
         for e in &batch {
             *types.entry(e.type_name()).or_default() += 1;
             events += 1;

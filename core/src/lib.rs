@@ -11,7 +11,8 @@
 //! Module map: `command` (inputs), `event` (what happens), `decide`/`tick` (commands and
 //! time to events), `apply` (events to state), `state` (the data), `view` (read models and
 //! replies), `ledger` (chart of accounts), `encoding` (log and snapshot bytes), `envelope`
-//! (JSON shape for the relay), `invariants` (the rules, checked), `sim` (random command
+//! (JSON shape for the relay), `image` (the host's log
+//! records and snapshots of many shards), `invariants` (the rules, checked), `sim` (random command
 //! sequences for property tests and the fuzzer).
 
 pub mod apply;
@@ -24,6 +25,7 @@ pub mod error;
 pub mod event;
 mod hex_bytes;
 pub mod ids;
+pub mod image;
 pub mod invariants;
 pub mod ledger;
 pub mod limits;

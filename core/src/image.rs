@@ -1,0 +1,115 @@
+//! The host's log and snapshot payloads for a set of shards: what `surge serve` writes and
+//! what every reader of its log (recovery, `surge wal`, the relay's projection) decodes.
+//! Bytes in, shards out; no I/O.
+//!
+//! * A log record of type [`EVENTS_RECORD_TYPE`] holds one `encoding::encode_events` batch;
+//!   its events belong to one or more merchants and are routed by [`shard_of`].
+//! * A snapshot is `SRGH`, version u32, shard count u32, then per shard a u64 length and
+//!   `Shard::snapshot()` bytes. All little-endian.
+
+use crate::encoding::decode_events;
+use crate::engine::shard_of;
+use crate::event::Event;
+use crate::shard::Shard;
+
+/// The log record type under which the host writes encoded event batches.
+pub const EVENTS_RECORD_TYPE: u8 = 1;
+const SNAPSHOT_MAGIC: [u8; 4] = *b"SRGH";
+const SNAPSHOT_VERSION: u32 = 1;
+
+/// The events of one log record, refusing records of another type.
+pub fn record_events(record_type: u8, payload: &[u8]) -> Result<Vec<Event>, String> {
+    if record_type != EVENTS_RECORD_TYPE {
+        return Err(format!("unknown record type {record_type}"));
+    }
+    decode_events(payload).map_err(|e| format!("does not decode: {e}"))
+}
+
+/// Applies every event of a logged record to the shard of its merchant.
+pub fn apply_events(shards: &mut [Shard], events: &[Event]) -> Result<(), String> {
+    assert!(!shards.is_empty(), "at least one shard");
+    for event in events {
+        let i = shard_of(&event.merchant, shards.len());
+        shards[i].apply(event).map_err(|e| format!("does not apply: {e}"))?;
+    }
+    Ok(())
+}
+
+pub fn encode_snapshot(parts: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(12 + parts.iter().map(|p| p.len() + 8).sum::<usize>());
+    out.extend_from_slice(&SNAPSHOT_MAGIC);
+    out.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
+    out.extend_from_slice(&(parts.len() as u32).to_le_bytes());
+    for p in parts {
+        out.extend_from_slice(&(p.len() as u64).to_le_bytes());
+        out.extend_from_slice(p);
+    }
+    out
+}
+
+/// The shard count a snapshot was written with, read from its header.
+pub fn snapshot_shard_count(bytes: &[u8]) -> Option<usize> {
+    let b = bytes.get(8..12).filter(|_| bytes.starts_with(&SNAPSHOT_MAGIC))?;
+    Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+}
+
+/// Restores the shards of a snapshot. With `shard_count`, refuses a snapshot written with
+/// another count (a merchant's shard depends on it); without, takes the snapshot's own.
+pub fn decode_snapshot(bytes: &[u8], shard_count: Option<usize>) -> Result<Vec<Shard>, String> {
+    let take = |at: usize, n: usize| bytes.get(at..at.saturating_add(n)).ok_or_else(|| "truncated".to_string());
+    if take(0, 4)? != SNAPSHOT_MAGIC {
+        return Err("bad magic".into());
+    }
+    let u32_at = |at: usize| -> Result<u32, String> {
+        let b = take(at, 4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let version = u32_at(4)?;
+    if version != SNAPSHOT_VERSION {
+        return Err(format!("unsupported version {version}"));
+    }
+    let count = u32_at(8)? as usize;
+    if count == 0 {
+        return Err("no shards".into());
+    }
+    if let Some(expected) = shard_count.filter(|&n| n != count) {
+        return Err(format!(
+            "written with {count} shards, this server runs {expected}; start it with --shards {count}"
+        ));
+    }
+    let mut at = 12;
+    // Bounded by the input: every round consumes at least 8 bytes or fails.
+    let mut shards = Vec::with_capacity(count.min(bytes.len() / 8));
+    for i in 0..count {
+        let b = take(at, 8)?;
+        let len = u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
+        let len = usize::try_from(len).map_err(|_| "length out of range".to_string())?;
+        at += 8;
+        let part = take(at, len)?;
+        at += len;
+        shards.push(Shard::restore(part).map_err(|e| format!("shard {i}: {e}"))?);
+    }
+    if at != bytes.len() {
+        return Err(format!("{} trailing bytes", bytes.len() - at));
+    }
+    Ok(shards)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_round_trips_and_refuses_damage() {
+        let parts: Vec<Vec<u8>> = (0..3).map(|_| Shard::new().snapshot()).collect();
+        let bytes = encode_snapshot(&parts);
+        assert_eq!(decode_snapshot(&bytes, Some(3)).map(|s| s.len()), Ok(3));
+        assert_eq!(decode_snapshot(&bytes, None).map(|s| s.len()), Ok(3));
+        assert_eq!(snapshot_shard_count(&bytes), Some(3));
+        assert!(decode_snapshot(&bytes, Some(2)).is_err_and(|e| e.contains("--shards 3")));
+        for cut in 0..bytes.len() {
+            assert!(decode_snapshot(&bytes[..cut], None).is_err(), "cut at {cut}");
+        }
+        assert!(record_events(EVENTS_RECORD_TYPE + 1, &[]).is_err());
+    }
+}
