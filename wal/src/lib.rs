@@ -51,6 +51,14 @@ pub fn store_reader_checkpoint(dir: impl AsRef<std::path::Path>, reader: &str, l
     retention::store_checkpoint(&storage, reader, lsn)
 }
 
+/// A reader's checkpoint in a log directory, from any process; `None` if the reader never
+/// stored one (an undecodable checkpoint file reads as `Some(0)`, as retention counts it).
+pub fn load_reader_checkpoint(dir: impl AsRef<std::path::Path>, reader: &str) -> Result<Option<Lsn>, WalError> {
+    let storage = storage::DirStorage::open_reader(dir.as_ref());
+    let readers = retention::read_checkpoints(&storage)?;
+    Ok(readers.into_iter().find(|(name, _)| name == reader).map(|(_, lsn)| lsn))
+}
+
 /// Whether io_uring works on this machine (it may be blocked by seccomp).
 pub fn io_uring_available() -> bool {
     io::uring::available()

@@ -1,0 +1,1 @@
+//! MariaDB cold store sink (mysql_async). To be built.
