@@ -343,11 +343,7 @@ impl Cx<'_> {
                 self.deadlines.remove(&deadline);
             }
         }
-        let card = e.card.as_ref().map(|c| {
-            let digits: String = c.number.chars().filter(char::is_ascii_digit).collect();
-            let last4 = digits[digits.len().saturating_sub(4)..].into();
-            Box::new(CardInfo { last4, kind: c.kind.clone() })
-        });
+        let card = e.card.as_ref().map(|c| Box::new(CardInfo { last4: c.last4(), kind: c.kind.clone() }));
         self.m.payments.push(Payment {
             order: e.order,
             method: e.method,

@@ -65,7 +65,13 @@ macro_rules! event_bodies {
 
         impl Serialize for DataRef<'_> {
             fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                match self.0 { $(EventBody::$variant(data) => data.serialize(s),)* }
+                #[allow(unreachable_patterns)] // the generated arm for PaymentRequested
+                match self.0 {
+                    // The full card number stays in the log (the gateway worker needs it);
+                    // what leaves the process shows the last four digits only.
+                    EventBody::PaymentRequested(data) => PublicPaymentRequested::from(data).serialize(s),
+                    $(EventBody::$variant(data) => data.serialize(s),)*
+                }
             }
         }
     };
@@ -223,6 +229,45 @@ pub struct OrderRefunded {
 pub struct CardDetails {
     pub number: Box<str>,
     pub kind: Box<str>,
+}
+
+impl CardDetails {
+    /// The last four digits of the number, ignoring separators.
+    pub fn last4(&self) -> Box<str> {
+        let digits: String = self.number.chars().filter(char::is_ascii_digit).collect();
+        digits[digits.len().saturating_sub(4)..].into()
+    }
+}
+
+/// `PaymentRequested` as published: the card reduced to its last four digits and scheme.
+#[derive(Serialize)]
+struct PublicPaymentRequested<'a> {
+    payment: u64,
+    order: u64,
+    method: PaymentMethod,
+    amount: u64,
+    capture: CaptureMode,
+    card: Option<PublicCard<'a>>,
+}
+
+#[derive(Serialize)]
+struct PublicCard<'a> {
+    last4: Box<str>,
+    kind: &'a str,
+}
+
+impl<'a> From<&'a PaymentRequested> for PublicPaymentRequested<'a> {
+    fn from(p: &'a PaymentRequested) -> Self {
+        let card = p.card.as_ref().map(|c| PublicCard { last4: c.last4(), kind: &c.kind });
+        PublicPaymentRequested {
+            payment: p.payment,
+            order: p.order,
+            method: p.method,
+            amount: p.amount,
+            capture: p.capture,
+            card,
+        }
+    }
 }
 
 /// A payment of `amount` for `order`, status `pending`; the order waits for it.

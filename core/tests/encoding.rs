@@ -6,7 +6,7 @@ use proptest::prelude::*;
 use surge_core::encoding::{decode_events, encode_events, HEADER_SIZE};
 use surge_core::event::{self as ev, Bucket, EventBody};
 use surge_core::sim::World;
-use surge_core::{Event, Shard};
+use surge_core::{CaptureMode, Event, PaymentMethod, Shard};
 
 fn sample() -> Vec<Event> {
     let at_ms = 1_763_700_000_000;
@@ -83,6 +83,24 @@ fn envelope_json_has_the_designed_shape() {
     assert_eq!(json["data"]["lines"][0]["sku"], "sku-1");
     assert_eq!(events[1].type_name(), "inventory.sold");
     assert_eq!(events[1].aggregate().map(|(t, k)| (t.suffix(), k)), Some(("inventory", "sku-1".to_string())));
+}
+
+#[test]
+fn published_payment_requests_show_the_card_last4_only() {
+    let card = ev::CardDetails { number: "1234-5678-9814-1451".into(), kind: "SAMSUNG".into() };
+    let body = ev::PaymentRequested {
+        payment: 3,
+        order: 7,
+        method: PaymentMethod::Card,
+        amount: 2_000,
+        capture: CaptureMode::Automatic,
+        card: Some(card),
+    };
+    let e = Event { merchant: "m".into(), at_ms: 0, body: body.into() };
+    let json = serde_json::to_string(&e.envelope(1, 0)).expect("json");
+    assert!(json.contains(r#""card":{"last4":"1451","kind":"SAMSUNG"}"#), "{json}");
+    assert!(!json.contains("9814") && !json.contains("1234-5678"), "{json}");
+    assert!(json.contains(r#""amount":2000"#));
 }
 
 #[test]
