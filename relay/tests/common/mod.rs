@@ -26,7 +26,19 @@ pub struct LogWriter {
 impl LogWriter {
     /// Opens (or creates) the log in `dir` with an engine of 2 shards.
     pub fn open(dir: &Path) -> LogWriter {
-        let (wal, recovery) = Wal::open(dir, Config::default()).expect("open log");
+        LogWriter::open_with(dir, Config::default())
+    }
+
+    /// Small segments (16 KiB batches, 64 KiB segments): retention has something to do.
+    pub fn open_small_segments(dir: &Path) -> LogWriter {
+        LogWriter::open_with(
+            dir,
+            Config { segment_size_bytes: 64 << 10, batch_bytes_max: 16 << 10, ..Config::default() },
+        )
+    }
+
+    pub fn open_with(dir: &Path, config: Config) -> LogWriter {
+        let (wal, recovery) = Wal::open(dir, config).expect("open log");
         assert_eq!(recovery.record_count(), 0, "LogWriter starts on an empty log");
         LogWriter { dir: dir.to_path_buf(), wal, engine: Engine::new(2), now: T0, keys: 0 }
     }
@@ -54,6 +66,14 @@ impl LogWriter {
         let lsn = self.wal.append(EVENTS_RECORD_TYPE, payload).expect("append").wait().expect("durable");
         self.engine.mark_all_durable();
         lsn
+    }
+
+    /// Writes a snapshot of the engine the way `surge serve` does; returns the segments
+    /// retention removed.
+    pub fn snapshot(&self) -> Vec<String> {
+        let parts: Vec<Vec<u8>> = self.engine.shards.iter().map(surge_core::Shard::snapshot).collect();
+        let image = surge_core::image::encode_snapshot(&parts);
+        self.wal.write_snapshot(self.durable_lsn(), &image).expect("snapshot")
     }
 
     pub fn durable_lsn(&self) -> Lsn {
