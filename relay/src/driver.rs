@@ -142,6 +142,7 @@ impl Driver {
                 Stop::Fatal(reason) => return self.fatal(name, &reason),
                 Stop::Retry(reason) => {
                     self.status.failures.fetch_add(1, Ordering::Relaxed);
+                    self.refresh_lag_while_down();
                     if !failing {
                         failing = true;
                         tracing::warn!(sink = name, "relay sink unavailable, retrying with backoff: {reason}");
@@ -285,6 +286,21 @@ impl Driver {
         let changed = breaker.record(Instant::now(), result.is_ok(), started.elapsed());
         self.breaker_changed(self.status.name, changed);
         result
+    }
+
+    /// While the sink cannot write, the log goes on: show how far behind it falls, in
+    /// records and in the age of the oldest durable event it has not written.
+    fn refresh_lag_while_down(&self) {
+        let written = self.status.written_lsn.load(Ordering::Relaxed);
+        let Ok(mut tailer) = Tailer::open(&self.config.wal_dir, written + 1) else { return };
+        self.status.durable_lsn.store(tailer.durable_lsn(), Ordering::Relaxed);
+        let Ok(Some(record)) = tailer.try_next() else { return };
+        let oldest_ms = surge_core::image::record_events(record.record_type, &record.payload)
+            .ok()
+            .and_then(|events| events.first().map(|e| e.at_ms));
+        if let Some(at_ms) = oldest_ms {
+            self.status.lag_ms.store(now_ms().saturating_sub(at_ms), Ordering::Relaxed);
+        }
     }
 
     fn breaker_changed(&self, name: &str, changed: Option<BreakerState>) {

@@ -14,7 +14,8 @@ pub struct SinkStatus {
     pub written_lsn: AtomicU64,
     /// Durable LSN of the log when last looked at.
     pub durable_lsn: AtomicU64,
-    /// How old the newest written event was when the sink fell behind (0 when caught up).
+    /// 0 when caught up; while behind, the age of the newest written event (streaming) or
+    /// of the oldest durable event not yet written (while the sink is down).
     pub lag_ms: AtomicU64,
     pub events_written: AtomicU64,
     pub batches_written: AtomicU64,
@@ -57,7 +58,7 @@ pub fn render_prometheus(statuses: &[Arc<SinkStatus>], out: &mut String) {
         ("surge_relay_lag_records", "gauge", "Durable records the sink has not written yet", |s| {
             s.lag_records() as f64
         }),
-        ("surge_relay_lag_seconds", "gauge", "Age of the newest written event while the sink is behind", |s| {
+        ("surge_relay_lag_seconds", "gauge", "How far behind the sink is in time (0 when caught up)", |s| {
             s.lag_ms.load(Ordering::Relaxed) as f64 / 1000.0
         }),
         ("surge_relay_written_lsn", "gauge", "Last LSN the sink acknowledged", |s| {

@@ -136,10 +136,13 @@ fn a_sink_that_is_down_keeps_its_segments_through_snapshots() {
     assert!(segments >= 3, "the log spans several segments ({segments})");
     let removed = log.snapshot();
     assert!(removed.is_empty(), "retention removed {removed:?} while the sink still needs them");
+    let status = relay.statuses()[0].clone();
+    wait_until("the lag to show while the sink is down", || {
+        status.lag_records() + 1 >= log.durable_lsn() && status.lag_ms.load(std::sync::atomic::Ordering::Relaxed) > 0
+    });
 
     // The destination returns: everything arrives, then the next snapshot may remove segments.
     *sink.fail_writes.lock() = 0;
-    let status = relay.statuses()[0].clone();
     let durable = log.durable_lsn();
     wait_until("the sink to catch up", || status.written_lsn.load(std::sync::atomic::Ordering::Relaxed) == durable);
     wait_until("its checkpoint", || {
