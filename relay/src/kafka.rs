@@ -49,7 +49,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -94,7 +94,9 @@ pub struct KafkaConfig {
     /// How long one write may take to have every message of its batch acknowledged. Keep it
     /// below the driver's `call_timeout_ms` so the sink, not the driver, gives up first.
     pub message_timeout_ms: u64,
-    /// How long `resume` waits for the broker (metadata and topic creation).
+    /// How long `resume` waits for the broker (metadata and topic creation), and how long
+    /// a write goes on while librdkafka reports every broker down before it gives up
+    /// (sooner than `message_timeout_ms`, so the breaker hears of an outage early).
     pub connect_timeout_ms: u64,
     /// `linger.ms`: how long librdkafka waits to fill a produce request.
     pub linger_ms: u64,
@@ -183,7 +185,6 @@ impl Default for KafkaConfig {
 }
 
 /// Delivery reports of one producer session, counted by librdkafka's polling thread.
-#[derive(Default)]
 struct Acks {
     ok: AtomicU64,
     failed: AtomicU64,
@@ -192,11 +193,39 @@ struct Acks {
     target: AtomicU64,
     first_error: Mutex<Option<String>>,
     notify: Notify,
+    /// When librdkafka last said every broker is down, in ms since `born` plus one; 0 once
+    /// a message got through again (or a write starts).
+    down_since: AtomicU64,
+    born: Instant,
 }
 
 impl Acks {
+    fn new() -> Acks {
+        Acks {
+            ok: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            target: AtomicU64::new(u64::MAX),
+            first_error: Mutex::new(None),
+            notify: Notify::new(),
+            down_since: AtomicU64::new(0),
+            born: Instant::now(),
+        }
+    }
+
     fn done(&self) -> u64 {
         self.ok.load(Ordering::SeqCst) + self.failed.load(Ordering::SeqCst)
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX - 1) + 1
+    }
+
+    /// How long every broker has been down, if it is.
+    fn down_for(&self) -> Option<Duration> {
+        match self.down_since.load(Ordering::SeqCst) {
+            0 => None,
+            since => Some(Duration::from_millis(self.now_ms().saturating_sub(since))),
+        }
     }
 }
 
@@ -220,6 +249,10 @@ impl ClientContext for Context {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+            let now = self.acks.now_ms();
+            let _ = self.acks.down_since.compare_exchange(0, now, Ordering::SeqCst, Ordering::SeqCst);
+        }
         tracing::warn!(sink = "kafka", "librdkafka: {error}: {reason}");
     }
 }
@@ -232,6 +265,9 @@ impl ProducerContext for Context {
         let failed = match result {
             Ok(_) => {
                 acks.ok.fetch_add(1, Ordering::SeqCst);
+                if acks.down_since.load(Ordering::Relaxed) != 0 {
+                    acks.down_since.store(0, Ordering::SeqCst);
+                }
                 false
             }
             Err((e, _)) => {
@@ -264,7 +300,7 @@ struct Session {
 
 impl Session {
     fn new(config: &KafkaConfig) -> Result<Session, SinkError> {
-        let acks = Arc::new(Acks { target: AtomicU64::new(u64::MAX), ..Acks::default() });
+        let acks = Arc::new(Acks::new());
         let context = Context { acks: acks.clone() };
         let producer = config
             .producer_config()
@@ -359,9 +395,13 @@ impl KafkaSink {
         topics: &[String; 7],
         payload: &mut Vec<u8>,
         batch: &Batch,
+        down_max: Duration,
     ) -> Result<(), SinkError> {
         let acks = session.acks.clone();
         acks.target.store(u64::MAX, Ordering::SeqCst);
+        // A broker that dropped an idle connection is reconnected on demand: only an
+        // outage noticed during this write counts.
+        acks.down_since.store(0, Ordering::SeqCst);
         let start = session.produced;
         for logged in &batch.events {
             let Some((topic, key)) = logged.event.aggregate() else { continue };
@@ -407,8 +447,8 @@ impl KafkaSink {
             return Ok(());
         }
         acks.target.store(target, Ordering::SeqCst);
-        // Bounded by the deadline the caller puts on this future; every delivery report
-        // moves `done` forward and the last one (or any failure) wakes us.
+        // Bounded by the deadline the caller puts on this future; the last delivery report
+        // (or any failure) wakes us, and we look at the brokers' state in between.
         loop {
             if acks.failed.load(Ordering::SeqCst) > 0 {
                 let e = acks.first_error.lock().clone().unwrap_or_default();
@@ -417,7 +457,14 @@ impl KafkaSink {
             if acks.done() >= target {
                 return Ok(());
             }
-            acks.notify.notified().await;
+            if let Some(down) = acks.down_for().filter(|d| *d >= down_max) {
+                // Rather than wait out the whole deadline: the breaker should hear of it.
+                return Err(SinkError::Transient(format!(
+                    "kafka: every broker has been down for {} ms",
+                    down.as_millis()
+                )));
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(50), acks.notify.notified()).await;
         }
     }
 }
@@ -451,8 +498,10 @@ impl Sink for KafkaSink {
         }
         session.clean = false;
         let deadline = Duration::from_millis(self.config.message_timeout_ms);
+        let down_max = Duration::from_millis(self.config.connect_timeout_ms);
         let published =
-            tokio::time::timeout(deadline, Self::publish(session, &self.topics, &mut self.payload, batch)).await;
+            tokio::time::timeout(deadline, Self::publish(session, &self.topics, &mut self.payload, batch, down_max))
+                .await;
         let error = match published {
             Ok(Ok(())) => {
                 session.clean = true;
@@ -475,5 +524,54 @@ impl Sink for KafkaSink {
         // The session ends here: its drop purges what it still holds (module doc).
         self.session = None;
         Err(error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names_follow_the_prefix() {
+        let config = KafkaConfig::default();
+        assert_eq!(config.topic(Topic::Orders), "surge.orders");
+        assert_eq!(config.topic(Topic::Merchants), "surge.merchants");
+        assert_eq!(config.dlq_topic(), "surge.dlq");
+        let all = config.all_topics();
+        assert_eq!(all.len(), 8);
+        for suffix in ["orders", "payments", "inventory", "ledger", "points", "queue", "merchants", "dlq"] {
+            assert!(all.contains(&format!("surge.{suffix}")), "{suffix}");
+        }
+        for topic in FAMILIES {
+            assert_eq!(FAMILIES[topic_index(topic)], topic);
+        }
+    }
+
+    #[test]
+    fn new_checks_the_configuration_without_connecting() {
+        // Nothing listens on port 1: building the sink does not care.
+        assert!(KafkaSink::new(KafkaConfig::new("127.0.0.1:1")).is_ok());
+        let bad = [
+            KafkaConfig::new(" "),
+            KafkaConfig { partitions: 0, ..KafkaConfig::default() },
+            KafkaConfig { message_timeout_ms: 0, ..KafkaConfig::default() },
+            KafkaConfig { compression: "bogus".into(), ..KafkaConfig::default() },
+            KafkaConfig { properties: vec![("no.such.property".into(), "1".into())], ..KafkaConfig::default() },
+        ];
+        for config in bad {
+            assert!(matches!(KafkaSink::new(config.clone()), Err(SinkError::Fatal(_))), "{config:?}");
+        }
+    }
+
+    #[test]
+    fn free_form_properties_cannot_weaken_the_producer() {
+        let config = KafkaConfig {
+            properties: vec![("acks".into(), "1".into()), ("enable.idempotence".into(), "false".into())],
+            ..KafkaConfig::default()
+        };
+        let producer = config.producer_config();
+        assert_eq!(producer.get("acks"), Some("all"));
+        assert_eq!(producer.get("enable.idempotence"), Some("true"));
+        assert_eq!(producer.get("message.timeout.ms"), Some("0"));
     }
 }
