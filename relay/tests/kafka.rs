@@ -359,30 +359,42 @@ fn relay_stopped_mid_stream_and_restarted_leaves_no_gap() {
 struct PrivateBroker {
     bin: PathBuf,
     port: u16,
+    /// The port it tells clients to use (its own, or a proxy's).
+    advertised: u16,
     log: PathBuf,
     child: Option<Child>,
 }
 
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port()
+}
+
 impl PrivateBroker {
     fn start(dir: &Path) -> PrivateBroker {
+        let port = free_port();
+        PrivateBroker::start_advertising(dir, port, port)
+    }
+
+    /// Listens on `port` and sends clients to `advertised` (where a proxy listens).
+    fn start_advertising(dir: &Path, port: u16, advertised: u16) -> PrivateBroker {
         let bin = tansu_bin();
-        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
-        let mut broker = PrivateBroker { bin, port, log: dir.join("tansu.log"), child: None };
+        let mut broker = PrivateBroker { bin, port, advertised, log: dir.join("tansu.log"), child: None };
         broker.restart();
         broker
     }
 
     fn brokers(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("127.0.0.1:{}", self.advertised)
     }
 
     /// Starts it (again) on the same port and waits until it answers.
     fn restart(&mut self) {
         assert!(self.child.is_none());
         let url = format!("tcp://127.0.0.1:{}", self.port);
+        let advertised = format!("tcp://127.0.0.1:{}", self.advertised);
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("tansu log");
         let child = Command::new(&self.bin)
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &advertised])
             .args(["--storage-engine", "memory://tansu/"])
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
@@ -485,4 +497,139 @@ fn broker_outage_loses_nothing_and_the_breaker_opens() {
     let mut after = Collector::new(&brokers, &config.all_topics());
     after.until_seen(&after_ids, Duration::from_secs(60));
     check_messages(&after.got, &expected);
+}
+
+/// A TCP proxy in front of a broker that can cut every connection (and refuse new ones)
+/// while the broker keeps its data: a network partition, not a crash. Answers from the
+/// broker are held back `delay` per chunk so that writes are slow and a cut lands in the
+/// middle of one.
+struct Proxy {
+    port: u16,
+    cut: Arc<std::sync::atomic::AtomicBool>,
+    open: Arc<parking_lot::Mutex<Vec<TcpStream>>>,
+}
+
+impl Proxy {
+    fn start(upstream: u16, delay: Duration) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("proxy listener");
+        let port = listener.local_addr().expect("proxy address").port();
+        let cut = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let open = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let (cut2, open2) = (cut.clone(), open.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                if cut2.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else { continue };
+                let _ = client.set_nodelay(true);
+                let _ = server.set_nodelay(true);
+                {
+                    let mut open = open2.lock();
+                    open.push(client.try_clone().expect("clone"));
+                    open.push(server.try_clone().expect("clone"));
+                }
+                let (c2, s2) = (client.try_clone().expect("clone"), server.try_clone().expect("clone"));
+                std::thread::spawn(move || pump(client, server, Duration::ZERO));
+                std::thread::spawn(move || pump(s2, c2, delay));
+            }
+        });
+        Proxy { port, cut, open }
+    }
+
+    /// Closes every connection and refuses new ones until `restore`.
+    fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        for s in self.open.lock().drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    fn restore(&self) {
+        self.cut.store(false, Ordering::SeqCst);
+    }
+}
+
+/// Copies `from` to `to` until either side closes.
+fn pump(mut from: TcpStream, mut to: TcpStream, delay: Duration) {
+    use std::io::{Read, Write};
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if !delay.is_zero() {
+            std::thread::sleep(delay);
+        }
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = from.shutdown(std::net::Shutdown::Both);
+    let _ = to.shutdown(std::net::Shutdown::Both);
+}
+
+#[test]
+fn network_partition_in_the_middle_of_writes_keeps_order_and_loses_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker_port = free_port();
+    let proxy = Proxy::start(broker_port, Duration::from_millis(50));
+    let _broker = PrivateBroker::start_advertising(dir.path(), broker_port, proxy.port);
+    let brokers = format!("127.0.0.1:{}", proxy.port);
+    let prefix = prefix("partition");
+    let wal_dir = dir.path().join("wal");
+    let mut log = common::LogWriter::open(&wal_dir);
+    log.shop("m-1", 3);
+    log.orders("m-1", 3, 150);
+    let config = sink_config(&brokers, &prefix);
+
+    let mut driver = driver_config(&wal_dir);
+    driver.batch.events_max = 200;
+    let mut relay = Relay::new(driver);
+    relay.spawn(KafkaSink::new(config.clone()).expect("sink")).expect("spawn");
+    let status = relay.statuses()[0].clone();
+    let durable = log.durable_lsn();
+    // Cut twice while the relay is behind: a short cut (librdkafka reconnects within the
+    // write) and one long enough for the write to give up and a new session to re-send.
+    for (i, cut_for) in [Duration::from_millis(300), Duration::from_millis(2_500)].into_iter().enumerate() {
+        let from = status.written_lsn.load(Ordering::Relaxed);
+        wait_until("the sink to move on", Duration::from_secs(30), || {
+            status.written_lsn.load(Ordering::Relaxed) > from
+        });
+        // The next write's requests are out by now, and their answers are held back.
+        std::thread::sleep(Duration::from_millis(30));
+        proxy.cut();
+        std::thread::sleep(cut_for);
+        proxy.restore();
+        if i == 0 {
+            log.orders("m-1", 3, 30);
+        }
+    }
+    let durable = log.durable_lsn().max(durable);
+    wait_until("the sink to catch up after the cuts", Duration::from_secs(60), || caught_up(&status, durable));
+    assert!(status.failures.load(Ordering::Relaxed) > 0, "the long cut failed a write or a resume");
+    relay.stop();
+
+    let expected = expected_events(&wal_dir, &prefix);
+    let mut collector = Collector::new(&brokers, &config.all_topics());
+    collector.until_seen(expected.keys(), Duration::from_secs(60));
+    collector.until_quiet(Duration::from_millis(300));
+    check_messages(&collector.got, &expected);
+    let mut copies: HashMap<&str, Vec<&Got>> = HashMap::new();
+    for g in &collector.got {
+        copies.entry(g.event_id.as_str()).or_default().push(g);
+    }
+    for (id, c) in &copies {
+        assert!(c.iter().all(|g| (&g.key, &g.value) == (&c[0].key, &c[0].value)), "{id}: copies differ: {c:?}");
+    }
+    eprintln!(
+        "{} events, {} messages ({} duplicates), {} failures",
+        expected.len(),
+        collector.got.len(),
+        collector.got.len() - copies.len(),
+        status.failures.load(Ordering::Relaxed)
+    );
 }
