@@ -41,11 +41,15 @@
 //! our own grows: the payload buffer is reused and only as large as the largest envelope.
 //!
 //! # Tests
-//! `relay/tests/kafka.rs` runs against a real Kafka-protocol broker (tansu). tansu built with
-//! the `dynostore` feature stores only in memory (`memory://`) or in S3, so the outage test
-//! cannot keep messages across a broker kill: it lets the consumer catch up and records
-//! what it saw before the kill, and checks that the union of before and after holds every
-//! event of the log (the events written during the outage must all arrive after the restart).
+//! `relay/tests/kafka.rs` runs against a real Kafka-protocol broker (tansu), no mocks.
+//! tansu built with the `dynostore` feature stores only in memory (`memory://`) or in S3
+//! (`broker --help` lists postgres, memory and s3; the others need features not built), so
+//! the broker-kill test cannot keep messages across the kill: it lets the consumer catch up
+//! and records what it saw before the kill, and checks that the union of before and after
+//! holds every event of the log (all written during the outage must arrive after the
+//! restart). The end-to-end check of order under failures is a second test: a TCP proxy in
+//! front of a private tansu cuts every connection in the middle of writes (the broker keeps
+//! its data), and every event, each duplicate and the per-key order are checked.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

@@ -7,7 +7,9 @@
 //! starts a private tansu on a free port (binary from `SURGE_TEST_TANSU`, PATH or
 //! `~/.cargo/bin/tansu`). tansu's dynostore build keeps messages only in memory, so that
 //! test lets the consumer catch up before the kill and checks the union of what it saw
-//! before and after (see the module doc of `surge_relay::kafka`).
+//! before and after (see the module doc of `surge_relay::kafka`); the partition test puts a
+//! cutting TCP proxy in front of a private tansu instead, so the broker keeps its data and
+//! order and duplicates are checked end to end.
 
 mod common;
 
@@ -352,6 +354,33 @@ fn relay_stopped_mid_stream_and_restarted_leaves_no_gap() {
         // Without a failed write, exactly the rewound stretch came twice.
         assert_eq!(collector.got.len(), expected.len() + resent.len(), "nothing else came twice");
     }
+    check_messages(&collector.got, &expected);
+}
+
+#[test]
+fn a_full_local_queue_waits_instead_of_failing() {
+    let brokers = brokers();
+    require_broker(&brokers);
+    let prefix = prefix("queue");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = common::LogWriter::open(dir.path());
+    log.shop("m-1", 3);
+    log.orders("m-1", 3, 30);
+    let mut config = sink_config(&brokers, &prefix);
+    // librdkafka holds at most 8 messages: every batch overflows it many times.
+    config.properties.push(("queue.buffering.max.messages".into(), "8".into()));
+
+    let mut relay = Relay::new(driver_config(dir.path()));
+    relay.spawn(KafkaSink::new(config.clone()).expect("sink")).expect("spawn");
+    let status = relay.statuses()[0].clone();
+    let durable = log.durable_lsn();
+    wait_until("the sink to catch up", Duration::from_secs(60), || caught_up(&status, durable));
+    assert_eq!(status.failures.load(Ordering::Relaxed), 0, "a full queue is no failure");
+    relay.stop();
+
+    let expected = expected_events(dir.path(), &prefix);
+    let mut collector = Collector::new(&brokers, &config.all_topics());
+    collector.until_seen(expected.keys(), Duration::from_secs(60));
     check_messages(&collector.got, &expected);
 }
 
