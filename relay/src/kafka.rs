@@ -17,7 +17,8 @@
 //! 1. *Within one producer session, what reaches a partition is a prefix of what was
 //!    produced to it, in produce order.* The idempotent producer numbers messages per
 //!    partition and the broker appends sequence n+1 only after n, so retries inside
-//!    librdkafka neither reorder nor duplicate. The one thing that can punch a hole in the
+//!    librdkafka neither reorder nor duplicate (on a broker that implements idempotent
+//!    produce; the partition test checks order on tansu). The one thing that can punch a hole in the
 //!    middle (a message failing while a later one succeeds) is a per-message timeout of a
 //!    queued message (librdkafka INTRODUCTION.md, "Message timeout considerations"), or a
 //!    batch failing with a non-retriable error. So librdkafka's own `message.timeout.ms` is
@@ -33,6 +34,15 @@
 //! Together: per partition, and so per aggregate, the *first occurrences* of event ids are in
 //! log order; later copies are duplicates a consumer drops by `event-id`. A restart of the
 //! process is just another session starting at the stored checkpoint.
+//!
+//! The limit of this argument: "nothing of that session is sent afterwards" does not stop
+//! a produce request the broker already *received* but has not yet appended (it sits in the
+//! broker's request queue) from being appended after the next session's first messages.
+//! That needs a write to time out against a live but very slow broker, and the request to
+//! wait longer in its queue than the driver's backoff plus a `resume` round trip. Only a
+//! transactional producer (a fixed `transactional.id`, whose new epoch fences the old
+//! producer's requests) would close it, at the price of a commit per batch and
+//! `read_committed` consumers; the sink does not do that.
 //!
 //! # Boundedness
 //! A write holds at most one driver batch (`events_max`, 10,000 by default) in librdkafka's
@@ -108,8 +118,9 @@ pub struct KafkaConfig {
     pub compression: String,
     /// `client.id` as the brokers see it.
     pub client_id: String,
-    /// Further librdkafka properties (security, tuning), applied last to the producer and
-    /// the admin client alike; they may not weaken `enable.idempotence`/`acks`.
+    /// Further librdkafka properties (security, tuning) for the producer and the admin
+    /// client alike; they cannot change what the ordering argument rests on
+    /// (`enable.idempotence`, `acks`, `enable.gapless.guarantee`, `message.timeout.ms`).
     pub properties: Vec<(String, String)>,
 }
 
@@ -158,7 +169,10 @@ impl KafkaConfig {
             c.set(k, v);
         }
         // Applied after the free-form properties: these hold the sink's promises.
-        c.set("enable.idempotence", "true").set("acks", "all");
+        c.set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("enable.gapless.guarantee", "true")
+            .set("message.timeout.ms", "0");
         c
     }
 
@@ -488,7 +502,18 @@ impl Sink for KafkaSink {
         // Also the connectivity check; a broker that lost its topics gets them back.
         self.ensure_topics().await?;
         if self.session.is_none() {
-            self.session = Some(Session::new(&self.config)?);
+            let session = Session::new(&self.config)?;
+            // A metadata answer from the broker the producer will use makes librdkafka ask
+            // for its producer id at once; without it the first batch waits for librdkafka's
+            // 500 ms retry timer (its bootstrap connection is gone by the first attempt).
+            // Blocking, but only the sink's own thread, for at most connect_timeout_ms.
+            let timeout = Duration::from_millis(self.config.connect_timeout_ms);
+            session
+                .producer
+                .client()
+                .fetch_metadata(Some(&self.topics[0]), timeout)
+                .map_err(|e| SinkError::Transient(format!("kafka: metadata from {}: {e}", self.config.brokers)))?;
+            self.session = Some(session);
         }
         Ok(checkpoint)
     }
@@ -570,12 +595,20 @@ mod tests {
     #[test]
     fn free_form_properties_cannot_weaken_the_producer() {
         let config = KafkaConfig {
-            properties: vec![("acks".into(), "1".into()), ("enable.idempotence".into(), "false".into())],
+            properties: vec![
+                ("acks".into(), "1".into()),
+                ("enable.idempotence".into(), "false".into()),
+                ("message.timeout.ms".into(), "1000".into()),
+                ("enable.gapless.guarantee".into(), "false".into()),
+                ("linger.ms".into(), "50".into()),
+            ],
             ..KafkaConfig::default()
         };
         let producer = config.producer_config();
         assert_eq!(producer.get("acks"), Some("all"));
         assert_eq!(producer.get("enable.idempotence"), Some("true"));
         assert_eq!(producer.get("message.timeout.ms"), Some("0"));
+        assert_eq!(producer.get("enable.gapless.guarantee"), Some("true"));
+        assert_eq!(producer.get("linger.ms"), Some("50"), "tuning is allowed");
     }
 }
