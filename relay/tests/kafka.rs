@@ -306,11 +306,21 @@ fn relay_stopped_mid_stream_and_restarted_leaves_no_gap() {
     wait_until("the sink to write something", Duration::from_secs(30), || {
         status.written_lsn.load(Ordering::Relaxed) > 0
     });
-    // Records keep coming while the relay runs, and it stops in the middle of them.
-    for _ in 0..3 {
-        log.orders("m-1", 4, 15);
-    }
-    relay.stop();
+    // Records keep coming (another thread, as the server's) while the relay runs, and it
+    // is dropped in the middle of them.
+    let before = log.durable_lsn();
+    let writer = std::thread::spawn(move || {
+        for _ in 0..6 {
+            log.orders("m-1", 4, 10);
+        }
+        log
+    });
+    wait_until("the sink to follow new records", Duration::from_secs(30), || {
+        status.written_lsn.load(Ordering::Relaxed) > before
+    });
+    eprintln!("relay dropped while the writer is {}", if writer.is_finished() { "done" } else { "writing" });
+    drop(relay);
+    let mut log = writer.join().expect("writer");
     let stopped_at = status.written_lsn.load(Ordering::Relaxed);
     let first_failures = status.failures.load(Ordering::Relaxed);
     let checkpoint = surge_wal::load_reader_checkpoint(dir.path(), "kafka").expect("checkpoint").unwrap_or(0);
