@@ -12,7 +12,7 @@ use surge_core::ids::Numbered;
 use surge_core::image;
 use surge_core::state::Merchant;
 use surge_core::{Event, Shard};
-use surge_wal::{Lsn, Wal};
+use surge_wal::{Lsn, Tailer};
 
 use crate::batch::LoggedEvent;
 use crate::sink::SinkError;
@@ -64,13 +64,14 @@ impl Projection {
     }
 
     /// The state at `wanted`, or at the newest snapshot if that is later (see [`Rebuilt`]).
-    /// Reads the log directory without locking or changing it.
+    /// Reads the log directory without locking or changing it, while the server may be
+    /// writing it: the newest snapshot file, then the durable records after it through a
+    /// tailer (which never reads beyond the durable watermark, unlike a recovery scan that
+    /// would trip over a write in progress).
     pub fn rebuild(dir: &Path, wanted: Lsn) -> Result<Rebuilt, SinkError> {
-        let recovery = Wal::open_read_only(dir)
-            .map_err(|e| SinkError::Transient(format!("reading the log in {}: {e}", dir.display())))?;
-        let (mut shards, base) = match recovery.snapshot() {
+        let (mut shards, base) = match newest_snapshot(dir)? {
             Some((lsn, bytes)) => {
-                let shards = image::decode_snapshot(bytes, None)
+                let shards = image::decode_snapshot(&bytes, None)
                     .map_err(|e| SinkError::Fatal(format!("the log's snapshot at LSN {lsn} does not decode: {e}")))?;
                 (shards, lsn)
             }
@@ -80,24 +81,28 @@ impl Projection {
             return Ok(Rebuilt::Snapshot(Projection { shards, lsn: base }));
         }
         let mut lsn = base;
-        for record in recovery.records() {
-            if lsn == wanted {
-                break;
+        if wanted > base {
+            let mut tailer = Tailer::open(dir, base + 1)
+                .map_err(|e| SinkError::Transient(format!("opening the log in {}: {e}", dir.display())))?;
+            // Bounded by `wanted`: every round applies the next record or returns.
+            while lsn < wanted {
+                let record = tailer
+                    .try_next()
+                    .map_err(|e| SinkError::Transient(format!("reading the log in {}: {e}", dir.display())))?;
+                let Some(record) = record else {
+                    return Err(SinkError::Fatal(format!(
+                        "the cold store is at LSN {wanted} but the log in {} is durable only up to LSN {lsn}: \
+                         the database belongs to another log, or the log lost records",
+                        dir.display()
+                    )));
+                };
+                assert_eq!(record.lsn, lsn + 1, "the tailer yields consecutive records");
+                let events = image::record_events(record.record_type, &record.payload)
+                    .map_err(|e| SinkError::Fatal(format!("log record at LSN {}: {e}", record.lsn)))?;
+                image::apply_events(&mut shards, &events)
+                    .map_err(|e| SinkError::Fatal(format!("log record at LSN {}: {e}", record.lsn)))?;
+                lsn = record.lsn;
             }
-            let record = record.map_err(|e| SinkError::Transient(format!("reading the log: {e}")))?;
-            let events = image::record_events(record.record_type, record.payload)
-                .map_err(|e| SinkError::Fatal(format!("log record at LSN {}: {e}", record.lsn)))?;
-            assert_eq!(record.lsn, lsn + 1, "recovery yields consecutive records");
-            image::apply_events(&mut shards, &events)
-                .map_err(|e| SinkError::Fatal(format!("log record at LSN {}: {e}", record.lsn)))?;
-            lsn = record.lsn;
-        }
-        if lsn != wanted {
-            return Err(SinkError::Fatal(format!(
-                "the cold store is at LSN {wanted} but the log in {} ends at LSN {lsn}: \
-                 the database belongs to another log, or the log lost records",
-                dir.display()
-            )));
         }
         Ok(Rebuilt::At(Projection { shards, lsn }))
     }
@@ -179,4 +184,38 @@ pub fn order_id(n: u64) -> String {
 
 pub fn payment_id(n: u64) -> String {
     Numbered::Payment.id(n)
+}
+
+/// The newest valid snapshot in `dir`: `(LSN, state bytes)`. The log writes snapshots under
+/// a temporary name and renames them, so a listed snapshot is complete; one that fails its
+/// checksums is skipped for the next older one, as the server's own recovery does.
+fn newest_snapshot(dir: &Path) -> Result<Option<(Lsn, Vec<u8>)>, SinkError> {
+    let listing =
+        std::fs::read_dir(dir).map_err(|e| SinkError::Transient(format!("listing {}: {e}", dir.display())))?;
+    let mut snapshots: Vec<(Lsn, std::path::PathBuf)> = Vec::new();
+    for entry in listing {
+        let entry = entry.map_err(|e| SinkError::Transient(format!("listing {}: {e}", dir.display())))?;
+        let name = entry.file_name();
+        if let Some(lsn) = name.to_str().and_then(surge_wal::segment::parse_snapshot_name) {
+            snapshots.push((lsn, entry.path()));
+        }
+    }
+    snapshots.sort_unstable_by_key(|s| std::cmp::Reverse(s.0));
+    for (lsn, path) in snapshots {
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            // Removed since the listing: a newer one replaced it; look again next time.
+            Err(e) => return Err(SinkError::Transient(format!("reading {}: {e}", path.display()))),
+        };
+        match surge_wal::format::decode_snapshot(&bytes) {
+            Ok((header_lsn, _)) if header_lsn == lsn => {
+                let mut payload = bytes;
+                payload.drain(..surge_wal::format::SNAPSHOT_HEADER_SIZE);
+                return Ok(Some((lsn, payload)));
+            }
+            Ok(_) => tracing::warn!("snapshot {} names another LSN than its header; skipped", path.display()),
+            Err(reason) => tracing::warn!("snapshot {} is invalid ({reason}); skipped", path.display()),
+        }
+    }
+    Ok(None)
 }
