@@ -269,6 +269,18 @@ impl Sink for CutWrites {
 /// Everything the cold store holds equals the truth: the engine's views, the log's events,
 /// the engine's ledger, the durable LSN.
 fn assert_matches(db: &TestDb, engine: &Engine, dir: &Path, durable: Lsn) {
+    assert_state_matches(db, engine, durable);
+    assert_events_match(db, &public_event_ids(dir, durable));
+    assert_ledger_matches(db, engine);
+    let statuses: Vec<String> =
+        db.rows("SELECT DISTINCT status FROM orders").into_iter().map(|r| r[0].clone()).collect();
+    for status in ["paid", "cancelled", "expired"] {
+        assert!(statuses.iter().any(|s| s == status), "the log has {status} orders: {statuses:?}");
+    }
+}
+
+/// The offset and the current-state tables equal the engine's views; no secrets anywhere.
+fn assert_state_matches(db: &TestDb, engine: &Engine, durable: Lsn) {
     assert_eq!(db.one("SELECT lsn FROM relay_offset WHERE sink = 'mariadb'"), durable.to_string(), "offset");
     let merchants: Vec<_> = engine.shards.iter().flat_map(Shard::merchants).collect();
 
@@ -363,11 +375,7 @@ fn assert_matches(db: &TestDb, engine: &Engine, dir: &Path, durable: Lsn) {
         ms("updated_at"),
         ms("expires_at")
     ));
-    let statuses: std::collections::BTreeSet<&str> = got.iter().map(|r| r[3].as_str()).collect();
-    assert_rows("orders", got.clone(), orders);
-    for status in ["paid", "cancelled", "expired"] {
-        assert!(statuses.contains(status), "the log has {status} orders: {statuses:?}");
-    }
+    assert_rows("orders", got, orders);
     assert_rows(
         "order_lines",
         db.rows("SELECT merchant_id, order_id, line_no, sku, qty, unit_price FROM order_lines"),
@@ -380,14 +388,6 @@ fn assert_matches(db: &TestDb, engine: &Engine, dir: &Path, durable: Lsn) {
         ms("updated_at")
     ));
     assert_rows("payments", got, payments);
-
-    // Every public event exactly once, in log order, with a valid envelope of its own id.
-    let expected = public_event_ids(dir, durable);
-    let got: Vec<String> =
-        db.rows("SELECT event_id FROM events ORDER BY lsn, idx").into_iter().map(|r| r[0].clone()).collect();
-    assert_eq!(got.len(), expected.len(), "events rows vs public events in the log");
-    assert!(got == expected, "events differ from the log's public events");
-    assert_eq!(db.one("SELECT COUNT(*) FROM events WHERE JSON_VALUE(envelope, '$.event_id') <> event_id"), "0");
     let card_digits = CARD_NUMBER.replace('-', "");
     for table in ["events", "payments", "orders"] {
         let dump = db.rows(&format!("SELECT * FROM {table}"));
@@ -395,8 +395,20 @@ fn assert_matches(db: &TestDb, engine: &Engine, dir: &Path, durable: Lsn) {
         assert!(!text.contains(CARD_NUMBER) && !text.contains(&card_digits[..12]), "{table} holds a card number");
     }
     assert_eq!(db.one("SELECT COUNT(*) FROM events WHERE envelope LIKE '%api_key_hash%'"), "0");
+}
 
-    // The ledger: one row per posting, per-account totals equal the engine's, balanced.
+/// Every expected event exactly once, in log order, with a valid envelope of its own id.
+fn assert_events_match(db: &TestDb, expected: &[String]) {
+    let got: Vec<String> =
+        db.rows("SELECT event_id FROM events ORDER BY lsn, idx").into_iter().map(|r| r[0].clone()).collect();
+    assert_eq!(got.len(), expected.len(), "events rows vs public events in the log");
+    assert!(got == expected, "events differ from the log's public events");
+    assert_eq!(db.one("SELECT COUNT(*) FROM events WHERE JSON_VALUE(envelope, '$.event_id') <> event_id"), "0");
+}
+
+/// One row per posting, per-account totals equal the engine's, debits equal credits.
+fn assert_ledger_matches(db: &TestDb, engine: &Engine) {
+    let merchants: Vec<_> = engine.shards.iter().flat_map(Shard::merchants).collect();
     let postings: u64 = merchants.iter().map(|m| m.ledger.postings).sum();
     assert_eq!(db.one("SELECT COUNT(*) FROM ledger_entries"), postings.to_string());
     let mut totals: HashMap<(String, String), (u128, u128)> = HashMap::new();
@@ -505,6 +517,30 @@ fn exactly_once_across_relay_stops_and_writes_cut_mid_transaction() {
     );
 }
 
+#[test]
+fn two_relays_on_one_database_write_each_event_once() {
+    let db = TestDb::create(&base_url(), "two");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = LogWriter::open(dir.path());
+    busy_log(&mut log, 40);
+    let (mut a, mut b) = (Relay::new(driver_config(dir.path(), 24)), Relay::new(driver_config(dir.path(), 40)));
+    let (sink_a, sink_b) = (sink(&db, dir.path()), sink(&db, dir.path()));
+    let counters = [sink_a.counters(), sink_b.counters()];
+    a.spawn(sink_a).expect("spawn");
+    b.spawn(sink_b).expect("spawn");
+    for m in ["m-1", "m-2", "m-1"] {
+        log.orders(m, 5, 30);
+    }
+    wait_for(&a, log.durable_lsn(), Duration::from_secs(60));
+    wait_for(&b, log.durable_lsn(), Duration::from_secs(60));
+    a.stop();
+    b.stop();
+    assert_matches(&db, &log.engine, dir.path(), log.durable_lsn());
+    let transactions: Vec<u64> = counters.iter().map(|c| c.transactions.load(Ordering::Relaxed)).collect();
+    let rebuilds: Vec<u64> = counters.iter().map(|c| c.rebuilds.load(Ordering::Relaxed)).collect();
+    eprintln!("two relays: transactions {transactions:?}, rebuilds {rebuilds:?}");
+}
+
 fn write_snapshot(log: &LogWriter, lsn: Lsn, shards: &[Shard]) {
     let parts: Vec<Vec<u8>> = shards.iter().map(Shard::snapshot).collect();
     log.wal.write_snapshot(lsn, &image::encode_snapshot(&parts)).expect("snapshot");
@@ -562,6 +598,118 @@ fn resumes_around_server_snapshots_ahead_of_and_behind_the_database() {
     let events_after: u64 = db.one("SELECT COUNT(*) FROM events").parse().expect("count");
     assert!(events_after > events_before && written > 0);
     assert_matches(&db, &log.engine, dir.path(), log.durable_lsn());
+}
+
+/// A log of small segments, so a snapshot lets retention delete some: records the cold
+/// store never had are then gone. Keeps the public event ids it wrote, by LSN.
+struct SmallLog {
+    wal: surge_wal::Wal,
+    engine: Engine,
+    now: u64,
+    keys: u64,
+    events: Vec<(Lsn, String)>,
+}
+
+impl SmallLog {
+    fn open(dir: &Path) -> SmallLog {
+        let config =
+            surge_wal::Config { segment_size_bytes: 64 * 1024, batch_bytes_max: 16 * 1024, ..Default::default() };
+        let (wal, _) = surge_wal::Wal::open(dir, config).expect("open log");
+        SmallLog { wal, engine: Engine::new(2), now: common::T0, keys: 0, events: Vec::new() }
+    }
+
+    fn run(&mut self, merchant: &str, command: Command) -> Option<Reply> {
+        self.keys += 1;
+        let idempotency = Some(Idempotency { key: format!("k{}", self.keys), fingerprint: [1; 16] });
+        let request = Request { merchant: merchant.into(), idempotency, command };
+        let (_, outcome) = self.engine.execute(&request, self.now).ok()?;
+        let surge_core::Outcome::Applied { events, reply } = outcome else { panic!("fresh keys never replay") };
+        let payload = surge_core::encoding::encode_events(&events);
+        let lsn = self.wal.append(image::EVENTS_RECORD_TYPE, &payload).expect("append").wait().expect("durable");
+        self.engine.mark_all_durable();
+        for (i, e) in events.iter().enumerate() {
+            if e.aggregate().is_some() {
+                self.events.push((lsn, surge_core::envelope::event_id(lsn, i as u32)));
+            }
+        }
+        Some(reply)
+    }
+
+    fn orders(&mut self, merchant: &str, n: usize) {
+        for i in 0..n {
+            let order = Command::CreateOrder {
+                customer: format!("c-{}", i % 10),
+                source: OrderSource::Lines(vec![LineSpec { sku: format!("sku-{}", i % 3), qty: 1 }]),
+                payment: PaymentSpec { method: PaymentMethod::Points, card: None, capture: CaptureMode::Automatic },
+                queue_token: None,
+            };
+            let Some(Reply::Order(view)) = self.run(merchant, order) else { panic!("order") };
+            if i % 4 == 1 {
+                let payment = view.payment.expect("payment").id.to_string();
+                self.run(merchant, Command::RefundPayment { payment, amount: Some(300) }).expect("refund");
+            }
+        }
+    }
+}
+
+/// The oldest LSN the log directory still has.
+fn oldest_lsn(dir: &Path) -> Lsn {
+    std::fs::read_dir(dir)
+        .expect("list")
+        .filter_map(|e| e.ok()?.file_name().to_str().and_then(surge_wal::segment::parse_segment_name))
+        .min()
+        .expect("a segment")
+}
+
+#[test]
+fn behind_a_snapshot_whose_records_are_gone_writes_the_state_and_the_events_it_still_has() {
+    let db = TestDb::create(&base_url(), "gone");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = SmallLog::open(dir.path());
+    log.run("m-1", Command::CreateMerchant { name: "shop".into(), currency: "KRW".into(), api_key_hash: [3; 32] });
+    for i in 0..3 {
+        let spec =
+            ItemSpec { sku: format!("sku-{i}"), name: format!("item {i}"), price: 1_000, stock: 10_000, queue: None };
+        log.run("m-1", Command::PutItem(spec)).expect("item");
+    }
+    for c in 0..10 {
+        let credit = Command::CreditPoints { customer: format!("c-{c}"), amount: 10_000_000, reason: "hi".into() };
+        log.run("m-1", credit).expect("points");
+    }
+    log.orders("m-1", 30);
+    let mut relay = Relay::new(driver_config(dir.path(), 100));
+    relay.spawn(sink(&db, dir.path())).expect("spawn");
+    wait_for(&relay, log.wal.durable_lsn(), Duration::from_secs(30));
+    relay.stop();
+    let at_db = log.wal.durable_lsn();
+
+    // The sink is forgotten (as if it had never registered), the log moves on, a snapshot
+    // lets retention delete what only the sink still needed.
+    log.wal.remove_reader("mariadb").expect("forget the reader");
+    log.orders("m-1", 300);
+    let snapshot = log.wal.durable_lsn();
+    let parts: Vec<Vec<u8>> = log.engine.shards.iter().map(Shard::snapshot).collect();
+    let removed = log.wal.write_snapshot(snapshot, &image::encode_snapshot(&parts)).expect("snapshot");
+    let oldest = oldest_lsn(dir.path());
+    assert!(!removed.is_empty() && oldest > at_db + 1, "retention removed records the sink never had");
+    assert!(oldest <= snapshot, "the segment holding the snapshot's LSN stays");
+    log.orders("m-1", 20);
+
+    let mut relay = Relay::new(driver_config(dir.path(), 100));
+    relay.spawn(sink(&db, dir.path())).expect("spawn");
+    wait_for(&relay, log.wal.durable_lsn(), Duration::from_secs(30));
+    relay.stop();
+    assert_state_matches(&db, &log.engine, log.wal.durable_lsn());
+    let expected: Vec<String> =
+        log.events.iter().filter(|(lsn, _)| *lsn <= at_db || *lsn >= oldest).map(|(_, id)| id.clone()).collect();
+    assert!(expected.len() < log.events.len());
+    assert_events_match(&db, &expected);
+    let ledger: u64 = db.one("SELECT COUNT(*) FROM ledger_entries").parse().expect("count");
+    assert_eq!(
+        ledger,
+        db.one("SELECT COUNT(*) FROM events WHERE type = 'ledger.posted'").parse::<u64>().expect("count"),
+        "one ledger row per stored posting event"
+    );
 }
 
 // ---- a database of our own to kill -------------------------------------------------------
