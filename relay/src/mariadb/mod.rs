@@ -17,6 +17,11 @@
 //! still has, every current-state row as of S and the offset S, in one transaction, and
 //! goes on from S.
 //!
+//! Time: `resume` rebuilds the projection (snapshot decode plus replay of the records
+//! after it) and, behind a snapshot, rewrites every row in one transaction; on a large
+//! state that takes longer than a batch, so the driver's `call_timeout_ms` must allow it
+//! (a timed-out resume is retried from the start and would never finish).
+//!
 //! Module map: `schema` (migrations), `projection` (state and what a batch touched), `rows`
 //! (table rows from views and events), `sql` (literals and chunked statements).
 
@@ -43,7 +48,7 @@ use crate::sink::{Sink, SinkError};
 /// row in `relay_offset`.
 pub const SINK_NAME: &str = "mariadb";
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct MariaDbConfig {
     /// `mysql://user:password@host:3306/database`; the database must exist.
     pub url: String,
@@ -58,6 +63,27 @@ pub struct MariaDbConfig {
 impl MariaDbConfig {
     pub fn new(url: impl Into<String>, wal_dir: impl Into<PathBuf>) -> MariaDbConfig {
         MariaDbConfig { url: url.into(), wal_dir: wal_dir.into(), rows_per_statement: 1_000 }
+    }
+}
+
+impl std::fmt::Debug for MariaDbConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MariaDbConfig")
+            .field("url", &redact_password(&self.url))
+            .field("wal_dir", &self.wal_dir)
+            .field("rows_per_statement", &self.rows_per_statement)
+            .finish()
+    }
+}
+
+/// `mysql://user:secret@host/db` as `mysql://user:***@host/db`, for logs.
+pub fn redact_password(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else { return url.to_string() };
+    let authority_end = url[scheme_end..].find('/').map_or(url.len(), |i| scheme_end + i);
+    let Some(at) = url[scheme_end..authority_end].rfind('@').map(|i| scheme_end + i) else { return url.to_string() };
+    match url[scheme_end..at].find(':') {
+        Some(colon) => format!("{}***{}", &url[..scheme_end + colon + 1], &url[at..]),
+        None => url.to_string(),
     }
 }
 
@@ -382,5 +408,29 @@ pub(crate) fn db_error(what: &str, e: mysql_async::Error) -> SinkError {
         mysql_async::Error::Server(s) if PERMANENT.contains(&s.code) => SinkError::Fatal(format!("{what}: {e}")),
         mysql_async::Error::Url(_) => SinkError::Fatal(format!("{what}: {e}")),
         _ => SinkError::Transient(format!("{what}: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_stay_out_of_logs() {
+        assert_eq!(redact_password("mysql://u:p@ss@h:3306/db"), "mysql://u:***@h:3306/db");
+        assert_eq!(redact_password("mysql://root@127.0.0.1:3306"), "mysql://root@127.0.0.1:3306");
+        assert_eq!(redact_password("mysql://h/db"), "mysql://h/db");
+        let config = MariaDbConfig::new("mysql://u:secret@h/db", "/tmp/wal");
+        assert!(!format!("{config:?}").contains("secret"));
+    }
+
+    #[test]
+    fn urls_without_a_database_are_refused_before_any_connection() {
+        assert!(matches!(
+            MariaDbSink::new(MariaDbConfig::new("mysql://root@127.0.0.1:3306", "/tmp/wal")),
+            Err(SinkError::Fatal(_))
+        ));
+        assert!(MariaDbSink::new(MariaDbConfig::new("mysql://root@127.0.0.1:3306/db", "/tmp/wal")).is_ok());
+        assert!(matches!(MariaDbSink::new(MariaDbConfig::new("nonsense", "/tmp/wal")), Err(SinkError::Fatal(_))));
     }
 }
