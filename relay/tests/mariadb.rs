@@ -23,7 +23,7 @@ use surge_core::ledger::FIXED_ACCOUNTS;
 use surge_core::view::Reply;
 use surge_core::{image, Engine, Shard};
 use surge_relay::breaker::BreakerConfig;
-use surge_relay::mariadb::{MariaDbConfig, MariaDbCounters, MariaDbSink};
+use surge_relay::mariadb::{schema, MariaDbConfig, MariaDbCounters, MariaDbSink};
 use surge_relay::{Batch, DriverConfig, Relay, Sink, SinkError};
 use surge_wal::Lsn;
 
@@ -388,6 +388,7 @@ fn assert_state_matches(db: &TestDb, engine: &Engine, durable: Lsn) {
         ms("updated_at")
     ));
     assert_rows("payments", got, payments);
+    assert_customers_match(db, engine);
     let card_digits = CARD_NUMBER.replace('-', "");
     for table in ["events", "payments", "orders"] {
         let dump = db.rows(&format!("SELECT * FROM {table}"));
@@ -395,6 +396,17 @@ fn assert_state_matches(db: &TestDb, engine: &Engine, durable: Lsn) {
         assert!(!text.contains(CARD_NUMBER) && !text.contains(&card_digits[..12]), "{table} holds a card number");
     }
     assert_eq!(db.one("SELECT COUNT(*) FROM events WHERE envelope LIKE '%api_key_hash%'"), "0");
+}
+
+/// Every customer with their points balance.
+fn assert_customers_match(db: &TestDb, engine: &Engine) {
+    let mut expected = Vec::new();
+    for m in engine.shards.iter().flat_map(Shard::merchants) {
+        for c in m.customers.iter() {
+            expected.push(vec![m.id.to_string(), c.id.to_string(), m.points_view(&c.id).balance.to_string()]);
+        }
+    }
+    assert_rows("customers", db.rows("SELECT merchant_id, id, points FROM customers"), expected);
 }
 
 /// Every expected event exactly once, in log order, with a valid envelope of its own id.
@@ -474,7 +486,7 @@ fn rows_equal_the_views_after_catch_up_and_while_streaming() {
     relay.stop();
     assert_matches(&db, &log.engine, dir.path(), log.durable_lsn());
     assert_eq!(counters.rebuilds.load(Ordering::Relaxed), 1, "one rebuild, at the start");
-    assert_eq!(db.one("SELECT MAX(version) FROM schema_migrations"), "1");
+    assert_eq!(db.one("SELECT MAX(version) FROM schema_migrations"), schema::latest_version().to_string());
 }
 
 #[test]
@@ -846,23 +858,41 @@ fn catches_up_exactly_once_after_the_database_is_killed_and_restarted() {
 }
 
 #[test]
-fn migrations_are_idempotent_and_a_newer_schema_is_refused() {
+fn migrations_are_idempotent_backfill_and_refuse_a_newer_schema() {
     let db = TestDb::create(&base_url(), "schema");
     let dir = tempfile::tempdir().expect("tempdir");
     let mut log = LogWriter::open(dir.path());
     log.shop("m-1", 2);
     let rt = runtime();
+    let versions = schema::MIGRATIONS.len().to_string();
     for _ in 0..2 {
         let mut s = sink(&db, dir.path());
         assert_eq!(rt.block_on(s.resume(0)).expect("resume"), 0);
     }
-    assert_eq!(db.one("SELECT COUNT(*) FROM schema_migrations"), "1");
+    assert_eq!(db.one("SELECT COUNT(*) FROM schema_migrations"), versions);
     // A migration left half-done (its tables dropped, its row not written) reruns.
     query(&db.url(), "DROP TABLE events").expect("drop");
     query(&db.url(), "DELETE FROM schema_migrations").expect("delete");
     let mut s = sink(&db, dir.path());
     assert_eq!(rt.block_on(s.resume(0)).expect("resume"), 0);
     assert_eq!(db.one("SELECT COUNT(*) FROM events"), "0");
+    assert_eq!(db.one("SELECT COUNT(*) FROM schema_migrations"), versions);
+
+    // A database written before the customers table existed (schema version 1) gets it
+    // filled from the projection when a newer relay starts.
+    log.orders("m-1", 2, 30);
+    let mut relay = Relay::new(driver_config(dir.path(), 100));
+    relay.spawn(sink(&db, dir.path())).expect("spawn");
+    wait_for(&relay, log.durable_lsn(), Duration::from_secs(30));
+    relay.stop();
+    query(&db.url(), "DROP TABLE customers").expect("drop");
+    query(&db.url(), "DELETE FROM schema_migrations WHERE version = 2").expect("delete");
+    let mut s = sink(&db, dir.path());
+    assert_eq!(rt.block_on(s.resume(0)).expect("resume"), log.durable_lsn());
+    assert_eq!(db.one("SELECT COUNT(*) FROM schema_migrations"), versions);
+    assert_customers_match(&db, &log.engine);
+    assert_matches(&db, &log.engine, dir.path(), log.durable_lsn());
+
     query(&db.url(), "INSERT INTO schema_migrations VALUES (999, 'from the future', UTC_TIMESTAMP(3))")
         .expect("insert");
     let mut s = sink(&db, dir.path());

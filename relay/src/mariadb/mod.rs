@@ -108,6 +108,8 @@ pub struct MariaDbSink {
     /// `None` until built, and after anything that may have left it half-applied.
     projection: Option<Projection>,
     limits: Limits,
+    /// Backfill migrations whose DDL ran and whose rows are still to be written.
+    backfills: Vec<&'static schema::Migration>,
     counters: Arc<MariaDbCounters>,
 }
 
@@ -131,6 +133,7 @@ impl MariaDbSink {
             in_flight: false,
             projection: None,
             limits,
+            backfills: Vec::new(),
             counters: Arc::default(),
         })
     }
@@ -165,7 +168,7 @@ impl MariaDbSink {
                     Err(e) => return Err(db_error("killing the abandoned connection", e)),
                 }
             }
-            schema::migrate(&mut conn).await?;
+            self.backfills = schema::migrate(&mut conn).await?;
             let packet: Option<u64> =
                 conn.query_first("SELECT @@max_allowed_packet").await.map_err(|e| db_error("reading settings", e))?;
             self.limits =
@@ -192,6 +195,7 @@ impl MariaDbSink {
             );
         }
         if self.projection.as_ref().is_some_and(|p| p.lsn() == stored) {
+            self.backfill(stored).await?;
             return Ok(stored);
         }
         self.projection = None;
@@ -202,6 +206,7 @@ impl MariaDbSink {
             Rebuilt::At(projection) => {
                 tracing::info!(sink = SINK_NAME, lsn = stored, took = ?started.elapsed(), "cold store projection rebuilt");
                 self.projection = Some(projection);
+                self.backfill(stored).await?;
                 Ok(stored)
             }
             Rebuilt::Snapshot(projection) => {
@@ -227,6 +232,7 @@ impl MariaDbSink {
         let dir = self.config.wal_dir.clone();
         let limits = self.limits;
         let counters = self.counters.clone();
+        let backfills = self.backfills.clone();
         self.in_flight = true;
         let conn = self.connection().await?;
         let mut tx = begin(conn, stored).await?;
@@ -277,12 +283,65 @@ impl MariaDbSink {
         for statement in tables.finish() {
             tx.query_drop(statement).await.map_err(|e| db_error("writing the snapshot's rows", e))?;
         }
+        // Every row was written: the backfills are done too.
+        for migration in &backfills {
+            tx.query_drop(schema::record_statement(migration))
+                .await
+                .map_err(|e| db_error("recording a schema migration", e))?;
+        }
         commit(tx, snapshot).await?;
+        self.backfills.clear();
         self.in_flight = false;
         counters.rows.fetch_add(rows, Ordering::Relaxed);
         counters.events.fetch_add(events, Ordering::Relaxed);
         counters.transactions.fetch_add(1, Ordering::Relaxed);
         tracing::info!(sink = SINK_NAME, snapshot, rows, events, "cold store rewritten from the snapshot");
+        Ok(())
+    }
+
+    /// Writes the rows of pending backfill migrations from the projection (at `stored`, the
+    /// database's offset) and records the migrations, in one transaction.
+    async fn backfill(&mut self, stored: Lsn) -> Result<(), SinkError> {
+        if self.backfills.is_empty() {
+            return Ok(());
+        }
+        let limits = self.limits;
+        let backfills = self.backfills.clone();
+        self.in_flight = true;
+        let (Some(conn), Some(projection)) = (self.conn.as_mut(), self.projection.as_ref()) else {
+            return Err(SinkError::Transient("backfill before the projection is built".into()));
+        };
+        let mut tx = begin(conn, stored).await?;
+        let mut tables = Tables::new(limits);
+        for migration in &backfills {
+            let Some(backfill) = migration.backfill else { continue };
+            for merchant in projection.merchants() {
+                tables.backfill(merchant, backfill, stored);
+                for statement in tables.take_ready() {
+                    tx.query_drop(statement).await.map_err(|e| db_error("backfilling", e))?;
+                }
+            }
+        }
+        let rows = tables.row_count();
+        for statement in tables.finish() {
+            tx.query_drop(statement).await.map_err(|e| db_error("backfilling", e))?;
+        }
+        for migration in &backfills {
+            tx.query_drop(schema::record_statement(migration))
+                .await
+                .map_err(|e| db_error("recording a schema migration", e))?;
+        }
+        commit(tx, stored).await?;
+        self.in_flight = false;
+        self.backfills.clear();
+        for migration in &backfills {
+            tracing::info!(
+                version = migration.version,
+                name = migration.name,
+                rows,
+                "cold store schema migrated and backfilled"
+            );
+        }
         Ok(())
     }
 

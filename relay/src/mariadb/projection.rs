@@ -10,6 +10,7 @@ use std::sync::Arc;
 use surge_core::event::EventBody;
 use surge_core::ids::Numbered;
 use surge_core::image;
+use surge_core::ledger::Account;
 use surge_core::state::Merchant;
 use surge_core::{Event, Shard};
 use surge_wal::{Lsn, Tailer};
@@ -39,6 +40,7 @@ pub enum Aggregate {
     Item(Arc<str>),
     Order(u64),
     Payment(u64),
+    Customer(Arc<str>),
 }
 
 /// The rows a batch changes: aggregates (with the LSN of the newest event that touched
@@ -134,6 +136,7 @@ impl Projection {
             B::InventoryMoved(e) => mark(Aggregate::Item(e.sku.clone())),
             B::OrderCreated(e) => {
                 mark(Aggregate::Order(e.order));
+                mark(Aggregate::Customer(e.customer.clone()));
                 touched.new_orders.push((merchant.clone(), e.order));
             }
             B::OrderPaid(e) => mark(Aggregate::Order(e.order)),
@@ -151,17 +154,25 @@ impl Projection {
             B::PaymentRefunded(e) => self.touch_payment(&mut mark, merchant, e.payment),
             B::PaymentFailed(e) => self.touch_payment(&mut mark, merchant, e.payment),
             B::PaymentVoided(e) => self.touch_payment(&mut mark, merchant, e.payment),
-            // Holds, points, queues and idempotency records have no table of their own;
-            // ledger postings and every public event are append-only rows.
-            B::HoldCreated(_)
-            | B::HoldReleased(_)
+            // Customers appear with their first hold, order, token or points; their
+            // balance moves with every posting to their points account.
+            B::HoldCreated(e) => mark(Aggregate::Customer(e.customer.clone())),
+            B::TokenIssued(e) => mark(Aggregate::Customer(e.customer.clone())),
+            B::PointsCredited(e) => mark(Aggregate::Customer(e.customer.clone())),
+            B::PointsDebited(e) => mark(Aggregate::Customer(e.customer.clone())),
+            B::LedgerPosted(e) => {
+                for account in [&e.debit, &e.credit] {
+                    if let Account::CustomerPoints(c) = account {
+                        mark(Aggregate::Customer(c.clone()));
+                    }
+                }
+            }
+            // Holds, queues and idempotency records have no table of their own; ledger
+            // postings and every public event are append-only rows too.
+            B::HoldReleased(_)
             | B::HoldExpired(_)
             | B::HoldConverted(_)
-            | B::PointsCredited(_)
-            | B::PointsDebited(_)
-            | B::LedgerPosted(_)
             | B::QueuePut(_)
-            | B::TokenIssued(_)
             | B::TokenActivated(_)
             | B::TokenExpired(_)
             | B::IdempotencyRecorded(_)

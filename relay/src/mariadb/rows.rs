@@ -15,6 +15,7 @@ use surge_core::state::Merchant;
 use surge_wal::Lsn;
 
 use super::projection::{order_id, payment_id, Aggregate};
+use super::schema::Backfill;
 use super::sql::{push_datetime, push_opt_datetime, push_opt_str, push_str, push_u64, Chunked, Limits};
 use crate::batch::LoggedEvent;
 use crate::sink::SinkError;
@@ -72,6 +73,8 @@ const PAYMENTS_UPSERT: &str = forward_only_upsert!(
     "created_at",
     "updated_at"
 );
+const CUSTOMERS: &str = "INSERT INTO customers (merchant_id, id, points, last_lsn)";
+const CUSTOMERS_UPSERT: &str = forward_only_upsert!("points");
 /// Append-only: a second insert of the same event is an error, never silently skipped
 /// (the offset row makes it impossible; if it happens, something else writes here).
 const LEDGER: &str = "INSERT INTO ledger_entries (merchant_id, posting, event_id, lsn, debit_account, \
@@ -85,6 +88,7 @@ pub struct Tables {
     orders: Chunked,
     order_lines: Chunked,
     payments: Chunked,
+    customers: Chunked,
     ledger: Chunked,
     events: Chunked,
 }
@@ -97,6 +101,7 @@ impl Tables {
             orders: Chunked::new(ORDERS, ORDERS_UPSERT, limits),
             order_lines: Chunked::new(ORDER_LINES, ORDER_LINES_UPSERT, limits),
             payments: Chunked::new(PAYMENTS, PAYMENTS_UPSERT, limits),
+            customers: Chunked::new(CUSTOMERS, CUSTOMERS_UPSERT, limits),
             ledger: Chunked::new(LEDGER, "", limits),
             events: Chunked::new(EVENTS, "", limits),
         }
@@ -104,10 +109,19 @@ impl Tables {
 
     /// Rows written so far (all tables).
     pub fn row_count(&self) -> u64 {
-        [&self.merchants, &self.items, &self.orders, &self.order_lines, &self.payments, &self.ledger, &self.events]
-            .iter()
-            .map(|c| c.total_rows)
-            .sum()
+        [
+            &self.merchants,
+            &self.items,
+            &self.orders,
+            &self.order_lines,
+            &self.payments,
+            &self.customers,
+            &self.ledger,
+            &self.events,
+        ]
+        .iter()
+        .map(|c| c.total_rows)
+        .sum()
     }
 
     /// Statements that are full, to run now (keeps memory bounded on big rewrites).
@@ -121,20 +135,21 @@ impl Tables {
 
     /// Every remaining statement. Parents before children is not needed (no foreign keys).
     pub fn finish(self) -> Vec<String> {
-        let Tables { merchants, items, orders, order_lines, payments, ledger, events } = self;
-        [merchants, items, orders, order_lines, payments, ledger, events]
+        let Tables { merchants, items, orders, order_lines, payments, customers, ledger, events } = self;
+        [merchants, items, orders, order_lines, payments, customers, ledger, events]
             .into_iter()
             .flat_map(Chunked::finish)
             .collect()
     }
 
-    fn all_mut(&mut self) -> [&mut Chunked; 7] {
+    fn all_mut(&mut self) -> [&mut Chunked; 8] {
         [
             &mut self.merchants,
             &mut self.items,
             &mut self.orders,
             &mut self.order_lines,
             &mut self.payments,
+            &mut self.customers,
             &mut self.ledger,
             &mut self.events,
         ]
@@ -147,6 +162,7 @@ impl Tables {
             Aggregate::Item(sku) => self.item(m, sku, last_lsn),
             Aggregate::Order(n) => self.order(m, *n, last_lsn),
             Aggregate::Payment(n) => self.payment(m, *n, last_lsn),
+            Aggregate::Customer(id) => self.customer(m, id, last_lsn),
         }
     }
 
@@ -163,6 +179,32 @@ impl Tables {
         for n in 1..=m.payments.len() as u64 {
             self.payment(m, n, last_lsn);
         }
+        self.backfill(m, Backfill::Customers, last_lsn);
+    }
+
+    /// The rows a backfill migration adds, for `m` as of `last_lsn`.
+    pub fn backfill(&mut self, m: &Merchant, backfill: Backfill, last_lsn: Lsn) {
+        match backfill {
+            Backfill::Customers => {
+                for c in m.customers.iter() {
+                    self.customer(m, &c.id, last_lsn);
+                }
+            }
+        }
+    }
+
+    fn customer(&mut self, m: &Merchant, id: &str, last_lsn: Lsn) {
+        assert!(m.customers.get(id).is_some(), "customer {id} of merchant {} was touched by an applied event", m.id);
+        let v = m.points_view(id);
+        self.customers.row(|out| {
+            push_str(out, &m.id);
+            out.push(',');
+            push_str(out, &v.customer_id);
+            out.push(',');
+            push_u64(out, v.balance);
+            out.push(',');
+            push_u64(out, last_lsn);
+        });
     }
 
     fn merchant(&mut self, m: &Merchant, last_lsn: Lsn) {
