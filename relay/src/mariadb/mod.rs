@@ -161,12 +161,7 @@ impl MariaDbSink {
                 conn.query_drop(statement).await.map_err(|e| db_error("setting up the session", e))?;
             }
             if let Some(id) = self.abandoned.take() {
-                // A connection given up mid-transaction may still hold the offset row's lock.
-                match conn.query_drop(format!("KILL CONNECTION {id}")).await {
-                    Ok(()) => tracing::info!(sink = SINK_NAME, "killed the abandoned connection {id}"),
-                    Err(mysql_async::Error::Server(e)) if e.code == 1094 => {} // already gone
-                    Err(e) => return Err(db_error("killing the abandoned connection", e)),
-                }
+                kill_abandoned(&mut conn, id).await?;
             }
             self.backfills = schema::migrate(&mut conn).await?;
             let packet: Option<u64> =
@@ -408,6 +403,29 @@ impl Sink for MariaDbSink {
 
     async fn write(&mut self, batch: &Batch) -> Result<(), SinkError> {
         self.write_batch(batch).await
+    }
+}
+
+/// Kills connection `id`, given up while its transaction may still hold the offset row's
+/// lock, so the offset read that follows does not wait for the server to notice. Only if
+/// it is still there as this user on this database: after a server restart the id may
+/// belong to someone else. (Without the kill the read waits for the lock instead.)
+async fn kill_abandoned(conn: &mut Conn, id: u32) -> Result<(), SinkError> {
+    let check = format!(
+        "SELECT ID FROM information_schema.PROCESSLIST WHERE ID = {id} AND DB = DATABASE() \
+         AND USER = SUBSTRING_INDEX(USER(), '@', 1)"
+    );
+    let found: Option<u64> = conn.query_first(check).await.map_err(|e| db_error("looking for a connection", e))?;
+    if found.is_none() {
+        return Ok(());
+    }
+    match conn.query_drop(format!("KILL CONNECTION {id}")).await {
+        Ok(()) => {
+            tracing::info!(sink = SINK_NAME, "killed the abandoned connection {id}");
+            Ok(())
+        }
+        Err(mysql_async::Error::Server(e)) if e.code == 1094 => Ok(()), // gone meanwhile
+        Err(e) => Err(db_error("killing the abandoned connection", e)),
     }
 }
 
