@@ -530,6 +530,38 @@ fn exactly_once_across_relay_stops_and_writes_cut_mid_transaction() {
 }
 
 #[test]
+fn a_row_is_never_overwritten_by_an_older_state() {
+    let db = TestDb::create(&base_url(), "forward");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = LogWriter::open(dir.path());
+    log.shop("m-1", 3);
+    let mut relay = Relay::new(driver_config(dir.path(), 100));
+    relay.spawn(sink(&db, dir.path())).expect("spawn");
+    wait_for(&relay, log.durable_lsn(), Duration::from_secs(30));
+    // Rows stamped with a newer LSN than anything the relay will write.
+    let future = 1u64 << 40;
+    for sql in [
+        format!("UPDATE items SET name = 'from the future', last_lsn = {future} WHERE sku = 'sku-1'"),
+        format!("UPDATE customers SET points = 7, last_lsn = {future} WHERE id = 'c-1'"),
+    ] {
+        query(&db.url(), &sql).expect("update");
+    }
+    log.orders("m-1", 3, 30);
+    wait_for(&relay, log.durable_lsn(), Duration::from_secs(30));
+    relay.stop();
+    assert_eq!(
+        db.rows("SELECT name, last_lsn FROM items WHERE sku = 'sku-1'"),
+        vec![vec!["from the future".to_string(), future.to_string()]]
+    );
+    assert_eq!(db.one("SELECT points FROM customers WHERE id = 'c-1'"), "7");
+    // Every other row moved on, and its last_lsn is the newest event it shows.
+    let sku0: Lsn = db.one("SELECT last_lsn FROM items WHERE sku = 'sku-0'").parse().expect("lsn");
+    assert!(sku0 > 0 && sku0 <= log.durable_lsn());
+    let stale = db.one(&format!("SELECT COUNT(*) FROM orders WHERE last_lsn > {}", log.durable_lsn()));
+    assert_eq!(stale, "0");
+}
+
+#[test]
 fn two_relays_on_one_database_write_each_event_once() {
     let db = TestDb::create(&base_url(), "two");
     let dir = tempfile::tempdir().expect("tempdir");
