@@ -505,8 +505,15 @@ fn exactly_once_across_relay_stops_and_writes_cut_mid_transaction() {
         let mut relay = Relay::new(driver_config(dir.path(), 16));
         let inner = sink(&db, dir.path());
         counters.push(inner.counters());
+        let committed = counters.last().expect("counters").clone();
         relay.spawn(CutWrites { inner, every: 3, writes: 0, cuts: cuts.clone() }).expect("spawn");
-        std::thread::sleep(Duration::from_millis(20 + 15 * u64::from(round)));
+        // Stop it once a few batches are in (so some write was cut or tried), mid-stream.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while committed.transactions.load(Ordering::Relaxed) < 3 {
+            assert!(Instant::now() < deadline, "no progress in round {round}");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        std::thread::sleep(Duration::from_millis(3 * u64::from(round)));
         relay.stop();
     }
     let stored: Lsn = db.one("SELECT lsn FROM relay_offset").parse().expect("lsn");
