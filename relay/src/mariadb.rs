@@ -1,1 +1,0 @@
-//! MariaDB cold store sink (mysql_async). To be built.

@@ -1,0 +1,513 @@
+//! The MariaDB cold store sink: the business state as tables a reporting user can query
+//! (`merchants`, `items`, `orders` + `order_lines`, `payments`), the append-only
+//! `ledger_entries` and `events`, and `relay_offset`, written exactly once.
+//!
+//! How: the sink keeps a [`projection::Projection`] of the state, to which it applies every
+//! event with core's own `apply`, so the current-state rows are rendered from core's views.
+//! Per batch, in ONE transaction: lock the offset row and check it is where this sink left
+//! it, upsert the rows of every aggregate the batch touched (forward-only on `last_lsn`),
+//! insert the append-only rows, set the offset to the batch's last LSN, commit. The position
+//! moves only with the rows, so every event is applied once, across crashes of the relay or
+//! of the database, and even with two relays on one database (the offset check refuses the
+//! second writer, which then rebuilds and goes on from the stored position).
+//!
+//! `resume` (re)connects, migrates the schema (`schema`), reads the offset C and rebuilds
+//! the projection at C from the log directory. If the log's newest snapshot S is newer than
+//! C, the state at C is gone: the sink writes the append-only rows of C+1..=S that the log
+//! still has, every current-state row as of S and the offset S, in one transaction, and
+//! goes on from S.
+//!
+//! Time: `resume` rebuilds the projection (snapshot decode plus replay of the records
+//! after it) and, behind a snapshot, rewrites every row in one transaction; on a large
+//! state that takes longer than a batch, so the driver's `call_timeout_ms` must allow it
+//! (a timed-out resume is retried from the start and would never finish).
+//!
+//! Module map: `schema` (migrations), `projection` (state and what a batch touched), `rows`
+//! (table rows from views and events), `sql` (literals and chunked statements).
+
+mod projection;
+mod rows;
+pub mod schema;
+mod sql;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Opts, TxOpts};
+use surge_wal::{Lsn, Tailer, WalError};
+
+use self::projection::{Projection, Rebuilt};
+use self::rows::Tables;
+use self::sql::Limits;
+use crate::batch::{Batch, LoggedEvent};
+use crate::sink::{Sink, SinkError};
+
+/// The sink's name: its reader checkpoint in the log directory, its metrics label and its
+/// row in `relay_offset`.
+pub const SINK_NAME: &str = "mariadb";
+
+#[derive(Clone)]
+pub struct MariaDbConfig {
+    /// `mysql://user:password@host:3306/database`; the database must exist.
+    pub url: String,
+    /// The log directory the relay tails (`<data-dir>/wal`): the projection is rebuilt
+    /// from it.
+    pub wal_dir: PathBuf,
+    /// Rows per multi-row statement (statements also stay under a quarter of the server's
+    /// `max_allowed_packet`).
+    pub rows_per_statement: usize,
+}
+
+impl MariaDbConfig {
+    pub fn new(url: impl Into<String>, wal_dir: impl Into<PathBuf>) -> MariaDbConfig {
+        MariaDbConfig { url: url.into(), wal_dir: wal_dir.into(), rows_per_statement: 1_000 }
+    }
+}
+
+impl std::fmt::Debug for MariaDbConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MariaDbConfig")
+            .field("url", &redact_password(&self.url))
+            .field("wal_dir", &self.wal_dir)
+            .field("rows_per_statement", &self.rows_per_statement)
+            .finish()
+    }
+}
+
+/// `mysql://user:secret@host/db` as `mysql://user:***@host/db`, for logs.
+pub fn redact_password(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else { return url.to_string() };
+    let authority_end = url[scheme_end..].find('/').map_or(url.len(), |i| scheme_end + i);
+    let Some(at) = url[scheme_end..authority_end].rfind('@').map(|i| scheme_end + i) else { return url.to_string() };
+    match url[scheme_end..at].find(':') {
+        Some(colon) => format!("{}***{}", &url[..scheme_end + colon + 1], &url[at..]),
+        None => url.to_string(),
+    }
+}
+
+/// Rows and events this sink committed since it was built.
+#[derive(Debug, Default)]
+pub struct MariaDbCounters {
+    pub rows: AtomicU64,
+    pub events: AtomicU64,
+    pub transactions: AtomicU64,
+    pub rebuilds: AtomicU64,
+}
+
+pub struct MariaDbSink {
+    config: MariaDbConfig,
+    opts: Opts,
+    conn: Option<Conn>,
+    /// The server's id of a connection given up while a transaction may have been open; the
+    /// next connection kills it so its locks go before the offset is read.
+    abandoned: Option<u32>,
+    /// A write started and did not return: the connection is in an unknown state.
+    in_flight: bool,
+    /// `None` until built, and after anything that may have left it half-applied.
+    projection: Option<Projection>,
+    limits: Limits,
+    /// Backfill migrations whose DDL ran and whose rows are still to be written.
+    backfills: Vec<&'static schema::Migration>,
+    counters: Arc<MariaDbCounters>,
+}
+
+impl MariaDbSink {
+    /// Checks the URL; connects only in `resume` (on the driver's thread and runtime).
+    pub fn new(config: MariaDbConfig) -> Result<MariaDbSink, SinkError> {
+        let opts = Opts::from_url(&config.url)
+            .map_err(|e| SinkError::Fatal(format!("the MariaDB URL does not parse: {e}")))?;
+        if opts.db_name().is_none_or(str::is_empty) {
+            return Err(SinkError::Fatal("the MariaDB URL names no database (mysql://user@host:3306/db)".into()));
+        }
+        if config.rows_per_statement == 0 {
+            return Err(SinkError::Fatal("rows_per_statement must be at least 1".into()));
+        }
+        let limits = Limits { rows_max: config.rows_per_statement, ..Limits::for_packet(16 << 20) };
+        Ok(MariaDbSink {
+            config,
+            opts,
+            conn: None,
+            abandoned: None,
+            in_flight: false,
+            projection: None,
+            limits,
+            backfills: Vec::new(),
+            counters: Arc::default(),
+        })
+    }
+
+    pub fn counters(&self) -> Arc<MariaDbCounters> {
+        self.counters.clone()
+    }
+
+    fn drop_connection(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.abandoned = Some(conn.id());
+        }
+    }
+
+    /// The connection, opened, set up and migrated if there is none.
+    async fn connection(&mut self) -> Result<&mut Conn, SinkError> {
+        if self.conn.is_none() {
+            let mut conn = Conn::new(self.opts.clone()).await.map_err(|e| db_error("connecting", e))?;
+            for statement in [
+                "SET NAMES utf8mb4 COLLATE utf8mb4_bin",
+                // Literal escaping in `sql` relies on backslash escapes being on.
+                "SET SESSION time_zone = '+00:00', \
+                 sql_mode = 'STRICT_ALL_TABLES,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION'",
+            ] {
+                conn.query_drop(statement).await.map_err(|e| db_error("setting up the session", e))?;
+            }
+            if let Some(id) = self.abandoned.take() {
+                kill_abandoned(&mut conn, id).await?;
+            }
+            self.backfills = schema::migrate(&mut conn).await?;
+            let packet: Option<u64> =
+                conn.query_first("SELECT @@max_allowed_packet").await.map_err(|e| db_error("reading settings", e))?;
+            self.limits =
+                Limits { rows_max: self.config.rows_per_statement, ..Limits::for_packet(packet.unwrap_or(1 << 20)) };
+            let mut register = String::from("INSERT IGNORE INTO relay_offset (sink, lsn, updated_at) VALUES (");
+            sql::push_str(&mut register, SINK_NAME);
+            register.push_str(", 0, UTC_TIMESTAMP(3))");
+            conn.query_drop(register).await.map_err(|e| db_error("registering the relay offset", e))?;
+            self.conn = Some(conn);
+        }
+        self.conn.as_mut().ok_or_else(|| SinkError::Transient("not connected".into()))
+    }
+
+    async fn resume_connected(&mut self, checkpoint: Lsn) -> Result<Lsn, SinkError> {
+        let conn = self.connection().await?;
+        // A locking read: waits for any transaction still holding the row.
+        let stored = read_offset(conn, " LOCK IN SHARE MODE").await?;
+        if checkpoint > stored {
+            tracing::info!(
+                sink = SINK_NAME,
+                checkpoint,
+                stored,
+                "the reader checkpoint is ahead of the database; going on from the database's offset"
+            );
+        }
+        if self.projection.as_ref().is_some_and(|p| p.lsn() == stored) {
+            self.backfill(stored).await?;
+            return Ok(stored);
+        }
+        self.projection = None;
+        self.counters.rebuilds.fetch_add(1, Ordering::Relaxed);
+        let started = std::time::Instant::now();
+        // Reads files on the driver's own thread (its runtime serves this sink only).
+        match Projection::rebuild(&self.config.wal_dir, stored)? {
+            Rebuilt::At(projection) => {
+                tracing::info!(sink = SINK_NAME, lsn = stored, took = ?started.elapsed(), "cold store projection rebuilt");
+                self.projection = Some(projection);
+                self.backfill(stored).await?;
+                Ok(stored)
+            }
+            Rebuilt::Snapshot(projection) => {
+                let snapshot = projection.lsn();
+                tracing::warn!(
+                    sink = SINK_NAME,
+                    stored,
+                    snapshot,
+                    "the cold store is behind the log's snapshot; writing the snapshot's state"
+                );
+                self.write_snapshot_state(stored, &projection).await?;
+                self.projection = Some(projection);
+                Ok(snapshot)
+            }
+        }
+    }
+
+    /// The database is at `stored`, older than the snapshot the projection holds: in one
+    /// transaction, the append-only rows of `stored+1..=snapshot` the log still has, every
+    /// current-state row as of the snapshot, and the offset.
+    async fn write_snapshot_state(&mut self, stored: Lsn, projection: &Projection) -> Result<(), SinkError> {
+        let snapshot = projection.lsn();
+        let dir = self.config.wal_dir.clone();
+        let limits = self.limits;
+        let counters = self.counters.clone();
+        let backfills = self.backfills.clone();
+        self.in_flight = true;
+        let conn = self.connection().await?;
+        let mut tx = begin(conn, stored).await?;
+        let mut tables = Tables::new(limits);
+        let mut events = 0u64;
+        let mut next = stored + 1;
+        let mut tailer = Tailer::open(&dir, next).map_err(|e| wal_error("opening the log", e))?;
+        // Bounded by `snapshot`: every round reads one record or moves `next` forward.
+        while next <= snapshot {
+            let record = match tailer.try_next() {
+                Ok(Some(record)) => record,
+                Ok(None) => return Err(SinkError::Transient(format!("log record {next} is not readable yet"))),
+                Err(WalError::LsnNotAvailable { oldest_lsn, .. }) if oldest_lsn > next => {
+                    let missing_to = oldest_lsn.min(snapshot + 1) - 1;
+                    tracing::warn!(
+                        sink = SINK_NAME,
+                        "log records {next}..={missing_to} were removed before the cold store had them: \
+                         their events are missing from `events` and `ledger_entries` (the state tables are complete)"
+                    );
+                    next = missing_to + 1;
+                    if next <= snapshot {
+                        tailer = Tailer::open(&dir, next).map_err(|e| wal_error("opening the log", e))?;
+                    }
+                    continue;
+                }
+                Err(e) => return Err(wal_error("reading the log", e)),
+            };
+            assert_eq!(record.lsn, next, "the tailer yields consecutive records");
+            let decoded = surge_core::image::record_events(record.record_type, &record.payload)
+                .map_err(|e| SinkError::Fatal(format!("log record at LSN {}: {e}", record.lsn)))?;
+            for (index, event) in decoded.into_iter().enumerate() {
+                let index = u32::try_from(index).unwrap_or(u32::MAX);
+                tables.event(&LoggedEvent { lsn: record.lsn, index, event })?;
+                events += 1;
+            }
+            for statement in tables.take_ready() {
+                tx.query_drop(statement).await.map_err(|e| db_error("writing the log's events", e))?;
+            }
+            next += 1;
+        }
+        for merchant in projection.merchants() {
+            tables.everything_of(merchant, snapshot);
+            for statement in tables.take_ready() {
+                tx.query_drop(statement).await.map_err(|e| db_error("writing the snapshot's rows", e))?;
+            }
+        }
+        let rows = tables.row_count();
+        for statement in tables.finish() {
+            tx.query_drop(statement).await.map_err(|e| db_error("writing the snapshot's rows", e))?;
+        }
+        // Every row was written: the backfills are done too.
+        for migration in &backfills {
+            tx.query_drop(schema::record_statement(migration))
+                .await
+                .map_err(|e| db_error("recording a schema migration", e))?;
+        }
+        commit(tx, snapshot).await?;
+        self.backfills.clear();
+        self.in_flight = false;
+        counters.rows.fetch_add(rows, Ordering::Relaxed);
+        counters.events.fetch_add(events, Ordering::Relaxed);
+        counters.transactions.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(sink = SINK_NAME, snapshot, rows, events, "cold store rewritten from the snapshot");
+        Ok(())
+    }
+
+    /// Writes the rows of pending backfill migrations from the projection (at `stored`, the
+    /// database's offset) and records the migrations, in one transaction.
+    async fn backfill(&mut self, stored: Lsn) -> Result<(), SinkError> {
+        if self.backfills.is_empty() {
+            return Ok(());
+        }
+        let limits = self.limits;
+        let backfills = self.backfills.clone();
+        self.in_flight = true;
+        let (Some(conn), Some(projection)) = (self.conn.as_mut(), self.projection.as_ref()) else {
+            return Err(SinkError::Transient("backfill before the projection is built".into()));
+        };
+        let mut tx = begin(conn, stored).await?;
+        let mut tables = Tables::new(limits);
+        for migration in &backfills {
+            let Some(backfill) = migration.backfill else { continue };
+            for merchant in projection.merchants() {
+                tables.backfill(merchant, backfill, stored);
+                for statement in tables.take_ready() {
+                    tx.query_drop(statement).await.map_err(|e| db_error("backfilling", e))?;
+                }
+            }
+        }
+        let rows = tables.row_count();
+        for statement in tables.finish() {
+            tx.query_drop(statement).await.map_err(|e| db_error("backfilling", e))?;
+        }
+        for migration in &backfills {
+            tx.query_drop(schema::record_statement(migration))
+                .await
+                .map_err(|e| db_error("recording a schema migration", e))?;
+        }
+        commit(tx, stored).await?;
+        self.in_flight = false;
+        self.backfills.clear();
+        for migration in &backfills {
+            tracing::info!(
+                version = migration.version,
+                name = migration.name,
+                rows,
+                "cold store schema migrated and backfilled"
+            );
+        }
+        Ok(())
+    }
+
+    async fn write_batch(&mut self, batch: &Batch) -> Result<(), SinkError> {
+        let (Some(conn), Some(projection)) = (self.conn.as_mut(), self.projection.as_mut()) else {
+            return Err(SinkError::Transient("write before a successful resume".into()));
+        };
+        self.in_flight = true;
+        let touched = match projection.apply(batch.first_lsn, batch.last_lsn, &batch.events) {
+            Ok(touched) => touched,
+            Err(e) => {
+                self.projection = None;
+                return Err(e);
+            }
+        };
+        let mut tables = Tables::new(self.limits);
+        for e in &batch.events {
+            tables.event(e)?;
+        }
+        for ((merchant, aggregate), last_lsn) in &touched.aggregates {
+            let m = projection.merchant(merchant);
+            assert!(m.is_some(), "merchant {merchant} was touched by an applied event");
+            if let Some(m) = m {
+                tables.aggregate(m, aggregate, *last_lsn);
+            }
+        }
+        for (merchant, order) in &touched.new_orders {
+            if let Some(m) = projection.merchant(merchant) {
+                tables.order_lines(m, *order);
+            }
+        }
+        let rows = tables.row_count();
+        let mut tx = begin(conn, batch.first_lsn - 1).await?;
+        for statement in tables.finish() {
+            tx.query_drop(statement).await.map_err(|e| db_error("writing rows", e))?;
+        }
+        commit(tx, batch.last_lsn).await?;
+        self.in_flight = false;
+        self.counters.rows.fetch_add(rows, Ordering::Relaxed);
+        self.counters.events.fetch_add(batch.events.len() as u64, Ordering::Relaxed);
+        self.counters.transactions.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+impl Sink for MariaDbSink {
+    fn name(&self) -> &'static str {
+        SINK_NAME
+    }
+
+    async fn resume(&mut self, checkpoint: Lsn) -> Result<Lsn, SinkError> {
+        if self.in_flight {
+            // The last call was cut short (error or timeout): its transaction may be open.
+            self.in_flight = false;
+            self.drop_connection();
+        }
+        let result = self.resume_connected(checkpoint).await;
+        if result.is_err() {
+            self.in_flight = false;
+            self.drop_connection();
+        }
+        result
+    }
+
+    async fn write(&mut self, batch: &Batch) -> Result<(), SinkError> {
+        self.write_batch(batch).await
+    }
+}
+
+/// Kills connection `id`, given up while its transaction may still hold the offset row's
+/// lock, so the offset read that follows does not wait for the server to notice. Only if
+/// it is still there as this user on this database: after a server restart the id may
+/// belong to someone else. (Without the kill the read waits for the lock instead.)
+async fn kill_abandoned(conn: &mut Conn, id: u32) -> Result<(), SinkError> {
+    let check = format!(
+        "SELECT ID FROM information_schema.PROCESSLIST WHERE ID = {id} AND DB = DATABASE() \
+         AND USER = SUBSTRING_INDEX(USER(), '@', 1)"
+    );
+    let found: Option<u64> = conn.query_first(check).await.map_err(|e| db_error("looking for a connection", e))?;
+    if found.is_none() {
+        return Ok(());
+    }
+    match conn.query_drop(format!("KILL CONNECTION {id}")).await {
+        Ok(()) => {
+            tracing::info!(sink = SINK_NAME, "killed the abandoned connection {id}");
+            Ok(())
+        }
+        Err(mysql_async::Error::Server(e)) if e.code == 1094 => Ok(()), // gone meanwhile
+        Err(e) => Err(db_error("killing the abandoned connection", e)),
+    }
+}
+
+async fn read_offset(conn: &mut Conn, lock: &str) -> Result<Lsn, SinkError> {
+    let mut query = String::from("SELECT lsn FROM relay_offset WHERE sink = ");
+    sql::push_str(&mut query, SINK_NAME);
+    query.push_str(lock);
+    let lsn: Option<u64> = conn.query_first(query).await.map_err(|e| db_error("reading the relay offset", e))?;
+    lsn.ok_or_else(|| SinkError::Transient("the relay offset row is missing".into()))
+}
+
+/// Starts the batch's transaction with the offset row locked, and checks that the database
+/// is at `expected` (else someone else wrote: retrying resumes from the stored offset).
+async fn begin(conn: &mut Conn, expected: Lsn) -> Result<mysql_async::Transaction<'_>, SinkError> {
+    let mut tx = conn.start_transaction(TxOpts::default()).await.map_err(|e| db_error("starting a transaction", e))?;
+    let mut query = String::from("SELECT lsn FROM relay_offset WHERE sink = ");
+    sql::push_str(&mut query, SINK_NAME);
+    query.push_str(" FOR UPDATE");
+    let stored: Option<u64> = tx.query_first(query).await.map_err(|e| db_error("locking the relay offset", e))?;
+    if stored != Some(expected) {
+        let _ = tx.rollback().await;
+        return Err(SinkError::Transient(format!(
+            "the relay offset is {stored:?}, not {expected}: another relay writes to this database"
+        )));
+    }
+    Ok(tx)
+}
+
+async fn commit(mut tx: mysql_async::Transaction<'_>, lsn: Lsn) -> Result<(), SinkError> {
+    let mut update = String::from("UPDATE relay_offset SET lsn = ");
+    sql::push_u64(&mut update, lsn);
+    update.push_str(", updated_at = UTC_TIMESTAMP(3) WHERE sink = ");
+    sql::push_str(&mut update, SINK_NAME);
+    tx.query_drop(update).await.map_err(|e| db_error("moving the relay offset", e))?;
+    tx.commit().await.map_err(|e| db_error("committing", e))
+}
+
+fn wal_error(what: &str, e: WalError) -> SinkError {
+    SinkError::Transient(format!("{what}: {e}"))
+}
+
+/// Server errors that retrying cannot fix (the data or the statement is wrong) are fatal;
+/// everything else (connection lost, deadlock, lock wait, server restarting) is transient.
+pub(crate) fn db_error(what: &str, e: mysql_async::Error) -> SinkError {
+    const PERMANENT: [u16; 9] = [
+        1062, // duplicate entry: an append-only row already there, written by someone else
+        1064, // syntax
+        1054, // unknown column
+        1136, // column count
+        1264, // out of range
+        1292, // bad datetime
+        1366, // incorrect value
+        1406, // data too long
+        4025, // CHECK constraint (JSON_VALID)
+    ];
+    match &e {
+        mysql_async::Error::Server(s) if PERMANENT.contains(&s.code) => SinkError::Fatal(format!("{what}: {e}")),
+        mysql_async::Error::Url(_) => SinkError::Fatal(format!("{what}: {e}")),
+        _ => SinkError::Transient(format!("{what}: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_stay_out_of_logs() {
+        assert_eq!(redact_password("mysql://u:p@ss@h:3306/db"), "mysql://u:***@h:3306/db");
+        assert_eq!(redact_password("mysql://root@127.0.0.1:3306"), "mysql://root@127.0.0.1:3306");
+        assert_eq!(redact_password("mysql://h/db"), "mysql://h/db");
+        let config = MariaDbConfig::new("mysql://u:secret@h/db", "/tmp/wal");
+        assert!(!format!("{config:?}").contains("secret"));
+    }
+
+    #[test]
+    fn urls_without_a_database_are_refused_before_any_connection() {
+        assert!(matches!(
+            MariaDbSink::new(MariaDbConfig::new("mysql://root@127.0.0.1:3306", "/tmp/wal")),
+            Err(SinkError::Fatal(_))
+        ));
+        assert!(MariaDbSink::new(MariaDbConfig::new("mysql://root@127.0.0.1:3306/db", "/tmp/wal")).is_ok());
+        assert!(matches!(MariaDbSink::new(MariaDbConfig::new("nonsense", "/tmp/wal")), Err(SinkError::Fatal(_))));
+    }
+}

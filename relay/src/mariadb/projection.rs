@@ -1,0 +1,232 @@
+//! The sink's own copy of the business state: shards to which it applies every logged
+//! event with core's `apply`, so the rows it writes are rendered from core's views and are
+//! what the API shows, by construction. Rebuilt from the log directory (newest snapshot
+//! plus the records after it) whenever it may differ from what the database holds.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use surge_core::event::EventBody;
+use surge_core::ids::Numbered;
+use surge_core::image;
+use surge_core::ledger::Account;
+use surge_core::state::Merchant;
+use surge_core::{Event, Shard};
+use surge_wal::{Lsn, Tailer};
+
+use crate::batch::LoggedEvent;
+use crate::sink::SinkError;
+
+pub struct Projection {
+    shards: Vec<Shard>,
+    /// Every event of every record up to here is applied.
+    lsn: Lsn,
+}
+
+/// What the log directory gave for a wanted position.
+pub enum Rebuilt {
+    /// The state at exactly the wanted LSN.
+    At(Projection),
+    /// The wanted LSN is older than the newest snapshot, so only the snapshot's state can
+    /// be had: the projection is at the snapshot's LSN.
+    Snapshot(Projection),
+}
+
+/// An aggregate whose row must be written, keyed within its merchant.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Aggregate {
+    Merchant,
+    Item(Arc<str>),
+    Order(u64),
+    Payment(u64),
+    Customer(Arc<str>),
+}
+
+/// The rows a batch changes: aggregates (with the LSN of the newest event that touched
+/// each) and the orders created in it (whose lines are written once).
+#[derive(Default)]
+pub struct Touched {
+    pub aggregates: HashMap<(Arc<str>, Aggregate), Lsn>,
+    pub new_orders: Vec<(Arc<str>, u64)>,
+}
+
+impl Projection {
+    pub fn lsn(&self) -> Lsn {
+        self.lsn
+    }
+
+    pub fn merchant(&self, id: &str) -> Option<&Merchant> {
+        let i = surge_core::shard_of(id, self.shards.len());
+        self.shards[i].merchant(id)
+    }
+
+    pub fn merchants(&self) -> impl Iterator<Item = &Merchant> {
+        self.shards.iter().flat_map(Shard::merchants)
+    }
+
+    /// The state at `wanted`, or at the newest snapshot if that is later (see [`Rebuilt`]).
+    /// Reads the log directory without locking or changing it, while the server may be
+    /// writing it: the newest snapshot file, then the durable records after it through a
+    /// tailer (which never reads beyond the durable watermark, unlike a recovery scan that
+    /// would trip over a write in progress).
+    pub fn rebuild(dir: &Path, wanted: Lsn) -> Result<Rebuilt, SinkError> {
+        let (mut shards, base) = match newest_snapshot(dir)? {
+            Some((lsn, bytes)) => {
+                let shards = image::decode_snapshot(&bytes, None)
+                    .map_err(|e| SinkError::Fatal(format!("the log's snapshot at LSN {lsn} does not decode: {e}")))?;
+                (shards, lsn)
+            }
+            None => (vec![Shard::new()], 0),
+        };
+        if wanted < base {
+            return Ok(Rebuilt::Snapshot(Projection { shards, lsn: base }));
+        }
+        let mut lsn = base;
+        if wanted > base {
+            let mut tailer = Tailer::open(dir, base + 1)
+                .map_err(|e| SinkError::Transient(format!("opening the log in {}: {e}", dir.display())))?;
+            // Bounded by `wanted`: every round applies the next record or returns.
+            while lsn < wanted {
+                let record = tailer
+                    .try_next()
+                    .map_err(|e| SinkError::Transient(format!("reading the log in {}: {e}", dir.display())))?;
+                let Some(record) = record else {
+                    return Err(SinkError::Fatal(format!(
+                        "the cold store is at LSN {wanted} but the log in {} is durable only up to LSN {lsn}: \
+                         the database belongs to another log, or the log lost records",
+                        dir.display()
+                    )));
+                };
+                assert_eq!(record.lsn, lsn + 1, "the tailer yields consecutive records");
+                let events = image::record_events(record.record_type, &record.payload)
+                    .map_err(|e| SinkError::Fatal(format!("log record at LSN {}: {e}", record.lsn)))?;
+                image::apply_events(&mut shards, &events)
+                    .map_err(|e| SinkError::Fatal(format!("log record at LSN {}: {e}", record.lsn)))?;
+                lsn = record.lsn;
+            }
+        }
+        Ok(Rebuilt::At(Projection { shards, lsn }))
+    }
+
+    /// Applies a batch's events in log order and returns what they touched. On `Err` the
+    /// projection is partly applied and must be rebuilt.
+    pub fn apply(&mut self, first_lsn: Lsn, last_lsn: Lsn, events: &[LoggedEvent]) -> Result<Touched, SinkError> {
+        assert_eq!(first_lsn, self.lsn + 1, "batches follow the projection");
+        let mut touched = Touched::default();
+        for e in events {
+            image::apply_events(&mut self.shards, std::slice::from_ref(&e.event))
+                .map_err(|reason| SinkError::Fatal(format!("log record at LSN {}: {reason}", e.lsn)))?;
+            self.touch(&mut touched, e.lsn, &e.event);
+        }
+        self.lsn = last_lsn;
+        Ok(touched)
+    }
+
+    fn touch(&self, touched: &mut Touched, lsn: Lsn, event: &Event) {
+        use EventBody as B;
+        let merchant = &event.merchant;
+        let mut mark = |aggregate: Aggregate| {
+            touched.aggregates.insert((merchant.clone(), aggregate), lsn);
+        };
+        match &event.body {
+            B::MerchantCreated(_) => mark(Aggregate::Merchant),
+            B::ItemPut(e) => mark(Aggregate::Item(e.sku.clone())),
+            B::ItemRestocked(e) => mark(Aggregate::Item(e.sku.clone())),
+            B::InventoryMoved(e) => mark(Aggregate::Item(e.sku.clone())),
+            B::OrderCreated(e) => {
+                mark(Aggregate::Order(e.order));
+                mark(Aggregate::Customer(e.customer.clone()));
+                touched.new_orders.push((merchant.clone(), e.order));
+            }
+            B::OrderPaid(e) => mark(Aggregate::Order(e.order)),
+            B::OrderCancelled(e) => mark(Aggregate::Order(e.order)),
+            B::OrderExpired(e) => mark(Aggregate::Order(e.order)),
+            B::OrderRefunded(e) => mark(Aggregate::Order(e.order)),
+            B::PaymentRequested(e) => {
+                mark(Aggregate::Payment(e.payment));
+                mark(Aggregate::Order(e.order));
+            }
+            // The order row shows its payment's status.
+            B::PaymentSubmitted(e) => self.touch_payment(&mut mark, merchant, e.payment),
+            B::PaymentAuthorized(e) => self.touch_payment(&mut mark, merchant, e.payment),
+            B::PaymentCaptured(e) => self.touch_payment(&mut mark, merchant, e.payment),
+            B::PaymentRefunded(e) => self.touch_payment(&mut mark, merchant, e.payment),
+            B::PaymentFailed(e) => self.touch_payment(&mut mark, merchant, e.payment),
+            B::PaymentVoided(e) => self.touch_payment(&mut mark, merchant, e.payment),
+            // Customers appear with their first hold, order, token or points; their
+            // balance moves with every posting to their points account.
+            B::HoldCreated(e) => mark(Aggregate::Customer(e.customer.clone())),
+            B::TokenIssued(e) => mark(Aggregate::Customer(e.customer.clone())),
+            B::PointsCredited(e) => mark(Aggregate::Customer(e.customer.clone())),
+            B::PointsDebited(e) => mark(Aggregate::Customer(e.customer.clone())),
+            B::LedgerPosted(e) => {
+                for account in [&e.debit, &e.credit] {
+                    if let Account::CustomerPoints(c) = account {
+                        mark(Aggregate::Customer(c.clone()));
+                    }
+                }
+            }
+            // Holds, queues and idempotency records have no table of their own; ledger
+            // postings and every public event are append-only rows too.
+            B::HoldReleased(_)
+            | B::HoldExpired(_)
+            | B::HoldConverted(_)
+            | B::QueuePut(_)
+            | B::TokenActivated(_)
+            | B::TokenExpired(_)
+            | B::IdempotencyRecorded(_)
+            | B::IdempotencyExpired(_) => {}
+        }
+    }
+
+    fn touch_payment(&self, mark: &mut impl FnMut(Aggregate), merchant: &str, payment: u64) {
+        mark(Aggregate::Payment(payment));
+        if let Some(p) = self.merchant(merchant).and_then(|m| m.payment(payment)) {
+            mark(Aggregate::Order(p.order));
+        }
+    }
+}
+
+/// `ord_{n}` and friends, as the views show them.
+pub fn order_id(n: u64) -> String {
+    Numbered::Order.id(n)
+}
+
+pub fn payment_id(n: u64) -> String {
+    Numbered::Payment.id(n)
+}
+
+/// The newest valid snapshot in `dir`: `(LSN, state bytes)`. The log writes snapshots under
+/// a temporary name and renames them, so a listed snapshot is complete; one that fails its
+/// checksums is skipped for the next older one, as the server's own recovery does.
+fn newest_snapshot(dir: &Path) -> Result<Option<(Lsn, Vec<u8>)>, SinkError> {
+    let listing =
+        std::fs::read_dir(dir).map_err(|e| SinkError::Transient(format!("listing {}: {e}", dir.display())))?;
+    let mut snapshots: Vec<(Lsn, std::path::PathBuf)> = Vec::new();
+    for entry in listing {
+        let entry = entry.map_err(|e| SinkError::Transient(format!("listing {}: {e}", dir.display())))?;
+        let name = entry.file_name();
+        if let Some(lsn) = name.to_str().and_then(surge_wal::segment::parse_snapshot_name) {
+            snapshots.push((lsn, entry.path()));
+        }
+    }
+    snapshots.sort_unstable_by_key(|s| std::cmp::Reverse(s.0));
+    for (lsn, path) in snapshots {
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            // Removed since the listing: a newer one replaced it; look again next time.
+            Err(e) => return Err(SinkError::Transient(format!("reading {}: {e}", path.display()))),
+        };
+        match surge_wal::format::decode_snapshot(&bytes) {
+            Ok((header_lsn, _)) if header_lsn == lsn => {
+                let mut payload = bytes;
+                payload.drain(..surge_wal::format::SNAPSHOT_HEADER_SIZE);
+                return Ok(Some((lsn, payload)));
+            }
+            Ok(_) => tracing::warn!("snapshot {} names another LSN than its header; skipped", path.display()),
+            Err(reason) => tracing::warn!("snapshot {} is invalid ({reason}); skipped", path.display()),
+        }
+    }
+    Ok(None)
+}
