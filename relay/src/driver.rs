@@ -23,8 +23,11 @@ pub struct DriverConfig {
     /// The log directory (`<data-dir>/wal`).
     pub wal_dir: PathBuf,
     pub batch: BatchLimits,
-    /// A resume or write that takes longer fails (and counts against the breaker).
+    /// A write that takes longer fails (and counts against the breaker).
     pub call_timeout_ms: u64,
+    /// A resume that takes longer fails. Longer than a write's: a sink may rebuild its
+    /// state from the log or rewrite a snapshot's worth of rows there.
+    pub resume_timeout_ms: u64,
     /// The reader checkpoint is stored at most this often (each store is an fsync); on
     /// stop it is stored once more. A checkpoint behind the sink only means re-delivery.
     pub checkpoint_interval_ms: u64,
@@ -39,6 +42,7 @@ impl DriverConfig {
             wal_dir,
             batch: BatchLimits::default(),
             call_timeout_ms: 30_000,
+            resume_timeout_ms: 30 * 60_000,
             checkpoint_interval_ms: 200,
             backoff_min_ms: 100,
             backoff_max_ms: 5_000,
@@ -175,7 +179,8 @@ impl Driver {
             Err(e) => return Stop::Retry(format!("reading its checkpoint: {e}")),
         };
         let started = Instant::now();
-        let resumed = self.call(runtime, breaker, started, sink.resume(checkpoint));
+        let resume_timeout_ms = self.config.resume_timeout_ms;
+        let resumed = self.call(runtime, breaker, started, resume_timeout_ms, sink.resume(checkpoint));
         let resumed = match resumed {
             Ok(lsn) => lsn,
             Err(stop) => return stop,
@@ -229,6 +234,9 @@ impl Driver {
                         Ok(t) => *tailer = t,
                         Err(e) => return Stop::Retry(format!("opening the log: {e}")),
                     }
+                    // The sink goes on right before the oldest record there is.
+                    position.written = oldest_lsn - 1;
+                    self.status.written_lsn.store(position.written, Ordering::Relaxed);
                     continue;
                 }
                 Err(ReadError::Log(e)) => return Stop::Retry(format!("reading the log: {e}")),
@@ -239,7 +247,8 @@ impl Driver {
             if !batch.is_empty() {
                 assert_eq!(batch.first_lsn, position.written + 1, "batches follow the sink's position");
                 let started = Instant::now();
-                if let Err(stop) = self.call(runtime, breaker, started, sink.write(&batch)) {
+                let timeout_ms = self.config.call_timeout_ms;
+                if let Err(stop) = self.call(runtime, breaker, started, timeout_ms, sink.write(&batch)) {
                     return stop;
                 }
                 position.written = batch.last_lsn;
@@ -267,21 +276,22 @@ impl Driver {
         Stop::Asked
     }
 
-    /// Runs one sink call with the call timeout and records its outcome in the breaker.
+    /// Runs one sink call with a timeout and records its outcome in the breaker.
     fn call<T>(
         &self,
         runtime: &tokio::runtime::Runtime,
         breaker: &mut Breaker,
         started: Instant,
+        timeout_ms: u64,
         call: impl std::future::Future<Output = Result<T, SinkError>>,
     ) -> Result<T, Stop> {
-        let timeout = Duration::from_millis(self.config.call_timeout_ms);
+        let timeout = Duration::from_millis(timeout_ms);
         let result = runtime.block_on(async { tokio::time::timeout(timeout, call).await });
         let result = match result {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(SinkError::Fatal(reason))) => return Err(Stop::Fatal(reason)),
             Ok(Err(SinkError::Transient(reason))) => Err(Stop::Retry(reason)),
-            Err(_) => Err(Stop::Retry(format!("no answer within {} ms", self.config.call_timeout_ms))),
+            Err(_) => Err(Stop::Retry(format!("no answer within {timeout_ms} ms"))),
         };
         let changed = breaker.record(Instant::now(), result.is_ok(), started.elapsed());
         self.breaker_changed(self.status.name, changed);

@@ -168,3 +168,38 @@ fn expected_event_ids(dir: &std::path::Path) -> Vec<String> {
     assert!(ids.len() > 500, "the mix writes a good number of events ({})", ids.len());
     ids
 }
+
+#[test]
+fn a_sink_registered_after_retention_starts_at_the_oldest_record_left() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = common::LogWriter::open_small_segments(dir.path());
+    log.shop("m-1", 5);
+    log.orders("m-1", 5, 400);
+    log.orders("m-1", 5, 10); // more records after the ones the snapshot covers
+    assert!(!log.snapshot().is_empty(), "no reader yet: retention removes old segments");
+    let oldest = first_lsn_left(dir.path());
+    assert!(oldest > 1);
+
+    let sink = MemorySink::default();
+    let mut relay = Relay::new(config(dir.path()));
+    relay.spawn(sink.clone()).expect("spawn");
+    let status = relay.statuses()[0].clone();
+    let durable = log.durable_lsn();
+    wait_until("the sink to catch up", || status.written_lsn.load(std::sync::atomic::Ordering::Relaxed) == durable);
+    relay.stop();
+    assert!(!status.is_stopped());
+    let seen = sink.seen.lock();
+    assert_eq!(seen.first().map(|(lsn, _, _)| *lsn), Some(oldest), "it starts at the oldest record left");
+    assert!(seen.windows(2).all(|w| w[0].1 < w[1].1), "then in log order, without a gap or a repeat");
+}
+
+fn first_lsn_left(dir: &std::path::Path) -> u64 {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("ls")
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().to_string()))
+        .filter(|n| n.ends_with(".seg"))
+        .collect();
+    names.sort();
+    let first = names.first().expect("a segment");
+    first.trim_start_matches("wal-").trim_end_matches(".seg").parse().expect("segment name holds its first LSN")
+}
