@@ -16,6 +16,8 @@ pub struct ServeConfig {
     pub merchant_rate_limit: u32,
     pub snapshot_every_records: u64,
     pub wal_io: surge_wal::IoMode,
+    /// In-process relay sinks (`--kafka-brokers`, `--mariadb-url`); none by default.
+    pub relay: surge_relay::setup::RelayOptions,
 }
 
 pub const ADMIN_TOKEN_FILE: &str = "admin_token.sha256";

@@ -17,7 +17,9 @@ pub mod error;
 pub mod extract;
 pub mod metrics;
 pub mod openapi;
+pub mod relaycmd;
 pub mod routes;
+pub mod signal;
 pub mod walcmd;
 
 use std::sync::Arc;
@@ -47,6 +49,8 @@ pub struct Inner {
     engine: RwLock<Option<Arc<Engine>>>,
     limiter: Option<DefaultKeyedRateLimiter<Arc<str>>>,
     http: metrics::HttpMetrics,
+    /// The in-process relay's sinks, once started (their lag shows in /metrics).
+    relay: std::sync::OnceLock<Vec<Arc<surge_relay::SinkStatus>>>,
 }
 
 impl AppState {
@@ -59,6 +63,7 @@ impl AppState {
             engine: RwLock::new(None),
             limiter,
             http: metrics::HttpMetrics::default(),
+            relay: std::sync::OnceLock::new(),
         }))
     }
 
@@ -73,6 +78,11 @@ impl AppState {
             .read()
             .clone()
             .ok_or_else(|| ApiError::storage_unavailable("recovery is still running; retry shortly"))
+    }
+
+    /// Shows the in-process relay's sinks in /metrics (once; later calls are ignored).
+    pub fn set_relay_statuses(&self, statuses: Vec<Arc<surge_relay::SinkStatus>>) {
+        let _ = self.0.relay.set(statuses);
     }
 
     pub fn take_engine(&self) -> Option<Arc<Engine>> {
@@ -182,6 +192,9 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
             metric(&mut out, "surge_wal_segments_created_total", "counter", "Segments created.", w.segments_created);
             metric(&mut out, "surge_wal_segments_deleted_total", "counter", "Segments deleted.", w.segments_deleted);
         }
+    }
+    if let Some(sinks) = state.0.relay.get() {
+        surge_relay::status::render_prometheus(sinks, &mut out);
     }
     (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out).into_response()
 }

@@ -27,6 +27,9 @@ enum Cmd {
     /// Look at a write-ahead log without changing it.
     #[command(subcommand)]
     Wal(WalCmd),
+    /// Tail the log of a server's data directory to Kafka and/or MariaDB (the same relay
+    /// `surge serve --kafka-brokers/--mariadb-url` runs in-process).
+    Relay(RelayCmdArgs),
     /// Drive a surge server with a scenario (open or closed loop), check its invariants,
     /// write a JSON result and an HTML report.
     Load(surge_load::LoadArgs),
@@ -65,6 +68,47 @@ struct ServeArgs {
     /// Write a snapshot after this many log records (0: never).
     #[arg(long, env = "SURGE_SNAPSHOT_EVERY", default_value_t = 100_000)]
     snapshot_every: u64,
+    #[command(flatten)]
+    relay: RelayArgs,
+}
+
+/// Where the relay sends the log. Each sink is optional; without any, nothing leaves.
+#[derive(clap::Args)]
+struct RelayArgs {
+    /// Kafka bootstrap servers (`host:port,...`): publish every event to `<prefix><aggregate>`.
+    #[arg(long, env = "SURGE_KAFKA_BROKERS")]
+    kafka_brokers: Option<String>,
+    /// Prefix of the Kafka topic names.
+    #[arg(long, env = "SURGE_KAFKA_TOPIC_PREFIX", default_value = "surge.")]
+    kafka_topic_prefix: String,
+    /// MariaDB cold store (`mysql://user[:password]@host:port/db`); migrated at start.
+    #[arg(long, env = "SURGE_MARIADB_URL", hide_env_values = true)]
+    mariadb_url: Option<String>,
+}
+
+impl RelayArgs {
+    fn options(self) -> surge_relay::setup::RelayOptions {
+        surge_relay::setup::RelayOptions {
+            kafka_brokers: self.kafka_brokers,
+            kafka_topic_prefix: Some(self.kafka_topic_prefix),
+            mariadb_url: self.mariadb_url,
+        }
+    }
+}
+
+#[derive(clap::Args)]
+struct RelayCmdArgs {
+    /// Data directory of the server whose log to relay (or its wal/ directory).
+    #[arg(long, env = "SURGE_DATA_DIR", default_value = "./data")]
+    data_dir: PathBuf,
+    #[command(flatten)]
+    relay: RelayArgs,
+    /// Serve /metrics (lag per sink) and /healthz on this address.
+    #[arg(long, env = "SURGE_RELAY_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
+    /// Exit once every sink has written everything that was durable at start (a backfill).
+    #[arg(long)]
+    until_caught_up: bool,
 }
 
 fn main() -> std::process::ExitCode {
@@ -81,12 +125,21 @@ fn main() -> std::process::ExitCode {
             shards: args.shards,
             merchant_rate_limit: args.merchant_rate_limit,
             snapshot_every_records: args.snapshot_every,
+            relay: args.relay.options(),
             wal_io: match args.wal_io.as_str() {
                 "uring" => surge_wal::IoMode::Uring,
                 "pwrite" => surge_wal::IoMode::Pwrite,
                 _ => surge_wal::IoMode::Auto,
             },
         }),
+        Cmd::Relay(args) => surge_api::relaycmd::run(
+            &args.data_dir,
+            surge_api::relaycmd::RelayRun {
+                options: args.relay.options(),
+                metrics_listen: args.metrics_listen,
+                until_caught_up: args.until_caught_up,
+            },
+        ),
         Cmd::Wal(cmd) => {
             let (dir, verify) = match cmd {
                 WalCmd::Inspect { dir } => (dir, false),
@@ -140,7 +193,8 @@ fn serve(cfg: ServeConfig) -> Result<(), String> {
         let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
             let _ = tcp.set_nodelay(true);
         });
-        let server = axum::serve(listener, app(state.clone())).with_graceful_shutdown(shutdown_signal());
+        let server =
+            axum::serve(listener, app(state.clone())).with_graceful_shutdown(surge_api::signal::shutdown_signal());
         let server = tokio::spawn(async move { server.await });
 
         let wal_dir = cfg.data_dir.join("wal");
@@ -162,6 +216,12 @@ fn serve(cfg: ServeConfig) -> Result<(), String> {
             }
         };
         state.set_engine(engine);
+        // The relay starts after recovery, on the same log directory, reading durable
+        // records only; an unreachable broker or database does not hold the server back.
+        let mut relay = surge_relay::setup::start(cfg.data_dir.join("wal"), &cfg.relay)?;
+        if let Some(relay) = &relay {
+            state.set_relay_statuses(relay.statuses().to_vec());
+        }
         tracing::info!(%local, "ready");
         let served = server.await.map_err(|e| format!("server task: {e}"))?;
         served.map_err(|e| format!("serving: {e}"))?;
@@ -169,26 +229,10 @@ fn serve(cfg: ServeConfig) -> Result<(), String> {
         if let Some(engine) = state.take_engine() {
             tokio::task::spawn_blocking(move || engine.shutdown()).await.map_err(|e| e.to_string())?;
         }
+        if let Some(mut relay) = relay.take() {
+            tokio::task::spawn_blocking(move || relay.stop()).await.map_err(|e| e.to_string())?;
+        }
         tracing::info!("stopped");
         Ok(())
     })
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
-    tracing::info!("shutdown signal: draining in-flight requests");
 }

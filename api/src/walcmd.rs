@@ -12,7 +12,7 @@ use surge_wal::Wal;
 use crate::engine::replay;
 
 /// A data directory or its `wal/` subdirectory.
-fn wal_dir(dir: &Path) -> PathBuf {
+pub(crate) fn wal_dir(dir: &Path) -> PathBuf {
     let sub = dir.join("wal");
     if sub.is_dir() {
         sub

@@ -1,100 +1,14 @@
 //! End to end: the real `surge` binary on a socket, killed with SIGKILL mid-traffic and
 //! restarted on the same data directory. Every acknowledged order must be there.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+mod process;
+
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
-/// A tiny HTTP/1.1 client: one request per connection.
-fn http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: Option<&str>,
-) -> Option<(u16, Value)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    let body = body.unwrap_or("");
-    if !body.is_empty() {
-        req.push_str("Content-Type: application/json\r\n");
-    }
-    req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-    s.write_all(req.as_bytes()).ok()?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).ok()?;
-    let text = String::from_utf8(raw).ok()?;
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    let status = head.split(' ').nth(1)?.parse().ok()?;
-    let value = if body.is_empty() { Value::Null } else { serde_json::from_str(body).ok()? };
-    Some((status, value))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-struct Surge {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Surge {
-    /// Starts `surge serve` (flags from the environment) and waits until /readyz is 200.
-    /// Returns the generated admin token if the server printed one.
-    fn start(data_dir: &std::path::Path) -> (Surge, Option<String>) {
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_surge"))
-            .arg("serve")
-            .env("SURGE_LISTEN", addr.to_string())
-            .env("SURGE_DATA_DIR", data_dir)
-            .env("SURGE_SHARDS", "2")
-            .env_remove("SURGE_ADMIN_TOKEN")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let token = Arc::new(Mutex::new(None));
-        let t = token.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if line.starts_with("adm_") {
-                    *t.lock().unwrap() = Some(line);
-                }
-            }
-        });
-        let started = Instant::now();
-        loop {
-            if let Some((200, _)) = http(addr, "GET", "/readyz", &[], None) {
-                break;
-            }
-            assert!(started.elapsed() < Duration::from_secs(20), "surge did not become ready");
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("surge exited: {status}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let token = token.lock().unwrap().clone();
-        (Surge { child, addr }, token)
-    }
-}
-
-impl Drop for Surge {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use process::{http, Surge};
 
 const ORDER: &str = r#"{"customer_id":"c-1","lines":[{"sku":"tee","qty":1}],"payment":{"method":"points"}}"#;
 

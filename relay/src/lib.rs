@@ -19,6 +19,7 @@ pub mod breaker;
 pub mod driver;
 pub mod kafka;
 pub mod mariadb;
+pub mod setup;
 pub mod sink;
 pub mod status;
 

@@ -1,0 +1,120 @@
+//! The real `surge` binary as a child process, and a tiny HTTP client, for end-to-end tests.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// A tiny HTTP/1.1 client: one request per connection.
+pub fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> Option<(u16, Value)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    let body = body.unwrap_or("");
+    if !body.is_empty() {
+        req.push_str("Content-Type: application/json\r\n");
+    }
+    req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    s.write_all(req.as_bytes()).ok()?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).ok()?;
+    let text = String::from_utf8(raw).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let status = head.split(' ').nth(1)?.parse().ok()?;
+    let value = if body.is_empty() { Value::Null } else { serde_json::from_str(body).ok()? };
+    Some((status, value))
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub struct Surge {
+    pub child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Surge {
+    /// Starts `surge serve` (flags from the environment) and waits until /readyz is 200.
+    /// Returns the generated admin token if the server printed one.
+    pub fn start(data_dir: &std::path::Path) -> (Surge, Option<String>) {
+        Surge::start_with(data_dir, &[])
+    }
+
+    /// Like `start`, with more environment (e.g. relay flags).
+    pub fn start_with(data_dir: &std::path::Path, env: &[(&str, &str)]) -> (Surge, Option<String>) {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_surge"))
+            .arg("serve")
+            .env_remove("SURGE_ADMIN_TOKEN")
+            .envs(env.iter().copied())
+            .env("SURGE_LISTEN", addr.to_string())
+            .env("SURGE_DATA_DIR", data_dir)
+            .env("SURGE_SHARDS", "2")
+            .stdout(Stdio::piped())
+            // SURGE_TEST_LOG=1 shows the server's log in the test output.
+            .stderr(if std::env::var_os("SURGE_TEST_LOG").is_some() { Stdio::inherit() } else { Stdio::null() })
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let token = Arc::new(Mutex::new(None));
+        let t = token.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.starts_with("adm_") {
+                    *t.lock().unwrap() = Some(line);
+                }
+            }
+        });
+        let started = Instant::now();
+        loop {
+            if let Some((200, _)) = http(addr, "GET", "/readyz", &[], None) {
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(20), "surge did not become ready");
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("surge exited: {status}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let token = token.lock().unwrap().clone();
+        (Surge { child, addr }, token)
+    }
+}
+
+impl Drop for Surge {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// GET a text resource (e.g. /metrics): status and body.
+pub fn get_text(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).ok()?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).ok()?;
+    let text = String::from_utf8(raw).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    Some((head.split(' ').nth(1)?.parse().ok()?, body.to_string()))
+}
+
+/// The value of a Prometheus sample line `name{labels} value` in `text`.
+pub fn metric(text: &str, name_and_labels: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(name_and_labels)?.trim().parse().ok())
+}

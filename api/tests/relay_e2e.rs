@@ -1,0 +1,381 @@
+//! End to end with real servers, no mocks: orders over HTTP to the real `surge` binary,
+//! relayed to a Kafka-protocol broker (tansu) and to MariaDB, both started by
+//! `scripts/services.sh` (CI runs it first). Without them these tests fail, naming it.
+//!
+//! 1. `surge serve --kafka-brokers --mariadb-url`: the in-process relay.
+//! 2. `surge relay` as its own process on the server's data directory, SIGKILLed
+//!    mid-stream and restarted: no gaps in Kafka, MariaDB exactly once.
+
+mod process;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mysql_async::prelude::Queryable;
+use process::{get_text, http, metric, Surge};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use serde_json::Value;
+
+fn brokers() -> String {
+    std::env::var("SURGE_TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+fn mariadb_base() -> String {
+    std::env::var("SURGE_TEST_MARIADB_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into())
+}
+
+/// Fails loudly (never skips) when a server the test needs does not answer.
+fn require(what: &str, host_port: &str) {
+    let addr: SocketAddr = host_port.parse().unwrap_or_else(|_| panic!("{what}: bad address {host_port}"));
+    if TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_err() {
+        panic!("{what} does not answer on {host_port}: start it with scripts/services.sh (CI's .ci/run does)");
+    }
+}
+
+fn require_services() {
+    require("the Kafka-protocol broker", brokers().split(',').next().unwrap_or_default());
+    let base = mariadb_base();
+    let host = base.rsplit('@').next().unwrap_or_default().split('/').next().unwrap_or_default().to_string();
+    require("MariaDB", &host);
+}
+
+fn unique(tag: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    format!("{tag}_{}_{nanos}", std::process::id())
+}
+
+struct Db {
+    runtime: tokio::runtime::Runtime,
+    pool: mysql_async::Pool,
+    name: String,
+}
+
+impl Db {
+    fn create(tag: &str) -> Db {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let name = unique(tag);
+        let admin = mysql_async::Pool::new(mariadb_base().as_str());
+        runtime.block_on(async {
+            let mut c = admin.get_conn().await.expect("connect to MariaDB");
+            c.query_drop(format!("CREATE DATABASE `{name}`")).await.expect("create database");
+            drop(c);
+            admin.disconnect().await.expect("disconnect");
+        });
+        let pool = mysql_async::Pool::new(format!("{}/{name}", mariadb_base()).as_str());
+        Db { runtime, pool, name }
+    }
+
+    fn url(&self) -> String {
+        format!("{}/{}", mariadb_base(), self.name)
+    }
+
+    fn rows<T: mysql_async::prelude::FromRow + Send + 'static>(&self, sql: &str) -> Vec<T> {
+        self.runtime.block_on(async {
+            let mut c = self.pool.get_conn().await.expect("connect");
+            c.query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"))
+        })
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let pool = self.pool.clone();
+        self.runtime.block_on(async move {
+            if let Ok(mut c) = pool.get_conn().await {
+                let _ = c.query_drop(format!("DROP DATABASE IF EXISTS `{name}`")).await;
+            }
+            let _ = pool.disconnect().await;
+        });
+    }
+}
+
+/// A merchant with three items and five customers with points; returns its API key header.
+fn shop(addr: SocketAddr, admin: &str) -> String {
+    let admin = format!("Bearer {admin}");
+    let (status, m) = http(
+        addr,
+        "POST",
+        "/v1/merchants",
+        &[("Authorization", &admin)],
+        Some(r#"{"id":"m-1","name":"Shop","currency":"KRW"}"#),
+    )
+    .unwrap();
+    assert_eq!(status, 201, "{m}");
+    let auth = format!("Bearer {}", m["api_key"].as_str().unwrap());
+    for sku in ["tee", "cap", "mug"] {
+        let r = http(
+            addr,
+            "PUT",
+            &format!("/v1/items/{sku}"),
+            &[("Authorization", &auth)],
+            Some(r#"{"name":"x","price":100,"stock":100000}"#),
+        );
+        assert_eq!(r.unwrap().0, 201);
+    }
+    for c in 0..5 {
+        let h = [("Authorization", auth.as_str()), ("Idempotency-Key", &*format!("credit-{c}"))];
+        let r = http(
+            addr,
+            "POST",
+            &format!("/v1/customers/c-{c}/points/credit"),
+            &h,
+            Some(r#"{"amount":100000000,"reason":"x"}"#),
+        );
+        assert_eq!(r.unwrap().0, 200);
+    }
+    auth
+}
+
+/// `n` points orders (every third partly refunded, every fifth cancelled); their ids.
+fn orders(addr: SocketAddr, auth: &str, tag: &str, n: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let sku = ["tee", "cap", "mug"][i % 3];
+        let body = format!(
+            r#"{{"customer_id":"c-{}","lines":[{{"sku":"{sku}","qty":{}}}],"payment":{{"method":"points"}}}}"#,
+            i % 5,
+            1 + i % 2
+        );
+        let key = format!("{tag}-{i}");
+        let h = [("Authorization", auth), ("Idempotency-Key", key.as_str())];
+        let Some((201, o)) = http(addr, "POST", "/v1/orders", &h, Some(&body)) else { break };
+        let id = o["id"].as_str().unwrap().to_string();
+        if i % 3 == 1 {
+            let payment = o["payment"]["id"].as_str().unwrap();
+            let key = format!("{tag}-refund-{i}");
+            let h = [("Authorization", auth), ("Idempotency-Key", key.as_str())];
+            let r = http(addr, "POST", &format!("/v1/payments/{payment}/refund"), &h, Some(r#"{"amount":50}"#));
+            assert_eq!(r.unwrap().0, 200);
+        } else if i % 5 == 2 {
+            let r = http(addr, "POST", &format!("/v1/orders/{id}/cancel"), &[("Authorization", auth)], Some("{}"));
+            assert_eq!(r.unwrap().0, 200);
+        }
+        ids.push(id);
+    }
+    ids
+}
+
+/// Every published event of the log: id -> (topic suffix, key), read from the log itself
+/// with a tailer (durable records only: the server may still be writing).
+fn published_events(data_dir: &Path) -> BTreeMap<String, (String, String)> {
+    let mut tailer = surge_wal::Tailer::open(data_dir.join("wal"), 1).expect("tail the log");
+    let mut out = BTreeMap::new();
+    while let Some(record) = tailer.try_next().expect("record") {
+        let events = surge_core::image::record_events(record.record_type, &record.payload).expect("decode");
+        for (i, e) in events.iter().enumerate() {
+            if let Some((topic, key)) = e.aggregate() {
+                out.insert(surge_core::envelope::event_id(record.lsn, i as u32), (topic.suffix().to_string(), key));
+            }
+        }
+    }
+    out
+}
+
+/// Everything on the test's topics: (topic suffix, key, event id, envelope) in partition order.
+fn consume(prefix: &str, expected: &BTreeMap<String, (String, String)>) -> Vec<(String, String, String, Value)> {
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", unique("check"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let topics: Vec<String> = ["merchants", "orders", "payments", "inventory", "ledger", "points"]
+        .iter()
+        .map(|t| format!("{prefix}{t}"))
+        .collect();
+    consumer.subscribe(&topics.iter().map(String::as_str).collect::<Vec<_>>()).expect("subscribe");
+    let mut got = Vec::new();
+    let mut ids = HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline && !expected.keys().all(|id| ids.contains(id)) {
+        let Some(message) = consumer.poll(Duration::from_millis(500)) else { continue };
+        let m = message.expect("consume");
+        let header = |name: &str| {
+            m.headers()
+                .and_then(|h| h.iter().find(|x| x.key == name).and_then(|x| x.value))
+                .map(|v| String::from_utf8_lossy(v).to_string())
+                .unwrap_or_default()
+        };
+        let id = header("event-id");
+        let value: Value = serde_json::from_slice(m.payload().unwrap_or_default()).expect("JSON envelope");
+        assert_eq!(value["event_id"], id.as_str());
+        assert_eq!(value["type"], header("event-type").as_str());
+        let topic = m.topic().strip_prefix(prefix).unwrap_or_default().to_string();
+        let key = String::from_utf8_lossy(m.key().unwrap_or_default()).to_string();
+        ids.insert(id.clone());
+        got.push((topic, key, id, value));
+    }
+    got
+}
+
+/// Kafka holds every published event on its topic under its key, and per key the first
+/// delivery of each event comes in log order (duplicates are allowed: at least once).
+fn check_kafka(prefix: &str, expected: &BTreeMap<String, (String, String)>) {
+    let got = consume(prefix, expected);
+    let mut first: HashSet<&str> = HashSet::new();
+    let mut last_per_key: HashMap<(&str, &str), &str> = HashMap::new();
+    for (topic, key, id, _) in &got {
+        let want = expected.get(id).unwrap_or_else(|| panic!("unexpected event {id}"));
+        assert_eq!((topic, key), (&want.0, &want.1), "event {id}: topic and key");
+        if !first.insert(id) {
+            continue;
+        }
+        if let Some(prev) = last_per_key.insert((topic, key), id) {
+            assert!(prev < id.as_str(), "{topic}/{key}: {id} came after {prev}");
+        }
+    }
+    let missing: Vec<_> = expected.keys().filter(|id| !first.contains(id.as_str())).collect();
+    assert!(missing.is_empty(), "{} events never reached Kafka, e.g. {:?}", missing.len(), missing.first());
+}
+
+/// MariaDB holds each published event exactly once and rows equal to the API's views.
+fn check_mariadb(db: &Db, addr: SocketAddr, auth: &str, expected: &BTreeMap<String, (String, String)>, ids: &[String]) {
+    let counts: Vec<(u64, u64)> = db.rows("SELECT COUNT(*), COUNT(DISTINCT event_id) FROM events");
+    assert_eq!(counts[0], (expected.len() as u64, expected.len() as u64), "events exactly once");
+    let a = [("Authorization", auth)];
+    let rows: Vec<(String, String, u64, Option<String>)> =
+        db.rows("SELECT id, status, total, payment_status FROM orders WHERE merchant_id = 'm-1'");
+    let rows: HashMap<_, _> = rows.into_iter().map(|(id, s, t, p)| (id, (s, t, p))).collect();
+    assert_eq!(rows.len(), ids.len(), "one row per order");
+    for id in ids {
+        let (_, o) = http(addr, "GET", &format!("/v1/orders/{id}"), &a, None).unwrap();
+        let row = rows.get(id).unwrap_or_else(|| panic!("order {id} has no row"));
+        let api = (
+            o["status"].as_str().unwrap().to_string(),
+            o["total"].as_u64().unwrap(),
+            o["payment"]["status"].as_str().map(String::from),
+        );
+        assert_eq!(row, &api, "order {id}: row vs API");
+    }
+    for sku in ["tee", "cap", "mug"] {
+        let (_, item) = http(addr, "GET", &format!("/v1/items/{sku}"), &a, None).unwrap();
+        let row: Vec<(u64, u64, u64, u64)> = db.rows(&format!(
+            "SELECT stock, available, held, sold FROM items WHERE merchant_id = 'm-1' AND sku = '{sku}'"
+        ));
+        let api = ["stock", "available", "held", "sold"].map(|f| item[f].as_u64().unwrap());
+        assert_eq!(row, vec![(api[0], api[1], api[2], api[3])], "item {sku}: row vs API");
+    }
+}
+
+fn wait_caught_up(addr: SocketAddr, sinks: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, text) = get_text(addr, "/metrics").expect("metrics");
+        let lag = |s: &str| metric(&text, &format!("surge_relay_lag_records{{sink=\"{s}\"}}"));
+        let written = |s: &str| metric(&text, &format!("surge_relay_written_lsn{{sink=\"{s}\"}}")).unwrap_or(0.0);
+        if sinks.iter().all(|s| lag(s) == Some(0.0) && written(s) > 0.0) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the relay did not catch up:\n{text}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn serve_relays_every_event_to_kafka_and_mariadb() {
+    require_services();
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::create("e2e_serve");
+    let prefix = format!("{}.", unique("serve"));
+    let url = db.url();
+    let env = [
+        ("SURGE_KAFKA_BROKERS", brokers()),
+        ("SURGE_KAFKA_TOPIC_PREFIX", prefix.clone()),
+        ("SURGE_MARIADB_URL", url),
+        ("SURGE_ADMIN_TOKEN", "admin".to_string()),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (surge, _) = Surge::start_with(dir.path(), &env);
+    let auth = shop(surge.addr, "admin");
+    let ids = orders(surge.addr, &auth, "o", 150);
+    assert_eq!(ids.len(), 150);
+    wait_caught_up(surge.addr, &["kafka", "mariadb"]);
+    let expected = published_events(dir.path());
+    check_kafka(&prefix, &expected);
+    check_mariadb(&db, surge.addr, &auth, &expected, &ids);
+}
+
+/// `surge relay` on the server's data directory (its own process).
+fn relay_process(data_dir: &Path, prefix: &str, db: &Db, until_caught_up: bool) -> Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_surge"));
+    cmd.arg("relay")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env("SURGE_KAFKA_BROKERS", brokers())
+        .env("SURGE_KAFKA_TOPIC_PREFIX", prefix)
+        .env("SURGE_MARIADB_URL", db.url())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    if until_caught_up {
+        cmd.arg("--until-caught-up");
+    }
+    cmd.spawn().expect("start surge relay")
+}
+
+#[test]
+fn standalone_relay_killed_mid_stream_leaves_no_gap_and_no_duplicate_row() {
+    require_services();
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::create("e2e_relay");
+    let prefix = format!("{}.", unique("relay"));
+    let (surge, _) = Surge::start_with(dir.path(), &[("SURGE_ADMIN_TOKEN", "admin")]);
+    let addr = surge.addr;
+    let auth = shop(addr, "admin");
+    let mut relay = relay_process(dir.path(), &prefix, &db, false);
+    // Orders flow while the relay runs; it is SIGKILLed in the middle of them.
+    let writer = {
+        let auth = auth.clone();
+        std::thread::spawn(move || orders(addr, &auth, "a", 400))
+    };
+    std::thread::sleep(Duration::from_millis(700));
+    relay.kill().expect("SIGKILL the relay");
+    relay.wait().expect("reap");
+    let mut ids = writer.join().unwrap();
+    ids.extend(orders(addr, &auth, "b", 100));
+    // A new relay process picks up from the checkpoints and exits once caught up.
+    let mut relay = relay_process(dir.path(), &prefix, &db, true);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let status = loop {
+        if let Some(status) = relay.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "surge relay --until-caught-up did not finish");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "surge relay: {status}");
+    let expected = published_events(dir.path());
+    check_kafka(&prefix, &expected);
+    check_mariadb(&db, addr, &auth, &expected, &ids);
+}
+
+#[test]
+fn serve_keeps_serving_while_broker_and_database_are_unreachable() {
+    // Nothing listens on these ports: both sinks fail from the start.
+    let (kafka_port, db_port) = (process::free_port(), process::free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let kafka = format!("127.0.0.1:{kafka_port}");
+    let url = format!("mysql://root@127.0.0.1:{db_port}/nowhere");
+    let env = [("SURGE_KAFKA_BROKERS", kafka.as_str()), ("SURGE_MARIADB_URL", &url), ("SURGE_ADMIN_TOKEN", "admin")];
+    let (surge, _) = Surge::start_with(dir.path(), &env);
+    let auth = shop(surge.addr, "admin");
+    assert_eq!(orders(surge.addr, &auth, "down", 30).len(), 30, "orders are acknowledged while the sinks are down");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, text) = get_text(surge.addr, "/metrics").expect("metrics");
+        let value = |name: &str, sink: &str| metric(&text, &format!("{name}{{sink=\"{sink}\"}}")).unwrap_or(0.0);
+        let behind = ["kafka", "mariadb"]
+            .iter()
+            .all(|s| value("surge_relay_lag_records", s) > 30.0 && value("surge_relay_failures_total", s) > 0.0);
+        if behind {
+            break;
+        }
+        assert!(Instant::now() < deadline, "lag and failures show in /metrics:\n{text}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

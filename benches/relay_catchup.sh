@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Judges the relay target of design.md in one run on this machine: the relay's catch-up rate
+# to each sink must exceed the event rate the server produces at full order load.
+#   1. starts `surge serve` (no relay) on an empty data directory, no snapshots, and drives
+#      it with `surge-load --scenario orders` in closed loop (max requests/s) for DURATION;
+#      the events it logged / DURATION is the server's event rate;
+#   2. stops it, then runs `surge relay --until-caught-up` on that directory once per sink
+#      (Kafka, then MariaDB; fresh topics and database) and times the catch-up from LSN 1.
+# Needs the broker and MariaDB of scripts/services.sh, plus jq and the mariadb client.
+# Knobs (environment): DURATION (15s), CONNECTIONS (64), OUT (load-results/relay-catchup),
+# CARGO_TARGET_DIR (target), KAFKA (127.0.0.1:9092), MARIADB (mysql://root@127.0.0.1:3306).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${DURATION:-15s}
+CONNECTIONS=${CONNECTIONS:-64}
+OUT=${OUT:-load-results/relay-catchup}
+KAFKA=${KAFKA:-127.0.0.1:9092}
+MARIADB=${MARIADB:-mysql://root@127.0.0.1:3306}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
+BIN="$CARGO_TARGET_DIR/release"
+TOKEN="bench-admin-$$"
+PORT=${PORT:-18180}
+DB="surge_bench_$$"
+
+for tool in jq curl mariadb; do
+    command -v "$tool" >/dev/null || { echo "needs $tool" >&2; exit 2; }
+done
+
+echo "== building (release)"
+cargo build --release --locked -p surge-api -p surge-load
+
+DATA=$(mktemp -d)
+SERVER=
+cleanup() {
+    if [ -n "$SERVER" ]; then kill "$SERVER" 2>/dev/null || true; wait "$SERVER" 2>/dev/null || true; fi
+    mariadb -h 127.0.0.1 -u root -e "DROP DATABASE IF EXISTS $DB" 2>/dev/null || true
+    rm -rf "$DATA"
+}
+trap cleanup EXIT
+mkdir -p "$OUT"
+
+"$BIN/surge" serve --listen "127.0.0.1:$PORT" --data-dir "$DATA" --admin-token "$TOKEN" --snapshot-every 0 \
+    2>"$OUT/surge.log" >/dev/null &
+SERVER=$!
+for _ in $(seq 1 100); do
+    if curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null; then break; fi
+    sleep 0.1
+done
+
+echo "== server: POST /v1/orders (points, durable), closed loop, $CONNECTIONS connections, $DURATION"
+"$BIN/surge-load" --target "http://127.0.0.1:$PORT" --admin-token "$TOKEN" --scenario orders --mode closed \
+    --duration "$DURATION" --connections "$CONNECTIONS" --quiet --json "$OUT/load.json" || true
+kill -TERM "$SERVER"
+wait "$SERVER" || true
+SERVER=
+
+SECONDS_LOADED=$(jq -r .duration_s "$OUT/load.json")
+REQ_RATE=$(jq -r .requests_per_s "$OUT/load.json")
+"$BIN/surge" wal inspect "$DATA" >"$OUT/inspect.txt"
+EVENTS=$(awk '/^events after the snapshot:/ {print $5}' "$OUT/inspect.txt")
+RECORDS=$(awk '/^last LSN:/ {print $3}' "$OUT/inspect.txt")
+PUBLIC=$(awk '/^  / && $1 !~ /^idempotency\./ {n += $2} END {print n + 0}' "$OUT/inspect.txt")
+EVENT_RATE=$(jq -rn --argjson e "$EVENTS" --argjson s "$SECONDS_LOADED" '$e / $s | floor')
+
+catchup() { # sink name, flags...
+    local name=$1
+    shift
+    local start end
+    start=$(date +%s.%N)
+    "$BIN/surge" relay --data-dir "$DATA" --until-caught-up "$@" 2>"$OUT/relay-$name.log"
+    end=$(date +%s.%N)
+    jq -rn --argjson a "$start" --argjson b "$end" '$b - $a'
+}
+
+echo "== relay to Kafka ($KAFKA) from LSN 1: $RECORDS records, $EVENTS events ($PUBLIC published)"
+KAFKA_S=$(catchup kafka --kafka-brokers "$KAFKA" --kafka-topic-prefix "bench$$.")
+mariadb -h 127.0.0.1 -u root -e "CREATE DATABASE $DB"
+echo "== relay to MariaDB from LSN 1"
+MARIA_S=$(catchup mariadb --mariadb-url "$MARIADB/$DB")
+
+rate() { jq -rn --argjson n "$1" --argjson s "$2" '$n / $s | floor'; }
+echo
+echo "== result"
+printf '  server at full order load   %8.0f req/s  %8s events/s  (%s events in %ss)\n' "$REQ_RATE" "$EVENT_RATE" "$EVENTS" "$SECONDS_LOADED"
+printf '  relay catch-up to Kafka     %8s s      %8s events/s  (%s published messages/s)\n' \
+    "$(printf %.2f "$KAFKA_S")" "$(rate "$EVENTS" "$KAFKA_S")" "$(rate "$PUBLIC" "$KAFKA_S")"
+printf '  relay catch-up to MariaDB   %8s s      %8s events/s\n' "$(printf %.2f "$MARIA_S")" "$(rate "$EVENTS" "$MARIA_S")"
+echo "  (target: each catch-up rate above the server's event rate)"
