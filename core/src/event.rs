@@ -65,11 +65,13 @@ macro_rules! event_bodies {
 
         impl Serialize for DataRef<'_> {
             fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                #[allow(unreachable_patterns)] // the generated arm for PaymentRequested
+                #[allow(unreachable_patterns)] // the generated arms for the two above
                 match self.0 {
                     // The full card number stays in the log (the gateway worker needs it);
                     // what leaves the process shows the last four digits only.
                     EventBody::PaymentRequested(data) => PublicPaymentRequested::from(data).serialize(s),
+                    // Nothing downstream needs anything derived from the API key.
+                    EventBody::MerchantCreated(data) => PublicMerchantCreated::from(data).serialize(s),
                     $(EventBody::$variant(data) => data.serialize(s),)*
                 }
             }
@@ -115,6 +117,19 @@ pub struct MerchantCreated {
     pub currency: Box<str>,
     #[serde(with = "crate::hex_bytes")]
     pub api_key_hash: [u8; 32],
+}
+
+/// `MerchantCreated` as published: without the API key's hash.
+#[derive(Serialize)]
+struct PublicMerchantCreated<'a> {
+    name: &'a str,
+    currency: &'a str,
+}
+
+impl<'a> From<&'a MerchantCreated> for PublicMerchantCreated<'a> {
+    fn from(m: &'a MerchantCreated) -> Self {
+        PublicMerchantCreated { name: &m.name, currency: &m.currency }
+    }
 }
 
 /// Creates the item or updates its name, price, stock level and waiting room.

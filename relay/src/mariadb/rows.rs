@@ -9,7 +9,6 @@
 //! Secrets stay out: merchants have no API key hash column, payments keep only the card's
 //! last four digits, and the `events` envelope drops the key hash and the card number.
 
-use serde_json::Value;
 use surge_core::event::{EventBody, PostingKind};
 use surge_core::state::Merchant;
 use surge_wal::Lsn;
@@ -395,34 +394,11 @@ pub fn posting_kind(kind: PostingKind) -> &'static str {
     }
 }
 
-/// The event's envelope (`surge_core::envelope`) as stored in `events.envelope`, without
-/// secrets: `merchant.created` loses `api_key_hash`, and a `payment.requested` card keeps
-/// its `kind` and `last4` instead of the number (as the payment views show it).
+/// The event's envelope (`surge_core::envelope`) as stored in `events.envelope`. Core's
+/// envelope already leaves secrets out (no API key hash; a card's last four digits only).
 pub fn envelope_json(e: &LoggedEvent) -> Result<String, SinkError> {
-    let envelope = e.event.envelope(e.lsn, e.index);
-    let failed = |err: serde_json::Error| SinkError::Fatal(format!("event {}: envelope: {err}", e.event_id()));
-    match &e.event.body {
-        EventBody::MerchantCreated(_) | EventBody::PaymentRequested(_) => {
-            let mut value = serde_json::to_value(&envelope).map_err(failed)?;
-            if let Some(data) = value.get_mut("data").and_then(Value::as_object_mut) {
-                data.remove("api_key_hash");
-                if let Some(card) = data.get_mut("card").and_then(Value::as_object_mut) {
-                    let number = card.remove("number");
-                    let digits: String = number
-                        .as_ref()
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                        .chars()
-                        .filter(char::is_ascii_digit)
-                        .collect();
-                    let last4 = digits[digits.len().saturating_sub(4)..].to_string();
-                    card.insert("last4".into(), Value::String(last4));
-                }
-            }
-            serde_json::to_string(&value).map_err(failed)
-        }
-        _ => serde_json::to_string(&envelope).map_err(failed),
-    }
+    serde_json::to_string(&e.event.envelope(e.lsn, e.index))
+        .map_err(|err| SinkError::Fatal(format!("event {}: envelope: {err}", e.event_id())))
 }
 
 #[cfg(test)]
