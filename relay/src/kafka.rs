@@ -151,6 +151,9 @@ impl KafkaConfig {
         c.set("bootstrap.servers", &self.brokers)
             .set("client.id", &self.client_id)
             .set("socket.connection.setup.timeout.ms", self.connect_timeout_ms.max(1000).to_string())
+            // A broker closing an idle connection is no news (an outage still is: librdkafka
+            // reports every broker down, and the sink acts on that).
+            .set("log.connection.close", "false")
             .set_log_level(RDKafkaLogLevel::Warning);
         c
     }
