@@ -7,6 +7,13 @@
 //!
 //! Broker from `SURGE_TEST_KAFKA_BROKERS` (default `127.0.0.1:9092`); to try settings:
 //! `SURGE_BENCH_COMPRESSION`, `SURGE_BENCH_LINGER_MS`, `SURGE_BENCH_EVENTS_MAX`.
+//!
+//! tansu with memory storage slows down as it accumulates messages (a long-running shared
+//! broker holding a few million took 2-4x the CPU per message of a fresh one), so for
+//! comparable numbers run it against a fresh broker, e.g.
+//!   tansu broker --listener-url tcp://127.0.0.1:19092 \
+//!       --advertised-listener-url tcp://127.0.0.1:19092 --storage-engine memory://tansu/ &
+//!   SURGE_TEST_KAFKA_BROKERS=127.0.0.1:19092 cargo run --release -p surge-relay --example kafka_catchup
 
 #[path = "../tests/common/mod.rs"]
 mod common;

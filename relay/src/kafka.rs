@@ -151,6 +151,9 @@ impl KafkaConfig {
         c.set("bootstrap.servers", &self.brokers)
             .set("client.id", &self.client_id)
             .set("socket.connection.setup.timeout.ms", self.connect_timeout_ms.max(1000).to_string())
+            // A broker closing an idle connection is no news (an outage still is: librdkafka
+            // reports every broker down, and the sink acts on that).
+            .set("log.connection.close", "false")
             .set_log_level(RDKafkaLogLevel::Warning);
         c
     }
@@ -164,6 +167,9 @@ impl KafkaConfig {
             .set("message.timeout.ms", "0")
             .set("linger.ms", self.linger_ms.to_string())
             .set("batch.num.messages", "10000")
+            // The Java client's partitioner: a key lands on the partition other Kafka tools
+            // (and co-partitioned joins in Kafka Streams) expect it on.
+            .set("partitioner", "murmur2_random")
             .set("compression.type", &self.compression);
         for (k, v) in &self.properties {
             c.set(k, v);
@@ -538,9 +544,8 @@ impl Sink for KafkaSink {
             }
             Ok(Err(e)) => e,
             Err(_) => SinkError::Transient(format!(
-                "kafka: {} of {} messages unacknowledged after {} ms",
+                "kafka: {} messages still unacknowledged after {} ms",
                 session.produced.saturating_sub(session.acks.done()),
-                batch.events.len(),
                 self.config.message_timeout_ms
             )),
         };
