@@ -110,7 +110,8 @@ pub fn open(storage: &Arc<dyn Storage>, config: &Config, read_only: bool) -> Res
     let dir = st.describe(".");
     // What the previous writer acknowledged as durable (it only ever lags the truth). If
     // the log now ends below it, acknowledged records were lost: damage, not a torn tail.
-    let acknowledged = st.dir_path().and_then(crate::watermark::Watermark::read_previous).unwrap_or(0);
+    let published = st.dir_path().and_then(crate::watermark::Watermark::read_previous);
+    let acknowledged = published.unwrap_or(0);
     let lost = |last: Lsn, file: &str, offset: u64| {
         WalError::corrupt(
             file,
@@ -203,7 +204,13 @@ pub fn open(storage: &Arc<dyn Storage>, config: &Config, read_only: bool) -> Res
     let mut record_count = 0u64;
     let mut active = None;
     let total = segs.len();
+    // Read-only: a writer may be appending right now (even into a segment it is about to
+    // seal); read only what it published as durable.
+    let lsn_max = published.filter(|_| read_only);
     for (i, ((first_lsn, name), (bytes, header))) in segs.iter().zip(headers_ok).enumerate().skip(skip) {
+        if lsn_max.is_some_and(|max| expect > max) {
+            break;
+        }
         let path = st.describe(name);
         if *first_lsn != expect {
             return Err(WalError::corrupt(
@@ -214,7 +221,7 @@ pub fn open(storage: &Arc<dyn Storage>, config: &Config, read_only: bool) -> Res
         }
         let is_last = i + 1 == total;
         let limit = bytes.len().min(header.segment_size_bytes as usize).max(SEGMENT_HEADER_SIZE);
-        let scan = segment::scan_segment(&path, &bytes[..limit], *first_lsn, header.salt, is_last)?;
+        let scan = segment::scan_segment(&path, &bytes[..limit], *first_lsn, header.salt, is_last, lsn_max)?;
         expect = scan.next_lsn;
         if is_last {
             if scan.next_lsn <= acknowledged {

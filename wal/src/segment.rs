@@ -107,13 +107,16 @@ pub struct SegmentScan {
 
 /// Validates the frames of one segment. Sealed (non-last) segments must be perfect; in the
 /// last segment a damaged region may only be the tail of the last write (see FORMAT.md,
-/// "Open"), otherwise it is corruption and open stops.
+/// "Open"), otherwise it is corruption and open stops. With `lsn_max` (a read-only open of
+/// a log a writer may still be writing) the scan ends cleanly after that LSN: what follows
+/// may be a write in flight, neither damage nor a tail to judge.
 pub fn scan_segment(
     file: &str,
     bytes: &[u8],
     first_lsn: Lsn,
     salt: u64,
     is_last: bool,
+    lsn_max: Option<Lsn>,
 ) -> Result<SegmentScan, WalError> {
     assert!(bytes.len() >= SEGMENT_HEADER_SIZE);
     let mut offset = SEGMENT_HEADER_SIZE;
@@ -123,6 +126,9 @@ pub fn scan_segment(
     let stop: Option<&'static str>;
     // Bounded by the segment length: every iteration advances by at least one frame.
     loop {
+        if lsn_max.is_some_and(|max| expect > max) && group_start.is_none() {
+            return Ok(SegmentScan { records, end_offset: offset, next_lsn: expect, cut: None });
+        }
         match format::read_frame(bytes, offset, salt) {
             Frame::Valid { record, size } if record.lsn == expect => {
                 if record.group_continues() {

@@ -391,3 +391,42 @@ fn losing_an_acknowledged_tail_record_stops_open_unless_the_operator_accepts_it(
     assert_eq!(rec.record_count(), 9);
     assert_eq!(rec.tail_cut.as_ref().map(|c| c.lsn), Some(10));
 }
+
+#[test]
+fn read_only_opens_while_a_writer_appends_see_a_durable_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, _) = Wal::open(dir.path(), small_config(IoMode::Auto)).unwrap();
+    let wal = Arc::new(wal);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers: Vec<_> = (0..2)
+        .map(|_| {
+            let (wal, stop) = (wal.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut last = None;
+                // Bounded; many appends in flight, so writes land while the reader scans.
+                for _ in 0..20_000 {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
+                    last = Some(wal.append(1, &payload(0, 300)).unwrap());
+                }
+                last.map(|h| h.wait().unwrap());
+            })
+        })
+        .collect();
+    let mut seen = 0;
+    while wal.durable_lsn() < 1_000 {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    for _ in 0..50 {
+        let recovery = Wal::open_read_only(dir.path()).expect("a read-only open of a live log never fails");
+        assert!(recovery.last_lsn() <= wal.durable_lsn(), "only what was durable");
+        assert!(recovery.tail_cut.is_none(), "a write in flight is not a torn tail");
+        seen = seen.max(recovery.last_lsn());
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for w in writers {
+        w.join().unwrap();
+    }
+    assert!(seen > 0);
+}
