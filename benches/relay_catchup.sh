@@ -7,12 +7,14 @@
 #   2. stops it, then runs `surge relay --until-caught-up` on that directory once per sink
 #      (Kafka, then MariaDB; fresh topics and database) and times the catch-up from LSN 1.
 # Needs the broker and MariaDB of scripts/services.sh, plus jq and the mariadb client.
-# Knobs (environment): DURATION (15s), CONNECTIONS (64), OUT (load-results/relay-catchup),
+# Knobs (environment): DURATION (15s), CONNECTIONS (64), SINKS ("kafka mariadb"),
+# OUT (load-results/relay-catchup),
 # CARGO_TARGET_DIR (target), KAFKA (127.0.0.1:9092), MARIADB (mysql://root@127.0.0.1:3306).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DURATION=${DURATION:-15s}
+SINKS=${SINKS:-kafka mariadb}
 CONNECTIONS=${CONNECTIONS:-64}
 OUT=${OUT:-load-results/relay-catchup}
 KAFKA=${KAFKA:-127.0.0.1:9092}
@@ -73,17 +75,26 @@ catchup() { # sink name, flags...
     jq -rn --argjson a "$start" --argjson b "$end" '$b - $a'
 }
 
-echo "== relay to Kafka ($KAFKA) from LSN 1: $RECORDS records, $EVENTS events ($PUBLIC published)"
-KAFKA_S=$(catchup kafka --kafka-brokers "$KAFKA" --kafka-topic-prefix "bench$$.")
-mariadb -h 127.0.0.1 -u root -e "CREATE DATABASE $DB"
-echo "== relay to MariaDB from LSN 1"
-MARIA_S=$(catchup mariadb --mariadb-url "$MARIADB/$DB")
+KAFKA_S= MARIA_S=
+if [[ " $SINKS " == *" kafka "* ]]; then
+    echo "== relay to Kafka ($KAFKA) from LSN 1: $RECORDS records, $EVENTS events ($PUBLIC published)"
+    KAFKA_S=$(catchup kafka --kafka-brokers "$KAFKA" --kafka-topic-prefix "bench$$.")
+fi
+if [[ " $SINKS " == *" mariadb "* ]]; then
+    mariadb -h 127.0.0.1 -u root -e "CREATE DATABASE $DB"
+    echo "== relay to MariaDB from LSN 1: $RECORDS records, $EVENTS events"
+    MARIA_S=$(catchup mariadb --mariadb-url "$MARIADB/$DB")
+fi
 
 rate() { jq -rn --argjson n "$1" --argjson s "$2" '$n / $s | floor'; }
 echo
 echo "== result"
 printf '  server at full order load   %8.0f req/s  %8s events/s  (%s events in %ss)\n' "$REQ_RATE" "$EVENT_RATE" "$EVENTS" "$SECONDS_LOADED"
-printf '  relay catch-up to Kafka     %8s s      %8s events/s  (%s published messages/s)\n' \
-    "$(printf %.2f "$KAFKA_S")" "$(rate "$EVENTS" "$KAFKA_S")" "$(rate "$PUBLIC" "$KAFKA_S")"
-printf '  relay catch-up to MariaDB   %8s s      %8s events/s\n' "$(printf %.2f "$MARIA_S")" "$(rate "$EVENTS" "$MARIA_S")"
+if [ -n "$KAFKA_S" ]; then
+    printf '  relay catch-up to Kafka     %8s s      %8s events/s  (%s published messages/s)\n' \
+        "$(printf %.2f "$KAFKA_S")" "$(rate "$EVENTS" "$KAFKA_S")" "$(rate "$PUBLIC" "$KAFKA_S")"
+fi
+if [ -n "$MARIA_S" ]; then
+    printf '  relay catch-up to MariaDB   %8s s      %8s events/s\n' "$(printf %.2f "$MARIA_S")" "$(rate "$EVENTS" "$MARIA_S")"
+fi
 echo "  (target: each catch-up rate above the server's event rate)"
