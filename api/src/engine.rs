@@ -16,6 +16,7 @@ use std::sync::{Arc, Barrier};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::metrics::Histogram;
 use crossbeam_channel::{select, Receiver, Sender};
 use parking_lot::{Mutex, RwLock};
 use surge_core::encoding::encode_events;
@@ -165,7 +166,17 @@ struct Shared {
     /// Encode + write + fsync of the latest snapshot written, in nanoseconds.
     snapshot_write_ns: AtomicU64,
     snapshot_lsn: AtomicU64,
+    /// Records per group a shard appends (one group per drain).
+    group_records: Histogram,
+    /// From a shard's append of a group to the log's report that it is durable.
+    group_commit: Histogram,
 }
+
+/// Bounds of `group_records`.
+const GROUP_RECORDS_BUCKETS: [f64; 11] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0];
+/// Bounds of `group_commit`, in seconds.
+const GROUP_COMMIT_BUCKETS_S: [f64; 12] =
+    [0.000_1, 0.000_25, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0];
 
 /// Figures for `/metrics`.
 #[derive(Debug, Clone)]
@@ -181,6 +192,8 @@ pub struct EngineStats {
     pub snapshot_write: Duration,
     /// LSN of the latest snapshot written since start (0: none).
     pub snapshot_lsn: Lsn,
+    /// Per shard: requests queued for it or running on it.
+    pub queue_depths: Vec<usize>,
     pub merchants: usize,
     pub wal: Option<surge_wal::WalStats>,
 }
@@ -253,6 +266,8 @@ impl Engine {
             snapshot_pause_ns: AtomicU64::new(0),
             snapshot_write_ns: AtomicU64::new(0),
             snapshot_lsn: AtomicU64::new(0),
+            group_records: Histogram::new(&GROUP_RECORDS_BUCKETS),
+            group_commit: Histogram::new(&GROUP_COMMIT_BUCKETS_S),
         });
         let mut handles = Vec::with_capacity(n);
         let mut threads = Vec::with_capacity(n);
@@ -335,9 +350,26 @@ impl Engine {
             snapshot_pause: Duration::from_nanos(s.snapshot_pause_ns.load(Ordering::Relaxed)),
             snapshot_write: Duration::from_nanos(s.snapshot_write_ns.load(Ordering::Relaxed)),
             snapshot_lsn: s.snapshot_lsn.load(Ordering::Relaxed),
+            queue_depths: self.handles.iter().map(|h| SHARD_INFLIGHT_MAX - h.permits.available_permits()).collect(),
             merchants: s.keys.read().len(),
             wal: s.wal.read().as_ref().map(|w| w.stats()),
         }
+    }
+
+    /// The shards' group histograms, in Prometheus text.
+    pub fn render_histograms(&self, out: &mut String) {
+        use std::fmt::Write;
+        let name = "surge_log_group_records";
+        let _ = writeln!(out, "# HELP {name} Records per group a shard appended (one group per drain of its queue).");
+        let _ = writeln!(out, "# TYPE {name} histogram");
+        self.shared.group_records.render(out, name, "");
+        let name = "surge_log_group_commit_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} From a shard's append of a group to its durability (queue + write + fdatasync)."
+        );
+        let _ = writeln!(out, "# TYPE {name} histogram");
+        self.shared.group_commit.render(out, name, "");
     }
 
     pub fn last_failure(&self) -> Option<String> {
@@ -460,8 +492,8 @@ struct Worker {
     stopping: bool,
     last_appended: Lsn,
     durable_seen: Lsn,
-    /// (last LSN of a group, the shard's applied events after it).
-    inflight: VecDeque<(Lsn, u64)>,
+    /// (last LSN of a group, the shard's applied events after it, when it was appended).
+    inflight: VecDeque<(Lsn, u64, Instant)>,
     /// Answers held until the LSN is durable, in LSN order.
     waiting: VecDeque<(Lsn, Completion)>,
     snapshot: Option<Arc<SnapshotRound>>,
@@ -520,11 +552,12 @@ impl Worker {
         match c {
             Control::Durable(Ok(lsn)) => {
                 self.durable_seen = self.durable_seen.max(lsn);
-                while let Some(&(l, applied)) = self.inflight.front() {
+                while let Some(&(l, applied, appended)) = self.inflight.front() {
                     if l > lsn {
                         break;
                     }
                     self.inflight.pop_front();
+                    self.shared.group_commit.observe(appended.elapsed().as_secs_f64());
                     if !self.stale {
                         self.shard.mark_durable(applied);
                     }
@@ -708,7 +741,8 @@ impl Worker {
         match appended {
             Ok(last) => {
                 self.last_appended = last;
-                self.inflight.push_back((last, self.shard.applied_events()));
+                self.inflight.push_back((last, self.shard.applied_events(), Instant::now()));
+                self.shared.group_records.observe(refs.len() as f64);
                 for done in group.waiters {
                     self.waiting.push_back((last, done));
                 }

@@ -135,12 +135,13 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-/// Counts every answer by method and status, with its latency.
+/// Counts every answer by route template, method and status, with its latency.
 async fn track(State(state): State<AppState>, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let started = std::time::Instant::now();
     let method = req.method().clone();
+    let route = metrics::route_index(req.uri().path());
     let res = next.run(req).await;
-    state.0.http.record(method.as_str(), res.status().as_u16(), started.elapsed());
+    state.0.http.record(route, method.as_str(), res.status().as_u16(), started.elapsed());
     res
 }
 
@@ -155,6 +156,15 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
     if let Some(engine) = engine {
         let s = engine.stats();
         metric(&mut out, "surge_shards", "gauge", "Shard threads.", s.shards);
+        out.push_str("# HELP surge_shard_queue_depth Requests queued for or running on a shard thread.\n");
+        out.push_str("# TYPE surge_shard_queue_depth gauge\n");
+        for (shard, depth) in s.queue_depths.iter().enumerate() {
+            let _ = std::fmt::Write::write_fmt(
+                &mut out,
+                format_args!("surge_shard_queue_depth{{shard=\"{shard}\"}} {depth}\n"),
+            );
+        }
+        engine.render_histograms(&mut out);
         metric(&mut out, "surge_merchants", "gauge", "Merchants.", s.merchants);
         metric(&mut out, "surge_storage_failures_total", "counter", "Log failures (each rebuilt the shards).", {
             s.storage_failures
