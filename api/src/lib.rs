@@ -178,12 +178,8 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
         metric(&mut out, "surge_snapshot_lsn", "gauge", "LSN of the latest snapshot written since start.", {
             s.snapshot_lsn
         });
-        metric(&mut out, "surge_snapshot_pause_seconds", "gauge", "Longest shard pause of the latest snapshot.", {
-            s.snapshot_pause.as_secs_f64()
-        });
-        metric(&mut out, "surge_snapshot_write_seconds", "gauge", "Encode + write + fsync of the latest snapshot.", {
-            s.snapshot_write.as_secs_f64()
-        });
+        let help = "Rebuild from the log + encode + write + fsync of the latest snapshot.";
+        metric(&mut out, "surge_snapshot_write_seconds", "gauge", help, s.snapshot_write.as_secs_f64());
         if let Some(w) = s.wal {
             metric(&mut out, "surge_wal_commits_total", "counter", "Group commits (write + fdatasync).", w.commits);
             metric(&mut out, "surge_wal_records_total", "counter", "Records made durable.", w.records);

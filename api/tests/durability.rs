@@ -65,6 +65,37 @@ async fn restart_recovers_everything_acknowledged() {
     assert_eq!(c.get("/v1/ledger/trial-balance").await.body["balanced"], true);
 }
 
+/// Snapshots come from a replica that follows the log, not from the shards: at the LSN it
+/// was taken, every shard's image equals the live shard's, byte for byte.
+#[tokio::test]
+async fn a_snapshot_is_the_live_state_at_its_lsn() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = server_with(dir_opener(dir.path()), EngineConfig { snapshot_every_records: 5, ..engine_config(2) }, 0);
+    let key = s.merchant("m-1").await;
+    let c = Client::new(&s, &key);
+    seed(&c).await;
+    for i in 0..6 {
+        assert_eq!(c.post_key("/v1/orders", &format!("o-{i}"), ORDER).await.status, StatusCode::CREATED);
+    }
+    // Nothing is written from here on: wait for a snapshot of the last durable LSN.
+    let durable = s.engine.stats().wal.unwrap().durable_lsn;
+    for _ in 0..500 {
+        if s.engine.stats().snapshot_lsn == durable {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(s.engine.stats().snapshot_lsn, durable, "a snapshot at the last durable LSN");
+    let recovery = surge_wal::Wal::open_read_only(dir.path().join("wal")).unwrap();
+    let (lsn, bytes) = recovery.snapshot().expect("a snapshot");
+    assert_eq!(lsn, durable);
+    let images = surge_core::image::decode_snapshot(bytes, Some(2)).unwrap();
+    let live = s.engine.read("m-1", |shard| shard.snapshot()).await.unwrap();
+    let index = surge_core::shard_of("m-1", 2);
+    assert!(images[index].snapshot() == live, "the snapshot image differs from the live shard");
+    assert_eq!(images[1 - index].snapshot(), surge_core::Shard::new().snapshot());
+}
+
 #[tokio::test]
 async fn snapshots_are_taken_and_restored() {
     let dir = tempfile::tempdir().unwrap();
