@@ -2,7 +2,7 @@
 //!
 //! - `app(state)` is the whole router; `main.rs` only parses flags, recovers and serves.
 //! - Only this crate knows JSON and HTTP: handlers turn requests into `surge_core::Request`s,
-//!   the engine (`engine.rs`) runs them on shard threads and answers once durable, and
+//!   the engine (`engine.rs`) runs them on their shard (under its lock) and answers once durable, and
 //!   `dto.rs` renders core's views (RFC 3339 times instead of `*_ms`).
 //! - Every failure is `application/problem+json` (`error.rs`), including the router's own
 //!   404/405 and extractor rejections (a response mapper rewrites any other error body).
@@ -155,8 +155,8 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
     });
     if let Some(engine) = engine {
         let s = engine.stats();
-        metric(&mut out, "surge_shards", "gauge", "Shard threads.", s.shards);
-        out.push_str("# HELP surge_shard_queue_depth Requests queued for or running on a shard thread.\n");
+        metric(&mut out, "surge_shards", "gauge", "Shards.", s.shards);
+        out.push_str("# HELP surge_shard_queue_depth Requests waiting for or running on a shard (lock or log).\n");
         out.push_str("# TYPE surge_shard_queue_depth gauge\n");
         for (shard, depth) in s.queue_depths.iter().enumerate() {
             let _ = std::fmt::Write::write_fmt(
