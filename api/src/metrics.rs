@@ -51,29 +51,44 @@ const LATENCY_BUCKETS_S: [f64; 14] =
 
 /// The template `path` matches, as an index into `ROUTES` (`UNMATCHED` when none does). A
 /// literal segment beats a parameter, as in axum (`/v1/items/bulk` is not `/v1/items/{sku}`).
+/// Runs on every request: the path is split once, the templates once per process.
 pub fn route_index(path: &str) -> usize {
+    static TEMPLATES: std::sync::OnceLock<Vec<Vec<&'static str>>> = std::sync::OnceLock::new();
+    let templates =
+        TEMPLATES.get_or_init(|| ROUTES[..ROUTES.len() - 1].iter().map(|t| t.split('/').collect()).collect());
+    const SEGMENTS_MAX: usize = 8;
+    let unmatched = ROUTES.len() - 1;
+    let mut segments = [""; SEGMENTS_MAX];
+    let mut n = 0;
+    for segment in path.split('/') {
+        if n == SEGMENTS_MAX {
+            return unmatched;
+        }
+        segments[n] = segment;
+        n += 1;
+    }
+    let segments = &segments[..n];
     let mut best: Option<(usize, usize)> = None;
-    for (i, template) in ROUTES[..ROUTES.len() - 1].iter().enumerate() {
-        let mut t = template.split('/');
-        let mut p = path.split('/');
+    for (i, template) in templates.iter().enumerate() {
+        if template.len() != n {
+            continue;
+        }
         let mut literal = 0;
-        let matched = loop {
-            match (t.next(), p.next()) {
-                (None, None) => break true,
-                (Some(ts), Some(ps)) if ts.starts_with('{') => {
-                    if ps.is_empty() {
-                        break false;
-                    }
-                }
-                (Some(ts), Some(ps)) if ts == ps => literal += 1,
-                _ => break false,
+        let matched = template.iter().zip(segments).all(|(t, p)| {
+            if t.starts_with('{') {
+                !p.is_empty()
+            } else if t == p {
+                literal += 1;
+                true
+            } else {
+                false
             }
-        };
+        });
         if matched && best.is_none_or(|(_, l)| literal > l) {
             best = Some((i, literal));
         }
     }
-    best.map_or(ROUTES.len() - 1, |(i, _)| i)
+    best.map_or(unmatched, |(i, _)| i)
 }
 
 fn method_index(method: &str) -> usize {
