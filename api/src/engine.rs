@@ -28,8 +28,11 @@ use surge_wal::{Lsn, Recovery, Wal, WalError};
 use tokio::sync::{oneshot, Semaphore};
 
 pub use surge_core::image::EVENTS_RECORD_TYPE as RECORD_EVENTS;
-/// Requests queued or in flight per shard before callers wait (back-pressure).
-const SHARD_INFLIGHT_MAX: usize = 16_384;
+/// Requests executing or waiting for the log per shard before callers wait (back-pressure).
+/// Appends happen on tokio workers under the shard's lock, so this also keeps the log's
+/// queue (65,536 records / 8 MiB by default) from filling up under ordinary records: a full
+/// queue would block a worker (the log waits for room) instead of a shard thread.
+const SHARD_INFLIGHT_MAX: usize = 4_096;
 pub const TICK_INTERVAL: Duration = Duration::from_millis(250);
 const LOG_UNAVAILABLE: &str = "the write-ahead log is unavailable";
 
