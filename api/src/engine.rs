@@ -108,8 +108,8 @@ struct Cell {
 struct CellState {
     shard: Shard,
     last_appended: Lsn,
-    /// (last LSN of a group, the shard's applied events after it, when it was appended).
-    inflight: VecDeque<(Lsn, u64, Instant)>,
+    /// (last LSN of a group, the shard's applied events after it).
+    inflight: VecDeque<(Lsn, u64)>,
 }
 
 /// What the log's callbacks (on its writer thread) and the request path share.
@@ -585,15 +585,16 @@ impl Cell {
         let refs: Vec<(u8, &[u8])> = records.iter().map(|r| (RECORD_EVENTS, r.as_slice())).collect();
         let log = self.log.clone();
         let wal = shared.wal.read().clone();
+        let started = Instant::now();
         let appended = match &wal {
-            Some(wal) => wal.append_group_with(&refs, move |r| log.on_durable(r)),
+            Some(wal) => wal.append_group_with(&refs, move |r| log.on_durable(r, started)),
             None => Err(WalError::Closed),
         };
         drop(wal);
         match appended {
             Ok(last) => {
                 st.last_appended = last;
-                st.inflight.push_back((last, st.shard.applied_events(), Instant::now()));
+                st.inflight.push_back((last, st.shard.applied_events()));
                 shared.group_records.observe(refs.len() as f64);
                 shared.records_since_snapshot.fetch_add(refs.len() as u64, Ordering::Relaxed);
                 Ok(())
@@ -621,12 +622,11 @@ impl CellLog {
     /// log's epoch (stable while the state lock is held: `replace` takes it too).
     fn absorb(&self, st: &mut CellState) -> u64 {
         let durable = self.durable.load(Ordering::Acquire);
-        while let Some(&(lsn, applied, appended)) = st.inflight.front() {
+        while let Some(&(lsn, applied)) = st.inflight.front() {
             if lsn > durable {
                 break;
             }
             st.inflight.pop_front();
-            self.shared.group_commit.observe(appended.elapsed().as_secs_f64());
             if !self.stale.load(Ordering::Acquire) {
                 st.shard.mark_durable(applied);
             }
@@ -653,10 +653,11 @@ impl CellLog {
     }
 
     /// The log's verdict on a group of this shard (on the log's writer thread, in LSN order).
-    fn on_durable(&self, result: Result<Lsn, WalError>) {
+    fn on_durable(&self, result: Result<Lsn, WalError>, appended: Instant) {
         let mut w = self.waits.lock();
         match result {
             Ok(lsn) => {
+                self.shared.group_commit.observe(appended.elapsed().as_secs_f64());
                 self.durable.fetch_max(lsn, Ordering::AcqRel);
                 // Waits are registered after the shard's lock is released, so they are not
                 // quite in LSN order: look at every one (bounded by the shard's permits).
