@@ -4,13 +4,15 @@
 #      and `surge serve` (durable, points payments) side by side, both pinned to the
 #      server CPU(s); the load generator runs pinned to the other CPU(s);
 #   2. drives each with `surge-load --scenario orders` in closed loop (max requests/s);
-#   3. prints surge / baseline (target: >= 70%);
+#   3. prints surge / baseline (target: >= 70%), and the same ratio in server CPU time per
+#      request (from /proc: far steadier than requests/s when other work shares the VM);
 #   4. drives surge in open loop at 50% of the baseline's rate and prints its p99
 #      (target: <= 5 ms), with the scenario's invariant checks; and, for information, at
 #      50% of surge's own closed-loop rate.
 # The machine must be otherwise idle: other processes on either CPU distort every figure.
 # Knobs (environment): DURATION (10s), CONNECTIONS (64), SERVER_CPUS (0), LOAD_CPUS (1),
-# OUT (load-results/http-vs-baseline), CARGO_TARGET_DIR (target), SURGE_WAL_IO (auto).
+# OUT (load-results/http-vs-baseline), CARGO_TARGET_DIR (target), SURGE_WAL_IO (auto),
+# BIN (prebuilt binaries instead of $CARGO_TARGET_DIR/release; skips the build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,7 +22,7 @@ SERVER_CPUS=${SERVER_CPUS:-0}
 LOAD_CPUS=${LOAD_CPUS:-1}
 OUT=${OUT:-load-results/http-vs-baseline}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
-BIN="$CARGO_TARGET_DIR/release"
+BIN=${BIN:-}
 TOKEN="bench-admin-$$"
 BPORT=${BPORT:-18090}
 SPORT=${SPORT:-18080}
@@ -29,8 +31,11 @@ for tool in jq curl; do
     command -v "$tool" >/dev/null || { echo "needs $tool" >&2; exit 2; }
 done
 
-echo "== building (release)"
-cargo build --release --locked -p surge-api -p surge-load
+if [ -z "$BIN" ]; then
+    echo "== building (release)"
+    cargo build --release --locked -p surge-api -p surge-load
+    BIN="$CARGO_TARGET_DIR/release"
+fi
 
 # Pinning: `taskset -c CPUS` when there are two CPUs or more (taskset execs the program, so
 # $! of a background start is the server itself).
@@ -75,17 +80,32 @@ wait_for() {
 wait_for "http://127.0.0.1:$BPORT/healthz"
 wait_for "http://127.0.0.1:$SPORT/readyz"
 
+# CPU time (user + system, all threads) a process has used, in clock ticks.
+cpu_ticks() {
+    awk '{print $14 + $15}' "/proc/$1/stat"
+}
+TICK_HZ=$(getconf CLK_TCK)
+# Server CPU microseconds per request between two tick readings.
+us_per_request() {
+    jq -rn --argjson t "$(($2 - $1))" --argjson n "$(jq -r .requests "$3")" --argjson hz "$TICK_HZ" \
+        '($t / $hz * 1e6 / $n * 10 | round) / 10'
+}
+
 load() {
     (pin "$LOAD_CPUS" "$BIN/surge-load" --scenario orders --duration "$DURATION" --connections "$CONNECTIONS" \
         --threads "${LOAD_THREADS:-1}" --quiet "$@")
 }
 
 echo "== baseline: bare axum POST /v1/orders, closed loop, $CONNECTIONS connections, $DURATION"
+T0=$(cpu_ticks "${PIDS[0]}")
 load --target "http://127.0.0.1:$BPORT" --skip-setup --mode closed --json "$OUT/baseline.json" \
     --html "$OUT/baseline.html"
+BASE_US=$(us_per_request "$T0" "$(cpu_ticks "${PIDS[0]}")" "$OUT/baseline.json")
 echo "== surge: POST /v1/orders (points, durable), closed loop, $CONNECTIONS connections, $DURATION"
+T0=$(cpu_ticks "${PIDS[1]}")
 load --target "http://127.0.0.1:$SPORT" --admin-token "$TOKEN" --mode closed --json "$OUT/surge.json" \
     --html "$OUT/surge.html" || true
+SURGE_US=$(us_per_request "$T0" "$(cpu_ticks "${PIDS[1]}")" "$OUT/surge.json")
 
 BASE=$(jq -r .requests_per_s "$OUT/baseline.json")
 SURGE=$(jq -r .requests_per_s "$OUT/surge.json")
@@ -110,6 +130,9 @@ echo "== result"
 printf '  baseline (bare axum)     %10.0f req/s\n' "$BASE"
 printf '  surge POST /v1/orders    %10.0f req/s   checks: %s\n' "$SURGE" "$SURGE_OK"
 printf '  ratio                    %10s %%       (target >= 70%%)\n' "$RATIO"
+CPU_RATIO=$(jq -rn --argjson s "$SURGE_US" --argjson b "$BASE_US" '($b / $s * 1000 | round) / 10')
+printf '  server CPU per request   baseline %s us, surge %s us (incl. set-up requests): %s %%\n' \
+    "$BASE_US" "$SURGE_US" "$CPU_RATIO"
 printf '  surge p99 at %s/s   %10s ms      (target <= 5 ms)   checks: %s\n' "$HALF" "$P99" "$HALF_OK"
 printf '  surge p99 at %s/s (50%% of its own max)   %s ms\n' "$OWN" "$P99_OWN"
 echo "  reports: $OUT/*.html, results: $OUT/*.json"

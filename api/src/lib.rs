@@ -2,7 +2,7 @@
 //!
 //! - `app(state)` is the whole router; `main.rs` only parses flags, recovers and serves.
 //! - Only this crate knows JSON and HTTP: handlers turn requests into `surge_core::Request`s,
-//!   the engine (`engine.rs`) runs them on shard threads and answers once durable, and
+//!   the engine (`engine.rs`) runs them on their shard (under its lock) and answers once durable, and
 //!   `dto.rs` renders core's views (RFC 3339 times instead of `*_ms`).
 //! - Every failure is `application/problem+json` (`error.rs`), including the router's own
 //!   404/405 and extractor rejections (a response mapper rewrites any other error body).
@@ -145,12 +145,13 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-/// Counts every answer by method and status, with its latency.
+/// Counts every answer by route template, method and status, with its latency.
 async fn track(State(state): State<AppState>, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let started = std::time::Instant::now();
     let method = req.method().clone();
+    let route = metrics::route_index(req.uri().path());
     let res = next.run(req).await;
-    state.0.http.record(method.as_str(), res.status().as_u16(), started.elapsed());
+    state.0.http.record(route, method.as_str(), res.status().as_u16(), started.elapsed());
     res
 }
 
@@ -164,7 +165,16 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
     });
     if let Some(engine) = engine {
         let s = engine.stats();
-        metric(&mut out, "surge_shards", "gauge", "Shard threads.", s.shards);
+        metric(&mut out, "surge_shards", "gauge", "Shards.", s.shards);
+        out.push_str("# HELP surge_shard_queue_depth Requests waiting for or running on a shard (lock or log).\n");
+        out.push_str("# TYPE surge_shard_queue_depth gauge\n");
+        for (shard, depth) in s.queue_depths.iter().enumerate() {
+            let _ = std::fmt::Write::write_fmt(
+                &mut out,
+                format_args!("surge_shard_queue_depth{{shard=\"{shard}\"}} {depth}\n"),
+            );
+        }
+        engine.render_histograms(&mut out);
         metric(&mut out, "surge_merchants", "gauge", "Merchants.", s.merchants);
         metric(&mut out, "surge_storage_failures_total", "counter", "Log failures (each rebuilt the shards).", {
             s.storage_failures
@@ -175,6 +185,11 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
         metric(&mut out, "surge_records_since_snapshot", "gauge", "Log records appended since the last snapshot.", {
             s.records_since_snapshot
         });
+        metric(&mut out, "surge_snapshot_lsn", "gauge", "LSN of the latest snapshot written since start.", {
+            s.snapshot_lsn
+        });
+        let help = "Rebuild from the log + encode + write + fsync of the latest snapshot.";
+        metric(&mut out, "surge_snapshot_write_seconds", "gauge", help, s.snapshot_write.as_secs_f64());
         if let Some(w) = s.wal {
             metric(&mut out, "surge_wal_commits_total", "counter", "Group commits (write + fdatasync).", w.commits);
             metric(&mut out, "surge_wal_records_total", "counter", "Records made durable.", w.records);

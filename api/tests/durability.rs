@@ -65,6 +65,37 @@ async fn restart_recovers_everything_acknowledged() {
     assert_eq!(c.get("/v1/ledger/trial-balance").await.body["balanced"], true);
 }
 
+/// Snapshots come from a replica that follows the log, not from the shards: at the LSN it
+/// was taken, every shard's image equals the live shard's, byte for byte.
+#[tokio::test]
+async fn a_snapshot_is_the_live_state_at_its_lsn() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = server_with(dir_opener(dir.path()), EngineConfig { snapshot_every_records: 5, ..engine_config(2) }, 0);
+    let key = s.merchant("m-1").await;
+    let c = Client::new(&s, &key);
+    seed(&c).await;
+    for i in 0..6 {
+        assert_eq!(c.post_key("/v1/orders", &format!("o-{i}"), ORDER).await.status, StatusCode::CREATED);
+    }
+    // Nothing is written from here on: wait for a snapshot of the last durable LSN.
+    let durable = s.engine.stats().wal.unwrap().durable_lsn;
+    for _ in 0..500 {
+        if s.engine.stats().snapshot_lsn == durable {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(s.engine.stats().snapshot_lsn, durable, "a snapshot at the last durable LSN");
+    let recovery = surge_wal::Wal::open_read_only(dir.path().join("wal")).unwrap();
+    let (lsn, bytes) = recovery.snapshot().expect("a snapshot");
+    assert_eq!(lsn, durable);
+    let images = surge_core::image::decode_snapshot(bytes, Some(2)).unwrap();
+    let live = s.engine.read("m-1", |shard| shard.snapshot()).await.unwrap();
+    let index = surge_core::shard_of("m-1", 2);
+    assert!(images[index].snapshot() == live, "the snapshot image differs from the live shard");
+    assert_eq!(images[1 - index].snapshot(), surge_core::Shard::new().snapshot());
+}
+
 #[tokio::test]
 async fn snapshots_are_taken_and_restored() {
     let dir = tempfile::tempdir().unwrap();
@@ -180,6 +211,45 @@ async fn storage_failure_answers_503_hides_the_change_and_recovers() {
     assert_eq!(r.body["id"], "ord_2");
     assert!(r.headers.get("idempotent-replayed").is_none());
     assert_eq!(c.get("/v1/customers/c-1/points").await.body["balance"], 9800);
+}
+
+/// The snapshot replica follows the reopened log after a storage failure: a snapshot taken
+/// afterwards is still the live state, and holds nothing the failure took back.
+#[tokio::test]
+async fn snapshots_after_a_storage_failure_are_the_live_state() {
+    let sim = SimStorage::new();
+    let s = server_with(sim_opener(&sim), EngineConfig { snapshot_every_records: 2, ..engine_config(2) }, 0);
+    let key = s.merchant("m-1").await;
+    let c = Client::new(&s, &key);
+    seed(&c).await;
+    assert_eq!(c.post_key("/v1/orders", "o-1", ORDER).await.status, StatusCode::CREATED);
+    sim.set_full(true);
+    c.post_key("/v1/orders", "o-2", ORDER).await.assert_problem(503, "storage_unavailable");
+    sim.set_full(false);
+    for _ in 0..500 {
+        if s.send("GET", "/readyz", &[], None).await.status == StatusCode::OK {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for i in 3..6 {
+        assert_eq!(c.post_key("/v1/orders", &format!("o-{i}"), ORDER).await.status, StatusCode::CREATED);
+    }
+    let durable = s.engine.stats().wal.unwrap().durable_lsn;
+    for _ in 0..500 {
+        if s.engine.stats().snapshot_lsn == durable {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(s.engine.stats().snapshot_lsn, durable, "a snapshot at the last durable LSN");
+    let recovery = surge_wal::Wal::open_read_only_with_storage(Arc::new(sim.clone())).unwrap();
+    let (lsn, bytes) = recovery.snapshot().expect("a snapshot");
+    assert_eq!(lsn, durable);
+    let images = surge_core::image::decode_snapshot(bytes, Some(2)).unwrap();
+    let live = s.engine.read("m-1", |shard| shard.snapshot()).await.unwrap();
+    assert!(images[surge_core::shard_of("m-1", 2)].snapshot() == live, "the snapshot differs from the live shard");
+    assert_eq!(c.get("/v1/customers/c-1/points").await.body["balance"], 9600);
 }
 
 /// Storage whose writable operations can be refused (a disk that is gone read-only), so

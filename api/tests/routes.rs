@@ -374,8 +374,19 @@ async fn metrics_are_prometheus_text() {
     assert_eq!(res.status(), StatusCode::OK);
     assert!(res.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
     let text = String::from_utf8(axum::body::to_bytes(res.into_body(), usize::MAX).await.unwrap().to_vec()).unwrap();
-    assert!(text.contains("surge_http_requests_total{method=\"PUT\",status=\"201\"} 1"), "{text}");
-    assert!(text.contains("surge_http_request_duration_seconds_count"), "{text}");
+    let put = r#"surge_http_requests_total{route="/v1/items/{sku}",method="PUT",status="201"} 1"#;
+    assert!(text.contains(put), "{text}");
+    let merchants = r#"surge_http_requests_total{route="/v1/merchants",method="POST",status="201"} 1"#;
+    assert!(text.contains(merchants), "{text}");
+    let count = r#"surge_http_request_duration_seconds_count{route="/v1/items/{sku}",method="PUT"} 1"#;
+    assert!(text.contains(count), "{text}");
+    let le = r#"surge_http_request_duration_seconds_bucket{route="/v1/items/{sku}",method="PUT",le="+Inf"} 1"#;
+    assert!(text.contains(le), "{text}");
+    assert!(text.contains("surge_shards 2") || text.contains("surge_shards "), "{text}");
+    assert!(text.contains("surge_shard_queue_depth{shard=\"0\"}"), "{text}");
+    assert!(text.contains("surge_log_group_records_count "), "{text}");
+    assert!(text.contains("surge_log_group_commit_seconds_bucket{le=\"+Inf\"}"), "{text}");
+    assert!(text.contains("surge_wal_durable_lsn "), "{text}");
     assert!(text.contains("surge_ready 1"), "{text}");
     assert!(text.contains("surge_wal_commits_total"), "{text}");
     assert!(text.contains("surge_merchants 1"), "{text}");
@@ -434,7 +445,12 @@ async fn openapi_describes_only_routed_operations() {
     assert_eq!(r.body["openapi"], "3.1.0");
     let paths = r.body["paths"].as_object().unwrap();
     assert!(paths.len() >= 25);
+    // /metrics labels requests with these templates: one per documented path, plus `unmatched`.
+    let templates = &surge_api::metrics::ROUTES;
+    assert_eq!(templates.len(), paths.len() + 1, "{templates:?}");
     for (path, ops) in paths {
+        assert!(templates.contains(&path.as_str()), "{path} has no metrics label");
+        assert_eq!(templates[surge_api::metrics::route_index(path)], path.as_str());
         let concrete =
             path.replace("{sku}", "x").replace("{id}", "x").replace("{account}", "x").replace("{token}", "x");
         for method in ops.as_object().unwrap().keys() {
