@@ -157,16 +157,17 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-/// A panic on a shard thread is a bug in the state machine: that shard's memory can no
-/// longer be trusted, the log can. Abort (a restart recovers from the log) rather than
-/// keep serving from a half-applied state. Panics elsewhere (a request task) keep the
-/// default behaviour: that request fails, the server stays up.
+/// A panic on the supervisor (which reopens the log and rebuilds the shards) leaves the
+/// engine without anyone to recover it: abort, and a restart recovers from the log. A panic
+/// while a shard is locked for a change aborts in the engine itself (its memory can no
+/// longer be trusted). Panics elsewhere (a request task) keep the default behaviour: that
+/// request fails, the server stays up.
 fn abort_on_engine_panic() {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         default(info);
         let name = std::thread::current().name().unwrap_or("").to_string();
-        if name.starts_with("surge-shard") || name.starts_with("surge-supervisor") {
+        if name.starts_with("surge-supervisor") {
             eprintln!("surge: panic on {name}: aborting; restart to recover from the log");
             std::process::abort();
         }
