@@ -146,6 +146,12 @@ pub fn open(storage: &Arc<dyn Storage>, config: &Config, read_only: bool) -> Res
     // a segment is all zeros past its header, and it is removed. A bad header in front of
     // data is damage, not a crash: open stops.
     let mut segs = segment::segments_in(&names);
+    // Read-only: a writer may be appending right now (even into a segment it is about to
+    // seal, or one it just created); read only what it published as durable.
+    let lsn_max = published.filter(|_| read_only);
+    if let Some(max) = lsn_max {
+        segs.retain(|(first_lsn, _)| *first_lsn <= max);
+    }
     let mut headers_ok = Vec::new();
     for (i, (first_lsn, name)) in segs.iter().enumerate() {
         let path = st.describe(name);
@@ -204,9 +210,6 @@ pub fn open(storage: &Arc<dyn Storage>, config: &Config, read_only: bool) -> Res
     let mut record_count = 0u64;
     let mut active = None;
     let total = segs.len();
-    // Read-only: a writer may be appending right now (even into a segment it is about to
-    // seal); read only what it published as durable.
-    let lsn_max = published.filter(|_| read_only);
     for (i, ((first_lsn, name), (bytes, header))) in segs.iter().zip(headers_ok).enumerate().skip(skip) {
         if lsn_max.is_some_and(|max| expect > max) {
             break;
