@@ -198,6 +198,7 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
             metric(&mut out, "surge_wal_sync_seconds_total", "counter", "Time in write + fdatasync.", sync_s);
             let max_s = w.sync_ns_max as f64 / 1e9;
             metric(&mut out, "surge_wal_sync_seconds_max", "gauge", "Slowest write + fdatasync.", max_s);
+            wal_histograms(&mut out, &w);
             metric(&mut out, "surge_wal_last_batch_records", "gauge", "Records in the latest commit.", {
                 w.last_batch_records
             });
@@ -212,6 +213,21 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
         surge_relay::status::render_prometheus(sinks, &mut out);
     }
     (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out).into_response()
+}
+
+/// Per-commit histograms of the log: records per group commit and write + fdatasync time.
+fn wal_histograms(out: &mut String, w: &surge_wal::WalStats) {
+    use std::fmt::Write as _;
+    use surge_wal::stats::{BATCH_RECORDS_BOUNDS, SYNC_NS_BOUNDS};
+    let _ = writeln!(out, "# HELP surge_wal_commit_records Records per group commit (one write + one fdatasync).");
+    let _ = writeln!(out, "# TYPE surge_wal_commit_records histogram");
+    let bounds = BATCH_RECORDS_BOUNDS.iter().map(|b| *b as f64);
+    metrics::render_buckets(out, "surge_wal_commit_records", "", bounds, &w.batch_records_hist, w.records as f64);
+    let _ = writeln!(out, "# HELP surge_wal_sync_seconds Time of each group commit's write + fdatasync.");
+    let _ = writeln!(out, "# TYPE surge_wal_sync_seconds histogram");
+    let bounds = SYNC_NS_BOUNDS.iter().map(|b| *b as f64 / 1e9);
+    let sum_s = w.sync_ns_total as f64 / 1e9;
+    metrics::render_buckets(out, "surge_wal_sync_seconds", "", bounds, &w.sync_ns_hist, sum_s);
 }
 
 async fn openapi_json() -> Response {

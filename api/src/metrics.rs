@@ -141,19 +141,35 @@ impl Histogram {
     /// The `_bucket`, `_sum` and `_count` lines; `labels` is empty or `a="b",` style pairs
     /// without braces.
     pub fn render(&self, out: &mut String, name: &str, labels: &str) {
-        let sep = if labels.is_empty() { "" } else { "," };
-        let mut cumulative = 0;
-        for (i, bound) in self.bounds.iter().enumerate() {
-            cumulative += self.counts[i].load(Ordering::Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {cumulative}");
-        }
-        cumulative += self.counts[self.bounds.len()].load(Ordering::Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {cumulative}");
+        let counts: Vec<u64> = self.counts.iter().map(|c| c.load(Ordering::Relaxed)).collect();
         let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        let braces = |s: &str| if s.is_empty() { String::new() } else { format!("{{{s}}}") };
-        let _ = writeln!(out, "{name}_sum{} {sum}", braces(labels));
-        let _ = writeln!(out, "{name}_count{} {cumulative}", braces(labels));
+        render_buckets(out, name, labels, self.bounds.iter().copied(), &counts, sum);
     }
+}
+
+/// Histogram lines from per-bucket (not cumulative) `counts`: one per bound, then +Inf.
+pub fn render_buckets(
+    out: &mut String,
+    name: &str,
+    labels: &str,
+    bounds: impl Iterator<Item = f64>,
+    counts: &[u64],
+    sum: f64,
+) {
+    let sep = if labels.is_empty() { "" } else { "," };
+    let mut cumulative = 0;
+    let mut buckets = 0;
+    for (bound, count) in bounds.zip(counts) {
+        cumulative += count;
+        buckets += 1;
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {cumulative}");
+    }
+    debug_assert_eq!(buckets + 1, counts.len(), "one count per bound, plus the overflow");
+    cumulative += counts.get(buckets).copied().unwrap_or(0);
+    let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {cumulative}");
+    let braces = |s: &str| if s.is_empty() { String::new() } else { format!("{{{s}}}") };
+    let _ = writeln!(out, "{name}_sum{} {sum}", braces(labels));
+    let _ = writeln!(out, "{name}_count{} {cumulative}", braces(labels));
 }
 
 pub struct HttpMetrics {

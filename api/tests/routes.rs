@@ -390,6 +390,15 @@ async fn metrics_are_prometheus_text() {
     assert!(text.contains("surge_ready 1"), "{text}");
     assert!(text.contains("surge_wal_commits_total"), "{text}");
     assert!(text.contains("surge_merchants 1"), "{text}");
+    // Per-commit histograms of the log: as many observations as commits.
+    let value = |name: &str| {
+        text.lines().find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok()).unwrap_or_else(|| panic!("{name}"))
+    };
+    let commits = value("surge_wal_commits_total ");
+    assert!(commits >= 2.0);
+    assert_eq!(value("surge_wal_commit_records_bucket{le=\"+Inf\"} "), commits, "{text}");
+    assert_eq!(value("surge_wal_sync_seconds_count "), commits, "{text}");
+    assert_eq!(value("surge_wal_commit_records_sum "), value("surge_wal_records_total "), "{text}");
 }
 
 #[tokio::test]

@@ -3,6 +3,26 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// Upper bounds of the buckets of the per-commit histograms; each histogram has one more
+/// bucket for everything above the last bound.
+pub const BATCH_RECORDS_BOUNDS: [u64; 12] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 4096, 16384];
+pub const SYNC_NS_BOUNDS: [u64; 12] = [
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    100_000_000,
+    250_000_000,
+    1_000_000_000,
+];
+/// Buckets per histogram: one per bound, plus the overflow.
+pub const HISTOGRAM_BUCKETS: usize = 13;
+
 #[derive(Default)]
 pub(crate) struct Counters {
     pub commits: AtomicU64,
@@ -14,6 +34,8 @@ pub(crate) struct Counters {
     pub segments_created: AtomicU64,
     pub segments_deleted: AtomicU64,
     pub queue_full: AtomicU64,
+    batch_records_hist: [AtomicU64; HISTOGRAM_BUCKETS],
+    sync_ns_hist: [AtomicU64; HISTOGRAM_BUCKETS],
 }
 
 /// A snapshot of the log's counters since open.
@@ -38,6 +60,14 @@ pub struct WalStats {
     /// Records and bytes queued but not yet handed to the writer.
     pub queued_records: u64,
     pub queued_bytes: u64,
+    /// Commits by records in the commit, per bucket of [`BATCH_RECORDS_BOUNDS`] (not cumulative).
+    pub batch_records_hist: [u64; HISTOGRAM_BUCKETS],
+    /// Commits by write + fdatasync time, per bucket of [`SYNC_NS_BOUNDS`] (not cumulative).
+    pub sync_ns_hist: [u64; HISTOGRAM_BUCKETS],
+}
+
+fn bucket(bounds: &[u64], value: u64) -> usize {
+    bounds.iter().position(|b| value <= *b).unwrap_or(bounds.len())
 }
 
 impl Counters {
@@ -52,6 +82,8 @@ impl Counters {
         Counters::add(&self.sync_ns_total, sync_ns);
         self.sync_ns_max.fetch_max(sync_ns, Ordering::Relaxed);
         self.last_batch_records.store(records, Ordering::Relaxed);
+        Counters::add(&self.batch_records_hist[bucket(&BATCH_RECORDS_BOUNDS, records)], 1);
+        Counters::add(&self.sync_ns_hist[bucket(&SYNC_NS_BOUNDS, sync_ns)], 1);
     }
 
     pub fn read(&self) -> WalStats {
@@ -66,6 +98,8 @@ impl Counters {
             segments_created: r(&self.segments_created),
             segments_deleted: r(&self.segments_deleted),
             queue_full: r(&self.queue_full),
+            batch_records_hist: self.batch_records_hist.each_ref().map(r),
+            sync_ns_hist: self.sync_ns_hist.each_ref().map(r),
             ..WalStats::default()
         }
     }
