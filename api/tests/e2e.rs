@@ -18,16 +18,7 @@ fn kill_9_loses_nothing_acknowledged() {
     let (surge, token) = Surge::start(dir.path());
     let admin = format!("Bearer {}", token.expect("an admin token is printed at first start"));
     let addr = surge.addr;
-    let (status, m) = http(
-        addr,
-        "POST",
-        "/v1/merchants",
-        &[("Authorization", &admin)],
-        Some(r#"{"id":"m-1","name":"Shop","currency":"KRW"}"#),
-    )
-    .unwrap();
-    assert_eq!(status, 201);
-    let auth = format!("Bearer {}", m["api_key"].as_str().unwrap());
+    let auth = process::create_merchant(addr, &admin, "m-1");
     let a = [("Authorization", auth.as_str())];
     assert_eq!(
         http(addr, "PUT", "/v1/items/tee", &a, Some(r#"{"name":"Tee","price":100,"stock":1000}"#)).unwrap().0,

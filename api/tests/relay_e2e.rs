@@ -96,17 +96,7 @@ impl Drop for Db {
 
 /// A merchant with three items and five customers with points; returns its API key header.
 fn shop(addr: SocketAddr, admin: &str) -> String {
-    let admin = format!("Bearer {admin}");
-    let (status, m) = http(
-        addr,
-        "POST",
-        "/v1/merchants",
-        &[("Authorization", &admin)],
-        Some(r#"{"id":"m-1","name":"Shop","currency":"KRW"}"#),
-    )
-    .unwrap();
-    assert_eq!(status, 201, "{m}");
-    let auth = format!("Bearer {}", m["api_key"].as_str().unwrap());
+    let auth = process::create_merchant(addr, &format!("Bearer {admin}"), "m-1");
     for sku in ["tee", "cap", "mug"] {
         let r = http(
             addr,

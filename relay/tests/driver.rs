@@ -55,6 +55,15 @@ fn config(dir: &std::path::Path) -> DriverConfig {
     c
 }
 
+/// A relay driving `sink`, once it has written everything up to `durable`.
+fn caught_up(dir: &std::path::Path, sink: &MemorySink, durable: Lsn) -> (Relay, Arc<surge_relay::SinkStatus>) {
+    let mut relay = Relay::new(config(dir));
+    relay.spawn(sink.clone()).expect("spawn");
+    let status = relay.statuses()[0].clone();
+    wait_until("the sink to catch up", || status.written_lsn.load(std::sync::atomic::Ordering::Relaxed) == durable);
+    (relay, status)
+}
+
 fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !done() {
@@ -72,11 +81,8 @@ fn every_event_arrives_in_order_across_failures_and_restarts() {
     let sink = MemorySink::default();
     *sink.fail_writes.lock() = 3;
 
-    let mut relay = Relay::new(config(dir.path()));
-    relay.spawn(sink.clone()).expect("spawn");
-    let status = relay.statuses()[0].clone();
     let durable = log.durable_lsn();
-    wait_until("the sink to catch up", || status.written_lsn.load(std::sync::atomic::Ordering::Relaxed) == durable);
+    let (mut relay, status) = caught_up(dir.path(), &sink, durable);
     assert!(*sink.resumes.lock() >= 4, "every failure resumes from the checkpoint");
     assert!(status.failures.load(std::sync::atomic::Ordering::Relaxed) >= 3);
     relay.stop();
@@ -84,13 +90,8 @@ fn every_event_arrives_in_order_across_failures_and_restarts() {
 
     // More records while the relay is down, then a restart: it goes on from its checkpoint.
     log.orders("m-1", 5, 20);
-    let mut relay = Relay::new(config(dir.path()));
-    relay.spawn(sink.clone()).expect("spawn");
-    let status = relay.statuses()[0].clone();
     let durable = log.durable_lsn();
-    wait_until("the sink to catch up again", || {
-        status.written_lsn.load(std::sync::atomic::Ordering::Relaxed) == durable
-    });
+    let (mut relay, _) = caught_up(dir.path(), &sink, durable);
     relay.stop();
 
     let seen = sink.seen.lock().clone();
@@ -181,11 +182,7 @@ fn a_sink_registered_after_retention_starts_at_the_oldest_record_left() {
     assert!(oldest > 1);
 
     let sink = MemorySink::default();
-    let mut relay = Relay::new(config(dir.path()));
-    relay.spawn(sink.clone()).expect("spawn");
-    let status = relay.statuses()[0].clone();
-    let durable = log.durable_lsn();
-    wait_until("the sink to catch up", || status.written_lsn.load(std::sync::atomic::Ordering::Relaxed) == durable);
+    let (mut relay, status) = caught_up(dir.path(), &sink, log.durable_lsn());
     relay.stop();
     assert!(!status.is_stopped());
     let seen = sink.seen.lock();

@@ -118,3 +118,12 @@ pub fn get_text(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
 pub fn metric(text: &str, name_and_labels: &str) -> Option<f64> {
     text.lines().find_map(|l| l.strip_prefix(name_and_labels)?.trim().parse().ok())
 }
+
+/// Creates merchant `id` with the admin token (`Bearer ...` header value); returns the
+/// merchant's `Authorization` header value.
+pub fn create_merchant(addr: SocketAddr, admin_bearer: &str, id: &str) -> String {
+    let body = format!(r#"{{"id":"{id}","name":"Shop","currency":"KRW"}}"#);
+    let (status, m) = http(addr, "POST", "/v1/merchants", &[("Authorization", admin_bearer)], Some(&body)).unwrap();
+    assert_eq!(status, 201, "{m}");
+    format!("Bearer {}", m["api_key"].as_str().unwrap())
+}
