@@ -17,5 +17,5 @@ pub async fn shutdown_signal() {
         _ = ctrl_c => {},
         _ = term => {},
     }
-    tracing::info!("shutdown signal: draining in-flight requests");
+    tracing::info!("shutdown signal: finishing what is in flight, then stopping");
 }
