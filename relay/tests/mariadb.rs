@@ -944,3 +944,129 @@ fn migrations_are_idempotent_backfill_and_refuse_a_newer_schema() {
         Err(SinkError::Fatal(reason)) if reason.contains("names no database")
     ));
 }
+
+/// Every `events` row as core renders it: (lsn, idx, event_id, type, merchant, aggregate,
+/// occurred_at in ms, envelope JSON text), read from the log.
+fn expected_event_rows(dir: &Path, durable: Lsn) -> Vec<Vec<String>> {
+    let mut tailer = surge_wal::Tailer::open(dir, 1).expect("tail");
+    let mut rows = Vec::new();
+    while tailer.next_lsn() <= durable {
+        let record = tailer.try_next().expect("read").expect("durable record");
+        let events = image::record_events(record.record_type, &record.payload).expect("events");
+        for (i, e) in events.iter().enumerate() {
+            let Some((_, aggregate)) = e.aggregate() else { continue };
+            let envelope = serde_json::to_string(&e.envelope(record.lsn, i as u32)).expect("envelope");
+            rows.push(vec![
+                record.lsn.to_string(),
+                i.to_string(),
+                surge_core::envelope::event_id(record.lsn, i as u32),
+                e.type_name().to_string(),
+                e.merchant.to_string(),
+                aggregate.to_string(),
+                e.at_ms.to_string(),
+                envelope,
+            ]);
+        }
+    }
+    rows
+}
+
+#[test]
+fn events_are_stored_byte_for_byte_by_load_data_and_by_insert() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = LogWriter::open(dir.path());
+    busy_log(&mut log, 30);
+    // A LOAD DATA file's escape and its NULL, and SQL quotes. (Core refuses control
+    // characters in names; JSON escapes them anyway; `sql` unit-tests their escapes.)
+    let name = "back\\slash, \\N, \\t, \\, 'quoted' \"too\" 한글";
+    let spec = ItemSpec { sku: "bytes".into(), name: name.into(), price: 1, stock: 1, queue: None };
+    log.run("m-1", Command::PutItem(spec)).expect("item");
+    let expected = expected_event_rows(dir.path(), log.durable_lsn());
+    assert!(expected.iter().any(|row| row[7].contains("\\t") && row[7].contains("\\\\N")));
+    for load_data in [true, false] {
+        let db = TestDb::create(&base_url(), if load_data { "load" } else { "insert" });
+        let config = MariaDbConfig { load_data, ..MariaDbConfig::new(db.url(), dir.path()) };
+        let mut relay = Relay::new(driver_config(dir.path(), 50));
+        relay.spawn(MariaDbSink::new(config).expect("sink")).expect("spawn");
+        wait_for(&relay, log.durable_lsn(), Duration::from_secs(30));
+        relay.stop();
+        let got = db.rows(&format!(
+            "SELECT lsn, idx, event_id, type, merchant_id, aggregate_id, {}, envelope FROM events ORDER BY lsn, idx",
+            ms("occurred_at")
+        ));
+        assert_rows(if load_data { "events (LOAD DATA)" } else { "events (INSERT)" }, got, expected.clone());
+        assert_eq!(db.one("SELECT name FROM items WHERE sku = 'bytes'"), name);
+        assert_matches(&db, &log.engine, dir.path(), log.durable_lsn());
+    }
+}
+
+#[test]
+fn an_event_already_stored_stops_the_load_instead_of_being_skipped() {
+    // LOAD DATA LOCAL skips a duplicate key with a warning where an INSERT fails: the
+    // sink must count the rows and treat the skip as the error it is.
+    let db = TestDb::create(&base_url(), "dupload");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = LogWriter::open(dir.path());
+    busy_log(&mut log, 20);
+    let mut relay = Relay::new(driver_config(dir.path(), 10_000));
+    relay.spawn(sink(&db, dir.path())).expect("spawn");
+    wait_for(&relay, log.durable_lsn(), Duration::from_secs(30));
+    relay.stop();
+    let events = db.one("SELECT COUNT(*) FROM events");
+    // As if the offset were lost: the events after it are there, nothing else stops them
+    // (the ledger rows, which INSERT would refuse first, are gone).
+    let rewound = log.durable_lsn() - 10;
+    query(&db.url(), &format!("DELETE FROM ledger_entries WHERE lsn > {rewound}")).expect("delete");
+    query(&db.url(), &format!("UPDATE relay_offset SET lsn = {rewound}")).expect("rewind");
+    let ledger = db.one("SELECT COUNT(*) FROM ledger_entries");
+    let mut relay = Relay::new(driver_config(dir.path(), 10_000));
+    relay.spawn(sink(&db, dir.path())).expect("spawn");
+    let status = relay.statuses()[0].clone();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !status.is_stopped() {
+        assert!(Instant::now() < deadline, "the relay went on over events already stored");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    relay.stop();
+    assert_eq!(db.one("SELECT COUNT(*) FROM events"), events);
+    assert_eq!(db.one("SELECT lsn FROM relay_offset"), rewound.to_string(), "nothing committed");
+    assert_eq!(db.one("SELECT COUNT(*) FROM ledger_entries"), ledger, "the batch rolled back whole");
+}
+
+#[test]
+fn a_version_2_database_loses_the_redundant_event_id_index() {
+    let db = TestDb::create(&base_url(), "v3");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = LogWriter::open(dir.path());
+    busy_log(&mut log, 20);
+    let mut relay = Relay::new(driver_config(dir.path(), 100));
+    relay.spawn(sink(&db, dir.path())).expect("spawn");
+    wait_for(&relay, log.durable_lsn(), Duration::from_secs(30));
+    relay.stop();
+    // Back to what version 2 left: the unique index on event_id, no row for version 3.
+    query(&db.url(), "CREATE UNIQUE INDEX events_event_id ON events (event_id)").expect("index");
+    query(&db.url(), "DELETE FROM schema_migrations WHERE version = 3").expect("delete");
+    log.orders("m-2", 5, 20);
+    let mut relay = Relay::new(driver_config(dir.path(), 100));
+    relay.spawn(sink(&db, dir.path())).expect("spawn");
+    wait_for(&relay, log.durable_lsn(), Duration::from_secs(30));
+    relay.stop();
+    let mut indexes: Vec<String> = db
+        .rows(
+            "SELECT DISTINCT INDEX_NAME FROM information_schema.STATISTICS \
+             WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'events'",
+        )
+        .into_iter()
+        .map(|r| r[0].clone())
+        .collect();
+    indexes.sort();
+    assert_eq!(indexes, ["PRIMARY", "events_by_aggregate"]);
+    assert_eq!(db.one("SELECT MAX(version) FROM schema_migrations"), "3");
+    assert_matches(&db, &log.engine, dir.path(), log.durable_lsn());
+    // An event is found by its id through the primary key.
+    let id = db.one("SELECT event_id FROM events ORDER BY lsn DESC, idx DESC LIMIT 1");
+    let by_id = format!(
+        "SELECT event_id FROM events WHERE lsn = CONV(LEFT('{id}', 16), 16, 10) AND idx = CONV(RIGHT('{id}', 4), 16, 10)"
+    );
+    assert_eq!(db.one(&by_id), id);
+}
