@@ -165,6 +165,15 @@ pub const MIGRATIONS: &[Migration] = &[
         // index is an in-place change (no table copy); `IF EXISTS` makes it rerunnable.
         statements: &["ALTER TABLE events DROP INDEX IF EXISTS events_event_id"],
     },
+    Migration {
+        version: 4,
+        name: "the append-only tables have an offset of their own",
+        backfill: None,
+        // No DDL: `relay_offset` gains the row `mariadb.append` (`mod.rs` copies it from
+        // `mariadb` at connect). The version is what keeps an older relay, which knows one
+        // offset only, from writing here (it refuses a newer schema).
+        statements: &[],
+    },
 ];
 
 /// The newest schema version this build knows.
