@@ -7,8 +7,9 @@
 //! A batch is written as two parts, each in ONE transaction with an offset row of its own,
 //! on two connections whose transactions run side by side (the server works on both at
 //! once): the current-state part (offset row `mariadb`) upserts the rows of every
-//! aggregate the batch touched (forward-only on `last_lsn`); the append-only part (offset
-//! row `mariadb.append`) inserts `events` and `ledger_entries`. Each transaction locks its
+//! aggregate the batch touched (forward-only on `last_lsn`) and inserts `ledger_entries`;
+//! the append-only part (offset row `mariadb.append`) inserts `events`, the larger half of
+//! the work. Each transaction locks its
 //! offset row, checks it is where this sink left it, writes, sets it to the batch's last
 //! LSN and commits; `write` returns once both committed. A position moves only with its
 //! rows, so every event is applied once, across crashes of the relay or of the database
@@ -21,7 +22,8 @@
 //! the driver goes on from the part behind, and each part skips the events it already has
 //! (the projection applies only events after C; the append part writes only events after
 //! A). If the log's newest snapshot S is newer than C, the state at C is gone: the sink
-//! writes the append-only rows of max(C, A)+1..=S that the log still has, every
+//! writes the `ledger_entries` rows of C+1..=S and the `events` rows of A+1..=S that the
+//! log still has, every
 //! current-state row as of S and both offsets, in one transaction, and goes on from S.
 //!
 //! Time: `resume` rebuilds the projection (snapshot decode plus replay of the records
@@ -96,7 +98,7 @@ use crate::sink::{Sink, SinkError};
 /// row in `relay_offset`.
 pub const SINK_NAME: &str = "mariadb";
 
-/// The `relay_offset` row of the append-only part (`events`, `ledger_entries`), which is
+/// The `relay_offset` row of the append-only part (`events`), which is
 /// written on a connection of its own (`SINK_NAME`'s row is the current-state part's).
 pub const APPEND_OFFSET: &str = "mariadb.append";
 
@@ -160,7 +162,7 @@ pub struct MariaDbSink {
     config: MariaDbConfig,
     opts: Opts,
     conn: Option<Conn>,
-    /// The append-only part's connection (`events`, `ledger_entries`), whose transaction
+    /// The append-only part's connection (`events`), whose transaction
     /// runs beside the current-state part's on `conn`.
     append_conn: Option<Conn>,
     /// The server's ids of connections given up while a transaction may have been open; the
@@ -388,8 +390,9 @@ impl MariaDbSink {
         lock_offset(&mut tx, APPEND_OFFSET, append).await?;
         let mut tables = Tables::new(limits);
         let mut events = 0u64;
-        // The append-only part may be ahead (a crash between the parts' commits).
-        let mut next = stored.max(append) + 1;
+        // The parts may be apart (a crash between their commits): `ledger_entries` rows
+        // after `stored`, `events` rows after `append`.
+        let mut next = stored.min(append) + 1;
         let mut tailer = Tailer::open(&dir, next).map_err(|e| wal_error("opening the log", e))?;
         // Bounded by `snapshot`: every round reads one record or moves `next` forward.
         while next <= snapshot {
@@ -416,7 +419,13 @@ impl MariaDbSink {
                 .map_err(|e| SinkError::Fatal(format!("log record at LSN {}: {e}", record.lsn)))?;
             for (index, event) in decoded.into_iter().enumerate() {
                 let index = u32::try_from(index).unwrap_or(u32::MAX);
-                tables.event(&LoggedEvent { lsn: record.lsn, index, event })?;
+                let e = LoggedEvent { lsn: record.lsn, index, event };
+                if e.lsn > append {
+                    tables.event_row(&e)?;
+                }
+                if e.lsn > stored {
+                    tables.ledger_row(&e);
+                }
                 events += 1;
             }
             for statement in tables.take_ready() {
@@ -531,6 +540,11 @@ impl MariaDbSink {
                     state_tables.order_lines(m, *order);
                 }
             }
+            // The ledger goes with the state part: it balances the two transactions
+            // (`events` alone is the larger).
+            for e in &batch.events[from..] {
+                state_tables.ledger_row(e);
+            }
         }
         let appended = &batch.events[batch.events.partition_point(|e| e.lsn <= append_at)..];
         let state_rows = state_tables.row_count();
@@ -561,7 +575,7 @@ impl MariaDbSink {
             };
             for slice in appended.chunks(RENDER_SLICE) {
                 for e in slice {
-                    append_tables.event(e)?;
+                    append_tables.event_row(e)?;
                 }
                 tokio::task::yield_now().await;
             }
@@ -578,7 +592,7 @@ impl MariaDbSink {
                     loaded = false;
                     let mut tables = Tables::new(limits);
                     for e in appended {
-                        tables.event(e)?;
+                        tables.event_row(e)?;
                     }
                     for statement in tables.finish() {
                         tx.query_drop(statement).await.map_err(|e| db_error("writing events", e))?;

@@ -364,9 +364,9 @@ impl Tables {
         });
     }
 
-    /// The append-only rows of one logged event: an `events` row for every public event,
-    /// a `ledger_entries` row for every posting. Internal events write nothing.
-    pub fn event(&mut self, e: &LoggedEvent) -> Result<(), SinkError> {
+    /// The `events` row of a public event (nothing for an internal one). Internal events
+    /// write no append-only row at all.
+    pub fn event_row(&mut self, e: &LoggedEvent) -> Result<(), SinkError> {
         let Some((_, aggregate_id)) = e.event.aggregate() else { return Ok(()) };
         let event_id = e.event_id();
         let envelope = envelope_json(e)?;
@@ -408,7 +408,13 @@ impl Tables {
                 push_str(out, &envelope);
             });
         }
+        Ok(())
+    }
+
+    /// The `ledger_entries` row of a posting (nothing for any other event).
+    pub fn ledger_row(&mut self, e: &LoggedEvent) {
         if let EventBody::LedgerPosted(p) = &e.event.body {
+            let event_id = e.event_id();
             self.ledger.row(|out| {
                 push_str(out, &e.event.merchant);
                 out.push(',');
@@ -431,7 +437,6 @@ impl Tables {
                 push_datetime(out, e.event.at_ms);
             });
         }
-        Ok(())
     }
 }
 
