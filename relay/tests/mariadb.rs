@@ -1134,3 +1134,24 @@ fn a_database_with_one_offset_gets_the_append_offset_where_the_state_is() {
     assert_matches(&db, &log.engine, dir.path(), log.durable_lsn());
     assert_eq!(db.one("SELECT MAX(version) FROM schema_migrations"), "4");
 }
+
+#[test]
+fn a_server_that_refuses_local_files_gets_inserts() {
+    // A private server, since `local_infile` is the server's global setting.
+    let server = PrivateServer::start();
+    query(&server.url(), "SET GLOBAL local_infile = 0").expect("local_infile off");
+    let db = TestDb::create(&server.url(), "noinfile");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = LogWriter::open(dir.path());
+    busy_log(&mut log, 30);
+    let mut relay = Relay::new(driver_config(dir.path(), 40));
+    let sink = sink(&db, dir.path());
+    let counters = sink.counters();
+    relay.spawn(sink).expect("spawn");
+    wait_for(&relay, log.durable_lsn(), Duration::from_secs(60));
+    relay.stop();
+    assert_matches(&db, &log.engine, dir.path(), log.durable_lsn());
+    assert_eq!(relay.statuses()[0].failures.load(Ordering::Relaxed), 0, "the fallback is no failure");
+    assert!(counters.events.load(Ordering::Relaxed) > 0);
+    drop(db);
+}
