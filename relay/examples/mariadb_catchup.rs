@@ -6,6 +6,10 @@
 //!
 //!     cargo run --release -p surge-relay --example mariadb_catchup
 //!     SURGE_TEST_MARIADB_URL=mysql://root@127.0.0.1:3306 EVENTS=500000 RUNS=3 cargo run ...
+//!
+//! `BATCH` sets the driver's `batch.events_max` (default 10,000). On Linux with a local
+//! server it also prints `mariadbd`'s and the relay's CPU time per row, which a busy
+//! machine disturbs less than the wall-clock rate.
 
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -149,6 +153,36 @@ fn admin(url: &str, sql: &str) {
     });
 }
 
+/// CPU seconds (user + system) used so far by the processes `/proc/<pid>/stat` of which
+/// matches: this process (`self`) or every local `mariadbd` (only `MARIADBD_PID` if set,
+/// for a private server beside a shared one). `None` off Linux or if the server runs
+/// elsewhere. Ticks are taken as 1/100 s (Linux's `USER_HZ`).
+fn cpu_seconds(which: &str) -> Option<f64> {
+    let stat_cpu = |stat: &str| -> Option<f64> {
+        // Fields after the command name (which is in parentheses).
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let (utime, stime): (f64, f64) = (fields.get(11)?.parse().ok()?, fields.get(12)?.parse().ok()?);
+        Some((utime + stime) / 100.0)
+    };
+    if which == "self" {
+        return stat_cpu(&std::fs::read_to_string("/proc/self/stat").ok()?);
+    }
+    if let Ok(pid) = std::env::var("MARIADBD_PID") {
+        return stat_cpu(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?);
+    }
+    let mut total = None;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let path = entry.path();
+        if std::fs::read_to_string(path.join("comm")).is_ok_and(|c| c.trim() == which) {
+            if let Some(cpu) = std::fs::read_to_string(path.join("stat")).ok().as_deref().and_then(stat_cpu) {
+                *total.get_or_insert(0.0) += cpu;
+            }
+        }
+    }
+    total
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -164,6 +198,7 @@ fn main() {
     println!("log: {events} events in {durable} records, written in {:.1?}", started.elapsed());
 
     let (mut event_rates, mut row_rates) = (Vec::new(), Vec::new());
+    let (mut db_cpu, mut relay_cpu) = (Vec::new(), Vec::new());
     for run in 0..runs {
         let db = format!("surge_catchup_{}_{run}", std::process::id());
         admin(&server, &format!("CREATE DATABASE {db}"));
@@ -172,7 +207,10 @@ fn main() {
         let url = format!("{}/{db}", server.trim_end_matches('/'));
         let sink = MariaDbSink::new(MariaDbConfig::new(url, dir.path())).expect("sink");
         let counters = sink.counters();
-        let mut relay = Relay::new(DriverConfig::new(dir.path().to_path_buf()));
+        let mut config = DriverConfig::new(dir.path().to_path_buf());
+        config.batch.events_max = env("BATCH", config.batch.events_max as u64) as usize;
+        let mut relay = Relay::new(config);
+        let cpu_before = (cpu_seconds("mariadbd"), cpu_seconds("self"));
         let started = Instant::now();
         relay.spawn(sink).expect("spawn");
         let status = relay.statuses()[0].clone();
@@ -181,6 +219,7 @@ fn main() {
             std::thread::sleep(Duration::from_millis(2));
         }
         let took = started.elapsed().as_secs_f64();
+        let cpu_after = (cpu_seconds("mariadbd"), cpu_seconds("self"));
         relay.stop();
         let rows = counters.rows.load(Ordering::Relaxed);
         let written = counters.events.load(Ordering::Relaxed);
@@ -191,9 +230,28 @@ fn main() {
             run + 1,
             counters.transactions.load(Ordering::Relaxed)
         );
+        // CPU per row is steadier than wall time on a shared machine.
+        if let (Some(a), Some(b)) = (cpu_before.0, cpu_after.0) {
+            let us = (b - a) * 1e6 / rows as f64;
+            print!("  mariadbd {:.2} s CPU ({us:.1} µs/row)", b - a);
+            db_cpu.push(us);
+        }
+        if let (Some(a), Some(b)) = (cpu_before.1, cpu_after.1) {
+            let us = (b - a) * 1e6 / rows as f64;
+            print!("  relay {:.2} s CPU ({us:.1} µs/row)", b - a);
+            relay_cpu.push(us);
+        }
+        println!();
         event_rates.push(e);
         row_rates.push(r);
         admin(&server, &format!("DROP DATABASE {db}"));
     }
-    println!("median of {runs}: {:.0} events/s, {:.0} rows/s", median(event_rates), median(row_rates));
+    print!("median of {runs}: {:.0} events/s, {:.0} rows/s", median(event_rates), median(row_rates));
+    if !db_cpu.is_empty() {
+        print!(", mariadbd {:.1} µs CPU/row", median(db_cpu));
+    }
+    if !relay_cpu.is_empty() {
+        print!(", relay {:.1} µs CPU/row", median(relay_cpu));
+    }
+    println!();
 }

@@ -282,6 +282,8 @@ fn assert_matches(db: &TestDb, engine: &Engine, dir: &Path, durable: Lsn) {
 /// The offset and the current-state tables equal the engine's views; no secrets anywhere.
 fn assert_state_matches(db: &TestDb, engine: &Engine, durable: Lsn) {
     assert_eq!(db.one("SELECT lsn FROM relay_offset WHERE sink = 'mariadb'"), durable.to_string(), "offset");
+    let append = db.one("SELECT lsn FROM relay_offset WHERE sink = 'mariadb.append'");
+    assert_eq!(append, durable.to_string(), "append offset");
     let merchants: Vec<_> = engine.shards.iter().flat_map(Shard::merchants).collect();
 
     let mut expected = Vec::new();
@@ -516,7 +518,7 @@ fn exactly_once_across_relay_stops_and_writes_cut_mid_transaction() {
         std::thread::sleep(Duration::from_millis(3 * u64::from(round)));
         relay.stop();
     }
-    let stored: Lsn = db.one("SELECT lsn FROM relay_offset").parse().expect("lsn");
+    let stored: Lsn = db.one("SELECT MIN(lsn) FROM relay_offset").parse().expect("lsn");
     assert!(stored < log.durable_lsn(), "the relay was stopped mid-stream ({stored} of {})", log.durable_lsn());
     assert!(cuts.load(Ordering::Relaxed) > 0, "some writes were cut mid-transaction");
     for c in &counters {
@@ -943,4 +945,213 @@ fn migrations_are_idempotent_backfill_and_refuse_a_newer_schema() {
         MariaDbSink::new(MariaDbConfig::new(base_url(), dir.path())),
         Err(SinkError::Fatal(reason)) if reason.contains("names no database")
     ));
+}
+
+/// Every `events` row as core renders it: (lsn, idx, event_id, type, merchant, aggregate,
+/// occurred_at in ms, envelope JSON text), read from the log.
+fn expected_event_rows(dir: &Path, durable: Lsn) -> Vec<Vec<String>> {
+    let mut tailer = surge_wal::Tailer::open(dir, 1).expect("tail");
+    let mut rows = Vec::new();
+    while tailer.next_lsn() <= durable {
+        let record = tailer.try_next().expect("read").expect("durable record");
+        let events = image::record_events(record.record_type, &record.payload).expect("events");
+        for (i, e) in events.iter().enumerate() {
+            let Some((_, aggregate)) = e.aggregate() else { continue };
+            let envelope = serde_json::to_string(&e.envelope(record.lsn, i as u32)).expect("envelope");
+            rows.push(vec![
+                record.lsn.to_string(),
+                i.to_string(),
+                surge_core::envelope::event_id(record.lsn, i as u32),
+                e.type_name().to_string(),
+                e.merchant.to_string(),
+                aggregate.to_string(),
+                e.at_ms.to_string(),
+                envelope,
+            ]);
+        }
+    }
+    rows
+}
+
+#[test]
+fn events_are_stored_byte_for_byte_by_load_data_and_by_insert() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = LogWriter::open(dir.path());
+    busy_log(&mut log, 30);
+    // A LOAD DATA file's escape and its NULL, and SQL quotes. (Core refuses control
+    // characters in names; JSON escapes them anyway; `sql` unit-tests their escapes.)
+    let name = "back\\slash, \\N, \\t, \\, 'quoted' \"too\" 한글";
+    let spec = ItemSpec { sku: "bytes".into(), name: name.into(), price: 1, stock: 1, queue: None };
+    log.run("m-1", Command::PutItem(spec)).expect("item");
+    let expected = expected_event_rows(dir.path(), log.durable_lsn());
+    assert!(expected.iter().any(|row| row[7].contains("\\t") && row[7].contains("\\\\N")));
+    for load_data in [true, false] {
+        let db = TestDb::create(&base_url(), if load_data { "load" } else { "insert" });
+        let config = MariaDbConfig { load_data, ..MariaDbConfig::new(db.url(), dir.path()) };
+        let mut relay = Relay::new(driver_config(dir.path(), 50));
+        relay.spawn(MariaDbSink::new(config).expect("sink")).expect("spawn");
+        wait_for(&relay, log.durable_lsn(), Duration::from_secs(30));
+        relay.stop();
+        let got = db.rows(&format!(
+            "SELECT lsn, idx, event_id, type, merchant_id, aggregate_id, {}, envelope FROM events ORDER BY lsn, idx",
+            ms("occurred_at")
+        ));
+        assert_rows(if load_data { "events (LOAD DATA)" } else { "events (INSERT)" }, got, expected.clone());
+        assert_eq!(db.one("SELECT name FROM items WHERE sku = 'bytes'"), name);
+        assert_matches(&db, &log.engine, dir.path(), log.durable_lsn());
+    }
+}
+
+#[test]
+fn an_event_already_stored_stops_the_load_instead_of_being_skipped() {
+    // LOAD DATA LOCAL skips a duplicate key with a warning where an INSERT fails: the
+    // sink must count the rows and treat the skip as the error it is.
+    let db = TestDb::create(&base_url(), "dupload");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = LogWriter::open(dir.path());
+    busy_log(&mut log, 20);
+    let mut relay = Relay::new(driver_config(dir.path(), 10_000));
+    relay.spawn(sink(&db, dir.path())).expect("spawn");
+    wait_for(&relay, log.durable_lsn(), Duration::from_secs(30));
+    relay.stop();
+    let events = db.one("SELECT COUNT(*) FROM events");
+    // As if the append-only part's offset were lost: the events after it are there.
+    let rewound = log.durable_lsn() - 10;
+    query(&db.url(), &format!("UPDATE relay_offset SET lsn = {rewound} WHERE sink = 'mariadb.append'"))
+        .expect("rewind");
+    let mut relay = Relay::new(driver_config(dir.path(), 10_000));
+    relay.spawn(sink(&db, dir.path())).expect("spawn");
+    let status = relay.statuses()[0].clone();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !status.is_stopped() {
+        assert!(Instant::now() < deadline, "the relay went on over events already stored");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    relay.stop();
+    assert_eq!(db.one("SELECT COUNT(*) FROM events"), events);
+    let append = db.one("SELECT lsn FROM relay_offset WHERE sink = 'mariadb.append'");
+    assert_eq!(append, rewound.to_string(), "nothing of the append-only part committed");
+}
+
+#[test]
+fn a_version_2_database_loses_the_redundant_event_id_index() {
+    let db = TestDb::create(&base_url(), "v3");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = LogWriter::open(dir.path());
+    busy_log(&mut log, 20);
+    let mut relay = Relay::new(driver_config(dir.path(), 100));
+    relay.spawn(sink(&db, dir.path())).expect("spawn");
+    wait_for(&relay, log.durable_lsn(), Duration::from_secs(30));
+    relay.stop();
+    // Back to what version 2 left: the unique index on event_id, no row for version 3.
+    query(&db.url(), "CREATE UNIQUE INDEX events_event_id ON events (event_id)").expect("index");
+    query(&db.url(), "DELETE FROM schema_migrations WHERE version = 3").expect("delete");
+    log.orders("m-2", 5, 20);
+    let mut relay = Relay::new(driver_config(dir.path(), 100));
+    relay.spawn(sink(&db, dir.path())).expect("spawn");
+    wait_for(&relay, log.durable_lsn(), Duration::from_secs(30));
+    relay.stop();
+    let mut indexes: Vec<String> = db
+        .rows(
+            "SELECT DISTINCT INDEX_NAME FROM information_schema.STATISTICS \
+             WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'events'",
+        )
+        .into_iter()
+        .map(|r| r[0].clone())
+        .collect();
+    indexes.sort();
+    assert_eq!(indexes, ["PRIMARY", "events_by_aggregate"]);
+    assert_eq!(db.one("SELECT MAX(version) FROM schema_migrations"), schema::latest_version().to_string());
+    assert_matches(&db, &log.engine, dir.path(), log.durable_lsn());
+    // An event is found by its id through the primary key.
+    let id = db.one("SELECT event_id FROM events ORDER BY lsn DESC, idx DESC LIMIT 1");
+    let by_id = format!(
+        "SELECT event_id FROM events WHERE lsn = CONV(LEFT('{id}', 16), 16, 10) AND idx = CONV(RIGHT('{id}', 4), 16, 10)"
+    );
+    assert_eq!(db.one(&by_id), id);
+}
+
+/// The database as a crash between the two parts' commits leaves it: `behind`'s offset is
+/// rewound to `to` and its append-only rows after `to` are gone (`events` for the
+/// append-only part, `ledger_entries` for the state part).
+fn rewind_part(db: &TestDb, behind: &str, to: Lsn) {
+    let table = if behind == "mariadb.append" { "events" } else { "ledger_entries" };
+    query(&db.url(), &format!("DELETE FROM {table} WHERE lsn > {to}")).expect("delete");
+    query(&db.url(), &format!("UPDATE relay_offset SET lsn = {to} WHERE sink = '{behind}'")).expect("rewind");
+}
+
+#[test]
+fn each_part_goes_on_from_its_own_offset_after_a_crash_between_their_commits() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = LogWriter::open(dir.path());
+    busy_log(&mut log, 40);
+    let middle = log.durable_lsn() / 2;
+    for behind in ["mariadb.append", "mariadb"] {
+        let db = TestDb::create(&base_url(), "parts");
+        let mut relay = Relay::new(driver_config(dir.path(), 30));
+        relay.spawn(sink(&db, dir.path())).expect("spawn");
+        wait_for(&relay, log.durable_lsn(), Duration::from_secs(30));
+        relay.stop();
+        // One part committed up to the end, the other only up to the middle. (For the
+        // state part the current-state rows stay newer than its offset, as they would be
+        // after a crash between two later batches; forward-only upserts keep them.)
+        rewind_part(&db, behind, middle);
+        let mut relay = Relay::new(driver_config(dir.path(), 30));
+        let inner = sink(&db, dir.path());
+        let counters = inner.counters();
+        relay.spawn(inner).expect("spawn");
+        wait_for(&relay, log.durable_lsn(), Duration::from_secs(30));
+        relay.stop();
+        // Nothing doubled (a second `events` row fails the load), nothing missing.
+        assert_matches(&db, &log.engine, dir.path(), log.durable_lsn());
+        let events = counters.events.load(Ordering::Relaxed);
+        if behind == "mariadb" {
+            assert_eq!(events, 0, "the append-only part skips what it has");
+        } else {
+            assert!(events > 0);
+        }
+    }
+}
+
+#[test]
+fn a_database_with_one_offset_gets_the_append_offset_where_the_state_is() {
+    let db = TestDb::create(&base_url(), "oneoffset");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = LogWriter::open(dir.path());
+    busy_log(&mut log, 20);
+    let mut relay = Relay::new(driver_config(dir.path(), 100));
+    relay.spawn(sink(&db, dir.path())).expect("spawn");
+    wait_for(&relay, log.durable_lsn(), Duration::from_secs(30));
+    relay.stop();
+    // As a version-3 database: one offset row, for both parts.
+    query(&db.url(), "DELETE FROM relay_offset WHERE sink = 'mariadb.append'").expect("delete");
+    query(&db.url(), "DELETE FROM schema_migrations WHERE version = 4").expect("delete");
+    log.orders("m-1", 5, 20);
+    let mut relay = Relay::new(driver_config(dir.path(), 100));
+    relay.spawn(sink(&db, dir.path())).expect("spawn");
+    wait_for(&relay, log.durable_lsn(), Duration::from_secs(30));
+    relay.stop();
+    assert_matches(&db, &log.engine, dir.path(), log.durable_lsn());
+    assert_eq!(db.one("SELECT MAX(version) FROM schema_migrations"), "4");
+}
+
+#[test]
+fn a_server_that_refuses_local_files_gets_inserts() {
+    // A private server, since `local_infile` is the server's global setting.
+    let server = PrivateServer::start();
+    query(&server.url(), "SET GLOBAL local_infile = 0").expect("local_infile off");
+    let db = TestDb::create(&server.url(), "noinfile");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = LogWriter::open(dir.path());
+    busy_log(&mut log, 30);
+    let mut relay = Relay::new(driver_config(dir.path(), 40));
+    let sink = sink(&db, dir.path());
+    let counters = sink.counters();
+    relay.spawn(sink).expect("spawn");
+    wait_for(&relay, log.durable_lsn(), Duration::from_secs(60));
+    relay.stop();
+    assert_matches(&db, &log.engine, dir.path(), log.durable_lsn());
+    assert_eq!(relay.statuses()[0].failures.load(Ordering::Relaxed), 0, "the fallback is no failure");
+    assert!(counters.events.load(Ordering::Relaxed) > 0);
+    drop(db);
 }

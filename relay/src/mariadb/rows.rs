@@ -15,7 +15,9 @@ use surge_wal::Lsn;
 
 use super::projection::{order_id, payment_id, Aggregate};
 use super::schema::Backfill;
-use super::sql::{push_datetime, push_opt_datetime, push_opt_str, push_str, push_u64, Chunked, Limits};
+use super::sql::{
+    push_bare_datetime, push_datetime, push_field, push_opt_datetime, push_opt_str, push_str, push_u64, Chunked, Limits,
+};
 use crate::batch::LoggedEvent;
 use crate::sink::SinkError;
 
@@ -79,6 +81,16 @@ const CUSTOMERS_UPSERT: &str = forward_only_upsert!("points");
 const LEDGER: &str = "INSERT INTO ledger_entries (merchant_id, posting, event_id, lsn, debit_account, \
      credit_account, amount, kind, payment_id, occurred_at)";
 const EVENTS: &str = "INSERT INTO events (lsn, idx, event_id, type, merchant_id, aggregate_id, occurred_at, envelope)";
+/// The `events` columns in the order of a [`LoadFile`]'s fields.
+pub const EVENTS_LOAD_COLUMNS: &str = "(lsn, idx, event_id, type, merchant_id, aggregate_id, occurred_at, envelope)";
+
+/// `events` rows as the text of a `LOAD DATA` file: one line per row, fields split by tabs
+/// and escaped by [`push_field`].
+#[derive(Default)]
+pub struct LoadFile {
+    pub text: String,
+    pub rows: u64,
+}
 
 /// One statement builder per table.
 pub struct Tables {
@@ -90,6 +102,8 @@ pub struct Tables {
     customers: Chunked,
     ledger: Chunked,
     events: Chunked,
+    /// `Some`: `events` rows go here instead of into `events` statements.
+    events_file: Option<LoadFile>,
 }
 
 impl Tables {
@@ -103,7 +117,19 @@ impl Tables {
             customers: Chunked::new(CUSTOMERS, CUSTOMERS_UPSERT, limits),
             ledger: Chunked::new(LEDGER, "", limits),
             events: Chunked::new(EVENTS, "", limits),
+            events_file: None,
         }
+    }
+
+    /// Like [`Tables::new`], but the `events` rows are gathered for `LOAD DATA`
+    /// ([`Tables::take_events_file`]) rather than rendered as `INSERT`s.
+    pub fn with_events_file(limits: Limits) -> Tables {
+        Tables { events_file: Some(LoadFile::default()), ..Tables::new(limits) }
+    }
+
+    /// The `events` rows gathered for `LOAD DATA` (`None` unless built for it).
+    pub fn take_events_file(&mut self) -> Option<LoadFile> {
+        self.events_file.take()
     }
 
     /// Rows written so far (all tables).
@@ -120,7 +146,8 @@ impl Tables {
         ]
         .iter()
         .map(|c| c.total_rows)
-        .sum()
+        .sum::<u64>()
+            + self.events_file.as_ref().map_or(0, |f| f.rows)
     }
 
     /// Statements that are full, to run now (keeps memory bounded on big rewrites).
@@ -134,7 +161,8 @@ impl Tables {
 
     /// Every remaining statement. Parents before children is not needed (no foreign keys).
     pub fn finish(self) -> Vec<String> {
-        let Tables { merchants, items, orders, order_lines, payments, customers, ledger, events } = self;
+        let Tables { merchants, items, orders, order_lines, payments, customers, ledger, events, events_file: _ } =
+            self;
         [merchants, items, orders, order_lines, payments, customers, ledger, events]
             .into_iter()
             .flat_map(Chunked::finish)
@@ -336,30 +364,57 @@ impl Tables {
         });
     }
 
-    /// The append-only rows of one logged event: an `events` row for every public event,
-    /// a `ledger_entries` row for every posting. Internal events write nothing.
-    pub fn event(&mut self, e: &LoggedEvent) -> Result<(), SinkError> {
+    /// The `events` row of a public event (nothing for an internal one). Internal events
+    /// write no append-only row at all.
+    pub fn event_row(&mut self, e: &LoggedEvent) -> Result<(), SinkError> {
         let Some((_, aggregate_id)) = e.event.aggregate() else { return Ok(()) };
         let event_id = e.event_id();
         let envelope = envelope_json(e)?;
-        self.events.row(|out| {
+        if let Some(file) = &mut self.events_file {
+            let out = &mut file.text;
             push_u64(out, e.lsn);
-            out.push(',');
+            out.push('\t');
             push_u64(out, u64::from(e.index));
-            out.push(',');
-            push_str(out, &event_id);
-            out.push(',');
-            push_str(out, e.event.type_name());
-            out.push(',');
-            push_str(out, &e.event.merchant);
-            out.push(',');
-            push_str(out, &aggregate_id);
-            out.push(',');
-            push_datetime(out, e.event.at_ms);
-            out.push(',');
-            push_str(out, &envelope);
-        });
+            out.push('\t');
+            push_field(out, &event_id);
+            out.push('\t');
+            push_field(out, e.event.type_name());
+            out.push('\t');
+            push_field(out, &e.event.merchant);
+            out.push('\t');
+            push_field(out, &aggregate_id);
+            out.push('\t');
+            push_bare_datetime(out, e.event.at_ms);
+            out.push('\t');
+            push_field(out, &envelope);
+            out.push('\n');
+            file.rows += 1;
+        } else {
+            self.events.row(|out| {
+                push_u64(out, e.lsn);
+                out.push(',');
+                push_u64(out, u64::from(e.index));
+                out.push(',');
+                push_str(out, &event_id);
+                out.push(',');
+                push_str(out, e.event.type_name());
+                out.push(',');
+                push_str(out, &e.event.merchant);
+                out.push(',');
+                push_str(out, &aggregate_id);
+                out.push(',');
+                push_datetime(out, e.event.at_ms);
+                out.push(',');
+                push_str(out, &envelope);
+            });
+        }
+        Ok(())
+    }
+
+    /// The `ledger_entries` row of a posting (nothing for any other event).
+    pub fn ledger_row(&mut self, e: &LoggedEvent) {
         if let EventBody::LedgerPosted(p) = &e.event.body {
+            let event_id = e.event_id();
             self.ledger.row(|out| {
                 push_str(out, &e.event.merchant);
                 out.push(',');
@@ -382,7 +437,6 @@ impl Tables {
                 push_datetime(out, e.event.at_ms);
             });
         }
-        Ok(())
     }
 }
 

@@ -154,6 +154,26 @@ pub const MIGRATIONS: &[Migration] = &[
             PRIMARY KEY (merchant_id, id)
         ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"],
     },
+    Migration {
+        version: 3,
+        name: "events without the redundant unique index on event_id",
+        backfill: None,
+        // `event_id` is `{lsn:016x}-{idx:04x}` (`surge_core::envelope::event_id`), a function
+        // of the primary key (lsn, idx): the primary key already keeps every event once, and
+        // a second unique B-tree cost every insert a lookup and a write. An event is found by
+        // its id through the primary key (see `mod.rs`, "Reading `events`"). Dropping an
+        // index is an in-place change (no table copy); `IF EXISTS` makes it rerunnable.
+        statements: &["ALTER TABLE events DROP INDEX IF EXISTS events_event_id"],
+    },
+    Migration {
+        version: 4,
+        name: "the append-only tables have an offset of their own",
+        backfill: None,
+        // No DDL: `relay_offset` gains the row `mariadb.append` (`mod.rs` copies it from
+        // `mariadb` at connect). The version is what keeps an older relay, which knows one
+        // offset only, from writing here (it refuses a newer schema).
+        statements: &[],
+    },
 ];
 
 /// The newest schema version this build knows.

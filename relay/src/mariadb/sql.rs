@@ -31,6 +31,28 @@ pub fn push_str(out: &mut String, s: &str) {
     out.push('\'');
 }
 
+/// Appends `s` as one field of a `LOAD DATA` file in the default format (fields end at a
+/// tab, lines at a newline, `\\` escapes): the bytes that would end a field or a line, and
+/// the escape itself, are escaped, so every string comes back as it was (`\N`, a NULL,
+/// cannot appear: a backslash is always doubled).
+pub fn push_field(out: &mut String, s: &str) {
+    let mut start = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let escaped = match b {
+            b'\\' => "\\\\",
+            b'\t' => "\\t",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\0' => "\\0",
+            _ => continue,
+        };
+        out.push_str(&s[start..i]);
+        out.push_str(escaped);
+        start = i + 1;
+    }
+    out.push_str(&s[start..]);
+}
+
 pub fn push_opt_str(out: &mut String, s: Option<&str>) {
     match s {
         Some(s) => push_str(out, s),
@@ -45,6 +67,13 @@ pub fn push_u64(out: &mut String, n: u64) {
 /// A `DATETIME(3)` literal in UTC: `'2026-11-21 06:01:33.123'`. Times beyond the
 /// column's range (year 9999) are clamped to its end; they cannot come from a real clock.
 pub fn push_datetime(out: &mut String, ms: UnixMs) {
+    out.push('\'');
+    push_bare_datetime(out, ms);
+    out.push('\'');
+}
+
+/// [`push_datetime`] without the quotes (a field of a `LOAD DATA` file).
+pub fn push_bare_datetime(out: &mut String, ms: UnixMs) {
     const MAX_MS: u64 = 253_402_300_799_999; // 9999-12-31 23:59:59.999
     let ms = ms.min(MAX_MS);
     let secs = ms / 1000;
@@ -54,7 +83,7 @@ pub fn push_datetime(out: &mut String, ms: UnixMs) {
     use std::fmt::Write;
     // Writing to a String cannot fail.
     let _ =
-        write!(out, "'{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}.{:03}'", rem / 3600, (rem / 60) % 60, rem % 60, ms % 1000);
+        write!(out, "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}.{:03}", rem / 3600, (rem / 60) % 60, rem % 60, ms % 1000);
 }
 
 pub fn push_opt_datetime(out: &mut String, ms: Option<UnixMs>) {
@@ -216,6 +245,16 @@ mod tests {
         let mut out = String::new();
         push_datetime(&mut out, u64::MAX);
         assert_eq!(out, "'9999-12-31 23:59:59.999'");
+    }
+
+    #[test]
+    fn load_data_fields_are_escaped() {
+        let mut out = String::new();
+        push_field(&mut out, "a\tb\nc\rd\\e\0f'g\"h한\\N");
+        assert_eq!(out, "a\\tb\\nc\\rd\\\\e\\0f'g\"h한\\\\N");
+        let mut out = String::new();
+        push_bare_datetime(&mut out, 1_763_700_000_123);
+        assert_eq!(out, "2025-11-21 04:40:00.123");
     }
 
     #[test]
