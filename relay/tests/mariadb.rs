@@ -215,6 +215,14 @@ fn sink(db: &TestDb, dir: &Path) -> MariaDbSink {
     MariaDbSink::new(MariaDbConfig::new(db.url(), dir)).expect("sink")
 }
 
+/// Runs a relay with this sink, `events_max` events per batch, until it has written `lsn`.
+fn relay_until(db: &TestDb, dir: &Path, events_max: usize, lsn: Lsn, within: Duration) {
+    let mut relay = Relay::new(driver_config(dir, events_max));
+    relay.spawn(sink(db, dir)).expect("spawn");
+    wait_for(&relay, lsn, within);
+    relay.stop();
+}
+
 fn wait_for(relay: &Relay, lsn: Lsn, within: Duration) {
     let status = relay.statuses()[0].clone();
     let deadline = Instant::now() + within;
@@ -526,10 +534,7 @@ fn exactly_once_across_relay_stops_and_writes_cut_mid_transaction() {
     }
 
     // A clean relay catches up; nothing is missing and nothing doubled.
-    let mut relay = Relay::new(driver_config(dir.path(), 200));
-    relay.spawn(sink(&db, dir.path())).expect("spawn");
-    wait_for(&relay, log.durable_lsn(), Duration::from_secs(60));
-    relay.stop();
+    relay_until(&db, dir.path(), 200, log.durable_lsn(), Duration::from_secs(60));
     assert_matches(&db, &log.engine, dir.path(), log.durable_lsn());
     eprintln!(
         "cut writes: {}, projection rebuilds in the stopped relays: {}",
@@ -605,10 +610,7 @@ fn resumes_around_server_snapshots_ahead_of_and_behind_the_database() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut log = LogWriter::open(dir.path());
     busy_log(&mut log, 60);
-    let mut relay = Relay::new(driver_config(dir.path(), 100));
-    relay.spawn(sink(&db, dir.path())).expect("spawn");
-    wait_for(&relay, log.durable_lsn(), Duration::from_secs(30));
-    relay.stop();
+    relay_until(&db, dir.path(), 100, log.durable_lsn(), Duration::from_secs(30));
     let at_db = log.durable_lsn();
 
     // The database behind the snapshot: it gets the snapshot's state, the events of the
@@ -633,10 +635,7 @@ fn resumes_around_server_snapshots_ahead_of_and_behind_the_database() {
     let older_lsn = log.durable_lsn();
     let older: Engine = log.engine.clone();
     log.orders("m-1", 5, 40);
-    let mut relay = Relay::new(driver_config(dir.path(), 100));
-    relay.spawn(sink(&db, dir.path())).expect("spawn");
-    wait_for(&relay, log.durable_lsn(), Duration::from_secs(30));
-    relay.stop();
+    relay_until(&db, dir.path(), 100, log.durable_lsn(), Duration::from_secs(30));
     write_snapshot(&log, older_lsn, &older.shards);
     let events_before: u64 = db.one("SELECT COUNT(*) FROM events").parse().expect("count");
     log.orders("m-2", 5, 30);
@@ -730,10 +729,7 @@ fn behind_a_snapshot_whose_records_are_gone_writes_the_state_and_the_events_it_s
         log.run("m-1", credit).expect("points");
     }
     log.orders("m-1", 30);
-    let mut relay = Relay::new(driver_config(dir.path(), 100));
-    relay.spawn(sink(&db, dir.path())).expect("spawn");
-    wait_for(&relay, log.wal.durable_lsn(), Duration::from_secs(30));
-    relay.stop();
+    relay_until(&db, dir.path(), 100, log.wal.durable_lsn(), Duration::from_secs(30));
     let at_db = log.wal.durable_lsn();
 
     // The sink is forgotten (as if it had never registered), the log moves on, a snapshot
@@ -748,10 +744,7 @@ fn behind_a_snapshot_whose_records_are_gone_writes_the_state_and_the_events_it_s
     assert!(oldest <= snapshot, "the segment holding the snapshot's LSN stays");
     log.orders("m-1", 20);
 
-    let mut relay = Relay::new(driver_config(dir.path(), 100));
-    relay.spawn(sink(&db, dir.path())).expect("spawn");
-    wait_for(&relay, log.wal.durable_lsn(), Duration::from_secs(30));
-    relay.stop();
+    relay_until(&db, dir.path(), 100, log.wal.durable_lsn(), Duration::from_secs(30));
     assert_state_matches(&db, &log.engine, log.wal.durable_lsn());
     let expected: Vec<String> =
         log.events.iter().filter(|(lsn, _)| *lsn <= at_db || *lsn >= oldest).map(|(_, id)| id.clone()).collect();
@@ -922,10 +915,7 @@ fn migrations_are_idempotent_backfill_and_refuse_a_newer_schema() {
     // A database written before the customers table existed (schema version 1) gets it
     // filled from the projection when a newer relay starts.
     log.orders("m-1", 2, 30);
-    let mut relay = Relay::new(driver_config(dir.path(), 100));
-    relay.spawn(sink(&db, dir.path())).expect("spawn");
-    wait_for(&relay, log.durable_lsn(), Duration::from_secs(30));
-    relay.stop();
+    relay_until(&db, dir.path(), 100, log.durable_lsn(), Duration::from_secs(30));
     query(&db.url(), "DROP TABLE customers").expect("drop");
     query(&db.url(), "DELETE FROM schema_migrations WHERE version = 2").expect("delete");
     let mut s = sink(&db, dir.path());
@@ -1010,10 +1000,7 @@ fn an_event_already_stored_stops_the_load_instead_of_being_skipped() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut log = LogWriter::open(dir.path());
     busy_log(&mut log, 20);
-    let mut relay = Relay::new(driver_config(dir.path(), 10_000));
-    relay.spawn(sink(&db, dir.path())).expect("spawn");
-    wait_for(&relay, log.durable_lsn(), Duration::from_secs(30));
-    relay.stop();
+    relay_until(&db, dir.path(), 10_000, log.durable_lsn(), Duration::from_secs(30));
     let events = db.one("SELECT COUNT(*) FROM events");
     // As if the append-only part's offset were lost: the events after it are there.
     let rewound = log.durable_lsn() - 10;
@@ -1039,18 +1026,12 @@ fn a_version_2_database_loses_the_redundant_event_id_index() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut log = LogWriter::open(dir.path());
     busy_log(&mut log, 20);
-    let mut relay = Relay::new(driver_config(dir.path(), 100));
-    relay.spawn(sink(&db, dir.path())).expect("spawn");
-    wait_for(&relay, log.durable_lsn(), Duration::from_secs(30));
-    relay.stop();
+    relay_until(&db, dir.path(), 100, log.durable_lsn(), Duration::from_secs(30));
     // Back to what version 2 left: the unique index on event_id, no row for version 3.
     query(&db.url(), "CREATE UNIQUE INDEX events_event_id ON events (event_id)").expect("index");
     query(&db.url(), "DELETE FROM schema_migrations WHERE version = 3").expect("delete");
     log.orders("m-2", 5, 20);
-    let mut relay = Relay::new(driver_config(dir.path(), 100));
-    relay.spawn(sink(&db, dir.path())).expect("spawn");
-    wait_for(&relay, log.durable_lsn(), Duration::from_secs(30));
-    relay.stop();
+    relay_until(&db, dir.path(), 100, log.durable_lsn(), Duration::from_secs(30));
     let mut indexes: Vec<String> = db
         .rows(
             "SELECT DISTINCT INDEX_NAME FROM information_schema.STATISTICS \
@@ -1088,10 +1069,7 @@ fn each_part_goes_on_from_its_own_offset_after_a_crash_between_their_commits() {
     let middle = log.durable_lsn() / 2;
     for behind in ["mariadb.append", "mariadb"] {
         let db = TestDb::create(&base_url(), "parts");
-        let mut relay = Relay::new(driver_config(dir.path(), 30));
-        relay.spawn(sink(&db, dir.path())).expect("spawn");
-        wait_for(&relay, log.durable_lsn(), Duration::from_secs(30));
-        relay.stop();
+        relay_until(&db, dir.path(), 30, log.durable_lsn(), Duration::from_secs(30));
         // One part committed up to the end, the other only up to the middle. (For the
         // state part the current-state rows stay newer than its offset, as they would be
         // after a crash between two later batches; forward-only upserts keep them.)
@@ -1119,18 +1097,12 @@ fn a_database_with_one_offset_gets_the_append_offset_where_the_state_is() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut log = LogWriter::open(dir.path());
     busy_log(&mut log, 20);
-    let mut relay = Relay::new(driver_config(dir.path(), 100));
-    relay.spawn(sink(&db, dir.path())).expect("spawn");
-    wait_for(&relay, log.durable_lsn(), Duration::from_secs(30));
-    relay.stop();
+    relay_until(&db, dir.path(), 100, log.durable_lsn(), Duration::from_secs(30));
     // As a version-3 database: one offset row, for both parts.
     query(&db.url(), "DELETE FROM relay_offset WHERE sink = 'mariadb.append'").expect("delete");
     query(&db.url(), "DELETE FROM schema_migrations WHERE version = 4").expect("delete");
     log.orders("m-1", 5, 20);
-    let mut relay = Relay::new(driver_config(dir.path(), 100));
-    relay.spawn(sink(&db, dir.path())).expect("spawn");
-    wait_for(&relay, log.durable_lsn(), Duration::from_secs(30));
-    relay.stop();
+    relay_until(&db, dir.path(), 100, log.durable_lsn(), Duration::from_secs(30));
     assert_matches(&db, &log.engine, dir.path(), log.durable_lsn());
     assert_eq!(db.one("SELECT MAX(version) FROM schema_migrations"), "4");
 }
