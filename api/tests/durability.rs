@@ -78,14 +78,7 @@ async fn a_snapshot_is_the_live_state_at_its_lsn() {
         assert_eq!(c.post_key("/v1/orders", &format!("o-{i}"), ORDER).await.status, StatusCode::CREATED);
     }
     // Nothing is written from here on: wait for a snapshot of the last durable LSN.
-    let durable = s.engine.stats().wal.unwrap().durable_lsn;
-    for _ in 0..500 {
-        if s.engine.stats().snapshot_lsn == durable {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(s.engine.stats().snapshot_lsn, durable, "a snapshot at the last durable LSN");
+    let durable = snapshot_at_durable_lsn(&s).await;
     let recovery = surge_wal::Wal::open_read_only(dir.path().join("wal")).unwrap();
     let (lsn, bytes) = recovery.snapshot().expect("a snapshot");
     assert_eq!(lsn, durable);
@@ -235,14 +228,7 @@ async fn snapshots_after_a_storage_failure_are_the_live_state() {
     for i in 3..6 {
         assert_eq!(c.post_key("/v1/orders", &format!("o-{i}"), ORDER).await.status, StatusCode::CREATED);
     }
-    let durable = s.engine.stats().wal.unwrap().durable_lsn;
-    for _ in 0..500 {
-        if s.engine.stats().snapshot_lsn == durable {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(s.engine.stats().snapshot_lsn, durable, "a snapshot at the last durable LSN");
+    let durable = snapshot_at_durable_lsn(&s).await;
     let recovery = surge_wal::Wal::open_read_only_with_storage(Arc::new(sim.clone())).unwrap();
     let (lsn, bytes) = recovery.snapshot().expect("a snapshot");
     assert_eq!(lsn, durable);
@@ -340,4 +326,18 @@ async fn reads_are_served_from_the_log_while_it_cannot_be_reopened() {
     let r = c.post_key("/v1/orders", "o-2", ORDER).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     assert_eq!(r.body["id"], "ord_2");
+}
+
+/// Waits until the engine wrote a snapshot at the log's durable LSN (nothing is written
+/// meanwhile, so one comes at that LSN); returns that LSN.
+async fn snapshot_at_durable_lsn(s: &common::Server) -> u64 {
+    let durable = s.engine.stats().wal.unwrap().durable_lsn;
+    for _ in 0..500 {
+        if s.engine.stats().snapshot_lsn == durable {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(s.engine.stats().snapshot_lsn, durable, "a snapshot at the last durable LSN");
+    durable
 }
