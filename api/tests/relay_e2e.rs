@@ -324,6 +324,7 @@ fn standalone_relay_killed_mid_stream_leaves_no_gap_and_no_duplicate_row() {
         std::thread::spawn(move || orders(addr, &auth, "a", 400))
     };
     std::thread::sleep(Duration::from_millis(700));
+    assert!(!writer.is_finished(), "the relay is killed while orders are still being written");
     relay.kill().expect("SIGKILL the relay");
     relay.wait().expect("reap");
     let mut ids = writer.join().unwrap();
