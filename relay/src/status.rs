@@ -54,7 +54,7 @@ impl SinkStatus {
 /// Appends the relay's metrics in Prometheus text format.
 pub fn render_prometheus(statuses: &[Arc<SinkStatus>], out: &mut String) {
     type Metric = (&'static str, &'static str, &'static str, fn(&SinkStatus) -> f64);
-    let metrics: [Metric; 7] = [
+    let metrics: [Metric; 8] = [
         ("surge_relay_lag_records", "gauge", "Durable records the sink has not written yet", |s| {
             s.lag_records() as f64
         }),
@@ -66,6 +66,9 @@ pub fn render_prometheus(statuses: &[Arc<SinkStatus>], out: &mut String) {
         }),
         ("surge_relay_events_total", "counter", "Events written to the sink", |s| {
             s.events_written.load(Ordering::Relaxed) as f64
+        }),
+        ("surge_relay_batches_total", "counter", "Batches the sink acknowledged (events per batch: the ratio)", |s| {
+            s.batches_written.load(Ordering::Relaxed) as f64
         }),
         ("surge_relay_failures_total", "counter", "Failed connects or writes", |s| {
             s.failures.load(Ordering::Relaxed) as f64
