@@ -5,9 +5,12 @@
 #      it with `surge-load --scenario orders` in closed loop (max requests/s) for DURATION;
 #      the events it logged / DURATION is the server's event rate;
 #   2. stops it, then runs `surge relay --until-caught-up` on that directory once per sink
-#      (Kafka, then MariaDB; fresh topics and database) and times the catch-up from LSN 1.
+#      (Kafka, then MariaDB; fresh topics and database) and times the catch-up from LSN 1;
+#   3. (MariaDB on this machine, CEILING=1) loads the `events` rows the relay wrote again,
+#      by `LOAD DATA` with no relay at all, into the relay's table and into leaner ones, and
+#      prints mariadbd's CPU per row: the fastest any relay could go on this machine's cores.
 # Needs the broker and MariaDB of scripts/services.sh, plus jq and the mariadb client.
-# Knobs (environment): DURATION (15s), CONNECTIONS (64), SINKS ("kafka mariadb"),
+# Knobs (environment): DURATION (15s), CONNECTIONS (64), SINKS ("kafka mariadb"), CEILING (1),
 # OUT (load-results/relay-catchup),
 # CARGO_TARGET_DIR (target), KAFKA (127.0.0.1:9092), MARIADB (mysql://root@127.0.0.1:3306).
 set -euo pipefail
@@ -87,6 +90,42 @@ if [[ " $SINKS " == *" mariadb "* ]]; then
 fi
 
 rate() { jq -rn --argjson n "$1" --argjson s "$2" '$n / $s | floor'; }
+
+# mariadbd's CPU time in clock ticks (a local server only).
+MARIADBD=$(pgrep -x mariadbd | head -n 1 || true)
+maria_ticks() { awk '{print $14 + $15}' "/proc/$MARIADBD/stat"; }
+# Loads $DATA/events.tsv into a fresh table of the given definition; prints mariadbd's
+# CPU microseconds per row. Columns not in the table go to @skip.
+load_cost() { # table definition, column list
+    local t0 t1
+    mariadb -h 127.0.0.1 -u root "$DB" -e "DROP TABLE IF EXISTS ceiling; CREATE TABLE ceiling $1"
+    t0=$(maria_ticks)
+    mariadb --local-infile=1 -h 127.0.0.1 -u root "$DB" -e "SET SESSION check_constraint_checks = 0; LOAD DATA LOCAL INFILE '$DATA/events.tsv' \
+        INTO TABLE ceiling CHARACTER SET utf8mb4 $2"
+    t1=$(maria_ticks)
+    jq -rn --argjson t "$((t1 - t0))" --argjson hz "$(getconf CLK_TCK)" --argjson n "$ROWS" \
+        '($t / $hz * 1e6 / $n * 100 | round) / 100'
+}
+CEILINGS=()
+if [ -n "$MARIA_S" ] && [ "${CEILING:-1}" = 1 ] && [ -n "$MARIADBD" ]; then
+    mariadb -N -B -h 127.0.0.1 -u root "$DB" \
+        -e "SELECT lsn, idx, event_id, type, merchant_id, aggregate_id, occurred_at, envelope FROM events" \
+        >"$DATA/events.tsv"
+    ROWS=$(wc -l <"$DATA/events.tsv")
+    echo "== MariaDB alone: the $ROWS \`events\` rows again by LOAD DATA, no relay (mariadbd CPU per row)"
+    ALL="(lsn, idx, event_id, type, merchant_id, aggregate_id, occurred_at, envelope)"
+    mariadb -h 127.0.0.1 -u root "$DB" -e "CREATE TABLE ceiling_like LIKE events"
+    for variant in "relay's events table|LIKE events|$ALL" \
+        "  without events_by_aggregate|LIKE ceiling_like|$ALL" \
+        "  (lsn, idx, envelope) only|(lsn BIGINT UNSIGNED, idx INT UNSIGNED, envelope LONGBLOB, PRIMARY KEY (lsn, idx))|(lsn, idx, @s, @s, @s, @s, @s, envelope)" \
+        "  (lsn, idx) kept, rest parsed|(lsn BIGINT UNSIGNED, idx INT UNSIGNED, PRIMARY KEY (lsn, idx))|(lsn, idx, @s, @s, @s, @s, @s, @s)"; do
+        IFS='|' read -r label definition columns <<<"$variant"
+        if [ "$definition" = "LIKE ceiling_like" ]; then
+            mariadb -h 127.0.0.1 -u root "$DB" -e "ALTER TABLE ceiling_like DROP INDEX events_by_aggregate"
+        fi
+        CEILINGS+=("$label|$(load_cost "$definition" "$columns")")
+    done
+fi
 echo
 echo "== result"
 printf '  server at full order load   %8.0f req/s  %8s events/s  (%s events in %ss)\n' "$REQ_RATE" "$EVENT_RATE" "$EVENTS" "$SECONDS_LOADED"
@@ -97,4 +136,11 @@ fi
 if [ -n "$MARIA_S" ]; then
     printf '  relay catch-up to MariaDB   %8s s      %8s events/s\n' "$(printf %.2f "$MARIA_S")" "$(rate "$EVENTS" "$MARIA_S")"
 fi
+for c in "${CEILINGS[@]}"; do
+    IFS='|' read -r label us <<<"$c"
+    # Every core given to mariadbd and none to the relay: the most log events per second.
+    printf '  MariaDB alone, %-32s %6s us CPU/row: at most %8s events/s on %s cores\n' "$label" "$us" \
+        "$(jq -rn --argjson us "$us" --argjson e "$EVENTS" --argjson r "$ROWS" --argjson c "$(nproc)" \
+            '$c * 1e6 / $us * $e / $r | floor')" "$(nproc)"
+done
 echo "  (target: each catch-up rate above the server's event rate)"
