@@ -135,10 +135,9 @@ pub fn decode_events(bytes: &[u8]) -> Result<Vec<Event>, DecodeError> {
     Ok(events)
 }
 
-pub(crate) fn encode_snapshot(image: &ShardImageRef<'_>) -> Vec<u8> {
-    let mut out = Vec::new();
-    encode_with_header(SNAPSHOT_MAGIC, SNAPSHOT_VERSION, 0, image, &mut out);
-    out
+/// Appends a shard's snapshot image to `out` (which may already hold other shards).
+pub(crate) fn encode_snapshot_into(image: &ShardImageRef<'_>, out: &mut Vec<u8>) {
+    encode_with_header(SNAPSHOT_MAGIC, SNAPSHOT_VERSION, 0, image, out);
 }
 
 pub(crate) fn decode_snapshot(bytes: &[u8]) -> Result<ShardImage, DecodeError> {

@@ -35,14 +35,21 @@ pub fn apply_events(shards: &mut [Shard], events: &[Event]) -> Result<(), String
     Ok(())
 }
 
-pub fn encode_snapshot(parts: &[Vec<u8>]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(12 + parts.iter().map(|p| p.len() + 8).sum::<usize>());
+/// Encodes every shard into one buffer of `capacity_bytes` to start with (a host passes
+/// the size of its previous snapshot: the image is large, and each doubling of a growing
+/// `Vec` copies it and touches fresh pages).
+pub fn encode_snapshot(shards: &[Shard], capacity_bytes: usize) -> Vec<u8> {
+    assert!(!shards.is_empty(), "at least one shard");
+    let mut out = Vec::with_capacity(capacity_bytes.max(12));
     out.extend_from_slice(&SNAPSHOT_MAGIC);
     out.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
-    out.extend_from_slice(&(parts.len() as u32).to_le_bytes());
-    for p in parts {
-        out.extend_from_slice(&(p.len() as u64).to_le_bytes());
-        out.extend_from_slice(p);
+    out.extend_from_slice(&(shards.len() as u32).to_le_bytes());
+    for shard in shards {
+        let at = out.len();
+        out.extend_from_slice(&0u64.to_le_bytes());
+        shard.snapshot_into(&mut out);
+        let len = (out.len() - at - 8) as u64;
+        out[at..at + 8].copy_from_slice(&len.to_le_bytes());
     }
     out
 }
@@ -101,8 +108,18 @@ mod tests {
 
     #[test]
     fn snapshot_round_trips_and_refuses_damage() {
-        let parts: Vec<Vec<u8>> = (0..3).map(|_| Shard::new().snapshot()).collect();
-        let bytes = encode_snapshot(&parts);
+        let shards: Vec<Shard> = (0..3).map(|_| Shard::new()).collect();
+        let bytes = encode_snapshot(&shards, 0);
+        // The layout of the module doc, byte for byte.
+        let mut expected = b"SRGH".to_vec();
+        expected.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
+        expected.extend_from_slice(&3u32.to_le_bytes());
+        for shard in &shards {
+            let image = shard.snapshot();
+            expected.extend_from_slice(&(image.len() as u64).to_le_bytes());
+            expected.extend_from_slice(&image);
+        }
+        assert_eq!(bytes, expected);
         assert_eq!(decode_snapshot(&bytes, Some(3)).map(|s| s.len()), Ok(3));
         assert_eq!(decode_snapshot(&bytes, None).map(|s| s.len()), Ok(3));
         assert_eq!(snapshot_shard_count(&bytes), Some(3));

@@ -189,7 +189,15 @@ impl Shard {
 
     /// The canonical image and its encoding.
     pub fn snapshot(&self) -> Vec<u8> {
-        encoding::encode_snapshot(&ShardImageRef { merchants: &self.merchants, applied_events: self.applied_events })
+        let mut out = Vec::new();
+        self.snapshot_into(&mut out);
+        out
+    }
+
+    /// Appends `snapshot()` to `out`: a host encoding many shards fills one buffer.
+    pub fn snapshot_into(&self, out: &mut Vec<u8>) {
+        let image = ShardImageRef { merchants: &self.merchants, applied_events: self.applied_events };
+        encoding::encode_snapshot_into(&image, out);
     }
 
     /// Rebuilds a shard from `snapshot()` bytes, re-deriving indexes and deadlines and
