@@ -188,6 +188,11 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
         metric(&mut out, "surge_snapshot_lsn", "gauge", "LSN of the latest snapshot written since start.", {
             s.snapshot_lsn
         });
+        metric(&mut out, "surge_snapshot_bytes", "gauge", "Size of the latest snapshot written since start.", {
+            s.snapshot_bytes
+        });
+        let help = "Log record bytes appended since the last snapshot (the next waits for surge_snapshot_bytes).";
+        metric(&mut out, "surge_log_bytes_since_snapshot", "gauge", help, s.log_bytes_since_snapshot);
         let help = "Rebuild from the log + encode + write + fsync of the latest snapshot.";
         metric(&mut out, "surge_snapshot_write_seconds", "gauge", help, s.snapshot_write.as_secs_f64());
         if let Some(w) = s.wal {

@@ -20,6 +20,12 @@ async fn seed(c: &Client<'_>) {
     assert_eq!(r.status, StatusCode::OK);
 }
 
+/// One point to c-1: a small record each time.
+async fn credit(c: &Client<'_>, key: &str) {
+    let r = c.post_key("/v1/customers/c-1/points/credit", key, r#"{"amount":1,"reason":"x"}"#).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+}
+
 async fn stop(s: common::Server) {
     let engine = s.state.take_engine().unwrap();
     drop(s);
@@ -131,6 +137,57 @@ async fn snapshots_are_taken_and_restored() {
     assert!(report.contains("2 shards") && report.contains("verify: OK"), "{report}");
     assert_eq!(c.get("/v1/orders/ord_4").await.body["status"], "paid");
     assert_eq!(c.get("/v1/customers/c-1/points").await.body["balance"], 9600);
+}
+
+#[tokio::test]
+async fn a_snapshot_waits_for_as_many_log_bytes_as_the_last_one_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = EngineConfig { snapshot_every_records: 1, ..engine_config(1) };
+    let s = server_with(dir_opener(dir.path()), config, 0);
+    let key = s.merchant("m-1").await;
+    let c = Client::new(&s, &key);
+    seed(&c).await;
+    // A state far larger than an order's record: 300 items with long names.
+    let name = "n".repeat(200);
+    for i in 0..300 {
+        let body = format!(r#"{{"name":"{name}","price":100,"stock":50}}"#);
+        assert_eq!(c.put(&format!("/v1/items/sku-{i}"), &body).await.status, StatusCode::CREATED);
+    }
+    // Snapshots chase the growing state; wait until they settle.
+    let mut first = 0;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = s.engine.stats().snapshot_lsn;
+        if now != 0 && now == first {
+            break;
+        }
+        first = now;
+    }
+    assert!(first > 0, "snapshots were written");
+    let image_bytes = s.engine.stats().snapshot_bytes;
+    assert!(image_bytes > 20_000, "the image holds items: {image_bytes} bytes");
+
+    // Enough records, far too few bytes: no snapshot.
+    for i in 0..3 {
+        credit(&c, &format!("few-{i}")).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stats = s.engine.stats();
+    assert!(stats.log_bytes_since_snapshot < image_bytes, "precondition: {stats:?}");
+    assert_eq!(stats.snapshot_lsn, first, "no snapshot before the log since the last one is as large");
+
+    // Once the log since adds up to the image, the next one comes.
+    let mut credits = 0;
+    while s.engine.stats().snapshot_lsn == first {
+        assert!(credits < 5_000, "no snapshot after {credits} more records");
+        credit(&c, &format!("many-{credits}")).await;
+        credits += 1;
+        if credits % 50 == 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    drop(c);
+    stop(s).await;
 }
 
 #[tokio::test]
