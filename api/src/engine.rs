@@ -23,7 +23,7 @@ use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Mutex, RwLock};
 use surge_core::encoding::encode_events;
 use surge_core::image;
-use surge_core::{shard_of, CoreError, Outcome, Reply, Request, Shard};
+use surge_core::{shard_of, CoreError, FrozenShard, Outcome, Reply, Request, Shard};
 use surge_wal::{Lsn, Recovery, Wal, WalError};
 use tokio::sync::{oneshot, Semaphore};
 
@@ -93,6 +93,9 @@ struct SnapshotJob {
     /// The log to snapshot. Weak: a storage failure may replace it meanwhile, and the
     /// supervisor must be able to close it; then this snapshot is dropped.
     wal: std::sync::Weak<Wal>,
+    /// The shards hold every record up to this LSN and none after it.
+    lsn: Lsn,
+    shards: Vec<FrozenShard>,
 }
 
 /// One shard: its state behind a short lock that the caller's thread (a tokio worker)
@@ -153,8 +156,10 @@ struct Shared {
     snapshots_written: AtomicU64,
     /// A snapshot is being encoded or written: the supervisor starts no other.
     snapshot_busy: AtomicBool,
-    /// Rebuild + encode + write + fsync of the latest snapshot written, in nanoseconds.
+    /// Wait for durability + encode + write + fsync of the latest snapshot written, in ns.
     snapshot_write_ns: AtomicU64,
+    /// How long the latest snapshot held every shard's lock (to freeze them), in ns.
+    snapshot_pause_ns: AtomicU64,
     snapshot_lsn: AtomicU64,
     /// Records per group a shard appends (one per request; a batch's records are one group).
     group_records: Histogram,
@@ -176,8 +181,10 @@ pub struct EngineStats {
     pub storage_failures: u64,
     pub snapshots_written: u64,
     pub records_since_snapshot: u64,
-    /// Rebuild + encode + write + fsync of the latest snapshot written (snapshot thread).
+    /// Wait for durability + encode + write + fsync of the latest snapshot written.
     pub snapshot_write: Duration,
+    /// How long the latest snapshot held every shard's lock (to freeze them).
+    pub snapshot_pause: Duration,
     /// LSN of the latest snapshot written since start (0: none).
     pub snapshot_lsn: Lsn,
     /// Size of the latest snapshot written since start (0: none).
@@ -243,9 +250,6 @@ impl Engine {
         let shards = replay(&recovery, n)?;
         drop(recovery);
         tracing::info!(shards = n, next_lsn = wal.next_lsn(), "recovered");
-        // The snapshot thread's replica starts as a copy of the recovered state (taken
-        // before anything runs, so it pauses nothing); no snapshots, no copy.
-        let replica = (config.snapshot_every_records > 0).then(|| Replica::new(shards.clone(), wal.next_lsn() - 1));
         let (failures_tx, failures_rx) = crossbeam_channel::unbounded();
         let shared = Arc::new(Shared {
             wal: RwLock::new(Some(Arc::new(wal))),
@@ -261,6 +265,7 @@ impl Engine {
             snapshots_written: AtomicU64::new(0),
             snapshot_busy: AtomicBool::new(false),
             snapshot_write_ns: AtomicU64::new(0),
+            snapshot_pause_ns: AtomicU64::new(0),
             snapshot_lsn: AtomicU64::new(0),
             group_records: Histogram::new(&GROUP_RECORDS_BUCKETS),
             group_commit: Histogram::new(&GROUP_COMMIT_BUCKETS_S),
@@ -294,7 +299,7 @@ impl Engine {
         let snapshot_shared = shared.clone();
         let snapshot_thread = std::thread::Builder::new()
             .name("surge-snapshot".into())
-            .spawn(move || write_snapshots(&snapshot_shared, replica, &jobs_rx))
+            .spawn(move || write_snapshots(&snapshot_shared, &jobs_rx))
             .map_err(|e| format!("spawning the snapshot thread: {e}"))?;
         let supervisor = Supervisor {
             opener,
@@ -337,6 +342,7 @@ impl Engine {
             snapshots_written: s.snapshots_written.load(Ordering::Relaxed),
             records_since_snapshot: s.records_since_snapshot.load(Ordering::Relaxed),
             snapshot_write: Duration::from_nanos(s.snapshot_write_ns.load(Ordering::Relaxed)),
+            snapshot_pause: Duration::from_nanos(s.snapshot_pause_ns.load(Ordering::Relaxed)),
             snapshot_lsn: s.snapshot_lsn.load(Ordering::Relaxed),
             snapshot_bytes: s.snapshot_bytes.load(Ordering::Relaxed),
             log_bytes_since_snapshot: s.log_bytes_since_snapshot.load(Ordering::Relaxed),
@@ -467,7 +473,7 @@ impl Engine {
 }
 
 /// The log itself once nobody else holds it (a request thread holds a clone only while
-/// appending, the snapshot thread only to start a tailer).
+/// appending, the snapshot thread only while it checks the log's progress).
 fn unwrap_when_released(mut wal: Arc<Wal>) -> Wal {
     loop {
         match Arc::try_unwrap(wal) {
@@ -881,11 +887,25 @@ impl Supervisor {
             return;
         }
         let Some(jobs) = &self.snapshot_jobs else { return };
-        let Some(wal) = self.shared.wal.read().as_ref().map(Arc::downgrade) else { return };
+        let Some(wal) = self.shared.wal.read().clone() else { return };
+        let started = Instant::now();
+        // Every append happens under its shard's lock, right after the apply. With every
+        // lock held (in shard order, as `replace` takes them) no record is between its apply
+        // and its append, so the shards hold exactly the records up to the log's last LSN.
+        let states: Vec<_> = self.cells.iter().map(|c| c.state.lock()).collect();
+        if self.cells.iter().any(|c| c.log.unavailable()) {
+            // A failed log: the shards may hold changes it lost; the supervisor rebuilds them.
+            return;
+        }
+        let lsn = wal.next_lsn() - 1;
+        let shards: Vec<FrozenShard> = states.iter().map(|st| st.shard.freeze()).collect();
+        drop(states);
+        let pause = started.elapsed();
+        self.shared.snapshot_pause_ns.store(pause.as_nanos().min(u64::MAX as u128) as u64, Ordering::Relaxed);
         self.shared.records_since_snapshot.store(0, Ordering::Relaxed);
         self.shared.log_bytes_since_snapshot.store(0, Ordering::Relaxed);
         self.shared.snapshot_busy.store(true, Ordering::Release);
-        if jobs.try_send(SnapshotJob { wal }).is_err() {
+        if jobs.try_send(SnapshotJob { wal: Arc::downgrade(&wal), lsn, shards }).is_err() {
             self.shared.snapshot_busy.store(false, Ordering::Release);
         }
     }
@@ -901,144 +921,86 @@ fn snapshot_due(every_records: u64, records_since: u64, log_bytes_since: u64, sn
     every_records > 0 && records_since >= every_records && log_bytes_since >= snapshot_bytes
 }
 
-/// The snapshot thread, at the lowest CPU priority. Snapshots are taken from a replica of
-/// the shards that this thread keeps by following the durable log through the same `apply`
-/// as recovery: by design rule 1 the replica after record N is byte for byte the shards'
-/// state after record N. So no shard ever pauses for a snapshot (cloning a shard with ~700k
-/// orders paused every shard for 100-650 ms here); the price is a second copy of the state
-/// in memory and applying every record twice (cheap next to HTTP and JSON).
-fn write_snapshots(shared: &Shared, replica: Option<Replica>, jobs: &Receiver<SnapshotJob>) {
+/// The snapshot thread, at the lowest CPU priority. The supervisor freezes the shards at
+/// one LSN (a pause of microseconds: the containers that grow with traffic are chunked and
+/// copy-on-write, so a frozen shard shares its chunks with the live one, which copies a
+/// chunk only when it next changes it); this thread waits until that LSN is durable, then
+/// encodes and writes. No second copy of the state, nothing applied twice.
+fn write_snapshots(shared: &Shared, jobs: &Receiver<SnapshotJob>) {
     lower_priority();
-    let Some(mut replica) = replica else {
-        // Snapshots are off: nothing to follow; just answer (drop) jobs until shutdown.
-        for _ in jobs.iter() {
-            shared.snapshot_busy.store(false, Ordering::Release);
+    for job in jobs.iter() {
+        if !shared.stopping.load(Ordering::Acquire) {
+            write_snapshot(shared, job);
         }
-        return;
-    };
+        shared.snapshot_busy.store(false, Ordering::Release);
+    }
+}
+
+/// Longest a frozen snapshot waits for its LSN to become durable (a healthy log takes a
+/// group commit, milliseconds); past it the snapshot is dropped and the next one is asked.
+const SNAPSHOT_DURABLE_WAIT_MAX: Duration = Duration::from_secs(30);
+
+/// Whether `lsn` became durable on the log of the job, while it still is the current log.
+fn wait_durable(shared: &Shared, wal: &std::sync::Weak<Wal>, lsn: Lsn) -> bool {
+    let started = Instant::now();
     loop {
-        match jobs.recv_timeout(FOLLOW_INTERVAL) {
-            Ok(job) => {
-                if !shared.stopping.load(Ordering::Acquire) {
-                    replica.snapshot(shared, job);
-                }
-                shared.snapshot_busy.store(false, Ordering::Release);
-            }
-            // Between snapshots keep up with the log, so a snapshot mostly has to encode.
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => replica.follow(shared, None),
-            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
+        // Hold the log only to look: a storage failure must be able to close it meanwhile.
+        let durable = match wal.upgrade() {
+            Some(w) if shared.wal.read().as_ref().is_some_and(|c| Arc::ptr_eq(c, &w)) => w.durable_lsn(),
+            _ => return false,
+        };
+        if durable >= lsn {
+            return true;
         }
+        if started.elapsed() > SNAPSHOT_DURABLE_WAIT_MAX || shared.stopping.load(Ordering::Acquire) {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 
-/// How often the replica catches up with the log between snapshots.
-const FOLLOW_INTERVAL: Duration = Duration::from_millis(100);
-/// Most records the replica applies per catch-up while no snapshot waits (bounds the time
-/// before this thread sees the next job).
-const FOLLOW_RECORDS_MAX: u64 = 50_000;
-
-/// The shards as of LSN `lsn`, rebuilt from the log as it becomes durable.
-struct Replica {
-    shards: Vec<Shard>,
-    lsn: Lsn,
-    /// The log followed, and a tailer on it from `lsn + 1`.
-    tail: Option<(std::sync::Weak<Wal>, surge_wal::Tailer)>,
-    /// A record did not decode or apply: the replica can no longer be trusted.
-    broken: bool,
-    /// LSN of the newest snapshot this thread wrote.
-    written: Lsn,
-}
-
-impl Replica {
-    fn new(shards: Vec<Shard>, lsn: Lsn) -> Replica {
-        Replica { shards, lsn, tail: None, broken: false, written: 0 }
+/// Waits until the frozen state's LSN is durable (a snapshot must never hold a change the
+/// log could still lose), then encodes and writes it into that same log.
+fn write_snapshot(shared: &Shared, job: SnapshotJob) {
+    let started = Instant::now();
+    let SnapshotJob { wal, lsn, shards } = job;
+    if lsn == 0 || lsn <= shared.snapshot_lsn.load(Ordering::Relaxed) {
+        return;
     }
-
-    /// Applies durable records of the current log, up to `upto` (all there are when None,
-    /// at most `FOLLOW_RECORDS_MAX`). After a storage failure the reopened log holds every
-    /// record the old one made durable, so following simply continues on it.
-    fn follow(&mut self, shared: &Shared, upto: Option<Lsn>) {
-        if self.broken {
-            return;
-        }
-        let Some(wal) = shared.wal.read().clone() else { return };
-        if !self.tail.as_ref().is_some_and(|(w, _)| std::ptr::eq(w.as_ptr(), Arc::as_ptr(&wal))) {
-            match wal.tail(self.lsn + 1) {
-                Ok(t) => self.tail = Some((Arc::downgrade(&wal), t)),
-                Err(e) => {
-                    tracing::warn!("snapshot replica: tailing the log from LSN {}: {e}", self.lsn + 1);
-                    return;
-                }
-            }
-        }
-        // The tailer does not need the log handle: let go of it, so a storage failure can
-        // close the log without waiting for this thread.
-        drop(wal);
-        let Some((_, tail)) = self.tail.as_mut() else { return };
-        let limit = upto.unwrap_or_else(|| self.lsn.saturating_add(FOLLOW_RECORDS_MAX));
-        while self.lsn < limit {
-            let record = match tail.try_next() {
-                Ok(Some(r)) => r,
-                Ok(None) => break,
-                Err(e) => {
-                    // E.g. the log failed: start a new tailer on whatever log comes next.
-                    tracing::warn!("snapshot replica: tailing the log at LSN {}: {e}", self.lsn + 1);
-                    self.tail = None;
-                    return;
-                }
-            };
-            assert_eq!(record.lsn, self.lsn + 1, "the tailer yields every LSN in order");
-            let applied = image::record_events(record.record_type, &record.payload)
-                .and_then(|events| image::apply_events(&mut self.shards, &events));
-            if let Err(e) = applied {
-                tracing::error!("snapshot replica: record at LSN {}: {e}; no more snapshots until restart", record.lsn);
-                self.broken = true;
-                return;
-            }
-            self.lsn = record.lsn;
-        }
+    if !wait_durable(shared, &wal, lsn) {
+        tracing::warn!(lsn, "no snapshot: the log did not make the frozen state durable");
+        return;
     }
-
-    /// Catches up with everything durable now, encodes and writes the snapshot.
-    fn snapshot(&mut self, shared: &Shared, job: SnapshotJob) {
-        let started = Instant::now();
-        let Some(upto) = job.wal.upgrade().map(|w| w.durable_lsn()) else { return };
-        self.follow(shared, Some(upto));
-        let lsn = self.lsn;
-        if self.broken || lsn == 0 || lsn <= self.written {
-            return;
+    let durable_after = started.elapsed();
+    // Room for the previous image and some growth: no copies while encoding.
+    let previous = shared.snapshot_bytes.load(Ordering::Relaxed) as usize;
+    let bytes = image::encode_snapshot(&shards, previous + previous / 4);
+    // Let go of the chunks at once: the live shards stop copying them on change.
+    drop(shards);
+    let encoded = started.elapsed() - durable_after;
+    let Some(wal) = wal.upgrade() else { return };
+    if !shared.wal.read().as_ref().is_some_and(|w| Arc::ptr_eq(w, &wal)) {
+        return;
+    }
+    match wal.write_snapshot(lsn, &bytes) {
+        Ok(removed) => {
+            let took = started.elapsed();
+            shared.snapshots_written.fetch_add(1, Ordering::Relaxed);
+            shared.snapshot_write_ns.store(took.as_nanos().min(u64::MAX as u128) as u64, Ordering::Relaxed);
+            shared.snapshot_lsn.store(lsn, Ordering::Relaxed);
+            shared.snapshot_bytes.store(bytes.len() as u64, Ordering::Relaxed);
+            tracing::info!(
+                lsn,
+                bytes = bytes.len(),
+                removed = removed.len(),
+                pause = ?Duration::from_nanos(shared.snapshot_pause_ns.load(Ordering::Relaxed)),
+                ?durable_after,
+                ?encoded,
+                ?took,
+                "snapshot written"
+            )
         }
-        let caught_up = started.elapsed();
-        // Room for the previous image and some growth: no copies while encoding.
-        let previous = shared.snapshot_bytes.load(Ordering::Relaxed) as usize;
-        let bytes = image::encode_snapshot(&self.shards, previous + previous / 4);
-        let encoded = started.elapsed() - caught_up;
-        // Only into the log the replica follows (a storage failure may have replaced it).
-        let Some(wal) = job.wal.upgrade() else { return };
-        let current = shared.wal.read().as_ref().is_some_and(|w| Arc::ptr_eq(w, &wal));
-        if !current || wal.durable_lsn() < lsn {
-            return;
-        }
-        match wal.write_snapshot(lsn, &bytes) {
-            Ok(removed) => {
-                let took = started.elapsed();
-                self.written = lsn;
-                shared.snapshots_written.fetch_add(1, Ordering::Relaxed);
-                shared.snapshot_write_ns.store(took.as_nanos().min(u64::MAX as u128) as u64, Ordering::Relaxed);
-                shared.snapshot_lsn.store(lsn, Ordering::Relaxed);
-                shared.snapshot_bytes.store(bytes.len() as u64, Ordering::Relaxed);
-                tracing::info!(
-                    lsn,
-                    bytes = bytes.len(),
-                    removed = removed.len(),
-                    ?caught_up,
-                    ?encoded,
-                    ?took,
-                    "snapshot written"
-                )
-            }
-            Err(e) => tracing::warn!("writing a snapshot at LSN {lsn} failed: {e}"),
-        }
+        Err(e) => tracing::warn!("writing a snapshot at LSN {lsn} failed: {e}"),
     }
 }
 

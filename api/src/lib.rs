@@ -193,8 +193,10 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
         });
         let help = "Log record bytes appended since the last snapshot (the next waits for surge_snapshot_bytes).";
         metric(&mut out, "surge_log_bytes_since_snapshot", "gauge", help, s.log_bytes_since_snapshot);
-        let help = "Rebuild from the log + encode + write + fsync of the latest snapshot.";
+        let help = "Wait for durability + encode + write + fsync of the latest snapshot.";
         metric(&mut out, "surge_snapshot_write_seconds", "gauge", help, s.snapshot_write.as_secs_f64());
+        let help = "How long the latest snapshot held every shard's lock to freeze them.";
+        metric(&mut out, "surge_snapshot_pause_seconds", "gauge", help, s.snapshot_pause.as_secs_f64());
         if let Some(w) = s.wal {
             metric(&mut out, "surge_wal_commits_total", "counter", "Group commits (write + fdatasync).", w.commits);
             metric(&mut out, "surge_wal_records_total", "counter", "Records made durable.", w.records);

@@ -71,8 +71,8 @@ async fn restart_recovers_everything_acknowledged() {
     assert_eq!(c.get("/v1/ledger/trial-balance").await.body["balanced"], true);
 }
 
-/// Snapshots come from a replica that follows the log, not from the shards: at the LSN it
-/// was taken, every shard's image equals the live shard's, byte for byte.
+/// A snapshot is the shards frozen at one LSN and written once that LSN is durable: at that
+/// LSN every shard's image equals the live shard's, byte for byte.
 #[tokio::test]
 async fn a_snapshot_is_the_live_state_at_its_lsn() {
     let dir = tempfile::tempdir().unwrap();
@@ -263,7 +263,7 @@ async fn storage_failure_answers_503_hides_the_change_and_recovers() {
     assert_eq!(c.get("/v1/customers/c-1/points").await.body["balance"], 9800);
 }
 
-/// The snapshot replica follows the reopened log after a storage failure: a snapshot taken
+/// After a storage failure the shards are rebuilt from the reopened log: a snapshot taken
 /// afterwards is still the live state, and holds nothing the failure took back.
 #[tokio::test]
 async fn snapshots_after_a_storage_failure_are_the_live_state() {

@@ -10,7 +10,7 @@
 use crate::encoding::decode_events;
 use crate::engine::shard_of;
 use crate::event::Event;
-use crate::shard::Shard;
+use crate::shard::{FrozenShard, Shard};
 
 /// The log record type under which the host writes encoded event batches.
 pub const EVENTS_RECORD_TYPE: u8 = 1;
@@ -38,7 +38,7 @@ pub fn apply_events(shards: &mut [Shard], events: &[Event]) -> Result<(), String
 /// Encodes every shard into one buffer of `capacity_bytes` to start with (a host passes
 /// the size of its previous snapshot: the image is large, and each doubling of a growing
 /// `Vec` copies it and touches fresh pages).
-pub fn encode_snapshot(shards: &[Shard], capacity_bytes: usize) -> Vec<u8> {
+pub fn encode_snapshot(shards: &[FrozenShard], capacity_bytes: usize) -> Vec<u8> {
     assert!(!shards.is_empty(), "at least one shard");
     let mut out = Vec::with_capacity(capacity_bytes.max(12));
     out.extend_from_slice(&SNAPSHOT_MAGIC);
@@ -109,7 +109,7 @@ mod tests {
     #[test]
     fn snapshot_round_trips_and_refuses_damage() {
         let shards: Vec<Shard> = (0..3).map(|_| Shard::new()).collect();
-        let bytes = encode_snapshot(&shards, 0);
+        let bytes = encode_snapshot(&shards.iter().map(Shard::freeze).collect::<Vec<_>>(), 0);
         // The layout of the module doc, byte for byte.
         let mut expected = b"SRGH".to_vec();
         expected.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());

@@ -43,5 +43,5 @@ pub use engine::{shard_of, Engine};
 pub use error::{ApplyError, CoreError, DecodeError};
 pub use event::{Event, EventBody, Topic};
 pub use ids::UnixMs;
-pub use shard::{Outcome, Shard};
+pub use shard::{FrozenShard, Outcome, Shard};
 pub use view::Reply;

@@ -29,6 +29,22 @@ pub struct Shard {
     durable_events: u64,
 }
 
+/// A shard's canonical state frozen by [`Shard::freeze`].
+#[derive(Clone, Debug)]
+pub struct FrozenShard {
+    merchants: Indexed<Merchant>,
+    applied_events: u64,
+}
+
+impl FrozenShard {
+    /// Appends the shard's `snapshot()` as of the freeze to `out` (a host encoding many
+    /// shards fills one buffer).
+    pub fn snapshot_into(&self, out: &mut Vec<u8>) {
+        let image = ShardImageRef { merchants: &self.merchants, applied_events: self.applied_events };
+        encoding::encode_snapshot_into(&image, out);
+    }
+}
+
 impl Keyed for Merchant {
     fn key(&self) -> &Arc<str> {
         &self.id
@@ -190,14 +206,16 @@ impl Shard {
     /// The canonical image and its encoding.
     pub fn snapshot(&self) -> Vec<u8> {
         let mut out = Vec::new();
-        self.snapshot_into(&mut out);
+        let image = ShardImageRef { merchants: &self.merchants, applied_events: self.applied_events };
+        encoding::encode_snapshot_into(&image, &mut out);
         out
     }
 
-    /// Appends `snapshot()` to `out`: a host encoding many shards fills one buffer.
-    pub fn snapshot_into(&self, out: &mut Vec<u8>) {
-        let image = ShardImageRef { merchants: &self.merchants, applied_events: self.applied_events };
-        encoding::encode_snapshot_into(&image, out);
+    /// The canonical state as of now, to encode later (on another thread) as `snapshot()`
+    /// would have now. Cheap: the containers that grow with traffic share their chunks with
+    /// the live shard, and a chunk is copied only when the live shard next changes it.
+    pub fn freeze(&self) -> FrozenShard {
+        FrozenShard { merchants: self.merchants.clone(), applied_events: self.applied_events }
     }
 
     /// Rebuilds a shard from `snapshot()` bytes, re-deriving indexes and deadlines and
