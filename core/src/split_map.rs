@@ -7,47 +7,55 @@
 //! insert took 130 ms (241 ms at 1.8M), under the shard's lock: a latency spike for every
 //! request queued behind the shard, where the target is p99 <= 5 ms.
 //!
-//! How: extendible hashing over ordinary (foldhash) hash maps. The map is split into parts
-//! of at most `PART_MAX` entries; a directory of `2^depth` slots, indexed by the top `depth`
-//! bits of the key's hash, says which part holds a key (a part of local depth `d` owns the
-//! `2^(depth - d)` slots that share its top `d` bits). A new key for a full part splits that
-//! part in two by the next hash bit first, moving at most `PART_MAX` entries, and doubles the
-//! directory (4 bytes per part, copied) only when the part already used every bit the
-//! directory has. So an insert rehashes at most `PART_MAX` entries whatever the size, where
-//! a map split a fixed N ways would still rehash 1/N of everything (at 2M keys and N = 64,
-//! 31k entries: milliseconds again). A part's own table grows by doubling up to `PART_MAX`,
-//! so a small map (three items) costs what a `HashMap` costs.
+//! How: extendible hashing over hashbrown tables. The map is split into parts of at most
+//! `PART_MAX` entries; a directory of `2^depth` slots, indexed by `depth` bits of the key's
+//! hash, says which part holds a key (a part of local depth `d` owns the `2^(depth - d)`
+//! slots that share its first `d` bits). A new key for a full part first splits that part
+//! in two by its next bit, rehashing at most `PART_MAX` entries, and doubles the directory
+//! (4 bytes per slot, copied) only when the part already used every bit the directory has.
+//! So an insert rehashes at most `PART_MAX` entries whatever the size, where a map split a
+//! fixed N ways would still rehash 1/N of everything (at 2M keys and N = 64, 31k entries:
+//! milliseconds again). The first part grows by doubling up to `PART_MAX`, so a small map
+//! (three items) costs what a `HashMap` costs.
 //!
-//! Memory: a split part's halves are tables of 4096 buckets (`PART_MAX` is 7/8 of that,
+//! Memory: a split's halves are tables of 4096 buckets (`PART_MAX` is 7/8 of that,
 //! hashbrown's maximum load), so the load factor wanders between ~44% and 87.5% like a
-//! doubling table's; the directory and part headers add ~50 bytes per `PART_MAX` entries.
+//! doubling table's; the directory and part headers add ~50 bytes per part. Removals leave
+//! tombstones, and hashbrown may grow a part full of them to 8192 buckets: that rehash is
+//! still of at most `PART_MAX` entries, and the part still splits at `PART_MAX` entries.
 //!
-//! The directory hash has a seed of its own: the parts' tables take bucket and tag bits from
-//! their own hash, and sharing one hash would leave every key of a part with the same top
-//! bits (few distinct tags, many false matches). Like every hash map in core this is an index
-//! only: it is never iterated into state or output (the split is an internal move), so its
-//! random seeds cannot change a digest.
+//! One foldhash hash per operation serves both levels: `hashbrown::HashTable` takes the hash
+//! from its caller (std maps under a directory with its own seed cost a second hash and
+//! ~45 ns more per lookup hit at 1.2M keys than one plain map; this ~24 ns, inserts the
+//! same). hashbrown takes the bucket from the low bits (a part has at most 4096 buckets
+//! until it holds tombstones, so 12 or 13 bits) and the tag from the top 7, so the directory
+//! uses the bits just below the tag, which neither uses. A map that never split (most of
+//! them: a merchant's items, its queues, a shard's merchants) skips the directory. Like every
+//! hash map in core this is an index only: it is never iterated into state or output (a
+//! split is an internal move), so its random seed cannot change a digest.
 
 use std::borrow::Borrow;
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
 
-use crate::state::HashMap;
+use hashbrown::HashTable;
 
 /// Entries in one part before it splits: 7/8 of 4096 buckets, the most a table of that size
-/// holds, so a split's halves are allocated once at that size.
+/// holds, so a part's table never grows past 4096 buckets.
 pub const PART_MAX: usize = 3_584;
 /// The directory never indexes by more than this many hash bits (2^24 parts of `PART_MAX`
 /// entries, far beyond memory). Past it a part just grows, which takes a hash that puts
 /// thousands of keys on the same 24-bit prefix: not something a random seed lets happen.
 const DEPTH_MAX: u32 = 24;
+/// Hash bits hashbrown takes the tag from (the top 7); the directory uses the bits below.
+const TAG_BITS: u32 = 7;
 
 #[derive(Clone)]
 pub struct SplitMap<K, V> {
-    /// Picks the directory slot (top `depth` bits of its hash).
-    selector: foldhash::fast::RandomState,
+    hasher: foldhash::fast::RandomState,
+    /// Directory bits in use: 0 while there is a single part.
     depth: u32,
-    /// `2^depth` part numbers; empty until the first insert.
+    /// `2^depth` part numbers once the map has split; empty before.
     directory: Vec<u32>,
     parts: Vec<Part<K, V>>,
     len: usize,
@@ -55,14 +63,14 @@ pub struct SplitMap<K, V> {
 
 #[derive(Clone)]
 struct Part<K, V> {
-    /// The part holds exactly the keys whose top `depth` hash bits are its prefix.
+    /// The part holds exactly the keys whose first `depth` directory bits are its prefix.
     depth: u32,
-    map: HashMap<K, V>,
+    table: HashTable<(K, V)>,
 }
 
 impl<K, V> Default for SplitMap<K, V> {
     fn default() -> Self {
-        SplitMap { selector: Default::default(), depth: 0, directory: Vec::new(), parts: Vec::new(), len: 0 }
+        SplitMap { hasher: Default::default(), depth: 0, directory: Vec::new(), parts: Vec::new(), len: 0 }
     }
 }
 
@@ -75,16 +83,20 @@ impl<K: Hash + Eq, V> SplitMap<K, V> {
         self.len == 0
     }
 
+    /// The directory slot: the `depth` hash bits just below the tag bits.
     fn slot(&self, hash: u64) -> usize {
         // `checked_shr`: with depth 0 every key is in slot 0 (a shift by 64 would overflow).
-        hash.checked_shr(64 - self.depth).unwrap_or(0) as usize
+        (hash << TAG_BITS).checked_shr(64 - self.depth).unwrap_or(0) as usize
     }
 
-    fn part_of<Q: Hash + ?Sized>(&self, key: &Q) -> Option<usize> {
-        if self.directory.is_empty() {
-            return None;
+    /// The part that holds (or would hold) `hash`, if there is any part.
+    #[inline]
+    fn part_of(&self, hash: u64) -> Option<usize> {
+        if self.depth == 0 {
+            // Never split: no directory to read.
+            return if self.parts.is_empty() { None } else { Some(0) };
         }
-        Some(self.directory[self.slot(self.selector.hash_one(key))] as usize)
+        Some(self.directory[self.slot(hash)] as usize)
     }
 
     pub fn get<Q>(&self, key: &Q) -> Option<&V>
@@ -92,7 +104,9 @@ impl<K: Hash + Eq, V> SplitMap<K, V> {
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        self.parts[self.part_of(key)?].map.get(key)
+        let hash = self.hasher.hash_one(key);
+        let part = self.part_of(hash)?;
+        self.parts[part].table.find(hash, |(k, _)| k.borrow() == key).map(|(_, v)| v)
     }
 
     pub fn get_mut<Q>(&mut self, key: &Q) -> Option<&mut V>
@@ -100,8 +114,9 @@ impl<K: Hash + Eq, V> SplitMap<K, V> {
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let part = self.part_of(key)?;
-        self.parts[part].map.get_mut(key)
+        let hash = self.hasher.hash_one(key);
+        let part = self.part_of(hash)?;
+        self.parts[part].table.find_mut(hash, |(k, _)| k.borrow() == key).map(|(_, v)| v)
     }
 
     pub fn contains_key<Q>(&self, key: &Q) -> bool
@@ -118,58 +133,66 @@ impl<K: Hash + Eq, V> SplitMap<K, V> {
         Q: Hash + Eq + ?Sized,
     {
         // Parts are not merged back: like a `HashMap`, the map keeps its size when emptied.
-        let part = self.part_of(key)?;
-        let removed = self.parts[part].map.remove(key)?;
+        let hash = self.hasher.hash_one(key);
+        let part = self.part_of(hash)?;
+        let entry = self.parts[part].table.find_entry(hash, |(k, _)| k.borrow() == key).ok()?;
+        let ((_, removed), _) = entry.remove();
         self.len -= 1;
         Some(removed)
     }
 
     /// Inserts or replaces; returns the value replaced.
     pub fn insert(&mut self, key: K, value: V) -> Option<V> {
-        if self.directory.is_empty() {
-            self.directory.push(0);
-            self.parts.push(Part { depth: 0, map: HashMap::default() });
+        let hash = self.hasher.hash_one(&key);
+        let Some(mut part) = self.part_of(hash) else {
+            // The first part grows like a `HashMap` (small maps stay small) up to PART_MAX.
+            self.parts.push(Part { depth: 0, table: HashTable::new() });
+            return self.insert(key, value);
+        };
+        if let Some((_, old)) = self.parts[part].table.find_mut(hash, |(k, _)| *k == key) {
+            return Some(std::mem::replace(old, value));
         }
-        let hash = self.selector.hash_one(&key);
-        let mut part = self.directory[self.slot(hash)] as usize;
-        // Split before the insert, so that the part's own table never grows past PART_MAX
-        // (growing it would rehash more than a split moves). Usually once; again only if
-        // every key went to the same half.
-        while self.parts[part].map.len() >= PART_MAX
-            && self.parts[part].depth < DEPTH_MAX
-            && !self.parts[part].map.contains_key(&key)
-        {
+        // A new key: split a full part first, so that no part's table ever grows past 4096
+        // buckets (growing it would rehash more than a split moves). Usually once; again
+        // only if every key went to the same half.
+        while self.parts[part].table.len() >= PART_MAX && self.parts[part].depth < DEPTH_MAX {
             self.split(part, hash);
             part = self.directory[self.slot(hash)] as usize;
         }
-        let replaced = self.parts[part].map.insert(key, value);
-        if replaced.is_none() {
-            self.len += 1;
-        }
-        replaced
+        let hasher = &self.hasher;
+        self.parts[part].table.insert_unique(hash, (key, value), |(k, _)| hasher.hash_one(k));
+        self.len += 1;
+        None
     }
 
-    /// Splits `part` (which holds `hash`) by its next hash bit into itself and a new part,
-    /// moving at most `PART_MAX` entries.
+    /// Splits `part` (which holds `hash`) by its next directory bit into itself and a new
+    /// part, rehashing its at most `PART_MAX` entries.
     fn split(&mut self, part: usize, hash: u64) {
         let local = self.parts[part].depth;
         assert!(local < DEPTH_MAX && local <= self.depth);
         if local == self.depth {
             // The part uses every bit the directory has: double it, each slot in two.
-            let doubled = self.directory.iter().flat_map(|&p| [p, p]).collect();
+            let doubled =
+                if self.depth == 0 { vec![0, 0] } else { self.directory.iter().flat_map(|&p| [p, p]).collect() };
             self.directory = doubled;
             self.depth += 1;
         }
         let new_part = u32::try_from(self.parts.len()).expect("parts fit in u32 below DEPTH_MAX");
-        let bit = 63 - local;
-        let mut stay = HashMap::with_capacity_and_hasher(PART_MAX, Default::default());
-        let mut moved = HashMap::with_capacity_and_hasher(PART_MAX, Default::default());
-        for (key, value) in std::mem::take(&mut self.parts[part].map) {
-            let to = if (self.selector.hash_one(&key) >> bit) & 1 == 1 { &mut moved } else { &mut stay };
-            to.insert(key, value);
+        // Directory bit number `local` (0 = the first below the tag bits).
+        let bit = 63 - TAG_BITS - local;
+        let hasher = &self.hasher;
+        // Both halves get fresh tables at the size they split at, so they never grow. (Taking
+        // the moved half out of the old table in place would leave tombstones there, and
+        // hashbrown grows a table with tombstones to twice its buckets when it fills.)
+        let mut stay = HashTable::with_capacity(PART_MAX);
+        let mut moved = HashTable::with_capacity(PART_MAX);
+        for (key, value) in std::mem::take(&mut self.parts[part].table) {
+            let hash = hasher.hash_one(&key);
+            let to = if (hash >> bit) & 1 == 1 { &mut moved } else { &mut stay };
+            to.insert_unique(hash, (key, value), |(k, _)| hasher.hash_one(k));
         }
-        self.parts[part] = Part { depth: local + 1, map: stay };
-        self.parts.push(Part { depth: local + 1, map: moved });
+        self.parts[part] = Part { depth: local + 1, table: stay };
+        self.parts.push(Part { depth: local + 1, table: moved });
         // The part owned a run of 2^(depth - local) slots (its prefix, any lower bits); the
         // upper half of the run is the prefixes with the next bit set.
         let run = 1usize << (self.depth - local);
@@ -180,23 +203,29 @@ impl<K: Hash + Eq, V> SplitMap<K, V> {
         }
     }
 
-    /// Every entry, in no particular order (the seeds decide it): never for state or output.
+    /// Every entry, in no particular order (the seed decides it): never for state or output.
     fn entries(&self) -> impl Iterator<Item = (&K, &V)> {
-        self.parts.iter().flat_map(|p| p.map.iter())
+        self.parts.iter().flat_map(|p| p.table.iter().map(|(k, v)| (k, v)))
     }
 
     /// The structure's invariants, for tests.
     #[cfg(test)]
-    fn check(&self) {
-        assert_eq!(self.directory.len(), if self.parts.is_empty() { 0 } else { 1 << self.depth });
-        assert_eq!(self.len, self.parts.iter().map(|p| p.map.len()).sum::<usize>());
+    fn check(&self, had_removals: bool) {
+        assert_eq!(self.directory.len(), if self.depth == 0 { 0 } else { 1 << self.depth });
+        assert!(self.depth > 0 || self.parts.len() <= 1);
+        assert_eq!(self.len, self.parts.iter().map(|p| p.table.len()).sum::<usize>());
         for (i, part) in self.parts.iter().enumerate() {
             assert!(part.depth <= self.depth);
-            assert!(part.map.len() <= PART_MAX || part.depth == DEPTH_MAX, "part over PART_MAX");
-            let owned = self.directory.iter().filter(|&&p| p as usize == i).count();
-            assert_eq!(owned, 1 << (self.depth - part.depth), "a part owns 2^(depth - local) slots");
-            for key in part.map.keys() {
-                assert_eq!(self.directory[self.slot(self.selector.hash_one(key))] as usize, i, "key in the wrong part");
+            assert!(part.table.len() <= PART_MAX || part.depth == DEPTH_MAX, "part over PART_MAX");
+            // (Only without removals: a part whose table filled up with tombstones may have been
+            // grown by hashbrown to 8192 buckets, still holding at most PART_MAX entries.)
+            assert!(had_removals || part.table.capacity() <= PART_MAX, "table over 4096 buckets");
+            if self.depth > 0 {
+                let owned = self.directory.iter().filter(|&&p| p as usize == i).count();
+                assert_eq!(owned, 1 << (self.depth - part.depth), "a part owns 2^(depth - local) slots");
+            }
+            for (key, _) in part.table.iter() {
+                assert_eq!(self.part_of(self.hasher.hash_one(key)), Some(i), "key in the wrong part");
             }
         }
     }
@@ -226,12 +255,12 @@ mod tests {
         let mut m: SplitMap<Arc<str>, u32> = SplitMap::default();
         assert_eq!(m.get("x"), None);
         assert_eq!(m.remove("x"), None);
-        m.check();
+        m.check(false);
         let n = 20 * PART_MAX as u32;
         for i in 0..n {
             assert_eq!(m.insert(format!("key-{i}").into(), i), None);
         }
-        m.check();
+        m.check(false);
         assert_eq!(m.len(), n as usize);
         assert!(m.parts.len() >= 20, "{} parts", m.parts.len());
         for i in 0..n {
@@ -243,10 +272,10 @@ mod tests {
         for i in (0..n).step_by(2) {
             assert!(m.remove(format!("key-{i}").as_str()).is_some());
         }
-        m.check();
+        m.check(true);
         assert_eq!(m.len(), n as usize / 2);
         let c = m.clone();
-        c.check();
+        c.check(true);
         assert_eq!(c, m);
         assert!(!c.contains_key("key-0") && c.contains_key("key-1"));
     }
@@ -291,7 +320,7 @@ mod tests {
                         }
                     }
                 }
-                m.check();
+                m.check(true);
                 prop_assert_eq!(m.len(), model.len());
                 for (k, v) in &model {
                     prop_assert_eq!(m.get(k), Some(v));
