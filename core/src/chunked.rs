@@ -61,11 +61,13 @@ impl<T> ChunkedVec<T> {
         self.len == 0
     }
 
+    #[inline]
     pub fn get(&self, index: usize) -> Option<&T> {
         // Every chunk before the last is full, so element i is in chunk i / CHUNK.
         self.chunks.get(index >> CHUNK_BITS)?.get(index & CHUNK_MASK)
     }
 
+    #[inline]
     pub fn get_mut(&mut self, index: usize) -> Option<&mut T> {
         self.chunks.get_mut(index >> CHUNK_BITS)?.get_mut(index & CHUNK_MASK)
     }
@@ -78,17 +80,31 @@ impl<T> ChunkedVec<T> {
         self.chunks.last()?.last()
     }
 
+    #[inline]
     pub fn push(&mut self, value: T) {
+        match self.chunks.last_mut() {
+            // The common case: room in the last chunk, so no reallocation (and never past
+            // CHUNK, whatever capacity the allocation got).
+            Some(last) if last.len() < last.capacity().min(CHUNK) => last.push(value),
+            _ => self.push_slow(value),
+        }
+        self.len += 1;
+        debug_assert!(self.chunks.last().is_some_and(|c| c.len() <= CHUNK));
+        debug_assert_eq!(self.len, (self.chunks.len() - 1) * CHUNK + self.chunks.last().map_or(0, Vec::len));
+    }
+
+    /// A push into a full chunk: the first chunk doubles (capped at CHUNK), any other
+    /// starts a new chunk. Does not count the element (`push` does).
+    #[cold]
+    fn push_slow(&mut self, value: T) {
         let only_chunk = self.chunks.len() == 1;
         match self.chunks.last_mut() {
             Some(last) if last.len() < CHUNK => {
-                if last.len() == last.capacity() {
-                    // Only the first chunk is ever allocated below `CHUNK`: it doubles like a
-                    // `Vec`, capped so that it never holds more than one chunk's worth.
-                    assert!(only_chunk, "a chunk after the first was allocated at full capacity");
-                    let target = (last.capacity() * 2).clamp(4, CHUNK);
-                    last.reserve_exact(target - last.len());
-                }
+                // Only the first chunk is ever allocated below `CHUNK`: it doubles like a
+                // `Vec`, capped so that it never holds more than one chunk's worth.
+                assert!(only_chunk, "a chunk after the first was allocated at full capacity");
+                let target = (last.capacity() * 2).clamp(4, CHUNK);
+                last.reserve_exact(target - last.len());
                 last.push(value);
             }
             _ => {
@@ -99,9 +115,6 @@ impl<T> ChunkedVec<T> {
                 self.chunks.push(chunk);
             }
         }
-        self.len += 1;
-        debug_assert!(self.chunks.last().is_some_and(|c| c.len() <= CHUNK));
-        debug_assert_eq!(self.len, (self.chunks.len() - 1) * CHUNK + self.chunks.last().map_or(0, Vec::len));
     }
 
     pub fn iter(&self) -> Iter<'_, T> {

@@ -83,10 +83,12 @@ impl<K: Hash + Eq, V> SplitMap<K, V> {
         self.len == 0
     }
 
-    /// The directory slot: the `depth` hash bits just below the tag bits.
+    /// The directory slot: the `depth` hash bits just below the tag bits. Only once the map
+    /// has split (`depth >= 1`; a shift by 64 would overflow).
+    #[inline]
     fn slot(&self, hash: u64) -> usize {
-        // `checked_shr`: with depth 0 every key is in slot 0 (a shift by 64 would overflow).
-        (hash << TAG_BITS).checked_shr(64 - self.depth).unwrap_or(0) as usize
+        debug_assert!(self.depth >= 1);
+        ((hash << TAG_BITS) >> (64 - self.depth)) as usize
     }
 
     /// The part that holds (or would hold) `hash`, if there is any part.
@@ -99,6 +101,7 @@ impl<K: Hash + Eq, V> SplitMap<K, V> {
         Some(self.directory[self.slot(hash)] as usize)
     }
 
+    #[inline]
     pub fn get<Q>(&self, key: &Q) -> Option<&V>
     where
         K: Borrow<Q>,
@@ -109,6 +112,7 @@ impl<K: Hash + Eq, V> SplitMap<K, V> {
         self.parts[part].table.find(hash, |(k, _)| k.borrow() == key).map(|(_, v)| v)
     }
 
+    #[inline]
     pub fn get_mut<Q>(&mut self, key: &Q) -> Option<&mut V>
     where
         K: Borrow<Q>,
@@ -119,6 +123,7 @@ impl<K: Hash + Eq, V> SplitMap<K, V> {
         self.parts[part].table.find_mut(hash, |(k, _)| k.borrow() == key).map(|(_, v)| v)
     }
 
+    #[inline]
     pub fn contains_key<Q>(&self, key: &Q) -> bool
     where
         K: Borrow<Q>,
