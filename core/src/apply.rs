@@ -101,7 +101,7 @@ pub(crate) fn apply_to_merchant(shard: &mut Shard, position: u32, event: &Event,
                         id: e.queue.clone(),
                         max_active: e.max_active,
                         active_ttl_s: e.active_ttl_s,
-                        tokens: Vec::new(),
+                        tokens: Default::default(),
                         next_waiting: 0,
                         active: 0,
                     });

@@ -9,13 +9,14 @@
 //!   shards.
 //!
 //! Module map: `command` (inputs), `event` (what happens), `decide`/`tick` (commands and
-//! time to events), `apply` (events to state), `state` (the data), `view` (read models and
+//! time to events), `apply` (events to state), `state` (the data; `chunked` and `split_map` are its growable containers), `view` (read models and
 //! replies), `ledger` (chart of accounts), `encoding` (log and snapshot bytes), `envelope`
 //! (JSON shape for the relay), `image` (the host's log
 //! records and snapshots of many shards), `invariants` (the rules, checked), `sim` (random command
 //! sequences for property tests and the fuzzer).
 
 pub mod apply;
+pub mod chunked;
 pub mod command;
 pub mod decide;
 pub mod encoding;
@@ -31,6 +32,7 @@ pub mod ledger;
 pub mod limits;
 pub mod shard;
 pub mod sim;
+pub mod split_map;
 pub mod state;
 pub mod tick;
 pub mod view;

@@ -2,16 +2,23 @@
 //! `view.rs` read it. Collections that are looked up by a client's string have a hash index
 //! beside them that is rebuilt on restore and never iterated, so hashing can never leak
 //! into state, order or output.
+//!
+//! Everything that grows with traffic (orders, payments, holds, customers, queue tokens,
+//! idempotency keys, and the indexes over them) is a `ChunkedVec` / `ChunkedDeque` /
+//! `SplitMap`, which grow without ever copying or rehashing more than a few thousand
+//! entries in one command (see `chunked.rs`, `split_map.rs`); they serialize exactly as the
+//! `Vec`s they replaced.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::chunked::{ChunkedDeque, ChunkedVec};
 use crate::command::{CaptureMode, PaymentMethod};
 use crate::event::Bucket;
 use crate::ids::UnixMs;
 use crate::ledger::{AccountTotals, Ledger};
+use crate::split_map::SplitMap;
 
 /// Hash maps keyed by client-chosen strings. foldhash is several times faster than std's
 /// SipHash on short keys and its per-process random seed keeps basic HashDoS resistance.
@@ -28,9 +35,9 @@ pub struct Merchant {
     pub items: Indexed<Item>,
     pub customers: Indexed<Customer>,
     /// Hold number n is `holds[n - 1]`; likewise orders and payments.
-    pub holds: Vec<Hold>,
-    pub orders: Vec<Order>,
-    pub payments: Vec<Payment>,
+    pub holds: ChunkedVec<Hold>,
+    pub orders: ChunkedVec<Order>,
+    pub payments: ChunkedVec<Payment>,
     pub queues: Indexed<Queue>,
     pub ledger: Ledger,
     pub idempotency: Idempotency,
@@ -57,22 +64,22 @@ impl Merchant {
     }
 }
 
-/// Something stored in a `Vec` in creation order and found by its string id.
+/// Something stored in creation order and found by its string id.
 pub trait Keyed {
     fn key(&self) -> &Arc<str>;
 }
 
-/// A `Vec` in creation order (canonical: snapshots and digests see only this) plus a hash
-/// index from id to position (derived: rebuilt on restore).
+/// A sequence in creation order (canonical: snapshots and digests see only this, encoded
+/// as a `Vec`) plus a hash index from id to position (derived: rebuilt on restore).
 #[derive(Clone, Debug)]
 pub struct Indexed<T> {
-    all: Vec<T>,
-    index: HashMap<Arc<str>, u32>,
+    all: ChunkedVec<T>,
+    index: SplitMap<Arc<str>, u32>,
 }
 
 impl<T> Default for Indexed<T> {
     fn default() -> Self {
-        Indexed { all: Vec::new(), index: HashMap::default() }
+        Indexed { all: ChunkedVec::new(), index: SplitMap::default() }
     }
 }
 
@@ -102,7 +109,7 @@ impl<T: Keyed> Indexed<T> {
         self.all.push(value);
         pos
     }
-    pub fn iter(&self) -> std::slice::Iter<'_, T> {
+    pub fn iter(&self) -> crate::chunked::Iter<'_, T> {
         self.all.iter()
     }
     pub fn len(&self) -> usize {
@@ -111,8 +118,8 @@ impl<T: Keyed> Indexed<T> {
     pub fn is_empty(&self) -> bool {
         self.all.is_empty()
     }
-    fn from_vec(all: Vec<T>) -> Result<Self, String> {
-        let mut index = HashMap::with_capacity_and_hasher(all.len(), Default::default());
+    fn from_all(all: ChunkedVec<T>) -> Result<Self, String> {
+        let mut index = SplitMap::default();
         for (pos, value) in all.iter().enumerate() {
             let pos = u32::try_from(pos).map_err(|_| "too many entries".to_string())?;
             if index.insert(value.key().clone(), pos).is_some() {
@@ -138,7 +145,7 @@ impl<T: Serialize> Serialize for Indexed<T> {
 
 impl<'de, T: Deserialize<'de> + Keyed> Deserialize<'de> for Indexed<T> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Indexed::from_vec(Vec::deserialize(d)?).map_err(serde::de::Error::custom)
+        Indexed::from_all(ChunkedVec::deserialize(d)?).map_err(serde::de::Error::custom)
     }
 }
 
@@ -367,7 +374,7 @@ pub struct Queue {
     pub id: Arc<str>,
     pub max_active: u64,
     pub active_ttl_s: u64,
-    pub tokens: Vec<Token>,
+    pub tokens: ChunkedVec<Token>,
     pub next_waiting: u64,
     pub active: u64,
 }
@@ -398,8 +405,8 @@ pub struct IdempotencyRecord {
 /// the order they expire in, up to clock steps backwards, which only delay expiry).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Idempotency {
-    pub(crate) records: HashMap<Arc<str>, IdempotencyRecord>,
-    pub(crate) order: VecDeque<Arc<str>>,
+    pub(crate) records: SplitMap<Arc<str>, IdempotencyRecord>,
+    pub(crate) order: ChunkedDeque<Arc<str>>,
 }
 
 impl Idempotency {
@@ -427,15 +434,26 @@ impl Serialize for Idempotency {
 
 impl<'de> Deserialize<'de> for Idempotency {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let entries: Vec<(Arc<str>, Option<IdempotencyRecord>)> = Vec::deserialize(d)?;
-        let mut out = Idempotency::default();
-        for (key, record) in entries {
-            let record = record.ok_or_else(|| serde::de::Error::custom("idempotency key without record"))?;
-            if out.records.insert(key.clone(), record).is_some() {
-                return Err(serde::de::Error::custom("duplicate idempotency key"));
+        struct Entries;
+        impl<'de> serde::de::Visitor<'de> for Entries {
+            type Value = Idempotency;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a sequence of idempotency records")
             }
-            out.order.push_back(key);
+            // Entry by entry: no intermediate `Vec` of every key.
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Idempotency, A::Error> {
+                use serde::de::Error;
+                let mut out = Idempotency::default();
+                while let Some((key, record)) = seq.next_element::<(Arc<str>, Option<IdempotencyRecord>)>()? {
+                    let record = record.ok_or_else(|| A::Error::custom("idempotency key without record"))?;
+                    if out.records.insert(key.clone(), record).is_some() {
+                        return Err(A::Error::custom("duplicate idempotency key"));
+                    }
+                    out.order.push_back(key);
+                }
+                Ok(out)
+            }
         }
-        Ok(out)
+        d.deserialize_seq(Entries)
     }
 }

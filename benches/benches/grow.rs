@@ -1,0 +1,123 @@
+//! One merchant grown to millions of orders and idempotency keys: the worst single
+//! `Shard::execute`, not throughput. A container that grows by doubling (a `Vec` push that
+//! reallocates, a hash map that rehashes) copies everything it holds inside one command,
+//! under the server's shard lock; that command's time is a latency spike for every request
+//! queued behind the shard. This bench shows those spikes as the max and the tail.
+//!
+//! Run: `cargo bench -p surge-benches --bench grow` (`GROW_ORDERS=...` to change the size,
+//! default 2,000,000). Each step is one points-paid 2-line order with an idempotency key,
+//! built outside the timed region; the time of each `execute` is recorded. Prints the max,
+//! p99.9, p99 and p50 of one execute, the commands slower than 1 ms, and the total.
+//! One run takes a few seconds and ~1-2 GB of memory; it is not a criterion loop.
+//!
+//! Measured on the shared 2-core VM (medians of 3 runs, 2M orders): before chunking the
+//! worst execute took ~0.9 s (the `Vec<Order>` / idempotency map doubling at 1,835,008 and
+//! 1,048,576 orders), after ~14 ms. The remaining spikes are not the containers: mimalloc
+//! backs its arenas with transparent huge pages, and on this VM the first touch of a fresh
+//! 2 MiB page (`clear_page_erms`) takes 6-14 ms inside whichever command touches it. With
+//! `MIMALLOC_ALLOW_THP=0` the worst execute is ~1-4 ms (before: ~0.35 s).
+
+use std::time::{Duration, Instant};
+
+use mimalloc::MiMalloc;
+use surge_core::command::*;
+use surge_core::{Outcome, Shard};
+
+#[global_allocator]
+static GLOBAL: MiMalloc = MiMalloc;
+
+const MERCHANT: &str = "m-bench";
+const ITEMS: usize = 1_000;
+const CUSTOMERS: usize = 10_000;
+const T0_MS: u64 = 1_763_700_000_000;
+
+fn request(command: Command, key: Option<String>) -> Request {
+    let idempotency = key.map(|key| Idempotency { key, fingerprint: [1; 16] });
+    Request { merchant: MERCHANT.into(), idempotency, command }
+}
+
+/// The same merchant as `benches/core.rs`: `ITEMS` items of ample stock, `CUSTOMERS`
+/// customers with points.
+fn setup() -> Shard {
+    let mut shard = Shard::new();
+    let merchant = Command::CreateMerchant { name: "bench".into(), currency: "KRW".into(), api_key_hash: [0; 32] };
+    let items = (0..ITEMS)
+        .map(|i| ItemSpec {
+            sku: format!("sku-{i}"),
+            name: format!("item {i}"),
+            price: 1_000,
+            stock: 1_000_000_000,
+            queue: None,
+        })
+        .collect();
+    let credits = (0..CUSTOMERS).map(|c| Command::CreditPoints {
+        customer: format!("c-{c}"),
+        amount: 1_000_000_000_000,
+        reason: "bench".into(),
+    });
+    for command in [merchant, Command::PutItems { items }].into_iter().chain(credits) {
+        if let Err(e) = shard.execute(&request(command, None), T0_MS) {
+            panic!("setup: {e}");
+        }
+    }
+    shard
+}
+
+/// The order of `benches/core.rs`: two lines, paid with points, captured at once.
+fn points_order(i: usize) -> Command {
+    Command::CreateOrder {
+        customer: format!("c-{}", i % CUSTOMERS),
+        source: OrderSource::Lines(vec![
+            LineSpec { sku: format!("sku-{}", i % ITEMS), qty: 1 },
+            LineSpec { sku: format!("sku-{}", (i * 7 + 3) % ITEMS), qty: 2 },
+        ]),
+        payment: PaymentSpec { method: PaymentMethod::Points, card: None, capture: CaptureMode::Automatic },
+        queue_token: None,
+    }
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; there is nothing to filter.
+    let orders: usize = std::env::var("GROW_ORDERS").ok().and_then(|s| s.parse().ok()).unwrap_or(2_000_000);
+    let mut shard = setup();
+    let mut nanos: Vec<u64> = Vec::with_capacity(orders);
+    let mut total = Duration::ZERO;
+    for i in 0..orders {
+        let now_ms = T0_MS + i as u64;
+        let order = request(points_order(i), Some(format!("order-{i}")));
+        let started = Instant::now();
+        let outcome = shard.execute(&order, now_ms);
+        let took = started.elapsed();
+        total += took;
+        nanos.push(took.as_nanos() as u64);
+        match outcome {
+            Ok(Outcome::Applied { events, reply }) => drop((events, reply)),
+            other => panic!("order {i}: {other:?}"),
+        }
+        // Everything is durable at once: in-flight checks stay off the timed path.
+        let applied = shard.applied_events();
+        shard.mark_durable(applied);
+    }
+    let mut slow: Vec<(u64, usize)> =
+        nanos.iter().enumerate().filter(|(_, &n)| n > 1_000_000).map(|(i, &n)| (n, i)).collect();
+    slow.sort_unstable_by(|a, b| b.cmp(a));
+    let mut sorted = nanos.clone();
+    sorted.sort_unstable();
+    let at = |q: f64| sorted[((sorted.len() as f64 * q) as usize).min(sorted.len() - 1)];
+    let us = |n: u64| n as f64 / 1_000.0;
+    println!(
+        "grow: {orders} orders with idempotency keys, one merchant: total {:.3} s ({:.0} orders/s), \
+         max {:.1} us, p99.9 {:.1} us, p99 {:.1} us, p50 {:.1} us, {} executes > 1 ms",
+        total.as_secs_f64(),
+        orders as f64 / total.as_secs_f64(),
+        us(sorted[sorted.len() - 1]),
+        us(at(0.999)),
+        us(at(0.99)),
+        us(at(0.5)),
+        slow.len()
+    );
+    for (n, i) in slow.iter().take(12) {
+        println!("  order {i}: {:.1} ms", *n as f64 / 1e6);
+    }
+    std::hint::black_box(&shard);
+}
