@@ -196,6 +196,13 @@ impl<K: Hash + Eq + Clone, V: Clone> SplitMap<K, V> {
             if let Some((_, old)) = table.find_mut(hash, |(k, _)| *k == key) {
                 return Some(std::mem::replace(old, value));
             }
+            if table.len() < PART_MAX {
+                // The common case, with a single `make_mut`: a new key with room for it.
+                let hasher = &self.hasher;
+                table.insert_unique(hash, (key, value), |(k, _)| hasher.hash_one(k));
+                self.len += 1;
+                return None;
+            }
         }
         // A new key: split a full part first, so that no part's table ever grows past 4096
         // buckets (growing it would rehash more than a split moves). Usually once; again
