@@ -24,10 +24,21 @@
 //!
 //! Both serialize exactly as the `Vec` / `VecDeque` they replace (one serde sequence with its
 //! length up front), so snapshots and digests are byte for byte what they were.
+//!
+//! Copy on write: chunks are shared (`Arc`), so a clone copies the chunk table (one `Arc` per
+//! `CHUNK` elements: ~500 pointers at 2M elements), never the elements. That is what lets a
+//! host snapshot a shard by cloning it under its lock for microseconds and encoding the clone
+//! elsewhere. Every mutation first makes the chunk it touches unique (`Arc::make_mut`), so
+//! the original and the clone never see each other's changes; the first write to a shared
+//! chunk copies that chunk (at most `CHUNK` elements, the same bound as a push), later writes
+//! to it copy nothing. A copied chunk keeps the capacity of the one it copies ([`Chunk`]'s
+//! `Clone`), so a chunk after the first still never reallocates.
 
 use std::collections::VecDeque;
 use std::fmt;
 use std::marker::PhantomData;
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
 
 use serde::de::{SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -37,15 +48,65 @@ pub const CHUNK: usize = 1 << CHUNK_BITS;
 const CHUNK_BITS: u32 = 12;
 const CHUNK_MASK: usize = CHUNK - 1;
 
+/// One chunk's buffer (`Vec` or `VecDeque`). Its `Clone` keeps the capacity (`Vec::clone`
+/// allocates only `len`), so un-sharing a chunk after the first gives it its full `CHUNK`
+/// capacity again and the first chunk keeps growing from where it was.
+struct Chunk<C>(C);
+
+impl<C> Deref for Chunk<C> {
+    type Target = C;
+    fn deref(&self) -> &C {
+        &self.0
+    }
+}
+impl<C> DerefMut for Chunk<C> {
+    fn deref_mut(&mut self) -> &mut C {
+        &mut self.0
+    }
+}
+
+impl<T: Clone> Clone for Chunk<Vec<T>> {
+    fn clone(&self) -> Self {
+        let mut copy = Vec::with_capacity(self.0.capacity());
+        copy.extend_from_slice(&self.0);
+        Chunk(copy)
+    }
+}
+
+impl<T: Clone> Clone for Chunk<VecDeque<T>> {
+    fn clone(&self) -> Self {
+        let mut copy = VecDeque::with_capacity(self.0.capacity());
+        copy.extend(self.0.iter().cloned());
+        Chunk(copy)
+    }
+}
+
+impl<C: PartialEq> PartialEq for Chunk<C> {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+impl<C: Eq> Eq for Chunk<C> {}
+
 /// A growable sequence indexed like a `Vec`, stored in chunks of `CHUNK` elements so that a
 /// push never copies more than one chunk. Only appends: nothing in a merchant's state is
 /// ever removed from these.
 ///
 /// Invariants: every chunk but the last holds exactly `CHUNK` elements, the last holds
-/// 1..=`CHUNK`, there are no empty chunks, and `len` is the total.
+/// 1..=`CHUNK`, there are no empty chunks, every chunk but the first has capacity `CHUNK`,
+/// and `len` is the total. Chunks may be shared with clones (see the module doc).
 pub struct ChunkedVec<T> {
-    chunks: Vec<Vec<T>>,
+    chunks: Vec<Arc<Chunk<Vec<T>>>>,
     len: usize,
+}
+
+fn vec_chunk_iter<T>(chunk: &Arc<Chunk<Vec<T>>>) -> std::slice::Iter<'_, T> {
+    chunk.0.iter()
+}
+
+fn vec_chunk_iter_mut<T>(chunk: &mut Arc<Chunk<Vec<T>>>) -> std::slice::IterMut<'_, T> {
+    // `iter_mut` made every chunk unique first.
+    Arc::get_mut(chunk).expect("chunk made unique").0.iter_mut()
 }
 
 impl<T> ChunkedVec<T> {
@@ -67,11 +128,6 @@ impl<T> ChunkedVec<T> {
         self.chunks.get(index >> CHUNK_BITS)?.get(index & CHUNK_MASK)
     }
 
-    #[inline]
-    pub fn get_mut(&mut self, index: usize) -> Option<&mut T> {
-        self.chunks.get_mut(index >> CHUNK_BITS)?.get_mut(index & CHUNK_MASK)
-    }
-
     pub fn first(&self) -> Option<&T> {
         self.chunks.first()?.first()
     }
@@ -80,17 +136,49 @@ impl<T> ChunkedVec<T> {
         self.chunks.last()?.last()
     }
 
+    pub fn iter(&self) -> Iter<'_, T> {
+        Iter { inner: self.chunks.iter().flat_map(vec_chunk_iter), remaining: self.len }
+    }
+
+    /// The chunk layout, for tests of the invariants.
+    #[cfg(test)]
+    fn check(&self) {
+        for (i, chunk) in self.chunks.iter().enumerate() {
+            assert!(!chunk.is_empty(), "no empty chunks");
+            assert!(chunk.len() <= CHUNK && chunk.capacity() <= CHUNK.max(4), "chunk over capacity");
+            if i > 0 {
+                assert_eq!(chunk.capacity(), CHUNK, "chunks after the first are allocated at full capacity");
+            }
+            if i + 1 < self.chunks.len() {
+                assert_eq!(chunk.len(), CHUNK, "every chunk but the last is full");
+            }
+        }
+        assert_eq!(self.len, self.chunks.iter().map(|c| c.len()).sum::<usize>());
+    }
+}
+
+/// Mutations: each makes the chunk it touches unique first (copying it if a clone shares it).
+impl<T: Clone> ChunkedVec<T> {
+    #[inline]
+    pub fn get_mut(&mut self, index: usize) -> Option<&mut T> {
+        // Below `len` exactly when in a chunk: checked first, so a miss un-shares nothing.
+        if index >= self.len {
+            return None;
+        }
+        Arc::make_mut(&mut self.chunks[index >> CHUNK_BITS]).get_mut(index & CHUNK_MASK)
+    }
+
     #[inline]
     pub fn push(&mut self, value: T) {
         match self.chunks.last_mut() {
             // The common case: room in the last chunk, so no reallocation (and never past
-            // CHUNK, whatever capacity the allocation got).
-            Some(last) if last.len() < last.capacity().min(CHUNK) => last.push(value),
+            // CHUNK, whatever capacity the allocation got; un-sharing keeps the capacity).
+            Some(last) if last.len() < last.capacity().min(CHUNK) => Arc::make_mut(last).push(value),
             _ => self.push_slow(value),
         }
         self.len += 1;
         debug_assert!(self.chunks.last().is_some_and(|c| c.len() <= CHUNK));
-        debug_assert_eq!(self.len, (self.chunks.len() - 1) * CHUNK + self.chunks.last().map_or(0, Vec::len));
+        debug_assert_eq!(self.len, (self.chunks.len() - 1) * CHUNK + self.chunks.last().map_or(0, |c| c.len()));
     }
 
     /// A push into a full chunk: the first chunk doubles (capped at CHUNK), any other
@@ -104,7 +192,9 @@ impl<T> ChunkedVec<T> {
                 // `Vec`, capped so that it never holds more than one chunk's worth.
                 assert!(only_chunk, "a chunk after the first was allocated at full capacity");
                 let target = (last.capacity() * 2).clamp(4, CHUNK);
-                last.reserve_exact(target - last.len());
+                let last = Arc::make_mut(last);
+                let len = last.len();
+                last.reserve_exact(target - len);
                 last.push(value);
             }
             _ => {
@@ -112,30 +202,17 @@ impl<T> ChunkedVec<T> {
                 // allocated at full capacity once, so they never reallocate.
                 let mut chunk = if self.chunks.is_empty() { Vec::new() } else { Vec::with_capacity(CHUNK) };
                 chunk.push(value);
-                self.chunks.push(chunk);
+                self.chunks.push(Arc::new(Chunk(chunk)));
             }
         }
     }
 
-    pub fn iter(&self) -> Iter<'_, T> {
-        Iter { inner: self.chunks.iter().flatten(), remaining: self.len }
-    }
-
+    /// Makes every chunk unique first: copies whatever a clone still shares.
     pub fn iter_mut(&mut self) -> IterMut<'_, T> {
-        IterMut { inner: self.chunks.iter_mut().flatten(), remaining: self.len }
-    }
-
-    /// The chunk layout, for tests of the invariants.
-    #[cfg(test)]
-    fn check(&self) {
-        for (i, chunk) in self.chunks.iter().enumerate() {
-            assert!(!chunk.is_empty(), "no empty chunks");
-            assert!(chunk.len() <= CHUNK && chunk.capacity() <= CHUNK.max(4), "chunk over capacity");
-            if i + 1 < self.chunks.len() {
-                assert_eq!(chunk.len(), CHUNK, "every chunk but the last is full");
-            }
-        }
-        assert_eq!(self.len, self.chunks.iter().map(Vec::len).sum::<usize>());
+        self.chunks.iter_mut().for_each(|chunk| {
+            Arc::make_mut(chunk);
+        });
+        IterMut { inner: self.chunks.iter_mut().flat_map(vec_chunk_iter_mut), remaining: self.len }
     }
 }
 
@@ -145,20 +222,10 @@ impl<T> Default for ChunkedVec<T> {
     }
 }
 
-impl<T: Clone> Clone for ChunkedVec<T> {
-    /// Keeps the layout: a clone grows without copying, like the original.
+impl<T> Clone for ChunkedVec<T> {
+    /// Shares every chunk: copies the chunk table, not the elements (see the module doc).
     fn clone(&self) -> Self {
-        let chunks = self
-            .chunks
-            .iter()
-            .enumerate()
-            .map(|(i, chunk)| {
-                let mut copy = Vec::with_capacity(if i == 0 { chunk.capacity() } else { CHUNK });
-                copy.extend_from_slice(chunk);
-                copy
-            })
-            .collect();
-        ChunkedVec { chunks, len: self.len }
+        ChunkedVec { chunks: self.chunks.clone(), len: self.len }
     }
 }
 
@@ -186,7 +253,7 @@ impl<T> std::ops::Index<usize> for ChunkedVec<T> {
     }
 }
 
-impl<T> FromIterator<T> for ChunkedVec<T> {
+impl<T: Clone> FromIterator<T> for ChunkedVec<T> {
     fn from_iter<I: IntoIterator<Item = T>>(iter: I) -> Self {
         let mut out = ChunkedVec::new();
         iter.into_iter().for_each(|value| out.push(value));
@@ -194,7 +261,7 @@ impl<T> FromIterator<T> for ChunkedVec<T> {
     }
 }
 
-impl<T> Extend<T> for ChunkedVec<T> {
+impl<T: Clone> Extend<T> for ChunkedVec<T> {
     fn extend<I: IntoIterator<Item = T>>(&mut self, iter: I) {
         iter.into_iter().for_each(|value| self.push(value));
     }
@@ -209,8 +276,13 @@ impl<'a, T> IntoIterator for &'a ChunkedVec<T> {
 }
 
 /// The elements in order; exact-size, so serde writes the length up front as for a `Vec`.
+#[allow(clippy::type_complexity)]
 pub struct Iter<'a, T> {
-    inner: std::iter::Flatten<std::slice::Iter<'a, Vec<T>>>,
+    inner: std::iter::FlatMap<
+        std::slice::Iter<'a, Arc<Chunk<Vec<T>>>>,
+        std::slice::Iter<'a, T>,
+        fn(&'a Arc<Chunk<Vec<T>>>) -> std::slice::Iter<'a, T>,
+    >,
     remaining: usize,
 }
 
@@ -239,8 +311,13 @@ impl<T> Clone for Iter<'_, T> {
     }
 }
 
+#[allow(clippy::type_complexity)]
 pub struct IterMut<'a, T> {
-    inner: std::iter::Flatten<std::slice::IterMut<'a, Vec<T>>>,
+    inner: std::iter::FlatMap<
+        std::slice::IterMut<'a, Arc<Chunk<Vec<T>>>>,
+        std::slice::IterMut<'a, T>,
+        fn(&'a mut Arc<Chunk<Vec<T>>>) -> std::slice::IterMut<'a, T>,
+    >,
     remaining: usize,
 }
 
@@ -264,10 +341,10 @@ impl<T: Serialize> Serialize for ChunkedVec<T> {
     }
 }
 
-impl<'de, T: Deserialize<'de>> Deserialize<'de> for ChunkedVec<T> {
+impl<'de, T: Deserialize<'de> + Clone> Deserialize<'de> for ChunkedVec<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct Seq<T>(PhantomData<T>);
-        impl<'de, T: Deserialize<'de>> Visitor<'de> for Seq<T> {
+        impl<'de, T: Deserialize<'de> + Clone> Visitor<'de> for Seq<T> {
             type Value = ChunkedVec<T>;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a sequence")
@@ -292,10 +369,16 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for ChunkedVec<T> {
 /// while new ones arrive) neither copies nor holds on to memory.
 ///
 /// Invariants: every chunk but the first and the last holds exactly `CHUNK` elements, none
-/// holds more, only a sole chunk may be empty (kept for reuse), and `len` is the total.
+/// holds more, only a sole chunk may be empty (kept for reuse), every chunk but the first
+/// has capacity >= `CHUNK`, and `len` is the total. Chunks may be shared with clones, as in
+/// `ChunkedVec`: a pop or push makes only the chunk it touches unique.
 pub struct ChunkedDeque<T> {
-    chunks: VecDeque<VecDeque<T>>,
+    chunks: VecDeque<Arc<Chunk<VecDeque<T>>>>,
     len: usize,
+}
+
+fn deque_chunk_iter<T>(chunk: &Arc<Chunk<VecDeque<T>>>) -> std::collections::vec_deque::Iter<'_, T> {
+    chunk.0.iter()
 }
 
 impl<T> ChunkedDeque<T> {
@@ -319,43 +402,8 @@ impl<T> ChunkedDeque<T> {
         self.chunks.back()?.back()
     }
 
-    pub fn push_back(&mut self, value: T) {
-        let only_chunk = self.chunks.len() == 1;
-        match self.chunks.back_mut() {
-            Some(last) if last.len() < CHUNK => {
-                if last.len() == last.capacity() {
-                    // As in `ChunkedVec::push`: only a sole first chunk grows, capped at CHUNK.
-                    assert!(only_chunk, "a chunk after the first was allocated at full capacity");
-                    let target = (last.capacity() * 2).clamp(4, CHUNK);
-                    last.reserve_exact(target - last.len());
-                }
-                last.push_back(value);
-            }
-            _ => {
-                let mut chunk = if self.chunks.is_empty() { VecDeque::new() } else { VecDeque::with_capacity(CHUNK) };
-                chunk.push_back(value);
-                self.chunks.push_back(chunk);
-            }
-        }
-        self.len += 1;
-        debug_assert!(self.chunks.back().is_some_and(|c| c.len() <= CHUNK));
-    }
-
-    pub fn pop_front(&mut self) -> Option<T> {
-        let first = self.chunks.front_mut()?;
-        let value = first.pop_front()?;
-        if first.is_empty() && self.chunks.len() > 1 {
-            // An emptied chunk before others is freed at once; a sole one is kept (a ring
-            // buffer that keys cycle through without allocating).
-            self.chunks.pop_front();
-        }
-        self.len -= 1;
-        debug_assert!(self.len > 0 || self.chunks.len() <= 1);
-        Some(value)
-    }
-
     pub fn iter(&self) -> DequeIter<'_, T> {
-        DequeIter { inner: self.chunks.iter().flatten(), remaining: self.len }
+        DequeIter { inner: self.chunks.iter().flat_map(deque_chunk_iter), remaining: self.len }
     }
 
     #[cfg(test)]
@@ -371,7 +419,50 @@ impl<T> ChunkedDeque<T> {
                 assert!(chunk.capacity() >= CHUNK, "later chunks are allocated at full capacity");
             }
         }
-        assert_eq!(self.len, self.chunks.iter().map(VecDeque::len).sum::<usize>());
+        assert_eq!(self.len, self.chunks.iter().map(|c| c.len()).sum::<usize>());
+    }
+}
+
+/// Mutations: each makes the chunk it touches unique first (copying it if a clone shares it).
+impl<T: Clone> ChunkedDeque<T> {
+    pub fn push_back(&mut self, value: T) {
+        let only_chunk = self.chunks.len() == 1;
+        match self.chunks.back_mut() {
+            Some(last) if last.len() < CHUNK => {
+                let last = Arc::make_mut(last);
+                if last.len() == last.capacity() {
+                    // As in `ChunkedVec::push`: only a sole first chunk grows, capped at CHUNK.
+                    assert!(only_chunk, "a chunk after the first was allocated at full capacity");
+                    let target = (last.capacity() * 2).clamp(4, CHUNK);
+                    let len = last.len();
+                    last.reserve_exact(target - len);
+                }
+                last.push_back(value);
+            }
+            _ => {
+                let mut chunk = if self.chunks.is_empty() { VecDeque::new() } else { VecDeque::with_capacity(CHUNK) };
+                chunk.push_back(value);
+                self.chunks.push_back(Arc::new(Chunk(chunk)));
+            }
+        }
+        self.len += 1;
+        debug_assert!(self.chunks.back().is_some_and(|c| c.len() <= CHUNK));
+    }
+
+    pub fn pop_front(&mut self) -> Option<T> {
+        let first = self.chunks.front_mut()?;
+        if first.is_empty() {
+            return None;
+        }
+        let value = Arc::make_mut(first).pop_front()?;
+        if first.is_empty() && self.chunks.len() > 1 {
+            // An emptied chunk before others is freed at once; a sole one is kept (a ring
+            // buffer that keys cycle through without allocating).
+            self.chunks.pop_front();
+        }
+        self.len -= 1;
+        debug_assert!(self.len > 0 || self.chunks.len() <= 1);
+        Some(value)
     }
 }
 
@@ -381,20 +472,10 @@ impl<T> Default for ChunkedDeque<T> {
     }
 }
 
-impl<T: Clone> Clone for ChunkedDeque<T> {
-    /// Keeps the layout (and full capacity of every chunk but the first).
+impl<T> Clone for ChunkedDeque<T> {
+    /// Shares every chunk: copies the chunk table, not the elements.
     fn clone(&self) -> Self {
-        let chunks = self
-            .chunks
-            .iter()
-            .enumerate()
-            .map(|(i, chunk)| {
-                let mut copy = VecDeque::with_capacity(if i == 0 { chunk.capacity() } else { CHUNK });
-                copy.extend(chunk.iter().cloned());
-                copy
-            })
-            .collect();
-        ChunkedDeque { chunks, len: self.len }
+        ChunkedDeque { chunks: self.chunks.clone(), len: self.len }
     }
 }
 
@@ -421,8 +502,13 @@ impl<'a, T> IntoIterator for &'a ChunkedDeque<T> {
 }
 
 /// The elements front to back; exact-size like `ChunkedVec`'s.
+#[allow(clippy::type_complexity)]
 pub struct DequeIter<'a, T> {
-    inner: std::iter::Flatten<std::collections::vec_deque::Iter<'a, VecDeque<T>>>,
+    inner: std::iter::FlatMap<
+        std::collections::vec_deque::Iter<'a, Arc<Chunk<VecDeque<T>>>>,
+        std::collections::vec_deque::Iter<'a, T>,
+        fn(&'a Arc<Chunk<VecDeque<T>>>) -> std::collections::vec_deque::Iter<'a, T>,
+    >,
     remaining: usize,
 }
 
@@ -539,6 +625,95 @@ mod tests {
         }
     }
 
+    /// Copy on write: a clone shares every chunk, and every mutation of either side copies
+    /// only the chunk it touches, so neither ever sees the other's changes.
+    #[test]
+    fn clones_share_chunks_until_written() {
+        let n = 3 * CHUNK + 5;
+        let model: Vec<u64> = (0..n as u64).collect();
+        let mut v: ChunkedVec<u64> = model.iter().copied().collect();
+        let c = v.clone();
+        assert!(v.chunks.iter().zip(&c.chunks).all(|(a, b)| Arc::ptr_eq(a, b)), "a clone copies no chunk");
+        let mut expect = model.clone();
+        // push into the shared last chunk, get_mut in a shared middle chunk and in the
+        // (shared) first chunk, then enough pushes to start a new chunk.
+        v.push(1_000_000);
+        expect.push(1_000_000);
+        *v.get_mut(CHUNK + 7).unwrap() = 7;
+        expect[CHUNK + 7] = 7;
+        *v.get_mut(3).unwrap() = 3_000;
+        expect[3] = 3_000;
+        assert_eq!(v.get_mut(v.len()), None);
+        assert!(Arc::ptr_eq(&v.chunks[2], &c.chunks[2]), "an untouched chunk stays shared");
+        for i in 0..CHUNK as u64 {
+            v.push(i);
+            expect.push(i);
+        }
+        v.check();
+        c.check();
+        assert!(c.iter().eq(model.iter()), "the clone is unchanged");
+        assert!(v.iter().eq(expect.iter()));
+        // iter_mut un-shares everything; and the clone can be written in turn.
+        let c2 = v.clone();
+        v.iter_mut().for_each(|x| *x += 1);
+        expect.iter_mut().for_each(|x| *x += 1);
+        v.check();
+        assert!(v.iter().eq(expect.iter()));
+        assert!(c2.iter().map(|x| x + 1).eq(expect.iter().copied()));
+        let mut c = c;
+        c.push(5);
+        *c.get_mut(0).unwrap() = 9;
+        c.check();
+        assert_eq!((c[0], c[n], c.len()), (9, 5, n + 1));
+        assert!(v.iter().eq(expect.iter()), "writing the clone leaves the original alone");
+
+        // A small first chunk keeps its capacity (and so its growth) when un-shared.
+        let mut small: ChunkedVec<u64> = (0..5).collect();
+        let cap = small.chunks[0].capacity();
+        let small_clone = small.clone();
+        *small.get_mut(0).unwrap() = 1;
+        assert_eq!(small.chunks[0].capacity(), cap);
+        small.check();
+        assert_eq!(small_clone[0], 0);
+    }
+
+    #[test]
+    fn deque_clones_share_chunks_until_written() {
+        let mut d = ChunkedDeque::new();
+        let mut model = VecDeque::new();
+        for i in 0..3 * CHUNK + 5 {
+            d.push_back(i);
+            model.push_back(i);
+        }
+        for _ in 0..10 {
+            assert_eq!(d.pop_front(), model.pop_front());
+        }
+        let c = d.clone();
+        assert!(d.chunks.iter().zip(&c.chunks).all(|(a, b)| Arc::ptr_eq(a, b)));
+        let at_clone = model.clone();
+        // Pops from the shared front chunk (until it is freed), pushes into the shared back
+        // chunk and on into a new one.
+        for _ in 0..CHUNK {
+            assert_eq!(d.pop_front(), model.pop_front());
+        }
+        for i in 0..CHUNK + 3 {
+            d.push_back(i);
+            model.push_back(i);
+        }
+        d.check();
+        c.check();
+        assert!(d.iter().eq(model.iter()));
+        assert!(c.iter().eq(at_clone.iter()), "the clone is unchanged");
+        let mut c = c;
+        assert_eq!(c.pop_front(), at_clone.front().copied());
+        c.push_back(99);
+        c.check();
+        assert!(d.iter().eq(model.iter()), "writing the clone leaves the original alone");
+        while d.pop_front().is_some() {}
+        d.check();
+        assert_eq!(c.len(), at_clone.len());
+    }
+
     #[derive(Clone, Debug)]
     enum Op {
         Push(u16),
@@ -598,6 +773,47 @@ mod tests {
                 prop_assert_eq!(d.back(), d_model.back());
             }
             prop_assert_eq!(postcard::to_allocvec(&v).unwrap(), postcard::to_allocvec(&v_model).unwrap());
+        }
+
+        /// Clones taken between runs of ops stay what they were while the original goes on
+        /// (copy on write), and the original still behaves like the std collections.
+        #[test]
+        fn clones_are_independent(ops in ops()) {
+            let (mut v, mut v_model) = (ChunkedVec::new(), Vec::new());
+            let (mut d, mut d_model) = (ChunkedDeque::new(), VecDeque::new());
+            let mut clones = Vec::new();
+            for (op, times) in ops {
+                clones.push((v.clone(), v_model.clone(), d.clone(), d_model.clone()));
+                for k in 0..times {
+                    match op {
+                        Op::Push(x) => {
+                            let x = x.wrapping_add(k);
+                            v.push(x);
+                            v_model.push(x);
+                            d.push_back(x);
+                            d_model.push_back(x);
+                        }
+                        Op::Pop => prop_assert_eq!(d.pop_front(), d_model.pop_front()),
+                        Op::Set(i, x) => {
+                            if !v_model.is_empty() {
+                                let i = (i + k as usize) % v_model.len();
+                                *v.get_mut(i).unwrap() = x;
+                                v_model[i] = x;
+                            }
+                        }
+                    }
+                }
+                v.check();
+                d.check();
+                prop_assert!(v.iter().eq(v_model.iter()));
+                prop_assert!(d.iter().eq(d_model.iter()));
+                for (cv, cv_model, cd, cd_model) in &clones {
+                    cv.check();
+                    cd.check();
+                    prop_assert!(cv.iter().eq(cv_model.iter()));
+                    prop_assert!(cd.iter().eq(cd_model.iter()));
+                }
+            }
         }
     }
 }

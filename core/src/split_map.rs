@@ -33,10 +33,22 @@
 //! them: a merchant's items, its queues, a shard's merchants) skips the directory. Like every
 //! hash map in core this is an index only: it is never iterated into state or output (a
 //! split is an internal move), so its random seed cannot change a digest.
+//!
+//! Copy on write: parts are shared (`Arc`), so a clone copies the directory and one `Arc` per
+//! part, never an entry (at 2M keys: ~600-1,200 parts, a directory of a few thousand `u32`s).
+//! Every mutation makes the part it changes unique first (`Arc::make_mut`, whose
+//! `HashTable::clone` keeps the bucket count, so a copied part still holds at most
+//! `PART_MAX` entries in at most 4096 buckets): the first write to a shared part copies at
+//! most `PART_MAX` entries, the same bound as a split; a lookup that misses, or a split,
+//! copies nothing extra (a split of a shared part clones its entries into the two new tables
+//! instead of moving them). The directory stays a plain `Vec`: it has about one or two slots
+//! per part (more only if a few parts are much deeper than the rest, which a random seed
+//! does not let happen), so copying it costs about what copying the part `Arc`s costs.
 
 use std::borrow::Borrow;
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
+use std::sync::Arc;
 
 use hashbrown::HashTable;
 
@@ -57,7 +69,8 @@ pub struct SplitMap<K, V> {
     depth: u32,
     /// `2^depth` part numbers once the map has split; empty before.
     directory: Vec<u32>,
-    parts: Vec<Part<K, V>>,
+    /// Shared with clones until written (see the module doc).
+    parts: Vec<Arc<Part<K, V>>>,
     len: usize,
 }
 
@@ -113,6 +126,30 @@ impl<K: Hash + Eq, V> SplitMap<K, V> {
     }
 
     #[inline]
+    pub fn contains_key<Q>(&self, key: &Q) -> bool
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.get(key).is_some()
+    }
+
+    /// Every entry, in no particular order (the seed decides it): never for state or output.
+    fn entries(&self) -> impl Iterator<Item = (&K, &V)> {
+        self.parts.iter().flat_map(|p| p.table.iter().map(|(k, v)| (k, v)))
+    }
+
+    /// Whether part `part` is shared with a clone. No weak pointers to parts exist, so a
+    /// strong count of 1 means unique (and `&self` keeps anyone from cloning it meanwhile).
+    #[inline]
+    fn shared(&self, part: usize) -> bool {
+        Arc::strong_count(&self.parts[part]) > 1
+    }
+}
+
+/// Mutations: each makes the part it changes unique first (copying it if a clone shares it).
+impl<K: Hash + Eq + Clone, V: Clone> SplitMap<K, V> {
+    #[inline]
     pub fn get_mut<Q>(&mut self, key: &Q) -> Option<&mut V>
     where
         K: Borrow<Q>,
@@ -120,16 +157,10 @@ impl<K: Hash + Eq, V> SplitMap<K, V> {
     {
         let hash = self.hasher.hash_one(key);
         let part = self.part_of(hash)?;
-        self.parts[part].table.find_mut(hash, |(k, _)| k.borrow() == key).map(|(_, v)| v)
-    }
-
-    #[inline]
-    pub fn contains_key<Q>(&self, key: &Q) -> bool
-    where
-        K: Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
-    {
-        self.get(key).is_some()
+        if self.shared(part) && self.parts[part].table.find(hash, |(k, _)| k.borrow() == key).is_none() {
+            return None; // A miss copies nothing.
+        }
+        Arc::make_mut(&mut self.parts[part]).table.find_mut(hash, |(k, _)| k.borrow() == key).map(|(_, v)| v)
     }
 
     pub fn remove<Q>(&mut self, key: &Q) -> Option<V>
@@ -140,7 +171,11 @@ impl<K: Hash + Eq, V> SplitMap<K, V> {
         // Parts are not merged back: like a `HashMap`, the map keeps its size when emptied.
         let hash = self.hasher.hash_one(key);
         let part = self.part_of(hash)?;
-        let entry = self.parts[part].table.find_entry(hash, |(k, _)| k.borrow() == key).ok()?;
+        if self.shared(part) && self.parts[part].table.find(hash, |(k, _)| k.borrow() == key).is_none() {
+            return None; // A miss copies nothing.
+        }
+        let table = &mut Arc::make_mut(&mut self.parts[part]).table;
+        let entry = table.find_entry(hash, |(k, _)| k.borrow() == key).ok()?;
         let ((_, removed), _) = entry.remove();
         self.len -= 1;
         Some(removed)
@@ -151,11 +186,23 @@ impl<K: Hash + Eq, V> SplitMap<K, V> {
         let hash = self.hasher.hash_one(&key);
         let Some(mut part) = self.part_of(hash) else {
             // The first part grows like a `HashMap` (small maps stay small) up to PART_MAX.
-            self.parts.push(Part { depth: 0, table: HashTable::new() });
+            self.parts.push(Arc::new(Part { depth: 0, table: HashTable::new() }));
             return self.insert(key, value);
         };
-        if let Some((_, old)) = self.parts[part].table.find_mut(hash, |(k, _)| *k == key) {
-            return Some(std::mem::replace(old, value));
+        if !self.shared(part) || self.parts[part].table.find(hash, |(k, _)| *k == key).is_some() {
+            // (A shared part is copied only to replace here; for a new key, a full part is
+            // split below rather than copied and then split.)
+            let table = &mut Arc::make_mut(&mut self.parts[part]).table;
+            if let Some((_, old)) = table.find_mut(hash, |(k, _)| *k == key) {
+                return Some(std::mem::replace(old, value));
+            }
+            if table.len() < PART_MAX {
+                // The common case, with a single `make_mut`: a new key with room for it.
+                let hasher = &self.hasher;
+                table.insert_unique(hash, (key, value), |(k, _)| hasher.hash_one(k));
+                self.len += 1;
+                return None;
+            }
         }
         // A new key: split a full part first, so that no part's table ever grows past 4096
         // buckets (growing it would rehash more than a split moves). Usually once; again
@@ -165,7 +212,7 @@ impl<K: Hash + Eq, V> SplitMap<K, V> {
             part = self.directory[self.slot(hash)] as usize;
         }
         let hasher = &self.hasher;
-        self.parts[part].table.insert_unique(hash, (key, value), |(k, _)| hasher.hash_one(k));
+        Arc::make_mut(&mut self.parts[part]).table.insert_unique(hash, (key, value), |(k, _)| hasher.hash_one(k));
         self.len += 1;
         None
     }
@@ -191,13 +238,20 @@ impl<K: Hash + Eq, V> SplitMap<K, V> {
         // hashbrown grows a table with tombstones to twice its buckets when it fills.)
         let mut stay = HashTable::with_capacity(PART_MAX);
         let mut moved = HashTable::with_capacity(PART_MAX);
-        for (key, value) in std::mem::take(&mut self.parts[part].table) {
+        let mut place = |key: K, value: V| {
             let hash = hasher.hash_one(&key);
             let to = if (hash >> bit) & 1 == 1 { &mut moved } else { &mut stay };
             to.insert_unique(hash, (key, value), |(k, _)| hasher.hash_one(k));
+        };
+        match Arc::get_mut(&mut self.parts[part]) {
+            // Unique: move the entries out.
+            Some(old) => std::mem::take(&mut old.table).into_iter().for_each(|(k, v)| place(k, v)),
+            // Shared with a clone, which keeps the old part: copy the entries (no more work
+            // than un-sharing the part would have been).
+            None => self.parts[part].table.iter().for_each(|(k, v)| place(k.clone(), v.clone())),
         }
-        self.parts[part] = Part { depth: local + 1, table: stay };
-        self.parts.push(Part { depth: local + 1, table: moved });
+        self.parts[part] = Arc::new(Part { depth: local + 1, table: stay });
+        self.parts.push(Arc::new(Part { depth: local + 1, table: moved }));
         // The part owned a run of 2^(depth - local) slots (its prefix, any lower bits); the
         // upper half of the run is the prefixes with the next bit set.
         let run = 1usize << (self.depth - local);
@@ -206,11 +260,6 @@ impl<K: Hash + Eq, V> SplitMap<K, V> {
             debug_assert_eq!(*slot as usize, part);
             *slot = new_part;
         }
-    }
-
-    /// Every entry, in no particular order (the seed decides it): never for state or output.
-    fn entries(&self) -> impl Iterator<Item = (&K, &V)> {
-        self.parts.iter().flat_map(|p| p.table.iter().map(|(k, v)| (k, v)))
     }
 
     /// The structure's invariants, for tests.
@@ -298,6 +347,56 @@ mod tests {
         assert_ne!(a, b);
     }
 
+    /// Copy on write: a clone shares every part; insert (new and existing keys, with
+    /// splits), get_mut and remove on either side copy only the parts they change.
+    #[test]
+    fn clones_share_parts_until_written() {
+        let mut m: SplitMap<u64, u64> = SplitMap::default();
+        let n = 6 * PART_MAX as u64;
+        for i in 0..n {
+            m.insert(i, i);
+        }
+        let model: std::collections::HashMap<u64, u64> = (0..n).map(|i| (i, i)).collect();
+        let c = m.clone();
+        assert!(m.parts.iter().zip(&c.parts).all(|(a, b)| Arc::ptr_eq(a, b)), "a clone copies no part");
+        let mut expect = model.clone();
+        // Misses copy nothing.
+        assert_eq!(m.get_mut(&(n + 1)), None);
+        assert_eq!(m.remove(&(n + 1)), None);
+        assert!(m.parts.iter().zip(&c.parts).all(|(a, b)| Arc::ptr_eq(a, b)));
+        *m.get_mut(&5).unwrap() = 50;
+        expect.insert(5, 50);
+        assert_eq!(m.insert(6, 60), Some(6));
+        expect.insert(6, 60);
+        assert_eq!(m.remove(&7), Some(7));
+        expect.remove(&7);
+        let shared = m.parts.iter().zip(&c.parts).filter(|(a, b)| Arc::ptr_eq(a, b)).count();
+        assert!(shared + 3 >= c.parts.len(), "only the parts written were copied");
+        // New keys: fills and splits shared parts.
+        for i in n..3 * n {
+            assert_eq!(m.insert(i, i * 3), None);
+            expect.insert(i, i * 3);
+        }
+        m.check(true);
+        c.check(false);
+        assert_eq!(c.len(), model.len());
+        for (k, v) in &model {
+            assert_eq!(c.get(k), Some(v), "the clone is unchanged");
+        }
+        assert_eq!(c.get(&n), None);
+        assert_eq!(m.len(), expect.len());
+        for (k, v) in &expect {
+            assert_eq!(m.get(k), Some(v));
+        }
+        // Writing the clone leaves the original alone.
+        let mut c = c;
+        assert_eq!(c.remove(&5), Some(5));
+        c.insert(n + 1, 1);
+        c.check(true);
+        assert_eq!(m.get(&5), Some(&50));
+        assert_eq!(m.get(&(n + 1)), Some(&((n + 1) * 3)));
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(32))]
 
@@ -331,6 +430,49 @@ mod tests {
                     prop_assert_eq!(m.get(k), Some(v));
                 }
                 prop_assert_eq!(m.get(&(next + 1)), None);
+            }
+        }
+
+        /// Clones taken between runs stay what they were while the original goes on.
+        #[test]
+        fn clones_are_independent(runs in proptest::collection::vec((0u8..4, 0u32..4 * PART_MAX as u32, any::<u32>()), 0..8)) {
+            let mut m = SplitMap::default();
+            let mut model: std::collections::HashMap<u32, u32> = Default::default();
+            let mut clones = Vec::new();
+            let mut next = 0u32;
+            for (op, n, salt) in runs {
+                clones.push((m.clone(), model.clone()));
+                for k in 0..n {
+                    let key = (salt.wrapping_add(k)) % (next + 1);
+                    match op {
+                        0 => {
+                            next += 1;
+                            prop_assert_eq!(m.insert(next, salt ^ k), model.insert(next, salt ^ k));
+                        }
+                        1 => prop_assert_eq!(m.insert(key, k), model.insert(key, k)),
+                        2 => {
+                            if let Some(v) = m.get_mut(&key) {
+                                *v = v.wrapping_add(1);
+                            }
+                            if let Some(v) = model.get_mut(&key) {
+                                *v = v.wrapping_add(1);
+                            }
+                        }
+                        _ => prop_assert_eq!(m.remove(&key), model.remove(&key)),
+                    }
+                }
+                m.check(true);
+                prop_assert_eq!(m.len(), model.len());
+                for (k, v) in &model {
+                    prop_assert_eq!(m.get(k), Some(v));
+                }
+                for (c, c_model) in &clones {
+                    c.check(true);
+                    prop_assert_eq!(c.len(), c_model.len());
+                    for (k, v) in c_model {
+                        prop_assert_eq!(c.get(k), Some(v));
+                    }
+                }
             }
         }
     }

@@ -83,7 +83,7 @@ impl<T> Default for Indexed<T> {
     }
 }
 
-impl<T: Keyed> Indexed<T> {
+impl<T: Keyed + Clone> Indexed<T> {
     pub fn get(&self, key: &str) -> Option<&T> {
         self.all.get(*self.index.get(key)? as usize)
     }
@@ -143,7 +143,7 @@ impl<T: Serialize> Serialize for Indexed<T> {
     }
 }
 
-impl<'de, T: Deserialize<'de> + Keyed> Deserialize<'de> for Indexed<T> {
+impl<'de, T: Deserialize<'de> + Keyed + Clone> Deserialize<'de> for Indexed<T> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         Indexed::from_all(ChunkedVec::deserialize(d)?).map_err(serde::de::Error::custom)
     }
