@@ -54,6 +54,13 @@ pub fn encode_snapshot(shards: &[FrozenShard], capacity_bytes: usize) -> Vec<u8>
     out
 }
 
+/// The snapshot of `shards` as they are now (what tools and tests write; the server
+/// freezes its shards under their locks and encodes them later with [`encode_snapshot`]).
+pub fn snapshot_of(shards: &[Shard]) -> Vec<u8> {
+    let frozen: Vec<FrozenShard> = shards.iter().map(Shard::freeze).collect();
+    encode_snapshot(&frozen, 0)
+}
+
 /// The shard count a snapshot was written with, read from its header.
 pub fn snapshot_shard_count(bytes: &[u8]) -> Option<usize> {
     let b = bytes.get(8..12).filter(|_| bytes.starts_with(&SNAPSHOT_MAGIC))?;
@@ -109,7 +116,7 @@ mod tests {
     #[test]
     fn snapshot_round_trips_and_refuses_damage() {
         let shards: Vec<Shard> = (0..3).map(|_| Shard::new()).collect();
-        let bytes = encode_snapshot(&shards.iter().map(Shard::freeze).collect::<Vec<_>>(), 0);
+        let bytes = snapshot_of(&shards);
         // The layout of the module doc, byte for byte.
         let mut expected = b"SRGH".to_vec();
         expected.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());

@@ -600,8 +600,7 @@ fn two_relays_on_one_database_write_each_event_once() {
 }
 
 fn write_snapshot(log: &LogWriter, lsn: Lsn, shards: &[Shard]) {
-    let parts: Vec<Vec<u8>> = shards.iter().map(Shard::snapshot).collect();
-    log.wal.write_snapshot(lsn, &image::encode_snapshot(&parts)).expect("snapshot");
+    log.wal.write_snapshot(lsn, &image::snapshot_of(shards)).expect("snapshot");
 }
 
 #[test]
@@ -737,8 +736,7 @@ fn behind_a_snapshot_whose_records_are_gone_writes_the_state_and_the_events_it_s
     log.wal.remove_reader("mariadb").expect("forget the reader");
     log.orders("m-1", 300);
     let snapshot = log.wal.durable_lsn();
-    let parts: Vec<Vec<u8>> = log.engine.shards.iter().map(Shard::snapshot).collect();
-    let removed = log.wal.write_snapshot(snapshot, &image::encode_snapshot(&parts)).expect("snapshot");
+    let removed = log.wal.write_snapshot(snapshot, &image::snapshot_of(&log.engine.shards)).expect("snapshot");
     let oldest = oldest_lsn(dir.path());
     assert!(!removed.is_empty() && oldest > at_db + 1, "retention removed records the sink never had");
     assert!(oldest <= snapshot, "the segment holding the snapshot's LSN stays");

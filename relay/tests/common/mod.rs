@@ -71,8 +71,7 @@ impl LogWriter {
     /// Writes a snapshot of the engine the way `surge serve` does; returns the segments
     /// retention removed.
     pub fn snapshot(&self) -> Vec<String> {
-        let parts: Vec<Vec<u8>> = self.engine.shards.iter().map(surge_core::Shard::snapshot).collect();
-        let image = surge_core::image::encode_snapshot(&parts);
+        let image = surge_core::image::snapshot_of(&self.engine.shards);
         self.wal.write_snapshot(self.durable_lsn(), &image).expect("snapshot")
     }
 
