@@ -25,6 +25,7 @@ use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use surge_benches::{points_order, request, setup, setup_commands, CUSTOMERS, ITEMS, T0_MS};
 use surge_core::command::*;
 use surge_core::{Outcome, Shard};
 
@@ -57,62 +58,6 @@ unsafe impl GlobalAlloc for Counting {
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
-
-const MERCHANT: &str = "m-bench";
-const ITEMS: usize = 1_000;
-const CUSTOMERS: usize = 10_000;
-const T0_MS: u64 = 1_763_700_000_000;
-
-fn request(command: Command, key: Option<String>) -> Request {
-    let idempotency = key.map(|key| Idempotency { key, fingerprint: [1; 16] });
-    Request { merchant: MERCHANT.into(), idempotency, command }
-}
-
-fn must(shard: &mut Shard, command: Command, now_ms: u64) {
-    if let Err(e) = shard.execute(&request(command, None), now_ms) {
-        panic!("setup: {e}");
-    }
-}
-
-/// A merchant with `ITEMS` items of ample stock and `CUSTOMERS` customers with points.
-fn setup_commands() -> impl Iterator<Item = Command> {
-    let merchant = Command::CreateMerchant { name: "bench".into(), currency: "KRW".into(), api_key_hash: [0; 32] };
-    let items = (0..ITEMS)
-        .map(|i| ItemSpec {
-            sku: format!("sku-{i}"),
-            name: format!("item {i}"),
-            price: 1_000,
-            stock: 1_000_000_000,
-            queue: None,
-        })
-        .collect();
-    let credits = (0..CUSTOMERS).map(|c| Command::CreditPoints {
-        customer: format!("c-{c}"),
-        amount: 1_000_000_000_000,
-        reason: "bench".into(),
-    });
-    [merchant, Command::PutItems { items }].into_iter().chain(credits)
-}
-
-fn setup() -> Shard {
-    let mut shard = Shard::new();
-    for command in setup_commands() {
-        must(&mut shard, command, T0_MS);
-    }
-    shard
-}
-
-fn points_order(i: usize) -> Command {
-    Command::CreateOrder {
-        customer: format!("c-{}", i % CUSTOMERS),
-        source: OrderSource::Lines(vec![
-            LineSpec { sku: format!("sku-{}", i % ITEMS), qty: 1 },
-            LineSpec { sku: format!("sku-{}", (i * 7 + 3) % ITEMS), qty: 2 },
-        ]),
-        payment: PaymentSpec { method: PaymentMethod::Points, card: None, capture: CaptureMode::Automatic },
-        queue_token: None,
-    }
-}
 
 fn hold(i: usize) -> Command {
     Command::CreateHold {

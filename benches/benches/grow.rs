@@ -33,61 +33,11 @@
 use std::time::{Duration, Instant};
 
 use mimalloc::MiMalloc;
-use surge_core::command::*;
+use surge_benches::{points_order, request, setup, T0_MS};
 use surge_core::{Outcome, Shard};
 
 #[global_allocator]
 static GLOBAL: MiMalloc = MiMalloc;
-
-const MERCHANT: &str = "m-bench";
-const ITEMS: usize = 1_000;
-const CUSTOMERS: usize = 10_000;
-const T0_MS: u64 = 1_763_700_000_000;
-
-fn request(command: Command, key: Option<String>) -> Request {
-    let idempotency = key.map(|key| Idempotency { key, fingerprint: [1; 16] });
-    Request { merchant: MERCHANT.into(), idempotency, command }
-}
-
-/// The same merchant as `benches/core.rs`: `ITEMS` items of ample stock, `CUSTOMERS`
-/// customers with points.
-fn setup() -> Shard {
-    let mut shard = Shard::new();
-    let merchant = Command::CreateMerchant { name: "bench".into(), currency: "KRW".into(), api_key_hash: [0; 32] };
-    let items = (0..ITEMS)
-        .map(|i| ItemSpec {
-            sku: format!("sku-{i}"),
-            name: format!("item {i}"),
-            price: 1_000,
-            stock: 1_000_000_000,
-            queue: None,
-        })
-        .collect();
-    let credits = (0..CUSTOMERS).map(|c| Command::CreditPoints {
-        customer: format!("c-{c}"),
-        amount: 1_000_000_000_000,
-        reason: "bench".into(),
-    });
-    for command in [merchant, Command::PutItems { items }].into_iter().chain(credits) {
-        if let Err(e) = shard.execute(&request(command, None), T0_MS) {
-            panic!("setup: {e}");
-        }
-    }
-    shard
-}
-
-/// The order of `benches/core.rs`: two lines, paid with points, captured at once.
-fn points_order(i: usize) -> Command {
-    Command::CreateOrder {
-        customer: format!("c-{}", i % CUSTOMERS),
-        source: OrderSource::Lines(vec![
-            LineSpec { sku: format!("sku-{}", i % ITEMS), qty: 1 },
-            LineSpec { sku: format!("sku-{}", (i * 7 + 3) % ITEMS), qty: 2 },
-        ]),
-        payment: PaymentSpec { method: PaymentMethod::Points, card: None, capture: CaptureMode::Automatic },
-        queue_token: None,
-    }
-}
 
 const CLONE_ROUNDS: usize = 5;
 const AFTER_CLONE: usize = 2_000;

@@ -1,1 +1,65 @@
-//! Shared helpers for the criterion benches live in the bench files themselves.
+//! The workload the core benches share (`benches/core.rs`, `benches/grow.rs`): one merchant
+//! with `ITEMS` items of ample stock and `CUSTOMERS` customers with points, and its orders.
+
+use surge_core::command::*;
+use surge_core::Shard;
+
+pub const MERCHANT: &str = "m-bench";
+pub const ITEMS: usize = 1_000;
+pub const CUSTOMERS: usize = 10_000;
+pub const T0_MS: u64 = 1_763_700_000_000;
+
+/// A command of `MERCHANT`, with an idempotency key when given one.
+pub fn request(command: Command, key: Option<String>) -> Request {
+    let idempotency = key.map(|key| Idempotency { key, fingerprint: [1; 16] });
+    Request { merchant: MERCHANT.into(), idempotency, command }
+}
+
+/// Executes a set-up command; a refusal is a broken bench.
+pub fn must(shard: &mut Shard, command: Command, now_ms: u64) {
+    if let Err(e) = shard.execute(&request(command, None), now_ms) {
+        panic!("setup: {e}");
+    }
+}
+
+/// The merchant, its items and its customers' points.
+pub fn setup_commands() -> impl Iterator<Item = Command> {
+    let merchant = Command::CreateMerchant { name: "bench".into(), currency: "KRW".into(), api_key_hash: [0; 32] };
+    let items = (0..ITEMS)
+        .map(|i| ItemSpec {
+            sku: format!("sku-{i}"),
+            name: format!("item {i}"),
+            price: 1_000,
+            stock: 1_000_000_000,
+            queue: None,
+        })
+        .collect();
+    let credits = (0..CUSTOMERS).map(|c| Command::CreditPoints {
+        customer: format!("c-{c}"),
+        amount: 1_000_000_000_000,
+        reason: "bench".into(),
+    });
+    [merchant, Command::PutItems { items }].into_iter().chain(credits)
+}
+
+/// A shard holding the set-up.
+pub fn setup() -> Shard {
+    let mut shard = Shard::new();
+    for command in setup_commands() {
+        must(&mut shard, command, T0_MS);
+    }
+    shard
+}
+
+/// Order `i`: two lines, paid with points, captured at once.
+pub fn points_order(i: usize) -> Command {
+    Command::CreateOrder {
+        customer: format!("c-{}", i % CUSTOMERS),
+        source: OrderSource::Lines(vec![
+            LineSpec { sku: format!("sku-{}", i % ITEMS), qty: 1 },
+            LineSpec { sku: format!("sku-{}", (i * 7 + 3) % ITEMS), qty: 2 },
+        ]),
+        payment: PaymentSpec { method: PaymentMethod::Points, card: None, capture: CaptureMode::Automatic },
+        queue_token: None,
+    }
+}
