@@ -122,7 +122,6 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/batch", post(batch))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::middleware::map_response(problem_bodies))
         .layer(axum::middleware::from_fn_with_state(state.clone(), track))
         .with_state(state)
 }
@@ -145,12 +144,14 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-/// Counts every answer by route template, method and status, with its latency.
+/// Turns any error body that is not problem+json into one (`problem_bodies`), then counts
+/// every answer by route template, method and status, with its latency.
 async fn track(State(state): State<AppState>, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let started = std::time::Instant::now();
     let method = req.method().clone();
     let route = metrics::route_index(req.uri().path());
-    let res = next.run(req).await;
+    // One layer for both jobs rather than two boxed ones.
+    let res = problem_bodies(next.run(req).await).await;
     state.0.http.record(route, method.as_str(), res.status().as_u16(), started.elapsed());
     res
 }
