@@ -271,7 +271,7 @@ async fn admin_page(State(state): State<AppState>, headers: axum::http::HeaderMa
             rows.push(("durable LSN".into(), w.durable_lsn.to_string()));
             rows.push(("group commits".into(), w.commits.to_string()));
             rows.push(("records durable".into(), w.records.to_string()));
-            let avg_us = if w.commits > 0 { w.sync_ns_total / w.commits / 1000 } else { 0 };
+            let avg_us = w.sync_ns_total.checked_div(w.commits).unwrap_or(0) / 1000;
             rows.push(("avg write+fsync".into(), format!("{avg_us} us")));
             rows.push(("max write+fsync".into(), format!("{} us", w.sync_ns_max / 1000)));
             rows.push(("records in last commit".into(), w.last_batch_records.to_string()));
