@@ -156,11 +156,23 @@ impl<K: Hash + Eq + Clone, V: Clone> SplitMap<K, V> {
         Q: Hash + Eq + ?Sized,
     {
         let hash = self.hasher.hash_one(key);
+        let table = self.unique_table_holding(hash, key)?;
+        table.find_mut(hash, |(k, _)| k.borrow() == key).map(|(_, v)| v)
+    }
+
+    /// The table of the part where `key` (of hash `hash`) would be, made unique for a
+    /// change; `None` when a shared part does not hold the key (a miss copies nothing).
+    #[inline]
+    fn unique_table_holding<Q>(&mut self, hash: u64, key: &Q) -> Option<&mut HashTable<(K, V)>>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         let part = self.part_of(hash)?;
         if self.shared(part) && self.parts[part].table.find(hash, |(k, _)| k.borrow() == key).is_none() {
-            return None; // A miss copies nothing.
+            return None;
         }
-        Arc::make_mut(&mut self.parts[part]).table.find_mut(hash, |(k, _)| k.borrow() == key).map(|(_, v)| v)
+        Some(&mut Arc::make_mut(&mut self.parts[part]).table)
     }
 
     pub fn remove<Q>(&mut self, key: &Q) -> Option<V>
@@ -170,11 +182,7 @@ impl<K: Hash + Eq + Clone, V: Clone> SplitMap<K, V> {
     {
         // Parts are not merged back: like a `HashMap`, the map keeps its size when emptied.
         let hash = self.hasher.hash_one(key);
-        let part = self.part_of(hash)?;
-        if self.shared(part) && self.parts[part].table.find(hash, |(k, _)| k.borrow() == key).is_none() {
-            return None; // A miss copies nothing.
-        }
-        let table = &mut Arc::make_mut(&mut self.parts[part]).table;
+        let table = self.unique_table_holding(hash, key)?;
         let entry = table.find_entry(hash, |(k, _)| k.borrow() == key).ok()?;
         let ((_, removed), _) = entry.remove();
         self.len -= 1;
