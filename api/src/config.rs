@@ -16,6 +16,8 @@ pub struct ServeConfig {
     pub merchant_rate_limit: u32,
     pub snapshot_every_records: u64,
     pub wal_io: surge_wal::IoMode,
+    /// How far past its end the log keeps zeros written (`surge_wal::Config::zero_ahead_bytes`).
+    pub wal_zero_ahead_bytes: u64,
     /// In-process relay sinks (`--kafka-brokers`, `--mariadb-url`); none by default.
     pub relay: surge_relay::setup::RelayOptions,
 }

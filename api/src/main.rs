@@ -65,6 +65,10 @@ struct ServeArgs {
     /// per small commit on the dev VM; see wal/README.md).
     #[arg(long, env = "SURGE_WAL_IO", default_value = "auto", value_parser = ["auto", "uring", "pwrite"])]
     wal_io: String,
+    /// Bytes past the log's end kept written with zeros, so appends land on written blocks and
+    /// their fdatasync needs no journal commit (0: off; at most 4 MiB; see wal/FORMAT.md).
+    #[arg(long, env = "SURGE_WAL_ZERO_AHEAD_BYTES", default_value_t = surge_wal::ZERO_AHEAD_BYTES_DEFAULT)]
+    wal_zero_ahead_bytes: u64,
     /// Write a snapshot after this many log records (0: never).
     #[arg(long, env = "SURGE_SNAPSHOT_EVERY", default_value_t = 100_000)]
     snapshot_every: u64,
@@ -131,6 +135,7 @@ fn main() -> std::process::ExitCode {
                 "pwrite" => surge_wal::IoMode::Pwrite,
                 _ => surge_wal::IoMode::Auto,
             },
+            wal_zero_ahead_bytes: args.wal_zero_ahead_bytes,
         }),
         Cmd::Relay(args) => surge_api::relaycmd::run(
             &args.data_dir,
@@ -200,7 +205,14 @@ fn serve(cfg: ServeConfig) -> Result<(), String> {
         let server = tokio::spawn(async move { server.await });
 
         let wal_dir = cfg.data_dir.join("wal");
-        let opener = WalOpener::dir(wal_dir, surge_wal::Config { io_mode: cfg.wal_io, ..surge_wal::Config::default() });
+        let opener = WalOpener::dir(
+            wal_dir,
+            surge_wal::Config {
+                io_mode: cfg.wal_io,
+                zero_ahead_bytes: cfg.wal_zero_ahead_bytes,
+                ..surge_wal::Config::default()
+            },
+        );
         let engine_cfg = EngineConfig {
             shards,
             snapshot_every_records: cfg.snapshot_every_records,

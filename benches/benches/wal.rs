@@ -7,8 +7,10 @@
 //!     shard thread uses the log: it keeps applying while earlier records become durable).
 //!   - `callbacks/2shards/C`: the API server's shape: 2 shard threads keep C requests in
 //!     flight, each completion callback triggers that client's next append.
-//! * `wal_append_latency`: one append + wait at low load, beside a raw 4 KiB pwrite +
-//!   fdatasync on a preallocated file; p50/p99 of individually timed samples are printed.
+//! * `wal_append_latency`: one append + wait at low load, with zero-ahead (the default) and
+//!   without (`zero_ahead_bytes: 0`, appends into fallocated blocks), beside a raw 4 KiB
+//!   pwrite + fdatasync on a zero-filled file; p50/p99 of individually timed, interleaved
+//!   samples are printed.
 //! * `wal_replay`: open + iterate a log of 1,000,000 128-byte records (records/s).
 //!
 //! Run briefly: `cargo bench -p surge-benches --bench wal -- --warm-up-time 1 --measurement-time 3`
@@ -173,7 +175,9 @@ fn percentiles(mut samples: Vec<Duration>) -> (Duration, Duration) {
 
 fn latency(c: &mut Criterion) {
     let dir = bench_dir();
-    let (wal, _) = Wal::open(dir.path(), config()).expect("open");
+    let (wal, _) = Wal::open(dir.path().join("zero-ahead"), config()).expect("open");
+    let no_zeros = Config { zero_ahead_bytes: 0, ..config() };
+    let (wal_fallocated, _) = Wal::open(dir.path().join("fallocated"), no_zeros).expect("open");
     eprintln!("wal: io_uring in use: {}", wal.uses_io_uring());
     let payload = [7u8; RECORD_BYTES];
     let raw_path = dir.path().join("raw-baseline");
@@ -189,33 +193,38 @@ fn latency(c: &mut Criterion) {
         raw_off = (raw_off + 4096) % (64 << 20);
     };
 
-    // Individually timed samples for p50/p99 (criterion reports means).
-    let n = 2000;
-    let mut wal_samples = Vec::with_capacity(n);
-    let mut raw_samples = Vec::with_capacity(n);
+    // Individually timed samples for p50/p99 (criterion reports means), interleaved so the
+    // machine's noise falls on all three alike.
+    let n = 3000;
+    let mut samples: [Vec<Duration>; 3] = std::array::from_fn(|_| Vec::with_capacity(n));
     for _ in 0..n {
         let t = Instant::now();
         wal.append(1, &payload).expect("append").wait().expect("durable");
-        wal_samples.push(t.elapsed());
+        samples[0].push(t.elapsed());
+        let t = Instant::now();
+        wal_fallocated.append(1, &payload).expect("append").wait().expect("durable");
+        samples[1].push(t.elapsed());
         let t = Instant::now();
         raw_write();
-        raw_samples.push(t.elapsed());
+        samples[2].push(t.elapsed());
     }
-    let (wp50, wp99) = percentiles(wal_samples);
-    let (rp50, rp99) = percentiles(raw_samples);
-    eprintln!(
-        "wal_append_latency (n={n}, interleaved): wal append+wait p50 {:.1} us p99 {:.1} us | \
-         raw 4KiB pwrite+fdatasync p50 {:.1} us p99 {:.1} us",
-        wp50.as_secs_f64() * 1e6,
-        wp99.as_secs_f64() * 1e6,
-        rp50.as_secs_f64() * 1e6,
-        rp99.as_secs_f64() * 1e6
-    );
+    let names = ["wal append+wait (zero-ahead)", "wal append+wait (fallocated only)", "raw 4KiB pwrite+fdatasync"];
+    for (name, s) in names.iter().zip(samples) {
+        let (p50, p99) = percentiles(s);
+        eprintln!(
+            "wal_append_latency (n={n}, interleaved): {name}: p50 {:.1} us p99 {:.1} us",
+            p50.as_secs_f64() * 1e6,
+            p99.as_secs_f64() * 1e6
+        );
+    }
 
     let mut g = c.benchmark_group("wal_append_latency");
     g.sample_size(50);
     g.bench_function("wal_append_wait_128B", |b| {
         b.iter(|| wal.append(1, &payload).expect("append").wait().expect("durable"))
+    });
+    g.bench_function("wal_append_wait_128B_fallocated_only", |b| {
+        b.iter(|| wal_fallocated.append(1, &payload).expect("append").wait().expect("durable"))
     });
     g.bench_function("raw_pwrite_fdatasync_4KiB", |b| b.iter(&mut raw_write));
     g.finish();

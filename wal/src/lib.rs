@@ -33,7 +33,7 @@ mod writer;
 /// 0 means "nothing" (e.g. the durable LSN of an empty log).
 pub type Lsn = u64;
 
-pub use config::{Config, IoMode, WhenFull};
+pub use config::{Config, IoMode, WhenFull, ZERO_AHEAD_BYTES_DEFAULT};
 pub use error::WalError;
 pub use format::{decode_records, Record, RecordRef};
 pub use recovery::{RecordIter, Recovery};

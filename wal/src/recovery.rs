@@ -247,12 +247,7 @@ pub fn open(storage: &Arc<dyn Storage>, config: &Config, read_only: bool) -> Res
             }
             // Also makes what we recovered from the page cache durable before we hand it out.
             file.sync_data().map_err(|e| WalError::io("fdatasync segment", &path, &e))?;
-            active = Some(ActiveSegment {
-                file,
-                first_lsn: *first_lsn,
-                offset: scan.end_offset as u64,
-                size_bytes: header.segment_size_bytes,
-            });
+            active = Some(ActiveSegment::new(file, *first_lsn, scan.end_offset as u64, header.segment_size_bytes));
         }
         let yield_from = snapshot_lsn + 1;
         record_count += scan.next_lsn.saturating_sub((*first_lsn).max(yield_from));
@@ -284,12 +279,7 @@ pub fn open(storage: &Arc<dyn Storage>, config: &Config, read_only: bool) -> Res
             // No segment yet, or the last one is full: start one at the next LSN.
             let file = writer::create_segment(st, config.segment_size_bytes, next_lsn, salt)?;
             segment_infos.push(SegmentInfo { first_lsn: next_lsn, name: segment::segment_name(next_lsn) });
-            Some(ActiveSegment {
-                file,
-                first_lsn: next_lsn,
-                offset: SEGMENT_HEADER_SIZE as u64,
-                size_bytes: config.segment_size_bytes,
-            })
+            Some(ActiveSegment::new(file, next_lsn, SEGMENT_HEADER_SIZE as u64, config.segment_size_bytes))
         }
     };
     Ok(Opened {

@@ -18,6 +18,7 @@ fn sim_config() -> Config {
         when_full: WhenFull::Wait { timeout_ms: 10_000 },
         io_mode: IoMode::Pwrite,
         tail_poll_interval_ms: 1,
+        zero_ahead_bytes: surge_wal::ZERO_AHEAD_BYTES_DEFAULT,
     }
 }
 

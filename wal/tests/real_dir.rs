@@ -12,6 +12,7 @@ fn small_config(io_mode: IoMode) -> Config {
         when_full: WhenFull::Wait { timeout_ms: 10_000 },
         io_mode,
         tail_poll_interval_ms: 1,
+        zero_ahead_bytes: surge_wal::ZERO_AHEAD_BYTES_DEFAULT,
     }
 }
 
