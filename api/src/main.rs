@@ -66,7 +66,7 @@ struct ServeArgs {
     #[arg(long, env = "SURGE_WAL_IO", default_value = "auto", value_parser = ["auto", "uring", "pwrite"])]
     wal_io: String,
     /// Bytes past the log's end kept written with zeros, so appends land on written blocks and
-    /// their fdatasync needs no journal commit (0: off; at most 4 MiB; see wal/FORMAT.md).
+    /// their fdatasync writes no extent metadata (0: off; at most 4 MiB; see wal/FORMAT.md).
     #[arg(long, env = "SURGE_WAL_ZERO_AHEAD_BYTES", default_value_t = surge_wal::ZERO_AHEAD_BYTES_DEFAULT)]
     wal_zero_ahead_bytes: u64,
     /// Write a snapshot after this many log records (0: never).

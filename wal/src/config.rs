@@ -37,13 +37,13 @@ pub struct Config {
     /// How often a cross-process tailer polls the watermark file when it has caught up.
     pub tail_poll_interval_ms: u64,
     /// The writer keeps this many bytes past the end of the log written with zeros (refilled
-    /// when less than half is left; 0 = off). Why: appends into blocks that are already
-    /// written need no file-system journal commit in their fdatasync (see FORMAT.md).
+    /// when less than half is left; 0 = off). Why: the fdatasync of an append into blocks
+    /// that are already written need not make an extent conversion durable (FORMAT.md).
     pub zero_ahead_bytes: u64,
 }
 
 /// One zero write per half MiB of log. Commits of a few KiB each land on fresh blocks every
-/// time, and there the journal commit was most of the fdatasync (wal/README.md, measured).
+/// time, and there the conversion was half of the fdatasync (wal/README.md, measured).
 pub const ZERO_AHEAD_BYTES_DEFAULT: u64 = 1 << 20;
 
 /// Largest `zero_ahead_bytes` (the writer's zero source is a static buffer of this size).

@@ -107,7 +107,7 @@ static ZEROS: [u8; crate::config::ZERO_AHEAD_BYTES_MAX as usize] = [0; crate::co
 /// Before a batch that ends at `end`: if less than half of `zero_ahead_bytes` past it is
 /// written, write zeros up to `end + zero_ahead_bytes` (page-aligned, within the segment).
 /// The batch's fdatasync then makes them durable with it; later batches land on written
-/// blocks and their fdatasync needs no journal commit for the extent conversion. Zeros where
+/// blocks and their fdatasync has no extent conversion to make durable. Zeros where
 /// zeros already read back change nothing recovery can see (FORMAT.md, "zero-ahead").
 fn zero_ahead(config: &Config, active: &mut ActiveSegment, end: u64) -> std::io::Result<()> {
     let ahead_bytes = config.zero_ahead_bytes;
