@@ -93,6 +93,12 @@ pub fn parse_json<T: DeserializeOwned>(headers: &HeaderMap, body: &Bytes) -> Res
     if nesting_depth(body) > JSON_DEPTH_MAX {
         return Err(ApiError::invalid(format!("JSON body nested deeper than {JSON_DEPTH_MAX} levels")));
     }
+    // Plain serde_json first: tracking the field path costs on every field, and only an
+    // error needs it. A body that fails is parsed again with tracking, so the message is the
+    // same. No `end()` on either: trailing bytes stay accepted, as they always were.
+    if let Ok(value) = T::deserialize(&mut serde_json::Deserializer::from_slice(body)) {
+        return Ok(value);
+    }
     let de = &mut serde_json::Deserializer::from_slice(body);
     let value: T = serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
