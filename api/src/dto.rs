@@ -1,10 +1,12 @@
 //! The JSON the API shows: core's views with RFC 3339 times (`created_at`) instead of Unix
 //! milliseconds (`created_at_ms`). Borrowing `Serialize` structs (no intermediate `Value`):
 //! rendering is a pure function of the view, so a replayed reply renders byte for byte as
-//! the first answer did.
+//! the first answer did. Ids stay typed: they write their `hold_1` / `ord_1` / `pay_1` text
+//! straight into the output (`collect_str`), with no `String` per id.
 
 use serde::{Serialize, Serializer};
 use surge_core::envelope::rfc3339_ms;
+use surge_core::ids::{HoldId, OrderId, PaymentId};
 use surge_core::ledger::TrialBalance;
 use surge_core::view::{
     AccountView, CardView, HoldView, ItemView, LineView, MerchantView, OrderView, PaymentView, PointsView, QueueView,
@@ -85,11 +87,11 @@ fn lines(lines: &[LineView]) -> Vec<Line<'_>> {
 
 #[derive(Serialize)]
 pub struct Hold<'a> {
-    id: String,
+    id: HoldId,
     customer_id: &'a str,
     status: &'static str,
     lines: Vec<Line<'a>>,
-    order_id: Option<String>,
+    order_id: Option<OrderId>,
     expires_at: Time,
     created_at: Time,
     updated_at: Time,
@@ -97,11 +99,11 @@ pub struct Hold<'a> {
 
 pub fn hold(h: &HoldView) -> Hold<'_> {
     Hold {
-        id: h.id.to_string(),
+        id: h.id,
         customer_id: &h.customer_id,
         status: h.status.as_str(),
         lines: lines(&h.lines),
-        order_id: h.order_id.map(|o| o.to_string()),
+        order_id: h.order_id,
         expires_at: Time(h.expires_at_ms),
         created_at: Time(h.created_at_ms),
         updated_at: Time(h.updated_at_ms),
@@ -121,8 +123,8 @@ fn card(c: &CardView) -> Card<'_> {
 
 #[derive(Serialize)]
 pub struct Payment<'a> {
-    id: String,
-    order_id: String,
+    id: PaymentId,
+    order_id: OrderId,
     method: &'static str,
     status: &'static str,
     capture: &'static str,
@@ -138,8 +140,8 @@ pub struct Payment<'a> {
 
 pub fn payment(p: &PaymentView) -> Payment<'_> {
     Payment {
-        id: p.id.to_string(),
-        order_id: p.order_id.to_string(),
+        id: p.id,
+        order_id: p.order_id,
         method: p.method.as_str(),
         status: p.status.as_str(),
         capture: p.capture.as_str(),
@@ -156,12 +158,12 @@ pub fn payment(p: &PaymentView) -> Payment<'_> {
 
 #[derive(Serialize)]
 pub struct Order<'a> {
-    id: String,
+    id: OrderId,
     customer_id: &'a str,
     status: &'static str,
     lines: Vec<Line<'a>>,
     total: u64,
-    hold_id: Option<String>,
+    hold_id: Option<HoldId>,
     payment: Option<Payment<'a>>,
     expires_at: Option<Time>,
     created_at: Time,
@@ -170,12 +172,12 @@ pub struct Order<'a> {
 
 pub fn order(o: &OrderView) -> Order<'_> {
     Order {
-        id: o.id.to_string(),
+        id: o.id,
         customer_id: &o.customer_id,
         status: o.status.as_str(),
         lines: lines(&o.lines),
         total: o.total,
-        hold_id: o.hold_id.map(|h| h.to_string()),
+        hold_id: o.hold_id,
         payment: o.payment.as_deref().map(payment),
         expires_at: o.expires_at_ms.map(Time),
         created_at: Time(o.created_at_ms),
@@ -287,5 +289,11 @@ pub fn reply(r: &Reply) -> ReplyDto<'_> {
 
 /// JSON bytes of any DTO (serializing these cannot fail).
 pub fn to_vec(value: &impl Serialize) -> Vec<u8> {
-    serde_json::to_vec(value).unwrap_or_default()
+    // An order with its payment is ~600 bytes: from serde_json's 128 the buffer would grow
+    // (and copy) three times.
+    let mut out = Vec::with_capacity(1024);
+    match serde_json::to_writer(&mut out, value) {
+        Ok(()) => out,
+        Err(_) => Vec::new(),
+    }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
-use axum::http::{header, HeaderMap, Method};
+use axum::http::{header, HeaderMap, HeaderName, Method};
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -15,6 +15,11 @@ use surge_core::Idempotency;
 use crate::engine::Engine;
 use crate::error::ApiError;
 use crate::{auth, AppState, BODY_BYTES_MAX};
+
+/// Header names parsed once: `HeaderMap::get("...")` would parse and check the name on
+/// every call.
+pub static IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+static QUEUE_TOKEN: HeaderName = HeaderName::from_static("queue-token");
 
 /// What every merchant route gets: who is calling, and the request itself.
 pub struct Call {
@@ -93,6 +98,12 @@ pub fn parse_json<T: DeserializeOwned>(headers: &HeaderMap, body: &Bytes) -> Res
     if nesting_depth(body) > JSON_DEPTH_MAX {
         return Err(ApiError::invalid(format!("JSON body nested deeper than {JSON_DEPTH_MAX} levels")));
     }
+    // Plain serde_json first: tracking the field path costs on every field, and only an
+    // error needs it. A body that fails is parsed again with tracking, so the message is the
+    // same. No `end()` on either: trailing bytes stay accepted, as they always were.
+    if let Ok(value) = T::deserialize(&mut serde_json::Deserializer::from_slice(body)) {
+        return Ok(value);
+    }
     let de = &mut serde_json::Deserializer::from_slice(body);
     let value: T = serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
@@ -153,7 +164,7 @@ pub fn idempotency(
     body: &[u8],
     required: bool,
 ) -> Result<Option<Idempotency>, ApiError> {
-    let Some(value) = headers.get("idempotency-key") else {
+    let Some(value) = headers.get(&IDEMPOTENCY_KEY) else {
         return if required {
             Err(ApiError::invalid("the Idempotency-Key header is required on this route")
                 .with("field", "Idempotency-Key"))
@@ -192,7 +203,7 @@ impl Call {
 
     /// The `Queue-Token` header.
     pub fn queue_token(&self) -> Result<Option<String>, ApiError> {
-        match self.headers.get("queue-token") {
+        match self.headers.get(&QUEUE_TOKEN) {
             None => Ok(None),
             Some(v) => v
                 .to_str()

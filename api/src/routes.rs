@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::extract::Path;
 use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde::Deserialize;
 use serde_json::Value;
 use surge_core::ids::is_valid_id;
@@ -22,7 +22,10 @@ use crate::error::ApiError;
 use crate::extract::{AdminCall, Call};
 
 fn json_bytes(status: StatusCode, body: Vec<u8>) -> Response {
-    let mut res = (status, body).into_response();
+    // Built directly: `(status, Vec<u8>).into_response()` would first set an
+    // application/octet-stream content type, only for it to be replaced here.
+    let mut res = Response::new(axum::body::Body::from(body));
+    *res.status_mut() = status;
     res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     res
 }
