@@ -78,7 +78,7 @@ fn envelope_json_has_the_designed_shape() {
     assert_eq!(json["type"], "order.created");
     assert_eq!(json["merchant_id"], "m-1");
     assert_eq!(json["aggregate_id"], "ord_7");
-    assert_eq!(json["occurred_at"], "2025-11-21T04:40:00Z");
+    assert_eq!(json["occurred_at"], "2025-11-21T04:40:00.000Z");
     assert_eq!(json["data"]["total"], 2_000);
     assert_eq!(json["data"]["lines"][0]["sku"], "sku-1");
     assert_eq!(events[1].type_name(), "inventory.sold");

@@ -74,16 +74,7 @@ pub fn push_datetime(out: &mut String, ms: UnixMs) {
 
 /// [`push_datetime`] without the quotes (a field of a `LOAD DATA` file).
 pub fn push_bare_datetime(out: &mut String, ms: UnixMs) {
-    const MAX_MS: u64 = 253_402_300_799_999; // 9999-12-31 23:59:59.999
-    let ms = ms.min(MAX_MS);
-    let secs = ms / 1000;
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let (y, m, d) = civil_from_days(days);
-    use std::fmt::Write;
-    // Writing to a String cannot fail.
-    let _ =
-        write!(out, "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}.{:03}", rem / 3600, (rem / 60) % 60, rem % 60, ms % 1000);
+    surge_core::envelope::push_utc_ms(out, ms, ' ');
 }
 
 pub fn push_opt_datetime(out: &mut String, ms: Option<UnixMs>) {
@@ -91,21 +82,6 @@ pub fn push_opt_datetime(out: &mut String, ms: Option<UnixMs>) {
         Some(ms) => push_datetime(out, ms),
         None => out.push_str("NULL"),
     }
-}
-
-/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar
-/// (Howard Hinnant's `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
 }
 
 struct Digits {
@@ -236,10 +212,7 @@ mod tests {
             let rfc = surge_core::envelope::rfc3339_ms(ms);
             let mut out = String::new();
             push_datetime(&mut out, ms);
-            // rfc3339 prints 2026-11-21T06:01:33.123Z (fraction trimmed when zero).
-            let (date_time, _) = rfc.split_once('Z').unwrap_or((&rfc, ""));
-            let (whole, frac) = date_time.split_once('.').unwrap_or((date_time, ""));
-            let expected = format!("'{} {}.{:0<3}'", &whole[..10], &whole[11..], frac);
+            let expected = format!("'{}'", rfc.trim_end_matches('Z').replace('T', " "));
             assert_eq!(out, expected, "{ms}");
         }
         let mut out = String::new();
