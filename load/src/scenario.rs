@@ -3,7 +3,6 @@
 
 use std::collections::HashSet;
 use std::fmt::Write as _;
-use std::future::Future;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -602,20 +601,18 @@ impl ScenarioWorker {
 }
 
 impl Worker for ScenarioWorker {
-    fn op(&mut self, index: u64) -> impl Future<Output = Vec<Outcome>> + Send {
-        async move {
-            match self.st.params.kind {
-                ScenarioKind::FlashSale => self.flash_sale(index).await,
-                ScenarioKind::Orders => {
-                    let sku = self.rng.random_range(0..self.st.skus.len());
-                    self.order(index, sku, 1).await
-                }
-                ScenarioKind::Retries => self.retries(index).await,
-                ScenarioKind::FullFlow => self.full_flow(index).await,
-                ScenarioKind::Concert => self.concert(index).await,
-                ScenarioKind::Mixed => self.mixed(index).await,
-                ScenarioKind::Batch => self.batch(index).await,
+    async fn op(&mut self, index: u64) -> Vec<Outcome> {
+        match self.st.params.kind {
+            ScenarioKind::FlashSale => self.flash_sale(index).await,
+            ScenarioKind::Orders => {
+                let sku = self.rng.random_range(0..self.st.skus.len());
+                self.order(index, sku, 1).await
             }
+            ScenarioKind::Retries => self.retries(index).await,
+            ScenarioKind::FullFlow => self.full_flow(index).await,
+            ScenarioKind::Concert => self.concert(index).await,
+            ScenarioKind::Mixed => self.mixed(index).await,
+            ScenarioKind::Batch => self.batch(index).await,
         }
     }
 }

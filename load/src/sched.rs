@@ -309,11 +309,9 @@ mod tests {
         // The first operation takes the whole run: the rest is never sent.
         struct Slow;
         impl Worker for Slow {
-            fn op(&mut self, _index: u64) -> impl Future<Output = Vec<Outcome>> + Send {
-                async {
-                    tokio::time::sleep(Duration::from_millis(600)).await;
-                    vec![Outcome { label: "200".into(), error: false }]
-                }
+            async fn op(&mut self, _index: u64) -> Vec<Outcome> {
+                tokio::time::sleep(Duration::from_millis(600)).await;
+                vec![Outcome { label: "200".into(), error: false }]
             }
         }
         let r = drive(&plan, vec![Slow]).await;

@@ -12,11 +12,14 @@ use surge_relay::breaker::BreakerConfig;
 use surge_relay::{Batch, DriverConfig, Relay, Sink, SinkError};
 use surge_wal::Lsn;
 
+/// (LSN, event id, aggregate id) of every event a sink was given, in order.
+type Seen = Arc<Mutex<Vec<(Lsn, String, Option<String>)>>>;
+
 /// Records what it was given; fails the first `fail_writes` writes after writing half of
 /// the batch (so a retry re-delivers that half).
 #[derive(Clone, Default)]
 struct MemorySink {
-    seen: Arc<Mutex<Vec<(Lsn, String, Option<String>)>>>,
+    seen: Seen,
     fail_writes: Arc<Mutex<u32>>,
     resumes: Arc<Mutex<u32>>,
 }
