@@ -40,6 +40,9 @@ fn op(summary: &str, params: &[&str], header: &[&str], request: Option<Value>, r
 
 const W: &[&str] = &["400", "401", "404", "409", "413", "415", "422", "429", "503"];
 const R: &[&str] = &["401", "404", "429", "503"];
+/// Reads that answer for any well-formed id (a customer nobody credited has 0 points), so a
+/// malformed one is 400, not 404.
+const R_ANY_ID: &[&str] = &["400", "401", "404", "429", "503"];
 
 pub fn document() -> Value {
     let line = json!({"type": "object", "required": ["sku", "qty"], "properties": {
@@ -102,7 +105,7 @@ pub fn document() -> Value {
             "/v1/customers/{id}/points/credit": {"post": op("Credit points", &["id"], idem_req,
                 Some(json!({"type": "object", "required": ["amount"], "properties": {"amount": {"type": "integer"}, "reason": {"type": "string"}}})),
                 ok("200", r("Points"), W))},
-            "/v1/customers/{id}/points": {"get": op("A points balance", &["id"], &[], None, ok("200", r("Points"), R))},
+            "/v1/customers/{id}/points": {"get": op("A points balance", &["id"], &[], None, ok("200", r("Points"), R_ANY_ID))},
             "/v1/ledger/accounts/{account}": {"get": op("Totals of one account (points:issued, gateway:clearing, sales:revenue, refunds, customer:{id}:points)", &["account"], &[], None,
                 ok("200", json!({"type": "object", "properties": {"account": {"type": "string"}, "debits": {"type": "integer"}, "credits": {"type": "integer"}, "balance": {"type": "integer"}}}), R))},
             "/v1/ledger/trial-balance": {"get": op("Sums of every account", &[], &[], None,
