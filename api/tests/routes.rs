@@ -601,6 +601,12 @@ async fn limits_of_the_contract_are_400_naming_the_field() {
         r.assert_problem(400, "invalid_request");
         assert!(r.body["detail"].as_str().unwrap().contains(field), "{path}: {}", r.body);
     }
+    // An empty hold id is malformed (400), not a hold that is missing (404).
+    let r = c
+        .post_key("/v1/orders", "k-empty-hold", r#"{"customer_id":"c","hold_id":"","payment":{"method":"points"}}"#)
+        .await;
+    r.assert_problem(400, "invalid_request");
+    assert!(r.body["detail"].as_str().unwrap().contains("hold_id"), "{}", r.body);
     let r = c.put("/v1/items/y", r#"{"name":"Y","price":1000000000000001,"stock":1}"#).await;
     r.assert_problem(400, "invalid_request");
     assert!(r.body["detail"].as_str().unwrap().contains("price"), "{}", r.body);

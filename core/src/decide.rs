@@ -415,6 +415,9 @@ fn create_order(
             (priced, None)
         }
         OrderSource::Hold(id) => {
+            // A malformed id in a body is a bad request naming its field; a well-formed one
+            // that names no hold of this merchant is 404.
+            check_id("hold_id", id)?;
             let n = Numbered::Hold.parse(id).ok_or_else(|| CoreError::not_found("hold"))?;
             let hold = m.hold(n).ok_or_else(|| CoreError::not_found("hold"))?;
             if hold.status != crate::state::HoldStatus::Held {
