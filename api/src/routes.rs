@@ -7,7 +7,7 @@ use std::sync::Arc;
 use axum::extract::Path;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::Response;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use surge_core::ids::is_valid_id;
 use surge_core::state::Merchant;
@@ -526,16 +526,36 @@ impl BatchOp {
     }
 }
 
-fn batch_result(status: StatusCode, body: Value, replayed: bool) -> Value {
-    let mut v = serde_json::json!({"status": status.as_u16(), "body": body});
-    if replayed {
-        v["replayed"] = Value::Bool(true);
-    }
-    v
+/// One op's answer in a batch reply: the status and body its own route would give.
+/// Serialized straight from the reply DTOs: building a `serde_json::Value` tree per op and
+/// dropping it again was a quarter of the batch route's CPU.
+#[derive(Serialize)]
+struct BatchResult<'a> {
+    status: u16,
+    body: BatchResultBody<'a>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    replayed: bool,
 }
 
-fn batch_error(e: ApiError) -> Value {
-    batch_result(e.status, e.body(), false)
+// Most ops succeed, and the results live only until the reply is written (<= 1,000 of
+// them): boxing the reply would be one allocation per op to save a few hundred bytes.
+#[allow(clippy::large_enum_variant)]
+#[derive(Serialize)]
+#[serde(untagged)]
+enum BatchResultBody<'a> {
+    Reply(dto::ReplyDto<'a>),
+    Problem(Value),
+}
+
+impl BatchResult<'_> {
+    fn problem(e: ApiError) -> BatchResult<'static> {
+        BatchResult { status: e.status.as_u16(), body: BatchResultBody::Problem(e.body()), replayed: false }
+    }
+}
+
+#[derive(Serialize)]
+struct BatchReply<'a> {
+    results: Vec<BatchResult<'a>>,
 }
 
 /// Parses one op into a request (with its success status), or the op's error.
@@ -565,33 +585,40 @@ pub async fn batch(call: Call) -> Result<Response, ApiError> {
     if b.ops.is_empty() || b.ops.len() > BATCH_OPS_MAX {
         return Err(ApiError::invalid(format!("ops: must hold 1..={BATCH_OPS_MAX} operations")).with("field", "ops"));
     }
-    let mut results: Vec<Option<Value>> = vec![None; b.ops.len()];
+    // Per op: its parse error, or the success status of its route (`None`: from the reply)
+    // and a place in `reqs`.
+    let mut parsed: Vec<Result<Option<StatusCode>, ApiError>> = Vec::with_capacity(b.ops.len());
     let mut reqs = Vec::with_capacity(b.ops.len());
-    let mut slots = Vec::with_capacity(b.ops.len());
     for (i, op) in b.ops.iter().enumerate() {
-        match batch_request(&call, i, op) {
-            Ok((req, status)) => {
-                reqs.push(req);
-                slots.push((i, status));
-            }
-            Err(e) => results[i] = Some(batch_error(e)),
-        }
+        parsed.push(batch_request(&call, i, op).map(|(req, status)| {
+            reqs.push(req);
+            status
+        }));
     }
-    if !reqs.is_empty() {
-        let executed = call.engine.execute_batch(&call.merchant, reqs).await;
-        for ((i, status), result) in slots.into_iter().zip(executed) {
-            results[i] = Some(match result {
-                Ok(x) => {
-                    let status = status.unwrap_or(match &x.reply {
-                        Reply::Item { created: true, .. } => StatusCode::CREATED,
-                        _ => StatusCode::OK,
-                    });
-                    batch_result(status, serde_json::to_value(dto::reply(&x.reply)).unwrap_or(Value::Null), x.replayed)
-                }
-                Err(e) => batch_error(exec_error(e)),
-            });
-        }
+    let executed = if reqs.is_empty() { Vec::new() } else { call.engine.execute_batch(&call.merchant, reqs).await };
+    let mut executed_iter = executed.iter();
+    let mut results = Vec::with_capacity(parsed.len());
+    for op in parsed {
+        results.push(match op {
+            Err(e) => BatchResult::problem(e),
+            Ok(status) => match executed_iter.next() {
+                Some(Ok(x)) => BatchResult {
+                    status: status
+                        .unwrap_or(match &x.reply {
+                            Reply::Item { created: true, .. } => StatusCode::CREATED,
+                            _ => StatusCode::OK,
+                        })
+                        .as_u16(),
+                    body: BatchResultBody::Reply(dto::reply(&x.reply)),
+                    replayed: x.replayed,
+                },
+                Some(Err(e)) => BatchResult::problem(exec_error(e.clone())),
+                None => BatchResult::problem(ApiError::storage_unavailable(
+                    "the batch ended early; nothing more was applied",
+                )),
+            },
+        });
     }
-    let results: Vec<Value> = results.into_iter().map(|r| r.unwrap_or(Value::Null)).collect();
-    Ok(json(StatusCode::OK, &serde_json::json!({ "results": results })))
+    debug_assert!(executed_iter.next().is_none(), "one answer per executed op");
+    Ok(json(StatusCode::OK, &BatchReply { results }))
 }

@@ -430,6 +430,7 @@ async fn batch_applies_each_op_in_order_with_one_log_write() {
     assert_eq!(results[4]["body"]["code"], "invalid_request");
     assert_eq!(results[5]["body"]["code"], "payment_gateway_unavailable");
     assert_eq!(results[7]["body"]["status"], "released");
+    assert!(results.iter().all(|r| r.get("replayed").is_none()), "only replays say so");
     // Every applied op went into one log write.
     assert_eq!(commits(), before + 1);
     let item = c.get("/v1/items/tee").await.body;
