@@ -25,15 +25,7 @@ pub fn must(shard: &mut Shard, command: Command, now_ms: u64) {
 /// The merchant, its items and its customers' points.
 pub fn setup_commands() -> impl Iterator<Item = Command> {
     let merchant = Command::CreateMerchant { name: "bench".into(), currency: "KRW".into(), api_key_hash: [0; 32] };
-    let items = (0..ITEMS)
-        .map(|i| ItemSpec {
-            sku: format!("sku-{i}"),
-            name: format!("item {i}"),
-            price: 1_000,
-            stock: 1_000_000_000,
-            queue: None,
-        })
-        .collect();
+    let items = ItemSpec::numbered(ITEMS, 1_000, 1_000_000_000);
     let credits = (0..CUSTOMERS).map(|c| Command::CreditPoints {
         customer: format!("c-{c}"),
         amount: 1_000_000_000_000,

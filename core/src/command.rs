@@ -116,6 +116,16 @@ pub struct ItemSpec {
     pub queue: Option<String>,
 }
 
+impl ItemSpec {
+    /// Items `sku-0`, `sku-1`, ... named `item 0`, ... with one price and stock, in no
+    /// queue: the catalogue that benches, examples and tests set up.
+    pub fn numbered(count: usize, price: u64, stock: u64) -> Vec<ItemSpec> {
+        (0..count)
+            .map(|i| ItemSpec { sku: format!("sku-{i}"), name: format!("item {i}"), price, stock, queue: None })
+            .collect()
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LineSpec {
     pub sku: String,

@@ -98,15 +98,7 @@ fn a_merchant_spanning_several_chunks_encodes_as_plain_vecs_and_round_trips() {
         None,
         now,
     );
-    let items = (0..CHUNK + 10)
-        .map(|i| ItemSpec {
-            sku: format!("sku-{i}"),
-            name: format!("item {i}"),
-            price: 10,
-            stock: 1_000_000,
-            queue: None,
-        })
-        .collect();
+    let items = ItemSpec::numbered(CHUNK + 10, 10, 1_000_000);
     execute(&mut shard, &mut log, Command::PutItems { items }, None, now);
     let queue = Command::PutQueue { queue: "q".into(), max_active: 50, active_ttl_s: 60 };
     execute(&mut shard, &mut log, queue, None, now);

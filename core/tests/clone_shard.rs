@@ -33,15 +33,7 @@ fn a_clone_keeps_its_snapshot_while_the_original_goes_on() {
     let mut now = T0;
     let merchant = Command::CreateMerchant { name: "shop".into(), currency: "KRW".into(), api_key_hash: [7; 32] };
     must(&mut shard, merchant, None, now);
-    let items = (0..50)
-        .map(|i| ItemSpec {
-            sku: format!("sku-{i}"),
-            name: format!("item {i}"),
-            price: 10,
-            stock: 1_000_000,
-            queue: None,
-        })
-        .collect();
+    let items = ItemSpec::numbered(50, 10, 1_000_000);
     must(&mut shard, Command::PutItems { items }, None, now);
     must(&mut shard, Command::PutQueue { queue: "q".into(), max_active: 50, active_ttl_s: 60 }, None, now);
 

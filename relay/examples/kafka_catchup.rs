@@ -113,14 +113,7 @@ fn write_log(dir: &std::path::Path, events: usize) -> (u64, usize) {
     log.run(merchant, Command::CreateMerchant { name: "bench".into(), currency: "KRW".into(), api_key_hash: hash })
         .expect("merchant");
     let skus = 50;
-    for i in 0..skus {
-        let spec = ItemSpec {
-            sku: format!("sku-{i}"),
-            name: format!("item {i}"),
-            price: 100,
-            stock: 1_000_000_000,
-            queue: None,
-        };
+    for spec in ItemSpec::numbered(skus, 100, 1_000_000_000) {
         log.run(merchant, Command::PutItem(spec)).expect("item");
     }
     for c in 0..100 {

@@ -89,15 +89,7 @@ fn write_log(dir: &Path, target_events: u64) -> (u64, u64) {
             &merchant,
             Command::CreateMerchant { name: merchant.clone(), currency: "KRW".into(), api_key_hash: [7; 32] },
         );
-        let items = (0..SKUS)
-            .map(|i| ItemSpec {
-                sku: format!("sku-{i}"),
-                name: format!("item {i}"),
-                price: 1_000,
-                stock: 1_000_000,
-                queue: None,
-            })
-            .collect();
+        let items = ItemSpec::numbered(SKUS, 1_000, 1_000_000);
         w.run(&merchant, Command::PutItems { items });
         for c in 0..100 {
             let credit =

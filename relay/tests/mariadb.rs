@@ -718,9 +718,7 @@ fn behind_a_snapshot_whose_records_are_gone_writes_the_state_and_the_events_it_s
     let dir = tempfile::tempdir().expect("tempdir");
     let mut log = SmallLog::open(dir.path());
     log.run("m-1", Command::CreateMerchant { name: "shop".into(), currency: "KRW".into(), api_key_hash: [3; 32] });
-    for i in 0..3 {
-        let spec =
-            ItemSpec { sku: format!("sku-{i}"), name: format!("item {i}"), price: 1_000, stock: 10_000, queue: None };
+    for spec in ItemSpec::numbered(3, 1_000, 10_000) {
         log.run("m-1", Command::PutItem(spec)).expect("item");
     }
     for c in 0..10 {

@@ -85,14 +85,7 @@ impl LogWriter {
         let hash = [merchant.len() as u8; 32];
         self.run(merchant, Command::CreateMerchant { name: "shop".into(), currency: "KRW".into(), api_key_hash: hash })
             .expect("merchant");
-        for i in 0..skus {
-            let spec = ItemSpec {
-                sku: format!("sku-{i}"),
-                name: format!("item {i}"),
-                price: 1_000,
-                stock: 1_000,
-                queue: None,
-            };
+        for spec in ItemSpec::numbered(skus, 1_000, 1_000) {
             self.run(merchant, Command::PutItem(spec)).expect("item");
         }
         for c in 0..10 {
