@@ -133,7 +133,7 @@ struct CellLog {
 struct Waits {
     /// The log failed: nothing beyond `CellLog::durable` will become durable.
     failed: Option<String>,
-    /// Answers held until their LSN is durable, in LSN order (registered under the state lock).
+    /// Answers held until their LSN is durable, in no particular order (`on_durable` looks at all).
     waiting: VecDeque<(Lsn, Completion)>,
 }
 
@@ -681,8 +681,16 @@ impl CellLog {
                 self.durable.fetch_max(lsn, Ordering::AcqRel);
                 // Waits are registered after the shard's lock is released, so they are not
                 // quite in LSN order: look at every one (bounded by the shard's permits).
-                let (ready, rest): (VecDeque<_>, VecDeque<_>) = w.waiting.drain(..).partition(|(l, _)| *l <= lsn);
-                w.waiting = rest;
+                // In place: this runs once per group, usually to release a single answer.
+                let mut ready = Vec::new();
+                let mut i = 0;
+                while i < w.waiting.len() {
+                    if w.waiting[i].0 <= lsn {
+                        ready.extend(w.waiting.swap_remove_back(i));
+                    } else {
+                        i += 1;
+                    }
+                }
                 drop(w);
                 for (_, done) in ready {
                     done(None);
