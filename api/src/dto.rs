@@ -4,7 +4,11 @@
 //! the first answer did. Ids stay typed: they write their `hold_1` / `ord_1` / `pay_1` text
 //! straight into the output (`collect_str`), with no `String` per id.
 
+use std::cell::RefCell;
+
 use serde::{Serialize, Serializer};
+use surge_core::envelope::push_utc_ms;
+#[cfg(doc)]
 use surge_core::envelope::rfc3339_ms;
 use surge_core::ids::{HoldId, OrderId, PaymentId};
 use surge_core::ledger::TrialBalance;
@@ -12,7 +16,9 @@ use surge_core::view::{
     AccountView, CardView, HoldView, ItemView, LineView, MerchantView, OrderView, PaymentView, PointsView, QueueView,
     TokenView,
 };
-use surge_core::Reply;
+use surge_core::{Reply, UnixMs};
+
+use crate::order_json::write_order;
 
 /// Unix milliseconds rendered as RFC 3339 UTC.
 #[derive(Clone, Copy)]
@@ -20,8 +26,28 @@ pub struct Time(pub u64);
 
 impl Serialize for Time {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&rfc3339_ms(self.0))
+        with_rfc3339(self.0, |text| s.serialize_str(text))
     }
+}
+
+thread_local! {
+    /// The last time rendered on this thread and its text: an order reply shows the same
+    /// millisecond four times (order and payment, created and updated).
+    static LAST_RFC3339: RefCell<(Option<UnixMs>, String)> = const { RefCell::new((None, String::new())) };
+}
+
+/// Runs `f` on the RFC 3339 text of `ms` (as [`rfc3339_ms`] writes it), without allocating.
+pub fn with_rfc3339<R>(ms: UnixMs, f: impl FnOnce(&str) -> R) -> R {
+    LAST_RFC3339.with_borrow_mut(|(last, text)| {
+        if *last != Some(ms) {
+            text.clear();
+            push_utc_ms(text, ms, 'T');
+            text.push('Z');
+            *last = Some(ms);
+        }
+        debug_assert_eq!(text.len(), 24);
+        f(text)
+    })
 }
 
 #[derive(Serialize)]
@@ -287,13 +313,31 @@ pub fn reply(r: &Reply) -> ReplyDto<'_> {
     }
 }
 
+/// An order with its payment is ~600 bytes: from serde_json's 128 the buffer would grow (and
+/// copy) three times.
+const REPLY_BYTES_TYPICAL: usize = 1024;
+
 /// JSON bytes of any DTO (serializing these cannot fail).
 pub fn to_vec(value: &impl Serialize) -> Vec<u8> {
-    // An order with its payment is ~600 bytes: from serde_json's 128 the buffer would grow
-    // (and copy) three times.
-    let mut out = Vec::with_capacity(1024);
+    let mut out = Vec::with_capacity(REPLY_BYTES_TYPICAL);
     match serde_json::to_writer(&mut out, value) {
         Ok(()) => out,
         Err(_) => Vec::new(),
+    }
+}
+
+/// JSON bytes of an order: the same bytes as `to_vec(&order(o))`, written directly
+/// (`order_json`).
+pub fn order_to_vec(o: &OrderView) -> Vec<u8> {
+    let mut out = Vec::with_capacity(REPLY_BYTES_TYPICAL);
+    write_order(&mut out, o);
+    out
+}
+
+/// JSON bytes of a command's reply: `to_vec(&reply(r))`, orders written directly.
+pub fn reply_to_vec(r: &Reply) -> Vec<u8> {
+    match r {
+        Reply::Order(o) => order_to_vec(o),
+        other => to_vec(&reply(other)),
     }
 }

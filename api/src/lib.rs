@@ -17,6 +17,7 @@ pub mod error;
 pub mod extract;
 pub mod metrics;
 pub mod openapi;
+pub mod order_json;
 pub mod relaycmd;
 pub mod routes;
 pub mod signal;

@@ -42,7 +42,7 @@ fn exec_error(e: ExecError) -> ApiError {
 }
 
 fn reply_response(status: StatusCode, executed: &Executed) -> Response {
-    let mut res = json(status, &dto::reply(&executed.reply));
+    let mut res = json_bytes(status, dto::reply_to_vec(&executed.reply));
     if executed.replayed {
         res.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
@@ -294,7 +294,7 @@ pub async fn create_order(call: Call) -> Result<Response, ApiError> {
 }
 
 pub async fn get_order(Path(id): Path<String>, call: Call) -> Result<Response, ApiError> {
-    read_one(&call, "order", move |m| m.order_view(&id), |v| to_vec(&dto::order(v))).await
+    read_one(&call, "order", move |m| m.order_view(&id), dto::order_to_vec).await
 }
 
 pub async fn cancel_order(Path(id): Path<String>, call: Call) -> Result<Response, ApiError> {

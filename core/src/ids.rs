@@ -31,7 +31,8 @@ pub enum Numbered {
 }
 
 impl Numbered {
-    fn prefix(self) -> &'static str {
+    /// What every external id of this kind starts with (`ord_`).
+    pub fn prefix(self) -> &'static str {
         match self {
             Numbered::Hold => "hold_",
             Numbered::Order => "ord_",
