@@ -336,8 +336,18 @@ pub fn order_to_vec(o: &OrderView) -> Vec<u8> {
 
 /// JSON bytes of a command's reply: `to_vec(&reply(r))`, orders written directly.
 pub fn reply_to_vec(r: &Reply) -> Vec<u8> {
+    let mut out = Vec::with_capacity(REPLY_BYTES_TYPICAL);
+    write_reply(&mut out, r);
+    out
+}
+
+/// Appends the JSON of a command's reply to `out` (see [`reply_to_vec`]).
+pub fn write_reply(out: &mut Vec<u8>, r: &Reply) {
     match r {
-        Reply::Order(o) => order_to_vec(o),
-        other => to_vec(&reply(other)),
+        Reply::Order(o) => write_order(out, o),
+        // Writing into a Vec cannot fail.
+        other => {
+            let _ = serde_json::to_writer(out, &reply(other));
+        }
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use axum::extract::Path;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::Response;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::Value;
 use surge_core::ids::is_valid_id;
 use surge_core::state::Merchant;
@@ -529,33 +529,39 @@ impl BatchOp {
 /// One op's answer in a batch reply: the status and body its own route would give.
 /// Serialized straight from the reply DTOs: building a `serde_json::Value` tree per op and
 /// dropping it again was a quarter of the batch route's CPU.
-#[derive(Serialize)]
-struct BatchResult<'a> {
-    status: u16,
-    body: BatchResultBody<'a>,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    replayed: bool,
+/// What one op of a batch answers: its route's reply, or a problem.
+enum BatchOutcome<'a> {
+    Reply { status: StatusCode, reply: &'a Reply, replayed: bool },
+    Problem(ApiError),
 }
 
-// Most ops succeed, and the results live only until the reply is written (<= 1,000 of
-// them): boxing the reply would be one allocation per op to save a few hundred bytes.
-#[allow(clippy::large_enum_variant)]
-#[derive(Serialize)]
-#[serde(untagged)]
-enum BatchResultBody<'a> {
-    Reply(dto::ReplyDto<'a>),
-    Problem(Value),
-}
-
-impl BatchResult<'_> {
-    fn problem(e: ApiError) -> BatchResult<'static> {
-        BatchResult { status: e.status.as_u16(), body: BatchResultBody::Problem(e.body()), replayed: false }
+/// `{"results":[{"status":201,"body":{...}},{"status":409,"body":{...},"replayed":true},...]}`,
+/// written directly so that order bodies take `order_json`'s path (`dto::write_reply`).
+fn batch_reply_json(outcomes: &[BatchOutcome<'_>]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + outcomes.len() * 700);
+    out.extend_from_slice(b"{\"results\":[");
+    for (i, outcome) in outcomes.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        let (status, replayed) = match outcome {
+            BatchOutcome::Reply { status, replayed, .. } => (*status, *replayed),
+            BatchOutcome::Problem(e) => (e.status, false),
+        };
+        out.extend_from_slice(b"{\"status\":");
+        out.extend_from_slice(itoa::Buffer::new().format(status.as_u16()).as_bytes());
+        out.extend_from_slice(b",\"body\":");
+        match outcome {
+            BatchOutcome::Reply { reply, .. } => dto::write_reply(&mut out, reply),
+            BatchOutcome::Problem(e) => out.extend_from_slice(&to_vec(&e.body())),
+        }
+        if replayed {
+            out.extend_from_slice(b",\"replayed\":true");
+        }
+        out.push(b'}');
     }
-}
-
-#[derive(Serialize)]
-struct BatchReply<'a> {
-    results: Vec<BatchResult<'a>>,
+    out.extend_from_slice(b"]}");
+    out
 }
 
 /// Parses one op into a request (with its success status), or the op's error.
@@ -565,10 +571,14 @@ fn batch_request(call: &Call, index: usize, op: &Value) -> Result<(Request, Opti
         Some(Value::String(k)) => Some(k.clone()),
         Some(_) => return Err(ApiError::invalid(format!("ops[{index}].idempotency_key: must be a string"))),
     };
-    let parsed: BatchOp = serde_path_to_error::deserialize(op).map_err(|e| {
-        let path = e.path().to_string();
-        ApiError::invalid(format!("ops[{index}].{path}: {}", e.into_inner()))
-    })?;
+    // Untracked first, as for single requests: only a failing op needs its field path.
+    let parsed = match BatchOp::deserialize(op) {
+        Ok(parsed) => parsed,
+        Err(_) => serde_path_to_error::deserialize::<_, BatchOp>(op).map_err(|e| {
+            let path = e.path().to_string();
+            ApiError::invalid(format!("ops[{index}].{path}: {}", e.into_inner()))
+        })?,
+    };
     let (command, status) = parsed.command()?;
     let idempotency = key.map(|key| {
         // The fingerprint covers the op itself: the same op in another batch replays.
@@ -597,28 +607,26 @@ pub async fn batch(call: Call) -> Result<Response, ApiError> {
     }
     let executed = if reqs.is_empty() { Vec::new() } else { call.engine.execute_batch(&call.merchant, reqs).await };
     let mut executed_iter = executed.iter();
-    let mut results = Vec::with_capacity(parsed.len());
+    let mut outcomes = Vec::with_capacity(parsed.len());
     for op in parsed {
-        results.push(match op {
-            Err(e) => BatchResult::problem(e),
+        outcomes.push(match op {
+            Err(e) => BatchOutcome::Problem(e),
             Ok(status) => match executed_iter.next() {
-                Some(Ok(x)) => BatchResult {
-                    status: status
-                        .unwrap_or(match &x.reply {
-                            Reply::Item { created: true, .. } => StatusCode::CREATED,
-                            _ => StatusCode::OK,
-                        })
-                        .as_u16(),
-                    body: BatchResultBody::Reply(dto::reply(&x.reply)),
+                Some(Ok(x)) => BatchOutcome::Reply {
+                    status: status.unwrap_or(match &x.reply {
+                        Reply::Item { created: true, .. } => StatusCode::CREATED,
+                        _ => StatusCode::OK,
+                    }),
+                    reply: &x.reply,
                     replayed: x.replayed,
                 },
-                Some(Err(e)) => BatchResult::problem(exec_error(e.clone())),
-                None => BatchResult::problem(ApiError::storage_unavailable(
+                Some(Err(e)) => BatchOutcome::Problem(exec_error(e.clone())),
+                None => BatchOutcome::Problem(ApiError::storage_unavailable(
                     "the batch ended early; nothing more was applied",
                 )),
             },
         });
     }
     debug_assert!(executed_iter.next().is_none(), "one answer per executed op");
-    Ok(json(StatusCode::OK, &BatchReply { results }))
+    Ok(json_bytes(StatusCode::OK, batch_reply_json(&outcomes)))
 }

@@ -426,6 +426,8 @@ async fn batch_applies_each_op_in_order_with_one_log_write() {
     let statuses: Vec<u64> = results.iter().map(|r| r["status"].as_u64().unwrap()).collect();
     assert_eq!(statuses, [201, 200, 201, 409, 400, 503, 201, 200, 400]);
     assert_eq!(results[2]["body"]["status"], "paid");
+    let order_path = format!("/v1/orders/{}", results[2]["body"]["id"].as_str().unwrap());
+    assert_eq!(results[2]["body"], c.get(&order_path).await.body, "a batch shows an order as GET does");
     assert_eq!(results[3]["body"]["code"], "insufficient_stock");
     assert_eq!(results[4]["body"]["code"], "invalid_request");
     assert_eq!(results[5]["body"]["code"], "payment_gateway_unavailable");
