@@ -9,6 +9,8 @@
 #   4. drives surge in open loop at 50% of the baseline's rate and prints its p99
 #      (target: <= 5 ms), with the scenario's invariant checks; and, for information, at
 #      50% of surge's own closed-loop rate.
+# Every phase also prints its steal time (from /proc/stat): on a shared VM the hypervisor
+# takes the CPUs away in bursts of milliseconds, which shows in any p99.
 # The machine must be otherwise idle: other processes on either CPU distort every figure.
 # Knobs (environment): DURATION (10s), CONNECTIONS (64), SERVER_CPUS (0), LOAD_CPUS (1),
 # OUT (load-results/http-vs-baseline), CARGO_TARGET_DIR (target), SURGE_WAL_IO (auto),
@@ -91,20 +93,49 @@ us_per_request() {
         '($t / $hz * 1e6 / $n * 10 | round) / 10'
 }
 
+# Steal: time the hypervisor gave our virtual CPUs to someone else. On a shared VM it comes
+# in bursts of milliseconds, which no server can hide from a p99; every phase reports it.
+cpu_list() { # "0-1,3" -> one CPU number per line
+    local part
+    for part in ${1//,/ }; do
+        if [[ $part == *-* ]]; then seq "${part%-*}" "${part#*-}"; else echo "$part"; fi
+    done
+}
+steal_sample() { # CPUS -> "steal_ticks all_ticks", summed over those CPUs
+    local names
+    names=$(cpu_list "$1" | sed 's/^/cpu/' | paste -sd'|')
+    awk -v re="^($names)\$" '$1 ~ re { s += $9; for (i = 2; i <= 9; i++) t += $i } END { print s + 0, t + 0 }' /proc/stat
+}
+steal_percent() { # "before" "after" samples -> percent of those CPUs' time
+    echo "$1 $2" | awk '{ d = $4 - $2; printf "%.1f", (d > 0 ? 100 * ($3 - $1) / d : 0) }'
+}
+STEAL_LOG="$OUT/steal.txt"
+: >"$STEAL_LOG"
+
 load() {
+    local name=$1 s0 l0
+    shift
+    s0=$(steal_sample "$SERVER_CPUS")
+    l0=$(steal_sample "$LOAD_CPUS")
     (pin "$LOAD_CPUS" "$BIN/surge-load" --scenario orders --duration "$DURATION" --connections "$CONNECTIONS" \
-        --threads "${LOAD_THREADS:-1}" --quiet "$@")
+        --threads "${LOAD_THREADS:-1}" --quiet "$@") || true
+    local line
+    line="$(printf '%-16s steal: server CPUs %5s %%, load CPUs %5s %%' "$name" \
+        "$(steal_percent "$s0" "$(steal_sample "$SERVER_CPUS")")" \
+        "$(steal_percent "$l0" "$(steal_sample "$LOAD_CPUS")")")"
+    echo "  $line"
+    echo "$line" >>"$STEAL_LOG"
 }
 
 echo "== baseline: bare axum POST /v1/orders, closed loop, $CONNECTIONS connections, $DURATION"
 T0=$(cpu_ticks "${PIDS[0]}")
-load --target "http://127.0.0.1:$BPORT" --skip-setup --mode closed --json "$OUT/baseline.json" \
+load baseline --target "http://127.0.0.1:$BPORT" --skip-setup --mode closed --json "$OUT/baseline.json" \
     --html "$OUT/baseline.html"
 BASE_US=$(us_per_request "$T0" "$(cpu_ticks "${PIDS[0]}")" "$OUT/baseline.json")
 echo "== surge: POST /v1/orders (points, durable), closed loop, $CONNECTIONS connections, $DURATION"
 T0=$(cpu_ticks "${PIDS[1]}")
-load --target "http://127.0.0.1:$SPORT" --admin-token "$TOKEN" --mode closed --json "$OUT/surge.json" \
-    --html "$OUT/surge.html" || true
+load surge --target "http://127.0.0.1:$SPORT" --admin-token "$TOKEN" --mode closed --json "$OUT/surge.json" \
+    --html "$OUT/surge.html"
 SURGE_US=$(us_per_request "$T0" "$(cpu_ticks "${PIDS[1]}")" "$OUT/surge.json")
 
 BASE=$(jq -r .requests_per_s "$OUT/baseline.json")
@@ -112,13 +143,13 @@ SURGE=$(jq -r .requests_per_s "$OUT/surge.json")
 HALF=$(jq -rn --argjson b "$BASE" '($b / 2) | floor')
 
 echo "== surge at 50% of the baseline's rate ($HALF/s), open loop, $DURATION"
-load --target "http://127.0.0.1:$SPORT" --admin-token "$TOKEN" --mode open --rate "$HALF" \
-    --json "$OUT/surge-half.json" --html "$OUT/surge-half.html" || true
+load surge-half --target "http://127.0.0.1:$SPORT" --admin-token "$TOKEN" --mode open --rate "$HALF" \
+    --json "$OUT/surge-half.json" --html "$OUT/surge-half.html"
 
 OWN=$(jq -rn --argjson s "$SURGE" '($s / 2) | floor')
 echo "== for information: surge at 50% of its own closed-loop rate ($OWN/s), open loop, $DURATION"
-load --target "http://127.0.0.1:$SPORT" --admin-token "$TOKEN" --mode open --rate "$OWN" \
-    --json "$OUT/surge-own-half.json" --html "$OUT/surge-own-half.html" || true
+load surge-own-half --target "http://127.0.0.1:$SPORT" --admin-token "$TOKEN" --mode open --rate "$OWN" \
+    --json "$OUT/surge-own-half.json" --html "$OUT/surge-own-half.html"
 
 P99=$(jq -r .latency.p99_ms "$OUT/surge-half.json")
 P99_OWN=$(jq -r .latency.p99_ms "$OUT/surge-own-half.json")
@@ -135,4 +166,5 @@ printf '  server CPU per request   baseline %s us, surge %s us (incl. set-up req
     "$BASE_US" "$SURGE_US" "$CPU_RATIO"
 printf '  surge p99 at %s/s   %10s ms      (target <= 5 ms)   checks: %s\n' "$HALF" "$P99" "$HALF_OK"
 printf '  surge p99 at %s/s (50%% of its own max)   %s ms\n' "$OWN" "$P99_OWN"
+sed 's/^/  /' "$STEAL_LOG"
 echo "  reports: $OUT/*.html, results: $OUT/*.json"
