@@ -268,6 +268,7 @@ impl PaymentBody {
     }
 }
 
+/// The body of `POST /v1/orders`, and the fields of a batch `create_order` op.
 #[derive(Deserialize)]
 pub struct OrderBody {
     customer_id: String,
@@ -276,20 +277,32 @@ pub struct OrderBody {
     #[serde(default)]
     hold_id: Option<String>,
     payment: PaymentBody,
+    /// Batch ops only: a single request sends its token in the `Queue-Token` header, and a
+    /// `queue_token` in its body is ignored, as any unknown field is.
+    #[serde(default)]
+    queue_token: Option<String>,
+}
+
+impl OrderBody {
+    fn command(self, queue_token: Option<String>) -> Result<Command, ApiError> {
+        let source = match (self.lines, self.hold_id) {
+            (Some(lines), None) => OrderSource::Lines(line_specs(lines)),
+            (None, Some(hold)) => OrderSource::Hold(hold),
+            (Some(_), Some(_)) => {
+                return Err(ApiError::invalid("lines, hold_id: give exactly one of them").with("field", "hold_id"))
+            }
+            (None, None) => {
+                return Err(ApiError::invalid("lines: required unless hold_id is given").with("field", "lines"))
+            }
+        };
+        let payment = self.payment.spec()?;
+        Ok(Command::CreateOrder { customer: self.customer_id, source, payment, queue_token })
+    }
 }
 
 pub async fn create_order(call: Call) -> Result<Response, ApiError> {
     let b: OrderBody = call.json()?;
-    let source = match (b.lines, b.hold_id) {
-        (Some(lines), None) => OrderSource::Lines(line_specs(lines)),
-        (None, Some(hold)) => OrderSource::Hold(hold),
-        (Some(_), Some(_)) => {
-            return Err(ApiError::invalid("lines, hold_id: give exactly one of them").with("field", "hold_id"))
-        }
-        (None, None) => return Err(ApiError::invalid("lines: required unless hold_id is given").with("field", "lines")),
-    };
-    let payment = b.payment.spec()?;
-    let cmd = Command::CreateOrder { customer: b.customer_id, source, payment, queue_token: call.queue_token()? };
+    let cmd = b.command(call.queue_token()?)?;
     command(&call, cmd, true, created).await
 }
 
@@ -410,19 +423,6 @@ pub struct BatchBody {
     ops: Vec<Value>,
 }
 
-/// The fields of a `create_order` op (all but `op` and `idempotency_key`).
-#[derive(Deserialize)]
-struct BatchOrder {
-    customer_id: String,
-    #[serde(default)]
-    lines: Option<Vec<LineBody>>,
-    #[serde(default)]
-    hold_id: Option<String>,
-    payment: PaymentBody,
-    #[serde(default)]
-    queue_token: Option<String>,
-}
-
 /// One batch operation: `op` names the route, the other fields are that route's body plus
 /// its path parameters (`sku`, `hold_id`, `order_id`, `payment_id`, `customer_id`,
 /// `queue_id`) and an optional `idempotency_key`.
@@ -445,7 +445,7 @@ enum BatchOp {
     Release {
         hold_id: String,
     },
-    CreateOrder(BatchOrder),
+    CreateOrder(OrderBody),
     CancelOrder {
         order_id: String,
     },
@@ -495,17 +495,9 @@ impl BatchOp {
                 Some(StatusCode::CREATED),
             ),
             BatchOp::Release { hold_id } => (Command::ReleaseHold { hold: hold_id }, Some(StatusCode::OK)),
-            BatchOp::CreateOrder(BatchOrder { customer_id, lines, hold_id, payment, queue_token }) => {
-                let source = match (lines, hold_id) {
-                    (Some(lines), None) => OrderSource::Lines(line_specs(lines)),
-                    (None, Some(hold)) => OrderSource::Hold(hold),
-                    _ => return Err(ApiError::invalid("lines, hold_id: give exactly one of them")),
-                };
-                let payment = payment.spec()?;
-                (
-                    Command::CreateOrder { customer: customer_id, source, payment, queue_token },
-                    Some(StatusCode::CREATED),
-                )
+            BatchOp::CreateOrder(mut body) => {
+                let queue_token = body.queue_token.take();
+                (body.command(queue_token)?, Some(StatusCode::CREATED))
             }
             BatchOp::CancelOrder { order_id } => (Command::CancelOrder { order: order_id }, Some(StatusCode::OK)),
             BatchOp::PayOrder { order_id, method, card, capture } => {
@@ -575,7 +567,7 @@ fn batch_reply_json(outcomes: &[BatchOutcome<'_>]) -> Vec<u8> {
 /// failure goes through the enum, so the error is the enum's.
 fn batch_op(op: &Value) -> Result<BatchOp, serde_json::Error> {
     if op.get("op").and_then(Value::as_str) == Some("create_order") {
-        if let Ok(order) = BatchOrder::deserialize(op) {
+        if let Ok(order) = OrderBody::deserialize(op) {
             return Ok(BatchOp::CreateOrder(order));
         }
     }
