@@ -2,6 +2,42 @@
 //! A test checks that every operation described here is routed.
 
 use serde_json::{json, Map, Value};
+use surge_core::limits::{
+    AMOUNT_MAX, BULK_ITEMS_MAX, CARD_NUMBER_LEN_MAX, IDEMPOTENCY_KEY_LEN_MAX, ID_LEN_MAX, LINES_MAX, QTY_MAX,
+    QUEUE_ACTIVE_MAX, TEXT_BYTES_MAX, TTL_S_MAX,
+};
+
+use crate::routes::BATCH_OPS_MAX;
+
+/// What `surge_core::ids::is_valid_id` accepts: every id a client chooses (merchant,
+/// customer, sku, queue) and every id surge hands out (`ord_1`) has this form.
+fn id() -> Value {
+    json!({"type": "string", "minLength": 1, "maxLength": ID_LEN_MAX, "pattern": "^[A-Za-z0-9_.:-]+$"})
+}
+
+/// `schema`, or null.
+fn optional(mut schema: Value) -> Value {
+    schema["type"] = json!([schema["type"], "null"]);
+    schema
+}
+
+/// What `surge_core::ids::is_valid_idempotency_key` accepts: printable ASCII.
+fn idempotency_key() -> Value {
+    json!({"type": "string", "minLength": 1, "maxLength": IDEMPOTENCY_KEY_LEN_MAX, "pattern": "^[ -~]+$"})
+}
+
+/// Free text (names, reasons): no control characters, at most `TEXT_BYTES_MAX` bytes of
+/// UTF-8 (a length JSON Schema can only state in characters).
+fn text(len_min: usize) -> Value {
+    json!({"type": "string", "minLength": len_min, "maxLength": TEXT_BYTES_MAX,
+           "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]*$",
+           "description": format!("at most {TEXT_BYTES_MAX} bytes of UTF-8, no control characters")})
+}
+
+/// An integer `min..=max`.
+fn int(min: u64, max: u64) -> Value {
+    json!({"type": "integer", "minimum": min, "maximum": max})
+}
 
 fn r(name: &str) -> Value {
     json!({"$ref": format!("#/components/schemas/{name}")})
@@ -24,12 +60,17 @@ fn ok(status: &str, schema: Value, errors: &[&str]) -> Value {
 fn op(summary: &str, params: &[&str], header: &[&str], request: Option<Value>, responses: Value) -> Value {
     let mut parameters: Vec<Value> = params
         .iter()
-        .map(|p| json!({"name": p, "in": "path", "required": true, "schema": {"type": "string"}}))
+        // Account names embed a customer id (`customer:{id}:points`): longer than an id.
+        .map(|p| {
+            let schema = if *p == "account" { json!({"type": "string"}) } else { id() };
+            json!({"name": p, "in": "path", "required": true, "schema": schema})
+        })
         .collect();
     for h in header {
         let required = *h == "Idempotency-Key!";
         let name = h.trim_end_matches('!');
-        parameters.push(json!({"name": name, "in": "header", "required": required, "schema": {"type": "string"}}));
+        let schema = if name == "Idempotency-Key" { idempotency_key() } else { json!({"type": "string"}) };
+        parameters.push(json!({"name": name, "in": "header", "required": required, "schema": schema}));
     }
     let mut o = json!({"summary": summary, "parameters": parameters, "responses": responses});
     if let Some(req) = request {
@@ -46,15 +87,18 @@ const R_ANY_ID: &[&str] = &["400", "401", "404", "429", "503"];
 
 pub fn document() -> Value {
     let line = json!({"type": "object", "required": ["sku", "qty"], "properties": {
-        "sku": {"type": "string"}, "qty": {"type": "integer", "minimum": 1, "maximum": 10000}}});
+        "sku": id(), "qty": int(1, QTY_MAX)}});
+    let lines = json!({"type": "array", "minItems": 1, "maxItems": LINES_MAX, "items": line});
     let payment_in = json!({"type": "object", "required": ["method"], "properties": {
         "method": {"enum": ["points", "card", "none"]},
-        "card": {"type": "object", "properties": {"number": {"type": "string"}, "type": {"type": "string"}}},
+        "card": {"type": "object", "required": ["number", "type"], "properties": {
+            "number": {"type": "string", "maxLength": CARD_NUMBER_LEN_MAX, "pattern": "^[0-9 -]*([0-9][0-9 -]*){4}$"},
+            "type": {"type": "string", "minLength": 1, "maxLength": 32, "pattern": "^[!-~]+$"}}},
         "capture": {"enum": ["automatic", "manual"]}}});
     let item_in = json!({"type": "object", "required": ["name", "price", "stock"], "properties": {
-        "name": {"type": "string"}, "price": {"type": "integer"}, "stock": {"type": "integer"},
-        "queue_id": {"type": ["string", "null"]}}});
-    let amount_in = json!({"type": "object", "properties": {"amount": {"type": "integer"}}});
+        "name": text(1), "price": int(0, AMOUNT_MAX), "stock": int(0, AMOUNT_MAX),
+        "queue_id": optional(id())}});
+    let amount_in = json!({"type": "object", "properties": {"amount": {"type": "integer", "minimum": 1}}});
     let idem = &["Idempotency-Key"][..];
     let idem_req = &["Idempotency-Key!"][..];
     json!({
@@ -73,28 +117,28 @@ pub fn document() -> Value {
             "/openapi.json": {"get": {"summary": "This document", "security": [], "responses": {"200": {"description": "OpenAPI 3.1"}}}},
             "/v1/merchants": {"post": op("Create a merchant (admin token); the API key is shown once", &[], idem,
                 Some(json!({"type": "object", "required": ["id", "name", "currency"], "properties": {
-                    "id": {"type": "string"}, "name": {"type": "string"}, "currency": {"type": "string"}}})),
+                    "id": id(), "name": text(1), "currency": {"type": "string", "pattern": "^[A-Z]{3}$"}}})),
                 ok("201", r("Merchant"), W))},
             "/v1/items/{sku}": {
                 "put": op("Create (201) or update (200) an item", &["sku"], idem, Some(item_in.clone()), ok("200", r("Item"), W)),
                 "get": op("An item", &["sku"], &[], None, ok("200", r("Item"), R))},
             "/v1/items/bulk": {"post": op("Create or update up to 10000 items", &[], idem,
-                Some(json!({"type": "object", "required": ["items"], "properties": {"items": {"type": "array", "maxItems": 10000,
-                    "items": {"allOf": [item_in, {"type": "object", "required": ["sku"], "properties": {"sku": {"type": "string"}}}]}}}})),
+                Some(json!({"type": "object", "required": ["items"], "properties": {"items": {"type": "array", "minItems": 1, "maxItems": BULK_ITEMS_MAX,
+                    "items": {"allOf": [item_in, {"type": "object", "required": ["sku"], "properties": {"sku": id()}}]}}}})),
                 ok("200", json!({"type": "object", "properties": {"created": {"type": "integer"}, "updated": {"type": "integer"}}}), W))},
             "/v1/items/{sku}/restock": {"post": op("Add stock", &["sku"], idem,
-                Some(json!({"type": "object", "required": ["qty"], "properties": {"qty": {"type": "integer"}}})), ok("200", r("Item"), W))},
+                Some(json!({"type": "object", "required": ["qty"], "properties": {"qty": int(1, QTY_MAX)}})), ok("200", r("Item"), W))},
             "/v1/holds": {"post": op("Reserve stock for ttl_seconds (all lines or none)", &[], &["Idempotency-Key", "Queue-Token"],
                 Some(json!({"type": "object", "required": ["customer_id", "lines"], "properties": {
-                    "customer_id": {"type": "string"}, "lines": {"type": "array", "maxItems": 100, "items": line},
-                    "ttl_seconds": {"type": "integer", "minimum": 1, "maximum": 3600}}})),
+                    "customer_id": id(), "lines": lines.clone(), "ttl_seconds": int(1, TTL_S_MAX)}})),
                 ok("201", r("Hold"), W))},
             "/v1/holds/{id}": {"get": op("A hold", &["id"], &[], None, ok("200", r("Hold"), R))},
             "/v1/holds/{id}/release": {"post": op("Release a hold", &["id"], idem, None, ok("200", r("Hold"), W))},
             "/v1/orders": {"post": op("Create an order from lines or a hold; points pay at once (201), card answers 503 until the gateway exists, none waits for payment", &[], &["Idempotency-Key!", "Queue-Token"],
-                Some(json!({"type": "object", "required": ["customer_id", "payment"], "properties": {
-                    "customer_id": {"type": "string"}, "lines": {"type": "array", "items": line},
-                    "hold_id": {"type": "string"}, "payment": payment_in}})),
+                Some(json!({"type": "object", "required": ["customer_id", "payment"],
+                    "oneOf": [{"required": ["lines"]}, {"required": ["hold_id"]}], "properties": {
+                    "customer_id": id(), "lines": lines,
+                    "hold_id": id(), "payment": payment_in}})),
                 ok("201", r("Order"), &["400", "401", "402", "403", "404", "409", "413", "415", "422", "429", "503"]))},
             "/v1/orders/{id}": {"get": op("An order", &["id"], &[], None, ok("200", r("Order"), R))},
             "/v1/orders/{id}/cancel": {"post": op("Cancel: releases stock, refunds a capture", &["id"], idem, None, ok("200", r("Order"), W))},
@@ -103,7 +147,7 @@ pub fn document() -> Value {
             "/v1/payments/{id}/capture": {"post": op("Capture (partial once)", &["id"], idem_req, Some(amount_in.clone()), ok("200", r("Payment"), W))},
             "/v1/payments/{id}/refund": {"post": op("Refund (partial, up to the captured amount)", &["id"], idem_req, Some(amount_in), ok("200", r("Payment"), W))},
             "/v1/customers/{id}/points/credit": {"post": op("Credit points", &["id"], idem_req,
-                Some(json!({"type": "object", "required": ["amount"], "properties": {"amount": {"type": "integer"}, "reason": {"type": "string"}}})),
+                Some(json!({"type": "object", "required": ["amount"], "properties": {"amount": int(0, AMOUNT_MAX), "reason": text(0)}})),
                 ok("200", r("Points"), W))},
             "/v1/customers/{id}/points": {"get": op("A points balance", &["id"], &[], None, ok("200", r("Points"), R_ANY_ID))},
             "/v1/ledger/accounts/{account}": {"get": op("Totals of one account (points:issued, gateway:clearing, sales:revenue, refunds, customer:{id}:points)", &["account"], &[], None,
@@ -112,14 +156,14 @@ pub fn document() -> Value {
                 ok("200", json!({"type": "object", "properties": {"total_debits": {"type": "integer"}, "total_credits": {"type": "integer"}, "balanced": {"type": "boolean"}, "accounts": {"type": "integer"}}}), R))},
             "/v1/queues/{id}": {
                 "put": op("Create or change a waiting room", &["id"], idem,
-                    Some(json!({"type": "object", "required": ["max_active", "active_ttl_seconds"], "properties": {"max_active": {"type": "integer"}, "active_ttl_seconds": {"type": "integer"}}})),
+                    Some(json!({"type": "object", "required": ["max_active", "active_ttl_seconds"], "properties": {"max_active": int(1, QUEUE_ACTIVE_MAX), "active_ttl_seconds": int(1, TTL_S_MAX)}})),
                     ok("200", r("Queue"), W)),
                 "get": op("A waiting room", &["id"], &[], None, ok("200", r("Queue"), R))},
             "/v1/queues/{id}/tokens": {"post": op("Join a waiting room", &["id"], idem,
-                Some(json!({"type": "object", "required": ["customer_id"], "properties": {"customer_id": {"type": "string"}}})), ok("201", r("Token"), W))},
+                Some(json!({"type": "object", "required": ["customer_id"], "properties": {"customer_id": id()}})), ok("201", r("Token"), W))},
             "/v1/queues/{id}/tokens/{token}": {"get": op("A token's status and position", &["id", "token"], &[], None, ok("200", r("Token"), R))},
             "/v1/batch": {"post": op("Up to 1000 operations (op: put_item, restock, hold, release, create_order, cancel_order, pay_order, capture, refund, credit_points, issue_token; other fields: the route's body, its path parameters as sku/hold_id/order_id/payment_id/customer_id/queue_id, optional idempotency_key), each applied on its own, in order, made durable by one log write", &[], &[],
-                Some(json!({"type": "object", "required": ["ops"], "properties": {"ops": {"type": "array", "maxItems": 1000, "items": {"type": "object", "required": ["op"]}}}})),
+                Some(json!({"type": "object", "required": ["ops"], "properties": {"ops": {"type": "array", "minItems": 1, "maxItems": BATCH_OPS_MAX, "items": {"type": "object", "required": ["op"]}}}})),
                 ok("200", json!({"type": "object", "properties": {"results": {"type": "array", "items": {"type": "object", "properties": {"status": {"type": "integer"}, "body": {"type": "object"}, "replayed": {"type": "boolean"}}}}}}), &["400", "401", "413", "415", "429", "503"]))}
         },
         "components": {
