@@ -9,6 +9,8 @@
 #   4. drives surge in open loop at 50% of the baseline's rate and prints its p99
 #      (target: <= 5 ms), with the scenario's invariant checks; and, for information, at
 #      50% of surge's own closed-loop rate.
+# The open-loop p99s come with surge's server-side p99 (its /metrics histogram: parsed request
+# to built answer, durability wait included), to tell a server tail from one outside it.
 # Every phase also prints its steal time (from /proc/stat): on a shared VM the hypervisor
 # takes the CPUs away in bursts of milliseconds, which shows in any p99.
 # The machine must be otherwise idle: other processes on either CPU distort every figure.
@@ -109,6 +111,21 @@ steal_sample() { # CPUS -> "steal_ticks all_ticks", summed over those CPUs
 steal_percent() { # "before" "after" samples -> percent of those CPUs' time
     echo "$1 $2" | awk '{ d = $4 - $2; printf "%.1f", (d > 0 ? 100 * ($3 - $1) / d : 0) }'
 }
+# Server-side latency of POST /v1/orders from surge's /metrics: its histogram runs from the
+# parsed request to the built answer (durability wait included; time queued in the socket
+# before the server reads it, and the client's side, are not). Compared with the client's
+# p99 it tells where a tail comes from.
+orders_buckets() { # -> "le cumulative_count" per bucket
+    curl -sf "http://127.0.0.1:$SPORT/metrics" |
+        awk '/^surge_http_request_duration_seconds_bucket\{route="\/v1\/orders",method="POST",/ {
+            match($0, /le="[^"]*"/); print substr($0, RSTART + 4, RLENGTH - 5), $NF }'
+}
+server_p99() { # before-file after-file -> "<= X ms" (the bucket bound holding 99%)
+    paste -d' ' "$1" "$2" | awk '{ le[NR] = $1; d[NR] = $4 - $2 } END {
+        total = d[NR]; if (total <= 0) { print "n/a"; exit }
+        for (i = 1; i <= NR; i++) if (d[i] >= 0.99 * total) {
+            if (le[i] == "+Inf") print "> " le[i - 1] * 1000 " ms"; else print "<= " le[i] * 1000 " ms"; exit } }'
+}
 STEAL_LOG="$OUT/steal.txt"
 : >"$STEAL_LOG"
 
@@ -143,13 +160,16 @@ SURGE=$(jq -r .requests_per_s "$OUT/surge.json")
 HALF=$(jq -rn --argjson b "$BASE" '($b / 2) | floor')
 
 echo "== surge at 50% of the baseline's rate ($HALF/s), open loop, $DURATION"
+orders_buckets >"$OUT/buckets-0.txt"
 load surge-half --target "http://127.0.0.1:$SPORT" --admin-token "$TOKEN" --mode open --rate "$HALF" \
     --json "$OUT/surge-half.json" --html "$OUT/surge-half.html"
 
 OWN=$(jq -rn --argjson s "$SURGE" '($s / 2) | floor')
+orders_buckets >"$OUT/buckets-1.txt"
 echo "== for information: surge at 50% of its own closed-loop rate ($OWN/s), open loop, $DURATION"
 load surge-own-half --target "http://127.0.0.1:$SPORT" --admin-token "$TOKEN" --mode open --rate "$OWN" \
     --json "$OUT/surge-own-half.json" --html "$OUT/surge-own-half.html"
+orders_buckets >"$OUT/buckets-2.txt"
 
 P99=$(jq -r .latency.p99_ms "$OUT/surge-half.json")
 P99_OWN=$(jq -r .latency.p99_ms "$OUT/surge-own-half.json")
@@ -164,7 +184,9 @@ printf '  ratio                    %10s %%       (target >= 70%%)\n' "$RATIO"
 CPU_RATIO=$(jq -rn --argjson s "$SURGE_US" --argjson b "$BASE_US" '($b / $s * 1000 | round) / 10')
 printf '  server CPU per request   baseline %s us, surge %s us (incl. set-up requests): %s %%\n' \
     "$BASE_US" "$SURGE_US" "$CPU_RATIO"
-printf '  surge p99 at %s/s   %10s ms      (target <= 5 ms)   checks: %s\n' "$HALF" "$P99" "$HALF_OK"
-printf '  surge p99 at %s/s (50%% of its own max)   %s ms\n' "$OWN" "$P99_OWN"
+printf '  surge p99 at %s/s   %10s ms      (target <= 5 ms)   checks: %s; server-side p99 %s\n' "$HALF" "$P99" \
+    "$HALF_OK" "$(server_p99 "$OUT/buckets-0.txt" "$OUT/buckets-1.txt")"
+printf '  surge p99 at %s/s (50%% of its own max)   %s ms; server-side p99 %s\n' "$OWN" "$P99_OWN" \
+    "$(server_p99 "$OUT/buckets-1.txt" "$OUT/buckets-2.txt")"
 sed 's/^/  /' "$STEAL_LOG"
 echo "  reports: $OUT/*.html, results: $OUT/*.json"
