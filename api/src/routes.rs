@@ -7,6 +7,7 @@ use std::sync::Arc;
 use axum::extract::Path;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::Response;
+use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_json::Value;
 use surge_core::ids::is_valid_id;
@@ -268,22 +269,23 @@ impl PaymentBody {
     }
 }
 
-/// The body of `POST /v1/orders`, and the fields of a batch `create_order` op.
+/// The body of `POST /v1/orders` (`Token` = `IgnoredAny`), and the fields of a batch
+/// `create_order` op (`Token` = `String`).
 #[derive(Deserialize)]
-pub struct OrderBody {
+pub struct OrderBody<Token = IgnoredAny> {
     customer_id: String,
     #[serde(default)]
     lines: Option<Vec<LineBody>>,
     #[serde(default)]
     hold_id: Option<String>,
     payment: PaymentBody,
-    /// Batch ops only: a single request sends its token in the `Queue-Token` header, and a
-    /// `queue_token` in its body is ignored, as any unknown field is.
+    /// Batch ops only: a single request sends its token in the `Queue-Token` header, and
+    /// anything under this name in its body is ignored, as any unknown field is.
     #[serde(default)]
-    queue_token: Option<String>,
+    queue_token: Option<Token>,
 }
 
-impl OrderBody {
+impl<Token> OrderBody<Token> {
     fn command(self, queue_token: Option<String>) -> Result<Command, ApiError> {
         let source = match (self.lines, self.hold_id) {
             (Some(lines), None) => OrderSource::Lines(line_specs(lines)),
@@ -445,7 +447,7 @@ enum BatchOp {
     Release {
         hold_id: String,
     },
-    CreateOrder(OrderBody),
+    CreateOrder(OrderBody<String>),
     CancelOrder {
         order_id: String,
     },
@@ -567,7 +569,7 @@ fn batch_reply_json(outcomes: &[BatchOutcome<'_>]) -> Vec<u8> {
 /// failure goes through the enum, so the error is the enum's.
 fn batch_op(op: &Value) -> Result<BatchOp, serde_json::Error> {
     if op.get("op").and_then(Value::as_str) == Some("create_order") {
-        if let Ok(order) = OrderBody::deserialize(op) {
+        if let Ok(order) = OrderBody::<String>::deserialize(op) {
             return Ok(BatchOp::CreateOrder(order));
         }
     }
@@ -585,8 +587,12 @@ fn batch_request(call: &Call, index: usize, op: &Value) -> Result<(Request, Opti
     let parsed = match batch_op(op) {
         Ok(parsed) => parsed,
         Err(_) => serde_path_to_error::deserialize::<_, BatchOp>(op).map_err(|e| {
-            let path = e.path().to_string();
-            ApiError::invalid(format!("ops[{index}].{path}: {}", e.into_inner()))
+            // Inside the op-tagged enum serde buffers the fields, and the path stops at ".".
+            let path = match e.path().to_string() {
+                p if p.is_empty() || p == "." => String::new(),
+                p => format!(".{p}"),
+            };
+            ApiError::invalid(format!("ops[{index}]{path}: {}", e.into_inner()))
         })?,
     };
     let (command, status) = parsed.command()?;

@@ -444,6 +444,12 @@ async fn batch_applies_each_op_in_order_with_one_log_write() {
     assert_eq!(r.body["results"][0]["replayed"], true);
     assert_eq!(c.get("/v1/customers/c-1/points").await.body["balance"], 800);
     c.post("/v1/batch", r#"{"ops":[]}"#).await.assert_problem(400, "invalid_request");
+    // A bad field inside an op names the op (serde cannot track the path inside the op's tag).
+    let bad = json!({"ops": [{"op": "create_order", "customer_id": "c-1", "lines": [{"sku": "tee", "qty": 1}],
+        "payment": {"method": "none"}, "queue_token": 5}]});
+    let r = c.post("/v1/batch", &bad.to_string()).await;
+    let detail = r.body["results"][0]["body"]["detail"].as_str().unwrap();
+    assert!(detail.starts_with("ops[0]: invalid type: integer `5`"), "{detail}");
     let many = json!({"ops": vec![json!({"op": "release", "hold_id": "hold_1"}); 1001]});
     c.post("/v1/batch", &many.to_string()).await.assert_problem(400, "invalid_request");
 }
