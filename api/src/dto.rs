@@ -8,7 +8,7 @@ use std::cell::RefCell;
 
 use serde::{Serialize, Serializer};
 use surge_core::envelope::push_utc_ms;
-#[cfg(doc)]
+#[cfg(any(doc, test))]
 use surge_core::envelope::rfc3339_ms;
 use surge_core::ids::{HoldId, OrderId, PaymentId};
 use surge_core::ledger::TrialBalance;
@@ -348,6 +348,28 @@ pub fn write_reply(out: &mut Vec<u8>, r: &Reply) {
         // Writing into a Vec cannot fail.
         other => {
             let _ = serde_json::to_writer(out, &reply(other));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The memo must never answer for another millisecond: both sides of order_json's own
+    /// test go through it, so only a comparison with `rfc3339_ms` can catch a stale text.
+    #[test]
+    fn rfc3339_memo_renders_what_rfc3339_ms_renders_for_every_sequence() {
+        let times = [0, 999, 1_000, 1_763_700_000_000, 1_763_700_000_001, 951_782_400_120, u64::MAX];
+        let mut rng = 0x9e37_79b9_7f4a_7c15_u64;
+        for _ in 0..2_000 {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let ms = times[(rng % times.len() as u64) as usize];
+            assert_eq!(with_rfc3339(ms, str::to_string), rfc3339_ms(ms), "{ms}");
+            let json = serde_json::to_string(&Time(ms)).unwrap();
+            assert_eq!(json, format!("\"{}\"", rfc3339_ms(ms)));
         }
     }
 }
