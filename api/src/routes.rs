@@ -119,7 +119,13 @@ pub async fn create_merchant(call: AdminCall) -> Result<Response, ApiError> {
         idempotency,
         command: Command::CreateMerchant { name: body.name, currency: body.currency, api_key_hash: hash },
     };
-    let executed = call.engine.execute(req).await.map_err(exec_error)?;
+    let executed = call.engine.execute(req).await.map_err(|e| {
+        let mut error = exec_error(e);
+        if error.code == "invalid_state" {
+            error.detail = format!("merchant {} already exists", body.id); // the only state it refuses in
+        }
+        error
+    })?;
     match (&executed.reply, executed.replayed) {
         (Reply::Merchant(m), false) => {
             call.engine.register_key(hash, &m.id);

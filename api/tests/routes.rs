@@ -44,10 +44,10 @@ async fn merchants_need_the_admin_token_and_keys_authenticate() {
     assert_eq!(r.body["id"], "m-1");
     assert_eq!(r.body["currency"], "KRW");
     let key = r.body["api_key"].as_str().unwrap().to_string();
-    // Existing id: 409 invalid_state.
-    s.send("POST", "/v1/merchants", &[("authorization", &admin)], Some(body))
-        .await
-        .assert_problem(409, "invalid_state");
+    // Existing id: 409 invalid_state, saying so.
+    let r = s.send("POST", "/v1/merchants", &[("authorization", &admin)], Some(body)).await;
+    assert_eq!(r.body["detail"], "merchant m-1 already exists");
+    r.assert_problem(409, "invalid_state");
     // The admin token is not a merchant key, and a bad key is 401.
     let c = Client::new(&s, ADMIN);
     c.get("/v1/items/x").await.assert_problem(401, "unauthorized");
