@@ -94,7 +94,8 @@ pub fn document() -> Value {
         "card": {"type": "object", "required": ["number", "type"], "properties": {
             "number": {"type": "string", "maxLength": CARD_NUMBER_LEN_MAX, "pattern": "^[0-9 -]*([0-9][0-9 -]*){4}$"},
             "type": {"type": "string", "minLength": 1, "maxLength": 32, "pattern": "^[!-~]+$"}}},
-        "capture": {"enum": ["automatic", "manual"]}}});
+        "capture": {"enum": ["automatic", "manual"], "default": "automatic",
+            "description": "manual: authorize now (points leave the balance), capture later with /v1/payments/{id}/capture"}}});
     let item_in = json!({"type": "object", "required": ["name", "price", "stock"], "properties": {
         "name": text(1), "price": int(0, AMOUNT_MAX), "stock": int(0, AMOUNT_MAX),
         "queue_id": optional(id())}});

@@ -226,6 +226,54 @@ async fn orders_points_idempotency_and_ledger() {
 }
 
 #[tokio::test]
+async fn points_with_manual_capture_authorize_capture_part_and_release_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = server(dir.path());
+    let c = Client::new(&s, &s.merchant("m-1").await);
+    c.put("/v1/items/tee", r#"{"name":"Tee","price":1500,"stock":5}"#).await;
+    c.post_key("/v1/customers/c-1/points/credit", "cr-1", r#"{"amount":5000,"reason":"welcome"}"#).await;
+    let body = r#"{"customer_id":"c-1","lines":[{"sku":"tee","qty":2}],"payment":{"method":"none"}}"#;
+    let order = c.post_key("/v1/orders", "o-1", body).await.body;
+    let id = order["id"].as_str().unwrap();
+    let r = c.post(&format!("/v1/orders/{id}/payments"), r#"{"method":"points","capture":"manual"}"#).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["status"], "paid");
+    assert_eq!(r.body["payment"]["status"], "authorized");
+    assert_eq!(r.body["payment"]["captured"], 0);
+    // Authorized points are taken from the balance and parked until the capture.
+    assert_eq!(c.get("/v1/customers/c-1/points").await.body["balance"], 2000);
+    assert_eq!(c.get("/v1/ledger/accounts/points:authorized").await.body["balance"], -3000);
+    let pay = r.body["payment"]["id"].as_str().unwrap().to_string();
+    let capture = format!("/v1/payments/{pay}/capture");
+    c.post_key(&capture, "cap-0", r#"{"amount":3001}"#).await.assert_problem(400, "invalid_request");
+    let r = c.post_key(&capture, "cap-1", r#"{"amount":1000}"#).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!((r.body["status"].as_str(), r.body["captured"].as_u64()), (Some("captured"), Some(1000)));
+    // Partial capture, once: the rest goes back to the customer.
+    assert_eq!(c.get("/v1/customers/c-1/points").await.body["balance"], 4000);
+    c.post_key(&capture, "cap-2", r#"{"amount":1000}"#).await.assert_problem(409, "invalid_state");
+    let again = c.post_key(&capture, "cap-1", r#"{"amount":1000}"#).await;
+    assert_eq!(again.headers.get("idempotent-replayed").unwrap(), "true");
+    assert_eq!(again.body, r.body);
+    assert_eq!(c.get("/v1/ledger/accounts/points:authorized").await.body["balance"], 0);
+    assert_eq!(c.get("/v1/ledger/accounts/sales:revenue").await.body["balance"], -1000);
+
+    // Authorized, then cancelled: voided, every point back, the stock back.
+    let body =
+        r#"{"customer_id":"c-1","lines":[{"sku":"tee","qty":1}],"payment":{"method":"points","capture":"manual"}}"#;
+    let r = c.post_key("/v1/orders", "o-2", body).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(r.body["payment"]["status"], "authorized");
+    assert_eq!(c.get("/v1/customers/c-1/points").await.body["balance"], 2500);
+    let id = r.body["id"].as_str().unwrap();
+    let r = c.post(&format!("/v1/orders/{id}/cancel"), "").await;
+    assert_eq!((r.body["status"].as_str(), r.body["payment"]["status"].as_str()), (Some("cancelled"), Some("voided")));
+    assert_eq!(c.get("/v1/customers/c-1/points").await.body["balance"], 4000);
+    assert_eq!(c.get("/v1/items/tee").await.body["available"], 3);
+    assert_eq!(c.get("/v1/ledger/trial-balance").await.body["balanced"], true);
+}
+
+#[tokio::test]
 async fn card_payments_answer_503_and_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let s = server(dir.path());

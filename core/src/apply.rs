@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use crate::command::PaymentMethod;
+use crate::command::{CaptureMode, PaymentMethod};
 use crate::event::{self as ev, Event, EventBody};
 use crate::ids::UnixMs;
 use crate::ledger::{Account, AccountTotals};
@@ -50,8 +50,11 @@ pub(crate) fn apply_to_merchant(shard: &mut Shard, position: u32, event: &Event,
         }
         EventBody::PaymentAuthorized(e) => {
             let p = cx.payment_in(e.payment, &[PaymentStatus::Pending])?;
-            if p.method != PaymentMethod::Card {
-                return Err("only card payments are authorized");
+            // Cards by the gateway; points when the capture is manual (parked points).
+            if p.method == PaymentMethod::None
+                || (p.method == PaymentMethod::Points && p.capture != CaptureMode::Manual)
+            {
+                return Err("this payment is never authorized");
             }
             p.status = PaymentStatus::Authorized;
             if let Some(key) = &e.transaction_key {
@@ -364,8 +367,10 @@ impl Cx<'_> {
     fn payment_captured(&mut self, e: &ev::PaymentCaptured) -> Outcome {
         let at_ms = self.at_ms;
         let p = self.payment_in(e.payment, &[PaymentStatus::Pending, PaymentStatus::Authorized])?;
-        // Points are captured straight from pending; cards only once authorized.
-        if (p.status == PaymentStatus::Pending) != (p.method == PaymentMethod::Points) {
+        // Cards only once authorized; points straight from pending (automatic capture, and
+        // manual capture before points could be authorized: older logs hold those) or once
+        // authorized (manual capture).
+        if p.status == PaymentStatus::Pending && p.method != PaymentMethod::Points {
             return Err("capture before authorization");
         }
         if e.amount > p.amount {

@@ -4,7 +4,9 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use crate::command::{CardSpec, Command, ItemSpec, LineSpec, OrderSource, PaymentMethod, PaymentSpec, Request};
+use crate::command::{
+    CaptureMode, CardSpec, Command, ItemSpec, LineSpec, OrderSource, PaymentMethod, PaymentSpec, Request,
+};
 use crate::error::CoreError;
 use crate::event::{self as ev, Bucket, Event, EventBody, PostingKind};
 use crate::ids::{is_valid_id, parse_token, Numbered, UnixMs};
@@ -492,7 +494,9 @@ fn create_order(
     Ok(Target::Order(order))
 }
 
-/// Request and capture a points payment at once (the balance was checked).
+/// Pays with points (the balance was checked): the points leave the customer's balance at
+/// once. Automatic capture: captured now. Manual capture: authorized, the points parked in
+/// `points:authorized` until `capture` (or a void gives them back).
 fn pay_by_points(d: &mut Draft, customer: &Arc<str>, order: u64, payment: u64, total: u64, spec: &PaymentSpec) {
     d.push(ev::PaymentRequested {
         payment,
@@ -505,14 +509,29 @@ fn pay_by_points(d: &mut Draft, customer: &Arc<str>, order: u64, payment: u64, t
     if total > 0 {
         d.push(ev::PointsDebited { customer: customer.clone(), amount: total, payment });
     }
-    d.push(ev::PaymentCaptured { payment, amount: total });
-    d.post(
-        Account::CustomerPoints(customer.clone()),
-        Account::SalesRevenue,
-        total,
-        PostingKind::Capture,
-        Some(payment),
-    );
+    let from = Account::CustomerPoints(customer.clone());
+    match spec.capture {
+        CaptureMode::Automatic => {
+            d.push(ev::PaymentCaptured { payment, amount: total });
+            d.post(from, Account::SalesRevenue, total, PostingKind::Capture, Some(payment));
+        }
+        CaptureMode::Manual => {
+            d.push(ev::PaymentAuthorized { payment, transaction_key: None });
+            d.post(from, Account::PointsAuthorized, total, PostingKind::Authorize, Some(payment));
+        }
+    }
+}
+
+/// Gives the customer back `amount` of an authorized points payment's parked points.
+fn release_points(m: &Merchant, d: &mut Draft, n: u64, p: &Payment, amount: u64, reason: &str) {
+    debug_assert!(p.method == PaymentMethod::Points && p.status == PaymentStatus::Authorized);
+    debug_assert!(amount <= p.amount);
+    if amount == 0 {
+        return;
+    }
+    let customer = m.order(p.order).map(|o| order_customer(m, o)).unwrap_or_else(|| "".into());
+    d.push(ev::PointsCredited { customer: customer.clone(), amount, reason: reason.into() });
+    d.post(Account::PointsAuthorized, Account::CustomerPoints(customer), amount, PostingKind::Release, Some(n));
 }
 
 fn pay_order(m: &Merchant, d: &mut Draft, id: &str, spec: &PaymentSpec) -> Result<Target, CoreError> {
@@ -577,7 +596,12 @@ fn cancel_order(m: &Merchant, d: &mut Draft, n: u64, order: &Order) -> Result<()
     };
     if let Some((pn, p)) = order.payment.and_then(|pn| Some((pn, m.payment(pn)?))) {
         match p.status {
-            PaymentStatus::Pending | PaymentStatus::Authorized => d.push(ev::PaymentVoided { payment: pn }),
+            PaymentStatus::Pending | PaymentStatus::Authorized => {
+                d.push(ev::PaymentVoided { payment: pn });
+                if p.method == PaymentMethod::Points && p.status == PaymentStatus::Authorized {
+                    release_points(m, d, pn, p, p.amount, "authorization voided");
+                }
+            }
             PaymentStatus::Captured | PaymentStatus::PartiallyRefunded => {
                 let remaining = p.captured - p.refunded;
                 if remaining > 0 {
@@ -600,8 +624,17 @@ fn capture(m: &Merchant, d: &mut Draft, id: &str, amount: Option<u64>) -> Result
         return Err(CoreError::InvalidState { status: p.status.as_str() });
     }
     let amount = amount.unwrap_or(p.amount);
-    check_range("amount", amount, 1, p.amount)?;
-    capture_card(d, n, amount);
+    // A zero-amount authorization (an order of free items) captures zero.
+    check_range("amount", amount, p.amount.min(1), p.amount)?;
+    match p.method {
+        PaymentMethod::Points => {
+            d.push(ev::PaymentCaptured { payment: n, amount });
+            d.post(Account::PointsAuthorized, Account::SalesRevenue, amount, PostingKind::Capture, Some(n));
+            // Partial capture: the rest of the authorization is released.
+            release_points(m, d, n, p, p.amount - amount, "authorization released");
+        }
+        PaymentMethod::Card | PaymentMethod::None => capture_card(d, n, amount),
+    }
     Ok(Target::Payment(n))
 }
 
@@ -676,7 +709,7 @@ fn gateway_approved(m: &Merchant, d: &mut Draft, id: &str, key: &str) -> Result<
         return Err(CoreError::InvalidState { status: order.status.as_str() });
     }
     d.push(ev::PaymentAuthorized { payment: n, transaction_key: Some(key.into()) });
-    if p.capture == crate::command::CaptureMode::Automatic {
+    if p.capture == CaptureMode::Automatic {
         capture_card(d, n, p.amount);
     }
     d.move_stock(order_stock(m, order), Bucket::Held, Bucket::Sold);

@@ -4,7 +4,7 @@
 //! | offset | size | field                                                      |
 //! |--------|------|------------------------------------------------------------|
 //! | 0      | 4    | magic: `SRGE` (event batch) or `SRGS` (shard snapshot)      |
-//! | 4      | 2    | version, little-endian (this build writes and reads 1)     |
+//! | 4      | 2    | version, little-endian (events: 1; snapshots: writes 2, reads 1 and 2) |
 //! | 6      | 2    | reserved, 0                                                |
 //! | 8      | 4    | count, little-endian: events in the batch (0 for snapshots)|
 //! | 12     | ...  | body: postcard 1.x encoding of `[Event]` or the shard image |
@@ -29,8 +29,23 @@ pub const EVENTS_MAGIC: [u8; 4] = *b"SRGE";
 pub const SNAPSHOT_MAGIC: [u8; 4] = *b"SRGS";
 /// Version of the event encoding this build writes. History: 1 — first release.
 pub const EVENTS_VERSION: u16 = 1;
-/// Version of the snapshot encoding this build writes. History: 1 — first release.
-pub const SNAPSHOT_VERSION: u16 = 1;
+/// Version of the snapshot encoding this build writes. History: 1 — first release; 2 — a
+/// fifth fixed ledger account, `points:authorized` (a merchant's `Ledger` holds five totals
+/// instead of four; nothing else changed). Version 1 is still read (see `Ledger`'s decoding).
+pub const SNAPSHOT_VERSION: u16 = 2;
+/// Oldest snapshot version this build reads.
+pub const SNAPSHOT_VERSION_MIN: u16 = 1;
+
+thread_local! {
+    /// The version of the snapshot this thread is decoding, for the few types whose layout
+    /// changed between versions (postcard is not self-describing, so they must be told).
+    static DECODING_SNAPSHOT_VERSION: std::cell::Cell<u16> = const { std::cell::Cell::new(SNAPSHOT_VERSION) };
+}
+
+/// See `DECODING_SNAPSHOT_VERSION`; `SNAPSHOT_VERSION` outside a snapshot decode.
+pub(crate) fn decoding_snapshot_version() -> u16 {
+    DECODING_SNAPSHOT_VERSION.with(std::cell::Cell::get)
+}
 
 #[cfg(not(target_endian = "little"))]
 compile_error!("the headers are cast with bytemuck and assume a little-endian target");
@@ -84,13 +99,17 @@ fn encode_with_header(magic: [u8; 4], version: u16, count: u32, body: &impl Seri
     append(body, out);
 }
 
-fn split_header(bytes: &[u8], magic: [u8; 4], version: u16) -> Result<(Header, &[u8]), DecodeError> {
+fn split_header(
+    bytes: &[u8],
+    magic: [u8; 4],
+    versions: std::ops::RangeInclusive<u16>,
+) -> Result<(Header, &[u8]), DecodeError> {
     let head = bytes.get(..HEADER_SIZE).ok_or(DecodeError::TooShort { len: bytes.len() })?;
     let header: Header = bytemuck::pod_read_unaligned(head);
     if header.magic != magic {
         return Err(DecodeError::BadMagic);
     }
-    if header.version != version {
+    if !versions.contains(&header.version) {
         return Err(DecodeError::UnsupportedVersion { version: header.version });
     }
     Ok((header, &bytes[HEADER_SIZE..]))
@@ -119,7 +138,7 @@ pub fn encode_events(events: &[Event]) -> Vec<u8> {
 /// Decodes a batch. Never panics on any input; also checks that every stored reply inside
 /// decodes, so replaying an idempotency record can never fail later.
 pub fn decode_events(bytes: &[u8]) -> Result<Vec<Event>, DecodeError> {
-    let (header, body) = split_header(bytes, EVENTS_MAGIC, EVENTS_VERSION)?;
+    let (header, body) = split_header(bytes, EVENTS_MAGIC, EVENTS_VERSION..=EVENTS_VERSION)?;
     if header.count as usize > BATCH_EVENTS_MAX {
         return Err(DecodeError::CountMismatch { expected: header.count, actual: 0 });
     }
@@ -141,7 +160,16 @@ pub(crate) fn encode_snapshot_into(image: &ShardImageRef<'_>, out: &mut Vec<u8>)
 }
 
 pub(crate) fn decode_snapshot(bytes: &[u8]) -> Result<ShardImage, DecodeError> {
-    let (_, body) = split_header(bytes, SNAPSHOT_MAGIC, SNAPSHOT_VERSION)?;
+    let (header, body) = split_header(bytes, SNAPSHOT_MAGIC, SNAPSHOT_VERSION_MIN..=SNAPSHOT_VERSION)?;
+    /// Puts the thread's decoding version back however decoding ends.
+    struct Restore;
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            DECODING_SNAPSHOT_VERSION.with(|v| v.set(SNAPSHOT_VERSION));
+        }
+    }
+    let _restore = Restore;
+    DECODING_SNAPSHOT_VERSION.with(|v| v.set(header.version));
     decode_body(body)
 }
 

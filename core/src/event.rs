@@ -37,6 +37,10 @@ pub enum PostingKind {
     PointsCredit,
     Capture,
     Refund,
+    // Appended (variants are encoded by index): points parked for a manual capture, and
+    // parked points given back (a partial capture's rest, a void).
+    Authorize,
+    Release,
 }
 
 macro_rules! event_bodies {

@@ -2,6 +2,8 @@
 //! (not from running totals). Tests run it after every step; `restore` runs it on every
 //! snapshot it loads.
 
+use crate::command::PaymentMethod;
+use crate::ledger::Account;
 use crate::shard::Shard;
 use crate::state::{HoldStatus, Merchant, OrderStatus, PaymentStatus, TokenStatus};
 
@@ -60,6 +62,22 @@ fn check_merchant(m: &Merchant) -> Result<(), String> {
                 c.id, c.points, c.account.credits, c.account.debits
             ));
         }
+    }
+
+    // Points parked by manual-capture authorizations: exactly what authorized points
+    // payments hold.
+    let parked: u128 = m
+        .payments
+        .iter()
+        .filter(|p| p.method == PaymentMethod::Points && p.status == PaymentStatus::Authorized)
+        .map(|p| u128::from(p.amount))
+        .sum();
+    let authorized = Account::PointsAuthorized.fixed_index().map(|i| m.ledger.fixed[i]).unwrap_or_default();
+    if authorized.credits < authorized.debits || authorized.credits - authorized.debits != parked {
+        return Err(format!(
+            "points:authorized credits {} debits {} but authorized points payments hold {parked}",
+            authorized.credits, authorized.debits
+        ));
     }
 
     // Ledger: the trial balance over every account is zero.

@@ -1,24 +1,32 @@
 //! The chart of accounts and account totals. Every merchant has its own books.
 //!
-//! | account                 | kind      | debited when                  | credited when                 |
-//! |-------------------------|-----------|-------------------------------|-------------------------------|
-//! | `points:issued`         | expense   | points are credited           | —                             |
-//! | `customer:{id}:points`  | liability | points pay for an order       | points are credited/refunded  |
-//! | `gateway:clearing`      | asset     | a card payment is captured    | a card payment is refunded    |
-//! | `sales:revenue`         | revenue   | —                             | any payment is captured       |
-//! | `refunds`               | contra    | any payment is refunded       | —                             |
+//! | account                 | kind      | debited when                         | credited when                        |
+//! |-------------------------|-----------|--------------------------------------|--------------------------------------|
+//! | `points:issued`         | expense   | points are credited                  | —                                    |
+//! | `customer:{id}:points`  | liability | points pay or are authorized         | points are credited/refunded/released|
+//! | `points:authorized`     | liability | authorized points are captured or released | points are authorized (manual capture) |
+//! | `gateway:clearing`      | asset     | a card payment is captured           | a card payment is refunded           |
+//! | `sales:revenue`         | revenue   | —                                    | any payment is captured              |
+//! | `refunds`               | contra    | any payment is refunded              | —                                    |
 //!
 //! Postings (each one debit and one credit of the same amount):
-//! - credit points A:        Dr `points:issued` A,        Cr `customer:{c}:points` A
-//! - capture by points T:    Dr `customer:{c}:points` T,  Cr `sales:revenue` T
-//! - capture by card A:      Dr `gateway:clearing` A,     Cr `sales:revenue` A
-//! - refund to points R:     Dr `refunds` R,              Cr `customer:{c}:points` R
-//! - refund to card R:       Dr `refunds` R,              Cr `gateway:clearing` R
+//! - credit points A:             Dr `points:issued` A,        Cr `customer:{c}:points` A
+//! - capture by points T:         Dr `customer:{c}:points` T,  Cr `sales:revenue` T
+//! - authorize points T (manual): Dr `customer:{c}:points` T,  Cr `points:authorized` T
+//! - capture authorized points C: Dr `points:authorized` C,    Cr `sales:revenue` C
+//! - release authorized points R: Dr `points:authorized` R,    Cr `customer:{c}:points` R
+//!   (the part of a partial capture not captured, or the whole of a voided authorization)
+//! - capture by card A:           Dr `gateway:clearing` A,     Cr `sales:revenue` A
+//! - refund to points R:          Dr `refunds` R,              Cr `customer:{c}:points` R
+//! - refund to card R:            Dr `refunds` R,              Cr `gateway:clearing` R
 //!
-//! Authorizations and voids move no money and post nothing. A balance is debits minus
-//! credits, so liability and revenue accounts have negative balances; a customer's points
-//! balance is the negated balance of their points account, and the engine asserts that the
-//! two agree.
+//! A points authorization takes the points from the customer at once (the balance can then
+//! pay nothing else) and parks them in `points:authorized` until the capture or the void:
+//! the customer's balance is never negative and never promised twice. Card authorizations
+//! and voids move no money here and post nothing (the gateway holds the funds). A balance is
+//! debits minus credits, so liability and revenue accounts have negative balances; a
+//! customer's points balance is the negated balance of their points account, and the engine
+//! asserts that the two agree.
 
 use std::sync::Arc;
 
@@ -33,11 +41,19 @@ pub enum Account {
     SalesRevenue,
     Refunds,
     CustomerPoints(Arc<str>),
+    // Appended: variants are encoded by index, so new ones go last.
+    PointsAuthorized,
 }
 
-/// The merchant-wide accounts, in the order `Ledger::fixed` stores them.
-pub const FIXED_ACCOUNTS: [Account; 4] =
-    [Account::PointsIssued, Account::GatewayClearing, Account::SalesRevenue, Account::Refunds];
+/// The merchant-wide accounts, in the order `Ledger::fixed` stores them (new ones last: a
+/// version-1 snapshot holds the first four).
+pub const FIXED_ACCOUNTS: [Account; 5] = [
+    Account::PointsIssued,
+    Account::GatewayClearing,
+    Account::SalesRevenue,
+    Account::Refunds,
+    Account::PointsAuthorized,
+];
 
 impl Account {
     pub fn name(&self) -> String {
@@ -53,6 +69,7 @@ impl Account {
             Account::GatewayClearing => "gateway:clearing",
             Account::SalesRevenue => "sales:revenue",
             Account::Refunds => "refunds",
+            Account::PointsAuthorized => "points:authorized",
             Account::CustomerPoints(_) => return None,
         })
     }
@@ -88,11 +105,37 @@ impl AccountTotals {
 }
 
 /// A merchant's books: the fixed accounts here, customer point accounts with the customer.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Ledger {
-    pub fixed: [AccountTotals; 4],
+    pub fixed: [AccountTotals; FIXED_ACCOUNTS.len()],
     /// Postings so far; the next posting's number is this plus one.
     pub postings: u64,
+}
+
+/// Snapshot version 1 held four fixed accounts (no `points:authorized`); version 2 holds
+/// five. Decoding reads what the snapshot being decoded holds (`encoding` says which) and
+/// gives an account a version-1 snapshot lacks zero totals, which is what it had then.
+impl<'de> Deserialize<'de> for Ledger {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Ledger, D::Error> {
+        #[derive(Deserialize)]
+        struct StoredV1 {
+            fixed: [AccountTotals; 4],
+            postings: u64,
+        }
+        #[derive(Deserialize)]
+        struct Stored {
+            fixed: [AccountTotals; FIXED_ACCOUNTS.len()],
+            postings: u64,
+        }
+        if crate::encoding::decoding_snapshot_version() == 1 {
+            let v1 = StoredV1::deserialize(deserializer)?;
+            let mut fixed = [AccountTotals::default(); FIXED_ACCOUNTS.len()];
+            fixed[..v1.fixed.len()].copy_from_slice(&v1.fixed);
+            return Ok(Ledger { fixed, postings: v1.postings });
+        }
+        let stored = Stored::deserialize(deserializer)?;
+        Ok(Ledger { fixed: stored.fixed, postings: stored.postings })
+    }
 }
 
 /// `GET /v1/ledger/trial-balance`.

@@ -474,6 +474,11 @@ impl World {
         }
     }
 
+    /// The encoded event batches shard `shard` applied, in order (what its log would hold).
+    pub fn logged_batches(&self, shard: usize) -> &[Vec<u8>] {
+        &self.log[shard]
+    }
+
     /// Applied (not refused) requests and ticks so far.
     pub fn batches(&self) -> usize {
         self.log.iter().map(Vec::len).sum()

@@ -3,7 +3,9 @@
 //! snapshot digests); these tests only vary its input.
 
 use proptest::prelude::*;
+use surge_core::encoding::decode_events;
 use surge_core::sim::World;
+use surge_core::EventBody;
 
 fn config() -> ProptestConfig {
     // PROPTEST_CASES raises the count for a soak; these keep CI on 2 cores quick.
@@ -66,4 +68,16 @@ fn random_runs_apply_a_fair_share_of_commands() {
         assert!(counts.get(event_type).is_some_and(|n| *n > 0), "{event_type} never happened: {counts:#?}");
     }
     assert!(world.replays() > 0, "no retry replayed a stored reply");
+    // Points parked by a manual capture, and given back by a partial capture or a void.
+    let kinds: std::collections::BTreeSet<String> = (0..world.engine.shards.len())
+        .flat_map(|shard| world.logged_batches(shard).iter())
+        .flat_map(|bytes| decode_events(bytes).unwrap_or_default())
+        .filter_map(|event| match event.body {
+            EventBody::LedgerPosted(p) => Some(format!("{:?}", p.kind)),
+            _ => None,
+        })
+        .collect();
+    for kind in ["Authorize", "Release", "Capture", "Refund", "PointsCredit"] {
+        assert!(kinds.contains(kind), "no {kind} posting: {kinds:?}");
+    }
 }

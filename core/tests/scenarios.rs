@@ -152,7 +152,7 @@ fn order_paid_with_points_moves_stock_points_and_ledger() {
     assert_eq!(f.account("points:issued"), (10_000, 0));
     let tb = f.m().trial_balance();
     assert!(tb.balanced);
-    assert_eq!((tb.total_debits, tb.accounts), (12_000, 5));
+    assert_eq!((tb.total_debits, tb.accounts), (12_000, 6));
 }
 
 #[test]
@@ -320,6 +320,87 @@ fn manual_capture_partial_once_then_several_partial_refunds() {
     assert_eq!(f.account("refunds"), (600, 0));
     assert_eq!(f.account("gateway:clearing"), (600, 600));
     assert_eq!(f.try_(refund(None)).unwrap_err(), CoreError::InvalidState { status: "refunded" });
+}
+
+fn manual_points() -> PaymentSpec {
+    PaymentSpec { method: PaymentMethod::Points, card: None, capture: CaptureMode::Manual }
+}
+
+#[test]
+fn points_with_manual_capture_authorize_then_a_partial_capture_gives_the_rest_back() {
+    let mut f = Fixture::new();
+    f.run(item("sku", 1_000, 3));
+    f.run(credit("c", 5_000));
+    f.run(Command::CreateOrder {
+        customer: "c".into(),
+        source: OrderSource::Lines(lines(&[("sku", 2)])),
+        payment: PaymentSpec { method: PaymentMethod::None, card: None, capture: CaptureMode::Automatic },
+        queue_token: None,
+    });
+    let o = as_order(f.run(Command::PayOrder { order: "ord_1".into(), payment: manual_points() }));
+    assert_eq!(o.status.as_str(), "paid", "an authorized payment pays the order, as a card's does");
+    let p = o.payment.expect("payment");
+    assert_eq!((p.status.as_str(), p.amount, p.captured), ("authorized", 2_000, 0));
+    assert_eq!(f.stock("sku"), (3, 1, 0, 2));
+    // The authorized points left the balance: they cannot pay for anything else.
+    assert_eq!(f.balance("c"), 3_000);
+    assert_eq!(f.account("customer:c:points"), (2_000, 5_000));
+    assert_eq!(f.account("points:authorized"), (0, 2_000));
+    assert_eq!(f.account("sales:revenue"), (0, 0), "nothing is revenue before the capture");
+
+    let capture = |amount| Command::CapturePayment { payment: "pay_1".into(), amount };
+    assert_eq!(f.try_(capture(Some(2_001))).unwrap_err().code(), "invalid_request");
+    let p = as_payment(f.run(capture(Some(1_500))));
+    assert_eq!((p.status.as_str(), p.captured), ("captured", 1_500));
+    assert_eq!(f.balance("c"), 3_500, "the 500 not captured went back");
+    assert_eq!(f.account("points:authorized"), (2_000, 2_000));
+    assert_eq!(f.account("sales:revenue"), (0, 1_500));
+    assert_eq!(f.try_(capture(Some(500))).unwrap_err(), CoreError::InvalidState { status: "captured" });
+
+    let p = as_payment(f.run(Command::RefundPayment { payment: "pay_1".into(), amount: None }));
+    assert_eq!((p.status.as_str(), p.refunded), ("refunded", 1_500));
+    assert_eq!(f.balance("c"), 5_000);
+    assert!(f.m().trial_balance().balanced);
+}
+
+#[test]
+fn points_with_manual_capture_captured_in_full_or_voided_by_a_cancel() {
+    let mut f = Fixture::new();
+    f.run(item("sku", 1_000, 3));
+    f.run(credit("c", 5_000));
+    let create = |f: &mut Fixture| {
+        as_order(f.run(Command::CreateOrder {
+            customer: "c".into(),
+            source: OrderSource::Lines(lines(&[("sku", 1)])),
+            payment: manual_points(),
+            queue_token: None,
+        }))
+    };
+    let o = create(&mut f);
+    assert_eq!((o.status.as_str(), o.payment.expect("payment").status.as_str()), ("paid", "authorized"));
+    let p = as_payment(f.run(Command::CapturePayment { payment: "pay_1".into(), amount: None }));
+    assert_eq!((p.status.as_str(), p.captured), ("captured", 1_000));
+    assert_eq!(f.balance("c"), 4_000);
+
+    create(&mut f);
+    assert_eq!(f.balance("c"), 3_000);
+    let o = as_order(f.run(Command::CancelOrder { order: "ord_2".into() }));
+    assert_eq!((o.status.as_str(), o.payment.expect("payment").status.as_str()), ("cancelled", "voided"));
+    assert_eq!(f.balance("c"), 4_000, "a voided authorization gives the points back");
+    assert_eq!(f.account("points:authorized"), (2_000, 2_000));
+    assert_eq!(f.stock("sku"), (3, 2, 0, 1));
+    let late = Command::CapturePayment { payment: "pay_2".into(), amount: None };
+    assert_eq!(f.try_(late).unwrap_err(), CoreError::InvalidState { status: "voided" });
+
+    // Authorizing needs the whole balance, as capturing does.
+    f.run(item("dear", 10_000, 1));
+    let too_dear = Command::CreateOrder {
+        customer: "c".into(),
+        source: OrderSource::Lines(lines(&[("dear", 1)])),
+        payment: manual_points(),
+        queue_token: None,
+    };
+    assert_eq!(f.try_(too_dear).unwrap_err().code(), "insufficient_points");
 }
 
 #[test]

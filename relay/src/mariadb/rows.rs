@@ -445,6 +445,8 @@ pub fn posting_kind(kind: PostingKind) -> &'static str {
         PostingKind::PointsCredit => "points_credit",
         PostingKind::Capture => "capture",
         PostingKind::Refund => "refund",
+        PostingKind::Authorize => "authorize",
+        PostingKind::Release => "release",
     }
 }
 
