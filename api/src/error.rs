@@ -136,7 +136,7 @@ impl From<CoreError> for ApiError {
     fn from(e: CoreError) -> ApiError {
         let detail = e.to_string();
         match e {
-            CoreError::InvalidRequest { .. } => ApiError::invalid(detail),
+            CoreError::InvalidRequest { field, .. } => ApiError::invalid(detail).with("field", field),
             CoreError::NotFound { .. } => ApiError::not_found(detail),
             CoreError::InsufficientStock { sku, available } => {
                 ApiError::new(StatusCode::CONFLICT, "insufficient_stock", detail)

@@ -657,6 +657,8 @@ async fn limits_of_the_contract_are_400_naming_the_field() {
         let r = c.post(path, &body).await;
         r.assert_problem(400, "invalid_request");
         assert!(r.body["detail"].as_str().unwrap().contains(field), "{path}: {}", r.body);
+        // Refusals by the engine's rules name the field in `field` too, as parse errors do.
+        assert!(r.body["field"].as_str().is_some_and(|f| f.contains(field)), "{path}: {}", r.body);
     }
     // An empty hold id is malformed (400), not a hold that is missing (404).
     let r = c
