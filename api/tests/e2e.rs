@@ -14,28 +14,37 @@ const ORDER: &str = r#"{"customer_id":"c-1","lines":[{"sku":"tee","qty":1}],"pay
 
 #[test]
 fn kill_9_loses_nothing_acknowledged() {
-    kill_9_mid_traffic(&[]);
+    kill_9_mid_traffic(&[], |_| true);
 }
 
 /// The same with a snapshot every few records: shards are frozen and snapshots written while
 /// orders flow, the kill may land in the middle of one, and recovery starts from the newest.
 #[test]
 fn kill_9_while_snapshots_are_taken_loses_nothing_acknowledged() {
-    let dir = kill_9_mid_traffic(&[("SURGE_SNAPSHOT_EVERY", "50")]);
+    let dir = kill_9_mid_traffic(&[("SURGE_SNAPSHOT_EVERY", "50")], |data| snapshot_count(&data.join("wal")) > 0);
     let wal = dir.path().join("wal");
-    let snapshots = std::fs::read_dir(&wal)
-        .unwrap()
-        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("snap"));
-    assert!(snapshots.count() > 0, "snapshots were written during the run");
+    assert!(snapshot_count(&wal) > 0, "snapshots were written during the run");
     // The newest snapshot plus the log after it pass every invariant.
     let out = Command::new(env!("CARGO_BIN_EXE_surge")).args(["wal", "verify"]).arg(&wal).output().unwrap();
     let report = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && report.contains("verify: OK"), "{report}");
 }
 
+fn snapshot_count(wal: &std::path::Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(wal) else { return 0 };
+    entries.filter(|e| e.as_ref().is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".snap"))).count()
+}
+
+/// Stock and points for more orders than the 4 threads can send before the kill.
+const STOCK: u64 = 1_000_000;
+const POINTS: u64 = 100 * STOCK;
+
 /// Orders from 4 threads, SIGKILL in the middle, restart: every acknowledged order is there
-/// and stock, points and ledger add up. Returns the data directory (the server is stopped).
-fn kill_9_mid_traffic(env: &[(&str, &str)]) -> tempfile::TempDir {
+/// and stock, points and ledger add up. The kill comes after at least 400 ms of traffic and
+/// once `ready(data_dir)` holds (polled, at most 20 s: on a busy machine a fixed delay could
+/// kill before what the test is about has happened). Returns the data directory (the server
+/// is stopped).
+fn kill_9_mid_traffic(env: &[(&str, &str)], ready: impl Fn(&std::path::Path) -> bool) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let (surge, token) = Surge::start_with(dir.path(), env);
     let admin = format!("Bearer {}", token.expect("an admin token is printed at first start"));
@@ -43,11 +52,19 @@ fn kill_9_mid_traffic(env: &[(&str, &str)]) -> tempfile::TempDir {
     let auth = process::create_merchant(addr, &admin, "m-1");
     let a = [("Authorization", auth.as_str())];
     assert_eq!(
-        http(addr, "PUT", "/v1/items/tee", &a, Some(r#"{"name":"Tee","price":100,"stock":1000}"#)).unwrap().0,
+        http(addr, "PUT", "/v1/items/tee", &a, Some(&format!(r#"{{"name":"Tee","price":100,"stock":{STOCK}}}"#)))
+            .unwrap()
+            .0,
         201
     );
     let credit = [("Authorization", auth.as_str()), ("Idempotency-Key", "credit-1")];
-    let r = http(addr, "POST", "/v1/customers/c-1/points/credit", &credit, Some(r#"{"amount":100000,"reason":"x"}"#));
+    let r = http(
+        addr,
+        "POST",
+        "/v1/customers/c-1/points/credit",
+        &credit,
+        Some(&format!(r#"{{"amount":{POINTS},"reason":"x"}}"#)),
+    );
     assert_eq!(r.unwrap().0, 200);
 
     // Traffic from 4 threads; kill -9 in the middle of it.
@@ -73,6 +90,11 @@ fn kill_9_mid_traffic(env: &[(&str, &str)]) -> tempfile::TempDir {
         })
         .collect();
     std::thread::sleep(Duration::from_millis(400));
+    let waited = std::time::Instant::now();
+    while !ready(dir.path()) {
+        assert!(waited.elapsed() < Duration::from_secs(20), "the condition for the kill never held");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     drop(surge); // SIGKILL
     stop.store(true, Ordering::Relaxed);
     for w in workers {
@@ -94,9 +116,9 @@ fn kill_9_mid_traffic(env: &[(&str, &str)]) -> tempfile::TempDir {
     let (_, item) = http(addr, "GET", "/v1/items/tee", &a, None).unwrap();
     let sold = item["sold"].as_u64().unwrap();
     assert!(sold >= acked.len() as u64);
-    assert_eq!(item["available"].as_u64().unwrap() + item["held"].as_u64().unwrap() + sold, 1000);
+    assert_eq!(item["available"].as_u64().unwrap() + item["held"].as_u64().unwrap() + sold, STOCK);
     let (_, points) = http(addr, "GET", "/v1/customers/c-1/points", &a, None).unwrap();
-    assert_eq!(points["balance"].as_u64().unwrap(), 100_000 - 100 * sold);
+    assert_eq!(points["balance"].as_u64().unwrap(), POINTS - 100 * sold);
     let (_, tb) = http(addr, "GET", "/v1/ledger/trial-balance", &a, None).unwrap();
     assert_eq!(tb["balanced"], true);
     // The persisted admin token still works.
