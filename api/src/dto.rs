@@ -10,11 +10,11 @@ use serde::{Serialize, Serializer};
 use surge_core::envelope::push_utc_ms;
 #[cfg(any(doc, test))]
 use surge_core::envelope::rfc3339_ms;
-use surge_core::ids::{HoldId, OrderId, PaymentId};
+use surge_core::ids::{DeadLetterId, HoldId, OrderId, PaymentId};
 use surge_core::ledger::TrialBalance;
 use surge_core::view::{
-    AccountView, CardView, HoldView, ItemView, LineView, MerchantView, OrderView, PaymentView, PointsView, QueueView,
-    TokenView,
+    AccountView, CardView, DeadLetterView, HoldView, ItemView, LineView, MerchantView, OrderView, PaymentView,
+    PointsView, QueueView, TokenView,
 };
 use surge_core::{Reply, UnixMs};
 
@@ -182,6 +182,41 @@ pub fn payment(p: &PaymentView) -> Payment<'_> {
     }
 }
 
+/// A dead letter; `merchant_id` in the admin listing, which spans merchants.
+#[derive(Serialize)]
+pub struct DeadLetter<'a> {
+    id: DeadLetterId,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    merchant_id: Option<&'a str>,
+    payment_id: PaymentId,
+    order_id: OrderId,
+    op: &'static str,
+    amount: u64,
+    operation_key: &'a str,
+    reason: &'a str,
+    status: &'static str,
+    attempts: u32,
+    created_at: Time,
+    updated_at: Time,
+}
+
+pub fn dead_letter<'a>(d: &'a DeadLetterView, merchant_id: Option<&'a str>) -> DeadLetter<'a> {
+    DeadLetter {
+        id: d.id,
+        merchant_id,
+        payment_id: d.payment_id,
+        order_id: d.order_id,
+        op: d.op.as_str(),
+        amount: d.amount,
+        operation_key: &d.key,
+        reason: &d.reason,
+        status: d.status.as_str(),
+        attempts: d.attempts,
+        created_at: Time(d.created_at_ms),
+        updated_at: Time(d.updated_at_ms),
+    }
+}
+
 #[derive(Serialize)]
 pub struct Order<'a> {
     id: OrderId,
@@ -297,6 +332,7 @@ pub enum ReplyDto<'a> {
     Points(Points<'a>),
     Queue(Queue<'a>),
     Token(Token<'a>),
+    DeadLetter(DeadLetter<'a>),
 }
 
 pub fn reply(r: &Reply) -> ReplyDto<'_> {
@@ -310,6 +346,7 @@ pub fn reply(r: &Reply) -> ReplyDto<'_> {
         Reply::Points(p) => ReplyDto::Points(points(p)),
         Reply::Queue(q) => ReplyDto::Queue(queue(q)),
         Reply::Token(t) => ReplyDto::Token(token(t)),
+        Reply::DeadLetter(d) => ReplyDto::DeadLetter(dead_letter(d, None)),
     }
 }
 

@@ -269,7 +269,7 @@ impl PaymentBody {
         }
         Ok(PaymentSpec {
             method: self.method,
-            card: self.card.map(|c| CardSpec { number: c.number, kind: c.kind }),
+            card: self.card.map(|c| CardSpec { number: c.number, kind: c.kind, sealed: Box::new([]) }),
             capture: self.capture.unwrap_or_default(),
         })
     }

@@ -11,8 +11,8 @@ use crate::ids::UnixMs;
 use crate::ledger::{Account, AccountTotals};
 use crate::shard::{Deadline, DeadlineKind, Shard};
 use crate::state::{
-    CardInfo, Customer, Hold, HoldStatus, IdempotencyRecord, Item, Merchant, Order, OrderStatus, Payment,
-    PaymentStatus, Queue, StateLine, Token, TokenStatus,
+    CardInfo, Customer, DeadLetter, DeadLetterStatus, Hold, HoldStatus, IdempotencyRecord, Item, Merchant, Order,
+    OrderStatus, Payment, PaymentStatus, Queue, StateLine, Token, TokenStatus,
 };
 
 type Outcome = Result<(), &'static str>;
@@ -140,6 +140,29 @@ pub(crate) fn apply_to_merchant(shard: &mut Shard, position: u32, event: &Event,
             ids.order.pop_front();
             ids.records.remove(&e.key);
             Ok(())
+        }
+        EventBody::GatewayRequested(e) => cx.gateway_requested(e),
+        EventBody::PaymentSubmittedVia(e) => {
+            let at_ms = cx.at_ms;
+            let p = cx.m.payment_mut(e.payment).ok_or("unknown payment")?;
+            if p.method != PaymentMethod::Card {
+                return Err("only card payments go through a gateway");
+            }
+            if p.transaction_key.as_deref().is_some_and(|known| known != &*e.transaction_key) {
+                return Err("a payment has one gateway transaction");
+            }
+            p.transaction_key = Some(e.transaction_key.clone());
+            p.gateway = Some(e.gateway.clone());
+            p.updated_at_ms = at_ms;
+            Ok(())
+        }
+        EventBody::OrderReopened(e) => cx.order_reopened(e),
+        EventBody::GatewayDeadLettered(e) => cx.dead_lettered(e),
+        EventBody::DeadLetterRetried(e) => {
+            cx.dead_letter_moved(e.dead_letter, DeadLetterStatus::Open, DeadLetterStatus::Retried)
+        }
+        EventBody::DeadLetterResolved(e) => {
+            cx.dead_letter_moved(e.dead_letter, DeadLetterStatus::Retried, DeadLetterStatus::Resolved)
         }
     }
 }
@@ -329,8 +352,13 @@ impl Cx<'_> {
             return Err("payment number out of sequence");
         }
         let at_ms = self.at_ms;
+        let previous = self.m.order(e.order).ok_or("unknown order")?.payment;
+        // A new payment only for an order without one, or whose last one failed.
+        if previous.is_some_and(|p| self.m.payment(p).is_none_or(|p| p.status != PaymentStatus::Failed)) {
+            return Err("order already has a payment");
+        }
         let order = self.m.order_mut(e.order).ok_or("unknown order")?;
-        if order.status != OrderStatus::AwaitingPayment || order.payment.is_some() {
+        if order.status != OrderStatus::AwaitingPayment {
             return Err("order is not awaiting payment");
         }
         if e.method == PaymentMethod::None || (e.method == PaymentMethod::Card) != e.card.is_some() {
@@ -360,6 +388,7 @@ impl Cx<'_> {
             failure_reason: None,
             created_at_ms: at_ms,
             updated_at_ms: at_ms,
+            gateway: None,
         });
         Ok(())
     }
@@ -430,6 +459,85 @@ impl Cx<'_> {
         self.totals(debit).debits = debits;
         self.totals(credit).credits = credits;
         self.m.ledger.postings += 1;
+        Ok(())
+    }
+
+    fn gateway_requested(&mut self, e: &ev::GatewayRequested) -> Outcome {
+        let p = self.m.payment(e.payment).ok_or("unknown payment")?;
+        if p.method != PaymentMethod::Card || p.order != e.order {
+            return Err("gateway request for another payment");
+        }
+        if (e.op == ev::GatewayOp::Authorize) != e.card.is_some() {
+            return Err("an authorization, and only an authorization, carries the card");
+        }
+        if e.op == ev::GatewayOp::Authorize && p.status != PaymentStatus::Pending {
+            return Err("authorization of a settled payment");
+        }
+        let p = self.m.payment_mut(e.payment).ok_or("unknown payment")?;
+        // A void of a late approval names the transaction the payment did not know yet.
+        if p.transaction_key.is_none() {
+            p.transaction_key.clone_from(&e.transaction_key);
+        }
+        if p.gateway.is_none() {
+            p.gateway.clone_from(&e.gateway);
+        }
+        Ok(())
+    }
+
+    fn order_reopened(&mut self, e: &ev::OrderReopened) -> Outcome {
+        let at_ms = self.at_ms;
+        let order = self.m.order(e.order).ok_or("unknown order")?;
+        let failed = order.payment.and_then(|p| self.m.payment(p)).is_some_and(|p| p.status == PaymentStatus::Failed);
+        if order.status != OrderStatus::PendingPayment || !failed {
+            return Err("only an order whose card payment failed reopens");
+        }
+        let order = self.m.order_mut(e.order).ok_or("unknown order")?;
+        order.status = OrderStatus::AwaitingPayment;
+        order.expires_at_ms = Some(e.expires_at_ms);
+        order.updated_at_ms = at_ms;
+        let deadline = self.deadline(e.expires_at_ms, DeadlineKind::Order, e.order, 0);
+        self.deadlines.insert(deadline);
+        Ok(())
+    }
+
+    fn dead_lettered(&mut self, e: &ev::GatewayDeadLettered) -> Outcome {
+        let at_ms = self.at_ms;
+        if self.m.payment(e.payment).is_none_or(|p| p.method != PaymentMethod::Card) {
+            return Err("dead letter of an unknown or non-card payment");
+        }
+        if e.dead_letter == self.m.dead_letters.len() as u64 + 1 {
+            self.m.dead_letters.push(DeadLetter {
+                payment: e.payment,
+                op: e.op,
+                key: e.key.clone(),
+                amount: e.amount,
+                reason: e.reason.clone(),
+                status: DeadLetterStatus::Open,
+                attempts: 1,
+                created_at_ms: at_ms,
+                updated_at_ms: at_ms,
+            });
+            return Ok(());
+        }
+        let dl = self.m.dead_letter_mut(e.dead_letter).ok_or("dead letter number out of sequence")?;
+        if dl.status != DeadLetterStatus::Retried || dl.payment != e.payment || dl.key != e.key {
+            return Err("only a retried dead letter opens again");
+        }
+        dl.status = DeadLetterStatus::Open;
+        dl.attempts = dl.attempts.saturating_add(1);
+        dl.reason = e.reason.clone();
+        dl.updated_at_ms = at_ms;
+        Ok(())
+    }
+
+    fn dead_letter_moved(&mut self, n: u64, from: DeadLetterStatus, to: DeadLetterStatus) -> Outcome {
+        let at_ms = self.at_ms;
+        let dl = self.m.dead_letter_mut(n).ok_or("unknown dead letter")?;
+        if dl.status != from {
+            return Err("dead letter status does not allow this transition");
+        }
+        dl.status = to;
+        dl.updated_at_ms = at_ms;
         Ok(())
     }
 

@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::event::GatewayOp;
+
 /// One merchant-scoped request.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Request {
@@ -73,20 +75,48 @@ pub enum Command {
     VoidPayment {
         payment: String,
     },
-    /// The gateway took the payment request and named its transaction.
+    /// The gateway `gateway` took the payment request and named its transaction.
     GatewayAccepted {
         payment: String,
         transaction_key: String,
+        gateway: String,
     },
     /// The gateway approved the payment (callback `SUCCESS`, or the reconciler's look-up).
+    /// For a payment that has already failed or been voided, this asks for the approval to
+    /// be voided at the gateway (a late approval must never stay a charge).
     GatewayApproved {
         payment: String,
         transaction_key: String,
     },
-    /// The gateway declined it (callback `FAILED`), or the worker gave up on it.
+    /// The gateway declined it (callback `FAILED`, or the reconciler's look-up).
     GatewayDeclined {
         payment: String,
         reason: String,
+    },
+    /// The gateway worker gave up (no gateway took or settled the payment in time): the
+    /// payment fails, and whatever a request that went unanswered may have created at the
+    /// gateway is voided.
+    GatewayGaveUp {
+        payment: String,
+        reason: String,
+    },
+    /// A capture, void or refund kept failing at the gateway: it becomes a dead letter (or
+    /// the dead letter it was a retry of opens again; a repeated report changes nothing).
+    GatewayOpFailed {
+        payment: String,
+        op: GatewayOp,
+        /// The operation's idempotency key suffix (`GatewayRequested::key`).
+        key: String,
+        amount: u64,
+        reason: String,
+    },
+    /// An operator retries a dead letter (`dl_{n}`): the operation is requested again.
+    RetryDeadLetter {
+        dead_letter: String,
+    },
+    /// The retry of dead letter number `dead_letter` went through at the gateway.
+    ResolveDeadLetter {
+        dead_letter: u64,
     },
     CreditPoints {
         customer: String,
@@ -165,9 +195,14 @@ impl PaymentMethod {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CardSpec {
+    /// The number as the client sent it: validated here, then only its last four digits
+    /// are kept (events, state, replies).
     pub number: String,
     /// The card scheme as the gateway names it (`SAMSUNG`, `KB`, ...).
     pub kind: String,
+    /// The number encrypted by the host (AEAD); opaque to the engine, which logs it for
+    /// the gateway worker, the only reader that can open it.
+    pub sealed: Box<[u8]>,
 }
 
 /// `automatic` captures as soon as the gateway approves; `manual` waits for a capture call.

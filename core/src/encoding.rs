@@ -4,7 +4,7 @@
 //! | offset | size | field                                                      |
 //! |--------|------|------------------------------------------------------------|
 //! | 0      | 4    | magic: `SRGE` (event batch) or `SRGS` (shard snapshot)      |
-//! | 4      | 2    | version, little-endian (events: 1; snapshots: writes 2, reads 1 and 2) |
+//! | 4      | 2    | version, little-endian (events: 1; snapshots: writes 3, reads 1..=3) |
 //! | 6      | 2    | reserved, 0                                                |
 //! | 8      | 4    | count, little-endian: events in the batch (0 for snapshots)|
 //! | 12     | ...  | body: postcard 1.x encoding of `[Event]` or the shard image |
@@ -30,22 +30,12 @@ pub const SNAPSHOT_MAGIC: [u8; 4] = *b"SRGS";
 /// Version of the event encoding this build writes. History: 1 — first release.
 pub const EVENTS_VERSION: u16 = 1;
 /// Version of the snapshot encoding this build writes. History: 1 — first release; 2 — a
-/// fifth fixed ledger account, `points:authorized` (a merchant's `Ledger` holds five totals
-/// instead of four; nothing else changed). Version 1 is still read (see `Ledger`'s decoding).
-pub const SNAPSHOT_VERSION: u16 = 2;
+/// fifth fixed ledger account, `points:authorized`; 3 — the card path: a sixth fixed account
+/// (`gateway:authorized`), a payment's `gateway`, a merchant's `dead_letters`. Older
+/// versions are still read (`snapshot_legacy`).
+pub const SNAPSHOT_VERSION: u16 = 3;
 /// Oldest snapshot version this build reads.
 pub const SNAPSHOT_VERSION_MIN: u16 = 1;
-
-thread_local! {
-    /// The version of the snapshot this thread is decoding, for the few types whose layout
-    /// changed between versions (postcard is not self-describing, so they must be told).
-    static DECODING_SNAPSHOT_VERSION: std::cell::Cell<u16> = const { std::cell::Cell::new(SNAPSHOT_VERSION) };
-}
-
-/// See `DECODING_SNAPSHOT_VERSION`; `SNAPSHOT_VERSION` outside a snapshot decode.
-pub(crate) fn decoding_snapshot_version() -> u16 {
-    DECODING_SNAPSHOT_VERSION.with(std::cell::Cell::get)
-}
 
 #[cfg(not(target_endian = "little"))]
 compile_error!("the headers are cast with bytemuck and assume a little-endian target");
@@ -115,7 +105,7 @@ fn split_header(
     Ok((header, &bytes[HEADER_SIZE..]))
 }
 
-fn decode_body<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, DecodeError> {
+pub(crate) fn decode_body<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, DecodeError> {
     let (value, rest) = postcard::take_from_bytes(body).map_err(|e| DecodeError::Body(e.to_string()))?;
     if !rest.is_empty() {
         return Err(DecodeError::TrailingBytes(rest.len()));
@@ -161,16 +151,11 @@ pub(crate) fn encode_snapshot_into(image: &ShardImageRef<'_>, out: &mut Vec<u8>)
 
 pub(crate) fn decode_snapshot(bytes: &[u8]) -> Result<ShardImage, DecodeError> {
     let (header, body) = split_header(bytes, SNAPSHOT_MAGIC, SNAPSHOT_VERSION_MIN..=SNAPSHOT_VERSION)?;
-    /// Puts the thread's decoding version back however decoding ends.
-    struct Restore;
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            DECODING_SNAPSHOT_VERSION.with(|v| v.set(SNAPSHOT_VERSION));
-        }
+    if header.version == SNAPSHOT_VERSION {
+        decode_body(body)
+    } else {
+        crate::snapshot_legacy::decode(header.version, body)
     }
-    let _restore = Restore;
-    DECODING_SNAPSHOT_VERSION.with(|v| v.set(header.version));
-    decode_body(body)
 }
 
 /// Stored replies are postcard without a header: they live and die inside one version.

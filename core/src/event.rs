@@ -113,6 +113,13 @@ event_bodies! {
     TokenExpired => "queue.token_expired",
     IdempotencyRecorded => "idempotency.recorded",
     IdempotencyExpired => "idempotency.expired",
+    // Appended for the card path (variants are encoded by index).
+    GatewayRequested => "gateway.requested",
+    PaymentSubmittedVia => "payment.submitted",
+    OrderReopened => "order.reopened",
+    GatewayDeadLettered => "payment.dead_lettered",
+    DeadLetterRetried => "payment.dead_letter_retried",
+    DeadLetterResolved => "payment.dead_letter_resolved",
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -242,8 +249,9 @@ pub struct OrderRefunded {
     pub order: u64,
 }
 
-/// A card number as the gateway needs it. It is in the log because the gateway worker is
-/// driven by the log; views show only the last four digits.
+/// The card of a payment request. `number` is masked (`************1451`): the full number
+/// travels only sealed, in `GatewayRequested`. (Logs written before the card path existed
+/// hold test numbers here in full; nothing reads more than their last four digits.)
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CardDetails {
     pub number: Box<str>,
@@ -255,6 +263,15 @@ impl CardDetails {
     pub fn last4(&self) -> Box<str> {
         let digits: String = self.number.chars().filter(char::is_ascii_digit).collect();
         digits[digits.len().saturating_sub(4)..].into()
+    }
+
+    /// `number` with every digit but the last four replaced by `*` and separators dropped.
+    pub fn masked(number: &str, kind: &str) -> CardDetails {
+        let digits = number.bytes().filter(u8::is_ascii_digit).count();
+        let last4 = CardDetails { number: number.into(), kind: kind.into() }.last4();
+        let mut masked = "*".repeat(digits.saturating_sub(last4.len()));
+        masked.push_str(&last4);
+        CardDetails { number: masked.into(), kind: kind.into() }
     }
 }
 
@@ -407,6 +424,101 @@ pub struct IdempotencyExpired {
     pub key: Arc<str>,
 }
 
+/// What the gateway worker is asked to do for a card payment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GatewayOp {
+    Authorize,
+    Capture,
+    Void,
+    Refund,
+}
+
+impl GatewayOp {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GatewayOp::Authorize => "authorize",
+            GatewayOp::Capture => "capture",
+            GatewayOp::Void => "void",
+            GatewayOp::Refund => "refund",
+        }
+    }
+}
+
+/// A card number the host encrypted (AEAD) before the engine saw the command; only the
+/// gateway worker, which holds the key, opens it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedCard {
+    pub kind: Box<str>,
+    pub sealed: Box<[u8]>,
+}
+
+/// A call the gateway worker must make, with everything it needs, so that the worker is
+/// driven by the log alone: a payment to authorize (with the sealed card), or a capture,
+/// void or refund of a payment's gateway transaction. Engine-internal: never published (it
+/// holds the sealed card); the public events of the same change say what happened.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatewayRequested {
+    pub payment: u64,
+    pub order: u64,
+    pub op: GatewayOp,
+    pub amount: u64,
+    /// Unique per payment and operation (`authorize`, `capture`, `void`, `refund:{refunded
+    /// before}`): with the merchant and payment ids it is the gateway call's
+    /// `Idempotency-Key`, the same on every retry, so a retry can never charge twice.
+    pub key: Box<str>,
+    pub capture: CaptureMode,
+    /// The gateway transaction, once known (every operation but an early void has one).
+    pub transaction_key: Option<Box<str>>,
+    /// The gateway holding the transaction, once known.
+    pub gateway: Option<Box<str>>,
+    /// Authorize only.
+    pub card: Option<SealedCard>,
+    /// Set when an operator retried dead letter `dl_{n}`.
+    pub retry_of: Option<u64>,
+}
+
+/// The gateway `gateway` took the payment and named its transaction (`PaymentSubmitted`
+/// with the gateway; written instead of it since the card path exists).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentSubmittedVia {
+    pub payment: u64,
+    pub transaction_key: Box<str>,
+    pub gateway: Box<str>,
+}
+
+/// A card payment failed: the order waits for a payment again, its stock still reserved,
+/// until `expires_at_ms`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderReopened {
+    pub order: u64,
+    pub expires_at_ms: UnixMs,
+}
+
+/// A capture, void or refund that kept failing at the gateway, kept for an operator (a new
+/// dead letter, or `dead_letter` reopened when its retry failed too).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatewayDeadLettered {
+    pub dead_letter: u64,
+    pub payment: u64,
+    pub op: GatewayOp,
+    pub key: Box<str>,
+    pub amount: u64,
+    pub reason: Box<str>,
+}
+
+/// An operator retried a dead letter; a `GatewayRequested` of the same operation follows.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetterRetried {
+    pub dead_letter: u64,
+}
+
+/// The retried operation of a dead letter went through.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetterResolved {
+    pub dead_letter: u64,
+}
+
 /// The Kafka topic family an event belongs to (the relay adds the configured prefix).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Topic {
@@ -417,6 +529,8 @@ pub enum Topic {
     Ledger,
     Points,
     Queue,
+    /// Gateway operations that kept failing (`{prefix}dlq`).
+    DeadLetters,
 }
 
 impl Topic {
@@ -429,6 +543,7 @@ impl Topic {
             Topic::Ledger => "ledger",
             Topic::Points => "points",
             Topic::Queue => "queue",
+            Topic::DeadLetters => "dlq",
         }
     }
 }
@@ -446,6 +561,7 @@ impl Event {
         let order = |n: u64| Numbered::Order.id(n);
         let payment = |n: u64| Numbered::Payment.id(n);
         let hold = |n: u64| Numbered::Hold.id(n);
+        let dead_letter = |n: u64| Numbered::DeadLetter.id(n);
         Some(match &self.body {
             B::MerchantCreated(_) => (Topic::Merchants, self.merchant.to_string()),
             B::ItemPut(e) => (Topic::Inventory, e.sku.to_string()),
@@ -475,7 +591,12 @@ impl Event {
             B::TokenIssued(e) => (Topic::Queue, e.queue.to_string()),
             B::TokenActivated(e) => (Topic::Queue, e.queue.to_string()),
             B::TokenExpired(e) => (Topic::Queue, e.queue.to_string()),
-            B::IdempotencyRecorded(_) | B::IdempotencyExpired(_) => return None,
+            B::PaymentSubmittedVia(e) => (Topic::Payments, payment(e.payment)),
+            B::OrderReopened(e) => (Topic::Orders, order(e.order)),
+            B::GatewayDeadLettered(e) => (Topic::DeadLetters, dead_letter(e.dead_letter)),
+            B::DeadLetterRetried(e) => (Topic::DeadLetters, dead_letter(e.dead_letter)),
+            B::DeadLetterResolved(e) => (Topic::DeadLetters, dead_letter(e.dead_letter)),
+            B::IdempotencyRecorded(_) | B::IdempotencyExpired(_) | B::GatewayRequested(_) => return None,
         })
     }
 }

@@ -1,6 +1,6 @@
 //! Identifier syntax and the deterministic ids the engine hands out.
 //!
-//! Orders, holds and payments are numbered per merchant from 1 in apply order, so replaying
+//! Orders, holds, payments and dead letters are numbered per merchant from 1 in apply order, so replaying
 //! the same events gives the same ids. Queue tokens add a 64-bit nonce that the caller puts
 //! into the command (the engine has no randomness); the nonce is logged with the event, so
 //! replay reproduces the token too.
@@ -28,6 +28,7 @@ pub enum Numbered {
     Hold,
     Order,
     Payment,
+    DeadLetter,
 }
 
 impl Numbered {
@@ -37,6 +38,7 @@ impl Numbered {
             Numbered::Hold => "hold_",
             Numbered::Order => "ord_",
             Numbered::Payment => "pay_",
+            Numbered::DeadLetter => "dl_",
         }
     }
 
@@ -116,6 +118,12 @@ numbered_id!(
     /// `pay_{n}`.
     PaymentId,
     Numbered::Payment
+);
+
+numbered_id!(
+    /// `dl_{n}`: a gateway operation that kept failing, kept for an operator.
+    DeadLetterId,
+    Numbered::DeadLetter
 );
 
 /// A waiting-room token: `qt_{seq}_{nonce as 16 hex digits}`.

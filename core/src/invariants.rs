@@ -80,6 +80,54 @@ fn check_merchant(m: &Merchant) -> Result<(), String> {
         ));
     }
 
+    // Card authorizations: `gateway:authorized` holds exactly what authorized card payments
+    // hold, and `gateway:clearing` what the gateway owes: open authorizations plus captured,
+    // unrefunded card payments.
+    let card_authorized: u128 = m
+        .payments
+        .iter()
+        .filter(|p| p.method == PaymentMethod::Card && p.status == PaymentStatus::Authorized)
+        .map(|p| u128::from(p.amount))
+        .sum();
+    let totals = |a: Account| a.fixed_index().map(|i| m.ledger.fixed[i]).unwrap_or_default();
+    let gateway_authorized = totals(Account::GatewayAuthorized);
+    if gateway_authorized.credits < gateway_authorized.debits
+        || gateway_authorized.credits - gateway_authorized.debits != card_authorized
+    {
+        return Err(format!(
+            "gateway:authorized credits {} debits {} but authorized card payments hold {card_authorized}",
+            gateway_authorized.credits, gateway_authorized.debits
+        ));
+    }
+    let card_owed: u128 = m
+        .payments
+        .iter()
+        .filter(|p| p.method == PaymentMethod::Card)
+        .map(|p| u128::from(p.captured - p.refunded))
+        .sum::<u128>()
+        + card_authorized;
+    let clearing = totals(Account::GatewayClearing);
+    if clearing.debits < clearing.credits || clearing.debits - clearing.credits != card_owed {
+        return Err(format!(
+            "gateway:clearing debits {} credits {} but the gateway owes {card_owed}",
+            clearing.debits, clearing.credits
+        ));
+    }
+
+    // Dead letters: captures, voids and refunds of card payments.
+    for (i, dl) in m.dead_letters.iter().enumerate() {
+        let card = m.payment(dl.payment).is_some_and(|p| p.method == PaymentMethod::Card);
+        if !card || dl.op == crate::event::GatewayOp::Authorize || dl.attempts == 0 {
+            return Err(format!(
+                "dead letter {}: {:?} of payment {} (attempts {})",
+                i + 1,
+                dl.op,
+                dl.payment,
+                dl.attempts
+            ));
+        }
+    }
+
     // Ledger: the trial balance over every account is zero.
     let tb = m.trial_balance();
     if !tb.balanced {
@@ -106,7 +154,11 @@ fn check_merchant(m: &Merchant) -> Result<(), String> {
         }
         let order = m.order(p.order).ok_or_else(|| format!("payment {n}: no order"))?;
         if order.payment != Some(n) {
-            return Err(format!("payment {n}: its order does not point back"));
+            // An order is paid again only after a failed payment: earlier ones all failed.
+            if p.status != PaymentStatus::Failed || order.payment.is_none_or(|current| current < n) {
+                return Err(format!("payment {n}: its order does not point back"));
+            }
+            continue;
         }
         let consistent = match order.status {
             OrderStatus::PendingPayment => p.status == PaymentStatus::Pending,
@@ -115,7 +167,8 @@ fn check_merchant(m: &Merchant) -> Result<(), String> {
                 PaymentStatus::Authorized | PaymentStatus::Captured | PaymentStatus::PartiallyRefunded
             ),
             OrderStatus::Refunded => p.status == PaymentStatus::Refunded,
-            OrderStatus::AwaitingPayment => false,
+            // Waiting for a payment again after a card payment failed.
+            OrderStatus::AwaitingPayment => p.status == PaymentStatus::Failed,
             OrderStatus::Cancelled | OrderStatus::Expired => {
                 !matches!(p.status, PaymentStatus::Pending | PaymentStatus::Authorized)
             }
@@ -128,9 +181,10 @@ fn check_merchant(m: &Merchant) -> Result<(), String> {
         if o.status == OrderStatus::Paid && o.payment.is_none() {
             return Err(format!("order {}: paid without a payment", i + 1));
         }
-        if o.expires_at_ms.is_some()
-            != (o.status == OrderStatus::AwaitingPayment && o.payment.is_none() && o.expires_at_ms.is_some())
-        {
+        // Only an order waiting for a payment expires (it has none yet, or its last failed).
+        let payable = o.status == OrderStatus::AwaitingPayment
+            && o.payment.and_then(|p| m.payment(p)).is_none_or(|p| p.status == PaymentStatus::Failed);
+        if o.expires_at_ms.is_some() && !payable {
             return Err(format!("order {}: expiry set in status {:?}", i + 1, o.status));
         }
     }

@@ -5,7 +5,8 @@
 //! | `points:issued`         | expense   | points are credited                  | —                                    |
 //! | `customer:{id}:points`  | liability | points pay or are authorized         | points are credited/refunded/released|
 //! | `points:authorized`     | liability | authorized points are captured or released | points are authorized (manual capture) |
-//! | `gateway:clearing`      | asset     | a card payment is captured           | a card payment is refunded           |
+//! | `gateway:clearing`      | asset     | a card payment is authorized         | a card authorization is released or a card payment refunded |
+//! | `gateway:authorized`    | liability | an authorized card payment is captured or released | a card payment is authorized |
 //! | `sales:revenue`         | revenue   | —                                    | any payment is captured              |
 //! | `refunds`               | contra    | any payment is refunded              | —                                    |
 //!
@@ -16,14 +17,22 @@
 //! - capture authorized points C: Dr `points:authorized` C,    Cr `sales:revenue` C
 //! - release authorized points R: Dr `points:authorized` R,    Cr `customer:{c}:points` R
 //!   (the part of a partial capture not captured, or the whole of a voided authorization)
-//! - capture by card A:           Dr `gateway:clearing` A,     Cr `sales:revenue` A
+//! - authorize by card A:         Dr `gateway:clearing` A,     Cr `gateway:authorized` A
+//! - capture authorized card C:   Dr `gateway:authorized` C,   Cr `sales:revenue` C
+//! - release card authorization R: Dr `gateway:authorized` R,  Cr `gateway:clearing` R
+//!   (a partial capture's rest, or the whole of a voided authorization)
 //! - refund to points R:          Dr `refunds` R,              Cr `customer:{c}:points` R
 //! - refund to card R:            Dr `refunds` R,              Cr `gateway:clearing` R
 //!
 //! A points authorization takes the points from the customer at once (the balance can then
 //! pay nothing else) and parks them in `points:authorized` until the capture or the void:
-//! the customer's balance is never negative and never promised twice. Card authorizations
-//! and voids move no money here and post nothing (the gateway holds the funds). A balance is
+//! the customer's balance is never negative and never promised twice. A card authorization
+//! has the same shape: what the gateway approved is receivable (`gateway:clearing`) and parked
+//! in `gateway:authorized` until it is captured (revenue) or released, so `gateway:clearing`
+//! always holds what the gateway owes for captured, unrefunded card payments plus open
+//! authorizations. (Before the gateway path, core's simulated card payments were captured
+//! straight from `gateway:clearing` to `sales:revenue` with no authorization posting; logs
+//! holding them, such as the snapshot fixtures, replay as they were.) A balance is
 //! debits minus credits, so liability and revenue accounts have negative balances; a
 //! customer's points balance is the negated balance of their points account, and the engine
 //! asserts that the two agree.
@@ -43,16 +52,18 @@ pub enum Account {
     CustomerPoints(Arc<str>),
     // Appended: variants are encoded by index, so new ones go last.
     PointsAuthorized,
+    GatewayAuthorized,
 }
 
 /// The merchant-wide accounts, in the order `Ledger::fixed` stores them (new ones last: a
-/// version-1 snapshot holds the first four).
-pub const FIXED_ACCOUNTS: [Account; 5] = [
+/// version-1 snapshot holds the first four, version 2 the first five).
+pub const FIXED_ACCOUNTS: [Account; 6] = [
     Account::PointsIssued,
     Account::GatewayClearing,
     Account::SalesRevenue,
     Account::Refunds,
     Account::PointsAuthorized,
+    Account::GatewayAuthorized,
 ];
 
 impl Account {
@@ -70,6 +81,7 @@ impl Account {
             Account::SalesRevenue => "sales:revenue",
             Account::Refunds => "refunds",
             Account::PointsAuthorized => "points:authorized",
+            Account::GatewayAuthorized => "gateway:authorized",
             Account::CustomerPoints(_) => return None,
         })
     }
@@ -105,37 +117,12 @@ impl AccountTotals {
 }
 
 /// A merchant's books: the fixed accounts here, customer point accounts with the customer.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+/// (Snapshots of versions 1 and 2 held fewer fixed accounts; `snapshot_legacy` reads them.)
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ledger {
     pub fixed: [AccountTotals; FIXED_ACCOUNTS.len()],
     /// Postings so far; the next posting's number is this plus one.
     pub postings: u64,
-}
-
-/// Snapshot version 1 held four fixed accounts (no `points:authorized`); version 2 holds
-/// five. Decoding reads what the snapshot being decoded holds (`encoding` says which) and
-/// gives an account a version-1 snapshot lacks zero totals, which is what it had then.
-impl<'de> Deserialize<'de> for Ledger {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Ledger, D::Error> {
-        #[derive(Deserialize)]
-        struct StoredV1 {
-            fixed: [AccountTotals; 4],
-            postings: u64,
-        }
-        #[derive(Deserialize)]
-        struct Stored {
-            fixed: [AccountTotals; FIXED_ACCOUNTS.len()],
-            postings: u64,
-        }
-        if crate::encoding::decoding_snapshot_version() == 1 {
-            let v1 = StoredV1::deserialize(deserializer)?;
-            let mut fixed = [AccountTotals::default(); FIXED_ACCOUNTS.len()];
-            fixed[..v1.fixed.len()].copy_from_slice(&v1.fixed);
-            return Ok(Ledger { fixed, postings: v1.postings });
-        }
-        let stored = Stored::deserialize(deserializer)?;
-        Ok(Ledger { fixed: stored.fixed, postings: stored.postings })
-    }
 }
 
 /// `GET /v1/ledger/trial-balance`.

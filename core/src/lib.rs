@@ -32,6 +32,7 @@ pub mod ledger;
 pub mod limits;
 pub mod shard;
 pub mod sim;
+mod snapshot_legacy;
 pub mod split_map;
 pub mod state;
 pub mod tick;

@@ -20,6 +20,8 @@ pub const TEXT_BYTES_MAX: usize = 256;
 pub const IDEMPOTENCY_KEY_LEN_MAX: usize = 255;
 /// Card numbers as the gateway takes them ("1234-5678-9814-1451").
 pub const CARD_NUMBER_LEN_MAX: usize = 32;
+/// A sealed card number (nonce, ciphertext, tag) is far smaller; anything larger is a host bug.
+pub const CARD_SEALED_BYTES_MAX: usize = 256;
 /// Concurrently active tokens of one waiting room.
 pub const QUEUE_ACTIVE_MAX: u64 = 1_000_000;
 

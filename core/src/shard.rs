@@ -270,6 +270,7 @@ impl Shard {
                 queues: Indexed::default(),
                 ledger: Default::default(),
                 idempotency: Default::default(),
+                dead_letters: Default::default(),
             });
         } else {
             let position = self.merchants.position(&event.merchant).ok_or_else(|| fail("unknown merchant"))?;

@@ -108,6 +108,7 @@ struct Counts {
     holds: u64,
     orders: u64,
     payments: u64,
+    dead_letters: u64,
     /// The customer of the latest hold, who may turn it into an order.
     last_hold_customer: Option<String>,
 }
@@ -121,10 +122,14 @@ fn numbered(prefix: &str, count: u64, r: &mut Reader) -> String {
 
 fn payment_spec(r: &mut Reader) -> PaymentSpec {
     let method = [PaymentMethod::Points, PaymentMethod::Card, PaymentMethod::None][usize::from(r.below(3))];
-    let card = match (method, r.below(8)) {
+    let card = |number: &str, kind: &str, sealed: &[u8]| {
+        Some(CardSpec { number: number.into(), kind: kind.into(), sealed: sealed.into() })
+    };
+    let card = match (method, r.below(9)) {
         (PaymentMethod::Card, 0) => None, // invalid: card details missing
-        (PaymentMethod::Card, 1) => Some(CardSpec { number: "12ab".into(), kind: "KB".into() }),
-        (PaymentMethod::Card, _) => Some(CardSpec { number: "1234-5678-9814-1451".into(), kind: "SAMSUNG".into() }),
+        (PaymentMethod::Card, 1) => card("12ab", "KB", b"sealed"),
+        (PaymentMethod::Card, 2) => card("1234-5678-9814-1451", "KB", b""), // invalid: not sealed
+        (PaymentMethod::Card, _) => card("1234-5678-9814-1451", "SAMSUNG", b"sealed"),
         _ => None,
     };
     let capture = if r.flag() { CaptureMode::Manual } else { CaptureMode::Automatic };
@@ -139,7 +144,7 @@ impl Op {
     fn decode(r: &mut Reader, tokens: &[Vec<String>], counts: &[Counts]) -> Op {
         let m = usize::from(r.below(MERCHANTS as u8));
         let c = counts[m].clone();
-        let kind = r.below(21);
+        let kind = r.below(22);
         let keyed = r.flag();
         let token = |r: &mut Reader| {
             let known = &tokens[m];
@@ -199,15 +204,20 @@ impl Op {
             14 => Command::GatewayAccepted {
                 payment: numbered("pay_", c.payments, r),
                 transaction_key: format!("tx{}", r.below(2)),
+                gateway: format!("gw{}", r.below(2)),
             },
-            15 => match r.below(2) {
+            15 => match r.below(3) {
                 0 => Command::GatewayApproved {
                     payment: numbered("pay_", c.payments, r),
                     transaction_key: format!("tx{}", r.below(2)),
                 },
-                _ => Command::GatewayDeclined {
+                1 => Command::GatewayDeclined {
                     payment: numbered("pay_", c.payments, r),
-                    reason: "LIMIT_EXCEEDED".into(),
+                    reason: "limit exceeded".into(),
+                },
+                _ => Command::GatewayGaveUp {
+                    payment: numbered("pay_", c.payments, r),
+                    reason: "gateway unavailable".into(),
                 },
             },
             16 => Command::CreditPoints {
@@ -232,6 +242,25 @@ impl Op {
                     _ => Op::Snapshot { shard: usize::from(r.below(SHARDS as u8)) },
                 };
             }
+            20 => match r.below(3) {
+                0 => {
+                    let (op, key) = [
+                        (GatewayOp::Capture, "capture"),
+                        (GatewayOp::Void, "void"),
+                        (GatewayOp::Refund, "refund:0"),
+                        (GatewayOp::Authorize, "authorize"),
+                    ][usize::from(r.below(4))];
+                    Command::GatewayOpFailed {
+                        payment: numbered("pay_", c.payments, r),
+                        op,
+                        key: key.into(),
+                        amount: u64::from(r.u16() % 3_000),
+                        reason: "gateway answered 500".into(),
+                    }
+                }
+                1 => Command::RetryDeadLetter { dead_letter: numbered("dl_", c.dead_letters, r) },
+                _ => Command::ResolveDeadLetter { dead_letter: u64::from(r.below(4)) },
+            },
             _ => return Op::Retry { index: usize::from(r.u16()), altered: r.flag() },
         };
         Op::Request { m, keyed, command }
@@ -325,6 +354,7 @@ impl World {
                     holds: m.holds.len() as u64,
                     orders: m.orders.len() as u64,
                     payments: m.payments.len() as u64,
+                    dead_letters: m.dead_letters.len() as u64,
                     last_hold_customer: m
                         .holds
                         .last()

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::chunked::{ChunkedDeque, ChunkedVec};
 use crate::command::{CaptureMode, PaymentMethod};
-use crate::event::Bucket;
+use crate::event::{Bucket, GatewayOp};
 use crate::ids::UnixMs;
 use crate::ledger::{AccountTotals, Ledger};
 use crate::split_map::SplitMap;
@@ -41,6 +41,8 @@ pub struct Merchant {
     pub queues: Indexed<Queue>,
     pub ledger: Ledger,
     pub idempotency: Idempotency,
+    /// Gateway operations that kept failing (`dl_{n}` is `dead_letters[n - 1]`).
+    pub dead_letters: ChunkedVec<DeadLetter>,
 }
 
 impl Merchant {
@@ -61,6 +63,12 @@ impl Merchant {
     }
     pub(crate) fn payment_mut(&mut self, n: u64) -> Option<&mut Payment> {
         self.payments.get_mut(usize::try_from(n).ok()?.checked_sub(1)?)
+    }
+    pub fn dead_letter(&self, n: u64) -> Option<&DeadLetter> {
+        self.dead_letters.get(usize::try_from(n).ok()?.checked_sub(1)?)
+    }
+    pub(crate) fn dead_letter_mut(&mut self, n: u64) -> Option<&mut DeadLetter> {
+        self.dead_letters.get_mut(usize::try_from(n).ok()?.checked_sub(1)?)
     }
 }
 
@@ -118,7 +126,7 @@ impl<T: Keyed + Clone> Indexed<T> {
     pub fn is_empty(&self) -> bool {
         self.all.is_empty()
     }
-    fn from_all(all: ChunkedVec<T>) -> Result<Self, String> {
+    pub(crate) fn from_all(all: ChunkedVec<T>) -> Result<Self, String> {
         let mut index = SplitMap::default();
         for (pos, value) in all.iter().enumerate() {
             let pos = u32::try_from(pos).map_err(|_| "too many entries".to_string())?;
@@ -334,6 +342,46 @@ pub struct Payment {
     pub card: Option<Box<CardInfo>>,
     pub transaction_key: Option<Box<str>>,
     pub failure_reason: Option<Box<str>>,
+    pub created_at_ms: UnixMs,
+    pub updated_at_ms: UnixMs,
+    /// The gateway holding `transaction_key` (cards, once a gateway took the payment).
+    pub gateway: Option<Box<str>>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeadLetterStatus {
+    /// Waiting for an operator.
+    Open,
+    /// Requested again; it is reopened if it fails again.
+    Retried,
+    /// Its retry went through.
+    Resolved,
+}
+
+impl DeadLetterStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeadLetterStatus::Open => "open",
+            DeadLetterStatus::Retried => "retried",
+            DeadLetterStatus::Resolved => "resolved",
+        }
+    }
+}
+
+/// A capture, void or refund of a card payment that the gateway kept refusing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub payment: u64,
+    pub op: GatewayOp,
+    /// The operation's idempotency key suffix (retries reuse it).
+    pub key: Box<str>,
+    pub amount: u64,
+    /// Why the last attempt failed.
+    pub reason: Box<str>,
+    pub status: DeadLetterStatus,
+    /// How many times it was dead-lettered (1 + failed retries).
+    pub attempts: u32,
     pub created_at_ms: UnixMs,
     pub updated_at_ms: UnixMs,
 }

@@ -8,10 +8,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::command::{CaptureMode, PaymentMethod};
 use crate::decide::Target;
-use crate::ids::{token_id, HoldId, Numbered, OrderId, PaymentId, UnixMs};
+use crate::event::GatewayOp;
+use crate::ids::{token_id, DeadLetterId, HoldId, Numbered, OrderId, PaymentId, UnixMs};
 use crate::ledger::{Account, TrialBalance, FIXED_ACCOUNTS};
 use crate::shard::Shard;
-use crate::state::{HoldStatus, Merchant, OrderStatus, PaymentStatus, StateLine, TokenStatus};
+use crate::state::{DeadLetterStatus, HoldStatus, Merchant, OrderStatus, PaymentStatus, StateLine, TokenStatus};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Reply {
@@ -24,6 +25,8 @@ pub enum Reply {
     Points(PointsView),
     Queue(QueueView),
     Token(TokenView),
+    // Appended (stored replies encode variants by index).
+    DeadLetter(DeadLetterView),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,6 +103,23 @@ pub struct PaymentView {
     pub card: Option<CardView>,
     pub transaction_key: Option<String>,
     pub failure_reason: Option<String>,
+    pub created_at_ms: UnixMs,
+    pub updated_at_ms: UnixMs,
+}
+
+/// A gateway operation that kept failing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetterView {
+    pub id: DeadLetterId,
+    pub payment_id: PaymentId,
+    pub order_id: OrderId,
+    pub op: GatewayOp,
+    pub amount: u64,
+    /// The operation's idempotency key suffix at the gateway.
+    pub key: String,
+    pub reason: String,
+    pub status: DeadLetterStatus,
+    pub attempts: u32,
     pub created_at_ms: UnixMs,
     pub updated_at_ms: UnixMs,
 }
@@ -213,6 +233,38 @@ impl Merchant {
             updated_at_ms: o.updated_at_ms,
             expires_at_ms: o.expires_at_ms,
         })
+    }
+
+    pub fn dead_letter_view(&self, id: &str) -> Option<DeadLetterView> {
+        self.dead_letter_view_n(Numbered::DeadLetter.parse(id)?)
+    }
+
+    fn dead_letter_view_n(&self, n: u64) -> Option<DeadLetterView> {
+        let dl = self.dead_letter(n)?;
+        Some(DeadLetterView {
+            id: DeadLetterId(n),
+            payment_id: PaymentId(dl.payment),
+            order_id: OrderId(self.payment(dl.payment).map_or(0, |p| p.order)),
+            op: dl.op,
+            amount: dl.amount,
+            key: dl.key.to_string(),
+            reason: dl.reason.to_string(),
+            status: dl.status,
+            attempts: dl.attempts,
+            created_at_ms: dl.created_at_ms,
+            updated_at_ms: dl.updated_at_ms,
+        })
+    }
+
+    /// Dead letters in `status` (all when `None`), newest first, at most `limit`.
+    pub fn dead_letter_views(&self, status: Option<DeadLetterStatus>, limit: usize) -> Vec<DeadLetterView> {
+        let count = self.dead_letters.len() as u64;
+        (1..=count)
+            .rev()
+            .filter(|n| status.is_none_or(|s| self.dead_letter(*n).is_some_and(|dl| dl.status == s)))
+            .take(limit)
+            .filter_map(|n| self.dead_letter_view_n(n))
+            .collect()
     }
 
     pub fn payment_view(&self, id: &str) -> Option<PaymentView> {
@@ -331,6 +383,9 @@ impl Shard {
             Target::Queue(id) => Reply::Queue(m.queue_view(id).unwrap_or_else(|| missing("queue"))),
             Target::Token { queue, seq } => {
                 Reply::Token(m.token_view_n(queue, *seq).unwrap_or_else(|| missing("token")))
+            }
+            Target::DeadLetter(n) => {
+                Reply::DeadLetter(m.dead_letter_view_n(*n).unwrap_or_else(|| missing("dead letter")))
             }
         }
     }

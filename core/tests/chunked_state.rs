@@ -11,7 +11,7 @@ use surge_core::command::*;
 use surge_core::encoding::HEADER_SIZE;
 use surge_core::ledger::Ledger;
 use surge_core::split_map::PART_MAX;
-use surge_core::state::{Customer, Hold, IdempotencyRecord, Item, Merchant, Order, Payment, Queue, Token};
+use surge_core::state::{Customer, DeadLetter, Hold, IdempotencyRecord, Item, Merchant, Order, Payment, Queue, Token};
 use surge_core::{Event, Outcome, Shard, UnixMs};
 
 const T0: UnixMs = 1_763_700_000_000;
@@ -44,6 +44,7 @@ struct PlainMerchant<'a> {
     queues: Vec<PlainQueue<'a>>,
     ledger: &'a Ledger,
     idempotency: Vec<(&'a Arc<str>, Option<&'a IdempotencyRecord>)>,
+    dead_letters: Vec<&'a DeadLetter>,
 }
 
 #[derive(Serialize)]
@@ -71,6 +72,7 @@ fn plain(m: &Merchant) -> PlainMerchant<'_> {
         queues: m.queues.iter().map(plain_queue).collect(),
         ledger: &m.ledger,
         idempotency: m.idempotency.oldest().map(|(k, r)| (k, Some(r))).collect(),
+        dead_letters: m.dead_letters.iter().collect(),
     }
 }
 

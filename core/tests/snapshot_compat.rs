@@ -1,20 +1,42 @@
-//! Snapshots written by an older build still restore. `fixtures/shard_v1.snapshot` is a
-//! version-1 shard snapshot (four fixed ledger accounts) written by commit 81928ea from a
-//! `sim::World` run (seed 18 of an LCG over 6,000 op bytes; payments by points and card,
-//! captures, refunds, holds, queues, idempotency records), and `fixtures/shard_v1.events`
-//! every event batch that shard applied, each as a little-endian u32 length and the batch.
+//! Snapshots written by older builds still restore. Each fixture is a shard snapshot written
+//! by an older build from a `sim::World` run, with every event batch that shard applied, each
+//! as a little-endian u32 length and the batch:
+//! - `shard_v1.*`: version 1 (four fixed ledger accounts), written by commit 81928ea (seed 18
+//!   of an LCG over 6,000 op bytes; payments by points and card, captures, refunds, holds,
+//!   queues, idempotency records).
+//! - `shard_v2.*`: version 2 (five fixed accounts, no payment gateway, no dead letters),
+//!   written by commit e5cfb63 (seed 6 of an LCG over 6,000 op bytes, chosen so that points
+//!   are parked in `points:authorized` and a card payment is captured).
+//!
 //! Event batches never changed version, so replaying them with this build is the reference
 //! state: restoring the old snapshot must give exactly that state.
 
 use surge_core::encoding::{decode_events, SNAPSHOT_VERSION};
+use surge_core::ledger::Account;
 use surge_core::{DecodeError, Shard};
 
-const SNAPSHOT_V1: &[u8] = include_bytes!("fixtures/shard_v1.snapshot");
-const EVENTS: &[u8] = include_bytes!("fixtures/shard_v1.events");
+struct Fixture {
+    version: u16,
+    snapshot: &'static [u8],
+    events: &'static [u8],
+}
 
-fn replayed() -> Shard {
+const FIXTURES: [Fixture; 2] = [
+    Fixture {
+        version: 1,
+        snapshot: include_bytes!("fixtures/shard_v1.snapshot"),
+        events: include_bytes!("fixtures/shard_v1.events"),
+    },
+    Fixture {
+        version: 2,
+        snapshot: include_bytes!("fixtures/shard_v2.snapshot"),
+        events: include_bytes!("fixtures/shard_v2.events"),
+    },
+];
+
+fn replayed(events: &[u8]) -> Shard {
     let mut shard = Shard::new();
-    let mut rest = EVENTS;
+    let mut rest = events;
     let mut batches = 0;
     while !rest.is_empty() {
         let (len, tail) = rest.split_at(4);
@@ -31,30 +53,61 @@ fn replayed() -> Shard {
 }
 
 #[test]
-fn a_version_1_snapshot_restores_to_the_state_its_events_replay_to() {
-    assert_eq!(u16::from_le_bytes([SNAPSHOT_V1[4], SNAPSHOT_V1[5]]), 1, "the fixture is a version-1 snapshot");
-    let restored = Shard::restore(SNAPSHOT_V1).expect("a version-1 snapshot restores");
-    let reference = replayed();
-    assert_eq!(restored.digest(), reference.digest());
-    restored.check_invariants().expect("invariants hold after restoring a version-1 snapshot");
-    // Money moved in the fixture, so the comparison covers non-zero ledger totals.
-    let merchant = restored.merchants().next().expect("the fixture has merchants");
-    assert!(merchant.trial_balance().total_debits > 0);
+fn older_snapshots_restore_to_the_state_their_events_replay_to() {
+    for f in &FIXTURES {
+        let version = u16::from_le_bytes([f.snapshot[4], f.snapshot[5]]);
+        assert_eq!(version, f.version, "the fixture is a version-{} snapshot", f.version);
+        let restored = Shard::restore(f.snapshot).expect("an older snapshot restores");
+        let reference = replayed(f.events);
+        assert_eq!(restored.digest(), reference.digest(), "version {version}");
+        restored.check_invariants().expect("invariants hold after restoring an older snapshot");
+        // Money moved in the fixture, so the comparison covers non-zero ledger totals.
+        let merchant = restored.merchants().next().expect("the fixture has merchants");
+        assert!(merchant.trial_balance().total_debits > 0);
+    }
 }
 
 #[test]
-fn a_restored_version_1_snapshot_is_written_back_as_the_current_version() {
-    let restored = Shard::restore(SNAPSHOT_V1).expect("a version-1 snapshot restores");
-    let again = restored.snapshot();
-    assert_eq!(u16::from_le_bytes([again[4], again[5]]), SNAPSHOT_VERSION);
-    let twice = Shard::restore(&again).expect("its re-encoding restores");
-    assert_eq!(twice.digest(), restored.digest());
+fn a_version_2_snapshot_keeps_the_accounts_version_1_lacked() {
+    let restored = Shard::restore(FIXTURES[1].snapshot).expect("restores");
+    let parked = restored
+        .merchants()
+        .any(|m| m.account_view(&Account::PointsAuthorized.name()).is_some_and(|a| a.credits > a.debits));
+    assert!(parked, "the version-2 fixture has points parked in points:authorized");
+    for m in restored.merchants() {
+        let authorized = m.account_view(&Account::GatewayAuthorized.name()).expect("account");
+        assert_eq!((authorized.debits, authorized.credits), (0, 0), "an account the snapshot lacked starts at zero");
+        assert!(m.dead_letters.is_empty());
+        assert!(m.payments.iter().all(|p| p.gateway.is_none()));
+    }
+}
+
+#[test]
+fn a_restored_older_snapshot_is_written_back_as_the_current_version() {
+    for f in &FIXTURES {
+        let restored = Shard::restore(f.snapshot).expect("an older snapshot restores");
+        let again = restored.snapshot();
+        assert_eq!(u16::from_le_bytes([again[4], again[5]]), SNAPSHOT_VERSION);
+        let twice = Shard::restore(&again).expect("its re-encoding restores");
+        assert_eq!(twice.digest(), restored.digest());
+    }
+}
+
+#[test]
+fn an_older_snapshot_decoded_as_another_version_is_refused() {
+    // postcard is not self-describing: only the header's version makes these decode right.
+    for (f, wrong) in [(&FIXTURES[0], 2u16), (&FIXTURES[1], 1), (&FIXTURES[1], SNAPSHOT_VERSION)] {
+        let mut bytes = f.snapshot.to_vec();
+        bytes[4..6].copy_from_slice(&wrong.to_le_bytes());
+        let digest = Shard::restore(&bytes).ok().map(|s| s.digest());
+        assert_ne!(digest, Some(replayed(f.events).digest()), "version {} read as {wrong}", f.version);
+    }
 }
 
 #[test]
 fn an_unknown_snapshot_version_is_refused() {
     for version in [0u16, SNAPSHOT_VERSION + 1] {
-        let mut bytes = SNAPSHOT_V1.to_vec();
+        let mut bytes = FIXTURES[0].snapshot.to_vec();
         bytes[4..6].copy_from_slice(&version.to_le_bytes());
         match Shard::restore(&bytes) {
             Err(DecodeError::UnsupportedVersion { version: refused }) => assert_eq!(refused, version),

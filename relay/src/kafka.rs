@@ -80,8 +80,16 @@ use crate::batch::Batch;
 use crate::sink::{Sink, SinkError};
 
 /// Every topic family core publishes to, in the order of [`topic_index`].
-const FAMILIES: [Topic; 7] =
-    [Topic::Orders, Topic::Payments, Topic::Inventory, Topic::Ledger, Topic::Points, Topic::Queue, Topic::Merchants];
+const FAMILIES: [Topic; 8] = [
+    Topic::Orders,
+    Topic::Payments,
+    Topic::Inventory,
+    Topic::Ledger,
+    Topic::Points,
+    Topic::Queue,
+    Topic::Merchants,
+    Topic::DeadLetters,
+];
 
 fn topic_index(topic: Topic) -> usize {
     match topic {
@@ -92,6 +100,7 @@ fn topic_index(topic: Topic) -> usize {
         Topic::Points => 4,
         Topic::Queue => 5,
         Topic::Merchants => 6,
+        Topic::DeadLetters => 7,
     }
 }
 
@@ -134,16 +143,14 @@ impl KafkaConfig {
         format!("{}{}", self.topic_prefix, topic.suffix())
     }
 
-    /// The dead-letter topic (`surge.dlq`).
+    /// The dead-letter topic (`surge.dlq`): gateway operations that kept failing.
     pub fn dlq_topic(&self) -> String {
-        format!("{}dlq", self.topic_prefix)
+        self.topic(Topic::DeadLetters)
     }
 
     /// Every topic the sink creates.
     pub fn all_topics(&self) -> Vec<String> {
-        let mut all: Vec<String> = FAMILIES.iter().map(|t| self.topic(*t)).collect();
-        all.push(self.dlq_topic());
-        all
+        FAMILIES.iter().map(|t| self.topic(*t)).collect()
     }
 
     fn client_config(&self) -> ClientConfig {
@@ -343,7 +350,7 @@ impl Session {
 pub struct KafkaSink {
     config: KafkaConfig,
     /// Full topic names by [`topic_index`].
-    topics: [String; 7],
+    topics: [String; FAMILIES.len()],
     session: Option<Session>,
     /// Reused for every envelope.
     payload: Vec<u8>,
@@ -416,7 +423,7 @@ impl KafkaSink {
     /// Produces every publishable event of `batch` and waits for all their acknowledgements.
     async fn publish(
         session: &mut Session,
-        topics: &[String; 7],
+        topics: &[String; FAMILIES.len()],
         payload: &mut Vec<u8>,
         batch: &Batch,
         down_max: Duration,

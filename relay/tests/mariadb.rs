@@ -147,7 +147,11 @@ fn extras(log: &mut LogWriter, merchant: &str, n: usize) {
             ]),
             payment: PaymentSpec {
                 method: PaymentMethod::Card,
-                card: Some(CardSpec { number: CARD_NUMBER.into(), kind: "VISA".into() }),
+                card: Some(CardSpec {
+                    number: CARD_NUMBER.into(),
+                    kind: "VISA".into(),
+                    sealed: b"sealed".as_slice().into(),
+                }),
                 capture: CaptureMode::Automatic,
             },
             queue_token: None,
@@ -155,8 +159,12 @@ fn extras(log: &mut LogWriter, merchant: &str, n: usize) {
         let Ok(Reply::Order(view)) = log.run(merchant, order) else { panic!("card order") };
         let payment = view.payment.expect("card payment").id.to_string();
         let key = format!("20251121:TR:{i:06x}");
-        log.run(merchant, Command::GatewayAccepted { payment: payment.clone(), transaction_key: key.clone() })
-            .expect("accepted");
+        let accepted = Command::GatewayAccepted {
+            payment: payment.clone(),
+            transaction_key: key.clone(),
+            gateway: "127.0.0.1:9300".into(),
+        };
+        log.run(merchant, accepted).expect("accepted");
         match i % 3 {
             0 => {
                 log.run(merchant, Command::GatewayApproved { payment: payment.clone(), transaction_key: key })

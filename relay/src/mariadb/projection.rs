@@ -154,6 +154,10 @@ impl Projection {
             B::PaymentRefunded(e) => self.touch_payment(&mut mark, merchant, e.payment),
             B::PaymentFailed(e) => self.touch_payment(&mut mark, merchant, e.payment),
             B::PaymentVoided(e) => self.touch_payment(&mut mark, merchant, e.payment),
+            B::PaymentSubmittedVia(e) => self.touch_payment(&mut mark, merchant, e.payment),
+            // A void of a late approval may name the payment's transaction.
+            B::GatewayRequested(e) => self.touch_payment(&mut mark, merchant, e.payment),
+            B::OrderReopened(e) => mark(Aggregate::Order(e.order)),
             // Customers appear with their first hold, order, token or points; their
             // balance moves with every posting to their points account.
             B::HoldCreated(e) => mark(Aggregate::Customer(e.customer.clone())),
@@ -167,7 +171,7 @@ impl Projection {
                     }
                 }
             }
-            // Holds, queues and idempotency records have no table of their own; ledger
+            // Holds, queues, idempotency records and dead letters have no table of their own; ledger
             // postings and every public event are append-only rows too.
             B::HoldReleased(_)
             | B::HoldExpired(_)
@@ -176,7 +180,10 @@ impl Projection {
             | B::TokenActivated(_)
             | B::TokenExpired(_)
             | B::IdempotencyRecorded(_)
-            | B::IdempotencyExpired(_) => {}
+            | B::IdempotencyExpired(_)
+            | B::GatewayDeadLettered(_)
+            | B::DeadLetterRetried(_)
+            | B::DeadLetterResolved(_) => {}
         }
     }
 

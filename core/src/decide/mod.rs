@@ -1,5 +1,8 @@
 //! `decide`: validates a command against the state and returns the events that carry it
-//! out, or the typed error. It only reads; nothing here mutates.
+//! out, or the typed error. It only reads; nothing here mutates. `gateway.rs` holds the card
+//! path: what the gateway worker is asked to do, and what its answers change.
+
+mod gateway;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -34,13 +37,14 @@ pub enum Target {
     Points(Arc<str>),
     Queue(Arc<str>),
     Token { queue: Arc<str>, seq: u64 },
+    DeadLetter(u64),
 }
 
 /// Room for an order of a few lines paid at once, so the usual command never regrows.
 const EVENTS_PER_COMMAND: usize = 12;
 
 /// Events under construction, with the numbers the next postings get.
-struct Draft {
+pub(super) struct Draft {
     merchant: Arc<str>,
     at_ms: UnixMs,
     events: Vec<Event>,
@@ -48,11 +52,18 @@ struct Draft {
 }
 
 impl Draft {
-    fn push(&mut self, body: impl Into<EventBody>) {
+    pub(super) fn push(&mut self, body: impl Into<EventBody>) {
         self.events.push(Event { merchant: self.merchant.clone(), at_ms: self.at_ms, body: body.into() });
     }
 
-    fn post(&mut self, debit: Account, credit: Account, amount: u64, kind: PostingKind, payment: Option<u64>) {
+    pub(super) fn post(
+        &mut self,
+        debit: Account,
+        credit: Account,
+        amount: u64,
+        kind: PostingKind,
+        payment: Option<u64>,
+    ) {
         if amount == 0 {
             return; // nothing moves, nothing to post
         }
@@ -61,7 +72,7 @@ impl Draft {
         self.push(ev::LedgerPosted { posting, debit, credit, amount, kind, payment });
     }
 
-    fn move_stock(&mut self, lines: impl Iterator<Item = (Arc<str>, u64)>, from: Bucket, to: Bucket) {
+    pub(super) fn move_stock(&mut self, lines: impl Iterator<Item = (Arc<str>, u64)>, from: Bucket, to: Bucket) {
         for (sku, qty) in lines {
             self.push(ev::InventoryMoved { sku, qty, from, to });
         }
@@ -102,13 +113,19 @@ impl Shard {
             Command::CapturePayment { payment, amount } => capture(m, &mut d, payment, *amount)?,
             Command::RefundPayment { payment, amount } => refund_payment(m, &mut d, payment, *amount)?,
             Command::VoidPayment { payment } => void(m, &mut d, payment)?,
-            Command::GatewayAccepted { payment, transaction_key } => {
-                gateway_accepted(m, &mut d, payment, transaction_key)?
+            Command::GatewayAccepted { payment, transaction_key, gateway } => {
+                gateway::accepted(m, &mut d, payment, transaction_key, gateway)?
             }
             Command::GatewayApproved { payment, transaction_key } => {
-                gateway_approved(m, &mut d, payment, transaction_key)?
+                gateway::approved(m, &mut d, payment, transaction_key)?
             }
-            Command::GatewayDeclined { payment, reason } => gateway_declined(m, &mut d, payment, reason)?,
+            Command::GatewayDeclined { payment, reason } => gateway::declined(m, &mut d, payment, reason)?,
+            Command::GatewayGaveUp { payment, reason } => gateway::gave_up(m, &mut d, payment, reason)?,
+            Command::GatewayOpFailed { payment, op, key, amount, reason } => {
+                gateway::op_failed(m, &mut d, payment, *op, key, *amount, reason)?
+            }
+            Command::RetryDeadLetter { dead_letter } => gateway::retry_dead_letter(m, &mut d, dead_letter)?,
+            Command::ResolveDeadLetter { dead_letter } => gateway::resolve_dead_letter(m, &mut d, *dead_letter)?,
             Command::CreditPoints { customer, amount, reason } => credit_points(m, &mut d, customer, *amount, reason)?,
             Command::PutQueue { queue, max_active, active_ttl_s } => {
                 put_queue(m, &mut d, queue, *max_active, *active_ttl_s)?
@@ -154,7 +171,7 @@ fn check_id(field: &'static str, id: &str) -> Result<(), CoreError> {
     }
 }
 
-fn check_text(field: &'static str, text: &str, len_min: usize) -> Result<(), CoreError> {
+pub(super) fn check_text(field: &'static str, text: &str, len_min: usize) -> Result<(), CoreError> {
     if text.len() < len_min || text.len() > TEXT_BYTES_MAX || text.chars().any(char::is_control) {
         return Err(CoreError::invalid(
             field,
@@ -171,10 +188,16 @@ fn check_range(field: &'static str, value: u64, min: u64, max: u64) -> Result<()
     Ok(())
 }
 
-fn check_card(payment: &PaymentSpec) -> Result<Option<ev::CardDetails>, CoreError> {
+/// A card as the events carry it: masked in `PaymentRequested`, sealed for the worker.
+pub(super) struct Card {
+    masked: ev::CardDetails,
+    sealed: ev::SealedCard,
+}
+
+fn check_card(payment: &PaymentSpec) -> Result<Option<Card>, CoreError> {
     match (payment.method, &payment.card) {
         (PaymentMethod::Card, None) => Err(CoreError::invalid("payment.card", "is required for method card")),
-        (PaymentMethod::Card, Some(CardSpec { number, kind })) => {
+        (PaymentMethod::Card, Some(CardSpec { number, kind, sealed })) => {
             let digits = number.bytes().filter(u8::is_ascii_digit).count();
             if number.len() > CARD_NUMBER_LEN_MAX
                 || digits < 4
@@ -185,7 +208,15 @@ fn check_card(payment: &PaymentSpec) -> Result<Option<ev::CardDetails>, CoreErro
             if kind.is_empty() || kind.len() > 32 || !kind.bytes().all(|b| b.is_ascii_graphic()) {
                 return Err(CoreError::invalid("payment.card.type", "must be 1..=32 printable characters"));
             }
-            Ok(Some(ev::CardDetails { number: number.as_str().into(), kind: kind.as_str().into() }))
+            // The host seals every card it passes on; an empty or oversized seal is its bug,
+            // refused before anything is logged.
+            if sealed.is_empty() || sealed.len() > CARD_SEALED_BYTES_MAX {
+                return Err(CoreError::invalid("payment.card", "was not sealed for the gateway worker"));
+            }
+            Ok(Some(Card {
+                masked: ev::CardDetails::masked(number, kind),
+                sealed: ev::SealedCard { kind: kind.as_str().into(), sealed: sealed.clone() },
+            }))
         }
         (_, Some(_)) => Err(CoreError::invalid("payment.card", "is only for method card")),
         (_, None) => Ok(None),
@@ -264,7 +295,7 @@ fn find_order<'a>(m: &'a Merchant, id: &str) -> Result<(u64, &'a Order), CoreErr
     Ok((n, m.order(n).ok_or_else(|| CoreError::not_found("order"))?))
 }
 
-fn find_payment<'a>(m: &'a Merchant, id: &str) -> Result<(u64, &'a Payment), CoreError> {
+pub(super) fn find_payment<'a>(m: &'a Merchant, id: &str) -> Result<(u64, &'a Payment), CoreError> {
     let n = Numbered::Payment.parse(id).ok_or_else(|| CoreError::not_found("payment"))?;
     Ok((n, m.payment(n).ok_or_else(|| CoreError::not_found("payment"))?))
 }
@@ -282,7 +313,7 @@ fn order_customer(m: &Merchant, order: &Order) -> Arc<str> {
 }
 
 /// The (sku, qty) of an order's lines.
-fn order_stock<'a>(m: &'a Merchant, order: &'a Order) -> impl Iterator<Item = (Arc<str>, u64)> + 'a {
+pub(super) fn order_stock<'a>(m: &'a Merchant, order: &'a Order) -> impl Iterator<Item = (Arc<str>, u64)> + 'a {
     order.lines.iter().filter_map(|l| Some((m.items.at(l.item)?.sku.clone(), u64::from(l.qty))))
 }
 
@@ -477,14 +508,8 @@ fn create_order(
     match payment.method {
         PaymentMethod::None => {}
         PaymentMethod::Card => {
-            d.push(ev::PaymentRequested {
-                payment: payment_n,
-                order,
-                method: PaymentMethod::Card,
-                amount: total,
-                capture: payment.capture,
-                card,
-            });
+            let card = card.ok_or_else(|| CoreError::invalid("payment.card", "is required for method card"))?;
+            gateway::request_card_payment(d, payment_n, order, total, payment.capture, card);
         }
         PaymentMethod::Points => {
             pay_by_points(d, &customer, order, payment_n, total, payment);
@@ -540,8 +565,14 @@ fn pay_order(m: &Merchant, d: &mut Draft, id: &str, spec: &PaymentSpec) -> Resul
         return Err(CoreError::invalid("method", "must be points or card to pay an order"));
     }
     let card = check_card(spec)?;
-    if order.status != OrderStatus::AwaitingPayment || order.payment.is_some() {
+    if order.status != OrderStatus::AwaitingPayment {
         return Err(CoreError::InvalidState { status: order.status.as_str() });
+    }
+    // Paying again is for an order whose last payment failed (a declined card).
+    if let Some(previous) = order.payment.and_then(|p| m.payment(p)) {
+        if previous.status != PaymentStatus::Failed {
+            return Err(CoreError::InvalidState { status: order.status.as_str() });
+        }
     }
     if order.expires_at_ms.is_some_and(|at| d.at_ms >= at) {
         return Err(CoreError::InvalidState { status: "expired" });
@@ -551,14 +582,8 @@ fn pay_order(m: &Merchant, d: &mut Draft, id: &str, spec: &PaymentSpec) -> Resul
     match spec.method {
         PaymentMethod::None => unreachable!("refused above"),
         PaymentMethod::Card => {
-            d.push(ev::PaymentRequested {
-                payment,
-                order: n,
-                method: PaymentMethod::Card,
-                amount: order.total,
-                capture: spec.capture,
-                card,
-            });
+            let card = card.ok_or_else(|| CoreError::invalid("payment.card", "is required for method card"))?;
+            gateway::request_card_payment(d, payment, n, order.total, spec.capture, card);
         }
         PaymentMethod::Points => {
             let balance = customer_points(m, &customer);
@@ -574,7 +599,7 @@ fn pay_order(m: &Merchant, d: &mut Draft, id: &str, spec: &PaymentSpec) -> Resul
 }
 
 /// Refund `amount` of a captured payment to where it came from.
-fn refund(m: &Merchant, d: &mut Draft, n: u64, p: &Payment, amount: u64) {
+pub(super) fn refund(m: &Merchant, d: &mut Draft, n: u64, p: &Payment, amount: u64) {
     d.push(ev::PaymentRefunded { payment: n, amount });
     match p.method {
         PaymentMethod::Points => {
@@ -584,12 +609,13 @@ fn refund(m: &Merchant, d: &mut Draft, n: u64, p: &Payment, amount: u64) {
         }
         PaymentMethod::Card | PaymentMethod::None => {
             d.post(Account::Refunds, Account::GatewayClearing, amount, PostingKind::Refund, Some(n));
+            gateway::request_op(d, n, p, ev::GatewayOp::Refund, amount, gateway::refund_key(p.refunded));
         }
     }
 }
 
 /// Cancels an order: stock back to available, the payment voided or refunded in full.
-fn cancel_order(m: &Merchant, d: &mut Draft, n: u64, order: &Order) -> Result<(), CoreError> {
+pub(super) fn cancel_order(m: &Merchant, d: &mut Draft, n: u64, order: &Order) -> Result<(), CoreError> {
     let bucket = match order.status {
         OrderStatus::AwaitingPayment | OrderStatus::PendingPayment | OrderStatus::Paid => order.status.stock_bucket(),
         other => return Err(CoreError::InvalidState { status: other.as_str() }),
@@ -598,8 +624,13 @@ fn cancel_order(m: &Merchant, d: &mut Draft, n: u64, order: &Order) -> Result<()
         match p.status {
             PaymentStatus::Pending | PaymentStatus::Authorized => {
                 d.push(ev::PaymentVoided { payment: pn });
-                if p.method == PaymentMethod::Points && p.status == PaymentStatus::Authorized {
-                    release_points(m, d, pn, p, p.amount, "authorization voided");
+                match p.method {
+                    PaymentMethod::Points if p.status == PaymentStatus::Authorized => {
+                        release_points(m, d, pn, p, p.amount, "authorization voided");
+                    }
+                    // Whatever the gateway holds or may still approve is voided there.
+                    PaymentMethod::Card => gateway::void_card(d, pn, p),
+                    PaymentMethod::Points | PaymentMethod::None => {}
                 }
             }
             PaymentStatus::Captured | PaymentStatus::PartiallyRefunded => {
@@ -633,14 +664,12 @@ fn capture(m: &Merchant, d: &mut Draft, id: &str, amount: Option<u64>) -> Result
             // Partial capture: the rest of the authorization is released.
             release_points(m, d, n, p, p.amount - amount, "authorization released");
         }
-        PaymentMethod::Card | PaymentMethod::None => capture_card(d, n, amount),
+        PaymentMethod::Card | PaymentMethod::None => {
+            gateway::capture_card(d, n, p.amount, amount);
+            gateway::request_op(d, n, p, ev::GatewayOp::Capture, amount, gateway::capture_key());
+        }
     }
     Ok(Target::Payment(n))
-}
-
-fn capture_card(d: &mut Draft, payment: u64, amount: u64) {
-    d.push(ev::PaymentCaptured { payment, amount });
-    d.post(Account::GatewayClearing, Account::SalesRevenue, amount, PostingKind::Capture, Some(payment));
 }
 
 fn refund_payment(m: &Merchant, d: &mut Draft, id: &str, amount: Option<u64>) -> Result<Target, CoreError> {
@@ -669,61 +698,6 @@ fn void(m: &Merchant, d: &mut Draft, id: &str) -> Result<Target, CoreError> {
     let order = m.order(p.order).ok_or_else(|| CoreError::not_found("order"))?;
     // Voiding the payment cancels its order: the stock must not stay reserved unpaid.
     cancel_order(m, d, p.order, order)?;
-    Ok(Target::Payment(n))
-}
-
-fn check_transaction_key(key: &str) -> Result<(), CoreError> {
-    if key.is_empty() || key.len() > ID_LEN_MAX || !key.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(CoreError::invalid("transaction_key", "must be 1..=64 printable characters"));
-    }
-    Ok(())
-}
-
-fn pending_card_payment<'a>(m: &'a Merchant, id: &str) -> Result<(u64, &'a Payment), CoreError> {
-    let (n, p) = find_payment(m, id)?;
-    if p.method != PaymentMethod::Card || p.status != PaymentStatus::Pending {
-        return Err(CoreError::InvalidState { status: p.status.as_str() });
-    }
-    Ok((n, p))
-}
-
-fn gateway_accepted(m: &Merchant, d: &mut Draft, id: &str, key: &str) -> Result<Target, CoreError> {
-    check_transaction_key(key)?;
-    let (n, p) = pending_card_payment(m, id)?;
-    match p.transaction_key.as_deref() {
-        Some(known) if known == key => {} // a retry of the same answer: nothing to do
-        Some(_) => return Err(CoreError::InvalidState { status: "submitted" }),
-        None => d.push(ev::PaymentSubmitted { payment: n, transaction_key: key.into() }),
-    }
-    Ok(Target::Payment(n))
-}
-
-fn gateway_approved(m: &Merchant, d: &mut Draft, id: &str, key: &str) -> Result<Target, CoreError> {
-    check_transaction_key(key)?;
-    let (n, p) = pending_card_payment(m, id)?;
-    if p.transaction_key.as_deref().is_some_and(|known| known != key) {
-        return Err(CoreError::invalid("transaction_key", "does not match the payment's transaction"));
-    }
-    let order = m.order(p.order).ok_or_else(|| CoreError::not_found("order"))?;
-    if order.status != OrderStatus::PendingPayment {
-        return Err(CoreError::InvalidState { status: order.status.as_str() });
-    }
-    d.push(ev::PaymentAuthorized { payment: n, transaction_key: Some(key.into()) });
-    if p.capture == CaptureMode::Automatic {
-        capture_card(d, n, p.amount);
-    }
-    d.move_stock(order_stock(m, order), Bucket::Held, Bucket::Sold);
-    d.push(ev::OrderPaid { order: p.order });
-    Ok(Target::Payment(n))
-}
-
-fn gateway_declined(m: &Merchant, d: &mut Draft, id: &str, reason: &str) -> Result<Target, CoreError> {
-    check_text("reason", reason, 0)?;
-    let (n, p) = pending_card_payment(m, id)?;
-    let order = m.order(p.order).ok_or_else(|| CoreError::not_found("order"))?;
-    d.push(ev::PaymentFailed { payment: n, reason: reason.into() });
-    d.push(ev::OrderCancelled { order: p.order });
-    d.move_stock(order_stock(m, order), Bucket::Held, Bucket::Available);
     Ok(Target::Payment(n))
 }
 
