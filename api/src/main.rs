@@ -33,6 +33,8 @@ enum Cmd {
     /// Drive a surge server with a scenario (open or closed loop), check its invariants,
     /// write a JSON result and an HTML report.
     Load(surge_load::LoadArgs),
+    /// Run a simulated card payment gateway (docs/gateway.md) for tests, load runs and demos.
+    GatewaySim(surge_gateway_sim::SimArgs),
 }
 
 #[derive(Subcommand)]
@@ -122,6 +124,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Cmd::Load(args) => return surge_load::run(args),
+        Cmd::GatewaySim(args) => return surge_gateway_sim::run(args),
         Cmd::Serve(args) => serve(ServeConfig {
             listen: args.listen,
             data_dir: args.data_dir,
