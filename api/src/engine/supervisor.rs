@@ -1,0 +1,153 @@
+//! The supervisor thread: on a storage failure it takes the log away from the shards,
+//! reopens it and rebuilds every shard from what it holds; in between it asks for snapshots.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender};
+use surge_core::encoding::encode_events;
+use surge_core::Shard;
+
+use super::cell::Cell;
+use super::snapshot::SnapshotJob;
+use super::wal::{unwrap_when_released, WalOpener};
+use super::{key_map, replay, EngineConfig, ExecError, Shared, RECORD_EVENTS};
+
+pub(super) struct Supervisor {
+    pub(super) opener: WalOpener,
+    pub(super) shared: Arc<Shared>,
+    pub(super) cells: Vec<Arc<Cell>>,
+    pub(super) failures: Receiver<String>,
+    pub(super) config: EngineConfig,
+    pub(super) shard_count: usize,
+    pub(super) snapshot_jobs: Option<Sender<SnapshotJob>>,
+    pub(super) snapshot_thread: Option<JoinHandle<()>>,
+}
+
+impl Supervisor {
+    pub(super) fn run(mut self) {
+        self.serve();
+        // The snapshot thread ends once its queue is closed (after the round it may be in).
+        drop(self.snapshot_jobs.take());
+        if let Some(t) = self.snapshot_thread.take() {
+            let _ = t.join();
+        }
+    }
+
+    fn serve(&self) {
+        loop {
+            if self.shared.stopping.load(Ordering::Acquire) {
+                return;
+            }
+            match self.failures.recv_timeout(Duration::from_millis(200)) {
+                Ok(reason) if !reason.is_empty() => self.recover(reason),
+                Ok(_) => {}
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => self.maybe_snapshot(),
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
+            }
+        }
+    }
+
+    /// Takes the failed log away from the shards, reopens it (retrying) and rebuilds every
+    /// shard from what it holds, so no change the log lost stays visible.
+    fn recover(&self, reason: String) {
+        self.shared.healthy.store(false, Ordering::Release);
+        self.shared.storage_failures.fetch_add(1, Ordering::Relaxed);
+        *self.shared.last_failure.lock() = Some(reason.clone());
+        tracing::error!("storage failure: {reason}; reopening the log");
+        for cell in &self.cells {
+            // Answers already waiting still get the log's verdict through its callbacks.
+            cell.log.stale.store(true, Ordering::Release);
+        }
+        let old = self.shared.wal.write().take();
+        if let Some(wal) = old {
+            // Closing stops the writer after it has reported on every group it was given.
+            let _ = unwrap_when_released(wal).close();
+        }
+        while self.failures.try_recv().is_ok() {}
+        let mut serving_reads = false;
+        loop {
+            if self.shared.stopping.load(Ordering::Acquire) {
+                return;
+            }
+            match self.reopen() {
+                Ok(()) => {
+                    // A failure reported after the drain above is handled by the next round
+                    // (at worst one needless reopen), never dropped.
+                    tracing::info!("log reopened and shards rebuilt");
+                    self.shared.healthy.store(true, Ordering::Release);
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!("reopening the log failed: {e}");
+                    *self.shared.last_failure.lock() = Some(e);
+                    if !serving_reads {
+                        match self.rebuild_read_only() {
+                            Ok(()) => {
+                                serving_reads = true;
+                                tracing::warn!("serving reads from the log as it is on disk; writes answer 503");
+                            }
+                            Err(e) => tracing::error!("reading the log failed too, reads answer 503: {e}"),
+                        }
+                    }
+                    std::thread::sleep(self.config.reopen_interval);
+                }
+            }
+        }
+    }
+
+    fn reopen(&self) -> Result<(), String> {
+        let (wal, recovery) = (self.opener.open)().map_err(|e| e.to_string())?;
+        // Ready means writable: prove it with an empty event batch (a valid record that
+        // applies nothing) before any shard may append again.
+        let probe = wal
+            .append(RECORD_EVENTS, &encode_events(&[]))
+            .and_then(|h| h.wait_timeout_ms(10_000))
+            .map_err(|e| format!("the reopened log is not writable: {e}"));
+        if let Err(e) = probe {
+            drop(recovery);
+            let _ = wal.close();
+            return Err(e);
+        }
+        let shards = replay(&recovery, self.shard_count)?;
+        drop(recovery);
+        *self.shared.wal.write() = Some(Arc::new(wal));
+        self.replace(shards);
+        Ok(())
+    }
+
+    /// While the log cannot be written: rebuild the shards from what a read-only open finds,
+    /// so reads are answered (from the log, never from memory the log lost). Writes stay
+    /// refused: `healthy` is false and there is no log to append to.
+    fn rebuild_read_only(&self) -> Result<(), String> {
+        let recovery = (self.opener.open_read_only)().map_err(|e| e.to_string())?;
+        let shards = replay(&recovery, self.shard_count)?;
+        self.replace(shards);
+        Ok(())
+    }
+
+    fn replace(&self, shards: Vec<Shard>) {
+        *self.shared.keys.write() = key_map(&shards);
+        for (cell, shard) in self.cells.iter().zip(shards) {
+            let mut st = cell.state.lock();
+            st.shard = shard;
+            st.last_appended = 0;
+            st.inflight.clear();
+            // One step under the waits lock: whatever waited on the old log is failed, and
+            // an answer computed on it that registers later sees the new epoch and fails.
+            let mut w = cell.log.waits.lock();
+            cell.log.epoch.fetch_add(1, Ordering::AcqRel);
+            cell.log.durable.store(0, Ordering::Release);
+            w.failed = None;
+            let waiting: Vec<_> = w.waiting.drain(..).collect();
+            drop(w);
+            cell.log.stale.store(false, Ordering::Release);
+            drop(st);
+            for (_, done) in waiting {
+                done(Some(ExecError::Storage("the write-ahead log was reopened".into())));
+            }
+        }
+    }
+}
