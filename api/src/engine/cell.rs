@@ -1,5 +1,14 @@
-//! One shard behind its lock, and the answers that wait for the log to make their records
-//! durable.
+//! One shard behind its lock, and the answers that wait for the log.
+//!
+//! A request takes its shard's lock on the caller's thread and, under it, takes the log's
+//! news (`mark_durable`), executes, encodes an applied outcome's events as one log record
+//! and appends it (a batch's records as one atomic group). Appending under the lock keeps
+//! each shard's log order equal to its apply order. Every answer (writes, replays, refusals
+//! and reads) is then held until everything its shard appended before it is durable; the
+//! log's callback (on its writer thread) releases it, so nobody ever sees a change that
+//! could still be lost. After a log failure the shard is stale: it answers nothing from its
+//! memory (503 `storage_unavailable`) until the supervisor has replaced it with a shard
+//! rebuilt from the log.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -24,9 +33,10 @@ const LOG_UNAVAILABLE: &str = "the write-ahead log is unavailable";
 type Completion = Box<dyn FnOnce(Option<ExecError>) + Send>;
 
 /// One shard: its state behind a short lock that the caller's thread (a tokio worker)
-/// takes to decide, apply and append, so a request needs no hop to another thread; the
-/// answers wait in `log` until the log reports their records durable.
+/// takes to decide, apply and append; the answers wait in `log` until the log reports
+/// their records durable.
 pub(super) struct Cell {
+    /// Also what the snapshot freeze takes, every cell's in shard order.
     pub(super) state: Mutex<CellState>,
     pub(super) log: Arc<CellLog>,
     /// Requests waiting for or holding this shard (back-pressure).
@@ -35,31 +45,31 @@ pub(super) struct Cell {
 
 pub(super) struct CellState {
     pub(super) shard: Shard,
-    pub(super) last_appended: Lsn,
+    last_appended: Lsn,
     /// (last LSN of a group, the shard's applied events after it).
-    pub(super) inflight: VecDeque<(Lsn, u64)>,
+    inflight: VecDeque<(Lsn, u64)>,
 }
 
 /// What the log's callbacks (on its writer thread) and the request path share.
 pub(super) struct CellLog {
-    pub(super) index: usize,
+    index: usize,
     /// The state may hold changes the log does not: answer nothing from it until replaced.
-    pub(super) stale: AtomicBool,
+    stale: AtomicBool,
     /// Highest LSN the log reported durable for this shard (this log instance).
-    pub(super) durable: AtomicU64,
+    durable: AtomicU64,
     /// Counts log reopens: an answer computed before one must not wait on the new log,
     /// whose LSNs may name other records. Changed only under the state and waits locks.
-    pub(super) epoch: AtomicU64,
-    pub(super) waits: Mutex<Waits>,
-    pub(super) shared: Arc<Shared>,
+    epoch: AtomicU64,
+    waits: Mutex<Waits>,
+    shared: Arc<Shared>,
 }
 
 #[derive(Default)]
-pub(super) struct Waits {
+struct Waits {
     /// The log failed: nothing beyond `CellLog::durable` will become durable.
-    pub(super) failed: Option<String>,
+    failed: Option<String>,
     /// Answers held until their LSN is durable, in no particular order (`on_durable` looks at all).
-    pub(super) waiting: VecDeque<(Lsn, Completion)>,
+    waiting: VecDeque<(Lsn, Completion)>,
 }
 
 /// An answer computed under the shard's lock, and the LSN (of the log as of `epoch`) it
@@ -106,10 +116,51 @@ impl Drop for AbortOnPanic {
 }
 
 impl Cell {
+    pub(super) fn new(index: usize, shard: Shard, shared: &Arc<Shared>) -> Cell {
+        Cell {
+            state: Mutex::new(CellState { shard, last_appended: 0, inflight: VecDeque::new() }),
+            log: Arc::new(CellLog {
+                index,
+                stale: AtomicBool::new(false),
+                durable: AtomicU64::new(0),
+                epoch: AtomicU64::new(0),
+                waits: Mutex::new(Waits::default()),
+                shared: shared.clone(),
+            }),
+            permits: Semaphore::new(SHARD_INFLIGHT_MAX),
+        }
+    }
+
+    /// Stops answering from this shard's memory until [`Cell::replace`] (answers already
+    /// waiting still get the log's verdict through its callbacks).
+    pub(super) fn mark_stale(&self) {
+        self.log.stale.store(true, Ordering::Release);
+    }
+
+    /// Puts a shard rebuilt from the (reopened) log in place of this one. Whatever waited
+    /// on the old log is failed, in one step under the waits lock, and an answer computed
+    /// on the old log that registers later sees the new epoch and fails too.
+    pub(super) fn replace(&self, shard: Shard) {
+        let mut st = self.state.lock();
+        st.shard = shard;
+        st.last_appended = 0;
+        st.inflight.clear();
+        let mut w = self.log.waits.lock();
+        self.log.epoch.fetch_add(1, Ordering::AcqRel);
+        self.log.durable.store(0, Ordering::Release);
+        w.failed = None;
+        let waiting: Vec<_> = w.waiting.drain(..).collect();
+        drop(w);
+        self.log.stale.store(false, Ordering::Release);
+        drop(st);
+        for (_, done) in waiting {
+            done(Some(ExecError::Storage("the write-ahead log was reopened".into())));
+        }
+    }
+
     /// Under the shard's lock: takes the log's news, runs `work` (which may apply and push
     /// records), appends those records as one group, and says what the answer waits for:
-    /// everything this shard appended so far. Appending under the lock keeps the shard's
-    /// log order equal to its apply order.
+    /// everything this shard appended so far.
     pub(super) fn write<T>(
         &self,
         shared: &Shared,

@@ -1,5 +1,9 @@
-//! The supervisor thread: on a storage failure it takes the log away from the shards,
-//! reopens it and rebuilds every shard from what it holds; in between it asks for snapshots.
+//! The supervisor thread. On a storage failure it takes the log away from the shards,
+//! reopens it (retrying every `reopen_interval`) and rebuilds every shard from what the log
+//! holds: the in-memory state is rolled back to the log, so no change the log lost stays
+//! visible. Until the log can be written again the engine is not healthy (writes answer
+//! 503), and a read-only open of the log serves reads. Between failures it asks the
+//! snapshot thread for snapshots.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -13,7 +17,7 @@ use surge_core::Shard;
 use super::cell::Cell;
 use super::snapshot::SnapshotJob;
 use super::wal::{unwrap_when_released, WalOpener};
-use super::{key_map, replay, EngineConfig, ExecError, Shared, RECORD_EVENTS};
+use super::{key_map, replay, EngineConfig, Shared, RECORD_EVENTS};
 
 pub(super) struct Supervisor {
     pub(super) opener: WalOpener,
@@ -58,8 +62,7 @@ impl Supervisor {
         *self.shared.last_failure.lock() = Some(reason.clone());
         tracing::error!("storage failure: {reason}; reopening the log");
         for cell in &self.cells {
-            // Answers already waiting still get the log's verdict through its callbacks.
-            cell.log.stale.store(true, Ordering::Release);
+            cell.mark_stale();
         }
         let old = self.shared.wal.write().take();
         if let Some(wal) = old {
@@ -131,23 +134,7 @@ impl Supervisor {
     fn replace(&self, shards: Vec<Shard>) {
         *self.shared.keys.write() = key_map(&shards);
         for (cell, shard) in self.cells.iter().zip(shards) {
-            let mut st = cell.state.lock();
-            st.shard = shard;
-            st.last_appended = 0;
-            st.inflight.clear();
-            // One step under the waits lock: whatever waited on the old log is failed, and
-            // an answer computed on it that registers later sees the new epoch and fails.
-            let mut w = cell.log.waits.lock();
-            cell.log.epoch.fetch_add(1, Ordering::AcqRel);
-            cell.log.durable.store(0, Ordering::Release);
-            w.failed = None;
-            let waiting: Vec<_> = w.waiting.drain(..).collect();
-            drop(w);
-            cell.log.stale.store(false, Ordering::Release);
-            drop(st);
-            for (_, done) in waiting {
-                done(Some(ExecError::Storage("the write-ahead log was reopened".into())));
-            }
+            cell.replace(shard);
         }
     }
 }
