@@ -215,13 +215,11 @@ impl Cell {
     fn append(&self, shared: &Shared, st: &mut CellState, records: &[Vec<u8>]) -> Result<(), String> {
         let refs: Vec<(u8, &[u8])> = records.iter().map(|r| (RECORD_EVENTS, r.as_slice())).collect();
         let log = self.log.clone();
-        let wal = shared.wal.read().clone();
         let started = Instant::now();
-        let appended = match &wal {
+        let appended = match shared.wal.lend() {
             Some(wal) => wal.append_group_with(&refs, move |r| log.on_durable(r, started)),
             None => Err(WalError::Closed),
         };
-        drop(wal);
         match appended {
             Ok(last) => {
                 st.last_appended = last;

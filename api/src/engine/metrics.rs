@@ -55,7 +55,7 @@ impl Engine {
             log_bytes_since_snapshot: s.log_bytes_since_snapshot.load(Ordering::Relaxed),
             queue_depths: self.cells.iter().map(|c| SHARD_INFLIGHT_MAX - c.permits.available_permits()).collect(),
             merchants: s.keys.read().len(),
-            wal: s.wal.read().as_ref().map(|w| w.stats()),
+            wal: s.wal.stats(),
         }
     }
 

@@ -32,7 +32,7 @@ use parking_lot::{Mutex, RwLock};
 use surge_core::encoding::encode_events;
 use surge_core::image;
 use surge_core::{shard_of, CoreError, Outcome, Reply, Request, Shard};
-use surge_wal::{Recovery, Wal};
+use surge_wal::Recovery;
 use tokio::sync::oneshot;
 
 use self::cell::Cell;
@@ -40,7 +40,7 @@ use self::metrics::{GROUP_COMMIT_BUCKETS_S, GROUP_RECORDS_BUCKETS};
 use self::snapshot::write_snapshots;
 use self::supervisor::Supervisor;
 use self::ticker::run_ticker;
-use self::wal::unwrap_when_released;
+use self::wal::WalSlot;
 
 pub use self::metrics::EngineStats;
 pub use self::ticker::TICK_INTERVAL;
@@ -69,7 +69,7 @@ pub type ExecResult = Result<Executed, ExecError>;
 
 /// State shared by the HTTP side, the log callbacks, the ticker and the supervisor.
 struct Shared {
-    wal: RwLock<Option<Arc<Wal>>>,
+    wal: WalSlot,
     /// False while the log is failed and the shards are being rebuilt.
     healthy: AtomicBool,
     /// API key hash -> merchant id.
@@ -152,7 +152,7 @@ impl Engine {
         tracing::info!(shards = n, next_lsn = wal.next_lsn(), "recovered");
         let (failures_tx, failures_rx) = crossbeam_channel::unbounded();
         let shared = Arc::new(Shared {
-            wal: RwLock::new(Some(Arc::new(wal))),
+            wal: WalSlot::new(wal),
             healthy: AtomicBool::new(true),
             keys: RwLock::new(key_map(&shards)),
             failures: failures_tx.clone(),
@@ -308,11 +308,8 @@ impl Engine {
         if let Some(t) = self.ticker.lock().take() {
             let _ = t.join();
         }
-        let wal = self.shared.wal.write().take();
-        if let Some(wal) = wal.map(unwrap_when_released) {
-            if let Err(e) = wal.close() {
-                tracing::warn!("closing the log: {e}");
-            }
+        if let Err(e) = self.shared.wal.take_and_close() {
+            tracing::error!("closing the log: {e}");
         }
         for cell in &self.cells {
             cell.log.fail_waiting("shutting down");

@@ -2,7 +2,7 @@
 //! snapshot thread that waits for that LSN to be durable, then encodes and writes.
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::Weak;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
@@ -16,7 +16,7 @@ use super::Shared;
 pub(super) struct SnapshotJob {
     /// The log to snapshot. Weak: a storage failure may replace it meanwhile, and the
     /// supervisor must be able to close it; then this snapshot is dropped.
-    pub(super) wal: std::sync::Weak<Wal>,
+    pub(super) wal: Weak<Wal>,
     /// The shards hold every record up to this LSN and none after it.
     pub(super) lsn: Lsn,
     pub(super) shards: Vec<FrozenShard>,
@@ -40,7 +40,7 @@ impl Supervisor {
             return;
         }
         let Some(jobs) = &self.snapshot_jobs else { return };
-        let Some(wal) = self.shared.wal.read().clone() else { return };
+        let Some(wal) = self.shared.wal.lend() else { return };
         let started = Instant::now();
         // Every append happens under its shard's lock, right after the apply. With every
         // lock held (in shard order, as `replace` takes them) no record is between its apply
@@ -58,7 +58,7 @@ impl Supervisor {
         self.shared.records_since_snapshot.store(0, Ordering::Relaxed);
         self.shared.log_bytes_since_snapshot.store(0, Ordering::Relaxed);
         self.shared.snapshot_busy.store(true, Ordering::Release);
-        if jobs.try_send(SnapshotJob { wal: Arc::downgrade(&wal), lsn, shards }).is_err() {
+        if jobs.try_send(SnapshotJob { wal: wal.downgrade(), lsn, shards }).is_err() {
             self.shared.snapshot_busy.store(false, Ordering::Release);
         }
     }
@@ -91,24 +91,23 @@ pub(super) fn write_snapshots(shared: &Shared, jobs: &Receiver<SnapshotJob>) {
 
 /// Longest a frozen snapshot waits for its LSN to become durable (a healthy log takes a
 /// group commit, milliseconds); past it the snapshot is dropped and the next one is asked.
-const SNAPSHOT_DURABLE_WAIT_MAX: Duration = Duration::from_secs(30);
+const SNAPSHOT_DURABLE_WAIT_MAX_MS: u64 = 30_000;
 
-/// Whether `lsn` became durable on the log of the job, while it still is the current log.
-fn wait_durable(shared: &Shared, wal: &std::sync::Weak<Wal>, lsn: Lsn) -> bool {
-    let started = Instant::now();
-    loop {
-        // Hold the log only to look: a storage failure must be able to close it meanwhile.
-        let durable = match wal.upgrade() {
-            Some(w) if shared.wal.read().as_ref().is_some_and(|c| Arc::ptr_eq(c, &w)) => w.durable_lsn(),
-            _ => return false,
-        };
-        if durable >= lsn {
-            return true;
+/// Whether `lsn` became durable on the job's log while it still was the current log.
+///
+/// The wait is the log's own (`Wal::wait_durable`): woken by the commit that makes `lsn`
+/// durable, or at once by a failure of the log, never by polling. It holds a loan of the
+/// log meanwhile, so a supervisor that wants to close the log after a failure waits for it:
+/// a failed log ends the wait at once, a healthy one within a group commit, a stuck one at
+/// the bound.
+fn wait_durable(shared: &Shared, wal: &Weak<Wal>, lsn: Lsn) -> bool {
+    let Some(wal) = shared.wal.lend_if_current(wal) else { return false };
+    match wal.wait_durable(lsn, SNAPSHOT_DURABLE_WAIT_MAX_MS) {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::warn!(lsn, "no snapshot: the frozen state did not become durable: {e}");
+            false
         }
-        if started.elapsed() > SNAPSHOT_DURABLE_WAIT_MAX || shared.stopping.load(Ordering::Acquire) {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(1));
     }
 }
 
@@ -120,8 +119,7 @@ fn write_snapshot(shared: &Shared, job: SnapshotJob) {
     if lsn == 0 || lsn <= shared.snapshot_lsn.load(Ordering::Relaxed) {
         return;
     }
-    if !wait_durable(shared, &wal, lsn) {
-        tracing::warn!(lsn, "no snapshot: the log did not make the frozen state durable");
+    if !wait_durable(shared, &wal, lsn) || shared.stopping.load(Ordering::Acquire) {
         return;
     }
     let durable_after = started.elapsed();
@@ -131,10 +129,8 @@ fn write_snapshot(shared: &Shared, job: SnapshotJob) {
     // Let go of the chunks at once: the live shards stop copying them on change.
     drop(shards);
     let encoded = started.elapsed() - durable_after;
-    let Some(wal) = wal.upgrade() else { return };
-    if !shared.wal.read().as_ref().is_some_and(|w| Arc::ptr_eq(w, &wal)) {
-        return;
-    }
+    // Not lent while encoding: a storage failure may close the log meanwhile.
+    let Some(wal) = shared.wal.lend_if_current(&wal) else { return };
     match wal.write_snapshot(lsn, &bytes) {
         Ok(removed) => {
             let took = started.elapsed();

@@ -16,7 +16,7 @@ use surge_core::Shard;
 
 use super::cell::Cell;
 use super::snapshot::SnapshotJob;
-use super::wal::{unwrap_when_released, WalOpener};
+use super::wal::{CloseError, WalOpener};
 use super::{key_map, replay, EngineConfig, Shared, RECORD_EVENTS};
 
 pub(super) struct Supervisor {
@@ -64,10 +64,11 @@ impl Supervisor {
         for cell in &self.cells {
             cell.mark_stale();
         }
-        let old = self.shared.wal.write().take();
-        if let Some(wal) = old {
-            // Closing stops the writer after it has reported on every group it was given.
-            let _ = unwrap_when_released(wal).close();
+        match self.shared.wal.take_and_close() {
+            // Closed by its last user instead; until then the reopen below fails and is retried.
+            Err(e @ CloseError::StillLent { .. }) => tracing::error!("closing the failed log: {e}"),
+            // A failed log's close reports that failure again.
+            Ok(()) | Err(CloseError::Wal(_)) => {}
         }
         while self.failures.try_recv().is_ok() {}
         let mut serving_reads = false;
@@ -116,7 +117,7 @@ impl Supervisor {
         }
         let shards = replay(&recovery, self.shard_count)?;
         drop(recovery);
-        *self.shared.wal.write() = Some(Arc::new(wal));
+        self.shared.wal.put(wal);
         self.replace(shards);
         Ok(())
     }
