@@ -21,14 +21,14 @@ use surge_core::Shard;
 use surge_wal::{Lsn, WalError};
 use tokio::sync::Semaphore;
 
-use super::{now_ms, ExecError, Shared, RECORD_EVENTS};
+use super::supervisor::Command;
+use super::{now_ms, ExecError, Shared, StorageError, RECORD_EVENTS};
 
 /// Requests executing or waiting for the log per shard before callers wait (back-pressure).
 /// Appends happen on tokio workers under the shard's lock, so this also keeps the log's
 /// queue (65,536 records / 8 MiB by default) from filling up under ordinary records: a full
 /// queue would block a worker (the log waits for room) instead of a shard thread.
 pub(super) const SHARD_INFLIGHT_MAX: usize = 4_096;
-const LOG_UNAVAILABLE: &str = "the write-ahead log is unavailable";
 
 type Completion = Box<dyn FnOnce(Option<ExecError>) + Send>;
 
@@ -67,7 +67,7 @@ pub(super) struct CellLog {
 #[derive(Default)]
 struct Waits {
     /// The log failed: nothing beyond `CellLog::durable` will become durable.
-    failed: Option<String>,
+    failed: Option<WalError>,
     /// Answers held until their LSN is durable, in no particular order (`on_durable` looks at all).
     waiting: VecDeque<(Lsn, Completion)>,
 }
@@ -154,7 +154,7 @@ impl Cell {
         self.log.stale.store(false, Ordering::Release);
         drop(st);
         for (_, done) in waiting {
-            done(Some(ExecError::Storage("the write-ahead log was reopened".into())));
+            done(Some(ExecError::Storage(StorageError::Reopened)));
         }
     }
 
@@ -169,16 +169,14 @@ impl Cell {
         let mut st = self.state.lock();
         let _abort = AbortOnPanic;
         if self.log.unavailable() {
-            return Pending::Now(Err(ExecError::Storage(LOG_UNAVAILABLE.into())));
+            return Pending::Now(Err(ExecError::Storage(StorageError::ShardStale)));
         }
         let epoch = self.log.absorb(&mut st);
         let mut records = Vec::new();
         let value = work(&mut st.shard, now_ms(), &mut records);
         if !records.is_empty() {
-            if let Err(reason) = self.append(shared, &mut st, &records) {
-                return Pending::Now(Err(ExecError::Storage(format!(
-                    "the write-ahead log refused the write ({reason})"
-                ))));
+            if let Err(e) = self.append(shared, &mut st, &records) {
+                return Pending::Now(Err(ExecError::Storage(StorageError::Refused(e))));
             }
         }
         Pending::After { lsn: st.last_appended, epoch, value }
@@ -189,7 +187,7 @@ impl Cell {
     pub(super) fn read<R>(&self, f: impl FnOnce(&Shard) -> R) -> Pending<R> {
         let mut st = self.state.lock();
         if self.log.stale.load(Ordering::Acquire) {
-            return Pending::Now(Err(ExecError::Storage(LOG_UNAVAILABLE.into())));
+            return Pending::Now(Err(ExecError::Storage(StorageError::ShardStale)));
         }
         let epoch = self.log.absorb(&mut st);
         let value = f(&st.shard);
@@ -212,7 +210,7 @@ impl Cell {
     }
 
     /// Appends `records` as one atomic group; a refusal makes the shard stale.
-    fn append(&self, shared: &Shared, st: &mut CellState, records: &[Vec<u8>]) -> Result<(), String> {
+    fn append(&self, shared: &Shared, st: &mut CellState, records: &[Vec<u8>]) -> Result<(), WalError> {
         let refs: Vec<(u8, &[u8])> = records.iter().map(|r| (RECORD_EVENTS, r.as_slice())).collect();
         let log = self.log.clone();
         let started = Instant::now();
@@ -233,9 +231,8 @@ impl Cell {
             Err(e) => {
                 // Only this group is refused; earlier groups still get the log's verdict
                 // (a full queue or an oversized record does not fail them).
-                let reason = e.to_string();
-                self.log.go_stale(&reason);
-                Err(reason)
+                self.log.go_stale(&e);
+                Err(e)
             }
         }
     }
@@ -270,12 +267,12 @@ impl CellLog {
         if self.epoch.load(Ordering::Acquire) != epoch {
             // The log this answer waited on was replaced: its fate is unknown here.
             drop(w);
-            done(Some(ExecError::Storage("the write-ahead log was reopened; retry".into())));
+            done(Some(ExecError::Storage(StorageError::Reopened)));
         } else if lsn <= self.durable.load(Ordering::Acquire) {
             drop(w);
             done(None);
-        } else if let Some(reason) = &w.failed {
-            let e = ExecError::Storage(format!("the write-ahead log failed ({reason}); nothing was applied"));
+        } else if let Some(e) = &w.failed {
+            let e = ExecError::Storage(StorageError::Failed(e.clone()));
             drop(w);
             done(Some(e));
         } else {
@@ -310,35 +307,33 @@ impl CellLog {
             Err(e) => {
                 // Everything still waiting depends on this group or a later one, none of
                 // which can become durable now.
-                let reason = e.to_string();
-                w.failed = Some(reason.clone());
+                w.failed = Some(e.clone());
                 let waiting: Vec<_> = w.waiting.drain(..).collect();
                 drop(w);
-                self.go_stale(&reason);
+                self.go_stale(&e);
                 for (_, done) in waiting {
-                    done(Some(ExecError::Storage(format!(
-                        "the write-ahead log failed ({reason}); nothing was applied"
-                    ))));
+                    done(Some(ExecError::Storage(StorageError::Failed(e.clone()))));
                 }
             }
         }
     }
 
-    pub(super) fn fail_waiting(&self, reason: &str) {
+    pub(super) fn fail_waiting(&self, reason: StorageError) {
         let waiting: Vec<_> = self.waits.lock().waiting.drain(..).collect();
         for (_, done) in waiting {
-            done(Some(ExecError::Storage(reason.to_string())));
+            done(Some(ExecError::Storage(reason.clone())));
         }
     }
 
     /// The state now holds changes the log will not have: stop answering from it and ask
     /// the supervisor to rebuild it from the log.
-    fn go_stale(&self, reason: &str) {
+    fn go_stale(&self, reason: &WalError) {
         if !self.stale.swap(true, Ordering::AcqRel) {
             tracing::error!(shard = self.index, "log failure, shard goes stale until rebuilt: {reason}");
             // Not ready from now on (the supervisor sets it back once the shards are rebuilt).
             self.shared.healthy.store(false, Ordering::Release);
-            let _ = self.shared.failures.send(reason.to_string());
+            // A full queue already holds a recovery that rebuilds every shard.
+            let _ = self.shared.supervisor.try_send(Command::Recover(reason.clone()));
         }
     }
 }

@@ -14,6 +14,7 @@
 //! - `metrics`: the engine's own figures and histograms for `/metrics`.
 
 mod cell;
+mod error;
 mod metrics;
 mod snapshot;
 mod supervisor;
@@ -31,17 +32,18 @@ use crossbeam_channel::Sender;
 use parking_lot::{Mutex, RwLock};
 use surge_core::encoding::encode_events;
 use surge_core::image;
-use surge_core::{shard_of, CoreError, Outcome, Reply, Request, Shard};
+use surge_core::{shard_of, Outcome, Reply, Request, Shard};
 use surge_wal::Recovery;
 use tokio::sync::oneshot;
 
 use self::cell::Cell;
 use self::metrics::{GROUP_COMMIT_BUCKETS_S, GROUP_RECORDS_BUCKETS};
 use self::snapshot::write_snapshots;
-use self::supervisor::Supervisor;
+use self::supervisor::{Command, Supervisor};
 use self::ticker::run_ticker;
 use self::wal::WalSlot;
 
+pub use self::error::{ExecError, ReplayError, StartError, StorageError};
 pub use self::metrics::EngineStats;
 pub use self::ticker::TICK_INTERVAL;
 pub use self::wal::WalOpener;
@@ -58,13 +60,6 @@ pub struct Executed {
     pub replayed: bool,
 }
 
-#[derive(Debug, Clone)]
-pub enum ExecError {
-    Core(CoreError),
-    /// The log could not make it durable (or the engine is rebuilding): nothing was applied.
-    Storage(String),
-}
-
 pub type ExecResult = Result<Executed, ExecError>;
 
 /// State shared by the HTTP side, the log callbacks, the ticker and the supervisor.
@@ -74,13 +69,15 @@ struct Shared {
     healthy: AtomicBool,
     /// API key hash -> merchant id.
     keys: RwLock<HashMap<[u8; 32], Arc<str>>>,
-    failures: Sender<String>,
+    /// The supervisor's commands.
+    supervisor: Sender<Command>,
     records_since_snapshot: AtomicU64,
     /// Payload bytes appended since the last snapshot was asked for.
     log_bytes_since_snapshot: AtomicU64,
     /// Size of the latest snapshot written: the next one waits for as many log bytes.
     snapshot_bytes: AtomicU64,
     stopping: AtomicBool,
+    /// The latest storage failure or failed reopen, as operators read it.
     last_failure: Mutex<Option<String>>,
     storage_failures: AtomicU64,
     snapshots_written: AtomicU64,
@@ -110,22 +107,22 @@ pub struct Engine {
     shared: Arc<Shared>,
     ticker: Mutex<Option<JoinHandle<()>>>,
     supervisor: Mutex<Option<JoinHandle<()>>>,
-    supervisor_stop: Sender<String>,
+    supervisor_commands: Sender<Command>,
 }
 
 /// Rebuilds shards from what the log recovered: the snapshot (if any), then every record after it.
-pub fn replay(recovery: &Recovery, shard_count: usize) -> Result<Vec<Shard>, String> {
+pub fn replay(recovery: &Recovery, shard_count: usize) -> Result<Vec<Shard>, ReplayError> {
     let mut shards = match recovery.snapshot() {
         Some((lsn, bytes)) => {
-            image::decode_snapshot(bytes, Some(shard_count)).map_err(|e| format!("snapshot at LSN {lsn}: {e}"))?
+            image::decode_snapshot(bytes, Some(shard_count)).map_err(|source| ReplayError::Snapshot { lsn, source })?
         }
         None => (0..shard_count).map(|_| Shard::new()).collect(),
     };
     for record in recovery.records() {
-        let record = record.map_err(|e| format!("reading the log: {e}"))?;
+        let record = record.map_err(ReplayError::Read)?;
         image::record_events(record.record_type, record.payload)
             .and_then(|events| image::apply_events(&mut shards, &events))
-            .map_err(|e| format!("record at LSN {}: {e}", record.lsn))?;
+            .map_err(|source| ReplayError::Record { lsn: record.lsn, source })?;
     }
     for shard in &mut shards {
         let applied = shard.applied_events();
@@ -141,21 +138,21 @@ fn key_map(shards: &[Shard]) -> HashMap<[u8; 32], Arc<str>> {
 impl Engine {
     /// Opens the log with `opener`, recovers every shard and starts the threads. A record
     /// that does not decode or apply stops start-up with an error naming its LSN.
-    pub fn start(opener: WalOpener, config: EngineConfig) -> Result<Engine, String> {
+    pub fn start(opener: WalOpener, config: EngineConfig) -> Result<Engine, StartError> {
         let n = config.shards.max(1);
-        let (wal, recovery) = (opener.open)().map_err(|e| format!("opening the log: {e}"))?;
+        let (wal, recovery) = (opener.open)().map_err(StartError::Open)?;
         if let Some(cut) = &recovery.tail_cut {
             tracing::warn!(?cut, "cut a torn tail off the log");
         }
         let shards = replay(&recovery, n)?;
         drop(recovery);
         tracing::info!(shards = n, next_lsn = wal.next_lsn(), "recovered");
-        let (failures_tx, failures_rx) = crossbeam_channel::unbounded();
+        let (commands_tx, commands_rx) = supervisor::commands(n);
         let shared = Arc::new(Shared {
             wal: WalSlot::new(wal),
             healthy: AtomicBool::new(true),
             keys: RwLock::new(key_map(&shards)),
-            failures: failures_tx.clone(),
+            supervisor: commands_tx.clone(),
             records_since_snapshot: AtomicU64::new(0),
             log_bytes_since_snapshot: AtomicU64::new(0),
             snapshot_bytes: AtomicU64::new(0),
@@ -177,19 +174,19 @@ impl Engine {
         let ticker = std::thread::Builder::new()
             .name("surge-ticker".into())
             .spawn(move || run_ticker(&ticker_shared, &ticker_cells))
-            .map_err(|e| format!("spawning the ticker: {e}"))?;
+            .map_err(|source| StartError::Spawn { thread: "ticker", source })?;
         // One round at a time: the supervisor starts none while `snapshot_busy`.
         let (jobs_tx, jobs_rx) = crossbeam_channel::bounded(1);
         let snapshot_shared = shared.clone();
         let snapshot_thread = std::thread::Builder::new()
             .name("surge-snapshot".into())
             .spawn(move || write_snapshots(&snapshot_shared, &jobs_rx))
-            .map_err(|e| format!("spawning the snapshot thread: {e}"))?;
+            .map_err(|source| StartError::Spawn { thread: "snapshot thread", source })?;
         let supervisor = Supervisor {
             opener,
             shared: shared.clone(),
             cells: cells.clone(),
-            failures: failures_rx,
+            commands: commands_rx,
             config,
             shard_count: n,
             snapshot_jobs: Some(jobs_tx),
@@ -198,13 +195,13 @@ impl Engine {
         let supervisor = std::thread::Builder::new()
             .name("surge-supervisor".into())
             .spawn(move || supervisor.run())
-            .map_err(|e| format!("spawning the supervisor: {e}"))?;
+            .map_err(|source| StartError::Spawn { thread: "supervisor", source })?;
         Ok(Engine {
             cells,
             shared,
             ticker: Mutex::new(Some(ticker)),
             supervisor: Mutex::new(Some(supervisor)),
-            supervisor_stop: failures_tx,
+            supervisor_commands: commands_tx,
         })
     }
 
@@ -238,29 +235,29 @@ impl Engine {
     /// Runs a request on its merchant's shard; answers once its record is durable.
     pub async fn execute(&self, req: Request) -> ExecResult {
         if !self.is_healthy() {
-            return Err(ExecError::Storage(self.unavailable_reason()));
+            return Err(ExecError::Storage(self.unavailable()));
         }
         let cell = self.cell(&req.merchant);
-        let _permit = cell.permits.acquire().await.map_err(|_| ExecError::Storage("shutting down".into()))?;
+        let _permit = cell.permits.acquire().await.map_err(|_| ExecError::Storage(StorageError::ShuttingDown))?;
         let (tx, rx) = oneshot::channel();
         let done = cell.write(&self.shared, |shard, now, records| execute_into(shard, &req, now, records));
         done.settle(cell, move |result| {
             let _ = tx.send(result.and_then(|executed| executed));
         });
-        rx.await.unwrap_or_else(|_| Err(ExecError::Storage("the shard stopped".into())))
+        rx.await.unwrap_or_else(|_| Err(ExecError::Storage(StorageError::ShardStopped)))
     }
 
     /// Runs requests of `merchant` in order, each on its own; all their records are
     /// appended as one atomic group (one log write), and every answer waits for it.
     pub async fn execute_batch(&self, merchant: &str, reqs: Vec<Request>) -> Vec<ExecResult> {
         let n = reqs.len();
-        let refuse = |why: String| (0..n).map(|_| Err(ExecError::Storage(why.clone()))).collect();
+        let refuse = |why: StorageError| (0..n).map(|_| Err(ExecError::Storage(why.clone()))).collect();
         if !self.is_healthy() {
-            return refuse(self.unavailable_reason());
+            return refuse(self.unavailable());
         }
         debug_assert!(reqs.iter().all(|r| r.merchant == merchant));
         let cell = self.cell(merchant);
-        let Ok(_permit) = cell.permits.acquire().await else { return refuse("shutting down".into()) };
+        let Ok(_permit) = cell.permits.acquire().await else { return refuse(StorageError::ShuttingDown) };
         let (tx, rx) = oneshot::channel();
         let done = cell.write(&self.shared, |shard, now, records| {
             reqs.iter().map(|req| execute_into(shard, req, now, records)).collect::<Vec<_>>()
@@ -271,7 +268,7 @@ impl Engine {
                 Err(e) => (0..n).map(|_| Err(e.clone())).collect(),
             });
         });
-        rx.await.unwrap_or_else(|_| refuse("the shard stopped".into()))
+        rx.await.unwrap_or_else(|_| refuse(StorageError::ShardStopped))
     }
 
     /// Runs `f` on the merchant's shard, after everything that shard applied before is durable.
@@ -281,27 +278,25 @@ impl Engine {
         F: FnOnce(&Shard) -> R + Send + 'static,
     {
         let cell = self.cell(merchant);
-        let _permit = cell.permits.acquire().await.map_err(|_| ExecError::Storage("shutting down".into()))?;
+        let _permit = cell.permits.acquire().await.map_err(|_| ExecError::Storage(StorageError::ShuttingDown))?;
         let (tx, rx) = oneshot::channel::<Result<R, ExecError>>();
         let done = cell.read(f);
         done.settle(cell, move |result| {
             let _ = tx.send(result);
         });
-        rx.await.unwrap_or_else(|_| Err(ExecError::Storage("the shard stopped".into())))
+        rx.await.unwrap_or_else(|_| Err(ExecError::Storage(StorageError::ShardStopped)))
     }
 
-    fn unavailable_reason(&self) -> String {
-        match self.last_failure() {
-            Some(f) => format!("the write-ahead log is unavailable ({f}); nothing was applied, retry later"),
-            None => "the write-ahead log is unavailable; nothing was applied, retry later".into(),
-        }
+    fn unavailable(&self) -> StorageError {
+        StorageError::Unavailable { last_failure: self.last_failure() }
     }
 
     /// Stops the supervisor and the ticker, then closes the log once what was appended is
     /// durable (closing flushes it; every waiting answer gets the log's verdict).
     pub fn shutdown(&self) {
         self.shared.stopping.store(true, Ordering::Release);
-        let _ = self.supervisor_stop.send(String::new());
+        // A wake-up only (`stopping` is what the supervisor obeys): it may be full.
+        let _ = self.supervisor_commands.try_send(Command::Stop);
         if let Some(s) = self.supervisor.lock().take() {
             let _ = s.join();
         }
@@ -312,7 +307,7 @@ impl Engine {
             tracing::error!("closing the log: {e}");
         }
         for cell in &self.cells {
-            cell.log.fail_waiting("shutting down");
+            cell.log.fail_waiting(StorageError::ShuttingDown);
         }
     }
 }

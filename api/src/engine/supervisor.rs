@@ -10,20 +10,40 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use surge_core::encoding::encode_events;
 use surge_core::Shard;
+use surge_wal::WalError;
 
 use super::cell::Cell;
+use super::error::ReopenError;
 use super::snapshot::SnapshotJob;
 use super::wal::{CloseError, WalOpener};
 use super::{key_map, replay, EngineConfig, Shared, RECORD_EVENTS};
+
+/// How often the supervisor looks whether a snapshot is due, when nothing else wakes it.
+const SNAPSHOT_CHECK_INTERVAL: Duration = Duration::from_millis(200);
+
+/// What the supervisor is told.
+#[derive(Debug)]
+pub(super) enum Command {
+    /// A shard saw this log failure: take the log away, reopen it and rebuild every shard.
+    Recover(WalError),
+    /// Shutting down (a wake-up: the supervisor obeys `Shared::stopping`).
+    Stop,
+}
+
+/// The supervisor's queue. Bounded: each shard sends at most one `Recover` until it is
+/// rebuilt, and one pending `Recover` rebuilds every shard, so a full queue loses nothing.
+pub(super) fn commands(shard_count: usize) -> (Sender<Command>, Receiver<Command>) {
+    crossbeam_channel::bounded(shard_count + 1)
+}
 
 pub(super) struct Supervisor {
     pub(super) opener: WalOpener,
     pub(super) shared: Arc<Shared>,
     pub(super) cells: Vec<Arc<Cell>>,
-    pub(super) failures: Receiver<String>,
+    pub(super) commands: Receiver<Command>,
     pub(super) config: EngineConfig,
     pub(super) shard_count: usize,
     pub(super) snapshot_jobs: Option<Sender<SnapshotJob>>,
@@ -45,21 +65,20 @@ impl Supervisor {
             if self.shared.stopping.load(Ordering::Acquire) {
                 return;
             }
-            match self.failures.recv_timeout(Duration::from_millis(200)) {
-                Ok(reason) if !reason.is_empty() => self.recover(reason),
-                Ok(_) => {}
-                Err(crossbeam_channel::RecvTimeoutError::Timeout) => self.maybe_snapshot(),
-                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
+            match self.commands.recv_timeout(SNAPSHOT_CHECK_INTERVAL) {
+                Ok(Command::Recover(reason)) => self.recover(&reason),
+                Ok(Command::Stop) | Err(RecvTimeoutError::Disconnected) => return,
+                Err(RecvTimeoutError::Timeout) => self.maybe_snapshot(),
             }
         }
     }
 
     /// Takes the failed log away from the shards, reopens it (retrying) and rebuilds every
     /// shard from what it holds, so no change the log lost stays visible.
-    fn recover(&self, reason: String) {
+    fn recover(&self, reason: &WalError) {
         self.shared.healthy.store(false, Ordering::Release);
         self.shared.storage_failures.fetch_add(1, Ordering::Relaxed);
-        *self.shared.last_failure.lock() = Some(reason.clone());
+        *self.shared.last_failure.lock() = Some(reason.to_string());
         tracing::error!("storage failure: {reason}; reopening the log");
         for cell in &self.cells {
             cell.mark_stale();
@@ -70,7 +89,12 @@ impl Supervisor {
             // A failed log's close reports that failure again.
             Ok(()) | Err(CloseError::Wal(_)) => {}
         }
-        while self.failures.try_recv().is_ok() {}
+        // Bounded by the queue's capacity.
+        while let Ok(command) = self.commands.try_recv() {
+            if let Command::Stop = command {
+                return;
+            }
+        }
         let mut serving_reads = false;
         loop {
             if self.shared.stopping.load(Ordering::Acquire) {
@@ -86,7 +110,7 @@ impl Supervisor {
                 }
                 Err(e) => {
                     tracing::error!("reopening the log failed: {e}");
-                    *self.shared.last_failure.lock() = Some(e);
+                    *self.shared.last_failure.lock() = Some(e.to_string());
                     if !serving_reads {
                         match self.rebuild_read_only() {
                             Ok(()) => {
@@ -96,20 +120,26 @@ impl Supervisor {
                             Err(e) => tracing::error!("reading the log failed too, reads answer 503: {e}"),
                         }
                     }
-                    std::thread::sleep(self.config.reopen_interval);
+                    // Until the next attempt, or at once when told to stop. Another failure
+                    // report changes nothing: every shard is rebuilt by the reopen anyway.
+                    if let Ok(Command::Stop) | Err(RecvTimeoutError::Disconnected) =
+                        self.commands.recv_timeout(self.config.reopen_interval)
+                    {
+                        return;
+                    }
                 }
             }
         }
     }
 
-    fn reopen(&self) -> Result<(), String> {
-        let (wal, recovery) = (self.opener.open)().map_err(|e| e.to_string())?;
+    fn reopen(&self) -> Result<(), ReopenError> {
+        let (wal, recovery) = (self.opener.open)().map_err(ReopenError::Open)?;
         // Ready means writable: prove it with an empty event batch (a valid record that
         // applies nothing) before any shard may append again.
         let probe = wal
             .append(RECORD_EVENTS, &encode_events(&[]))
             .and_then(|h| h.wait_timeout_ms(10_000))
-            .map_err(|e| format!("the reopened log is not writable: {e}"));
+            .map_err(ReopenError::NotWritable);
         if let Err(e) = probe {
             drop(recovery);
             let _ = wal.close();
@@ -125,8 +155,8 @@ impl Supervisor {
     /// While the log cannot be written: rebuild the shards from what a read-only open finds,
     /// so reads are answered (from the log, never from memory the log lost). Writes stay
     /// refused: `healthy` is false and there is no log to append to.
-    fn rebuild_read_only(&self) -> Result<(), String> {
-        let recovery = (self.opener.open_read_only)().map_err(|e| e.to_string())?;
+    fn rebuild_read_only(&self) -> Result<(), ReopenError> {
+        let recovery = (self.opener.open_read_only)().map_err(ReopenError::Open)?;
         let shards = replay(&recovery, self.shard_count)?;
         self.replace(shards);
         Ok(())
