@@ -213,9 +213,11 @@ impl Cell {
     fn append(&self, shared: &Shared, st: &mut CellState, records: &[Vec<u8>]) -> Result<(), WalError> {
         let refs: Vec<(u8, &[u8])> = records.iter().map(|r| (RECORD_EVENTS, r.as_slice())).collect();
         let log = self.log.clone();
+        // Stable under the state lock (`replace` takes it too).
+        let epoch = self.log.epoch.load(Ordering::Acquire);
         let started = Instant::now();
         let appended = match shared.wal.lend() {
-            Some(wal) => wal.append_group_with(&refs, move |r| log.on_durable(r, started)),
+            Some(wal) => wal.append_group_with(&refs, move |r| log.on_durable(r, started, epoch)),
             None => Err(WalError::Closed),
         };
         match appended {
@@ -280,9 +282,16 @@ impl CellLog {
         }
     }
 
-    /// The log's verdict on a group of this shard (on the log's writer thread, in LSN order).
-    fn on_durable(&self, result: Result<Lsn, WalError>, appended: Instant) {
+    /// The log's verdict on a group of this shard (on the log's writer thread, in LSN order),
+    /// appended to the log of `epoch`.
+    fn on_durable(&self, result: Result<Lsn, WalError>, appended: Instant, epoch: u64) {
         let mut w = self.waits.lock();
+        if self.epoch.load(Ordering::Acquire) != epoch {
+            // A log that could not be closed before the reopen (`CloseError::StillLent`)
+            // reports late: its LSNs name other records than the current log's, and its
+            // failure is not this shard's any more.
+            return;
+        }
         match result {
             Ok(lsn) => {
                 self.shared.group_commit.observe(appended.elapsed().as_secs_f64());
