@@ -4,12 +4,14 @@
 //!   coordinated omission) and closed loop (N connections back to back).
 //! - `stats`: hdrhistogram latencies per worker, merged exactly; per-second timeline.
 //! - `scenario`: flash-sale, concert, full-flow, retries, mixed, batch, orders; each sets up
-//!   its own merchant through the API and checks its invariants through the API afterwards.
-//! - `report`: the summary, the JSON result and the HTML report (inline SVG).
+//!   its own merchant through the API and notes what the server acknowledged.
+//! - `checks`: the invariants checked through the API afterwards, one function each.
+//! - `report`: the verdict, the summary, the JSON result and the HTML report (inline SVG).
 //! - `http`: a minimal HTTP/1.1 keep-alive client.
 //!
 //! Entry points: `LoadArgs` (clap) and `run` (blocking, its own runtime) or `run_async`.
 
+pub mod checks;
 pub mod http;
 pub mod report;
 pub mod scenario;
@@ -22,7 +24,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use report::RunReport;
+pub use report::{RunReport, Verdict};
 pub use scenario::ScenarioKind;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -33,8 +35,14 @@ pub enum LoopMode {
     Closed,
 }
 
+/// What `surge load --help` says about its exit codes.
+const EXIT_CODES: &str = "Exit codes: 0 every invariant holds and at most --max-error-pct of operations failed; \
+1 an invariant is broken, too many operations failed or none ran; 2 the run could not happen (bad arguments, \
+set-up failed); 3 the run happened but checked no invariant (--skip-setup), which is not a pass.";
+
 /// `surge load`: drive a surge server with one scenario and check its invariants.
 #[derive(clap::Args, Clone, Debug)]
+#[command(after_help = EXIT_CODES)]
 pub struct LoadArgs {
     /// Base URL of the server.
     #[arg(long, env = "SURGE_LOAD_TARGET", default_value = "http://127.0.0.1:8080")]
@@ -91,7 +99,7 @@ pub struct LoadArgs {
     #[arg(long, default_value_t = 100)]
     pub batch_size: u32,
     /// No set-up and no checks (for a target that only answers the requests, such as
-    /// surge-baseline).
+    /// surge-baseline). Such a run checks no invariant and exits 3, not 0.
     #[arg(long)]
     pub skip_setup: bool,
     /// Seed of the request mix.
@@ -151,8 +159,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 /// Runs `surge load` on a runtime of its own; prints the summary; writes the result files.
-/// Exit code 0 when every invariant holds and failures stay under --max-error-pct, 1 when
-/// not, 2 when the run could not happen (bad arguments, set-up failed).
+/// The exit code is the verdict's (see [`EXIT_CODES`]), or 2 when the run could not happen.
 pub fn run(args: LoadArgs) -> ExitCode {
     let runtime =
         match tokio::runtime::Builder::new_multi_thread().worker_threads(args.threads.max(1)).enable_all().build() {
@@ -163,8 +170,7 @@ pub fn run(args: LoadArgs) -> ExitCode {
             }
         };
     match runtime.block_on(run_async(&args)) {
-        Ok(r) if r.passed => ExitCode::SUCCESS,
-        Ok(_) => ExitCode::FAILURE,
+        Ok(r) => ExitCode::from(r.verdict.exit_code()),
         Err(e) => {
             eprintln!("surge load: {e}");
             ExitCode::from(2)
@@ -243,7 +249,7 @@ pub async fn execute(args: &LoadArgs) -> Result<RunReport, String> {
     let cpu_before = process_cpu_seconds();
     let driven = sched::drive(&plan, workers).await;
     let cpu_used = process_cpu_seconds().zip(cpu_before).map(|(after, before)| after - before);
-    let checks = scenario::check(&state).await;
+    let checks = checks::run(&state, driven.stats.requests).await;
 
     let s = &driven.stats;
     let elapsed = driven.elapsed.as_secs_f64().max(1e-9);
@@ -281,9 +287,11 @@ pub async fn execute(args: &LoadArgs) -> Result<RunReport, String> {
         threads: args.threads.max(1),
         checks,
         params: params_json,
+        verdict: Verdict::Fail,
         passed: false,
     };
-    report.passed = report.checks_passed() && report.error_pct() <= args.max_error_pct && report.ops > 0;
+    report.verdict = Verdict::of(report.ops, report.error_pct(), args.max_error_pct, &report.checks);
+    report.passed = report.verdict == Verdict::Pass;
     Ok(report)
 }
 
