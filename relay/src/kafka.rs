@@ -1,8 +1,8 @@
 //! Kafka sink (rdkafka): one topic per aggregate family (`{prefix}orders`, `payments`,
 //! `inventory`, `ledger`, `points`, `queue`, `merchants`, plus `{prefix}dlq` for the gateway
-//! worker), key = aggregate id, value = the JSON envelope, headers `event-id` and
-//! `event-type`; idempotent producer with `acks=all`. Engine-internal events (no
-//! `aggregate()`) are never published.
+//! worker), key = `{merchant_id}/{aggregate_id}` ([`message_key`]), value = the JSON
+//! envelope, headers `event-id` and `event-type`; idempotent producer with `acks=all`.
+//! Engine-internal events (no `aggregate()`) are never published.
 //!
 //! # Position
 //! The sink keeps no position of its own: `resume` returns the reader checkpoint the driver
@@ -78,6 +78,21 @@ use tokio::sync::Notify;
 
 use crate::batch::Batch;
 use crate::sink::{Sink, SinkError};
+
+/// The key of an aggregate's messages: `{merchant_id}/{aggregate_id}`.
+///
+/// Aggregate ids are per merchant (`ord_1`, a SKU, a customer id), so on their own two
+/// merchants' orders would share a key, and a compacted topic or a consumer keyed by it
+/// would merge them. A merchant id never holds a `/` (core allows `[A-Za-z0-9_.:-]`), so a
+/// key splits back at its first `/`. Every event of one aggregate gets the same key, hence
+/// the same partition: per-aggregate order holds as before.
+pub fn message_key(merchant_id: &str, aggregate_id: &str) -> String {
+    let mut key = String::with_capacity(merchant_id.len() + 1 + aggregate_id.len());
+    key.push_str(merchant_id);
+    key.push('/');
+    key.push_str(aggregate_id);
+    key
+}
 
 /// Every topic family core publishes to, in the order of [`topic_index`].
 const FAMILIES: [Topic; 7] =
@@ -428,7 +443,8 @@ impl KafkaSink {
         acks.down_since.store(0, Ordering::SeqCst);
         let start = session.produced;
         for logged in &batch.events {
-            let Some((topic, key)) = logged.event.aggregate() else { continue };
+            let Some((topic, aggregate_id)) = logged.event.aggregate() else { continue };
+            let key = message_key(&logged.event.merchant, &aggregate_id);
             let envelope = logged.event.envelope(logged.lsn, logged.index);
             payload.clear();
             serde_json::to_writer(&mut *payload, &envelope)
@@ -579,6 +595,16 @@ mod tests {
         for topic in FAMILIES {
             assert_eq!(FAMILIES[topic_index(topic)], topic);
         }
+    }
+
+    #[test]
+    fn message_keys_are_unique_across_merchants_and_stable_per_aggregate() {
+        assert_eq!(message_key("m-1", "ord_1"), "m-1/ord_1");
+        assert_ne!(message_key("m-1", "ord_1"), message_key("m-2", "ord_1"));
+        assert_eq!(message_key("m-1", "ord_1"), message_key("m-1", "ord_1"));
+        // Not confusable either: merchant ids hold no '/', so the first one splits the key.
+        let key = message_key("shop.a:b-c_d", "sku/with/slashes");
+        assert_eq!(key.split_once('/'), Some(("shop.a:b-c_d", "sku/with/slashes")));
     }
 
     #[test]

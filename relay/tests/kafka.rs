@@ -91,7 +91,9 @@ fn caught_up(status: &SinkStatus, durable: Lsn) -> bool {
 struct Expected {
     lsn: Lsn,
     topic: String,
+    /// `{merchant_id}/{aggregate_id}`.
     key: String,
+    aggregate: String,
     event_type: &'static str,
     merchant: String,
 }
@@ -104,13 +106,14 @@ fn expected_events(dir: &Path, prefix: &str) -> BTreeMap<String, Expected> {
         let record = record.expect("record");
         let events = surge_core::image::record_events(record.record_type, record.payload).expect("events");
         for (i, event) in events.iter().enumerate() {
-            let Some((topic, key)) = event.aggregate() else { continue };
+            let Some((topic, aggregate)) = event.aggregate() else { continue };
             out.insert(
                 surge_core::envelope::event_id(record.lsn, i as u32),
                 Expected {
                     lsn: record.lsn,
                     topic: format!("{prefix}{}", topic.suffix()),
-                    key,
+                    key: format!("{}/{aggregate}", event.merchant),
+                    aggregate,
                     event_type: event.type_name(),
                     merchant: event.merchant.to_string(),
                 },
@@ -226,7 +229,7 @@ fn check_messages(got: &[Got], expected: &BTreeMap<String, Expected>) {
         assert_eq!(v["event_id"], g.event_id.as_str(), "{}: envelope event_id", g.event_id);
         assert_eq!(v["type"], e.event_type, "{}: envelope type", g.event_id);
         assert_eq!(v["merchant_id"], e.merchant.as_str(), "{}: envelope merchant_id", g.event_id);
-        assert_eq!(v["aggregate_id"], e.key.as_str(), "{}: envelope aggregate_id", g.event_id);
+        assert_eq!(v["aggregate_id"], e.aggregate.as_str(), "{}: envelope aggregate_id", g.event_id);
         assert!(v["occurred_at"].is_string() && v.get("data").is_some(), "{}: envelope {v}", g.event_id);
     }
     let mut by_position: Vec<&Got> = got.iter().collect();
@@ -287,6 +290,49 @@ fn every_public_event_arrives_with_key_headers_and_envelope_in_order() {
     collector.until_seen(expected.keys(), Duration::from_secs(60));
     check_messages(&collector.got, &expected);
     assert!(collector.got.iter().all(|g| !g.topic.ends_with("dlq")), "nothing goes to the dead-letter topic");
+}
+
+/// Order, payment and hold ids count per merchant: two merchants' first orders are both
+/// `ord_1`. Their messages must carry keys of their own, and every message of one key must
+/// stay on one partition (per-aggregate order).
+#[test]
+fn two_merchants_orders_of_the_same_id_get_keys_of_their_own() {
+    let brokers = brokers();
+    require_broker(&brokers);
+    let prefix = prefix("keys");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = common::LogWriter::open(dir.path());
+    log.shop("m-a", 1);
+    log.shop("m-b", 1);
+    assert_eq!(log.orders("m-a", 1, 1), ["ord_1"]);
+    assert_eq!(log.orders("m-b", 1, 1), ["ord_1"]);
+
+    let config = KafkaConfig { partitions: 8, ..sink_config(&brokers, &prefix) };
+    let mut relay = Relay::new(driver_config(dir.path()));
+    relay.spawn(KafkaSink::new(config.clone()).expect("sink")).expect("spawn");
+    let status = relay.statuses()[0].clone();
+    let durable = log.durable_lsn();
+    wait_until("the sink to catch up", Duration::from_secs(60), || caught_up(&status, durable));
+    relay.stop();
+
+    let expected = expected_events(dir.path(), &prefix);
+    let mut collector = Collector::new(&brokers, &config.all_topics());
+    collector.until_seen(expected.keys(), Duration::from_secs(60));
+    check_messages(&collector.got, &expected);
+    let orders = format!("{prefix}orders");
+    let mut partitions: HashMap<&str, HashSet<i32>> = HashMap::new();
+    for g in collector.got.iter().filter(|g| g.topic == orders) {
+        assert_eq!(g.value["aggregate_id"], "ord_1", "{g:?}");
+        let merchant = g.value["merchant_id"].as_str().expect("merchant_id");
+        assert_eq!(g.key, format!("{merchant}/ord_1"), "{g:?}");
+        partitions.entry(&g.key).or_default().insert(g.partition);
+    }
+    let keys: Vec<&&str> = partitions.keys().collect();
+    assert_eq!(partitions.len(), 2, "one key per merchant's ord_1: {keys:?}");
+    assert!(partitions.contains_key("m-a/ord_1") && partitions.contains_key("m-b/ord_1"), "{keys:?}");
+    for (key, on) in &partitions {
+        assert_eq!(on.len(), 1, "every message of {key} on one partition: {on:?}");
+    }
 }
 
 #[test]
