@@ -293,6 +293,22 @@ pub fn html(r: &RunReport) -> String {
         esc(&r.target),
         r.started_unix_s
     );
+    s.push_str("<h2>Summary</h2><table>");
+    for (k, v) in summary_rows(r) {
+        let _ = write!(s, "<tr><td>{}</td><td class=\"n\">{}</td></tr>", esc(&k), esc(&v));
+    }
+    s.push_str("</table>");
+    invariants_html(&mut s, r);
+    charts_html(&mut s, r);
+    answers_html(&mut s, r);
+    s.push_str("<h2>Parameters</h2><pre>");
+    s.push_str(&esc(&serde_json::to_string_pretty(&r.params).unwrap_or_default()));
+    s.push_str("</pre></body></html>\n");
+    s
+}
+
+/// The figures of the HTML summary table: (what, value).
+fn summary_rows(r: &RunReport) -> Vec<(String, String)> {
     let l = &r.latency;
     let mut rows: Vec<(String, String)> = vec![
         ("operations".into(), thousands(r.ops)),
@@ -321,11 +337,10 @@ pub fn html(r: &RunReport) -> String {
     ] {
         rows.push((format!("latency {k}"), format!("{v:.2} ms")));
     }
-    s.push_str("<h2>Summary</h2><table>");
-    for (k, v) in rows {
-        let _ = write!(s, "<tr><td>{}</td><td class=\"n\">{}</td></tr>", esc(&k), esc(&v));
-    }
-    s.push_str("</table>");
+    rows
+}
+
+fn invariants_html(s: &mut String, r: &RunReport) {
     if r.checks.is_empty() {
         let _ = write!(s, "<h2>Invariants</h2><p class=\"fail\">{}</p>", esc(NOTHING_CHECKED));
     } else {
@@ -337,6 +352,10 @@ pub fn html(r: &RunReport) -> String {
         }
         s.push_str("</table>");
     }
+}
+
+/// Throughput and latency per second, as inline SVG.
+fn charts_html(s: &mut String, r: &RunReport) {
     let ops: Vec<f64> = r.timeline.iter().map(|t| t.ops as f64).collect();
     let errs: Vec<f64> = r.timeline.iter().map(|t| t.errors as f64).collect();
     s.push_str("<h2>Throughput</h2>");
@@ -354,6 +373,9 @@ pub fn html(r: &RunReport) -> String {
         "ms",
         &[("p50", "#2ca02c", p50), ("p99", "#ff7f0e", p99), ("max", "#9467bd", max)],
     ));
+}
+
+fn answers_html(s: &mut String, r: &RunReport) {
     s.push_str("<h2>Answers</h2><table><tr><th>answer</th><th>count</th><th></th></tr>");
     for o in &r.outcomes {
         let _ = write!(
@@ -364,10 +386,7 @@ pub fn html(r: &RunReport) -> String {
             if o.error { "<span class=\"fail\">error</span>" } else { "" }
         );
     }
-    s.push_str("</table><h2>Parameters</h2><pre>");
-    s.push_str(&esc(&serde_json::to_string_pretty(&r.params).unwrap_or_default()));
-    s.push_str("</pre></body></html>\n");
-    s
+    s.push_str("</table>");
 }
 
 #[cfg(test)]
