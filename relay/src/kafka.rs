@@ -452,43 +452,57 @@ impl KafkaSink {
             let headers = OwnedHeaders::new_with_capacity(2)
                 .insert(Header { key: "event-id", value: Some(envelope.event_id.as_str()) })
                 .insert(Header { key: "event-type", value: Some(envelope.event_type) });
-            let mut record: BaseRecord<'_, str, [u8], ()> = BaseRecord::to(&topics[topic_index(topic)])
+            let record: BaseRecord<'_, str, [u8], ()> = BaseRecord::to(&topics[topic_index(topic)])
                 .key(key.as_str())
                 .payload(payload.as_slice())
                 .headers(headers);
-            // Bounded by the write's deadline (the caller's timeout drops this future).
-            loop {
-                match session.producer.send(record) {
-                    Ok(()) => break,
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                        record = back;
-                        if let Some(e) = acks.first_error.lock().clone() {
-                            return Err(SinkError::Transient(format!("kafka: delivery failed: {e}")));
-                        }
-                        // librdkafka's thread drains the queue as acknowledgements come in.
-                        tokio::time::sleep(Duration::from_millis(1)).await;
-                    }
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge), _)) => {
-                        return Err(SinkError::Fatal(format!(
-                            "kafka: event {} is {} bytes, more than the producer's message.max.bytes",
-                            envelope.event_id,
-                            payload.len()
-                        )));
-                    }
-                    Err((e, _)) => {
-                        return Err(SinkError::Transient(format!("kafka: producing event {}: {e}", envelope.event_id)));
-                    }
-                }
-            }
-            session.produced += 1;
+            Self::produce(session, record, &envelope.event_id).await?;
         }
         let target = session.produced;
         if target == start {
             return Ok(());
         }
+        Self::wait_for_acks(&acks, target, down_max).await
+    }
+
+    /// Hands one message to librdkafka, waiting while its queue is full.
+    async fn produce(
+        session: &mut Session,
+        mut record: BaseRecord<'_, str, [u8], ()>,
+        event_id: &str,
+    ) -> Result<(), SinkError> {
+        // Bounded by the write's deadline (the caller's timeout drops this future).
+        loop {
+            match session.producer.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    if let Some(e) = session.acks.first_error.lock().clone() {
+                        return Err(SinkError::Transient(format!("kafka: delivery failed: {e}")));
+                    }
+                    // librdkafka's thread drains the queue as acknowledgements come in.
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge), back)) => {
+                    return Err(SinkError::Fatal(format!(
+                        "kafka: event {event_id} is {} bytes, more than the producer's message.max.bytes",
+                        back.payload.map_or(0, <[u8]>::len)
+                    )));
+                }
+                Err((e, _)) => {
+                    return Err(SinkError::Transient(format!("kafka: producing event {event_id}: {e}")));
+                }
+            }
+        }
+        session.produced += 1;
+        Ok(())
+    }
+
+    /// Waits until `target` delivery reports came in, all of them successes. Bounded by the
+    /// deadline the caller puts on this future; the last delivery report (or any failure)
+    /// wakes it, and it looks at the brokers' state in between.
+    async fn wait_for_acks(acks: &Acks, target: u64, down_max: Duration) -> Result<(), SinkError> {
         acks.target.store(target, Ordering::SeqCst);
-        // Bounded by the deadline the caller puts on this future; the last delivery report
-        // (or any failure) wakes us, and we look at the brokers' state in between.
         loop {
             if acks.failed.load(Ordering::SeqCst) > 0 {
                 let e = acks.first_error.lock().clone().unwrap_or_default();

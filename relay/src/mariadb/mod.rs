@@ -362,66 +362,15 @@ impl MariaDbSink {
         let mut tx = begin(conn, SINK_NAME, stored).await?;
         lock_offset(&mut tx, APPEND_OFFSET, append).await?;
         let mut tables = Tables::new(limits);
-        let mut events = 0u64;
-        // The parts may be apart (a crash between their commits): `ledger_entries` rows
-        // after `stored`, `events` rows after `append`.
-        let mut next = stored.min(append) + 1;
-        let mut tailer = Tailer::open(&dir, next).map_err(|e| wal_error("opening the log", e))?;
-        // Bounded by `snapshot`: every round reads one record or moves `next` forward.
-        while next <= snapshot {
-            let record = match tailer.try_next() {
-                Ok(Some(record)) => record,
-                Ok(None) => return Err(SinkError::Transient(format!("log record {next} is not readable yet"))),
-                Err(WalError::LsnNotAvailable { oldest_lsn, .. }) if oldest_lsn > next => {
-                    let missing_to = oldest_lsn.min(snapshot + 1) - 1;
-                    tracing::warn!(
-                        sink = SINK_NAME,
-                        "log records {next}..={missing_to} were removed before the cold store had them: \
-                         their events are missing from `events` and `ledger_entries` (the state tables are complete)"
-                    );
-                    next = missing_to + 1;
-                    if next <= snapshot {
-                        tailer = Tailer::open(&dir, next).map_err(|e| wal_error("opening the log", e))?;
-                    }
-                    continue;
-                }
-                Err(e) => return Err(wal_error("reading the log", e)),
-            };
-            assert_eq!(record.lsn, next, "the tailer yields consecutive records");
-            let decoded = surge_core::image::record_events(record.record_type, &record.payload)
-                .map_err(|e| SinkError::Fatal(format!("log record at LSN {}: {e}", record.lsn)))?;
-            for (index, event) in decoded.into_iter().enumerate() {
-                let index = u32::try_from(index).unwrap_or(u32::MAX);
-                let e = LoggedEvent { lsn: record.lsn, index, event };
-                if e.lsn > append {
-                    tables.event_row(&e)?;
-                }
-                if e.lsn > stored {
-                    tables.ledger_row(&e);
-                }
-                events += 1;
-            }
-            for statement in tables.take_ready() {
-                tx.query_drop(statement).await.map_err(|e| db_error("writing the log's events", e))?;
-            }
-            next += 1;
-        }
+        let events = write_log_rows(&mut tx, &mut tables, &dir, (stored, append), snapshot).await?;
         for merchant in projection.merchants() {
             tables.everything_of(merchant, snapshot);
-            for statement in tables.take_ready() {
-                tx.query_drop(statement).await.map_err(|e| db_error("writing the snapshot's rows", e))?;
-            }
+            run_all(&mut tx, tables.take_ready(), "writing the snapshot's rows").await?;
         }
         let rows = tables.row_count();
-        for statement in tables.finish() {
-            tx.query_drop(statement).await.map_err(|e| db_error("writing the snapshot's rows", e))?;
-        }
+        run_all(&mut tx, tables.finish(), "writing the snapshot's rows").await?;
         // Every row was written: the backfills are done too.
-        for migration in &backfills {
-            tx.query_drop(schema::record_statement(migration))
-                .await
-                .map_err(|e| db_error("recording a schema migration", e))?;
-        }
+        record_migrations(&mut tx, &backfills).await?;
         move_offset(&mut tx, APPEND_OFFSET, snapshot.max(append)).await?;
         commit(tx, SINK_NAME, snapshot).await?;
         self.backfills.clear();
@@ -451,20 +400,12 @@ impl MariaDbSink {
             let Some(backfill) = migration.backfill else { continue };
             for merchant in projection.merchants() {
                 tables.backfill(merchant, backfill, stored);
-                for statement in tables.take_ready() {
-                    tx.query_drop(statement).await.map_err(|e| db_error("backfilling", e))?;
-                }
+                run_all(&mut tx, tables.take_ready(), "backfilling").await?;
             }
         }
         let rows = tables.row_count();
-        for statement in tables.finish() {
-            tx.query_drop(statement).await.map_err(|e| db_error("backfilling", e))?;
-        }
-        for migration in &backfills {
-            tx.query_drop(schema::record_statement(migration))
-                .await
-                .map_err(|e| db_error("recording a schema migration", e))?;
-        }
+        run_all(&mut tx, tables.finish(), "backfilling").await?;
+        record_migrations(&mut tx, &backfills).await?;
         commit(tx, SINK_NAME, stored).await?;
         self.in_flight = false;
         self.backfills.clear();
@@ -581,10 +522,80 @@ async fn write_part(
     what: &str,
 ) -> Result<(), SinkError> {
     let mut tx = begin(conn, row, at).await?;
+    run_all(&mut tx, statements, what).await?;
+    commit(tx, row, last).await
+}
+
+/// Runs `statements` in order in `tx`; `what` names them in an error.
+async fn run_all(tx: &mut mysql_async::Transaction<'_>, statements: Vec<String>, what: &str) -> Result<(), SinkError> {
     for statement in statements {
         tx.query_drop(statement).await.map_err(|e| db_error(what, e))?;
     }
-    commit(tx, row, last).await
+    Ok(())
+}
+
+/// Records backfill migrations as done (their rows are written in the same transaction).
+async fn record_migrations(
+    tx: &mut mysql_async::Transaction<'_>,
+    migrations: &[&'static schema::Migration],
+) -> Result<(), SinkError> {
+    let statements = migrations.iter().map(|m| schema::record_statement(m)).collect();
+    run_all(tx, statements, "recording a schema migration").await
+}
+
+/// The append-only rows of the log's records after `stored` (the state part's offset:
+/// `ledger_entries`) and after `append` (`events`), up to `snapshot`, that the log still
+/// has; records retention already removed are skipped with a warning. Returns how many
+/// events were read.
+async fn write_log_rows(
+    tx: &mut mysql_async::Transaction<'_>,
+    tables: &mut Tables,
+    dir: &std::path::Path,
+    (stored, append): (Lsn, Lsn),
+    snapshot: Lsn,
+) -> Result<u64, SinkError> {
+    let mut events = 0u64;
+    // The parts may be apart (a crash between their commits).
+    let mut next = stored.min(append) + 1;
+    let mut tailer = Tailer::open(dir, next).map_err(|e| wal_error("opening the log", e))?;
+    // Bounded by `snapshot`: every round reads one record or moves `next` forward.
+    while next <= snapshot {
+        let record = match tailer.try_next() {
+            Ok(Some(record)) => record,
+            Ok(None) => return Err(SinkError::Transient(format!("log record {next} is not readable yet"))),
+            Err(WalError::LsnNotAvailable { oldest_lsn, .. }) if oldest_lsn > next => {
+                let missing_to = oldest_lsn.min(snapshot + 1) - 1;
+                tracing::warn!(
+                    sink = SINK_NAME,
+                    "log records {next}..={missing_to} were removed before the cold store had them: \
+                     their events are missing from `events` and `ledger_entries` (the state tables are complete)"
+                );
+                next = missing_to + 1;
+                if next <= snapshot {
+                    tailer = Tailer::open(dir, next).map_err(|e| wal_error("opening the log", e))?;
+                }
+                continue;
+            }
+            Err(e) => return Err(wal_error("reading the log", e)),
+        };
+        assert_eq!(record.lsn, next, "the tailer yields consecutive records");
+        let decoded = surge_core::image::record_events(record.record_type, &record.payload)
+            .map_err(|e| SinkError::Fatal(format!("log record at LSN {}: {e}", record.lsn)))?;
+        for (index, event) in decoded.into_iter().enumerate() {
+            let index = u32::try_from(index).unwrap_or(u32::MAX);
+            let e = LoggedEvent { lsn: record.lsn, index, event };
+            if e.lsn > append {
+                tables.event_row(&e)?;
+            }
+            if e.lsn > stored {
+                tables.ledger_row(&e);
+            }
+            events += 1;
+        }
+        run_all(tx, tables.take_ready(), "writing the log's events").await?;
+        next += 1;
+    }
+    Ok(events)
 }
 
 /// What the append-only part committed.
@@ -609,16 +620,12 @@ async fn append_part(
     let rows = tables.row_count();
     let events_file = tables.take_events_file();
     let mut tx = begin(conn, APPEND_OFFSET, append_at).await?;
-    for statement in tables.finish() {
-        tx.query_drop(statement).await.map_err(|e| db_error("writing rows", e))?;
-    }
+    run_all(&mut tx, tables.finish(), "writing rows").await?;
     let mut loaded = true;
     if let (Some(file), Some(path)) = (events_file, load_path) {
         if !load_events(&mut tx, path, file).await? {
             loaded = false;
-            for statement in event_rows(events, limits, false).await?.finish() {
-                tx.query_drop(statement).await.map_err(|e| db_error("writing events", e))?;
-            }
+            run_all(&mut tx, event_rows(events, limits, false).await?.finish(), "writing events").await?;
         }
     }
     commit(tx, APPEND_OFFSET, last).await?;
