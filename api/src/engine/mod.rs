@@ -33,7 +33,7 @@ use parking_lot::{Mutex, RwLock};
 use surge_core::encoding::encode_events;
 use surge_core::image;
 use surge_core::{shard_of, Outcome, Reply, Request, Shard};
-use surge_wal::Recovery;
+use surge_wal::{Recovery, Wal};
 use tokio::sync::oneshot;
 
 use self::cell::Cell;
@@ -94,6 +94,35 @@ struct Shared {
     group_commit: Histogram,
 }
 
+impl Shared {
+    fn new(wal: Wal, keys: HashMap<[u8; 32], Arc<str>>, supervisor: Sender<Command>) -> Shared {
+        Shared {
+            wal: WalSlot::new(wal),
+            healthy: AtomicBool::new(true),
+            keys: RwLock::new(keys),
+            supervisor,
+            records_since_snapshot: AtomicU64::new(0),
+            log_bytes_since_snapshot: AtomicU64::new(0),
+            snapshot_bytes: AtomicU64::new(0),
+            stopping: AtomicBool::new(false),
+            last_failure: Mutex::new(None),
+            storage_failures: AtomicU64::new(0),
+            snapshots_written: AtomicU64::new(0),
+            snapshot_busy: AtomicBool::new(false),
+            snapshot_write_ns: AtomicU64::new(0),
+            snapshot_pause_ns: AtomicU64::new(0),
+            snapshot_lsn: AtomicU64::new(0),
+            group_records: Histogram::new(&GROUP_RECORDS_BUCKETS),
+            group_commit: Histogram::new(&GROUP_COMMIT_BUCKETS_S),
+        }
+    }
+}
+
+/// Starts one of the engine's threads.
+fn spawn(name: &str, thread: &'static str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, StartError> {
+    std::thread::Builder::new().name(name.into()).spawn(f).map_err(|source| StartError::Spawn { thread, source })
+}
+
 pub struct EngineConfig {
     pub shards: usize,
     /// Write a snapshot after this many records (0: never).
@@ -148,40 +177,23 @@ impl Engine {
         drop(recovery);
         tracing::info!(shards = n, next_lsn = wal.next_lsn(), "recovered");
         let (commands_tx, commands_rx) = supervisor::commands(n);
-        let shared = Arc::new(Shared {
-            wal: WalSlot::new(wal),
-            healthy: AtomicBool::new(true),
-            keys: RwLock::new(key_map(&shards)),
-            supervisor: commands_tx.clone(),
-            records_since_snapshot: AtomicU64::new(0),
-            log_bytes_since_snapshot: AtomicU64::new(0),
-            snapshot_bytes: AtomicU64::new(0),
-            stopping: AtomicBool::new(false),
-            last_failure: Mutex::new(None),
-            storage_failures: AtomicU64::new(0),
-            snapshots_written: AtomicU64::new(0),
-            snapshot_busy: AtomicBool::new(false),
-            snapshot_write_ns: AtomicU64::new(0),
-            snapshot_pause_ns: AtomicU64::new(0),
-            snapshot_lsn: AtomicU64::new(0),
-            group_records: Histogram::new(&GROUP_RECORDS_BUCKETS),
-            group_commit: Histogram::new(&GROUP_COMMIT_BUCKETS_S),
-        });
+        let shared = Arc::new(Shared::new(wal, key_map(&shards), commands_tx.clone()));
         let cells: Vec<Arc<Cell>> =
             shards.into_iter().enumerate().map(|(index, shard)| Arc::new(Cell::new(index, shard, &shared))).collect();
-        let ticker_cells = cells.clone();
-        let ticker_shared = shared.clone();
-        let ticker = std::thread::Builder::new()
-            .name("surge-ticker".into())
-            .spawn(move || run_ticker(&ticker_shared, &ticker_cells))
-            .map_err(|source| StartError::Spawn { thread: "ticker", source })?;
+        // Threads already started end once `stopping` is set (the snapshot thread once its
+        // queue, held by the supervisor that never ran, is dropped).
+        let stop_on_failure = |e: StartError| {
+            shared.stopping.store(true, Ordering::Release);
+            e
+        };
+        let (ticker_shared, ticker_cells) = (shared.clone(), cells.clone());
+        let ticker = spawn("surge-ticker", "ticker", move || run_ticker(&ticker_shared, &ticker_cells))?;
         // One round at a time: the supervisor starts none while `snapshot_busy`.
         let (jobs_tx, jobs_rx) = crossbeam_channel::bounded(1);
         let snapshot_shared = shared.clone();
-        let snapshot_thread = std::thread::Builder::new()
-            .name("surge-snapshot".into())
-            .spawn(move || write_snapshots(&snapshot_shared, &jobs_rx))
-            .map_err(|source| StartError::Spawn { thread: "snapshot thread", source })?;
+        let snapshot_thread =
+            spawn("surge-snapshot", "snapshot thread", move || write_snapshots(&snapshot_shared, &jobs_rx))
+                .map_err(stop_on_failure)?;
         let supervisor = Supervisor {
             opener,
             shared: shared.clone(),
@@ -192,10 +204,7 @@ impl Engine {
             snapshot_jobs: Some(jobs_tx),
             snapshot_thread: Some(snapshot_thread),
         };
-        let supervisor = std::thread::Builder::new()
-            .name("surge-supervisor".into())
-            .spawn(move || supervisor.run())
-            .map_err(|source| StartError::Spawn { thread: "supervisor", source })?;
+        let supervisor = spawn("surge-supervisor", "supervisor", move || supervisor.run()).map_err(stop_on_failure)?;
         Ok(Engine {
             cells,
             shared,
