@@ -246,6 +246,25 @@ fn check_messages(got: &[Got], expected: &BTreeMap<String, Expected>) {
     }
 }
 
+/// A relay with one Kafka sink on the log in `dir`, once it has written up to `durable`.
+fn relay_caught_up(dir: &Path, config: &KafkaConfig, durable: Lsn) -> (Relay, Arc<SinkStatus>) {
+    let mut relay = Relay::new(driver_config(dir));
+    relay.spawn(KafkaSink::new(config.clone()).expect("sink")).expect("spawn");
+    let status = relay.statuses()[0].clone();
+    wait_until("the sink to catch up", Duration::from_secs(60), || caught_up(&status, durable));
+    (relay, status)
+}
+
+/// Every public event of the log in `dir`, consumed from the test's topics and checked
+/// message by message.
+fn consume_and_check(brokers: &str, config: &KafkaConfig, dir: &Path) -> (BTreeMap<String, Expected>, Collector) {
+    let expected = expected_events(dir, &config.topic_prefix);
+    let mut collector = Collector::new(brokers, &config.all_topics());
+    collector.until_seen(expected.keys(), Duration::from_secs(60));
+    check_messages(&collector.got, &expected);
+    (expected, collector)
+}
+
 fn public_ids_after(expected: &BTreeMap<String, Expected>, lsn: Lsn) -> Vec<String> {
     expected.iter().filter(|(_, e)| e.lsn > lsn).map(|(id, _)| id.clone()).collect()
 }
@@ -267,12 +286,9 @@ fn every_public_event_arrives_with_key_headers_and_envelope_in_order() {
     log.wal.append(surge_core::image::EVENTS_RECORD_TYPE, &probe).expect("append").wait().expect("durable");
 
     let config = sink_config(&brokers, &prefix);
-    let mut relay = Relay::new(driver_config(dir.path()));
-    relay.spawn(KafkaSink::new(config.clone()).expect("sink")).expect("spawn");
-    let status = relay.statuses()[0].clone();
-    assert_eq!(status.name, "kafka");
     let durable = log.durable_lsn();
-    wait_until("the sink to catch up", Duration::from_secs(60), || caught_up(&status, durable));
+    let (mut relay, status) = relay_caught_up(dir.path(), &config, durable);
+    assert_eq!(status.name, "kafka");
     wait_until("lag to go to 0", Duration::from_secs(10), || {
         status.lag_records() == 0 && status.lag_ms.load(Ordering::Relaxed) == 0
     });
@@ -280,15 +296,12 @@ fn every_public_event_arrives_with_key_headers_and_envelope_in_order() {
     relay.stop();
     assert_eq!(surge_wal::load_reader_checkpoint(dir.path(), "kafka").expect("checkpoint"), Some(durable));
 
-    let expected = expected_events(dir.path(), &prefix);
+    let (expected, collector) = consume_and_check(&brokers, &config, dir.path());
     assert!(expected.len() > 500, "the mix publishes a good number of events ({})", expected.len());
     let families: HashSet<&str> = expected.values().map(|e| e.topic.as_str()).collect();
     for family in ["orders", "payments", "inventory", "ledger", "points", "merchants"] {
         assert!(families.contains(format!("{prefix}{family}").as_str()), "the mix publishes to {family}");
     }
-    let mut collector = Collector::new(&brokers, &config.all_topics());
-    collector.until_seen(expected.keys(), Duration::from_secs(60));
-    check_messages(&collector.got, &expected);
     assert!(collector.got.iter().all(|g| !g.topic.ends_with("dlq")), "nothing goes to the dead-letter topic");
 }
 
@@ -308,17 +321,10 @@ fn two_merchants_orders_of_the_same_id_get_keys_of_their_own() {
     assert_eq!(log.orders("m-b", 1, 1), ["ord_1"]);
 
     let config = KafkaConfig { partitions: 8, ..sink_config(&brokers, &prefix) };
-    let mut relay = Relay::new(driver_config(dir.path()));
-    relay.spawn(KafkaSink::new(config.clone()).expect("sink")).expect("spawn");
-    let status = relay.statuses()[0].clone();
-    let durable = log.durable_lsn();
-    wait_until("the sink to catch up", Duration::from_secs(60), || caught_up(&status, durable));
+    let (mut relay, _) = relay_caught_up(dir.path(), &config, log.durable_lsn());
     relay.stop();
 
-    let expected = expected_events(dir.path(), &prefix);
-    let mut collector = Collector::new(&brokers, &config.all_topics());
-    collector.until_seen(expected.keys(), Duration::from_secs(60));
-    check_messages(&collector.got, &expected);
+    let (_, collector) = consume_and_check(&brokers, &config, dir.path());
     let orders = format!("{prefix}orders");
     let mut partitions: HashMap<&str, HashSet<i32>> = HashMap::new();
     for g in collector.got.iter().filter(|g| g.topic == orders) {
