@@ -253,7 +253,7 @@ impl Engine {
         done.settle(cell, move |result| {
             let _ = tx.send(result.and_then(|executed| executed));
         });
-        rx.await.unwrap_or_else(|_| Err(ExecError::Storage(StorageError::ShardStopped)))
+        rx.await.unwrap_or(Err(ExecError::Storage(StorageError::ShardStopped)))
     }
 
     /// Runs requests of `merchant` in order, each on its own; all their records are
