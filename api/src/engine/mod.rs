@@ -9,9 +9,11 @@
 //! - `supervisor`: a log failure makes the shards stale; the log is reopened and every
 //!   shard rebuilt from it, so no change the log lost stays visible.
 //! - `snapshot`: when a snapshot is due, and why one never holds a change the log could lose.
-//! - `wal`: opening the log (at start and after a failure).
+//! - `wal`: opening the log, lending it out, and closing it only once every loan is back
+//!   (a bounded wait, woken by the last return).
 //! - `ticker`: expiries go through the log like any command.
 //! - `metrics`: the engine's own figures and histograms for `/metrics`.
+//! - `error`: what a request, a start or a rebuild fails with.
 
 mod cell;
 mod error;
