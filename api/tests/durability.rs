@@ -8,7 +8,8 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use common::{dir_opener, engine_config, server, server_with, Client};
 use serde_json::Value;
-use surge_api::engine::{Engine, EngineConfig, WalOpener};
+use surge_api::engine::{Engine, EngineConfig, ReplayError, StartError, WalOpener};
+use surge_core::image::ImageError;
 use surge_wal::sim::SimStorage;
 
 const ORDER: &str = r#"{"customer_id":"c-1","lines":[{"sku":"tee","qty":1}],"payment":{"method":"points"}}"#;
@@ -127,7 +128,9 @@ async fn snapshots_are_taken_and_restored() {
     let err = Engine::start(dir_opener(dir.path()), EngineConfig { snapshot_every_records: 0, ..engine_config(3) })
         .err()
         .expect("shard count mismatch is refused");
-    assert!(err.contains("--shards 2"), "{err}");
+    let mismatch = ImageError::ShardCountMismatch { written: 2, running: 3 };
+    assert!(matches!(&err, StartError::Replay(ReplayError::Snapshot { source, .. }) if *source == mismatch), "{err}");
+    assert!(err.to_string().contains("--shards 2"), "{err}");
 
     let s = server_with(dir_opener(dir.path()), config(), 0);
     let c = Client::new(&s, &key);
@@ -199,7 +202,8 @@ async fn a_record_that_does_not_decode_stops_start_up_naming_its_lsn() {
         wal.close().unwrap();
     }
     let err = Engine::start(dir_opener(dir.path()), engine_config(1)).err().expect("refused");
-    assert!(err.contains("LSN 1"), "{err}");
+    assert!(matches!(err, StartError::Replay(ReplayError::Record { lsn: 1, .. })), "{err}");
+    assert!(err.to_string().contains("LSN 1"), "{err}");
     let err = surge_api::walcmd::run(dir.path(), false).expect_err("inspect reports it too");
     assert!(err.contains("LSN 1"), "{err}");
 }

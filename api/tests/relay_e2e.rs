@@ -150,15 +150,17 @@ fn orders(addr: SocketAddr, auth: &str, tag: &str, n: usize) -> Vec<String> {
     ids
 }
 
-/// Every published event of the log: id -> (topic suffix, key), read from the log itself
-/// with a tailer (durable records only: the server may still be writing).
+/// Every published event of the log: id -> (topic suffix, key `{merchant}/{aggregate}`),
+/// read from the log itself with a tailer (durable records only: the server may still be
+/// writing).
 fn published_events(data_dir: &Path) -> BTreeMap<String, (String, String)> {
     let mut tailer = surge_wal::Tailer::open(data_dir.join("wal"), 1).expect("tail the log");
     let mut out = BTreeMap::new();
     while let Some(record) = tailer.try_next().expect("record") {
         let events = surge_core::image::record_events(record.record_type, &record.payload).expect("decode");
         for (i, e) in events.iter().enumerate() {
-            if let Some((topic, key)) = e.aggregate() {
+            if let Some((topic, aggregate)) = e.aggregate() {
+                let key = format!("{}/{aggregate}", e.merchant);
                 out.insert(surge_core::envelope::event_id(record.lsn, i as u32), (topic.suffix().to_string(), key));
             }
         }

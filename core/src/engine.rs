@@ -1,5 +1,7 @@
-//! Several shards and the merchant -> shard mapping. The API server runs each shard on its
-//! own thread; this type is the single-threaded form for tests, benches and tools.
+//! Several shards and the merchant -> shard mapping. The API server keeps each shard behind
+//! a lock of its own and runs a request on whichever tokio worker received it (see the
+//! `surge-api` engine host); this type is the lock-free, single-threaded form for tests,
+//! benches and tools.
 
 use crate::command::Request;
 use crate::error::CoreError;

@@ -9,6 +9,7 @@
 
 use crate::encoding::decode_events;
 use crate::engine::shard_of;
+use crate::error::{ApplyError, DecodeError};
 use crate::event::Event;
 use crate::shard::{FrozenShard, Shard};
 
@@ -17,20 +18,51 @@ pub const EVENTS_RECORD_TYPE: u8 = 1;
 const SNAPSHOT_MAGIC: [u8; 4] = *b"SRGH";
 const SNAPSHOT_VERSION: u32 = 1;
 
+/// A log record or snapshot that does not belong to this state: replay stops on it. The
+/// messages name what is wrong; callers add where (the record's LSN, the snapshot's file).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ImageError {
+    #[error("unknown record type {0}")]
+    UnknownRecordType(u8),
+    #[error("does not decode: {0}")]
+    Decode(DecodeError),
+    #[error("does not apply: {0}")]
+    Apply(ApplyError),
+    /// The snapshot ends before its header or a shard does.
+    #[error("truncated")]
+    Truncated,
+    #[error("bad magic")]
+    BadMagic,
+    #[error("unsupported version {0}")]
+    UnsupportedVersion(u32),
+    #[error("no shards")]
+    NoShards,
+    /// A merchant's shard depends on the shard count, so a snapshot is only good for the
+    /// count it was written with.
+    #[error("written with {written} shards, this server runs {running}; start it with --shards {written}")]
+    ShardCountMismatch { written: usize, running: usize },
+    #[error("length out of range")]
+    LengthOutOfRange,
+    #[error("shard {index}: {source}")]
+    Shard { index: usize, source: DecodeError },
+    #[error("{0} trailing bytes")]
+    TrailingBytes(usize),
+}
+
 /// The events of one log record, refusing records of another type.
-pub fn record_events(record_type: u8, payload: &[u8]) -> Result<Vec<Event>, String> {
+pub fn record_events(record_type: u8, payload: &[u8]) -> Result<Vec<Event>, ImageError> {
     if record_type != EVENTS_RECORD_TYPE {
-        return Err(format!("unknown record type {record_type}"));
+        return Err(ImageError::UnknownRecordType(record_type));
     }
-    decode_events(payload).map_err(|e| format!("does not decode: {e}"))
+    decode_events(payload).map_err(ImageError::Decode)
 }
 
 /// Applies every event of a logged record to the shard of its merchant.
-pub fn apply_events(shards: &mut [Shard], events: &[Event]) -> Result<(), String> {
+pub fn apply_events(shards: &mut [Shard], events: &[Event]) -> Result<(), ImageError> {
     assert!(!shards.is_empty(), "at least one shard");
     for event in events {
         let i = shard_of(&event.merchant, shards.len());
-        shards[i].apply(event).map_err(|e| format!("does not apply: {e}"))?;
+        shards[i].apply(event).map_err(ImageError::Apply)?;
     }
     Ok(())
 }
@@ -69,27 +101,25 @@ pub fn snapshot_shard_count(bytes: &[u8]) -> Option<usize> {
 
 /// Restores the shards of a snapshot. With `shard_count`, refuses a snapshot written with
 /// another count (a merchant's shard depends on it); without, takes the snapshot's own.
-pub fn decode_snapshot(bytes: &[u8], shard_count: Option<usize>) -> Result<Vec<Shard>, String> {
-    let take = |at: usize, n: usize| bytes.get(at..at.saturating_add(n)).ok_or_else(|| "truncated".to_string());
+pub fn decode_snapshot(bytes: &[u8], shard_count: Option<usize>) -> Result<Vec<Shard>, ImageError> {
+    let take = |at: usize, n: usize| bytes.get(at..at.saturating_add(n)).ok_or(ImageError::Truncated);
     if take(0, 4)? != SNAPSHOT_MAGIC {
-        return Err("bad magic".into());
+        return Err(ImageError::BadMagic);
     }
-    let u32_at = |at: usize| -> Result<u32, String> {
+    let u32_at = |at: usize| -> Result<u32, ImageError> {
         let b = take(at, 4)?;
         Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     };
     let version = u32_at(4)?;
     if version != SNAPSHOT_VERSION {
-        return Err(format!("unsupported version {version}"));
+        return Err(ImageError::UnsupportedVersion(version));
     }
     let count = u32_at(8)? as usize;
     if count == 0 {
-        return Err("no shards".into());
+        return Err(ImageError::NoShards);
     }
-    if let Some(expected) = shard_count.filter(|&n| n != count) {
-        return Err(format!(
-            "written with {count} shards, this server runs {expected}; start it with --shards {count}"
-        ));
+    if let Some(running) = shard_count.filter(|&n| n != count) {
+        return Err(ImageError::ShardCountMismatch { written: count, running });
     }
     let mut at = 12;
     // Bounded by the input: every round consumes at least 8 bytes or fails.
@@ -97,14 +127,14 @@ pub fn decode_snapshot(bytes: &[u8], shard_count: Option<usize>) -> Result<Vec<S
     for i in 0..count {
         let b = take(at, 8)?;
         let len = u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
-        let len = usize::try_from(len).map_err(|_| "length out of range".to_string())?;
+        let len = usize::try_from(len).map_err(|_| ImageError::LengthOutOfRange)?;
         at += 8;
         let part = take(at, len)?;
         at += len;
-        shards.push(Shard::restore(part).map_err(|e| format!("shard {i}: {e}"))?);
+        shards.push(Shard::restore(part).map_err(|source| ImageError::Shard { index: i, source })?);
     }
     if at != bytes.len() {
-        return Err(format!("{} trailing bytes", bytes.len() - at));
+        return Err(ImageError::TrailingBytes(bytes.len() - at));
     }
     Ok(shards)
 }
@@ -130,10 +160,12 @@ mod tests {
         assert_eq!(decode_snapshot(&bytes, Some(3)).map(|s| s.len()), Ok(3));
         assert_eq!(decode_snapshot(&bytes, None).map(|s| s.len()), Ok(3));
         assert_eq!(snapshot_shard_count(&bytes), Some(3));
-        assert!(decode_snapshot(&bytes, Some(2)).is_err_and(|e| e.contains("--shards 3")));
+        let mismatch = decode_snapshot(&bytes, Some(2)).map(|s| s.len());
+        assert_eq!(mismatch, Err(ImageError::ShardCountMismatch { written: 3, running: 2 }));
+        assert!(mismatch.is_err_and(|e| e.to_string().contains("--shards 3")));
         for cut in 0..bytes.len() {
             assert!(decode_snapshot(&bytes[..cut], None).is_err(), "cut at {cut}");
         }
-        assert!(record_events(EVENTS_RECORD_TYPE + 1, &[]).is_err());
+        assert_eq!(record_events(EVENTS_RECORD_TYPE + 1, &[]), Err(ImageError::UnknownRecordType(2)));
     }
 }

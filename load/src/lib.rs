@@ -4,12 +4,14 @@
 //!   coordinated omission) and closed loop (N connections back to back).
 //! - `stats`: hdrhistogram latencies per worker, merged exactly; per-second timeline.
 //! - `scenario`: flash-sale, concert, full-flow, retries, mixed, batch, orders; each sets up
-//!   its own merchant through the API and checks its invariants through the API afterwards.
-//! - `report`: the summary, the JSON result and the HTML report (inline SVG).
+//!   its own merchant through the API and notes what the server acknowledged.
+//! - `checks`: the invariants checked through the API afterwards, one function each.
+//! - `report`: the verdict, the summary, the JSON result and the HTML report (inline SVG).
 //! - `http`: a minimal HTTP/1.1 keep-alive client.
 //!
 //! Entry points: `LoadArgs` (clap) and `run` (blocking, its own runtime) or `run_async`.
 
+pub mod checks;
 pub mod http;
 pub mod report;
 pub mod scenario;
@@ -22,7 +24,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use report::RunReport;
+pub use report::{RunReport, Verdict};
 pub use scenario::ScenarioKind;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -33,8 +35,14 @@ pub enum LoopMode {
     Closed,
 }
 
+/// What `surge load --help` says about its exit codes.
+const EXIT_CODES: &str = "Exit codes: 0 every invariant holds and at most --max-error-pct of operations failed; \
+1 an invariant is broken, too many operations failed or none ran; 2 the run could not happen (bad arguments, \
+set-up failed); 3 the run happened but checked no invariant (--skip-setup), which is not a pass.";
+
 /// `surge load`: drive a surge server with one scenario and check its invariants.
 #[derive(clap::Args, Clone, Debug)]
+#[command(after_help = EXIT_CODES)]
 pub struct LoadArgs {
     /// Base URL of the server.
     #[arg(long, env = "SURGE_LOAD_TARGET", default_value = "http://127.0.0.1:8080")]
@@ -91,7 +99,7 @@ pub struct LoadArgs {
     #[arg(long, default_value_t = 100)]
     pub batch_size: u32,
     /// No set-up and no checks (for a target that only answers the requests, such as
-    /// surge-baseline).
+    /// surge-baseline). Such a run checks no invariant and exits 3, not 0.
     #[arg(long)]
     pub skip_setup: bool,
     /// Seed of the request mix.
@@ -151,8 +159,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 /// Runs `surge load` on a runtime of its own; prints the summary; writes the result files.
-/// Exit code 0 when every invariant holds and failures stay under --max-error-pct, 1 when
-/// not, 2 when the run could not happen (bad arguments, set-up failed).
+/// The exit code is the verdict's (see [`EXIT_CODES`]), or 2 when the run could not happen.
 pub fn run(args: LoadArgs) -> ExitCode {
     let runtime =
         match tokio::runtime::Builder::new_multi_thread().worker_threads(args.threads.max(1)).enable_all().build() {
@@ -163,8 +170,7 @@ pub fn run(args: LoadArgs) -> ExitCode {
             }
         };
     match runtime.block_on(run_async(&args)) {
-        Ok(r) if r.passed => ExitCode::SUCCESS,
-        Ok(_) => ExitCode::FAILURE,
+        Ok(r) => ExitCode::from(r.verdict.exit_code()),
         Err(e) => {
             eprintln!("surge load: {e}");
             ExitCode::from(2)
@@ -194,6 +200,33 @@ pub async fn run_async(args: &LoadArgs) -> Result<RunReport, String> {
 /// Set-up, load and checks; returns the report without printing or writing anything
 /// (besides the progress line unless --quiet).
 pub async fn execute(args: &LoadArgs) -> Result<RunReport, String> {
+    validate(args)?;
+    let target = http::Target::parse(&args.target)?;
+    let params = scenario_params(args);
+    let params_json = serde_json::to_value(&params).unwrap_or_default();
+    let started_unix_s = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let state = scenario::setup(params, target, args.timeout, args.admin_token.as_deref())
+        .await
+        .map_err(|e| format!("set-up of {}: {e}", args.scenario.name()))?;
+    let workers: Vec<scenario::ScenarioWorker> =
+        (0..args.connections as u64).map(|i| scenario::ScenarioWorker::new(Arc::clone(&state), i)).collect();
+    let mode = match args.mode {
+        LoopMode::Open => sched::Mode::Open { rate: args.rate },
+        LoopMode::Closed => sched::Mode::Closed,
+    };
+    let plan = sched::Plan { mode, duration: args.duration, grace: args.grace, progress: !args.quiet };
+    let cpu_before = process_cpu_seconds();
+    let driven = sched::drive(&plan, workers).await;
+    let cpu_used = process_cpu_seconds().zip(cpu_before).map(|(after, before)| after - before);
+    let checks = checks::run(&state, driven.stats.requests).await;
+    let batch = (args.scenario == ScenarioKind::Batch)
+        .then(|| (state.inner_total.load(Ordering::Relaxed), state.inner_ok.load(Ordering::Relaxed)));
+    let run = Run { started_unix_s, driven, cpu_used, batch, checks, params: params_json };
+    Ok(report(args, run))
+}
+
+/// Refuses arguments no run can be made of.
+fn validate(args: &LoadArgs) -> Result<(), String> {
     if args.mode == LoopMode::Open && !(args.rate.is_finite() && args.rate > 0.0) {
         return Err("--rate must be above 0".into());
     }
@@ -214,8 +247,11 @@ pub async fn execute(args: &LoadArgs) -> Result<RunReport, String> {
     if args.scenario == ScenarioKind::FlashSale && args.hot_skus == 0 {
         return Err("--hot-skus must be at least 1".into());
     }
-    let target = http::Target::parse(&args.target)?;
-    let params = scenario::Params {
+    Ok(())
+}
+
+fn scenario_params(args: &LoadArgs) -> scenario::Params {
+    scenario::Params {
         kind: args.scenario,
         customers: args.customers,
         hot_skus: args.hot_skus,
@@ -227,27 +263,25 @@ pub async fn execute(args: &LoadArgs) -> Result<RunReport, String> {
         batch_size: args.batch_size,
         skip_setup: args.skip_setup,
         seed: args.seed,
-    };
-    let params_json = serde_json::to_value(&params).unwrap_or_default();
-    let started_unix_s = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let state = scenario::setup(params, target, args.timeout, args.admin_token.as_deref())
-        .await
-        .map_err(|e| format!("set-up of {}: {e}", args.scenario.name()))?;
-    let workers: Vec<scenario::ScenarioWorker> =
-        (0..args.connections as u64).map(|i| scenario::ScenarioWorker::new(Arc::clone(&state), i)).collect();
-    let mode = match args.mode {
-        LoopMode::Open => sched::Mode::Open { rate: args.rate },
-        LoopMode::Closed => sched::Mode::Closed,
-    };
-    let plan = sched::Plan { mode, duration: args.duration, grace: args.grace, progress: !args.quiet };
-    let cpu_before = process_cpu_seconds();
-    let driven = sched::drive(&plan, workers).await;
-    let cpu_used = process_cpu_seconds().zip(cpu_before).map(|(after, before)| after - before);
-    let checks = scenario::check(&state).await;
+    }
+}
 
-    let s = &driven.stats;
-    let elapsed = driven.elapsed.as_secs_f64().max(1e-9);
-    let batch = args.scenario == ScenarioKind::Batch;
+/// What a run produced, before it is judged.
+struct Run {
+    started_unix_s: u64,
+    driven: sched::DriveResult,
+    /// CPU seconds the generator used during the load.
+    cpu_used: Option<f64>,
+    /// batch: operations inside the batches, and those that succeeded.
+    batch: Option<(u64, u64)>,
+    checks: Vec<checks::Check>,
+    params: serde_json::Value,
+}
+
+/// The run's figures, checks and verdict.
+fn report(args: &LoadArgs, run: Run) -> RunReport {
+    let s = &run.driven.stats;
+    let elapsed = run.driven.elapsed.as_secs_f64().max(1e-9);
     let mut report = RunReport {
         scenario: args.scenario.name().to_string(),
         mode: match args.mode {
@@ -255,21 +289,21 @@ pub async fn execute(args: &LoadArgs) -> Result<RunReport, String> {
             LoopMode::Closed => "closed".into(),
         },
         target: args.target.clone(),
-        started_unix_s,
+        started_unix_s: run.started_unix_s,
         duration_s: args.duration.as_secs_f64(),
-        elapsed_s: driven.elapsed.as_secs_f64(),
+        elapsed_s: run.driven.elapsed.as_secs_f64(),
         rate: (args.mode == LoopMode::Open).then_some(args.rate),
         connections: args.connections,
-        planned_ops: driven.planned,
-        not_sent: driven.not_sent,
+        planned_ops: run.driven.planned,
+        not_sent: run.driven.not_sent,
         ops: s.ops,
         failed_ops: s.failed_ops,
         requests: s.requests,
         errors: s.errors(),
         ops_per_s: s.ops as f64 / elapsed,
         requests_per_s: s.requests as f64 / elapsed,
-        inner_ops: batch.then(|| state.inner_total.load(Ordering::Relaxed)),
-        inner_ok: batch.then(|| state.inner_ok.load(Ordering::Relaxed)),
+        inner_ops: run.batch.map(|(total, _)| total),
+        inner_ok: run.batch.map(|(_, ok)| ok),
         latency: s.latency(),
         outcomes: s
             .by_label
@@ -277,14 +311,16 @@ pub async fn execute(args: &LoadArgs) -> Result<RunReport, String> {
             .map(|(label, (count, error))| report::OutcomeCount { label: label.clone(), count: *count, error: *error })
             .collect(),
         timeline: s.timeline(),
-        generator_cpu_pct: cpu_used.map(|c| 100.0 * c / elapsed),
+        generator_cpu_pct: run.cpu_used.map(|c| 100.0 * c / elapsed),
         threads: args.threads.max(1),
-        checks,
-        params: params_json,
+        checks: run.checks,
+        params: run.params,
+        verdict: Verdict::Fail,
         passed: false,
     };
-    report.passed = report.checks_passed() && report.error_pct() <= args.max_error_pct && report.ops > 0;
-    Ok(report)
+    report.verdict = Verdict::of(report.ops, report.error_pct(), args.max_error_pct, &report.checks);
+    report.passed = report.verdict == Verdict::Pass;
+    report
 }
 
 /// CPU time (user + system) of this process so far, from /proc (Linux); `None` elsewhere.

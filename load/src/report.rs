@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
-use crate::scenario::Check;
+use crate::checks::Check;
 use crate::sched::thousands;
 use crate::stats::{Latency, SecondRow};
 
@@ -51,15 +51,59 @@ pub struct RunReport {
     pub threads: usize,
     pub checks: Vec<Check>,
     pub params: serde_json::Value,
-    /// Every check passed and the share of failed operations is within the limit.
+    pub verdict: Verdict,
+    /// `verdict == Pass` (for scripts that read this field).
     pub passed: bool,
 }
 
-impl RunReport {
-    pub fn checks_passed(&self) -> bool {
-        self.checks.iter().all(|c| c.pass)
+/// What a run amounts to; the exit code of `surge load` follows it.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    /// Every invariant checked holds, operations ran, and failures stay within the limit.
+    Pass,
+    /// An invariant is broken, no operation ran, or too many operations failed.
+    Fail,
+    /// Nothing failed, but no invariant was checked (`--skip-setup`): not a pass.
+    Unchecked,
+}
+
+/// The exit code of a run that checked no invariant.
+pub const EXIT_UNCHECKED: u8 = 3;
+
+impl Verdict {
+    /// `ops`, the share of failed operations and the checks of a run, judged.
+    pub fn of(ops: u64, error_pct: f64, max_error_pct: f64, checks: &[Check]) -> Verdict {
+        if ops == 0 || error_pct > max_error_pct || checks.iter().any(|c| !c.pass) {
+            Verdict::Fail
+        } else if checks.is_empty() {
+            Verdict::Unchecked
+        } else {
+            Verdict::Pass
+        }
     }
 
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Verdict::Pass => 0,
+            Verdict::Fail => 1,
+            Verdict::Unchecked => EXIT_UNCHECKED,
+        }
+    }
+
+    fn word(self) -> &'static str {
+        match self {
+            Verdict::Pass => "PASS",
+            Verdict::Fail => "FAIL",
+            Verdict::Unchecked => "NOT CHECKED",
+        }
+    }
+}
+
+/// What a run without checks says instead of its invariants.
+const NOTHING_CHECKED: &str = "no invariant was checked (--skip-setup creates no merchant to check)";
+
+impl RunReport {
     /// The generator used nearly all the CPU its runtime threads could have.
     pub fn generator_saturated(&self) -> bool {
         self.generator_cpu_pct.is_some_and(|c| c >= 90.0 * self.threads as f64)
@@ -119,13 +163,15 @@ pub fn summary(r: &RunReport) -> String {
         let tag = if o.error { "  error" } else { "" };
         let _ = writeln!(s, "    {:<40} {:>12}{tag}", o.label, thousands(o.count));
     }
-    if !r.checks.is_empty() {
+    if r.checks.is_empty() {
+        let _ = writeln!(s, "  invariants   {NOTHING_CHECKED}");
+    } else {
         let _ = writeln!(s, "  invariants");
         for c in &r.checks {
             let _ = writeln!(s, "    [{}] {}: {}", if c.pass { "PASS" } else { "FAIL" }, c.name, c.detail);
         }
     }
-    let _ = writeln!(s, "  result       {}", if r.passed { "PASS" } else { "FAIL" });
+    let _ = writeln!(s, "  result       {}", r.verdict.word());
     s
 }
 
@@ -226,7 +272,7 @@ pub fn line_chart(title: &str, unit: &str, series: &[(&str, &str, Vec<f64>)]) ->
 /// The self-contained HTML report.
 pub fn html(r: &RunReport) -> String {
     let mut s = String::new();
-    let verdict = if r.passed { "PASS" } else { "FAIL" };
+    let verdict = r.verdict.word();
     let _ = write!(
         s,
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>surge load: {sc} {verdict}</title>\
@@ -235,7 +281,7 @@ pub fn html(r: &RunReport) -> String {
          td.n{{text-align:right;font-variant-numeric:tabular-nums}}</style></head><body>\
          <h1>surge load: {sc} <span class=\"{cls}\">{verdict}</span></h1>",
         sc = esc(&r.scenario),
-        cls = if r.passed { "pass" } else { "fail" }
+        cls = if r.verdict == Verdict::Pass { "pass" } else { "fail" }
     );
     let rate = r.rate.map(|x| format!("{x:.0} ops/s asked")).unwrap_or_else(|| "as fast as answered".into());
     let _ = write!(
@@ -247,6 +293,22 @@ pub fn html(r: &RunReport) -> String {
         esc(&r.target),
         r.started_unix_s
     );
+    s.push_str("<h2>Summary</h2><table>");
+    for (k, v) in summary_rows(r) {
+        let _ = write!(s, "<tr><td>{}</td><td class=\"n\">{}</td></tr>", esc(&k), esc(&v));
+    }
+    s.push_str("</table>");
+    invariants_html(&mut s, r);
+    charts_html(&mut s, r);
+    answers_html(&mut s, r);
+    s.push_str("<h2>Parameters</h2><pre>");
+    s.push_str(&esc(&serde_json::to_string_pretty(&r.params).unwrap_or_default()));
+    s.push_str("</pre></body></html>\n");
+    s
+}
+
+/// The figures of the HTML summary table: (what, value).
+fn summary_rows(r: &RunReport) -> Vec<(String, String)> {
     let l = &r.latency;
     let mut rows: Vec<(String, String)> = vec![
         ("operations".into(), thousands(r.ops)),
@@ -275,12 +337,13 @@ pub fn html(r: &RunReport) -> String {
     ] {
         rows.push((format!("latency {k}"), format!("{v:.2} ms")));
     }
-    s.push_str("<h2>Summary</h2><table>");
-    for (k, v) in rows {
-        let _ = write!(s, "<tr><td>{}</td><td class=\"n\">{}</td></tr>", esc(&k), esc(&v));
-    }
-    s.push_str("</table>");
-    if !r.checks.is_empty() {
+    rows
+}
+
+fn invariants_html(s: &mut String, r: &RunReport) {
+    if r.checks.is_empty() {
+        let _ = write!(s, "<h2>Invariants</h2><p class=\"fail\">{}</p>", esc(NOTHING_CHECKED));
+    } else {
         s.push_str("<h2>Invariants</h2><table>");
         for c in &r.checks {
             let (cls, t) = if c.pass { ("pass", "PASS") } else { ("fail", "FAIL") };
@@ -289,6 +352,10 @@ pub fn html(r: &RunReport) -> String {
         }
         s.push_str("</table>");
     }
+}
+
+/// Throughput and latency per second, as inline SVG.
+fn charts_html(s: &mut String, r: &RunReport) {
     let ops: Vec<f64> = r.timeline.iter().map(|t| t.ops as f64).collect();
     let errs: Vec<f64> = r.timeline.iter().map(|t| t.errors as f64).collect();
     s.push_str("<h2>Throughput</h2>");
@@ -306,6 +373,9 @@ pub fn html(r: &RunReport) -> String {
         "ms",
         &[("p50", "#2ca02c", p50), ("p99", "#ff7f0e", p99), ("max", "#9467bd", max)],
     ));
+}
+
+fn answers_html(s: &mut String, r: &RunReport) {
     s.push_str("<h2>Answers</h2><table><tr><th>answer</th><th>count</th><th></th></tr>");
     for o in &r.outcomes {
         let _ = write!(
@@ -316,10 +386,7 @@ pub fn html(r: &RunReport) -> String {
             if o.error { "<span class=\"fail\">error</span>" } else { "" }
         );
     }
-    s.push_str("</table><h2>Parameters</h2><pre>");
-    s.push_str(&esc(&serde_json::to_string_pretty(&r.params).unwrap_or_default()));
-    s.push_str("</pre></body></html>\n");
-    s
+    s.push_str("</table>");
 }
 
 #[cfg(test)]
@@ -370,6 +437,7 @@ mod tests {
                 Check { name: "ledger balanced".into(), pass: false, detail: "debits <> credits".into() },
             ],
             params: serde_json::json!({"hot_skus": 5}),
+            verdict: Verdict::Fail,
             passed: false,
         }
     }
@@ -423,5 +491,32 @@ mod tests {
         assert!(s.contains("[FAIL] ledger balanced"));
         assert!(s.contains("result       FAIL"));
         assert!(s.contains("95% CPU") && s.contains("WARNING"), "{s}");
+    }
+
+    #[test]
+    fn a_run_that_checked_nothing_says_so_and_is_not_a_pass() {
+        let mut r = sample();
+        r.checks.clear();
+        r.verdict = Verdict::of(r.ops, 0.0, 1.0, &r.checks);
+        assert_eq!(r.verdict, Verdict::Unchecked);
+        assert_eq!(r.verdict.exit_code(), EXIT_UNCHECKED);
+        assert_ne!(r.verdict.exit_code(), 0);
+        let s = summary(&r);
+        assert!(s.contains("no invariant was checked"), "{s}");
+        assert!(s.contains("result       NOT CHECKED") && !s.contains("PASS"), "{s}");
+        assert!(html(&r).contains("no invariant was checked"));
+        // Failing beats checking nothing.
+        assert_eq!(Verdict::of(r.ops, 5.0, 1.0, &[]), Verdict::Fail);
+        assert_eq!(Verdict::of(0, 0.0, 1.0, &[]), Verdict::Fail);
+    }
+
+    #[test]
+    fn the_verdict_passes_only_when_every_check_passes() {
+        let pass = Check { name: "a".into(), pass: true, detail: String::new() };
+        let fail = Check { name: "b".into(), pass: false, detail: String::new() };
+        assert_eq!(Verdict::of(10, 0.0, 1.0, std::slice::from_ref(&pass)), Verdict::Pass);
+        assert_eq!(Verdict::of(10, 0.0, 1.0, &[pass.clone(), fail]), Verdict::Fail);
+        assert_eq!(Verdict::of(10, 2.0, 1.0, &[pass]), Verdict::Fail);
+        assert_eq!((Verdict::Pass.exit_code(), Verdict::Fail.exit_code()), (0, 1));
     }
 }

@@ -1,5 +1,6 @@
-//! The scenarios: each sets up its own merchant, items and points through the API, runs one
-//! kind of operation under load, and afterwards checks its invariants through the API.
+//! The scenarios: each sets up its own merchant, items and points through the API and runs
+//! one kind of operation under load, noting what the server acknowledged; `checks` then
+//! checks the scenario's invariants through the API against those notes.
 
 use std::collections::HashSet;
 use std::fmt::Write as _;
@@ -83,20 +84,6 @@ pub struct Params {
     pub seed: u64,
 }
 
-/// One invariant checked after the run.
-#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq)]
-pub struct Check {
-    pub name: String,
-    pub pass: bool,
-    pub detail: String,
-}
-
-impl Check {
-    fn new(name: &str, pass: bool, detail: String) -> Check {
-        Check { name: name.to_string(), pass, detail }
-    }
-}
-
 /// What the scenario shares between its workers and the checks.
 pub struct State {
     pub params: Params,
@@ -104,24 +91,26 @@ pub struct State {
     pub timeout: Duration,
     pub auth: String,
     pub run_id: String,
-    skus: Vec<String>,
+    pub(crate) skus: Vec<String>,
     prices: Vec<u64>,
     /// Points each customer got at set-up.
-    credit: u64,
+    pub(crate) credit: u64,
+    /// Requests the workers sent (whatever became of them).
+    pub(crate) sent: AtomicU64,
     /// Units acknowledged (2xx) per SKU.
-    sold: Vec<AtomicU64>,
+    pub(crate) sold: Vec<AtomicU64>,
     /// Points acknowledged as spent minus refunded, per customer.
-    spent: Vec<AtomicI64>,
+    pub(crate) spent: Vec<AtomicI64>,
     /// Mutating requests whose outcome is unknown (transport failure, timeout).
-    unknown: AtomicU64,
-    replays_checked: AtomicU64,
-    replay_mismatches: AtomicU64,
-    mismatch_example: Mutex<Option<String>>,
+    pub(crate) unknown: AtomicU64,
+    pub(crate) replays_checked: AtomicU64,
+    pub(crate) replay_mismatches: AtomicU64,
+    pub(crate) mismatch_example: Mutex<Option<String>>,
     /// concert: seats tried, seats ordered.
-    touched: Mutex<HashSet<u32>>,
-    ordered: Mutex<HashSet<u32>>,
+    pub(crate) touched: Mutex<HashSet<u32>>,
+    pub(crate) ordered: Mutex<HashSet<u32>>,
     /// mixed: recent order ids; full-flow: fully refunded payment ids (a sample).
-    ids: Mutex<Vec<String>>,
+    pub(crate) ids: Mutex<Vec<String>>,
     ids_seen: AtomicU64,
     /// batch: operations inside batches that succeeded.
     pub inner_ok: AtomicU64,
@@ -138,20 +127,97 @@ fn order_body(customer: u32, sku: &str, qty: u64) -> String {
 
 fn transport(e: &std::io::Error) -> Outcome {
     let label = match e.kind() {
-        std::io::ErrorKind::TimedOut => "transport: timed out".to_string(),
-        std::io::ErrorKind::ConnectionRefused => "transport: connection refused".to_string(),
-        std::io::ErrorKind::ConnectionReset => "transport: connection reset".to_string(),
-        std::io::ErrorKind::UnexpectedEof => "transport: closed by the server".to_string(),
-        _ => "transport: other".to_string(),
+        std::io::ErrorKind::TimedOut => "transport: timed out",
+        std::io::ErrorKind::ConnectionRefused => "transport: connection refused",
+        std::io::ErrorKind::ConnectionReset => "transport: connection reset",
+        std::io::ErrorKind::UnexpectedEof => "transport: closed by the server",
+        _ => "transport: other",
     };
-    Outcome { label, error: true }
+    Outcome::answer(label, true)
+}
+
+/// What a scenario sells and credits.
+pub(crate) struct Catalogue {
+    skus: Vec<String>,
+    prices: Vec<u64>,
+    /// Stock of every SKU.
+    stock: u64,
+    /// Points each customer is credited with.
+    credit: u64,
+}
+
+impl Catalogue {
+    pub(crate) fn of(params: &Params) -> Catalogue {
+        let numbered = |n: usize, price: u64| ((0..n).map(|i| format!("sku-{i}")).collect(), vec![price; n]);
+        let (skus, prices, credit) = match params.kind {
+            ScenarioKind::FlashSale => (
+                (0..params.hot_skus).map(|i| format!("hot-{i}")).collect(),
+                vec![1000; params.hot_skus as usize],
+                10_000,
+            ),
+            ScenarioKind::Concert => {
+                let skus = (0..params.seats).map(seat_sku).collect();
+                // The front rows cost more.
+                let prices = (0..params.seats).map(|s| if s < params.seats / 20 { 3000 } else { 1000 }).collect();
+                (skus, prices, 10_000)
+            }
+            ScenarioKind::FullFlow => {
+                let (skus, prices) = numbered(10, 1000);
+                (skus, prices, 1_000_000_000)
+            }
+            ScenarioKind::Retries | ScenarioKind::Mixed | ScenarioKind::Batch | ScenarioKind::Orders => {
+                let (skus, prices) = numbered(20, 1);
+                (skus, prices, 1_000_000_000_000)
+            }
+        };
+        let stock = match params.kind {
+            ScenarioKind::FlashSale => params.stock,
+            ScenarioKind::Concert => 1,
+            _ => 1_000_000_000,
+        };
+        Catalogue { skus, prices, stock, credit }
+    }
 }
 
 impl State {
+    /// The state before set-up (no merchant yet: `auth` is a placeholder).
+    pub(crate) fn new(
+        params: Params,
+        target: Target,
+        timeout: Duration,
+        run_id: String,
+        catalogue: &Catalogue,
+    ) -> State {
+        let customers = params.customers.max(1);
+        State {
+            target,
+            timeout,
+            auth: "Bearer none".to_string(),
+            run_id,
+            skus: catalogue.skus.clone(),
+            prices: catalogue.prices.clone(),
+            credit: catalogue.credit,
+            sent: AtomicU64::new(0),
+            sold: catalogue.skus.iter().map(|_| AtomicU64::new(0)).collect(),
+            spent: (0..customers).map(|_| AtomicI64::new(0)).collect(),
+            unknown: AtomicU64::new(0),
+            replays_checked: AtomicU64::new(0),
+            replay_mismatches: AtomicU64::new(0),
+            mismatch_example: Mutex::new(None),
+            touched: Mutex::new(HashSet::new()),
+            ordered: Mutex::new(HashSet::new()),
+            ids: Mutex::new(Vec::new()),
+            ids_seen: AtomicU64::new(0),
+            inner_ok: AtomicU64::new(0),
+            inner_total: AtomicU64::new(0),
+            params: Params { customers, ..params },
+        }
+    }
+
     fn outcome(&self, r: &Resp) -> Outcome {
         let label = r.label();
         let error = r.status >= 400 && !self.params.kind.expected(&label);
-        Outcome { label, error }
+        Outcome::answer(label, error)
     }
 
     fn note_sale(&self, sku: usize, qty: u64, customer: u32) {
@@ -215,80 +281,54 @@ pub async fn setup(
 ) -> Result<Arc<State>, String> {
     let mut rng = StdRng::seed_from_u64(params.seed ^ std::process::id() as u64 ^ now_nanos());
     let run_id = format!("{:08x}", rng.random::<u32>());
-    let kind = params.kind;
-    let (skus, prices, credit): (Vec<String>, Vec<u64>, u64) = match kind {
-        ScenarioKind::FlashSale => {
-            ((0..params.hot_skus).map(|i| format!("hot-{i}")).collect(), vec![1000; params.hot_skus as usize], 10_000)
-        }
-        ScenarioKind::Concert => {
-            let skus: Vec<String> = (0..params.seats).map(seat_sku).collect();
-            // The front rows cost more.
-            let prices = (0..params.seats).map(|s| if s < params.seats / 20 { 3000 } else { 1000 }).collect();
-            (skus, prices, 10_000)
-        }
-        ScenarioKind::FullFlow => ((0..10).map(|i| format!("sku-{i}")).collect(), vec![1000; 10], 1_000_000_000),
-        ScenarioKind::Retries | ScenarioKind::Mixed | ScenarioKind::Batch | ScenarioKind::Orders => {
-            ((0..20).map(|i| format!("sku-{i}")).collect(), vec![1; 20], 1_000_000_000_000)
-        }
-    };
-    let stock = match kind {
-        ScenarioKind::FlashSale => params.stock,
-        ScenarioKind::Concert => 1,
-        _ => 1_000_000_000,
-    };
-    let n_skus = skus.len();
-    let customers = params.customers.max(1);
-    let mut state = State {
-        target: target.clone(),
-        timeout,
-        auth: "Bearer none".to_string(),
-        run_id: run_id.clone(),
-        skus,
-        prices,
-        credit,
-        sold: (0..n_skus).map(|_| AtomicU64::new(0)).collect(),
-        spent: (0..customers).map(|_| AtomicI64::new(0)).collect(),
-        unknown: AtomicU64::new(0),
-        replays_checked: AtomicU64::new(0),
-        replay_mismatches: AtomicU64::new(0),
-        mismatch_example: Mutex::new(None),
-        touched: Mutex::new(HashSet::new()),
-        ordered: Mutex::new(HashSet::new()),
-        ids: Mutex::new(Vec::new()),
-        ids_seen: AtomicU64::new(0),
-        inner_ok: AtomicU64::new(0),
-        inner_total: AtomicU64::new(0),
-        params: Params { customers, ..params },
-    };
+    let catalogue = Catalogue::of(&params);
+    let mut state = State::new(params, target, timeout, run_id, &catalogue);
     if state.params.skip_setup {
         return Ok(Arc::new(state));
     }
     let admin = admin_token.ok_or("an admin token is needed to create the scenario's merchant (--admin-token)")?;
-    let mut api = Api::new(target.clone(), timeout, format!("Bearer {admin}"));
-    let merchant = format!("load-{}-{run_id}", kind.name());
-    let body = format!(r#"{{"id":"{merchant}","name":"surge load {}","currency":"KRW"}}"#, kind.name());
+    state.auth = create_merchant(&state, admin).await?;
+    let mut api = Api::new(state.target.clone(), timeout, state.auth.clone());
+    create_items(&mut api, &catalogue).await?;
+    credit_points(&mut api, &state).await?;
+    Ok(Arc::new(state))
+}
+
+/// Creates the run's own merchant; returns the `Authorization` value of its API key.
+async fn create_merchant(st: &State, admin_token: &str) -> Result<String, String> {
+    let mut api = Api::new(st.target.clone(), st.timeout, format!("Bearer {admin_token}"));
+    let kind = st.params.kind.name();
+    let merchant = format!("load-{kind}-{}", st.run_id);
+    let body = format!(r#"{{"id":"{merchant}","name":"surge load {kind}","currency":"KRW"}}"#);
     let m = api.expect("POST", "/v1/merchants", None, &body, &[201]).await?;
     let key = m["api_key"].as_str().ok_or("POST /v1/merchants: no api_key in the answer")?;
-    state.auth = format!("Bearer {key}");
-    let mut api = Api::new(target, timeout, state.auth.clone());
+    Ok(format!("Bearer {key}"))
+}
 
-    // Items, in bulk calls that stay under the 64 KiB body limit.
+/// The catalogue's items, in bulk calls that stay under the 64 KiB body limit.
+async fn create_items(api: &mut Api, catalogue: &Catalogue) -> Result<(), String> {
     let mut body = String::new();
     let mut in_body = 0;
-    for (i, sku) in state.skus.iter().enumerate() {
+    for (i, sku) in catalogue.skus.iter().enumerate() {
         if in_body > 0 {
             body.push(',');
         }
-        let _ = write!(body, r#"{{"sku":"{sku}","name":"{sku}","price":{},"stock":{stock}}}"#, state.prices[i]);
+        let (price, stock) = (catalogue.prices[i], catalogue.stock);
+        let _ = write!(body, r#"{{"sku":"{sku}","name":"{sku}","price":{price},"stock":{stock}}}"#);
         in_body += 1;
-        if body.len() > 56_000 || in_body == 10_000 || i + 1 == state.skus.len() {
+        if body.len() > 56_000 || in_body == 10_000 || i + 1 == catalogue.skus.len() {
             let b = format!(r#"{{"items":[{body}]}}"#);
             api.expect("POST", "/v1/items/bulk", None, &b, &[200, 201]).await?;
             body.clear();
             in_body = 0;
         }
     }
-    // Points, 500 customers per batch.
+    Ok(())
+}
+
+/// Every customer's points, 500 customers per batch.
+async fn credit_points(api: &mut Api, st: &State) -> Result<(), String> {
+    let (customers, credit, run_id) = (st.params.customers, st.credit, &st.run_id);
     let mut c = 0;
     while c < customers {
         let end = (c + 500).min(customers);
@@ -306,7 +346,7 @@ pub async fn setup(
         }
         c = end;
     }
-    Ok(Arc::new(state))
+    Ok(())
 }
 
 fn now_nanos() -> u64 {
@@ -332,7 +372,10 @@ impl ScenarioWorker {
         ScenarioWorker { st, conn, rng }
     }
 
+    /// Every request of a scenario goes through here: it is counted as sent, and a
+    /// transport failure becomes its outcome.
     async fn send(&mut self, method: &str, path: &str, key: Option<&str>, body: &str) -> Result<Resp, Outcome> {
+        self.st.sent.fetch_add(1, Ordering::Relaxed);
         let auth = self.st.auth.as_str();
         let r = match key {
             Some(k) => {
@@ -436,7 +479,7 @@ impl ScenarioWorker {
         self.st.note_sale(sku, 1, customer);
         let v = r.json();
         let (Some(payment), Some(total)) = (v["payment"]["id"].as_str(), v["total"].as_u64()) else {
-            out.push(Outcome { label: "201 without payment.id/total".into(), error: true });
+            out.push(Outcome::finding("201 without payment.id/total"));
             return out;
         };
         let payment = payment.to_string();
@@ -495,7 +538,7 @@ impl ScenarioWorker {
             return out; // refused, or left to expire
         }
         let Some(hold) = r.json()["id"].as_str().map(str::to_string) else {
-            out.push(Outcome { label: "201 hold without id".into(), error: true });
+            out.push(Outcome::finding("201 hold without id"));
             return out;
         };
         let body = format!(r#"{{"customer_id":"c-{customer}","hold_id":"{hold}","payment":{{"method":"points"}}}}"#);
@@ -592,7 +635,7 @@ impl ScenarioWorker {
                 }
             } else {
                 let code = res["body"]["code"].as_str().unwrap_or("");
-                out.push(Outcome { label: format!("batch op {status} {code}"), error: true });
+                out.push(Outcome::finding(format!("batch op {status} {code}")));
             }
         }
         self.st.inner_ok.fetch_add(ok, Ordering::Relaxed);
@@ -615,192 +658,4 @@ impl Worker for ScenarioWorker {
             ScenarioKind::Batch => self.batch(index).await,
         }
     }
-}
-
-/// Checks the scenario's invariants through the API.
-pub async fn check(st: &State) -> Vec<Check> {
-    let mut checks = Vec::new();
-    if st.params.skip_setup {
-        return checks;
-    }
-    let mut api = Api::new(st.target.clone(), st.timeout, st.auth.clone());
-    let unknown = st.unknown.load(Ordering::Relaxed);
-    if unknown > 0 {
-        checks.push(Check::new(
-            "outcomes known",
-            true,
-            format!("{unknown} mutating requests failed in transport: the checks below allow for them"),
-        ));
-    }
-    if st.params.kind == ScenarioKind::Concert {
-        // Holds left alone expire within 1 s of their TTL (and a margin for a busy machine).
-        tokio::time::sleep(Duration::from_secs(st.params.hold_ttl_s) + Duration::from_millis(2500)).await;
-    }
-
-    // Items: conservation, no oversell, acknowledged sales are all there.
-    let indices: Vec<usize> = if st.params.kind == ScenarioKind::Concert {
-        let mut t: Vec<usize> =
-            st.touched.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|&s| s as usize).collect();
-        t.sort_unstable();
-        t
-    } else {
-        (0..st.skus.len()).collect()
-    };
-    let ordered = st.ordered.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    let (mut conserved, mut oversold, mut mismatched, mut held_left, mut seat_wrong) = (0, 0, 0, 0, 0);
-    let (mut sold_total, mut acked_total) = (0u64, 0u64);
-    let mut first_problem: Option<String> = None;
-    for &i in &indices {
-        let sku = &st.skus[i];
-        let v = match api.expect("GET", &format!("/v1/items/{sku}"), None, "", &[200]).await {
-            Ok(v) => v,
-            Err(e) => {
-                checks.push(Check::new("items readable", false, e));
-                return checks;
-            }
-        };
-        let n = |f: &str| v[f].as_u64().unwrap_or(u64::MAX / 4);
-        let (stock, available, held, sold) = (n("stock"), n("available"), n("held"), n("sold"));
-        let acked = st.sold[i].load(Ordering::Relaxed);
-        sold_total += sold;
-        acked_total += acked;
-        if available + held + sold != stock {
-            conserved += 1;
-            first_problem.get_or_insert(format!("{sku}: {v}"));
-        }
-        if sold > stock {
-            oversold += 1;
-        }
-        if (unknown == 0 && sold != acked) || sold < acked {
-            mismatched += 1;
-            first_problem.get_or_insert(format!("{sku}: sold {sold}, acknowledged {acked}"));
-        }
-        if st.params.kind == ScenarioKind::Concert {
-            held_left += u64::from(held > 0);
-            if ordered.contains(&(i as u32)) != (sold == 1) && unknown == 0 {
-                seat_wrong += 1;
-            }
-        }
-    }
-    let what = if st.params.kind == ScenarioKind::Concert { "seats touched" } else { "SKUs" };
-    let example = first_problem.map(|p| format!("; first: {p}")).unwrap_or_default();
-    checks.push(Check::new(
-        "stock conservation",
-        conserved == 0,
-        format!(
-            "available + held + sold == stock on {} of {} {what}{example}",
-            indices.len() - conserved,
-            indices.len()
-        ),
-    ));
-    checks.push(Check::new(
-        "no oversell",
-        oversold == 0,
-        format!("sold <= stock on every one of {} {what} ({oversold} oversold)", indices.len()),
-    ));
-    checks.push(Check::new(
-        "acknowledged sales recorded",
-        mismatched == 0,
-        format!("server sold {sold_total} units, clients were acknowledged {acked_total}; {mismatched} SKUs differ"),
-    ));
-    if st.params.kind == ScenarioKind::Concert {
-        checks.push(Check::new(
-            "expired holds returned",
-            held_left == 0,
-            format!("{held_left} seats still held 2.5 s after the last hold's TTL ({} s)", st.params.hold_ttl_s),
-        ));
-        checks.push(Check::new(
-            "seat sold iff ordered",
-            seat_wrong == 0,
-            format!("{} seats ordered; {seat_wrong} seats differ from the acknowledged orders", ordered.len()),
-        ));
-    }
-
-    // Points: every balance is what was credited minus what was acknowledged as spent.
-    let mut differ = 0u32;
-    let mut first: Option<String> = None;
-    for c in 0..st.params.customers {
-        match api.expect("GET", &format!("/v1/customers/c-{c}/points"), None, "", &[200]).await {
-            Ok(v) => {
-                let balance = v["balance"].as_i64().unwrap_or(-1);
-                let expected = st.credit as i64 - st.spent[c as usize].load(Ordering::Relaxed);
-                let ok = if unknown == 0 { balance == expected } else { balance <= expected && balance >= 0 };
-                if !ok {
-                    differ += 1;
-                    first.get_or_insert(format!("c-{c}: balance {balance}, expected {expected}"));
-                }
-            }
-            Err(e) => {
-                differ += 1;
-                first.get_or_insert(e);
-            }
-        }
-    }
-    checks.push(Check::new(
-        "points conserved",
-        differ == 0,
-        format!(
-            "{} of {} customers hold credited minus acknowledged spending{}",
-            st.params.customers - differ,
-            st.params.customers,
-            first.map(|f| format!("; first: {f}")).unwrap_or_default()
-        ),
-    ));
-
-    match api.expect("GET", "/v1/ledger/trial-balance", None, "", &[200]).await {
-        Ok(v) => {
-            let balanced = v["balanced"] == true && v["total_debits"] == v["total_credits"];
-            checks.push(Check::new("ledger balanced", balanced, format!("trial balance {v}")));
-        }
-        Err(e) => checks.push(Check::new("ledger balanced", false, e)),
-    }
-
-    match st.params.kind {
-        ScenarioKind::Retries => {
-            let n = st.replays_checked.load(Ordering::Relaxed);
-            let bad = st.replay_mismatches.load(Ordering::Relaxed);
-            let ex = st.mismatch_example.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            checks.push(Check::new(
-                "replays identical",
-                n > 0 && bad == 0,
-                format!(
-                    "{n} replays: {bad} differed from the first answer (status, body, Idempotent-Replayed){}",
-                    ex.map(|e| format!("; first: {e}")).unwrap_or_default()
-                ),
-            ));
-        }
-        ScenarioKind::FullFlow => {
-            let ids = st.ids.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            let mut wrong = 0;
-            let mut first: Option<String> = None;
-            for id in ids.iter().take(200) {
-                match api.expect("GET", &format!("/v1/payments/{id}"), None, "", &[200]).await {
-                    Ok(v) => {
-                        let ok =
-                            v["status"] == "refunded" && v["refunded"] == v["captured"] && v["captured"] == v["amount"];
-                        if !ok {
-                            wrong += 1;
-                            first.get_or_insert(v.to_string());
-                        }
-                    }
-                    Err(e) => {
-                        wrong += 1;
-                        first.get_or_insert(e);
-                    }
-                }
-            }
-            let n = ids.len().min(200);
-            checks.push(Check::new(
-                "refunds complete",
-                n > 0 && wrong == 0,
-                format!(
-                    "{} of {n} sampled payments refunded in full after two partial refunds{}",
-                    n - wrong,
-                    first.map(|f| format!("; first: {f}")).unwrap_or_default()
-                ),
-            ));
-        }
-        _ => {}
-    }
-    checks
 }

@@ -262,7 +262,7 @@ mod tests {
                 if stall {
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
-                vec![Outcome { label: "200".into(), error: false }]
+                vec![Outcome::answer("200", false)]
             }
         }
     }
@@ -311,7 +311,7 @@ mod tests {
         impl Worker for Slow {
             async fn op(&mut self, _index: u64) -> Vec<Outcome> {
                 tokio::time::sleep(Duration::from_millis(600)).await;
-                vec![Outcome { label: "200".into(), error: false }]
+                vec![Outcome::answer("200", false)]
             }
         }
         let r = drive(&plan, vec![Slow]).await;

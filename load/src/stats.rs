@@ -21,13 +21,29 @@ fn second_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_SECOND_US, 2).expect("valid histogram bounds")
 }
 
-/// What one HTTP request of an operation ended with.
+/// What one HTTP request of an operation ended with, or a finding about such an answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Outcome {
     /// `"201"`, `"409 insufficient_stock"`, `"transport: timed out"`.
     pub label: String,
     /// Counts as an error (an expected business refusal such as a sold-out SKU does not).
     pub error: bool,
+    /// The answer to one request (or its transport failure). False for a finding about an
+    /// answer (one failed operation inside a batch, a 201 without an id): listed with the
+    /// answers, always an error, but not a request of its own.
+    pub request: bool,
+}
+
+impl Outcome {
+    /// How one request ended.
+    pub fn answer(label: impl Into<String>, error: bool) -> Outcome {
+        Outcome { label: label.into(), error, request: true }
+    }
+
+    /// Something wrong inside an answer already counted.
+    pub fn finding(label: impl Into<String>) -> Outcome {
+        Outcome { label: label.into(), error: true, request: false }
+    }
 }
 
 /// One second of the run (by completion time).
@@ -52,8 +68,9 @@ pub struct Stats {
     pub ops: u64,
     /// Operations with at least one error outcome.
     pub failed_ops: u64,
+    /// Requests that ended (answered or failed in transport).
     pub requests: u64,
-    /// Requests by outcome label.
+    /// Outcomes by label (requests and findings).
     pub by_label: BTreeMap<String, (u64, bool)>,
     pub seconds: BTreeMap<u32, Second>,
 }
@@ -78,8 +95,9 @@ impl Stats {
         self.hist.saturating_record(us);
         self.ops += 1;
         let failed = outcomes.iter().any(|o| o.error);
+        let requests = outcomes.iter().filter(|o| o.request).count() as u64;
         self.failed_ops += u64::from(failed);
-        self.requests += outcomes.len() as u64;
+        self.requests += requests;
         for o in outcomes {
             match self.by_label.get_mut(&o.label) {
                 Some(e) => e.0 += 1,
@@ -91,7 +109,7 @@ impl Stats {
         let s = self.seconds.entry(at.as_secs() as u32).or_default();
         s.ops += 1;
         s.errors += u64::from(failed);
-        s.requests += outcomes.len() as u64;
+        s.requests += requests;
         s.hist.saturating_record(us);
     }
 
@@ -187,7 +205,7 @@ mod tests {
     use super::*;
 
     fn ok() -> Vec<Outcome> {
-        vec![Outcome { label: "201".into(), error: false }]
+        vec![Outcome::answer("201", false)]
     }
 
     #[test]
@@ -197,8 +215,7 @@ mod tests {
         for i in 0..3000u64 {
             let lat = Duration::from_micros(100 + (i * 7919) % 50_000);
             let at = Duration::from_millis(i);
-            let outcomes =
-                if i % 10 == 0 { vec![Outcome { label: "503 storage_unavailable".into(), error: true }] } else { ok() };
+            let outcomes = if i % 10 == 0 { vec![Outcome::answer("503 storage_unavailable", true)] } else { ok() };
             all.record(lat, at, &outcomes);
             parts[(i % 3) as usize].record(lat, at, &outcomes);
         }
@@ -228,6 +245,16 @@ mod tests {
         assert!((l.p99_ms - 990.0).abs() <= 1.0, "{l:?}");
         assert!((l.max_ms - 1000.0).abs() <= 1.0, "{l:?}");
         assert!((l.min_ms - 1.0).abs() <= 0.01, "{l:?}");
+    }
+
+    #[test]
+    fn findings_are_listed_with_the_answers_but_are_not_requests() {
+        let mut s = Stats::default();
+        let batch = [Outcome::answer("200", false), Outcome::finding("batch op 409 insufficient_stock")];
+        s.record(Duration::from_millis(1), Duration::ZERO, &batch);
+        assert_eq!((s.ops, s.requests, s.failed_ops), (1, 1, 1));
+        assert_eq!(s.by_label.len(), 2);
+        assert_eq!(s.timeline()[0].requests, 1);
     }
 
     #[test]

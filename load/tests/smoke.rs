@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use surge_api::engine::{Engine, EngineConfig, WalOpener};
 use surge_api::{app, auth, AppState};
-use surge_load::{LoadArgs, LoopMode, ScenarioKind};
+use surge_load::{LoadArgs, LoopMode, ScenarioKind, Verdict};
 
 const ADMIN: &str = "smoke-admin-token";
 
@@ -42,8 +42,9 @@ fn args(url: &str, out: &std::path::Path, scenario: ScenarioKind) -> LoadArgs {
 async fn run_ok(a: &LoadArgs) -> surge_load::RunReport {
     let r = surge_load::run_async(a).await.expect("the run happens");
     assert!(r.passed, "{}", surge_load::report::summary(&r));
+    assert_eq!(r.verdict, Verdict::Pass);
     assert!(r.ops > 0);
-    assert!(!r.checks.is_empty());
+    assert!(r.checks.iter().any(|c| c.name == "every answer counted" && c.pass), "{:?}", r.checks);
     r
 }
 
@@ -107,4 +108,31 @@ async fn every_scenario_runs_and_its_invariants_hold() {
     a.batch_size = 20;
     let r = run_ok(&a).await;
     assert_eq!(r.inner_ok, Some(r.ops * 20));
+}
+
+/// A target that answers every order 201 and keeps nothing (as surge-baseline does).
+async fn start_baseline() -> String {
+    let app = axum::Router::new()
+        .route("/v1/orders", axum::routing::post(|| async { (axum::http::StatusCode::CREATED, r#"{"id":"ord_1"}"#) }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_without_set_up_checked_nothing_and_is_not_a_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = start_baseline().await;
+    let mut a = args(&url, dir.path(), ScenarioKind::Orders);
+    a.admin_token = None;
+    a.skip_setup = true;
+    a.duration = Duration::from_millis(500);
+    let r = surge_load::run_async(&a).await.expect("the run happens");
+    assert!(r.ops > 0 && r.failed_ops == 0, "{}", surge_load::report::summary(&r));
+    assert!(r.checks.is_empty());
+    assert_eq!(r.verdict, Verdict::Unchecked);
+    assert!(!r.passed);
+    assert_eq!(r.verdict.exit_code(), 3);
+    assert!(surge_load::report::summary(&r).contains("no invariant was checked"));
 }

@@ -85,7 +85,7 @@ pub enum ReadError {
     #[error("reading the log: {0}")]
     Log(#[from] surge_wal::WalError),
     #[error("record at LSN {lsn}: {reason}")]
-    Record { lsn: Lsn, reason: String },
+    Record { lsn: Lsn, reason: image::ImageError },
 }
 
 /// Reads the next durable records into a batch: waits up to `wait_ms` for the first, then

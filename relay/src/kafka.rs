@@ -1,8 +1,8 @@
 //! Kafka sink (rdkafka): one topic per aggregate family (`{prefix}orders`, `payments`,
 //! `inventory`, `ledger`, `points`, `queue`, `merchants`, plus `{prefix}dlq` for the gateway
-//! worker), key = aggregate id, value = the JSON envelope, headers `event-id` and
-//! `event-type`; idempotent producer with `acks=all`. Engine-internal events (no
-//! `aggregate()`) are never published.
+//! worker), key = `{merchant_id}/{aggregate_id}` ([`message_key`]), value = the JSON
+//! envelope, headers `event-id` and `event-type`; idempotent producer with `acks=all`.
+//! Engine-internal events (no `aggregate()`) are never published.
 //!
 //! # Position
 //! The sink keeps no position of its own: `resume` returns the reader checkpoint the driver
@@ -78,6 +78,21 @@ use tokio::sync::Notify;
 
 use crate::batch::Batch;
 use crate::sink::{Sink, SinkError};
+
+/// The key of an aggregate's messages: `{merchant_id}/{aggregate_id}`.
+///
+/// Aggregate ids are per merchant (`ord_1`, a SKU, a customer id), so on their own two
+/// merchants' orders would share a key, and a compacted topic or a consumer keyed by it
+/// would merge them. A merchant id never holds a `/` (core allows `[A-Za-z0-9_.:-]`), so a
+/// key splits back at its first `/`. Every event of one aggregate gets the same key, hence
+/// the same partition: per-aggregate order holds as before.
+pub fn message_key(merchant_id: &str, aggregate_id: &str) -> String {
+    let mut key = String::with_capacity(merchant_id.len() + 1 + aggregate_id.len());
+    key.push_str(merchant_id);
+    key.push('/');
+    key.push_str(aggregate_id);
+    key
+}
 
 /// Every topic family core publishes to, in the order of [`topic_index`].
 const FAMILIES: [Topic; 8] = [
@@ -435,7 +450,8 @@ impl KafkaSink {
         acks.down_since.store(0, Ordering::SeqCst);
         let start = session.produced;
         for logged in &batch.events {
-            let Some((topic, key)) = logged.event.aggregate() else { continue };
+            let Some((topic, aggregate_id)) = logged.event.aggregate() else { continue };
+            let key = message_key(&logged.event.merchant, &aggregate_id);
             let envelope = logged.event.envelope(logged.lsn, logged.index);
             payload.clear();
             serde_json::to_writer(&mut *payload, &envelope)
@@ -443,43 +459,57 @@ impl KafkaSink {
             let headers = OwnedHeaders::new_with_capacity(2)
                 .insert(Header { key: "event-id", value: Some(envelope.event_id.as_str()) })
                 .insert(Header { key: "event-type", value: Some(envelope.event_type) });
-            let mut record: BaseRecord<'_, str, [u8], ()> = BaseRecord::to(&topics[topic_index(topic)])
+            let record: BaseRecord<'_, str, [u8], ()> = BaseRecord::to(&topics[topic_index(topic)])
                 .key(key.as_str())
                 .payload(payload.as_slice())
                 .headers(headers);
-            // Bounded by the write's deadline (the caller's timeout drops this future).
-            loop {
-                match session.producer.send(record) {
-                    Ok(()) => break,
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                        record = back;
-                        if let Some(e) = acks.first_error.lock().clone() {
-                            return Err(SinkError::Transient(format!("kafka: delivery failed: {e}")));
-                        }
-                        // librdkafka's thread drains the queue as acknowledgements come in.
-                        tokio::time::sleep(Duration::from_millis(1)).await;
-                    }
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge), _)) => {
-                        return Err(SinkError::Fatal(format!(
-                            "kafka: event {} is {} bytes, more than the producer's message.max.bytes",
-                            envelope.event_id,
-                            payload.len()
-                        )));
-                    }
-                    Err((e, _)) => {
-                        return Err(SinkError::Transient(format!("kafka: producing event {}: {e}", envelope.event_id)));
-                    }
-                }
-            }
-            session.produced += 1;
+            Self::produce(session, record, &envelope.event_id).await?;
         }
         let target = session.produced;
         if target == start {
             return Ok(());
         }
+        Self::wait_for_acks(&acks, target, down_max).await
+    }
+
+    /// Hands one message to librdkafka, waiting while its queue is full.
+    async fn produce(
+        session: &mut Session,
+        mut record: BaseRecord<'_, str, [u8], ()>,
+        event_id: &str,
+    ) -> Result<(), SinkError> {
+        // Bounded by the write's deadline (the caller's timeout drops this future).
+        loop {
+            match session.producer.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    if let Some(e) = session.acks.first_error.lock().clone() {
+                        return Err(SinkError::Transient(format!("kafka: delivery failed: {e}")));
+                    }
+                    // librdkafka's thread drains the queue as acknowledgements come in.
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge), back)) => {
+                    return Err(SinkError::Fatal(format!(
+                        "kafka: event {event_id} is {} bytes, more than the producer's message.max.bytes",
+                        back.payload.map_or(0, <[u8]>::len)
+                    )));
+                }
+                Err((e, _)) => {
+                    return Err(SinkError::Transient(format!("kafka: producing event {event_id}: {e}")));
+                }
+            }
+        }
+        session.produced += 1;
+        Ok(())
+    }
+
+    /// Waits until `target` delivery reports came in, all of them successes. Bounded by the
+    /// deadline the caller puts on this future; the last delivery report (or any failure)
+    /// wakes it, and it looks at the brokers' state in between.
+    async fn wait_for_acks(acks: &Acks, target: u64, down_max: Duration) -> Result<(), SinkError> {
         acks.target.store(target, Ordering::SeqCst);
-        // Bounded by the deadline the caller puts on this future; the last delivery report
-        // (or any failure) wakes us, and we look at the brokers' state in between.
         loop {
             if acks.failed.load(Ordering::SeqCst) > 0 {
                 let e = acks.first_error.lock().clone().unwrap_or_default();
@@ -586,6 +616,16 @@ mod tests {
         for topic in FAMILIES {
             assert_eq!(FAMILIES[topic_index(topic)], topic);
         }
+    }
+
+    #[test]
+    fn message_keys_are_unique_across_merchants_and_stable_per_aggregate() {
+        assert_eq!(message_key("m-1", "ord_1"), "m-1/ord_1");
+        assert_ne!(message_key("m-1", "ord_1"), message_key("m-2", "ord_1"));
+        assert_eq!(message_key("m-1", "ord_1"), message_key("m-1", "ord_1"));
+        // Not confusable either: merchant ids hold no '/', so the first one splits the key.
+        let key = message_key("shop.a:b-c_d", "sku/with/slashes");
+        assert_eq!(key.split_once('/'), Some(("shop.a:b-c_d", "sku/with/slashes")));
     }
 
     #[test]

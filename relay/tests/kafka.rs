@@ -91,7 +91,9 @@ fn caught_up(status: &SinkStatus, durable: Lsn) -> bool {
 struct Expected {
     lsn: Lsn,
     topic: String,
+    /// `{merchant_id}/{aggregate_id}`.
     key: String,
+    aggregate: String,
     event_type: &'static str,
     merchant: String,
 }
@@ -104,13 +106,14 @@ fn expected_events(dir: &Path, prefix: &str) -> BTreeMap<String, Expected> {
         let record = record.expect("record");
         let events = surge_core::image::record_events(record.record_type, record.payload).expect("events");
         for (i, event) in events.iter().enumerate() {
-            let Some((topic, key)) = event.aggregate() else { continue };
+            let Some((topic, aggregate)) = event.aggregate() else { continue };
             out.insert(
                 surge_core::envelope::event_id(record.lsn, i as u32),
                 Expected {
                     lsn: record.lsn,
                     topic: format!("{prefix}{}", topic.suffix()),
-                    key,
+                    key: format!("{}/{aggregate}", event.merchant),
+                    aggregate,
                     event_type: event.type_name(),
                     merchant: event.merchant.to_string(),
                 },
@@ -226,7 +229,7 @@ fn check_messages(got: &[Got], expected: &BTreeMap<String, Expected>) {
         assert_eq!(v["event_id"], g.event_id.as_str(), "{}: envelope event_id", g.event_id);
         assert_eq!(v["type"], e.event_type, "{}: envelope type", g.event_id);
         assert_eq!(v["merchant_id"], e.merchant.as_str(), "{}: envelope merchant_id", g.event_id);
-        assert_eq!(v["aggregate_id"], e.key.as_str(), "{}: envelope aggregate_id", g.event_id);
+        assert_eq!(v["aggregate_id"], e.aggregate.as_str(), "{}: envelope aggregate_id", g.event_id);
         assert!(v["occurred_at"].is_string() && v.get("data").is_some(), "{}: envelope {v}", g.event_id);
     }
     let mut by_position: Vec<&Got> = got.iter().collect();
@@ -241,6 +244,25 @@ fn check_messages(got: &[Got], expected: &BTreeMap<String, Expected>) {
             assert!(prev < g.event_id.as_str(), "{} key {}: {} arrived before {}", g.topic, g.key, prev, g.event_id);
         }
     }
+}
+
+/// A relay with one Kafka sink on the log in `dir`, once it has written up to `durable`.
+fn relay_caught_up(dir: &Path, config: &KafkaConfig, durable: Lsn) -> (Relay, Arc<SinkStatus>) {
+    let mut relay = Relay::new(driver_config(dir));
+    relay.spawn(KafkaSink::new(config.clone()).expect("sink")).expect("spawn");
+    let status = relay.statuses()[0].clone();
+    wait_until("the sink to catch up", Duration::from_secs(60), || caught_up(&status, durable));
+    (relay, status)
+}
+
+/// Every public event of the log in `dir`, consumed from the test's topics and checked
+/// message by message.
+fn consume_and_check(brokers: &str, config: &KafkaConfig, dir: &Path) -> (BTreeMap<String, Expected>, Collector) {
+    let expected = expected_events(dir, &config.topic_prefix);
+    let mut collector = Collector::new(brokers, &config.all_topics());
+    collector.until_seen(expected.keys(), Duration::from_secs(60));
+    check_messages(&collector.got, &expected);
+    (expected, collector)
 }
 
 fn public_ids_after(expected: &BTreeMap<String, Expected>, lsn: Lsn) -> Vec<String> {
@@ -264,12 +286,9 @@ fn every_public_event_arrives_with_key_headers_and_envelope_in_order() {
     log.wal.append(surge_core::image::EVENTS_RECORD_TYPE, &probe).expect("append").wait().expect("durable");
 
     let config = sink_config(&brokers, &prefix);
-    let mut relay = Relay::new(driver_config(dir.path()));
-    relay.spawn(KafkaSink::new(config.clone()).expect("sink")).expect("spawn");
-    let status = relay.statuses()[0].clone();
-    assert_eq!(status.name, "kafka");
     let durable = log.durable_lsn();
-    wait_until("the sink to catch up", Duration::from_secs(60), || caught_up(&status, durable));
+    let (mut relay, status) = relay_caught_up(dir.path(), &config, durable);
+    assert_eq!(status.name, "kafka");
     wait_until("lag to go to 0", Duration::from_secs(10), || {
         status.lag_records() == 0 && status.lag_ms.load(Ordering::Relaxed) == 0
     });
@@ -277,16 +296,49 @@ fn every_public_event_arrives_with_key_headers_and_envelope_in_order() {
     relay.stop();
     assert_eq!(surge_wal::load_reader_checkpoint(dir.path(), "kafka").expect("checkpoint"), Some(durable));
 
-    let expected = expected_events(dir.path(), &prefix);
+    let (expected, collector) = consume_and_check(&brokers, &config, dir.path());
     assert!(expected.len() > 500, "the mix publishes a good number of events ({})", expected.len());
     let families: HashSet<&str> = expected.values().map(|e| e.topic.as_str()).collect();
     for family in ["orders", "payments", "inventory", "ledger", "points", "merchants"] {
         assert!(families.contains(format!("{prefix}{family}").as_str()), "the mix publishes to {family}");
     }
-    let mut collector = Collector::new(&brokers, &config.all_topics());
-    collector.until_seen(expected.keys(), Duration::from_secs(60));
-    check_messages(&collector.got, &expected);
     assert!(collector.got.iter().all(|g| !g.topic.ends_with("dlq")), "nothing goes to the dead-letter topic");
+}
+
+/// Order, payment and hold ids count per merchant: two merchants' first orders are both
+/// `ord_1`. Their messages must carry keys of their own, and every message of one key must
+/// stay on one partition (per-aggregate order).
+#[test]
+fn two_merchants_orders_of_the_same_id_get_keys_of_their_own() {
+    let brokers = brokers();
+    require_broker(&brokers);
+    let prefix = prefix("keys");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = common::LogWriter::open(dir.path());
+    log.shop("m-a", 1);
+    log.shop("m-b", 1);
+    assert_eq!(log.orders("m-a", 1, 1), ["ord_1"]);
+    assert_eq!(log.orders("m-b", 1, 1), ["ord_1"]);
+
+    let config = KafkaConfig { partitions: 8, ..sink_config(&brokers, &prefix) };
+    let (mut relay, _) = relay_caught_up(dir.path(), &config, log.durable_lsn());
+    relay.stop();
+
+    let (_, collector) = consume_and_check(&brokers, &config, dir.path());
+    let orders = format!("{prefix}orders");
+    let mut partitions: HashMap<&str, HashSet<i32>> = HashMap::new();
+    for g in collector.got.iter().filter(|g| g.topic == orders) {
+        assert_eq!(g.value["aggregate_id"], "ord_1", "{g:?}");
+        let merchant = g.value["merchant_id"].as_str().expect("merchant_id");
+        assert_eq!(g.key, format!("{merchant}/ord_1"), "{g:?}");
+        partitions.entry(&g.key).or_default().insert(g.partition);
+    }
+    let keys: Vec<&&str> = partitions.keys().collect();
+    assert_eq!(partitions.len(), 2, "one key per merchant's ord_1: {keys:?}");
+    assert!(partitions.contains_key("m-a/ord_1") && partitions.contains_key("m-b/ord_1"), "{keys:?}");
+    for (key, on) in &partitions {
+        assert_eq!(on.len(), 1, "every message of {key} on one partition: {on:?}");
+    }
 }
 
 #[test]

@@ -34,55 +34,19 @@
 //! Module map: `schema` (migrations), `projection` (state and what a batch touched), `rows`
 //! (table rows from views and events), `sql` (literals and chunked statements).
 //!
-//! Speed (measured with `examples/mariadb_catchup.rs`, 200,000 events, 1.4 rows per
-//! event, on 2 shared cores): the server does most of the work, ~11 µs of CPU per row
-//! against ~4.5 µs in the relay, and rows of `events` are the dearest. So a batch's `events`
-//! rows go in by `LOAD DATA LOCAL INFILE` from a file in a private temporary directory
-//! (`MariaDbConfig::load_data`; with LOCAL the server skips a duplicate instead of failing,
-//! so the sink counts the rows loaded and any warning is an error; the rare snapshot
-//! rewrite still uses `INSERT`s), the session skips CHECK evaluation (the `JSON` envelope's
-//! only constraint; serde_json's output is valid JSON by construction), schema version 3
-//! dropped the unique index on `event_id`, which the primary key already implies, and the
-//! two parts of a batch run on two connections at once. `events_by_aggregate` stays: it
-//! costs ~1 µs of server CPU per row (~9%), and without it an aggregate's history is a scan
-//! of the largest table. Larger batches help too (`DriverConfig.batch.events_max` 50,000
-//! rather than 10,000: a row touched many times in a batch is written once). In the relay,
-//! mysql_async reads the `LOAD DATA` file back in 4 KiB blocks through tokio's blocking
-//! pool, ~1 µs per row of thread hand-offs: streaming it from memory (a local infile
-//! handler) needs `bytes` and `futures-util` as direct dependencies.
-//!
-//! The ceiling (`benches/relay_catchup.sh`, step 3): loading the relay's own `events` rows
-//! again by `LOAD DATA` with no relay at all costs mariadbd ~11.7 us of CPU per row here
-//! (~330 bytes a row; LOAD DATA's byte-at-a-time field parser is ~40% of it, so even a table
-//! keeping only `(lsn, idx)` of the same file costs ~5.9 us), i.e. at most ~195k events/s
-//! with both cores given to mariadbd and none to the relay, below the ~240k events/s the
-//! server produces at full order load on the same machine. Prepared multi-row `INSERT`s with
-//! binary parameters (no parsing) measured 8.3-9.3 us per row; no relay code gets the
-//! cold store past the server's rate on one 2-core host.
+//! How rows go in: a batch's `events` rows by `LOAD DATA LOCAL INFILE` from a file in a
+//! private temporary directory (`MariaDbConfig::load_data`), which costs the server less
+//! per row than `INSERT`s; with LOCAL the server skips a duplicate instead of failing, so
+//! the sink counts the rows loaded and any warning is an error (the rare snapshot rewrite
+//! uses `INSERT`s). The session skips CHECK evaluation (the `JSON` envelope's only
+//! constraint; serde_json's output is valid JSON by construction), and the two parts of a
+//! batch run on two connections at once.
 //!
 //! Reading `events`: `event_id` is `{lsn:016x}-{idx:04x}`, so an event is found by its id
 //! through the primary key: `WHERE lsn = CONV(LEFT(id, 16), 16, 10) AND idx =
 //! CONV(RIGHT(id, 4), 16, 10)`. `events_by_aggregate` serves an aggregate's history.
 //!
-//! For operators (the server's settings; none changes what is written or how often). On
-//! a 200,000-event catch-up a private server with `innodb_flush_log_at_trx_commit = 2`,
-//! a 1 GB buffer pool and a 1 GB redo log was no faster than one with `1`, 128 MB and
-//! 96 MB: the work is CPU (parsing and B-tree inserts), two commits per batch.
-//! - `innodb_flush_log_at_trx_commit = 2` (or 0) saves the redo log fsync per commit: a
-//!   transaction reported committed may be lost if the *machine* (not just `mariadbd`)
-//!   fails within about a second. Exactly-once still holds: each offset row is in the same
-//!   transaction as its rows, so a lost commit loses both, and the relay writes that part
-//!   again from its older offset (if only one part's commit is lost, the parts are apart,
-//!   which `resume` handles as after a crash between them). With two commits per
-//!   10,000-event batch it buys little.
-//! - `innodb_buffer_pool_size`: enough for the indexes' hot ends and the current-state
-//!   tables; the append-only tables are written in key order.
-//! - `innodb_log_file_size`: a batch of 10,000 events writes ~5 MB of redo (~470 bytes
-//!   per event). A redo log that a long catch-up fills forces checkpoint flushing while it
-//!   runs; 1 GB or more keeps that out of the way.
-//! - `local_infile = ON` (MariaDB's default) for `LOAD DATA LOCAL`; off, the sink falls back
-//!   to `INSERT`s and says so in its log.
-//! - Binary logging (`log_bin`) with `sync_binlog = 1` adds a second fsync per commit.
+//! Figures (throughput, server CPU per row) and server tuning: docs/performance.md.
 
 mod projection;
 mod rows;
@@ -398,66 +362,15 @@ impl MariaDbSink {
         let mut tx = begin(conn, SINK_NAME, stored).await?;
         lock_offset(&mut tx, APPEND_OFFSET, append).await?;
         let mut tables = Tables::new(limits);
-        let mut events = 0u64;
-        // The parts may be apart (a crash between their commits): `ledger_entries` rows
-        // after `stored`, `events` rows after `append`.
-        let mut next = stored.min(append) + 1;
-        let mut tailer = Tailer::open(&dir, next).map_err(|e| wal_error("opening the log", e))?;
-        // Bounded by `snapshot`: every round reads one record or moves `next` forward.
-        while next <= snapshot {
-            let record = match tailer.try_next() {
-                Ok(Some(record)) => record,
-                Ok(None) => return Err(SinkError::Transient(format!("log record {next} is not readable yet"))),
-                Err(WalError::LsnNotAvailable { oldest_lsn, .. }) if oldest_lsn > next => {
-                    let missing_to = oldest_lsn.min(snapshot + 1) - 1;
-                    tracing::warn!(
-                        sink = SINK_NAME,
-                        "log records {next}..={missing_to} were removed before the cold store had them: \
-                         their events are missing from `events` and `ledger_entries` (the state tables are complete)"
-                    );
-                    next = missing_to + 1;
-                    if next <= snapshot {
-                        tailer = Tailer::open(&dir, next).map_err(|e| wal_error("opening the log", e))?;
-                    }
-                    continue;
-                }
-                Err(e) => return Err(wal_error("reading the log", e)),
-            };
-            assert_eq!(record.lsn, next, "the tailer yields consecutive records");
-            let decoded = surge_core::image::record_events(record.record_type, &record.payload)
-                .map_err(|e| SinkError::Fatal(format!("log record at LSN {}: {e}", record.lsn)))?;
-            for (index, event) in decoded.into_iter().enumerate() {
-                let index = u32::try_from(index).unwrap_or(u32::MAX);
-                let e = LoggedEvent { lsn: record.lsn, index, event };
-                if e.lsn > append {
-                    tables.event_row(&e)?;
-                }
-                if e.lsn > stored {
-                    tables.ledger_row(&e);
-                }
-                events += 1;
-            }
-            for statement in tables.take_ready() {
-                tx.query_drop(statement).await.map_err(|e| db_error("writing the log's events", e))?;
-            }
-            next += 1;
-        }
+        let events = write_log_rows(&mut tx, &mut tables, &dir, (stored, append), snapshot).await?;
         for merchant in projection.merchants() {
             tables.everything_of(merchant, snapshot);
-            for statement in tables.take_ready() {
-                tx.query_drop(statement).await.map_err(|e| db_error("writing the snapshot's rows", e))?;
-            }
+            run_all(&mut tx, tables.take_ready(), "writing the snapshot's rows").await?;
         }
         let rows = tables.row_count();
-        for statement in tables.finish() {
-            tx.query_drop(statement).await.map_err(|e| db_error("writing the snapshot's rows", e))?;
-        }
+        run_all(&mut tx, tables.finish(), "writing the snapshot's rows").await?;
         // Every row was written: the backfills are done too.
-        for migration in &backfills {
-            tx.query_drop(schema::record_statement(migration))
-                .await
-                .map_err(|e| db_error("recording a schema migration", e))?;
-        }
+        record_migrations(&mut tx, &backfills).await?;
         move_offset(&mut tx, APPEND_OFFSET, snapshot.max(append)).await?;
         commit(tx, SINK_NAME, snapshot).await?;
         self.backfills.clear();
@@ -487,20 +400,12 @@ impl MariaDbSink {
             let Some(backfill) = migration.backfill else { continue };
             for merchant in projection.merchants() {
                 tables.backfill(merchant, backfill, stored);
-                for statement in tables.take_ready() {
-                    tx.query_drop(statement).await.map_err(|e| db_error("backfilling", e))?;
-                }
+                run_all(&mut tx, tables.take_ready(), "backfilling").await?;
             }
         }
         let rows = tables.row_count();
-        for statement in tables.finish() {
-            tx.query_drop(statement).await.map_err(|e| db_error("backfilling", e))?;
-        }
-        for migration in &backfills {
-            tx.query_drop(schema::record_statement(migration))
-                .await
-                .map_err(|e| db_error("recording a schema migration", e))?;
-        }
+        run_all(&mut tx, tables.finish(), "backfilling").await?;
+        record_migrations(&mut tx, &backfills).await?;
         commit(tx, SINK_NAME, stored).await?;
         self.in_flight = false;
         self.backfills.clear();
@@ -525,109 +430,48 @@ impl MariaDbSink {
         };
         self.in_flight = true;
         let last = batch.last_lsn;
-        // The projection is where the current-state part is.
-        let mut state_tables = Tables::new(self.limits);
-        if last > state_at {
-            let from = batch.events.partition_point(|e| e.lsn <= state_at);
-            let first = batch.first_lsn.max(state_at + 1);
-            let touched = match projection.apply(first, last, &batch.events[from..]) {
-                Ok(touched) => touched,
-                Err(e) => {
-                    self.projection = None;
-                    return Err(e);
-                }
-            };
-            for ((merchant, aggregate), last_lsn) in &touched.aggregates {
-                let m = projection.merchant(merchant);
-                assert!(m.is_some(), "merchant {merchant} was touched by an applied event");
-                if let Some(m) = m {
-                    state_tables.aggregate(m, aggregate, *last_lsn);
-                }
+        let state_tables = match state_rows(projection, batch, state_at, self.limits) {
+            Ok(tables) => tables,
+            Err(e) => {
+                // Partly applied: rebuilt by the next resume.
+                self.projection = None;
+                return Err(e);
             }
-            for (merchant, order) in &touched.new_orders {
-                if let Some(m) = projection.merchant(merchant) {
-                    state_tables.order_lines(m, *order);
-                }
-            }
-            // The ledger goes with the state part: it balances the two transactions
-            // (`events` alone is the larger).
-            for e in &batch.events[from..] {
-                state_tables.ledger_row(e);
-            }
-        }
-        let appended = &batch.events[batch.events.partition_point(|e| e.lsn <= append_at)..];
+        };
         let state_rows = state_tables.row_count();
+        let appended = &batch.events[batch.events.partition_point(|e| e.lsn <= append_at)..];
         let (Some(conn), Some(append_conn)) = (self.conn.as_mut(), self.append_conn.as_mut()) else {
             return Err(SinkError::Transient("write before a successful resume".into()));
         };
-        let (limits, load_path) = (self.limits, self.load_file.as_ref());
         let state = async {
             if last <= state_at {
                 return Ok(false);
             }
-            let mut tx = begin(conn, SINK_NAME, state_at).await?;
-            for statement in state_tables.finish() {
-                tx.query_drop(statement).await.map_err(|e| db_error("writing rows", e))?;
-            }
-            commit(tx, SINK_NAME, last).await?;
-            Ok::<bool, SinkError>(true)
+            write_part(conn, SINK_NAME, state_at, last, state_tables.finish(), "writing rows").await?;
+            Ok(true)
         };
         let append = async {
             if last <= append_at {
-                return Ok((false, true, 0));
+                return Ok(None);
             }
-            // Rendered here, a slice at a time, so the state part's statements go out and
-            // run on the server in between.
-            let mut append_tables = match load_path {
-                Some(_) => Tables::with_events_file(limits),
-                None => Tables::new(limits),
-            };
-            for slice in appended.chunks(RENDER_SLICE) {
-                for e in slice {
-                    append_tables.event_row(e)?;
-                }
-                tokio::task::yield_now().await;
-            }
-            let append_rows = append_tables.row_count();
-            let events_file = append_tables.take_events_file();
-            let mut tx = begin(append_conn, APPEND_OFFSET, append_at).await?;
-            for statement in append_tables.finish() {
-                tx.query_drop(statement).await.map_err(|e| db_error("writing rows", e))?;
-            }
-            let mut loaded = true;
-            if let (Some(file), Some(path)) = (events_file, load_path) {
-                if !load_events(&mut tx, path, file).await? {
-                    // The server refuses local files: `INSERT`s, here and from now on.
-                    loaded = false;
-                    let mut tables = Tables::new(limits);
-                    for e in appended {
-                        tables.event_row(e)?;
-                    }
-                    for statement in tables.finish() {
-                        tx.query_drop(statement).await.map_err(|e| db_error("writing events", e))?;
-                    }
-                }
-            }
-            commit(tx, APPEND_OFFSET, last).await?;
-            Ok::<(bool, bool, u64), SinkError>((true, loaded, append_rows))
+            append_part(append_conn, appended, self.limits, self.load_file.as_ref(), append_at, last).await.map(Some)
         };
         let (state, append) = tokio::join!(state, append);
+        // What committed counts, whatever the other part did.
         let mut at = (state_at, append_at);
         if let Ok(true) = state {
             at.0 = last;
             self.counters.rows.fetch_add(state_rows, Ordering::Relaxed);
             self.counters.transactions.fetch_add(1, Ordering::Relaxed);
         }
-        if let Ok((committed, loaded, append_rows)) = append {
-            if !loaded {
+        if let Ok(Some(committed)) = &append {
+            if !committed.loaded {
                 self.load_file = None;
             }
-            if committed {
-                at.1 = last;
-                self.counters.rows.fetch_add(append_rows, Ordering::Relaxed);
-                self.counters.events.fetch_add(appended.len() as u64, Ordering::Relaxed);
-                self.counters.transactions.fetch_add(1, Ordering::Relaxed);
-            }
+            at.1 = last;
+            self.counters.rows.fetch_add(committed.rows, Ordering::Relaxed);
+            self.counters.events.fetch_add(appended.len() as u64, Ordering::Relaxed);
+            self.counters.transactions.fetch_add(1, Ordering::Relaxed);
         }
         self.at = Some(at);
         state?;
@@ -635,6 +479,171 @@ impl MariaDbSink {
         self.in_flight = false;
         Ok(())
     }
+}
+
+/// The current-state part of a batch: its events after `state_at` applied to the projection,
+/// the rows of every aggregate they touched and their `ledger_entries` (the ledger goes with
+/// this part to balance the two transactions: `events` alone is the larger). Empty when this
+/// part already has the batch. On `Err` the projection is partly applied.
+fn state_rows(projection: &mut Projection, batch: &Batch, state_at: Lsn, limits: Limits) -> Result<Tables, SinkError> {
+    let mut tables = Tables::new(limits);
+    if batch.last_lsn <= state_at {
+        return Ok(tables);
+    }
+    let from = batch.events.partition_point(|e| e.lsn <= state_at);
+    let first = batch.first_lsn.max(state_at + 1);
+    let touched = projection.apply(first, batch.last_lsn, &batch.events[from..])?;
+    for ((merchant, aggregate), last_lsn) in &touched.aggregates {
+        let m = projection.merchant(merchant);
+        assert!(m.is_some(), "merchant {merchant} was touched by an applied event");
+        if let Some(m) = m {
+            tables.aggregate(m, aggregate, *last_lsn);
+        }
+    }
+    for (merchant, order) in &touched.new_orders {
+        if let Some(m) = projection.merchant(merchant) {
+            tables.order_lines(m, *order);
+        }
+    }
+    for e in &batch.events[from..] {
+        tables.ledger_row(e);
+    }
+    Ok(tables)
+}
+
+/// One part's transaction: offset row `row` locked and checked to be at `at`, `statements`
+/// run, the offset moved to `last`, committed.
+async fn write_part(
+    conn: &mut Conn,
+    row: &str,
+    at: Lsn,
+    last: Lsn,
+    statements: Vec<String>,
+    what: &str,
+) -> Result<(), SinkError> {
+    let mut tx = begin(conn, row, at).await?;
+    run_all(&mut tx, statements, what).await?;
+    commit(tx, row, last).await
+}
+
+/// Runs `statements` in order in `tx`; `what` names them in an error.
+async fn run_all(tx: &mut mysql_async::Transaction<'_>, statements: Vec<String>, what: &str) -> Result<(), SinkError> {
+    for statement in statements {
+        tx.query_drop(statement).await.map_err(|e| db_error(what, e))?;
+    }
+    Ok(())
+}
+
+/// Records backfill migrations as done (their rows are written in the same transaction).
+async fn record_migrations(
+    tx: &mut mysql_async::Transaction<'_>,
+    migrations: &[&'static schema::Migration],
+) -> Result<(), SinkError> {
+    let statements = migrations.iter().map(|m| schema::record_statement(m)).collect();
+    run_all(tx, statements, "recording a schema migration").await
+}
+
+/// The append-only rows of the log's records after `stored` (the state part's offset:
+/// `ledger_entries`) and after `append` (`events`), up to `snapshot`, that the log still
+/// has; records retention already removed are skipped with a warning. Returns how many
+/// events were read.
+async fn write_log_rows(
+    tx: &mut mysql_async::Transaction<'_>,
+    tables: &mut Tables,
+    dir: &std::path::Path,
+    (stored, append): (Lsn, Lsn),
+    snapshot: Lsn,
+) -> Result<u64, SinkError> {
+    let mut events = 0u64;
+    // The parts may be apart (a crash between their commits).
+    let mut next = stored.min(append) + 1;
+    let mut tailer = Tailer::open(dir, next).map_err(|e| wal_error("opening the log", e))?;
+    // Bounded by `snapshot`: every round reads one record or moves `next` forward.
+    while next <= snapshot {
+        let record = match tailer.try_next() {
+            Ok(Some(record)) => record,
+            Ok(None) => return Err(SinkError::Transient(format!("log record {next} is not readable yet"))),
+            Err(WalError::LsnNotAvailable { oldest_lsn, .. }) if oldest_lsn > next => {
+                let missing_to = oldest_lsn.min(snapshot + 1) - 1;
+                tracing::warn!(
+                    sink = SINK_NAME,
+                    "log records {next}..={missing_to} were removed before the cold store had them: \
+                     their events are missing from `events` and `ledger_entries` (the state tables are complete)"
+                );
+                next = missing_to + 1;
+                if next <= snapshot {
+                    tailer = Tailer::open(dir, next).map_err(|e| wal_error("opening the log", e))?;
+                }
+                continue;
+            }
+            Err(e) => return Err(wal_error("reading the log", e)),
+        };
+        assert_eq!(record.lsn, next, "the tailer yields consecutive records");
+        let decoded = surge_core::image::record_events(record.record_type, &record.payload)
+            .map_err(|e| SinkError::Fatal(format!("log record at LSN {}: {e}", record.lsn)))?;
+        for (index, event) in decoded.into_iter().enumerate() {
+            let index = u32::try_from(index).unwrap_or(u32::MAX);
+            let e = LoggedEvent { lsn: record.lsn, index, event };
+            if e.lsn > append {
+                tables.event_row(&e)?;
+            }
+            if e.lsn > stored {
+                tables.ledger_row(&e);
+            }
+            events += 1;
+        }
+        run_all(tx, tables.take_ready(), "writing the log's events").await?;
+        next += 1;
+    }
+    Ok(events)
+}
+
+/// What the append-only part committed.
+struct AppendCommitted {
+    rows: u64,
+    /// False: the server refused `LOAD DATA LOCAL`, so `INSERT`s were used (and will be).
+    loaded: bool,
+}
+
+/// The append-only part of a batch (`events` rows after `append_at`) in one transaction
+/// with `APPEND_OFFSET`'s offset: by `LOAD DATA` when `load_path` is given, falling back
+/// to `INSERT`s if the server refuses local files.
+async fn append_part(
+    conn: &mut Conn,
+    events: &[LoggedEvent],
+    limits: Limits,
+    load_path: Option<&LoadPath>,
+    append_at: Lsn,
+    last: Lsn,
+) -> Result<AppendCommitted, SinkError> {
+    let mut tables = event_rows(events, limits, load_path.is_some()).await?;
+    let rows = tables.row_count();
+    let events_file = tables.take_events_file();
+    let mut tx = begin(conn, APPEND_OFFSET, append_at).await?;
+    run_all(&mut tx, tables.finish(), "writing rows").await?;
+    let mut loaded = true;
+    if let (Some(file), Some(path)) = (events_file, load_path) {
+        if !load_events(&mut tx, path, file).await? {
+            loaded = false;
+            run_all(&mut tx, event_rows(events, limits, false).await?.finish(), "writing events").await?;
+        }
+    }
+    commit(tx, APPEND_OFFSET, last).await?;
+    Ok(AppendCommitted { rows, loaded })
+}
+
+/// The `events` rows of `events`, for a `LOAD DATA` file (`to_file`) or as `INSERT`s.
+/// Rendered a slice at a time, yielding in between, so the other part's statements go out
+/// and run on the server meanwhile.
+async fn event_rows(events: &[LoggedEvent], limits: Limits, to_file: bool) -> Result<Tables, SinkError> {
+    let mut tables = if to_file { Tables::with_events_file(limits) } else { Tables::new(limits) };
+    for slice in events.chunks(RENDER_SLICE) {
+        for e in slice {
+            tables.event_row(e)?;
+        }
+        tokio::task::yield_now().await;
+    }
+    Ok(tables)
 }
 
 impl Sink for MariaDbSink {
