@@ -12,6 +12,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mysql_async::prelude::Queryable;
@@ -293,6 +295,22 @@ fn serve_relays_every_event_to_kafka_and_mariadb() {
     check_mariadb(&db, surge.addr, &auth, &expected, &ids);
 }
 
+/// The writer's chunks of ten orders; bounds the run if the main thread never stops it.
+const WRITER_CHUNKS_MAX: usize = 40;
+
+/// Waits until the writer has placed at least `count` orders; returns how many it has.
+fn wait_written(written: &AtomicUsize, count: usize) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let now = written.load(Ordering::Acquire);
+        if now >= count {
+            return now;
+        }
+        assert!(Instant::now() < deadline, "the writer placed {now} of {count} orders");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// `surge relay` on the server's data directory (its own process).
 fn relay_process(data_dir: &Path, prefix: &str, db: &Db, until_caught_up: bool) -> Child {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_surge"));
@@ -320,15 +338,30 @@ fn standalone_relay_killed_mid_stream_leaves_no_gap_and_no_duplicate_row() {
     let addr = surge.addr;
     let auth = shop(addr, "admin");
     let mut relay = relay_process(dir.path(), &prefix, &db, false);
-    // Orders flow while the relay runs; it is SIGKILLed in the middle of them.
+    // Orders flow while the relay runs; it is SIGKILLed in the middle of them: after the
+    // writer has placed some orders and while it keeps placing more. Progress, not time,
+    // decides the moment, so a fast machine cannot finish the writes before the kill.
+    let written = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
     let writer = {
-        let auth = auth.clone();
-        std::thread::spawn(move || orders(addr, &auth, "a", 400))
+        let (auth, written, stop) = (auth.clone(), written.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut ids = Vec::new();
+            for chunk in 0..WRITER_CHUNKS_MAX {
+                if stop.load(Ordering::Acquire) {
+                    break;
+                }
+                ids.extend(orders(addr, &auth, &format!("a{chunk}"), 10));
+                written.store(ids.len(), Ordering::Release);
+            }
+            ids
+        })
     };
-    std::thread::sleep(Duration::from_millis(700));
-    assert!(!writer.is_finished(), "the relay is killed while orders are still being written");
+    let at_kill = wait_written(&written, 100);
     relay.kill().expect("SIGKILL the relay");
     relay.wait().expect("reap");
+    wait_written(&written, at_kill + 50);
+    stop.store(true, Ordering::Release);
     let mut ids = writer.join().unwrap();
     ids.extend(orders(addr, &auth, "b", 100));
     // A new relay process picks up from the checkpoints and exits once caught up.
