@@ -7,7 +7,8 @@
 //! Module map: `batch` (durable records read into bounded batches of events), `sink` (what
 //! a sink promises), `driver` (one thread per sink: tail, write, checkpoint, retry with
 //! backoff and a circuit breaker), `breaker`, `status` (lag and state per sink, rendered as
-//! Prometheus text), `kafka` (rdkafka producer), `mariadb` (cold store).
+//! Prometheus text), `kafka` (rdkafka producer), `mariadb` (cold store), `gateway` (the card
+//! payment worker: log to gateway calls, answers back into the engine as commands).
 //!
 //! Invariants: a sink never sees a record beyond the durable LSN (the tailer stops there);
 //! a sink's checkpoint moves only after the sink acknowledged everything up to it; records
@@ -17,6 +18,7 @@
 pub mod batch;
 pub mod breaker;
 pub mod driver;
+pub mod gateway;
 pub mod kafka;
 pub mod mariadb;
 pub mod setup;
