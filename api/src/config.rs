@@ -20,7 +20,28 @@ pub struct ServeConfig {
     pub wal_zero_ahead_bytes: u64,
     /// In-process relay sinks (`--kafka-brokers`, `--mariadb-url`); none by default.
     pub relay: surge_relay::setup::RelayOptions,
+    /// Card payments (`--gateway-url`...); off by default.
+    pub gateway: Option<GatewaySettings>,
 }
+
+/// The card path's settings: where the gateways are, how their callbacks are signed, where
+/// the key sealing card numbers lives, and the worker's deadlines.
+#[derive(Debug, Clone)]
+pub struct GatewaySettings {
+    /// `http://host:port`, in order of preference.
+    pub urls: Vec<String>,
+    pub secret: String,
+    /// `None`: `http://{listen}/v1/gateway/callback` (loopback when listening on all addresses).
+    pub callback_url: Option<String>,
+    /// `None`: `{data_dir}/card.key`, generated at first start.
+    pub card_key_file: Option<PathBuf>,
+    pub submit_deadline_ms: u64,
+    pub reconcile_after_ms: u64,
+    pub settle_deadline_ms: u64,
+    pub response_timeout_ms: u64,
+}
+
+pub const CARD_KEY_FILE: &str = "card.key";
 
 pub const ADMIN_TOKEN_FILE: &str = "admin_token.sha256";
 pub const SHARDS_FILE: &str = "shards";

@@ -14,6 +14,7 @@ use surge_core::Idempotency;
 
 use crate::engine::Engine;
 use crate::error::ApiError;
+use crate::gateway::GatewayHost;
 use crate::{auth, AppState, BODY_BYTES_MAX};
 
 /// Header names parsed once: `HeaderMap::get("...")` would parse and check the name on
@@ -24,6 +25,8 @@ static QUEUE_TOKEN: HeaderName = HeaderName::from_static("queue-token");
 /// What every merchant route gets: who is calling, and the request itself.
 pub struct Call {
     pub engine: Arc<Engine>,
+    /// Card payments: present when payment gateways are configured.
+    pub gateway: Option<Arc<GatewayHost>>,
     pub merchant: Arc<str>,
     pub method: Method,
     pub path: String,
@@ -66,7 +69,7 @@ impl FromRequest<AppState> for Call {
             }
         }
         let (method, path, headers, body) = read_body(req).await?;
-        Ok(Call { engine, merchant, method, path, headers, body })
+        Ok(Call { engine, gateway: state.gateway(), merchant, method, path, headers, body })
     }
 }
 
@@ -156,13 +159,16 @@ pub fn parse_json_or_default<T: DeserializeOwned + Default>(headers: &HeaderMap,
 }
 
 /// The request's `Idempotency-Key` with its fingerprint (first 16 bytes of SHA-256 over
-/// method, path and body). `required`: 400 without one.
+/// method, path and body; of HMAC-SHA256 under `secret` when given, for bodies holding a
+/// card number, whose plain hash would give the number away to anyone trying them all).
+/// `required`: 400 without one.
 pub fn idempotency(
     method: &Method,
     path: &str,
     headers: &HeaderMap,
     body: &[u8],
     required: bool,
+    secret: Option<&[u8; 32]>,
 ) -> Result<Option<Idempotency>, ApiError> {
     let Some(value) = headers.get(&IDEMPOTENCY_KEY) else {
         return if required {
@@ -176,16 +182,29 @@ pub fn idempotency(
         ApiError::invalid("Idempotency-Key: must be 1..=255 printable ASCII characters")
             .with("field", "Idempotency-Key")
     })?;
-    let mut h = Sha256::new();
-    h.update(method.as_str().as_bytes());
-    h.update(b" ");
-    h.update(path.as_bytes());
-    h.update(b"\n");
-    h.update(body);
-    let digest = h.finalize();
-    let mut fingerprint = [0u8; 16];
-    fingerprint.copy_from_slice(&digest[..16]);
-    Ok(Some(Idempotency { key: key.to_string(), fingerprint }))
+    let parts = [method.as_str().as_bytes(), b" ", path.as_bytes(), b"\n", body];
+    Ok(Some(Idempotency { key: key.to_string(), fingerprint: fingerprint(&parts, secret) }))
+}
+
+/// The first 16 bytes of SHA-256 over `parts`, or of HMAC-SHA256 under `secret`.
+pub fn fingerprint(parts: &[&[u8]], secret: Option<&[u8; 32]>) -> [u8; 16] {
+    use hmac::{Hmac, Mac};
+    let digest: [u8; 32] = match secret {
+        None => {
+            let mut h = Sha256::new();
+            parts.iter().for_each(|p| h.update(p));
+            h.finalize().into()
+        }
+        Some(secret) => {
+            let mut mac =
+                <Hmac<Sha256> as Mac>::new_from_slice(secret).unwrap_or_else(|_| unreachable!("any key length"));
+            parts.iter().for_each(|p| mac.update(p));
+            mac.finalize().into_bytes().into()
+        }
+    };
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&digest[..16]);
+    out
 }
 
 impl Call {
@@ -198,7 +217,13 @@ impl Call {
     }
 
     pub fn idempotency(&self, required: bool) -> Result<Option<Idempotency>, ApiError> {
-        idempotency(&self.method, &self.path, &self.headers, &self.body, required)
+        idempotency(&self.method, &self.path, &self.headers, &self.body, required, None)
+    }
+
+    /// The idempotency of a request whose body holds a card number: its fingerprint is keyed.
+    pub fn card_idempotency(&self, required: bool, host: &GatewayHost) -> Result<Option<Idempotency>, ApiError> {
+        let secret = host.card_key.fingerprint_key();
+        idempotency(&self.method, &self.path, &self.headers, &self.body, required, Some(secret))
     }
 
     /// The `Queue-Token` header.

@@ -15,6 +15,7 @@ pub mod dto;
 pub mod engine;
 pub mod error;
 pub mod extract;
+pub mod gateway;
 pub mod metrics;
 pub mod openapi;
 pub mod order_json;
@@ -52,6 +53,8 @@ pub struct Inner {
     http: metrics::HttpMetrics,
     /// The in-process relay's sinks, once started (their lag shows in /metrics).
     relay: std::sync::OnceLock<Vec<Arc<surge_relay::SinkStatus>>>,
+    /// Card payments, when payment gateways are configured.
+    gateway: std::sync::OnceLock<Arc<gateway::GatewayHost>>,
 }
 
 impl AppState {
@@ -65,6 +68,7 @@ impl AppState {
             limiter,
             http: metrics::HttpMetrics::default(),
             relay: std::sync::OnceLock::new(),
+            gateway: std::sync::OnceLock::new(),
         }))
     }
 
@@ -84,6 +88,15 @@ impl AppState {
     /// Shows the in-process relay's sinks in /metrics (once; later calls are ignored).
     pub fn set_relay_statuses(&self, statuses: Vec<Arc<surge_relay::SinkStatus>>) {
         let _ = self.0.relay.set(statuses);
+    }
+
+    /// Turns card payments on (once, before serving; later calls are ignored).
+    pub fn set_gateway(&self, host: Arc<gateway::GatewayHost>) {
+        let _ = self.0.gateway.set(host);
+    }
+
+    pub fn gateway(&self) -> Option<Arc<gateway::GatewayHost>> {
+        self.0.gateway.get().cloned()
     }
 
     pub fn take_engine(&self) -> Option<Arc<Engine>> {
@@ -121,6 +134,9 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/queues/{id}/tokens", post(issue_token))
         .route("/v1/queues/{id}/tokens/{token}", get(get_token))
         .route("/v1/batch", post(batch))
+        .route("/v1/gateway/callback", post(gateway::callback))
+        .route("/v1/admin/dead-letters", get(gateway::list_dead_letters))
+        .route("/v1/admin/dead-letters/{id}/retry", post(gateway::retry_dead_letter))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), track))
@@ -220,6 +236,17 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
     }
     if let Some(sinks) = state.0.relay.get() {
         surge_relay::status::render_prometheus(sinks, &mut out);
+    }
+    if let Some(host) = state.gateway() {
+        host.render_prometheus(&mut out);
+        let engine = state.0.engine.read().clone();
+        let open = match engine {
+            Some(engine) => gateway::dead_letters_open(&engine).await,
+            None => None,
+        };
+        if let Some(open) = open {
+            metric(&mut out, "surge_dead_letters_open", "gauge", "Gateway operations given up and not resolved.", open);
+        }
     }
     (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out).into_response()
 }

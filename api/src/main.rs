@@ -76,6 +76,57 @@ struct ServeArgs {
     snapshot_every: u64,
     #[command(flatten)]
     relay: RelayArgs,
+    #[command(flatten)]
+    gateway: GatewayArgs,
+}
+
+/// Card payments through payment gateways. Without `--gateway-url` card payments answer 503.
+#[derive(clap::Args)]
+struct GatewayArgs {
+    /// A payment gateway (`http://host:port`); repeat the flag for fallbacks, in order of
+    /// preference. Turns card payments on.
+    #[arg(long = "gateway-url", env = "SURGE_GATEWAY_URLS", value_delimiter = ',')]
+    gateway_urls: Vec<String>,
+    /// The HMAC-SHA256 secret the gateway signs its callbacks with (required with --gateway-url).
+    #[arg(long, env = "SURGE_GATEWAY_SECRET", hide_env_values = true)]
+    gateway_secret: Option<String>,
+    /// Where the gateway posts its callbacks [default: http://<listen>/v1/gateway/callback].
+    #[arg(long, env = "SURGE_GATEWAY_CALLBACK_URL")]
+    gateway_callback_url: Option<String>,
+    /// The key that seals card numbers in the log (64 hex digits) [default:
+    /// <data-dir>/card.key, generated at first start].
+    #[arg(long, env = "SURGE_CARD_KEY_FILE")]
+    card_key_file: Option<PathBuf>,
+    /// A card payment no gateway accepted this long after it was placed fails (re-payable).
+    #[arg(long, env = "SURGE_GATEWAY_SUBMIT_DEADLINE_MS", default_value_t = 10_000)]
+    gateway_submit_deadline_ms: u64,
+    /// A payment accepted and not settled by callback this long is looked up at the gateway.
+    #[arg(long, env = "SURGE_GATEWAY_RECONCILE_AFTER_MS", default_value_t = 10_000)]
+    gateway_reconcile_after_ms: u64,
+    /// A payment accepted and not settled this long fails (and is voided at the gateway).
+    #[arg(long, env = "SURGE_GATEWAY_SETTLE_DEADLINE_MS", default_value_t = 120_000)]
+    gateway_settle_deadline_ms: u64,
+    /// A gateway call without an answer this long is a timeout (retried with the same key).
+    #[arg(long, env = "SURGE_GATEWAY_RESPONSE_TIMEOUT_MS", default_value_t = 3_000)]
+    gateway_response_timeout_ms: u64,
+}
+
+impl GatewayArgs {
+    fn settings(self) -> Option<config::GatewaySettings> {
+        if self.gateway_urls.is_empty() {
+            return None;
+        }
+        Some(config::GatewaySettings {
+            urls: self.gateway_urls,
+            secret: self.gateway_secret.unwrap_or_default(),
+            callback_url: self.gateway_callback_url,
+            card_key_file: self.card_key_file,
+            submit_deadline_ms: self.gateway_submit_deadline_ms,
+            reconcile_after_ms: self.gateway_reconcile_after_ms,
+            settle_deadline_ms: self.gateway_settle_deadline_ms,
+            response_timeout_ms: self.gateway_response_timeout_ms,
+        })
+    }
 }
 
 /// Where the relay sends the log. Each sink is optional; without any, nothing leaves.
@@ -133,6 +184,7 @@ fn main() -> std::process::ExitCode {
             merchant_rate_limit: args.merchant_rate_limit,
             snapshot_every_records: args.snapshot_every,
             relay: args.relay.options(),
+            gateway: args.gateway.settings(),
             wal_io: match args.wal_io.as_str() {
                 "uring" => surge_wal::IoMode::Uring,
                 "pwrite" => surge_wal::IoMode::Pwrite,
@@ -188,6 +240,13 @@ fn serve(cfg: ServeConfig) -> Result<(), String> {
     let admin = config::admin_token_hash(&cfg.data_dir, cfg.admin_token.as_deref())?;
     let shards = config::shard_count(&cfg.data_dir, cfg.shards)?;
     let state = AppState::new(admin, cfg.merchant_rate_limit);
+    let gateway_host = match &cfg.gateway {
+        Some(settings) => Some(Arc::new(surge_api::gateway::host(settings, &cfg.data_dir)?)),
+        None => None,
+    };
+    if let Some(host) = &gateway_host {
+        state.set_gateway(host.clone());
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -232,7 +291,15 @@ fn serve(cfg: ServeConfig) -> Result<(), String> {
                 return Err(e);
             }
         };
-        state.set_engine(engine);
+        state.set_engine(engine.clone());
+        // The gateway worker starts after recovery too, from its own checkpoint in the log.
+        let mut worker = match (&cfg.gateway, &gateway_host) {
+            (Some(settings), Some(host)) => {
+                let wal_dir = cfg.data_dir.join("wal");
+                Some(surge_api::gateway::start_worker(settings, local, wal_dir, host, engine)?)
+            }
+            _ => None,
+        };
         // The relay starts after recovery, on the same log directory, reading durable
         // records only; an unreachable broker or database does not hold the server back.
         let mut relay = surge_relay::setup::start(cfg.data_dir.join("wal"), &cfg.relay)?;
@@ -243,6 +310,10 @@ fn serve(cfg: ServeConfig) -> Result<(), String> {
         let served = server.await.map_err(|e| format!("server task: {e}"))?;
         served.map_err(|e| format!("serving: {e}"))?;
         tracing::info!("drained; stopping the shards and closing the log");
+        // The worker reports into the engine: it stops first.
+        if let Some(mut worker) = worker.take() {
+            tokio::task::spawn_blocking(move || worker.stop()).await.map_err(|e| e.to_string())?;
+        }
         if let Some(engine) = state.take_engine() {
             tokio::task::spawn_blocking(move || engine.shutdown()).await.map_err(|e| e.to_string())?;
         }

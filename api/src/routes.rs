@@ -11,7 +11,7 @@ use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_json::Value;
 use surge_core::ids::is_valid_id;
-use surge_core::state::Merchant;
+use surge_core::state::{Merchant, OrderStatus};
 use surge_core::{
     CaptureMode, CardSpec, Command, ItemSpec, LineSpec, OrderSource, PaymentMethod, PaymentSpec, Reply, Request,
 };
@@ -31,11 +31,11 @@ fn json_bytes(status: StatusCode, body: Vec<u8>) -> Response {
     res
 }
 
-fn json(status: StatusCode, body: &impl serde::Serialize) -> Response {
+pub(crate) fn json(status: StatusCode, body: &impl serde::Serialize) -> Response {
     json_bytes(status, dto::to_vec(body))
 }
 
-fn exec_error(e: ExecError) -> ApiError {
+pub(crate) fn exec_error(e: ExecError) -> ApiError {
     match e {
         ExecError::Core(e) => e.into(),
         ExecError::Storage(detail) => ApiError::storage_unavailable(detail),
@@ -58,9 +58,26 @@ async fn command(
     status: impl Fn(&Reply) -> StatusCode,
 ) -> Result<Response, ApiError> {
     let idempotency = call.idempotency(required_key)?;
+    execute(call, command, idempotency, status).await
+}
+
+async fn execute(
+    call: &Call,
+    command: Command,
+    idempotency: Option<surge_core::Idempotency>,
+    status: impl Fn(&Reply) -> StatusCode,
+) -> Result<Response, ApiError> {
     let req = Request { merchant: call.merchant.to_string(), idempotency, command };
     let executed = call.engine.execute(req).await.map_err(exec_error)?;
     Ok(reply_response(status(&executed.reply), &executed))
+}
+
+/// A card payment is accepted, not done: 202 while its order waits for the gateway.
+fn accepted_or(done: StatusCode) -> impl Fn(&Reply) -> StatusCode {
+    move |reply| match reply {
+        Reply::Order(o) if o.status == OrderStatus::PendingPayment => StatusCode::ACCEPTED,
+        _ => done,
+    }
 }
 
 fn ok(_: &Reply) -> StatusCode {
@@ -111,7 +128,7 @@ pub struct MerchantBody {
 
 pub async fn create_merchant(call: AdminCall) -> Result<Response, ApiError> {
     let body: MerchantBody = crate::extract::parse_json(&call.headers, &call.body)?;
-    let idempotency = crate::extract::idempotency(&call.method, &call.path, &call.headers, &call.body, false)?;
+    let idempotency = crate::extract::idempotency(&call.method, &call.path, &call.headers, &call.body, false, None)?;
     let api_key = auth::new_api_key();
     let hash = auth::sha256(api_key.as_bytes());
     let req = Request {
@@ -262,16 +279,39 @@ pub struct PaymentBody {
 }
 
 impl PaymentBody {
-    /// Card payments need the gateway (issue 6): until it exists they change nothing.
-    fn spec(self) -> Result<PaymentSpec, ApiError> {
-        if self.method == PaymentMethod::Card {
-            return Err(ApiError::gateway_unavailable());
-        }
-        Ok(PaymentSpec {
-            method: self.method,
-            card: self.card.map(|c| CardSpec { number: c.number, kind: c.kind, sealed: Box::new([]) }),
-            capture: self.capture.unwrap_or_default(),
-        })
+    /// The payment as core takes it, with a card's number sealed for the gateway worker.
+    /// Without a configured gateway a card payment changes nothing: 503.
+    fn spec(self, call: &Call) -> Result<PaymentSpec, ApiError> {
+        let card = match (self.method, self.card) {
+            (PaymentMethod::Card, card) => {
+                let host = call.gateway.as_deref().ok_or_else(ApiError::gateway_unavailable)?;
+                match card {
+                    Some(c) => Some(seal(host, &call.merchant, c)?),
+                    None => None, // core names the missing field
+                }
+            }
+            (_, card) => card.map(|c| CardSpec { number: c.number, kind: c.kind, sealed: Box::new([]) }),
+        };
+        Ok(PaymentSpec { method: self.method, card, capture: self.capture.unwrap_or_default() })
+    }
+}
+
+fn seal(host: &crate::gateway::GatewayHost, merchant: &str, card: CardBody) -> Result<CardSpec, ApiError> {
+    let sealed = host.card_key.seal(merchant, &card.number).map_err(|_| {
+        ApiError::invalid("payment.card.number: at most 32 characters").with("field", "payment.card.number")
+    })?;
+    Ok(CardSpec { number: card.number, kind: card.kind, sealed: sealed.into_boxed_slice() })
+}
+
+/// The idempotency of a request that pays: keyed when it carries a card number.
+fn payment_idempotency(
+    call: &Call,
+    method: PaymentMethod,
+    required: bool,
+) -> Result<Option<surge_core::Idempotency>, ApiError> {
+    match (&call.gateway, method) {
+        (Some(host), PaymentMethod::Card) => call.card_idempotency(required, host),
+        _ => call.idempotency(required),
     }
 }
 
@@ -292,7 +332,7 @@ pub struct OrderBody<Token = IgnoredAny> {
 }
 
 impl<Token> OrderBody<Token> {
-    fn command(self, queue_token: Option<String>) -> Result<Command, ApiError> {
+    fn command(self, queue_token: Option<String>, call: &Call) -> Result<Command, ApiError> {
         let source = match (self.lines, self.hold_id) {
             (Some(lines), None) => OrderSource::Lines(line_specs(lines)),
             (None, Some(hold)) => OrderSource::Hold(hold),
@@ -303,15 +343,16 @@ impl<Token> OrderBody<Token> {
                 return Err(ApiError::invalid("lines: required unless hold_id is given").with("field", "lines"))
             }
         };
-        let payment = self.payment.spec()?;
+        let payment = self.payment.spec(call)?;
         Ok(Command::CreateOrder { customer: self.customer_id, source, payment, queue_token })
     }
 }
 
 pub async fn create_order(call: Call) -> Result<Response, ApiError> {
     let b: OrderBody = call.json()?;
-    let cmd = b.command(call.queue_token()?)?;
-    command(&call, cmd, true, created).await
+    let idempotency = payment_idempotency(&call, b.payment.method, true)?;
+    let cmd = b.command(call.queue_token()?, &call)?;
+    execute(&call, cmd, idempotency, accepted_or(StatusCode::CREATED)).await
 }
 
 pub async fn get_order(Path(id): Path<String>, call: Call) -> Result<Response, ApiError> {
@@ -324,8 +365,9 @@ pub async fn cancel_order(Path(id): Path<String>, call: Call) -> Result<Response
 
 pub async fn pay_order(Path(id): Path<String>, call: Call) -> Result<Response, ApiError> {
     let b: PaymentBody = call.json()?;
-    let payment = b.spec()?;
-    command(&call, Command::PayOrder { order: id, payment }, false, ok).await
+    let idempotency = payment_idempotency(&call, b.method, false)?;
+    let payment = b.spec(&call)?;
+    execute(&call, Command::PayOrder { order: id, payment }, idempotency, accepted_or(StatusCode::OK)).await
 }
 
 #[derive(Deserialize, Default)]
@@ -489,7 +531,7 @@ enum BatchOp {
 
 impl BatchOp {
     /// The command and the success status of its route (`None`: decided by the reply).
-    fn command(self) -> Result<(Command, Option<StatusCode>), ApiError> {
+    fn command(self, call: &Call) -> Result<(Command, Option<StatusCode>), ApiError> {
         Ok(match self {
             BatchOp::PutItem(item) => (Command::PutItem(item.into_spec()), None),
             BatchOp::Restock { sku, qty } => (Command::Restock { sku, qty }, Some(StatusCode::OK)),
@@ -505,11 +547,11 @@ impl BatchOp {
             BatchOp::Release { hold_id } => (Command::ReleaseHold { hold: hold_id }, Some(StatusCode::OK)),
             BatchOp::CreateOrder(mut body) => {
                 let queue_token = body.queue_token.take();
-                (body.command(queue_token)?, Some(StatusCode::CREATED))
+                (body.command(queue_token, call)?, Some(StatusCode::CREATED))
             }
             BatchOp::CancelOrder { order_id } => (Command::CancelOrder { order: order_id }, Some(StatusCode::OK)),
             BatchOp::PayOrder { order_id, method, card, capture } => {
-                let payment = PaymentBody { method, card, capture }.spec()?;
+                let payment = PaymentBody { method, card, capture }.spec(call)?;
                 (Command::PayOrder { order: order_id, payment }, Some(StatusCode::OK))
             }
             BatchOp::Capture { payment_id, amount } => {
@@ -601,12 +643,18 @@ fn batch_request(call: &Call, index: usize, op: &Value) -> Result<(Request, Opti
             ApiError::invalid(format!("ops[{index}]{path}: {}", e.into_inner()))
         })?,
     };
-    let (command, status) = parsed.command()?;
+    let (command, status) = parsed.command(call)?;
+    let pays_by_card = match &command {
+        Command::CreateOrder { payment, .. } | Command::PayOrder { payment, .. } => {
+            payment.method == PaymentMethod::Card
+        }
+        _ => false,
+    };
+    let secret = call.gateway.as_deref().filter(|_| pays_by_card).map(|host| host.card_key.fingerprint_key());
     let idempotency = key.map(|key| {
         // The fingerprint covers the op itself: the same op in another batch replays.
         let bytes = serde_json::to_vec(op).unwrap_or_default();
-        let mut fingerprint = [0u8; 16];
-        fingerprint.copy_from_slice(&auth::sha256(&[b"batch\n".as_slice(), &bytes].concat())[..16]);
+        let fingerprint = crate::extract::fingerprint(&[b"batch\n".as_slice(), &bytes], secret);
         surge_core::Idempotency { key, fingerprint }
     });
     Ok((Request { merchant: call.merchant.to_string(), idempotency, command }, status))
@@ -635,10 +683,11 @@ pub async fn batch(call: Call) -> Result<Response, ApiError> {
             Err(e) => BatchOutcome::Problem(e),
             Ok(status) => match executed_iter.next() {
                 Some(Ok(x)) => BatchOutcome::Reply {
-                    status: status.unwrap_or(match &x.reply {
-                        Reply::Item { created: true, .. } => StatusCode::CREATED,
-                        _ => StatusCode::OK,
-                    }),
+                    status: match &x.reply {
+                        Reply::Order(o) if o.status == OrderStatus::PendingPayment => StatusCode::ACCEPTED,
+                        Reply::Item { created: true, .. } if status.is_none() => StatusCode::CREATED,
+                        _ => status.unwrap_or(StatusCode::OK),
+                    },
                     reply: &x.reply,
                     replayed: x.replayed,
                 },

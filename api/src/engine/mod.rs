@@ -60,6 +60,9 @@ pub fn now_ms() -> u64 {
 pub struct Executed {
     pub reply: Reply,
     pub replayed: bool,
+    /// It logged events (a command that changes nothing, like a repeated gateway report,
+    /// logs none).
+    pub changed: bool,
 }
 
 pub type ExecResult = Result<Executed, ExecError>;
@@ -298,6 +301,25 @@ impl Engine {
         rx.await.unwrap_or_else(|_| Err(ExecError::Storage(StorageError::ShardStopped)))
     }
 
+    /// Runs `f` on every shard in turn (each after what it applied before is durable): for
+    /// views across merchants (admin listings, gauges). Holds one shard at a time.
+    pub async fn read_each<R, F>(&self, f: F) -> Result<Vec<R>, ExecError>
+    where
+        R: Send + 'static,
+        F: Fn(&Shard) -> R + Clone + Send + 'static,
+    {
+        let mut out = Vec::with_capacity(self.cells.len());
+        for cell in &self.cells {
+            let _permit = cell.permits.acquire().await.map_err(|_| ExecError::Storage(StorageError::ShuttingDown))?;
+            let (tx, rx) = oneshot::channel::<Result<R, ExecError>>();
+            cell.read(f.clone()).settle(cell, move |result| {
+                let _ = tx.send(result);
+            });
+            out.push(rx.await.unwrap_or_else(|_| Err(ExecError::Storage(StorageError::ShardStopped)))?);
+        }
+        Ok(out)
+    }
+
     fn unavailable(&self) -> StorageError {
         StorageError::Unavailable { last_failure: self.last_failure() }
     }
@@ -333,10 +355,11 @@ impl Drop for Engine {
 fn execute_into(shard: &mut Shard, req: &Request, now: u64, records: &mut Vec<Vec<u8>>) -> ExecResult {
     match shard.execute(req, now) {
         Ok(Outcome::Applied { events, reply }) => {
+            let changed = !events.is_empty();
             records.push(encode_events(&events));
-            Ok(Executed { reply, replayed: false })
+            Ok(Executed { reply, replayed: false, changed })
         }
-        Ok(Outcome::Replayed { reply }) => Ok(Executed { reply, replayed: true }),
+        Ok(Outcome::Replayed { reply }) => Ok(Executed { reply, replayed: true, changed: false }),
         Err(e) => Err(ExecError::Core(e)),
     }
 }

@@ -1,0 +1,359 @@
+//! The HTTP side of the card path: sealing card numbers before the engine sees them, the
+//! gateway's signed callback, the engine as the worker's command port, and the operators'
+//! dead-letter routes. The worker itself (`surge_relay::gateway`) reads the log and calls
+//! the gateway; nothing here calls a gateway.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use surge_core::error::CoreError;
+use surge_core::ids::Numbered;
+use surge_core::state::DeadLetterStatus;
+use surge_core::{Command, Request};
+use surge_relay::gateway::signature::{self, SignatureError, SIGNATURE_HEADER, TIMESTAMP_HEADER};
+use surge_relay::gateway::{
+    CardKey, CommandPort, GatewayConfig, GatewayEndpoint, GatewayStatus, GatewayWorker, KeySource, PortError,
+    PortFuture,
+};
+
+use crate::config::GatewaySettings;
+
+use crate::dto;
+use crate::engine::{Engine, ExecError};
+use crate::error::ApiError;
+use crate::extract::AdminCall;
+use crate::AppState;
+
+/// What the HTTP host needs for card payments; present only when gateways are configured.
+pub struct GatewayHost {
+    pub card_key: CardKey,
+    callback_secret: Vec<u8>,
+    tolerance_s: u64,
+    /// The worker's status, once it runs (for /metrics and /admin).
+    worker: OnceLock<Arc<GatewayStatus>>,
+    callbacks: CallbackCounters,
+}
+
+/// Callbacks by how they were answered (the `result` label of
+/// `surge_gateway_callbacks_total`).
+#[derive(Default)]
+struct CallbackCounters {
+    applied: AtomicU64,
+    duplicate: AtomicU64,
+    unknown: AtomicU64,
+    bad_signature: AtomicU64,
+    malformed: AtomicU64,
+    unavailable: AtomicU64,
+}
+
+impl GatewayHost {
+    pub fn new(card_key: CardKey, callback_secret: Vec<u8>) -> GatewayHost {
+        assert!(!callback_secret.is_empty(), "the callback secret is not empty");
+        GatewayHost {
+            card_key,
+            callback_secret,
+            tolerance_s: signature::TOLERANCE_S_DEFAULT,
+            worker: OnceLock::new(),
+            callbacks: CallbackCounters::default(),
+        }
+    }
+
+    /// Shows the running worker's status in /metrics (once; later calls are ignored).
+    pub fn set_worker_status(&self, status: Arc<GatewayStatus>) {
+        let _ = self.worker.set(status);
+    }
+
+    pub fn worker_status(&self) -> Option<&Arc<GatewayStatus>> {
+        self.worker.get()
+    }
+
+    /// Appends the callback counters and the worker's metrics in Prometheus text.
+    pub fn render_prometheus(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let c = &self.callbacks;
+        let _ = writeln!(
+            out,
+            "# HELP surge_gateway_callbacks_total Gateway callbacks received, by how they were answered."
+        );
+        let _ = writeln!(out, "# TYPE surge_gateway_callbacks_total counter");
+        for (result, n) in [
+            ("applied", &c.applied),
+            ("duplicate", &c.duplicate),
+            ("unknown", &c.unknown),
+            ("bad_signature", &c.bad_signature),
+            ("malformed", &c.malformed),
+            ("unavailable", &c.unavailable),
+        ] {
+            let _ = writeln!(out, "surge_gateway_callbacks_total{{result=\"{result}\"}} {}", n.load(Ordering::Relaxed));
+        }
+        if let Some(status) = self.worker.get() {
+            status.render_prometheus(out);
+        }
+    }
+}
+
+/// The engine as the worker's way back in: a report is a command on the payment's shard,
+/// like any request, durable before it counts.
+pub struct EnginePort(pub Arc<Engine>);
+
+impl CommandPort for EnginePort {
+    fn submit(&self, merchant: Arc<str>, command: Command) -> PortFuture {
+        let engine = self.0.clone();
+        Box::pin(async move {
+            let req = Request { merchant: merchant.to_string(), idempotency: None, command };
+            match engine.execute(req).await {
+                Ok(_) => Ok(()),
+                Err(ExecError::Core(e)) => Err(PortError::Refused(e.to_string())),
+                Err(ExecError::Storage(e)) => Err(PortError::Unavailable(e.to_string())),
+            }
+        })
+    }
+}
+
+/// Builds the host side from the settings: reads (or, by default, creates) the card key.
+pub fn host(settings: &GatewaySettings, data_dir: &std::path::Path) -> Result<GatewayHost, String> {
+    if settings.secret.is_empty() {
+        return Err("--gateway-secret (SURGE_GATEWAY_SECRET) is required with --gateway-url".into());
+    }
+    let (path, create) = match &settings.card_key_file {
+        Some(path) => (path.clone(), false),
+        None => (data_dir.join(crate::config::CARD_KEY_FILE), true),
+    };
+    let (card_key, source) = CardKey::load(&path, create).map_err(|e| format!("card key: {e}"))?;
+    if source == KeySource::Generated {
+        tracing::warn!(
+            path = %path.display(),
+            key_id = %card_key.id(),
+            "generated a key to seal card numbers; keep it with the data directory (without it the \
+             worker cannot read pending card payments) or give one with --card-key-file"
+        );
+    }
+    Ok(GatewayHost::new(card_key, settings.secret.as_bytes().to_vec()))
+}
+
+/// Starts the worker on the log in `wal_dir`, reporting into `engine`.
+pub fn start_worker(
+    settings: &GatewaySettings,
+    listen: std::net::SocketAddr,
+    wal_dir: std::path::PathBuf,
+    host: &GatewayHost,
+    engine: Arc<Engine>,
+) -> Result<GatewayWorker, String> {
+    let gateways = settings.urls.iter().map(|u| GatewayEndpoint::parse(u)).collect::<Result<Vec<_>, _>>()?;
+    let callback_url = settings.callback_url.clone().unwrap_or_else(|| {
+        let host = if listen.ip().is_unspecified() { "127.0.0.1".to_string() } else { listen.ip().to_string() };
+        let host = if listen.is_ipv6() && !listen.ip().is_unspecified() { format!("[{host}]") } else { host };
+        format!("http://{host}:{}/v1/gateway/callback", listen.port())
+    });
+    let mut config = GatewayConfig::new(gateways, callback_url);
+    config.submit_deadline_ms = settings.submit_deadline_ms;
+    config.reconcile_after_ms = settings.reconcile_after_ms;
+    config.settle_deadline_ms = settings.settle_deadline_ms;
+    config.response_timeout_ms = settings.response_timeout_ms;
+    let port = Arc::new(EnginePort(engine));
+    let worker = GatewayWorker::spawn(wal_dir, config, host.card_key.clone(), port)
+        .map_err(|e| format!("gateway worker: {e}"))?;
+    host.set_worker_status(worker.status().clone());
+    Ok(worker)
+}
+
+// ---- the callback ----
+
+/// The gateway's callback body, in its camelCase or in snake case.
+#[derive(Deserialize)]
+struct CallbackBody {
+    #[serde(alias = "transactionKey")]
+    transaction_key: String,
+    #[serde(alias = "orderId")]
+    order_id: String,
+    status: CallbackStatus,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "UPPERCASE")]
+enum CallbackStatus {
+    Success,
+    Failed,
+}
+
+#[derive(Serialize)]
+struct CallbackAnswer {
+    /// `applied`, or `duplicate` when it changed nothing (settled already).
+    status: &'static str,
+}
+
+fn now_s() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// `POST /v1/gateway/callback`: no bearer token; the signature is the authentication, and it
+/// is checked before the body is even parsed.
+pub async fn callback(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let Some(host) = state.gateway() else {
+        return ApiError::not_found("no payment gateway is configured").into_response();
+    };
+    match handle_callback(&state, &host, &headers, &body).await {
+        Ok(answer) => {
+            let counter = if answer.status == "applied" { &host.callbacks.applied } else { &host.callbacks.duplicate };
+            counter.fetch_add(1, Ordering::Relaxed);
+            (StatusCode::OK, axum::Json(answer)).into_response()
+        }
+        Err(e) => {
+            let c = &host.callbacks;
+            let counter = match e.status {
+                StatusCode::UNAUTHORIZED => &c.bad_signature,
+                StatusCode::NOT_FOUND => &c.unknown,
+                StatusCode::SERVICE_UNAVAILABLE => &c.unavailable,
+                _ => &c.malformed,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            e.into_response()
+        }
+    }
+}
+
+async fn handle_callback(
+    state: &AppState,
+    host: &GatewayHost,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<CallbackAnswer, ApiError> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let verified = signature::verify(
+        &host.callback_secret,
+        header(TIMESTAMP_HEADER),
+        header(SIGNATURE_HEADER),
+        body,
+        now_s(),
+        host.tolerance_s,
+    );
+    if let Err(e) = verified {
+        let detail = match e {
+            SignatureError::Stale => "X-Timestamp is too far from now",
+            SignatureError::Missing => "X-Signature and X-Timestamp are required",
+            SignatureError::Malformed | SignatureError::Mismatch => "the signature does not match",
+        };
+        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", detail));
+    }
+    let body: CallbackBody =
+        serde_json::from_slice(body).map_err(|e| ApiError::invalid(format!("malformed callback body: {e}")))?;
+    // `orderId` is `{merchant}:pay_{n}`, as the worker sent it. A merchant id may hold ':',
+    // a payment id never does: split at the last one.
+    let unknown = || ApiError::not_found("unknown transaction");
+    let (merchant, payment) = body.order_id.rsplit_once(':').ok_or_else(unknown)?;
+    if Numbered::Payment.parse(payment).is_none() || merchant.is_empty() {
+        return Err(unknown());
+    }
+    let engine = state.engine()?;
+    let command = match body.status {
+        CallbackStatus::Success => {
+            Command::GatewayApproved { payment: payment.to_string(), transaction_key: body.transaction_key }
+        }
+        CallbackStatus::Failed => Command::GatewayDeclined {
+            payment: payment.to_string(),
+            reason: body.reason.unwrap_or_else(|| "declined by the gateway".into()),
+        },
+    };
+    let req = Request { merchant: merchant.to_string(), idempotency: None, command };
+    match engine.execute(req).await {
+        Ok(executed) => Ok(CallbackAnswer { status: if executed.changed { "applied" } else { "duplicate" } }),
+        Err(ExecError::Core(CoreError::NotFound { .. } | CoreError::InvalidRequest { .. })) => Err(unknown()),
+        // Settled otherwise already (e.g. reconciled, then this callback came late).
+        Err(ExecError::Core(CoreError::InvalidState { .. })) => Ok(CallbackAnswer { status: "duplicate" }),
+        Err(e @ ExecError::Core(_)) => Err(crate::routes::exec_error(e)),
+        // Not applied: the gateway retries it.
+        Err(e @ ExecError::Storage(_)) => Err(crate::routes::exec_error(e)),
+    }
+}
+
+// ---- dead letters (admin) ----
+
+#[derive(Deserialize)]
+pub struct DeadLetterQuery {
+    /// `open`, `retried`, `resolved`; all when absent.
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+/// Most dead letters one listing returns.
+pub const DEAD_LETTERS_LIST_MAX: usize = 1_000;
+
+/// `GET /v1/admin/dead-letters`: across merchants, newest first per merchant.
+pub async fn list_dead_letters(
+    axum::extract::Query(q): axum::extract::Query<DeadLetterQuery>,
+    call: AdminCall,
+) -> Result<Response, ApiError> {
+    let status = match q.status.as_deref() {
+        None => None,
+        Some("open") => Some(DeadLetterStatus::Open),
+        Some("retried") => Some(DeadLetterStatus::Retried),
+        Some("resolved") => Some(DeadLetterStatus::Resolved),
+        Some(_) => {
+            return Err(ApiError::invalid("status: must be open, retried or resolved").with("field", "status"));
+        }
+    };
+    let limit = q.limit.unwrap_or(100).clamp(1, DEAD_LETTERS_LIST_MAX);
+    let per_shard = call
+        .engine
+        .read_each(move |shard| {
+            let mut out = Vec::new();
+            // Bounded: `limit` per merchant, cut to `limit` overall below.
+            for m in shard.merchants() {
+                for view in m.dead_letter_views(status, limit) {
+                    out.push((m.id.clone(), view));
+                }
+            }
+            out
+        })
+        .await
+        .map_err(crate::routes::exec_error)?;
+    let mut all: Vec<_> = per_shard.into_iter().flatten().collect();
+    all.sort_by(|a, b| b.1.created_at_ms.cmp(&a.1.created_at_ms));
+    all.truncate(limit);
+    let items: Vec<_> = all.iter().map(|(merchant, view)| dto::dead_letter(view, Some(merchant))).collect();
+    Ok(crate::routes::json(StatusCode::OK, &serde_json::json!({ "dead_letters": items })))
+}
+
+/// `POST /v1/admin/dead-letters/{merchant_id}:{dl_n}/retry`.
+pub async fn retry_dead_letter(Path(id): Path<String>, call: AdminCall) -> Result<Response, ApiError> {
+    let (merchant, dead_letter) = id
+        .rsplit_once(':')
+        .filter(|(m, d)| !m.is_empty() && Numbered::DeadLetter.parse(d).is_some())
+        .ok_or_else(|| ApiError::not_found("dead letter not found (ids are {merchant_id}:dl_{n})"))?;
+    let req = Request {
+        merchant: merchant.to_string(),
+        idempotency: None,
+        command: Command::RetryDeadLetter { dead_letter: dead_letter.to_string() },
+    };
+    let executed = call.engine.execute(req).await.map_err(crate::routes::exec_error)?;
+    match &executed.reply {
+        surge_core::Reply::DeadLetter(view) => {
+            Ok(crate::routes::json(StatusCode::OK, &dto::dead_letter(view, Some(merchant))))
+        }
+        _ => Ok(crate::routes::json(StatusCode::OK, &serde_json::json!({ "status": "retrying" }))),
+    }
+}
+
+/// Dead letters not resolved, across merchants (a gauge).
+pub async fn dead_letters_open(engine: &Engine) -> Option<u64> {
+    let counts = engine
+        .read_each(|shard| {
+            shard
+                .merchants()
+                .map(|m| m.dead_letter_views(Some(DeadLetterStatus::Open), usize::MAX).len() as u64)
+                .sum::<u64>()
+        })
+        .await
+        .ok()?;
+    Some(counts.into_iter().sum())
+}
