@@ -318,7 +318,7 @@ pub async fn list_dead_letters(
         .await
         .map_err(crate::routes::exec_error)?;
     let mut all: Vec<_> = per_shard.into_iter().flatten().collect();
-    all.sort_by(|a, b| b.1.created_at_ms.cmp(&a.1.created_at_ms));
+    all.sort_by_key(|(_, view)| std::cmp::Reverse(view.created_at_ms));
     all.truncate(limit);
     let items: Vec<_> = all.iter().map(|(merchant, view)| dto::dead_letter(view, Some(merchant))).collect();
     Ok(crate::routes::json(StatusCode::OK, &serde_json::json!({ "dead_letters": items })))

@@ -947,10 +947,20 @@ fn answered(
     let payment = Numbered::Payment.id(r.payment);
     match (op.stage.clone(), outcome) {
         (Stage::Submit, CallOutcome::Accepted { .. }) => op.stage = Stage::ReportAccepted,
+        // The key was used before with another body (e.g. another callback URL since a
+        // restart): the transaction of the earlier call exists there. Find it and adopt it.
+        (Stage::Submit, CallOutcome::Refused { status: 422, .. }) => {
+            st.may_be_at |= bit(gateway);
+            op.stage = Stage::Resolve { candidates: bit(gateway) };
+        }
         (Stage::Submit, CallOutcome::Refused { status, code, message }) => {
-            op.stage = Stage::Report(Command::GatewayDeclined {
-                payment,
-                reason: truncate(&format!("the gateway refused the payment ({status} {code}: {message})")),
+            let reason = truncate(&format!("the gateway refused the payment ({status} {code}: {message})"));
+            op.stage = Stage::Report(if st.may_be_at == 0 {
+                Command::GatewayDeclined { payment, reason }
+            } else {
+                // An earlier attempt went unanswered: its transaction may stand. Giving up
+                // voids whatever the gateway holds for the payment.
+                Command::GatewayGaveUp { payment, reason }
             });
         }
         (Stage::Submit, CallOutcome::CardUnreadable(why)) => {
@@ -1003,6 +1013,14 @@ fn answered(
                     st.transaction_key = Some(tx.transaction_key.as_str().into());
                     st.gateway = Some(gateway);
                     op.stage = if op.is_authorize() { Stage::ReportAccepted } else { Stage::Call };
+                }
+                // An authorization the gateway already declined: that is its answer.
+                None if op.is_authorize() && txs.iter().any(|t| t.status == TxStatus::Failed) => {
+                    let reason = txs.iter().find_map(|t| t.reason.clone());
+                    op.stage = Stage::Report(Command::GatewayDeclined {
+                        payment,
+                        reason: truncate(reason.as_deref().unwrap_or("declined by the gateway")),
+                    });
                 }
                 None => op.stage = Stage::Resolve { candidates: candidates & !bit(gateway) },
             }
@@ -1420,5 +1438,32 @@ mod tests {
             },
             "found at a gateway: adopted, never sent again"
         );
+    }
+
+    #[test]
+    fn a_key_used_before_with_another_body_adopts_the_transaction_that_call_made() {
+        let mut b = Bench::new(1);
+        b.request(GatewayOp::Authorize, "authorize", None);
+        let (ticket, _, _) = call_of(one(b.poll()));
+        let conflict = "idempotency_key_reused".to_string();
+        b.call(ticket, CallOutcome::Refused { status: 422, code: conflict, message: String::new() });
+        let (ticket, _, call) = call_of(one(b.poll()));
+        assert_eq!(call, Call::LookupOrder { order_id: "m:pay_1".into() });
+        let held = Tx { transaction_key: "tx1".into(), status: TxStatus::Success, reason: None };
+        b.call(ticket, CallOutcome::Transactions(vec![held]));
+        let (_, command) = report_of(one(b.poll()));
+        assert!(matches!(command, Command::GatewayAccepted { ref transaction_key, .. } if transaction_key == "tx1"));
+    }
+
+    #[test]
+    fn a_refusal_after_an_unanswered_attempt_gives_up_so_the_gateway_is_voided() {
+        let mut b = Bench::new(1);
+        b.request(GatewayOp::Authorize, "authorize", None);
+        let (ticket, _, _) = call_of(one(b.poll()));
+        b.call(ticket, CallOutcome::Timeout);
+        let (ticket, _, _) = call_of(one(b.after(b.s.config.backoff_max_ms)));
+        b.call(ticket, CallOutcome::Refused { status: 400, code: "invalid_request".into(), message: String::new() });
+        let (_, command) = report_of(one(b.poll()));
+        assert!(matches!(command, Command::GatewayGaveUp { .. }), "{command:?}");
     }
 }
