@@ -6,78 +6,12 @@ mod process;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use process::{create_merchant, free_port, get_text, http, metric, Surge};
+use process::{create_merchant, get_text, http, metric, Sim, Surge, SIM_SECRET as SECRET};
 use serde_json::Value;
 
 const CARD_NUMBER: &str = "4111-1111-1111-1451";
-const SECRET: &str = "e2e-secret";
-
-/// `surge gateway-sim` on a free port.
-struct Sim {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Sim {
-    /// Fast by default (latency 5..20 ms, settle 50..150 ms); `flags` override.
-    fn start(flags: &[&str]) -> Sim {
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let mut flags = flags.to_vec();
-        for (flag, default) in [("--latency-ms", "5..20"), ("--settle-ms", "50..150")] {
-            if !flags.contains(&flag) {
-                flags.extend([flag, default]);
-            }
-        }
-        let child = Command::new(env!("CARGO_BIN_EXE_surge"))
-            .arg("gateway-sim")
-            .args(["--listen", &addr.to_string(), "--callback-secret", SECRET, "--seed", "7"])
-            .args(&flags)
-            .stdout(Stdio::null())
-            .stderr(if std::env::var_os("SURGE_TEST_LOG").is_some() { Stdio::inherit() } else { Stdio::null() })
-            .spawn()
-            .expect("start surge gateway-sim");
-        let sim = Sim { child, addr };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while http(addr, "GET", "/sim/stats", &[], None).is_none() {
-            assert!(Instant::now() < deadline, "gateway-sim did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        sim
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    fn stats(&self) -> Value {
-        http(self.addr, "GET", "/sim/stats", &[], None).expect("sim stats").1
-    }
-
-    fn mode(&self, mode: &str) {
-        let body = format!(r#"{{"mode":"{mode}"}}"#);
-        assert_eq!(http(self.addr, "POST", "/sim/mode", &[], Some(&body)).expect("sim mode").0, 200);
-    }
-
-    fn rates(&self, body: &str) {
-        assert_eq!(http(self.addr, "POST", "/sim/config", &[], Some(body)).expect("sim config").0, 200);
-    }
-
-    fn transaction(&self, key: &str) -> Value {
-        let (status, tx) = http(self.addr, "GET", &format!("/api/v1/payments/{key}"), &[], None).expect("lookup");
-        assert_eq!(status, 200, "{tx}");
-        tx
-    }
-}
-
-impl Drop for Sim {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// `surge serve` with the gateways `sims` (in order of preference) and more environment.
 fn serve(dir: &Path, sims: &[&Sim], env: &[(&str, &str)]) -> Surge {

@@ -405,3 +405,87 @@ fn serve_keeps_serving_while_broker_and_database_are_unreachable() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn a_card_number_reaches_no_log_file_snapshot_kafka_message_or_mariadb_row() {
+    require_services();
+    const NUMBER: &str = "4111-1111-1111-1451";
+    let digits = NUMBER.replace('-', "");
+    let needles = [NUMBER.as_bytes(), digits.as_bytes()];
+    let found = |bytes: &[u8]| needles.iter().any(|n| bytes.windows(n.len()).any(|w| w == *n));
+    let sim = process::Sim::start(&["--success-rate", "1", "--approval-rate", "1"]);
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::create("e2e_card");
+    let prefix = format!("{}.", unique("card"));
+    let (url, sim_url) = (db.url(), sim.url());
+    let env = [
+        ("SURGE_KAFKA_BROKERS", brokers()),
+        ("SURGE_KAFKA_TOPIC_PREFIX", prefix.clone()),
+        ("SURGE_MARIADB_URL", url),
+        ("SURGE_ADMIN_TOKEN", "admin".to_string()),
+        ("SURGE_GATEWAY_URLS", sim_url),
+        ("SURGE_GATEWAY_SECRET", process::SIM_SECRET.to_string()),
+        // Snapshots are written during the flow too.
+        ("SURGE_SNAPSHOT_EVERY", "5".to_string()),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (surge, _) = Surge::start_with(dir.path(), &env);
+    let auth = shop(surge.addr, "admin");
+    let mut ids = Vec::new();
+    for (i, capture) in ["automatic", "manual", "automatic"].iter().enumerate() {
+        let body = format!(
+            r#"{{"customer_id":"c-1","lines":[{{"sku":"tee","qty":1}}],
+                "payment":{{"method":"card","card":{{"number":"{NUMBER}","type":"KB"}},"capture":"{capture}"}}}}"#
+        );
+        let key = format!("card-{i}");
+        let h = [("Authorization", auth.as_str()), ("Idempotency-Key", key.as_str())];
+        let (status, order) = http(surge.addr, "POST", "/v1/orders", &h, Some(&body)).unwrap();
+        assert_eq!(status, 202, "{order}");
+        ids.push(order["id"].as_str().unwrap().to_string());
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for id in &ids {
+        loop {
+            let (_, o) =
+                http(surge.addr, "GET", &format!("/v1/orders/{id}"), &[("Authorization", &auth)], None).unwrap();
+            if o["status"] == "paid" {
+                break;
+            }
+            assert!(Instant::now() < deadline, "order {id}: {o}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    wait_caught_up(surge.addr, &["kafka", "mariadb"]);
+    let expected = published_events(dir.path());
+    for (topic, key, id, value) in consume(&prefix, &expected) {
+        assert!(!found(key.as_bytes()) && !found(value.to_string().as_bytes()), "Kafka {topic} event {id}");
+    }
+    let tables: Vec<String> =
+        db.rows(&format!("SELECT table_name FROM information_schema.tables WHERE table_schema = '{}'", db.name));
+    assert!(tables.len() > 3, "{tables:?}");
+    for table in tables {
+        let rows: Vec<mysql_async::Row> = db.rows(&format!("SELECT * FROM `{table}`"));
+        for row in rows {
+            for value in row.unwrap() {
+                if let mysql_async::Value::Bytes(bytes) = value {
+                    assert!(!found(&bytes), "MariaDB table {table}");
+                }
+            }
+        }
+    }
+    drop(surge);
+    let mut todo = vec![dir.path().to_path_buf()];
+    let mut files = 0;
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                todo.push(path);
+            } else {
+                files += 1;
+                assert!(!found(&std::fs::read(&path).unwrap()), "{}", path.display());
+            }
+        }
+    }
+    assert!(files > 3, "log segments and snapshots were looked at");
+}
