@@ -16,6 +16,7 @@ use surge_core::error::CoreError;
 use surge_core::ids::Numbered;
 use surge_core::state::DeadLetterStatus;
 use surge_core::{Command, Request};
+use surge_relay::gateway::http_port::ReportBody;
 use surge_relay::gateway::signature::{self, SignatureError, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use surge_relay::gateway::{
     CardKey, CommandPort, GatewayConfig, GatewayEndpoint, GatewayStatus, GatewayWorker, KeySource, PortError,
@@ -137,6 +138,32 @@ pub fn host(settings: &GatewaySettings, data_dir: &std::path::Path) -> Result<Ga
     Ok(GatewayHost::new(card_key, settings.secret.as_bytes().to_vec()))
 }
 
+/// The worker's configuration from the settings; `default_callback_url` when none is given.
+pub fn worker_config(settings: &GatewaySettings, default_callback_url: String) -> Result<GatewayConfig, String> {
+    let gateways = settings.urls.iter().map(|u| GatewayEndpoint::parse(u)).collect::<Result<Vec<_>, _>>()?;
+    let callback_url = settings.callback_url.clone().unwrap_or(default_callback_url);
+    let mut config = GatewayConfig::new(gateways, callback_url);
+    config.submit_deadline_ms = settings.submit_deadline_ms;
+    config.reconcile_after_ms = settings.reconcile_after_ms;
+    config.settle_deadline_ms = settings.settle_deadline_ms;
+    config.response_timeout_ms = settings.response_timeout_ms;
+    config.validate()?;
+    Ok(config)
+}
+
+/// `http://{listen}/v1/gateway/callback`, on loopback when listening on every address.
+pub fn callback_url_for(listen: std::net::SocketAddr) -> String {
+    let ip = listen.ip();
+    let host = match ip {
+        _ if ip.is_unspecified() => "127.0.0.1".to_string(),
+        std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+        std::net::IpAddr::V4(v4) => v4.to_string(),
+    };
+    format!("http://{host}:{}{CALLBACK_PATH}", listen.port())
+}
+
+pub const CALLBACK_PATH: &str = "/v1/gateway/callback";
+
 /// Starts the worker on the log in `wal_dir`, reporting into `engine`.
 pub fn start_worker(
     settings: &GatewaySettings,
@@ -145,17 +172,7 @@ pub fn start_worker(
     host: &GatewayHost,
     engine: Arc<Engine>,
 ) -> Result<GatewayWorker, String> {
-    let gateways = settings.urls.iter().map(|u| GatewayEndpoint::parse(u)).collect::<Result<Vec<_>, _>>()?;
-    let callback_url = settings.callback_url.clone().unwrap_or_else(|| {
-        let host = if listen.ip().is_unspecified() { "127.0.0.1".to_string() } else { listen.ip().to_string() };
-        let host = if listen.is_ipv6() && !listen.ip().is_unspecified() { format!("[{host}]") } else { host };
-        format!("http://{host}:{}/v1/gateway/callback", listen.port())
-    });
-    let mut config = GatewayConfig::new(gateways, callback_url);
-    config.submit_deadline_ms = settings.submit_deadline_ms;
-    config.reconcile_after_ms = settings.reconcile_after_ms;
-    config.settle_deadline_ms = settings.settle_deadline_ms;
-    config.response_timeout_ms = settings.response_timeout_ms;
+    let config = worker_config(settings, callback_url_for(listen))?;
     let port = Arc::new(EnginePort(engine));
     let worker = GatewayWorker::spawn(wal_dir, config, host.card_key.clone(), port)
         .map_err(|e| format!("gateway worker: {e}"))?;
@@ -272,6 +289,35 @@ async fn handle_callback(
         // Not applied: the gateway retries it.
         Err(e @ ExecError::Storage(_)) => Err(crate::routes::exec_error(e)),
     }
+}
+
+// ---- reports of an external worker (admin) ----
+
+/// `POST /v1/admin/gateway/reports`: a worker running in `surge relay` reports what a
+/// gateway said. Only the worker's commands are taken; each runs on its payment's shard.
+pub async fn report(State(state): State<AppState>, call: AdminCall) -> Result<Response, ApiError> {
+    if state.gateway().is_none() {
+        return Err(ApiError::not_found("no payment gateway is configured"));
+    }
+    let body: ReportBody = crate::extract::parse_json(&call.headers, &call.body)?;
+    let is_report = matches!(
+        body.command,
+        Command::GatewayAccepted { .. }
+            | Command::GatewayApproved { .. }
+            | Command::GatewayDeclined { .. }
+            | Command::GatewayGaveUp { .. }
+            | Command::GatewayOpFailed { .. }
+            | Command::ResolveDeadLetter { .. }
+    );
+    if !is_report {
+        return Err(
+            ApiError::invalid("command: only the gateway worker's reports are taken here").with("field", "command")
+        );
+    }
+    let req = Request { merchant: body.merchant_id, idempotency: None, command: body.command };
+    let executed = call.engine.execute(req).await.map_err(crate::routes::exec_error)?;
+    let status = if executed.changed { "applied" } else { "duplicate" };
+    Ok(crate::routes::json(StatusCode::OK, &CallbackAnswer { status }))
 }
 
 // ---- dead letters (admin) ----

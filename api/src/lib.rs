@@ -137,6 +137,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/gateway/callback", post(gateway::callback))
         .route("/v1/admin/dead-letters", get(gateway::list_dead_letters))
         .route("/v1/admin/dead-letters/{id}/retry", post(gateway::retry_dead_letter))
+        .route("/v1/admin/gateway/reports", post(gateway::report))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), track))

@@ -83,18 +83,31 @@ struct ServeArgs {
 /// Card payments through payment gateways. Without `--gateway-url` card payments answer 503.
 #[derive(clap::Args)]
 struct GatewayArgs {
+    #[command(flatten)]
+    worker: WorkerArgs,
+    /// The HMAC-SHA256 secret the gateway signs its callbacks with (required with --gateway-url).
+    #[arg(long, env = "SURGE_GATEWAY_SECRET", hide_env_values = true)]
+    gateway_secret: Option<String>,
+    /// `external`: the gateway worker runs in `surge relay --gateway-url ...` and reports
+    /// through `POST /v1/admin/gateway/reports`; this server only takes card payments and
+    /// callbacks.
+    #[arg(long, env = "SURGE_GATEWAY_WORKER", default_value = "in-process", value_parser = ["in-process", "external"])]
+    gateway_worker: String,
+}
+
+/// The gateway worker's settings, the same in `surge serve` and `surge relay`.
+#[derive(clap::Args)]
+struct WorkerArgs {
     /// A payment gateway (`http://host:port`); repeat the flag for fallbacks, in order of
     /// preference. Turns card payments on.
     #[arg(long = "gateway-url", env = "SURGE_GATEWAY_URLS", value_delimiter = ',')]
     gateway_urls: Vec<String>,
-    /// The HMAC-SHA256 secret the gateway signs its callbacks with (required with --gateway-url).
-    #[arg(long, env = "SURGE_GATEWAY_SECRET", hide_env_values = true)]
-    gateway_secret: Option<String>,
-    /// Where the gateway posts its callbacks [default: http://<listen>/v1/gateway/callback].
+    /// Where the gateway posts its callbacks [default: http://<listen>/v1/gateway/callback;
+    /// in `surge relay`: <server-url>/v1/gateway/callback].
     #[arg(long, env = "SURGE_GATEWAY_CALLBACK_URL")]
     gateway_callback_url: Option<String>,
     /// The key that seals card numbers in the log (64 hex digits) [default:
-    /// <data-dir>/card.key, generated at first start].
+    /// <data-dir>/card.key, generated at first start of `surge serve`].
     #[arg(long, env = "SURGE_CARD_KEY_FILE")]
     card_key_file: Option<PathBuf>,
     /// A card payment no gateway accepted this long after it was placed fails (re-payable).
@@ -111,21 +124,29 @@ struct GatewayArgs {
     gateway_response_timeout_ms: u64,
 }
 
-impl GatewayArgs {
-    fn settings(self) -> Option<config::GatewaySettings> {
+impl WorkerArgs {
+    fn settings(self, secret: Option<String>, external_worker: bool) -> Option<config::GatewaySettings> {
         if self.gateway_urls.is_empty() {
             return None;
         }
         Some(config::GatewaySettings {
             urls: self.gateway_urls,
-            secret: self.gateway_secret.unwrap_or_default(),
+            secret: secret.unwrap_or_default(),
             callback_url: self.gateway_callback_url,
             card_key_file: self.card_key_file,
             submit_deadline_ms: self.gateway_submit_deadline_ms,
             reconcile_after_ms: self.gateway_reconcile_after_ms,
             settle_deadline_ms: self.gateway_settle_deadline_ms,
             response_timeout_ms: self.gateway_response_timeout_ms,
+            external_worker,
         })
+    }
+}
+
+impl GatewayArgs {
+    fn settings(self) -> Option<config::GatewaySettings> {
+        let external = self.gateway_worker == "external";
+        self.worker.settings(self.gateway_secret, external)
     }
 }
 
@@ -166,6 +187,16 @@ struct RelayCmdArgs {
     /// Exit once every sink has written everything that was durable at start (a backfill).
     #[arg(long)]
     until_caught_up: bool,
+    /// Run the gateway worker here (with --gateway-url; the server runs with
+    /// --gateway-worker external): its reports go to the server at --server-url.
+    #[command(flatten)]
+    worker: WorkerArgs,
+    /// The server the worker reports to (`http://host:port` of `surge serve`).
+    #[arg(long, env = "SURGE_SERVER_URL")]
+    server_url: Option<String>,
+    /// The server's admin token (the worker's reports go through an admin route).
+    #[arg(long, env = "SURGE_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -198,6 +229,11 @@ fn main() -> std::process::ExitCode {
                 options: args.relay.options(),
                 metrics_listen: args.metrics_listen,
                 until_caught_up: args.until_caught_up,
+                gateway: args.worker.settings(None, false).map(|settings| surge_api::relaycmd::RelayGateway {
+                    settings,
+                    server_url: args.server_url,
+                    admin_token: args.admin_token,
+                }),
             },
         ),
         Cmd::Wal(cmd) => {
@@ -294,7 +330,7 @@ fn serve(cfg: ServeConfig) -> Result<(), String> {
         state.set_engine(engine.clone());
         // The gateway worker starts after recovery too, from its own checkpoint in the log.
         let mut worker = match (&cfg.gateway, &gateway_host) {
-            (Some(settings), Some(host)) => {
+            (Some(settings), Some(host)) if !settings.external_worker => {
                 let wal_dir = cfg.data_dir.join("wal");
                 Some(surge_api::gateway::start_worker(settings, local, wal_dir, host, engine)?)
             }

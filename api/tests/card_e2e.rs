@@ -441,3 +441,55 @@ fn without_a_gateway_card_payments_are_503_and_change_nothing() {
     let (status, _) = http(addr, "POST", "/v1/gateway/callback", &[], Some("{}")).unwrap();
     assert_eq!(status, 404);
 }
+
+/// `surge relay` running the gateway worker for the server in `dir`.
+fn relay_worker(dir: &Path, server: SocketAddr, sim: &Sim) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_surge"))
+        .arg("relay")
+        .env_remove("SURGE_KAFKA_BROKERS")
+        .env_remove("SURGE_MARIADB_URL")
+        .env("SURGE_DATA_DIR", dir)
+        .env("SURGE_GATEWAY_URLS", sim.url())
+        .env("SURGE_SERVER_URL", format!("http://{server}"))
+        .env("SURGE_ADMIN_TOKEN", "admin")
+        .env("SURGE_GATEWAY_RECONCILE_AFTER_MS", "1000")
+        .stdout(std::process::Stdio::null())
+        .stderr(if std::env::var_os("SURGE_TEST_LOG").is_some() {
+            std::process::Stdio::inherit()
+        } else {
+            std::process::Stdio::null()
+        })
+        .spawn()
+        .expect("start surge relay")
+}
+
+#[test]
+fn the_worker_runs_in_surge_relay_and_resumes_there_after_a_kill() {
+    let sim = Sim::start(&["--success-rate", "0.7", "--approval-rate", "0.8", "--settle-ms", "200..800"]);
+    let dir = tempfile::tempdir().unwrap();
+    let surge = serve(dir.path(), &[&sim], &[("SURGE_GATEWAY_WORKER", "external")]);
+    let (addr, auth) = (surge.addr, shop(surge.addr));
+    let mut relay = relay_worker(dir.path(), addr, &sim);
+    let ids: Vec<(String, u64)> =
+        (0..30).map(|i| (card_order(addr, &auth, &format!("r{i}"), 1, "automatic"), 1)).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    relay.kill().expect("SIGKILL the relay");
+    relay.wait().expect("reap");
+    let mut relay = relay_worker(dir.path(), addr, &sim);
+    for (id, _) in &ids {
+        settled(addr, &auth, id, Duration::from_secs(40));
+    }
+    let _ = relay.kill();
+    let _ = relay.wait();
+    assert_eq!(sim.stats()["charged_twice"], 0);
+    assert_charged_once_per_paid_order(addr, &auth, &[&sim], &ids);
+    assert_stock(addr, &auth, &ids);
+    assert_balanced(addr, &auth);
+    // Only the worker's reports go through the report route.
+    let body = r#"{"merchant_id":"shop","command":{"CreditPoints":{"customer":"c","amount":1,"reason":""}}}"#;
+    let (status, _) =
+        http(addr, "POST", "/v1/admin/gateway/reports", &[("Authorization", "Bearer admin")], Some(body)).unwrap();
+    assert_eq!(status, 400);
+    let (status, _) = http(addr, "POST", "/v1/admin/gateway/reports", &[("Authorization", &auth)], Some(body)).unwrap();
+    assert_eq!(status, 401);
+}

@@ -6,7 +6,7 @@
 //!
 //! Module map: `config` (every limit), `scheduler` (the decisions, no I/O), `client` (the
 //! gateway's HTTP API as typed outcomes), `worker` (the threads: tail, calls, checkpoint),
-//! `port` (how reports reach the engine), `card` (card numbers sealed at rest), `signature`
+//! `port` (how reports reach the engine; `http_port` for a worker in `surge relay`, over the server's admin API), `card` (card numbers sealed at rest), `signature`
 //! (the callbacks' HMAC), `status` (what `/metrics` shows).
 //!
 //! Invariants: every call carries an idempotency key derived from the payment and the
@@ -17,6 +17,7 @@
 pub mod card;
 pub mod client;
 pub mod config;
+pub mod http_port;
 pub mod port;
 pub mod scheduler;
 pub mod signature;
@@ -25,6 +26,7 @@ pub mod worker;
 
 pub use card::{CardKey, CardKeyError, KeySource};
 pub use config::{GatewayConfig, GatewayEndpoint};
+pub use http_port::HttpPort;
 pub use port::{CommandPort, PortError, PortFuture};
 pub use status::GatewayStatus;
 pub use worker::GatewayWorker;
