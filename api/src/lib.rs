@@ -1,9 +1,13 @@
-//! surge-api: the HTTP contract (`shared/spec/api.md`) on top of the engine host.
+//! surge-api: the HTTP contract (`docs/api.md`) on top of the engine host.
 //!
 //! - `app(state)` is the whole router; `main.rs` only parses flags, recovers and serves.
 //! - Only this crate knows JSON and HTTP: handlers turn requests into `surge_core::Request`s,
-//!   the engine (`engine.rs`) runs them on their shard (under its lock) and answers once durable, and
-//!   `dto.rs` renders core's views (RFC 3339 times instead of `*_ms`).
+//!   the engine (`engine/`) runs them on their shard (under its lock) and answers once durable,
+//!   and `dto.rs` renders core's views (RFC 3339 times instead of `*_ms`).
+//! - Card payments (`gateway.rs`): card numbers are sealed before the engine sees them, and
+//!   the gateway's signed callback, the gateway worker's reports and the operators'
+//!   dead-letter retries are commands on the payment's shard like any request. The worker
+//!   (`surge_relay::gateway`) is the only caller of a gateway; no handler waits on one.
 //! - Every failure is `application/problem+json` (`error.rs`), including the router's own
 //!   404/405 and extractor rejections (a response mapper rewrites any other error body).
 
@@ -304,6 +308,29 @@ async fn admin_page(State(state): State<AppState>, headers: axum::http::HeaderMa
             rows.push(("avg write+fsync".into(), format!("{avg_us} us")));
             rows.push(("max write+fsync".into(), format!("{} us", w.sync_ns_max / 1000)));
             rows.push(("records in last commit".into(), w.last_batch_records.to_string()));
+        }
+    }
+    if let Some(host) = state.gateway() {
+        use std::sync::atomic::Ordering::Relaxed;
+        match host.worker_status() {
+            Some(w) => {
+                for (i, g) in w.gateways.iter().enumerate() {
+                    rows.push((format!("gateway {} breaker", g.name), w.breaker(i).as_str().to_string()));
+                }
+                let pending = w.payments_pending.load(Relaxed);
+                rows.push(("card payments pending".into(), pending.to_string()));
+                let oldest = if pending == 0 { "-".into() } else { format!("{:.1} s", w.oldest_pending_age_s()) };
+                rows.push(("oldest pending card payment".into(), oldest));
+            }
+            // `--gateway-worker external` (the worker runs in `surge relay`), or not started yet.
+            None => rows.push(("gateway worker".into(), "not in this process".into())),
+        }
+        let open = match &engine {
+            Some(e) => gateway::dead_letters_open(e).await,
+            None => None,
+        };
+        if let Some(open) = open {
+            rows.push(("dead letters open".into(), open.to_string()));
         }
     }
     let classes = state.0.http.by_class();
