@@ -57,6 +57,14 @@ fn ok(status: &str, schema: Value, errors: &[&str]) -> Value {
     Value::Object(responses)
 }
 
+/// `responses` and a 202: a card payment is accepted, not done; its order is
+/// `pending_payment` until the gateway's answer arrives.
+fn accepted(mut responses: Value) -> Value {
+    responses["202"] = json!({"description": "card payment accepted: the order is pending_payment, its payment pending, until the gateway decides",
+        "content": {"application/json": {"schema": r("Order")}}});
+    responses
+}
+
 fn op(summary: &str, params: &[&str], header: &[&str], request: Option<Value>, responses: Value) -> Value {
     let mut parameters: Vec<Value> = params
         .iter()
@@ -135,15 +143,15 @@ pub fn document() -> Value {
                 ok("201", r("Hold"), W))},
             "/v1/holds/{id}": {"get": op("A hold", &["id"], &[], None, ok("200", r("Hold"), R))},
             "/v1/holds/{id}/release": {"post": op("Release a hold", &["id"], idem, None, ok("200", r("Hold"), W))},
-            "/v1/orders": {"post": op("Create an order from lines or a hold; points pay at once (201), card answers 503 until the gateway exists, none waits for payment", &[], &["Idempotency-Key!", "Queue-Token"],
+            "/v1/orders": {"post": op("Create an order from lines or a hold; points pay at once (201), card goes to the payment gateway (202, pending_payment; 503 payment_gateway_unavailable when none is configured), none waits for payment", &[], &["Idempotency-Key!", "Queue-Token"],
                 Some(json!({"type": "object", "required": ["customer_id", "payment"],
                     "oneOf": [{"required": ["lines"]}, {"required": ["hold_id"]}], "properties": {
                     "customer_id": id(), "lines": lines,
                     "hold_id": id(), "payment": payment_in}})),
-                ok("201", r("Order"), &["400", "401", "402", "403", "404", "409", "413", "415", "422", "429", "503"]))},
+                accepted(ok("201", r("Order"), &["400", "401", "402", "403", "404", "409", "413", "415", "422", "429", "503"])))},
             "/v1/orders/{id}": {"get": op("An order", &["id"], &[], None, ok("200", r("Order"), R))},
             "/v1/orders/{id}/cancel": {"post": op("Cancel: releases stock, refunds a capture", &["id"], idem, None, ok("200", r("Order"), W))},
-            "/v1/orders/{id}/payments": {"post": op("Pay an awaiting_payment order", &["id"], idem, Some(payment_in), ok("200", r("Order"), W))},
+            "/v1/orders/{id}/payments": {"post": op("Pay an awaiting_payment order: points at once (200), card through the payment gateway (202, pending_payment)", &["id"], idem, Some(payment_in), accepted(ok("200", r("Order"), &["400", "401", "402", "404", "409", "413", "415", "422", "429", "503"])))},
             "/v1/payments/{id}": {"get": op("A payment", &["id"], &[], None, ok("200", r("Payment"), R))},
             "/v1/payments/{id}/capture": {"post": op("Capture (partial once)", &["id"], idem_req, Some(amount_in.clone()), ok("200", r("Payment"), W))},
             "/v1/payments/{id}/refund": {"post": op("Refund (partial, up to the captured amount)", &["id"], idem_req, Some(amount_in), ok("200", r("Payment"), W))},
@@ -151,7 +159,7 @@ pub fn document() -> Value {
                 Some(json!({"type": "object", "required": ["amount"], "properties": {"amount": int(0, AMOUNT_MAX), "reason": text(0)}})),
                 ok("200", r("Points"), W))},
             "/v1/customers/{id}/points": {"get": op("A points balance", &["id"], &[], None, ok("200", r("Points"), R_ANY_ID))},
-            "/v1/ledger/accounts/{account}": {"get": op("Totals of one account (points:issued, gateway:clearing, sales:revenue, refunds, customer:{id}:points)", &["account"], &[], None,
+            "/v1/ledger/accounts/{account}": {"get": op("Totals of one account (points:issued, points:authorized, gateway:clearing, gateway:authorized, sales:revenue, refunds, customer:{id}:points)", &["account"], &[], None,
                 ok("200", json!({"type": "object", "properties": {"account": {"type": "string"}, "debits": {"type": "integer"}, "credits": {"type": "integer"}, "balance": {"type": "integer"}}}), R))},
             "/v1/ledger/trial-balance": {"get": op("Sums of every account", &[], &[], None,
                 ok("200", json!({"type": "object", "properties": {"total_debits": {"type": "integer"}, "total_credits": {"type": "integer"}, "balanced": {"type": "boolean"}, "accounts": {"type": "integer"}}}), R))},
@@ -163,7 +171,7 @@ pub fn document() -> Value {
             "/v1/queues/{id}/tokens": {"post": op("Join a waiting room", &["id"], idem,
                 Some(json!({"type": "object", "required": ["customer_id"], "properties": {"customer_id": id()}})), ok("201", r("Token"), W))},
             "/v1/queues/{id}/tokens/{token}": {"get": op("A token's status and position", &["id", "token"], &[], None, ok("200", r("Token"), R))},
-            "/v1/batch": {"post": op("Up to 1000 operations (op: put_item, restock, hold, release, create_order, cancel_order, pay_order, capture, refund, credit_points, issue_token; other fields: the route's body, its path parameters as sku/hold_id/order_id/payment_id/customer_id/queue_id, optional idempotency_key), each applied on its own, in order, made durable by one log write", &[], &[],
+            "/v1/batch": {"post": op("Up to 1000 operations (op: put_item, restock, hold, release, create_order, cancel_order, pay_order, capture, refund, credit_points, issue_token; other fields: the route's body, its path parameters as sku/hold_id/order_id/payment_id/customer_id/queue_id, optional idempotency_key), each applied on its own, in order, made durable by one log write; a card payment's result has status 202", &[], &[],
                 Some(json!({"type": "object", "required": ["ops"], "properties": {"ops": {"type": "array", "minItems": 1, "maxItems": BATCH_OPS_MAX, "items": {"type": "object", "required": ["op"]}}}})),
                 ok("200", json!({"type": "object", "properties": {"results": {"type": "array", "items": {"type": "object", "properties": {"status": {"type": "integer"}, "body": {"type": "object"}, "replayed": {"type": "boolean"}}}}}}), &["400", "401", "413", "415", "429", "503"]))}
         },
@@ -179,7 +187,11 @@ pub fn document() -> Value {
                 "Item": {"type": "object", "properties": {"sku": {"type": "string"}, "name": {"type": "string"}, "price": {"type": "integer"}, "stock": {"type": "integer"}, "available": {"type": "integer"}, "held": {"type": "integer"}, "sold": {"type": "integer"}, "queue_id": {"type": ["string", "null"]}}},
                 "Hold": {"type": "object", "properties": {"id": {"type": "string"}, "customer_id": {"type": "string"}, "status": {"enum": ["held", "released", "expired", "converted"]}, "lines": {"type": "array"}, "order_id": {"type": ["string", "null"]}, "expires_at": {"type": "string", "format": "date-time"}, "created_at": {"type": "string"}, "updated_at": {"type": "string"}}},
                 "Order": {"type": "object", "properties": {"id": {"type": "string"}, "customer_id": {"type": "string"}, "status": {"enum": ["awaiting_payment", "pending_payment", "paid", "cancelled", "expired", "refunded"]}, "lines": {"type": "array"}, "total": {"type": "integer"}, "hold_id": {"type": ["string", "null"]}, "payment": {"oneOf": [r("Payment"), {"type": "null"}]}, "expires_at": {"type": ["string", "null"]}, "created_at": {"type": "string"}, "updated_at": {"type": "string"}}},
-                "Payment": {"type": "object", "properties": {"id": {"type": "string"}, "order_id": {"type": "string"}, "method": {"enum": ["points", "card", "none"]}, "status": {"enum": ["pending", "authorized", "captured", "partially_refunded", "refunded", "failed", "voided"]}, "capture": {"enum": ["automatic", "manual"]}, "amount": {"type": "integer"}, "captured": {"type": "integer"}, "refunded": {"type": "integer"}, "created_at": {"type": "string"}, "updated_at": {"type": "string"}}},
+                "Payment": {"type": "object", "properties": {"id": {"type": "string"}, "order_id": {"type": "string"}, "method": {"enum": ["points", "card"]}, "status": {"enum": ["pending", "authorized", "captured", "partially_refunded", "refunded", "failed", "voided"]}, "capture": {"enum": ["automatic", "manual"]}, "amount": {"type": "integer"}, "captured": {"type": "integer"}, "refunded": {"type": "integer"},
+                    "card": {"oneOf": [{"type": "object", "properties": {"last4": {"type": "string"}, "type": {"type": "string"}}}, {"type": "null"}]},
+                    "transaction_key": {"type": ["string", "null"]}, "failure_reason": {"type": ["string", "null"]},
+                    "created_at": {"type": "string"}, "updated_at": {"type": "string"}}},
+                "DeadLetter": {"type": "object", "properties": {"id": {"type": "string", "description": "dl_{n}, per merchant"}, "merchant_id": {"type": "string"}, "payment_id": {"type": "string"}, "order_id": {"type": "string"}, "op": {"enum": ["capture", "void", "refund"]}, "amount": {"type": "integer"}, "operation_key": {"type": "string"}, "reason": {"type": "string"}, "status": {"enum": ["open", "retried", "resolved"]}, "attempts": {"type": "integer"}, "created_at": {"type": "string", "format": "date-time"}, "updated_at": {"type": "string", "format": "date-time"}}},
                 "Points": {"type": "object", "properties": {"customer_id": {"type": "string"}, "balance": {"type": "integer"}}},
                 "Queue": {"type": "object", "properties": {"id": {"type": "string"}, "max_active": {"type": "integer"}, "active_ttl_seconds": {"type": "integer"}, "active": {"type": "integer"}, "waiting": {"type": "integer"}}},
                 "Token": {"type": "object", "properties": {"token": {"type": "string"}, "queue_id": {"type": "string"}, "customer_id": {"type": "string"}, "status": {"enum": ["waiting", "active", "expired"]}, "position": {"type": "integer"}, "active_until": {"type": ["string", "null"]}}}
