@@ -39,6 +39,8 @@ pub struct GatewaySettings {
     pub reconcile_after_ms: u64,
     pub settle_deadline_ms: u64,
     pub response_timeout_ms: u64,
+    pub op_attempts_max: u32,
+    pub op_deadline_ms: u64,
     /// The worker runs in `surge relay` and reports over the admin API.
     pub external_worker: bool,
 }

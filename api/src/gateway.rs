@@ -147,6 +147,8 @@ pub fn worker_config(settings: &GatewaySettings, default_callback_url: String) -
     config.reconcile_after_ms = settings.reconcile_after_ms;
     config.settle_deadline_ms = settings.settle_deadline_ms;
     config.response_timeout_ms = settings.response_timeout_ms;
+    config.op_attempts_max = settings.op_attempts_max;
+    config.op_deadline_ms = settings.op_deadline_ms;
     config.validate()?;
     Ok(config)
 }

@@ -122,6 +122,12 @@ struct WorkerArgs {
     /// A gateway call without an answer this long is a timeout (retried with the same key).
     #[arg(long, env = "SURGE_GATEWAY_RESPONSE_TIMEOUT_MS", default_value_t = 3_000)]
     gateway_response_timeout_ms: u64,
+    /// A capture, void or refund is tried this often before it becomes a dead letter...
+    #[arg(long, env = "SURGE_GATEWAY_OP_ATTEMPTS_MAX", default_value_t = 8)]
+    gateway_op_attempts_max: u32,
+    /// ...or for this long, whichever comes first.
+    #[arg(long, env = "SURGE_GATEWAY_OP_DEADLINE_MS", default_value_t = 600_000)]
+    gateway_op_deadline_ms: u64,
 }
 
 impl WorkerArgs {
@@ -138,6 +144,8 @@ impl WorkerArgs {
             reconcile_after_ms: self.gateway_reconcile_after_ms,
             settle_deadline_ms: self.gateway_settle_deadline_ms,
             response_timeout_ms: self.gateway_response_timeout_ms,
+            op_attempts_max: self.gateway_op_attempts_max,
+            op_deadline_ms: self.gateway_op_deadline_ms,
             external_worker,
         })
     }

@@ -493,3 +493,44 @@ fn the_worker_runs_in_surge_relay_and_resumes_there_after_a_kill() {
     let (status, _) = http(addr, "POST", "/v1/admin/gateway/reports", &[("Authorization", &auth)], Some(body)).unwrap();
     assert_eq!(status, 401);
 }
+
+#[test]
+fn a_capture_the_gateway_keeps_failing_becomes_a_dead_letter_an_operator_retries() {
+    let sim = Sim::start(&["--success-rate", "1", "--approval-rate", "1"]);
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("SURGE_GATEWAY_OP_ATTEMPTS_MAX", "2")];
+    let surge = serve(dir.path(), &[&sim], &env);
+    let (addr, auth) = (surge.addr, shop(surge.addr));
+    let id = card_order(addr, &auth, "dl", 1, "manual");
+    let order = settled(addr, &auth, &id, SETTLE);
+    let payment = order["payment"]["id"].as_str().unwrap().to_string();
+    let key = order["payment"]["transaction_key"].as_str().unwrap().to_string();
+    sim.mode("down");
+    let (status, p) = post(addr, &auth, &format!("/v1/payments/{payment}/capture"), "cap", "{}");
+    assert_eq!((status, p["status"].as_str()), (200, Some("captured")), "surge decides at once: {p}");
+
+    let admin = "Bearer admin";
+    let open = wait_for(addr, admin, "/v1/admin/dead-letters?status=open", SETTLE, |v| {
+        v["dead_letters"].as_array().is_some_and(|d| !d.is_empty())
+    });
+    let letter = &open["dead_letters"][0];
+    assert_eq!((letter["merchant_id"].as_str(), letter["op"].as_str()), (Some("shop"), Some("capture")), "{letter}");
+    assert_eq!(letter["payment_id"].as_str(), Some(payment.as_str()));
+    let (_, text) = get_text(addr, "/metrics").unwrap();
+    assert_eq!(metric(&text, "surge_dead_letters_open"), Some(1.0), "{text}");
+
+    sim.mode("normal");
+    let retry = format!("/v1/admin/dead-letters/shop:{}/retry", letter["id"].as_str().unwrap());
+    let (status, retried) = http(addr, "POST", &retry, &[("Authorization", admin)], Some("{}")).unwrap();
+    assert_eq!((status, retried["status"].as_str()), (200, Some("retried")), "{retried}");
+    wait_for(addr, admin, "/v1/admin/dead-letters?status=resolved", SETTLE, |v| {
+        v["dead_letters"].as_array().is_some_and(|d| d.len() == 1)
+    });
+    assert_eq!(sim.transaction(&key)["capturedAmount"], 1000);
+    let (status, _) =
+        http(addr, "POST", "/v1/admin/dead-letters/shop:dl_99/retry", &[("Authorization", admin)], Some("{}")).unwrap();
+    assert_eq!(status, 404);
+    let (status, _) = http(addr, "GET", "/v1/admin/dead-letters", &[("Authorization", &auth)], None).unwrap();
+    assert_eq!(status, 401, "merchant keys do not see the admin routes");
+    assert_balanced(addr, &auth);
+}
