@@ -398,7 +398,7 @@ pub async fn dead_letters_open(engine: &Engine) -> Option<u64> {
         .read_each(|shard| {
             shard
                 .merchants()
-                .map(|m| m.dead_letter_views(Some(DeadLetterStatus::Open), usize::MAX).len() as u64)
+                .map(|m| m.dead_letters.iter().filter(|d| d.status == DeadLetterStatus::Open).count() as u64)
                 .sum::<u64>()
         })
         .await

@@ -9,7 +9,7 @@ use std::time::Duration;
 /// Every route template of the router (`lib.rs` `app`), as axum spells it. A request is
 /// labelled with the template it matched, never with its raw path, so the label set is
 /// bounded; anything else is `unmatched` (the 404 fallback).
-pub const ROUTES: [&str; 28] = [
+pub const ROUTES: [&str; 32] = [
     "/healthz",
     "/readyz",
     "/metrics",
@@ -37,6 +37,10 @@ pub const ROUTES: [&str; 28] = [
     "/v1/queues/{id}/tokens",
     "/v1/queues/{id}/tokens/{token}",
     "/v1/batch",
+    "/v1/gateway/callback",
+    "/v1/admin/dead-letters",
+    "/v1/admin/dead-letters/{id}/retry",
+    "/v1/admin/gateway/reports",
     UNMATCHED,
 ];
 pub const UNMATCHED: &str = "unmatched";

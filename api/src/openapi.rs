@@ -7,6 +7,7 @@ use surge_core::limits::{
     QUEUE_ACTIVE_MAX, TEXT_BYTES_MAX, TTL_S_MAX,
 };
 
+use crate::gateway::DEAD_LETTERS_LIST_MAX;
 use crate::routes::BATCH_OPS_MAX;
 
 /// What `surge_core::ids::is_valid_id` accepts: every id a client chooses (merchant,
@@ -173,7 +174,44 @@ pub fn document() -> Value {
             "/v1/queues/{id}/tokens/{token}": {"get": op("A token's status and position", &["id", "token"], &[], None, ok("200", r("Token"), R))},
             "/v1/batch": {"post": op("Up to 1000 operations (op: put_item, restock, hold, release, create_order, cancel_order, pay_order, capture, refund, credit_points, issue_token; other fields: the route's body, its path parameters as sku/hold_id/order_id/payment_id/customer_id/queue_id, optional idempotency_key), each applied on its own, in order, made durable by one log write; a card payment's result has status 202", &[], &[],
                 Some(json!({"type": "object", "required": ["ops"], "properties": {"ops": {"type": "array", "minItems": 1, "maxItems": BATCH_OPS_MAX, "items": {"type": "object", "required": ["op"]}}}})),
-                ok("200", json!({"type": "object", "properties": {"results": {"type": "array", "items": {"type": "object", "properties": {"status": {"type": "integer"}, "body": {"type": "object"}, "replayed": {"type": "boolean"}}}}}}), &["400", "401", "413", "415", "429", "503"]))}
+                ok("200", json!({"type": "object", "properties": {"results": {"type": "array", "items": {"type": "object", "properties": {"status": {"type": "integer"}, "body": {"type": "object"}, "replayed": {"type": "boolean"}}}}}}), &["400", "401", "413", "415", "429", "503"]))},
+            "/v1/gateway/callback": {"post": {
+                "summary": "The payment gateway reports a decision (no bearer token: X-Signature is lowercase hex of HMAC-SHA256(secret, \"{X-Timestamp}.{raw body}\"), X-Timestamp Unix seconds within 300 s of now); 404 also when no gateway is configured",
+                "security": [],
+                "parameters": [
+                    {"name": "X-Signature", "in": "header", "required": true, "schema": {"type": "string", "pattern": "^[0-9a-f]{64}$"}},
+                    {"name": "X-Timestamp", "in": "header", "required": true, "schema": {"type": "string", "pattern": "^[0-9]+$"}}],
+                "requestBody": body(json!({"type": "object", "required": ["transactionKey", "orderId", "status"],
+                    "description": "transaction_key and order_id are taken in snake case too",
+                    "properties": {
+                        "transactionKey": {"type": "string"},
+                        "orderId": {"type": "string", "description": "{merchant_id}:pay_{n}, as surge sent it"},
+                        "status": {"enum": ["SUCCESS", "FAILED"]},
+                        "reason": {"type": ["string", "null"]}}})),
+                "responses": {
+                    "200": {"description": "applied, or duplicate when the payment was settled already",
+                        "content": {"application/json": {"schema": {"type": "object", "properties": {"status": {"enum": ["applied", "duplicate"]}}}}}},
+                    "400": {"$ref": "#/components/responses/Problem"},
+                    "401": {"$ref": "#/components/responses/Problem"},
+                    "404": {"$ref": "#/components/responses/Problem"},
+                    "503": {"$ref": "#/components/responses/Problem"}}}},
+            "/v1/admin/dead-letters": {"get": {
+                "summary": "Captures, voids and refunds the gateway worker gave up on, across merchants, newest first (admin token)",
+                "parameters": [
+                    {"name": "status", "in": "query", "required": false, "schema": {"enum": ["open", "retried", "resolved"]}},
+                    {"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1, "maximum": DEAD_LETTERS_LIST_MAX, "default": 100}}],
+                "responses": ok("200", json!({"type": "object", "properties": {"dead_letters": {"type": "array", "items": r("DeadLetter")}}}), &["400", "401", "503"])}},
+            "/v1/admin/dead-letters/{id}/retry": {"post": {
+                "summary": "Request an open dead letter's operation again, with the same idempotency key (admin token)",
+                "parameters": [{"name": "id", "in": "path", "required": true,
+                    "schema": {"type": "string", "pattern": "^[A-Za-z0-9_.:-]+:dl_[1-9][0-9]*$"},
+                    "description": "{merchant_id}:dl_{n}"}],
+                "responses": ok("200", r("DeadLetter"), &["401", "404", "409", "503"])}},
+            "/v1/admin/gateway/reports": {"post": {
+                "summary": "Internal: a gateway worker running in `surge relay` reports what a gateway said (admin token; only the worker's commands: GatewayAccepted, GatewayApproved, GatewayDeclined, GatewayGaveUp, GatewayOpFailed, ResolveDeadLetter, as surge_core::Command serializes them); 404 when no gateway is configured",
+                "requestBody": body(json!({"type": "object", "required": ["merchant_id", "command"],
+                    "properties": {"merchant_id": {"type": "string"}, "command": {"type": "object"}}})),
+                "responses": ok("200", json!({"type": "object", "properties": {"status": {"enum": ["applied", "duplicate"]}}}), &["400", "401", "404", "409", "413", "415", "503"])}}
         },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},

@@ -19,7 +19,9 @@ impl GatewayEndpoint {
             .strip_prefix("http://")
             .ok_or_else(|| format!("gateway URL {url}: must start with http:// (TLS belongs to an egress proxy)"))?;
         let authority = rest.trim_end_matches('/');
-        if authority.is_empty() || authority.contains('/') || authority.contains('@') || !authority.is_ascii() {
+        // host:port characters only: the name is a Prometheus label value and a log field.
+        let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']' | '_');
+        if authority.is_empty() || !authority.chars().all(allowed) {
             return Err(format!("gateway URL {url}: must be http://host:port with no path or credentials"));
         }
         Ok(GatewayEndpoint { name: authority.to_string(), base_url: format!("http://{authority}") })
@@ -128,7 +130,8 @@ mod tests {
     fn gateway_urls_are_http_host_port() {
         let g = GatewayEndpoint::parse("http://127.0.0.1:9300/").expect("parses");
         assert_eq!((g.name.as_str(), g.base_url.as_str()), ("127.0.0.1:9300", "http://127.0.0.1:9300"));
-        for bad in ["https://pg:443", "127.0.0.1:9300", "http://", "http://pg/api", "http://u:p@pg:1"] {
+        for bad in ["https://pg:443", "127.0.0.1:9300", "http://", "http://pg/api", "http://u:p@pg:1", "http://p\"g:1"]
+        {
             assert!(GatewayEndpoint::parse(bad).is_err(), "{bad}");
         }
         let twice = GatewayConfig::new(vec![g.clone(), g], "http://127.0.0.1:8080/v1/gateway/callback".into());
