@@ -101,7 +101,7 @@ pub fn document() -> Value {
     let payment_in = json!({"type": "object", "required": ["method"], "properties": {
         "method": {"enum": ["points", "card", "none"]},
         "card": {"type": "object", "required": ["number", "type"], "properties": {
-            "number": {"type": "string", "maxLength": CARD_NUMBER_LEN_MAX, "pattern": "^[0-9 -]*([0-9][0-9 -]*){4}$"},
+            "number": {"type": "string", "maxLength": CARD_NUMBER_LEN_MAX, "pattern": "^[ -]*([0-9][ -]*){12,19}$"},
             "type": {"type": "string", "minLength": 1, "maxLength": 32, "pattern": "^[!-~]+$"}}},
         "capture": {"enum": ["automatic", "manual"], "default": "automatic",
             "description": "manual: authorize now (points leave the balance), capture later with /v1/payments/{id}/capture"}}});
