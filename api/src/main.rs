@@ -43,6 +43,9 @@ enum WalCmd {
     Inspect { dir: PathBuf },
     /// Like inspect, and replays everything through apply, checking every invariant.
     Verify { dir: PathBuf },
+    /// Forget a reader's checkpoint (`kafka`, `mariadb`, `gateway`) that will never run
+    /// again, so retention stops keeping the log for it.
+    ForgetReader { dir: PathBuf, reader: String },
 }
 
 #[derive(clap::Args)]
@@ -244,10 +247,12 @@ fn main() -> std::process::ExitCode {
                 }),
             },
         ),
+        Cmd::Wal(WalCmd::ForgetReader { dir, reader }) => surge_api::walcmd::forget_reader(&dir, &reader),
         Cmd::Wal(cmd) => {
             let (dir, verify) = match cmd {
                 WalCmd::Inspect { dir } => (dir, false),
                 WalCmd::Verify { dir } => (dir, true),
+                WalCmd::ForgetReader { .. } => unreachable!("matched above"),
             };
             surge_api::walcmd::run(&dir, verify).map(|report| print!("{report}"))
         }
@@ -337,6 +342,9 @@ fn serve(cfg: ServeConfig) -> Result<(), String> {
         };
         state.set_engine(engine.clone());
         // The gateway worker starts after recovery too, from its own checkpoint in the log.
+        if cfg.gateway.is_none() {
+            warn_if_gateway_reader_left(&cfg.data_dir.join("wal"));
+        }
         let mut worker = match (&cfg.gateway, &gateway_host) {
             (Some(settings), Some(host)) if !settings.external_worker => {
                 let wal_dir = cfg.data_dir.join("wal");
@@ -367,6 +375,18 @@ fn serve(cfg: ServeConfig) -> Result<(), String> {
         tracing::info!("stopped");
         Ok(())
     })
+}
+
+/// A data directory that ran the gateway worker keeps its checkpoint: the log is kept from
+/// there on until a worker runs again. Say so when this server runs without one.
+fn warn_if_gateway_reader_left(wal_dir: &std::path::Path) {
+    if let Ok(Some(lsn)) = surge_wal::load_reader_checkpoint(wal_dir, surge_relay::gateway::worker::READER) {
+        tracing::warn!(
+            checkpoint_lsn = lsn,
+            "this log has a gateway worker's checkpoint but no --gateway-url is given: the log is kept from there \
+             on until a worker runs again (or `surge wal forget-reader <data-dir> gateway` drops it)"
+        );
+    }
 }
 
 /// Turns transparent huge pages off for this process. The state grows for as long as a sale

@@ -1,6 +1,7 @@
 //! `surge wal inspect DIR` and `surge wal verify DIR`: read-only looks at a log (the server
 //! may be running on it). `inspect` summarises snapshots, records and event types;
 //! `verify` also replays everything through `apply` and checks every invariant.
+//! `surge wal forget-reader DIR NAME` drops a reader's checkpoint (its only write).
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -82,4 +83,17 @@ pub fn run(dir: &Path, verify: bool) -> Result<String, String> {
         let _ = writeln!(out, "verify: OK (every record decodes and applies; every invariant holds)");
     }
     Ok(out)
+}
+
+/// Drops reader `reader`'s checkpoint from the log in `dir`.
+pub fn forget_reader(dir: &Path, reader: &str) -> Result<(), String> {
+    let dir = wal_dir(dir);
+    match surge_wal::load_reader_checkpoint(&dir, reader).map_err(|e| format!("{}: {e}", dir.display()))? {
+        None => Err(format!("{}: no reader named {reader}", dir.display())),
+        Some(lsn) => {
+            surge_wal::remove_reader_checkpoint(&dir, reader).map_err(|e| format!("{}: {e}", dir.display()))?;
+            println!("forgot reader {reader} (its checkpoint was LSN {lsn})");
+            Ok(())
+        }
+    }
 }

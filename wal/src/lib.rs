@@ -51,6 +51,13 @@ pub fn store_reader_checkpoint(dir: impl AsRef<std::path::Path>, reader: &str, l
     retention::store_checkpoint(&storage, reader, lsn)
 }
 
+/// Forgets a reader from any process: retention no longer keeps records for it. For a
+/// reader that will never run again (a sink or worker taken out of service).
+pub fn remove_reader_checkpoint(dir: impl AsRef<std::path::Path>, reader: &str) -> Result<(), WalError> {
+    let storage = storage::DirStorage::open_reader(dir.as_ref());
+    retention::remove_checkpoint(&storage, reader)
+}
+
 /// A reader's checkpoint in a log directory, from any process; `None` if the reader never
 /// stored one (an undecodable checkpoint file reads as `Some(0)`, as retention counts it).
 pub fn load_reader_checkpoint(dir: impl AsRef<std::path::Path>, reader: &str) -> Result<Option<Lsn>, WalError> {

@@ -431,3 +431,15 @@ fn read_only_opens_while_a_writer_appends_see_a_durable_prefix() {
     }
     assert!(seen > 0);
 }
+
+#[test]
+fn a_reader_stored_from_another_process_can_be_forgotten() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, _) = Wal::open(dir.path(), small_config(IoMode::Pwrite)).unwrap();
+    surge_wal::store_reader_checkpoint(dir.path(), "gateway", 7).unwrap();
+    assert_eq!(surge_wal::load_reader_checkpoint(dir.path(), "gateway").unwrap(), Some(7));
+    assert!(wal.readers().unwrap().contains(&("gateway".to_string(), 7)));
+    surge_wal::remove_reader_checkpoint(dir.path(), "gateway").unwrap();
+    assert_eq!(surge_wal::load_reader_checkpoint(dir.path(), "gateway").unwrap(), None);
+    assert!(wal.readers().unwrap().is_empty());
+}
