@@ -7,12 +7,12 @@
 //! A run with `--skip-setup` checks nothing and says so: see `report::Verdict`.
 
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::scenario::{Api, ScenarioKind, State};
+use crate::scenario::{default_settle_wait, Api, CardOrder, ScenarioKind, State};
 
 /// One invariant checked after the run.
 #[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq)]
@@ -32,6 +32,15 @@ impl Check {
 const PAYMENTS_CHECKED_MAX: usize = 200;
 /// How long after the last hold's TTL its expiry may take (1 s tick and a busy machine).
 const EXPIRY_MARGIN: Duration = Duration::from_millis(2500);
+/// card-flow: how often the settlement wait reads again the orders still pending.
+const SETTLE_POLL: Duration = Duration::from_millis(500);
+/// card-flow: connections reading the card orders back.
+const ORDER_READERS: usize = 8;
+/// card-flow: orders a settlement round reads at a time.
+const SETTLE_BATCH: usize = 256;
+/// card-flow: how many standard deviations of a binomial share the paid share may stray from
+/// its expectation (two-sided, about 6 false failures in 100,000 runs).
+pub const PAID_SHARE_Z: f64 = 4.0;
 
 /// Checks the scenario's invariants through the API. `recorded_requests`: the requests the
 /// driver recorded an outcome for. Empty when set-up was skipped (no merchant of our own:
@@ -45,6 +54,18 @@ pub async fn run(st: &State, recorded_requests: u64) -> Vec<Check> {
     if st.params.kind == ScenarioKind::Concert {
         tokio::time::sleep(Duration::from_secs(st.params.hold_ttl_s) + EXPIRY_MARGIN).await;
     }
+    // card-flow: what the server sold is what its card payments paid for, known only once
+    // they have settled.
+    let card = match st.params.kind {
+        ScenarioKind::CardFlow => {
+            let card = settle_card_orders(st).await;
+            for (sold, units) in st.sold.iter().zip(&card.tally.sold_units) {
+                sold.store(*units, Ordering::Relaxed);
+            }
+            Some(card)
+        }
+        _ => None,
+    };
     let items = match read_items(&mut api, st).await {
         Ok(items) => items,
         Err(e) => {
@@ -56,16 +77,20 @@ pub async fn run(st: &State, recorded_requests: u64) -> Vec<Check> {
     let balances = read_balances(&mut api, st).await;
     checks.push(points_conserved(st, &balances));
     checks.push(ledger_balanced(api.expect("GET", "/v1/ledger/trial-balance", None, "", &[200]).await));
-    checks.extend(scenario_checks(st, &mut api, &items).await);
+    checks.extend(scenario_checks(st, &mut api, &items, card.as_ref()).await);
     checks
 }
 
 /// The checks of one scenario beyond those every scenario gets.
-async fn scenario_checks(st: &State, api: &mut Api, items: &[ItemRead]) -> Vec<Check> {
+async fn scenario_checks(st: &State, api: &mut Api, items: &[ItemRead], card: Option<&CardRun>) -> Vec<Check> {
     match st.params.kind {
         ScenarioKind::Concert => concert_checks(st, items),
         ScenarioKind::Retries => vec![replays_identical(st)],
         ScenarioKind::FullFlow => vec![refunds_complete(&read_refunded_payments(api, st).await)],
+        ScenarioKind::CardFlow => match card {
+            Some(card) => card_checks(st, items, card).await,
+            None => Vec::new(),
+        },
         ScenarioKind::FlashSale | ScenarioKind::Mixed | ScenarioKind::Batch | ScenarioKind::Orders => Vec::new(),
     }
 }
@@ -325,6 +350,331 @@ fn refunds_complete(payments: &[Result<Value, String>]) -> Check {
     )
 }
 
+/// card-flow: the card orders after the settlement wait.
+pub(crate) struct CardRun {
+    tally: CardTally,
+    /// From the end of the load to the last read of an order still pending.
+    waited: Duration,
+    wait_limit: Duration,
+}
+
+/// card-flow: reads the card orders back until none is pending or `--settle-wait` has
+/// passed, a round every [`SETTLE_POLL`]. A round reads the orders not yet seen settled in
+/// the order they were placed, [`SETTLE_BATCH`] at a time, and stops after the first batch
+/// that still holds a pending one: payments settle roughly in that order, so a round reads
+/// little beyond what settled since the last, and the wait adds little load to a server
+/// whose gateway worker is still draining.
+async fn settle_card_orders(st: &State) -> CardRun {
+    let orders = st.card_orders.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let drop_callbacks = st.sim.as_ref().and_then(|s| s.config["drop_callbacks"].as_f64()).unwrap_or(0.0);
+    let wait_limit =
+        st.params.settle_wait_s.map_or_else(|| default_settle_wait(drop_callbacks), Duration::from_secs_f64);
+    let start = Instant::now();
+    let mut reads: Vec<Result<Value, String>> = vec![Err("not read".to_string()); orders.len()];
+    let mut open: Vec<usize> = (0..orders.len()).collect();
+    loop {
+        // The last round, once the wait is over, reads every order still open.
+        let last_round = start.elapsed() >= wait_limit;
+        let mut still_open = Vec::new();
+        let mut pos = 0;
+        while pos < open.len() {
+            let batch = &open[pos..(pos + SETTLE_BATCH).min(open.len())];
+            let wanted = batch.iter().map(|&i| (i, orders[i].id.clone())).collect();
+            for (i, read) in read_orders(st, wanted).await {
+                reads[i] = read;
+            }
+            let before = still_open.len();
+            still_open.extend(batch.iter().copied().filter(|&i| !settled(&reads[i])));
+            pos += batch.len();
+            if still_open.len() > before && !last_round {
+                break;
+            }
+        }
+        still_open.extend_from_slice(&open[pos..]);
+        open = still_open;
+        if open.is_empty() || last_round {
+            break;
+        }
+        tokio::time::sleep(SETTLE_POLL.min(wait_limit.saturating_sub(start.elapsed()))).await;
+    }
+    let waited = start.elapsed();
+    CardRun { tally: CardTally::of(&orders, &reads, st.skus.len()), waited, wait_limit }
+}
+
+/// `GET /v1/orders/{id}` of each `(index, id)`, over [`ORDER_READERS`] connections.
+async fn read_orders(st: &State, wanted: Vec<(usize, String)>) -> Vec<(usize, Result<Value, String>)> {
+    let per_reader = wanted.len().div_ceil(ORDER_READERS).max(1);
+    let mut readers = Vec::new();
+    for part in wanted.chunks(per_reader) {
+        let part = part.to_vec();
+        let mut api = Api::new(st.target.clone(), st.timeout, st.auth.clone());
+        readers.push(tokio::spawn(async move {
+            let mut out = Vec::with_capacity(part.len());
+            for (i, id) in part {
+                out.push((i, api.expect("GET", &format!("/v1/orders/{id}"), None, "", &[200]).await));
+            }
+            out
+        }));
+    }
+    let mut all = Vec::with_capacity(wanted.len());
+    for reader in readers {
+        // A reader that panicked leaves its orders as they were ("not read" at first).
+        if let Ok(part) = reader.await {
+            all.extend(part);
+        }
+    }
+    all
+}
+
+/// A card order whose payment the gateway (or the server's giving up) has decided.
+fn settled(read: &Result<Value, String>) -> bool {
+    matches!(read, Ok(v) if v["status"] != "pending_payment" && v["payment"]["status"] != "pending")
+}
+
+/// card-flow: what became of the card orders.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct CardTally {
+    orders: u64,
+    /// `paid`, the payment `captured` (automatic capture) or `authorized` (manual).
+    paid: u64,
+    /// The payment `failed`; the order `awaiting_payment` (stock still held) or `expired`.
+    failed: u64,
+    /// Still `pending_payment`.
+    pending: u64,
+    unreadable: u64,
+    /// In a state the card flow does not lead to (e.g. `paid` with its payment `failed`).
+    inconsistent: u64,
+    first_pending: Option<String>,
+    first_inconsistent: Option<String>,
+    /// Units per SKU in paid orders, and in orders that still hold their stock
+    /// (`pending_payment`, `awaiting_payment`).
+    sold_units: Vec<u64>,
+    held_units: Vec<u64>,
+}
+
+impl CardTally {
+    pub(crate) fn of(orders: &[CardOrder], reads: &[Result<Value, String>], skus: usize) -> CardTally {
+        let mut t = CardTally { sold_units: vec![0; skus], held_units: vec![0; skus], ..CardTally::default() };
+        for (order, read) in orders.iter().zip(reads) {
+            t.orders += 1;
+            let v = match read {
+                Ok(v) => v,
+                Err(e) => {
+                    t.unreadable += 1;
+                    t.first_pending.get_or_insert_with(|| format!("{}: {e}", order.id));
+                    continue;
+                }
+            };
+            let payment = v["payment"]["status"].as_str().unwrap_or("none");
+            let wanted = if order.manual { "authorized" } else { "captured" };
+            let units = |u: &mut Vec<u64>| {
+                if let Some(n) = u.get_mut(order.sku) {
+                    *n += order.qty;
+                }
+            };
+            match (v["status"].as_str().unwrap_or("none"), payment) {
+                ("pending_payment", "pending") => {
+                    t.pending += 1;
+                    t.first_pending.get_or_insert_with(|| format!("{} still pending", order.id));
+                    units(&mut t.held_units);
+                }
+                ("paid", p) if p == wanted => {
+                    t.paid += 1;
+                    units(&mut t.sold_units);
+                }
+                ("awaiting_payment", "failed") => {
+                    t.failed += 1;
+                    units(&mut t.held_units);
+                }
+                ("expired", "failed") => t.failed += 1,
+                (status, p) => {
+                    t.inconsistent += 1;
+                    let capture = if order.manual { "manual" } else { "automatic" };
+                    t.first_inconsistent.get_or_insert_with(|| {
+                        format!("{} ({capture} capture): order {status}, payment {p}", order.id)
+                    });
+                    // Its stock is wherever the server put it: counted as the order says.
+                    match status {
+                        "paid" => units(&mut t.sold_units),
+                        "pending_payment" | "awaiting_payment" => units(&mut t.held_units),
+                        _ => {}
+                    }
+                }
+            }
+        }
+        t
+    }
+}
+
+/// card-flow: the range the paid share (paid / settled card orders) must fall in. Each
+/// payment a gateway accepts is approved with probability `approval_rate` (the sim draws it
+/// per payment), so without give-ups the paid share of `n` settled orders is a binomial share
+/// around `approval_rate`, with a standard deviation of `sqrt(a (1 - a) / n)`. Payments no
+/// gateway accepted in time fail without a decision and lower the share by at most
+/// `max_gave_up_share` of it. The range is that, widened by [`PAID_SHARE_Z`] standard
+/// deviations either way.
+pub fn paid_share_bounds(approval_rate: f64, max_gave_up_share: f64, n: u64) -> (f64, f64) {
+    let a = approval_rate.clamp(0.0, 1.0);
+    let sigma = if n == 0 { 1.0 } else { (a * (1.0 - a) / n as f64).sqrt() };
+    let low = a * (1.0 - max_gave_up_share.clamp(0.0, 1.0)) - PAID_SHARE_Z * sigma;
+    let high = a + PAID_SHARE_Z * sigma;
+    (low.max(0.0), high.min(1.0))
+}
+
+/// card-flow: the scenario's own checks, from the orders read back and the sim's counters.
+async fn card_checks(st: &State, items: &[ItemRead], card: &CardRun) -> Vec<Check> {
+    let mut checks =
+        vec![card_payments_settled(&card.tally, card.waited, card.wait_limit), card_orders_consistent(&card.tally)];
+    checks.push(held_matches_unpaid(st, items, &card.tally));
+    let (rate, source) = match (st.params.approval_rate, st.sim.as_ref()) {
+        (Some(a), _) => (Some(a), "--approval-rate"),
+        (None, Some(sim)) => (sim.config["approval_rate"].as_f64(), "the sim's /sim/config"),
+        (None, None) => (None, "no sim read"),
+    };
+    checks.push(paid_share_within_bounds(&card.tally, rate, source, st.params.max_gave_up_share));
+    let stats = match st.sim.as_ref() {
+        Some(sim) => {
+            let mut api = Api::new(sim.target.clone(), st.timeout, "Bearer none".into());
+            api.expect("GET", "/sim/stats", None, "", &[200]).await.map(|after| (sim.stats.clone(), after))
+        }
+        None => Err("the sim was not read at set-up".into()),
+    };
+    checks.extend(gateway_checks(&card.tally, &stats));
+    checks
+}
+
+/// card-flow: every acknowledged card order was read back and none is still pending.
+fn card_payments_settled(t: &CardTally, waited: Duration, limit: Duration) -> Check {
+    Check::new(
+        "card payments settled",
+        t.orders > 0 && t.pending == 0 && t.unreadable == 0,
+        format!(
+            "{} card orders: {} paid, {} failed, {} still pending and {} unreadable {:.1} s after the load \
+             (waiting at most {:.0} s){}",
+            t.orders,
+            t.paid,
+            t.failed,
+            t.pending,
+            t.unreadable,
+            waited.as_secs_f64(),
+            limit.as_secs_f64(),
+            first(t.first_pending.clone())
+        ),
+    )
+}
+
+/// card-flow: a paid order's payment is captured (automatic capture) or authorized (manual);
+/// an unpaid one's failed, the order back to `awaiting_payment` or `expired`.
+fn card_orders_consistent(t: &CardTally) -> Check {
+    Check::new(
+        "card orders consistent",
+        t.inconsistent == 0,
+        format!(
+            "{} of {} settled card orders paid with their payment captured or authorized as asked, or \
+             failed and back to awaiting_payment or expired{}",
+            t.paid + t.failed,
+            t.paid + t.failed + t.inconsistent,
+            first(t.first_inconsistent.clone())
+        ),
+    )
+}
+
+/// card-flow: each SKU holds what its unpaid card orders reserve (at least that when some
+/// requests ended unknown). Sold units are judged by "acknowledged sales recorded" against
+/// the paid orders.
+fn held_matches_unpaid(st: &State, items: &[ItemRead], t: &CardTally) -> Check {
+    let unknown = st.unknown.load(Ordering::Relaxed);
+    let (mut held, mut reserved, mut differ) = (0u64, 0u64, 0usize);
+    let mut example = None;
+    for item in items {
+        let want = t.held_units.get(item.index).copied().unwrap_or(0);
+        held = held.saturating_add(item.held);
+        reserved += want;
+        if (unknown == 0 && item.held != want) || item.held < want {
+            differ += 1;
+            example.get_or_insert_with(|| format!("{}: held {}, unpaid orders {want}", st.skus[item.index], item.held));
+        }
+    }
+    Check::new(
+        "held stock matches unpaid orders",
+        differ == 0,
+        format!(
+            "server holds {held} units, unpaid card orders reserve {reserved}; {differ} SKUs differ{}",
+            first(example)
+        ),
+    )
+}
+
+/// card-flow: the paid share of the settled card orders is within [`paid_share_bounds`].
+fn paid_share_within_bounds(t: &CardTally, approval_rate: Option<f64>, source: &str, max_gave_up: f64) -> Check {
+    let name = "paid share within bounds";
+    let Some(a) = approval_rate else {
+        return Check::new(name, false, format!("no approval rate to judge by ({source})"));
+    };
+    let n = t.paid + t.failed;
+    let (low, high) = paid_share_bounds(a, max_gave_up, n);
+    let share = if n == 0 { 0.0 } else { t.paid as f64 / n as f64 };
+    Check::new(
+        name,
+        n > 0 && (low..=high).contains(&share),
+        format!(
+            "{} of {n} settled card orders paid ({:.1}%); bounds {:.1}%..{:.1}%: approval rate {:.1}% ({source}), \
+             at most {:.1}% of it lost to give-ups, ± {PAID_SHARE_Z} standard deviations",
+            t.paid,
+            100.0 * share,
+            100.0 * low,
+            100.0 * high,
+            100.0 * a,
+            100.0 * max_gave_up
+        ),
+    )
+}
+
+/// The run's share of a `/sim/stats` counter.
+fn delta(before: &Value, after: &Value, counter: &str) -> u64 {
+    after[counter].as_u64().unwrap_or(0).saturating_sub(before[counter].as_u64().unwrap_or(0))
+}
+
+/// card-flow: from the gateway's side, nothing was charged twice, and every paid order is an
+/// approved transaction of this run (the sim may have approved more: payments given up and
+/// voided, or another client's).
+fn gateway_checks(t: &CardTally, stats: &Result<(Value, Value), String>) -> Vec<Check> {
+    let (before, after) = match stats {
+        Ok(s) => s,
+        Err(e) => {
+            return vec![
+                Check::new("charged once at the gateway", false, format!("GET /sim/stats: {e}")),
+                Check::new("paid orders approved at the gateway", false, format!("GET /sim/stats: {e}")),
+            ]
+        }
+    };
+    let twice = after["charged_twice"].as_u64();
+    let d = |c: &str| delta(before, after, c);
+    let approved = d("approved");
+    vec![
+        Check::new(
+            "charged once at the gateway",
+            twice == Some(0),
+            format!(
+                "charged_twice {}; during the run: {} payment requests, {} answered 500, {} transactions, \
+                 {approved} approved, {} declined, {} cancelled, {} idempotent replays",
+                twice.map_or("missing".to_string(), |n| n.to_string()),
+                d("payment_requests"),
+                d("failed_requests"),
+                d("transactions"),
+                d("declined"),
+                d("cancelled"),
+                d("idempotent_replays"),
+            ),
+        ),
+        Check::new(
+            "paid orders approved at the gateway",
+            approved >= t.paid,
+            format!("{} card orders paid, {approved} transactions approved by the sim during the run", t.paid),
+        ),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -343,6 +693,11 @@ mod tests {
             convert_share: 0.5,
             retry_share: 0.5,
             batch_size: 1,
+            manual_share: 0.0,
+            gateway_sim_url: "http://127.0.0.1:9".into(),
+            settle_wait_s: None,
+            approval_rate: None,
+            max_gave_up_share: 0.05,
             skip_setup: false,
             seed: 1,
         };
@@ -455,6 +810,115 @@ mod tests {
         assert!(!refunds_complete(&[]).pass, "nothing sampled");
         assert!(!refunds_complete(&[Ok(refunded.clone()), Ok(partly)]).pass);
         assert!(!refunds_complete(&[Ok(refunded), Err("GET: 404".into())]).pass);
+    }
+
+    fn card(id: &str, sku: usize, qty: u64, manual: bool) -> CardOrder {
+        CardOrder { id: id.into(), sku, qty, manual }
+    }
+
+    fn order(status: &str, payment: &str) -> Result<Value, String> {
+        Ok(serde_json::json!({"status": status, "payment": {"status": payment}}))
+    }
+
+    #[test]
+    fn paid_share_bounds_widen_with_fewer_orders_and_allow_for_give_ups() {
+        // 0.7 over 10,000 orders: sigma 0.458%; 4 sigma 1.83%; give-ups up to 5% of 0.7 = 3.5%.
+        let (low, high) = paid_share_bounds(0.7, 0.05, 10_000);
+        assert!((high - (0.7 + 4.0 * 0.004583)).abs() < 1e-4, "{high}");
+        assert!((low - (0.665 - 4.0 * 0.004583)).abs() < 1e-4, "{low}");
+        let (low100, high100) = paid_share_bounds(0.7, 0.05, 100);
+        assert!(low100 < low && high100 > high, "fewer orders, wider bounds");
+        // Without give-ups the range is symmetric around the rate.
+        let (l, h) = paid_share_bounds(0.7, 0.0, 10_000);
+        assert!(((0.7 - l) - (h - 0.7)).abs() < 1e-12);
+        // Certain outcomes have no spread; bounds stay within 0..=1.
+        assert_eq!(paid_share_bounds(1.0, 0.0, 50), (1.0, 1.0));
+        assert_eq!(paid_share_bounds(0.0, 0.05, 50), (0.0, 0.0));
+        assert_eq!(paid_share_bounds(0.5, 0.0, 0), (0.0, 1.0), "nothing settled: no bound (the check fails on n == 0)");
+    }
+
+    #[test]
+    fn card_orders_are_tallied_by_their_final_state() {
+        let orders = [
+            card("ord_1", 0, 1, false),
+            card("ord_2", 1, 2, true),
+            card("ord_3", 0, 2, false),
+            card("ord_4", 1, 1, false),
+            card("ord_5", 0, 1, false),
+            card("ord_6", 1, 1, true),
+            card("ord_7", 0, 1, false),
+        ];
+        let reads = [
+            order("paid", "captured"),
+            order("paid", "authorized"),
+            order("awaiting_payment", "failed"),
+            order("expired", "failed"),
+            order("pending_payment", "pending"),
+            order("paid", "captured"), // manual capture, yet captured
+            Err("GET /v1/orders/ord_7: 503".into()),
+        ];
+        let t = CardTally::of(&orders, &reads, 2);
+        assert_eq!((t.orders, t.paid, t.failed, t.pending, t.unreadable, t.inconsistent), (7, 2, 2, 1, 1, 1));
+        assert_eq!(t.sold_units, vec![1, 2 + 1], "paid orders, the inconsistent paid one included");
+        assert_eq!(t.held_units, vec![2 + 1, 0], "awaiting and pending orders hold; expired ones do not");
+        assert_eq!(t.first_pending.as_deref(), Some("ord_5 still pending"));
+        assert!(t
+            .first_inconsistent
+            .as_deref()
+            .unwrap()
+            .contains("ord_6 (manual capture): order paid, payment captured"));
+        assert!(!settled(&reads[4]) && !settled(&reads[6]) && settled(&reads[2]));
+
+        let long = Duration::from_secs(30);
+        assert!(!card_payments_settled(&t, Duration::from_secs(3), long).pass);
+        assert!(!card_orders_consistent(&t).pass);
+        let clean = CardTally::of(&orders[..4], &reads[..4], 2);
+        assert!(card_payments_settled(&clean, Duration::from_secs(3), long).pass);
+        assert!(card_orders_consistent(&clean).pass);
+        assert!(!card_payments_settled(&CardTally::of(&[], &[], 2), Duration::ZERO, long).pass, "no card order");
+    }
+
+    #[test]
+    fn held_stock_must_match_the_unpaid_card_orders() {
+        let st = state(ScenarioKind::CardFlow);
+        let t = CardTally::of(&[card("ord_1", 0, 2, false)], &[order("awaiting_payment", "failed")], st.skus.len());
+        assert!(held_matches_unpaid(&st, &[item(0, 10, 8, 2, 0), item(1, 10, 10, 0, 0)], &t).pass);
+        assert!(!held_matches_unpaid(&st, &[item(0, 10, 10, 0, 0)], &t).pass, "a failed order lost its hold");
+        assert!(!held_matches_unpaid(&st, &[item(0, 10, 7, 3, 0)], &t).pass, "a hold nobody ordered");
+        st.unknown.store(1, Ordering::Relaxed);
+        assert!(held_matches_unpaid(&st, &[item(0, 10, 7, 3, 0)], &t).pass, "an order of unknown outcome may hold");
+    }
+
+    #[test]
+    fn the_paid_share_is_judged_against_the_approval_rate() {
+        let tally = |paid: u64, failed: u64| CardTally { orders: paid + failed, paid, failed, ..CardTally::default() };
+        let judge = |t: &CardTally| paid_share_within_bounds(t, Some(0.7), "test", 0.05);
+        assert!(judge(&tally(700, 300)).pass);
+        assert!(judge(&tally(680, 320)).pass, "a few give-ups");
+        assert!(!judge(&tally(800, 200)).pass, "more approved than the sim approves");
+        assert!(!judge(&tally(500, 500)).pass, "too many failures");
+        assert!(!judge(&tally(0, 0)).pass, "nothing settled");
+        assert!(!paid_share_within_bounds(&tally(700, 300), None, "no sim read", 0.05).pass);
+    }
+
+    #[test]
+    fn the_gateway_must_charge_once_and_approve_every_paid_order() {
+        let t = CardTally { orders: 10, paid: 7, failed: 3, ..CardTally::default() };
+        let before = serde_json::json!({"approved": 100, "charged_twice": 0});
+        let ok = serde_json::json!({"approved": 107, "charged_twice": 0});
+        assert!(gateway_checks(&t, &Ok((before.clone(), ok))).iter().all(|c| c.pass));
+        let twice = serde_json::json!({"approved": 107, "charged_twice": 1});
+        assert!(!gateway_checks(&t, &Ok((before.clone(), twice)))[0].pass);
+        let fewer = serde_json::json!({"approved": 106, "charged_twice": 0});
+        assert!(!gateway_checks(&t, &Ok((before.clone(), fewer)))[1].pass, "a paid order the sim never approved");
+        assert!(!gateway_checks(&t, &Ok((before, serde_json::json!({}))))[0].pass, "charged_twice missing");
+        assert!(gateway_checks(&t, &Err("refused".into())).iter().all(|c| !c.pass));
+    }
+
+    #[test]
+    fn the_settle_wait_covers_the_lookups_when_callbacks_are_dropped() {
+        assert_eq!(default_settle_wait(0.0), Duration::from_secs(30));
+        assert_eq!(default_settle_wait(0.1), Duration::from_secs(140));
     }
 
     #[tokio::test]

@@ -3,8 +3,8 @@
 //! - `sched`: open loop (constant arrival rate, latency from each operation's due time: no
 //!   coordinated omission) and closed loop (N connections back to back).
 //! - `stats`: hdrhistogram latencies per worker, merged exactly; per-second timeline.
-//! - `scenario`: flash-sale, concert, full-flow, retries, mixed, batch, orders; each sets up
-//!   its own merchant through the API and notes what the server acknowledged.
+//! - `scenario`: flash-sale, concert, full-flow, retries, mixed, batch, orders, card-flow;
+//!   each sets up its own merchant through the API and notes what the server acknowledged.
 //! - `checks`: the invariants checked through the API afterwards, one function each.
 //! - `report`: the verdict, the summary, the JSON result and the HTML report (inline SVG).
 //! - `http`: a minimal HTTP/1.1 keep-alive client.
@@ -98,6 +98,26 @@ pub struct LoadArgs {
     /// batch: operations per POST /v1/batch.
     #[arg(long, default_value_t = 100)]
     pub batch_size: u32,
+    /// card-flow: base URL of the gateway-sim the server pays through (only its /sim/config
+    /// and /sim/stats are read).
+    #[arg(long, env = "SURGE_LOAD_GATEWAY_SIM_URL", default_value = "http://127.0.0.1:9300")]
+    pub gateway_sim_url: String,
+    /// card-flow: share of card orders with manual capture (left authorized; the rest are
+    /// captured on approval).
+    #[arg(long, default_value_t = 0.1)]
+    pub manual_share: f64,
+    /// card-flow: how long after the load to wait for every card payment to settle
+    /// (default 30s, 140s when the sim drops callbacks).
+    #[arg(long, value_parser = parse_duration)]
+    pub settle_wait: Option<Duration>,
+    /// card-flow: approval rate the paid share is judged against (default: the sim's, from
+    /// /sim/config).
+    #[arg(long)]
+    pub approval_rate: Option<f64>,
+    /// card-flow: share of card payments that may fail with no gateway decision (no gateway
+    /// accepted them in time) before the paid share counts as too low.
+    #[arg(long, default_value_t = 0.05)]
+    pub max_gave_up_share: f64,
     /// No set-up and no checks (for a target that only answers the requests, such as
     /// surge-baseline). Such a run checks no invariant and exits 3, not 0.
     #[arg(long)]
@@ -236,7 +256,14 @@ fn validate(args: &LoadArgs) -> Result<(), String> {
     if args.duration.is_zero() {
         return Err("--duration must be above 0".into());
     }
-    for (name, v) in [("--convert-share", args.convert_share), ("--retry-share", args.retry_share)] {
+    let shares = [
+        ("--convert-share", args.convert_share),
+        ("--retry-share", args.retry_share),
+        ("--manual-share", args.manual_share),
+        ("--max-gave-up-share", args.max_gave_up_share),
+        ("--approval-rate", args.approval_rate.unwrap_or(0.0)),
+    ];
+    for (name, v) in shares {
         if !(0.0..=1.0).contains(&v) {
             return Err(format!("{name} must be within 0..=1"));
         }
@@ -261,6 +288,11 @@ fn scenario_params(args: &LoadArgs) -> scenario::Params {
         convert_share: args.convert_share,
         retry_share: args.retry_share,
         batch_size: args.batch_size,
+        manual_share: args.manual_share,
+        gateway_sim_url: args.gateway_sim_url.clone(),
+        settle_wait_s: args.settle_wait.map(|d| d.as_secs_f64()),
+        approval_rate: args.approval_rate,
+        max_gave_up_share: args.max_gave_up_share,
         skip_setup: args.skip_setup,
         seed: args.seed,
     }

@@ -37,6 +37,9 @@ pub enum ScenarioKind {
     /// Plain `POST /v1/orders` (points) on ample stock: the target judged against the bare
     /// axum baseline (with --skip-setup it needs no merchant: for the baseline).
     Orders,
+    /// `POST /v1/orders` paid by card (202, settled later through the payment gateway); needs
+    /// a server with a gateway and `surge gateway-sim` at --gateway-sim-url.
+    CardFlow,
 }
 
 impl ScenarioKind {
@@ -49,6 +52,7 @@ impl ScenarioKind {
             ScenarioKind::Mixed => "mixed",
             ScenarioKind::Batch => "batch",
             ScenarioKind::Orders => "orders",
+            ScenarioKind::CardFlow => "card-flow",
         }
     }
 
@@ -79,9 +83,59 @@ pub struct Params {
     pub retry_share: f64,
     /// batch: operations per request.
     pub batch_size: u32,
+    /// card-flow: share of card orders with manual capture (the rest capture automatically).
+    pub manual_share: f64,
+    /// card-flow: the gateway-sim's base URL (`/sim/config`, `/sim/stats`).
+    pub gateway_sim_url: String,
+    /// card-flow: how long to wait for the card payments to settle after the load; `None`:
+    /// [`default_settle_wait`].
+    pub settle_wait_s: Option<f64>,
+    /// card-flow: the approval rate the paid share is judged against; `None`: the sim's own.
+    pub approval_rate: Option<f64>,
+    /// card-flow: share of card payments that may fail without a gateway's decision (no
+    /// gateway accepted them in time) before the paid share counts as too low.
+    pub max_gave_up_share: f64,
     /// Skip merchant/items/points set-up and the checks (for the baseline).
     pub skip_setup: bool,
     pub seed: u64,
+}
+
+/// The card every card-flow order pays with (the sim keeps only its last four digits).
+const CARD: &str = r#"{"number":"4111-1111-1111-1451","type":"KB"}"#;
+
+/// card-flow: how long the checks wait for the card payments to settle, unless
+/// --settle-wait says otherwise. With every callback delivered, a payment settles within the
+/// server's submit deadline (10 s by default: retries while the gateway answers 5xx) plus the
+/// sim's settle delay (at most 5 s by default): 30 s leaves room for a busy machine. When
+/// the sim drops callbacks, the server finds those payments by looking them up (from 10 s
+/// after acceptance) and gives up on them at its settle deadline (120 s by default), so the
+/// wait covers that deadline.
+pub fn default_settle_wait(drop_callbacks: f64) -> Duration {
+    if drop_callbacks > 0.0 {
+        Duration::from_secs(140)
+    } else {
+        Duration::from_secs(30)
+    }
+}
+
+/// card-flow: one card order the server acknowledged (202).
+#[derive(Clone, Debug)]
+pub(crate) struct CardOrder {
+    pub id: String,
+    /// Index into the scenario's SKUs.
+    pub sku: usize,
+    pub qty: u64,
+    pub manual: bool,
+}
+
+/// card-flow: the gateway-sim as it was at set-up.
+#[derive(Clone, Debug)]
+pub(crate) struct SimBefore {
+    pub target: Target,
+    /// `GET /sim/config`: `success_rate`, `approval_rate`, `drop_callbacks`.
+    pub config: Value,
+    /// `GET /sim/stats`, to take the run's share of the counters.
+    pub stats: Value,
 }
 
 /// What the scenario shares between its workers and the checks.
@@ -115,6 +169,9 @@ pub struct State {
     /// batch: operations inside batches that succeeded.
     pub inner_ok: AtomicU64,
     pub inner_total: AtomicU64,
+    /// card-flow: every card order acknowledged, and the sim before the run.
+    pub(crate) card_orders: Mutex<Vec<CardOrder>>,
+    pub(crate) sim: Option<SimBefore>,
 }
 
 const IDS_KEPT: usize = 1000;
@@ -122,6 +179,13 @@ const IDS_KEPT: usize = 1000;
 fn order_body(customer: u32, sku: &str, qty: u64) -> String {
     format!(
         r#"{{"customer_id":"c-{customer}","lines":[{{"sku":"{sku}","qty":{qty}}}],"payment":{{"method":"points"}}}}"#
+    )
+}
+
+fn card_order_body(customer: u32, sku: &str, qty: u64, manual: bool) -> String {
+    let capture = if manual { "manual" } else { "automatic" };
+    format!(
+        r#"{{"customer_id":"c-{customer}","lines":[{{"sku":"{sku}","qty":{qty}}}],"payment":{{"method":"card","card":{CARD},"capture":"{capture}"}}}}"#
     )
 }
 
@@ -169,6 +233,11 @@ impl Catalogue {
                 let (skus, prices) = numbered(20, 1);
                 (skus, prices, 1_000_000_000_000)
             }
+            // Paid by card: the points credited at set-up stay untouched.
+            ScenarioKind::CardFlow => {
+                let (skus, prices) = numbered(20, 1000);
+                (skus, prices, 1000)
+            }
         };
         let stock = match params.kind {
             ScenarioKind::FlashSale => params.stock,
@@ -210,6 +279,8 @@ impl State {
             ids_seen: AtomicU64::new(0),
             inner_ok: AtomicU64::new(0),
             inner_total: AtomicU64::new(0),
+            card_orders: Mutex::new(Vec::new()),
+            sim: None,
             params: Params { customers, ..params },
         }
     }
@@ -287,11 +358,24 @@ pub async fn setup(
         return Ok(Arc::new(state));
     }
     let admin = admin_token.ok_or("an admin token is needed to create the scenario's merchant (--admin-token)")?;
+    if state.params.kind == ScenarioKind::CardFlow {
+        state.sim = Some(read_sim(&state.params.gateway_sim_url, timeout).await?);
+    }
     state.auth = create_merchant(&state, admin).await?;
     let mut api = Api::new(state.target.clone(), timeout, state.auth.clone());
     create_items(&mut api, &catalogue).await?;
     credit_points(&mut api, &state).await?;
     Ok(Arc::new(state))
+}
+
+/// card-flow: the gateway-sim's rates and counters before the run.
+async fn read_sim(url: &str, timeout: Duration) -> Result<SimBefore, String> {
+    let target = Target::parse(url)?;
+    let mut sim = Api::new(target.clone(), timeout, "Bearer none".into());
+    let unreachable = |e: String| format!("card-flow reads the gateway-sim at --gateway-sim-url {url}: {e}");
+    let config = sim.expect("GET", "/sim/config", None, "", &[200]).await.map_err(unreachable)?;
+    let stats = sim.expect("GET", "/sim/stats", None, "", &[200]).await.map_err(unreachable)?;
+    Ok(SimBefore { target, config, stats })
 }
 
 /// Creates the run's own merchant; returns the `Authorization` value of its API key.
@@ -417,6 +501,32 @@ impl ScenarioWorker {
             }
             Err(o) => vec![o],
         }
+    }
+
+    /// card-flow: one card order; the server answers 202 (`pending_payment`) and settles it
+    /// later. Every acknowledged order is kept for the checks.
+    async fn card(&mut self, index: u64) -> Vec<Outcome> {
+        let sku = self.rng.random_range(0..self.st.skus.len());
+        let qty = if self.rng.random_bool(0.8) { 1 } else { 2 };
+        let manual = self.rng.random_bool(self.st.params.manual_share);
+        let customer = self.customer();
+        let body = card_order_body(customer, &self.st.skus[sku], qty, manual);
+        let key = format!("{}-{index}", self.st.run_id);
+        let r = match self.send("POST", "/v1/orders", Some(&key), &body).await {
+            Ok(r) => r,
+            Err(o) => return vec![o],
+        };
+        let mut out = vec![self.st.outcome(&r)];
+        if (200..300).contains(&r.status) {
+            match r.json()["id"].as_str() {
+                Some(id) => {
+                    let order = CardOrder { id: id.to_string(), sku, qty, manual };
+                    self.st.card_orders.lock().unwrap_or_else(|e| e.into_inner()).push(order);
+                }
+                None => out.push(Outcome::finding(format!("{} without an order id", r.status))),
+            }
+        }
+        out
     }
 
     async fn retries(&mut self, index: u64) -> Vec<Outcome> {
@@ -656,6 +766,7 @@ impl Worker for ScenarioWorker {
             ScenarioKind::Concert => self.concert(index).await,
             ScenarioKind::Mixed => self.mixed(index).await,
             ScenarioKind::Batch => self.batch(index).await,
+            ScenarioKind::CardFlow => self.card(index).await,
         }
     }
 }
