@@ -83,15 +83,19 @@ impl GatewayConfig {
             in_flight_max: 4_096,
             ops_open_max: 200_000,
             probes_in_flight_max: 2,
+            // A gateway that fails now and then (a payment gateway may answer 5xx to a large
+            // share of requests and still take the rest) is retried, not cut off: the breaker
+            // opens when nearly every call fails or is slow, which is what down, failing and
+            // overloaded look like. One successful probe closes it; a failed one reopens it.
             breaker: BreakerConfig {
                 window_ms: 10_000,
                 window_calls_max: 200,
-                calls_min: 10,
-                failure_rate_max: 0.5,
+                calls_min: 20,
+                failure_rate_max: 0.8,
                 slow_rate_max: 0.8,
                 slow_call_ms: 2_000,
                 open_ms: 5_000,
-                probes_to_close: 3,
+                probes_to_close: 1,
             },
             checkpoint_interval_ms: 200,
         }

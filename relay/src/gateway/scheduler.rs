@@ -277,6 +277,8 @@ pub struct Scheduler {
     open_lsns: BTreeMap<Lsn, u32>,
     /// When each unsettled payment was requested (with counts): the oldest's age is a metric.
     pending_since: BTreeMap<u64, u32>,
+    /// The sum of `pending_since`'s counts.
+    pending_count: u64,
     ops_open: usize,
     read_lsn: Lsn,
     /// Records up to this LSN were in the log when the worker started: a previous run may
@@ -319,6 +321,7 @@ impl Scheduler {
             next_ticket: 1,
             open_lsns: BTreeMap::new(),
             pending_since: BTreeMap::new(),
+            pending_count: 0,
             ops_open: 0,
             read_lsn,
             fresh_after,
@@ -403,7 +406,6 @@ impl Scheduler {
             }
         }
         self.read_lsn = lsn;
-        self.sweep_idle();
         self.publish_gauges();
     }
 
@@ -460,6 +462,7 @@ impl Scheduler {
         self.ops_open += 1;
         if authorize {
             *self.pending_since.entry(at_ms).or_default() += 1;
+            self.pending_count += 1;
         }
         self.wake(&r, now);
     }
@@ -476,7 +479,9 @@ impl Scheduler {
         if let Some(op) = st.ops.remove(i) {
             self.finished(&op);
         }
-        self.reschedule(r, now);
+        if !self.forget_if_idle(r) {
+            self.reschedule(r, now);
+        }
     }
 
     fn finished(&mut self, op: &Op) {
@@ -488,6 +493,7 @@ impl Scheduler {
         }
         self.ops_open -= 1;
         if op.is_authorize() {
+            self.pending_count -= 1;
             if let Some(n) = self.pending_since.get_mut(&op.requested_at_ms) {
                 *n -= 1;
                 if *n == 0 {
@@ -497,15 +503,19 @@ impl Scheduler {
         }
     }
 
-    /// Forgets payments with nothing left to do (memory holds open work only).
-    fn sweep_idle(&mut self) {
-        self.payments.retain(|_, st| !st.ops.is_empty() || st.busy.is_some());
+    /// Forgets payment `r` if it has nothing left to do (memory holds open work only); true
+    /// if it is gone. Called where a payment's work ends, so no pass over all of them is needed.
+    fn forget_if_idle(&mut self, r: &PaymentRef) -> bool {
+        let idle = self.payments.get(r).is_none_or(|st| st.ops.is_empty() && st.busy.is_none());
+        if idle {
+            self.payments.remove(r);
+        }
+        idle
     }
 
     fn publish_gauges(&self) {
         use std::sync::atomic::Ordering::Relaxed;
-        let pending: u32 = self.pending_since.values().sum();
-        self.status.payments_pending.store(u64::from(pending), Relaxed);
+        self.status.payments_pending.store(self.pending_count, Relaxed);
         self.status.oldest_pending_at_ms.store(self.pending_since.keys().next().copied().unwrap_or(0), Relaxed);
         self.status.ops_open.store(self.ops_open as u64, Relaxed);
         self.status.in_flight.store(self.in_flight.len() as u64, Relaxed);
@@ -532,8 +542,8 @@ impl Scheduler {
             if let Some(action) = self.step(&r, now, now_ms) {
                 actions.push(action);
             }
+            self.forget_if_idle(&r);
         }
-        self.sweep_idle();
         self.publish_gauges();
         actions
     }
@@ -703,7 +713,7 @@ impl Scheduler {
                 self.wake(&r, now);
             }
         }
-        self.sweep_idle();
+        self.forget_if_idle(&r);
         self.publish_gauges();
     }
 
@@ -750,7 +760,7 @@ impl Scheduler {
             _ => {}
         }
         self.wake(&r, now);
-        self.sweep_idle();
+        self.forget_if_idle(&r);
         self.publish_gauges();
     }
 }
