@@ -79,6 +79,18 @@ impl Merchant {
     pub fn payment_archived_at(&self, n: u64) -> Option<UnixMs> {
         self.payments.archived_at(usize::try_from(n).ok()?.checked_sub(1)?)
     }
+    /// When the hold, order or payment named `id` (`hold_{n}`, `ord_{n}`, `pay_{n}`) was
+    /// archived (at the latest); `None` if it is live, never existed or is no such id.
+    pub fn archived_at(&self, id: &str) -> Option<UnixMs> {
+        use crate::ids::Numbered;
+        if let Some(n) = Numbered::Order.parse(id) {
+            return self.order_archived_at(n);
+        }
+        if let Some(n) = Numbered::Payment.parse(id) {
+            return self.payment_archived_at(n);
+        }
+        self.hold_archived_at(Numbered::Hold.parse(id)?)
+    }
     pub fn dead_letter(&self, n: u64) -> Option<&DeadLetter> {
         self.dead_letters.get(usize::try_from(n).ok()?.checked_sub(1)?)
     }
