@@ -15,6 +15,9 @@ pub struct ServeConfig {
     pub shards: Option<usize>,
     pub merchant_rate_limit: u32,
     pub snapshot_every_records: u64,
+    /// The engine's time settings: the idempotency window and the retention of settled
+    /// aggregates (`--idempotency-window`, `--retain-settled`).
+    pub settings: surge_core::Settings,
     pub wal_io: surge_wal::IoMode,
     /// How far past its end the log keeps zeros written (`surge_wal::Config::zero_ahead_bytes`).
     pub wal_zero_ahead_bytes: u64,
@@ -120,5 +123,37 @@ pub fn shard_count(data_dir: &Path, flag: Option<usize>) -> Result<usize, String
             write_private(&path, n.to_string().as_bytes())?;
             Ok(n)
         }
+    }
+}
+
+/// A duration as the flags take it: a whole number and a unit, `ms`, `s`, `m`, `h` or `d`
+/// (`60s`, `7d`); in milliseconds.
+pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 =
+        number.parse().map_err(|_| format!("{text:?}: expected a number and a unit, such as 60s or 7d"))?;
+    let unit_ms: u64 = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("{text:?}: the unit must be ms, s, m, h or d")),
+    };
+    number.checked_mul(unit_ms).ok_or_else(|| format!("{text:?} is too long"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn durations_take_a_number_and_a_unit() {
+        use super::parse_duration_ms as p;
+        assert_eq!(p("60s"), Ok(60_000));
+        assert_eq!(p("7d"), Ok(7 * 86_400_000));
+        assert_eq!(p("250ms"), Ok(250));
+        assert_eq!(p("24h"), Ok(86_400_000));
+        assert!(p("60").is_err() && p("s").is_err() && p("-1s").is_err() && p("99999999999999999999d").is_err());
     }
 }

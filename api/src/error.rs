@@ -74,6 +74,14 @@ impl ApiError {
         e
     }
 
+    /// 410: the resource was settled and archived at or before `archived_at_ms`; memory no
+    /// longer holds it (the cold store does).
+    pub fn archived(what: &str, archived_at_ms: surge_core::UnixMs) -> ApiError {
+        let at = surge_core::envelope::rfc3339_ms(archived_at_ms);
+        ApiError::new(StatusCode::GONE, "archived", format!("{what} was archived (at or before {at})"))
+            .with("archived_at", at)
+    }
+
     pub fn with(mut self, key: &str, value: impl Into<Value>) -> ApiError {
         self.extra.insert(key.to_string(), value.into());
         self
@@ -89,6 +97,7 @@ impl ApiError {
             StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
             StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
             StatusCode::TOO_MANY_REQUESTS => "rate_limited",
+            StatusCode::GONE => "archived",
             StatusCode::SERVICE_UNAVAILABLE => "service_unavailable",
             s if s.is_client_error() => "invalid_request",
             _ => "internal_error",
@@ -113,6 +122,7 @@ impl ApiError {
             "rate_limited" => "Rate limited",
             "payment_gateway_unavailable" => "Payment gateway unavailable",
             "storage_unavailable" => "Storage unavailable",
+            "archived" => "Archived",
             _ => "Error",
         }
     }
@@ -161,6 +171,7 @@ impl From<CoreError> for ApiError {
             CoreError::QueueTokenRequired { queue } => {
                 ApiError::new(StatusCode::FORBIDDEN, "queue_token_required", detail).with("queue_id", queue)
             }
+            CoreError::Archived { what, archived_at_ms } => ApiError::archived(what, archived_at_ms),
         }
     }
 }

@@ -77,6 +77,15 @@ struct ServeArgs {
     /// Write a snapshot after this many log records (0: never).
     #[arg(long, env = "SURGE_SNAPSHOT_EVERY", default_value_t = 100_000)]
     snapshot_every: u64,
+    /// How long an idempotency record is kept (the contract's 24 h; shorter only for tests
+    /// and soaks): a number and a unit, ms, s, m, h or d.
+    #[arg(long, env = "SURGE_IDEMPOTENCY_WINDOW", default_value = "24h", value_parser = surge_api::config::parse_duration_ms)]
+    idempotency_window: u64,
+    /// How long a settled order, payment, hold or token stays in memory after its last
+    /// change before it is archived (also a paid order's refund window); never shorter than
+    /// --idempotency-window.
+    #[arg(long, env = "SURGE_RETAIN_SETTLED", default_value = "7d", value_parser = surge_api::config::parse_duration_ms)]
+    retain_settled: u64,
     #[command(flatten)]
     relay: RelayArgs,
     #[command(flatten)]
@@ -218,22 +227,26 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Cmd::Load(args) => return surge_load::run(args),
         Cmd::GatewaySim(args) => return surge_gateway_sim::run(args),
-        Cmd::Serve(args) => serve(ServeConfig {
-            listen: args.listen,
-            data_dir: args.data_dir,
-            admin_token: args.admin_token,
-            shards: args.shards,
-            merchant_rate_limit: args.merchant_rate_limit,
-            snapshot_every_records: args.snapshot_every,
-            relay: args.relay.options(),
-            gateway: args.gateway.settings(),
-            wal_io: match args.wal_io.as_str() {
-                "uring" => surge_wal::IoMode::Uring,
-                "pwrite" => surge_wal::IoMode::Pwrite,
-                _ => surge_wal::IoMode::Auto,
-            },
-            wal_zero_ahead_bytes: args.wal_zero_ahead_bytes,
-        }),
+        Cmd::Serve(args) => match surge_core::Settings::new(args.idempotency_window, args.retain_settled) {
+            Err(e) => Err(format!("--retain-settled: {e}")),
+            Ok(settings) => serve(ServeConfig {
+                listen: args.listen,
+                data_dir: args.data_dir,
+                admin_token: args.admin_token,
+                shards: args.shards,
+                merchant_rate_limit: args.merchant_rate_limit,
+                snapshot_every_records: args.snapshot_every,
+                relay: args.relay.options(),
+                gateway: args.gateway.settings(),
+                wal_io: match args.wal_io.as_str() {
+                    "uring" => surge_wal::IoMode::Uring,
+                    "pwrite" => surge_wal::IoMode::Pwrite,
+                    _ => surge_wal::IoMode::Auto,
+                },
+                wal_zero_ahead_bytes: args.wal_zero_ahead_bytes,
+                settings,
+            }),
+        },
         Cmd::Relay(args) => surge_api::relaycmd::run(
             &args.data_dir,
             surge_api::relaycmd::RelayRun {
@@ -328,6 +341,7 @@ fn serve(cfg: ServeConfig) -> Result<(), String> {
             shards,
             snapshot_every_records: cfg.snapshot_every_records,
             reopen_interval: Duration::from_secs(1),
+            settings: cfg.settings,
         };
         let engine = tokio::task::spawn_blocking(move || Engine::start(opener, engine_cfg))
             .await

@@ -237,3 +237,37 @@ pub fn document() -> Value {
         }
     })
 }
+
+/// Retention (docs/api.md, "Retention and the refund window"): what `document()` says about
+/// archived holds, orders and payments, added to it where it is served.
+pub fn with_retention(mut doc: Value) -> Value {
+    doc["info"]["description"] = json!(format!(
+        "{} Settled holds, orders and payments are archived once unchanged for the server's \
+         --retain-settled (default 7 days, never shorter than the idempotency window): their GETs and \
+         commands then answer 410 archived with archived_at. A paid order can be refunded until it is \
+         archived (the refund window).",
+        doc["info"]["description"].as_str().unwrap_or_default()
+    ));
+    let gone = json!({"$ref": "#/components/responses/Problem"});
+    for (path, method) in [
+        ("/v1/holds/{id}", "get"),
+        ("/v1/holds/{id}/release", "post"),
+        ("/v1/orders/{id}", "get"),
+        ("/v1/orders/{id}/cancel", "post"),
+        ("/v1/orders/{id}/payments", "post"),
+        ("/v1/payments/{id}", "get"),
+        ("/v1/payments/{id}/capture", "post"),
+        ("/v1/payments/{id}/refund", "post"),
+    ] {
+        if let Some(responses) = doc["paths"][path][method]["responses"].as_object_mut() {
+            responses.insert("410".into(), gone.clone());
+        }
+    }
+    if let Some(problem) = doc["components"]["schemas"]["Problem"]["properties"].as_object_mut() {
+        problem.insert(
+            "archived_at".into(),
+            json!({"type": "string", "format": "date-time", "description": "410 archived: when it was archived, at the latest"}),
+        );
+    }
+    doc
+}

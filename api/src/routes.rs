@@ -117,6 +117,25 @@ async fn read_one<V: 'static>(
     .await
 }
 
+/// A GET of a numbered resource (`hold_{n}`, `ord_{n}`, `pay_{n}`): its view, 410 `archived`
+/// naming when if it was archived, else 404.
+async fn read_numbered<V: 'static>(
+    call: &Call,
+    what: &'static str,
+    id: String,
+    view: fn(&Merchant, &str) -> Option<V>,
+    render: fn(&V) -> Vec<u8>,
+) -> Result<Response, ApiError> {
+    read(&call.engine, call.merchant.clone(), move |m| match view(m, &id) {
+        Some(v) => Ok(render(&v)),
+        None => Err(match m.archived_at(&id) {
+            Some(at) => ApiError::archived(what, at),
+            None => ApiError::not_found(format!("{what} not found")),
+        }),
+    })
+    .await
+}
+
 // ---- merchants ----
 
 #[derive(Deserialize)]
@@ -257,7 +276,7 @@ pub async fn release_hold(Path(id): Path<String>, call: Call) -> Result<Response
 }
 
 pub async fn get_hold(Path(id): Path<String>, call: Call) -> Result<Response, ApiError> {
-    read_one(&call, "hold", move |m| m.hold_view(&id), |v| to_vec(&dto::hold(v))).await
+    read_numbered(&call, "hold", id, Merchant::hold_view, |v| to_vec(&dto::hold(v))).await
 }
 
 // ---- orders and payments ----
@@ -356,7 +375,7 @@ pub async fn create_order(call: Call) -> Result<Response, ApiError> {
 }
 
 pub async fn get_order(Path(id): Path<String>, call: Call) -> Result<Response, ApiError> {
-    read_one(&call, "order", move |m| m.order_view(&id), dto::order_to_vec).await
+    read_numbered(&call, "order", id, Merchant::order_view, dto::order_to_vec).await
 }
 
 pub async fn cancel_order(Path(id): Path<String>, call: Call) -> Result<Response, ApiError> {
@@ -387,7 +406,7 @@ pub async fn refund_payment(Path(id): Path<String>, call: Call) -> Result<Respon
 }
 
 pub async fn get_payment(Path(id): Path<String>, call: Call) -> Result<Response, ApiError> {
-    read_one(&call, "payment", move |m| m.payment_view(&id), |v| to_vec(&dto::payment(v))).await
+    read_numbered(&call, "payment", id, Merchant::payment_view, |v| to_vec(&dto::payment(v))).await
 }
 
 // ---- points and ledger ----

@@ -69,7 +69,7 @@ pub fn run(dir: &Path, verify: bool) -> Result<String, String> {
     }
     if verify {
         let shards = recovery.snapshot().map_or(1, |(_, b)| snapshot_shards(b));
-        let shards = replay(&recovery, shards).map_err(|e| e.to_string())?;
+        let shards = replay(&recovery, shards, surge_core::Settings::default()).map_err(|e| e.to_string())?;
         for (i, shard) in shards.iter().enumerate() {
             shard.check_invariants().map_err(|e| format!("shard {i}: invariant broken after replay: {e}"))?;
             let digest = crate::auth::hex(&shard.digest());

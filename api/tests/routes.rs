@@ -674,3 +674,63 @@ async fn limits_of_the_contract_are_400_naming_the_field() {
     r.assert_problem(400, "invalid_request");
     assert!(r.body["detail"].as_str().unwrap().contains("Idempotency-Key"), "{}", r.body);
 }
+
+/// A settled order leaves memory after the retention: its GET, the GET of its payment and
+/// hold, and commands against it answer 410 `archived` naming when; live work stays. A
+/// restart (replay of the log, `*.archived` events included) keeps it that way.
+#[tokio::test]
+async fn archived_orders_payments_and_holds_answer_410_naming_when() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = || surge_api::engine::EngineConfig {
+        settings: surge_api::engine::Settings::new(300, 300).unwrap(),
+        ..common::engine_config(2)
+    };
+    let (key, ids) = {
+        let s = common::server_with(common::dir_opener(dir.path()), config(), 0);
+        let key = s.merchant("m-1").await;
+        let c = Client::new(&s, &key);
+        c.put("/v1/items/tee", r#"{"name":"Tee","price":100,"stock":5}"#).await;
+        c.post_key("/v1/customers/c-1/points/credit", "cr-1", r#"{"amount":1000,"reason":"welcome"}"#).await;
+        let hold = c.post("/v1/holds", r#"{"customer_id":"c-1","lines":[{"sku":"tee","qty":1}]}"#).await;
+        assert_eq!(hold.status, StatusCode::CREATED, "{}", hold.body);
+        let hold_id = hold.body["id"].as_str().unwrap().to_string();
+        let body = format!(r#"{{"customer_id":"c-1","hold_id":"{hold_id}","payment":{{"method":"points"}}}}"#);
+        let paid = c.post_key("/v1/orders", "o-1", &body).await;
+        assert_eq!(paid.status, StatusCode::CREATED, "{}", paid.body);
+        let manual =
+            r#"{"customer_id":"c-1","lines":[{"sku":"tee","qty":1}],"payment":{"method":"points","capture":"manual"}}"#;
+        let authorized = c.post_key("/v1/orders", "o-2", manual).await;
+        assert_eq!(authorized.body["payment"]["status"], "authorized");
+        let id = |r: &common::Resp| r.body["id"].as_str().unwrap().to_string();
+        let pay = paid.body["payment"]["id"].as_str().unwrap().to_string();
+        let ids = (id(&paid), pay, hold_id, id(&authorized));
+        // The ticker archives within a few of its 250 ms rounds once 300 ms have passed.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while c.get(&format!("/v1/orders/{}", ids.0)).await.status != StatusCode::GONE {
+            assert!(std::time::Instant::now() < deadline, "ord_1 was never archived");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        check_archived(&c, &ids).await;
+        (key, ids)
+    };
+    // After a restart from the log, as before it.
+    let s = common::server_with(common::dir_opener(dir.path()), config(), 0);
+    check_archived(&Client::new(&s, &key), &ids).await;
+}
+
+async fn check_archived(c: &Client<'_>, (order, payment, hold, authorized): &(String, String, String, String)) {
+    for path in [format!("/v1/orders/{order}"), format!("/v1/payments/{payment}"), format!("/v1/holds/{hold}")] {
+        let r = c.get(&path).await;
+        r.assert_problem(410, "archived");
+        let at = r.body["archived_at"].as_str().unwrap_or_default().to_string();
+        assert!(at.ends_with('Z') && at.len() == 24, "{path}: archived_at {at}");
+    }
+    c.post(&format!("/v1/orders/{order}/cancel"), "{}").await.assert_problem(410, "archived");
+    c.post_key(&format!("/v1/payments/{payment}/refund"), "r-1", "{}").await.assert_problem(410, "archived");
+    // Live work stays: the authorized order, and ids never handed out are 404.
+    let live = c.get(&format!("/v1/orders/{authorized}")).await;
+    assert_eq!(live.status, StatusCode::OK, "{}", live.body);
+    c.get("/v1/orders/ord_99").await.assert_problem(404, "not_found");
+    let item = c.get("/v1/items/tee").await.body;
+    assert_eq!((item["sold"].as_u64(), item["available"].as_u64()), (Some(2), Some(3)));
+}

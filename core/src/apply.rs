@@ -164,7 +164,33 @@ pub(crate) fn apply_to_merchant(shard: &mut Shard, position: u32, event: &Event,
         EventBody::DeadLetterResolved(e) => {
             cx.dead_letter_moved(e.dead_letter, DeadLetterStatus::Retried, DeadLetterStatus::Resolved)
         }
+        EventBody::OrderArchived(e) => cx.order_archived(e.order),
+        EventBody::PaymentArchived(e) => cx.payment_archived(e.payment),
+        EventBody::HoldArchived(e) => {
+            let at_ms = cx.at_ms;
+            let hold = cx.m.hold(e.hold).ok_or("unknown hold")?;
+            if hold.status == HoldStatus::Held {
+                return Err("a held hold is not settled");
+            }
+            cx.m.holds.archive(index_of(e.hold)?, at_ms).ok_or("unknown hold")?;
+            Ok(())
+        }
+        EventBody::TokenArchived(e) => {
+            let at_ms = cx.at_ms;
+            let (_, q) = cx.queue_mut(&e.queue)?;
+            let seq = usize::try_from(e.seq).map_err(|_| "unknown token")?;
+            if q.tokens.get(seq).ok_or("unknown token")?.status != TokenStatus::Expired {
+                return Err("only an expired token is archived");
+            }
+            q.tokens.archive(seq, at_ms).ok_or("unknown token")?;
+            Ok(())
+        }
     }
+}
+
+/// The index of number `n` (numbers start at 1).
+fn index_of(n: u64) -> Result<usize, &'static str> {
+    usize::try_from(n).ok().and_then(|n| n.checked_sub(1)).ok_or("number out of range")
 }
 
 #[derive(Clone, Copy)]
@@ -221,6 +247,7 @@ impl Cx<'_> {
                     held: 0,
                     sold: 0,
                     queue: e.queue.clone(),
+                    archived_sold: 0,
                 });
             }
         }
@@ -541,6 +568,67 @@ impl Cx<'_> {
         Ok(())
     }
 
+    /// A settled order leaves memory; its payment left before it (same record). What it sold
+    /// stays counted in its items' `archived_sold`.
+    fn order_archived(&mut self, n: u64) -> Outcome {
+        let at_ms = self.at_ms;
+        let order = self.m.order(n).ok_or("unknown order")?;
+        let sold = match order.status {
+            OrderStatus::Paid | OrderStatus::Refunded => true,
+            OrderStatus::Cancelled | OrderStatus::Expired => false,
+            OrderStatus::AwaitingPayment | OrderStatus::PendingPayment => return Err("an unpaid order is not settled"),
+        };
+        if order.payment.is_some_and(|p| self.m.payment(p).is_some()) {
+            return Err("an order is archived after its payment");
+        }
+        if sold {
+            for line in order.lines.iter() {
+                if self.m.items.at(line.item).is_none() {
+                    return Err("order line names no item");
+                }
+            }
+        }
+        let order = self.m.orders.archive(index_of(n)?, at_ms).ok_or("unknown order")?;
+        if sold {
+            for line in order.lines.iter() {
+                if let Some(item) = self.m.items.at_mut(line.item) {
+                    item.archived_sold += u64::from(line.qty);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A payment in a terminal status leaves memory: not while its order (live) still waits
+    /// for it or may pay again, nor while a dead letter of it waits for an operator.
+    fn payment_archived(&mut self, n: u64) -> Outcome {
+        let at_ms = self.at_ms;
+        let p = self.m.payment(n).ok_or("unknown payment")?;
+        if matches!(p.status, PaymentStatus::Pending | PaymentStatus::Authorized) {
+            return Err("a pending or authorized payment is not settled");
+        }
+        if let Some(order) = self.m.order(p.order) {
+            let settled = matches!(
+                order.status,
+                OrderStatus::Paid | OrderStatus::Cancelled | OrderStatus::Expired | OrderStatus::Refunded
+            );
+            if order.payment == Some(n) && !settled {
+                return Err("the payment of an unsettled order is not archived");
+            }
+        }
+        if self.m.dead_letters.iter().any(|dl| dl.payment == n && dl.status != DeadLetterStatus::Resolved) {
+            return Err("a payment with an open dead letter is not archived");
+        }
+        let net = match p.method {
+            PaymentMethod::Card => u128::from(p.captured.checked_sub(p.refunded).ok_or("refunded above captured")?),
+            PaymentMethod::Points | PaymentMethod::None => 0,
+        };
+        let card_net = self.m.archived_card_net.checked_add(net).ok_or("overflow")?;
+        self.m.payments.archive(index_of(n)?, at_ms).ok_or("unknown payment")?;
+        self.m.archived_card_net = card_net;
+        Ok(())
+    }
+
     fn queue_mut(&mut self, id: &str) -> Result<(u32, &mut Queue), &'static str> {
         let pos = self.m.queues.position(id).ok_or("unknown queue")?;
         Ok((pos, self.m.queues.at_mut(pos).ok_or("unknown queue")?))
@@ -602,7 +690,7 @@ impl Shard {
         let mut out = BTreeSet::new();
         for (mi, m) in self.merchants.iter().enumerate() {
             let merchant = mi as u32;
-            for (i, h) in m.holds.iter().enumerate() {
+            for (i, h) in m.holds.iter() {
                 if h.status == HoldStatus::Held {
                     out.insert(Deadline {
                         at_ms: h.expires_at_ms,
@@ -613,13 +701,13 @@ impl Shard {
                     });
                 }
             }
-            for (i, o) in m.orders.iter().enumerate() {
+            for (i, o) in m.orders.iter() {
                 if let Some(at_ms) = o.expires_at_ms {
                     out.insert(Deadline { at_ms, merchant, kind: DeadlineKind::Order, a: i as u64 + 1, b: 0 });
                 }
             }
             for (qi, q) in m.queues.iter().enumerate() {
-                for (seq, t) in q.tokens.iter().enumerate() {
+                for (seq, t) in q.tokens.iter() {
                     if let (TokenStatus::Active, Some(at_ms)) = (t.status, t.active_until_ms) {
                         out.insert(Deadline {
                             at_ms,

@@ -4,7 +4,7 @@
 //! | offset | size | field                                                      |
 //! |--------|------|------------------------------------------------------------|
 //! | 0      | 4    | magic: `SRGE` (event batch) or `SRGS` (shard snapshot)      |
-//! | 4      | 2    | version, little-endian (events: 1; snapshots: writes 3, reads 1..=3) |
+//! | 4      | 2    | version, little-endian (events: 1; snapshots: writes 4, reads 1..=4) |
 //! | 6      | 2    | reserved, 0                                                |
 //! | 8      | 4    | count, little-endian: events in the batch (0 for snapshots)|
 //! | 12     | ...  | body: postcard 1.x encoding of `[Event]` or the shard image |
@@ -31,9 +31,11 @@ pub const SNAPSHOT_MAGIC: [u8; 4] = *b"SRGS";
 pub const EVENTS_VERSION: u16 = 1;
 /// Version of the snapshot encoding this build writes. History: 1 — first release; 2 — a
 /// fifth fixed ledger account, `points:authorized`; 3 — the card path: a sixth fixed account
-/// (`gateway:authorized`), a payment's `gateway`, a merchant's `dead_letters`. Older
-/// versions are still read (`snapshot_legacy`).
-pub const SNAPSHOT_VERSION: u16 = 3;
+/// (`gateway:authorized`), a payment's `gateway`, a merchant's `dead_letters`; 4 — retention:
+/// holds, orders, payments and queue tokens as `NumberedVec`s (length, archive times, live
+/// entries with their index), an item's `archived_sold`, a merchant's `archived_card_net`.
+/// Older versions are still read (`snapshot_legacy`).
+pub const SNAPSHOT_VERSION: u16 = 4;
 /// Oldest snapshot version this build reads.
 pub const SNAPSHOT_VERSION_MIN: u16 = 1;
 

@@ -26,6 +26,10 @@ pub enum CoreError {
     /// An item of the request sits behind a waiting room and no active token of it was given.
     #[error("an active token of waiting room {queue} is required")]
     QueueTokenRequired { queue: String },
+    /// The resource was settled and archived (`archived_at_ms`: at or before then); the cold
+    /// store keeps it, memory does not.
+    #[error("{what} was archived")]
+    Archived { what: &'static str, archived_at_ms: crate::ids::UnixMs },
 }
 
 impl CoreError {
@@ -40,6 +44,7 @@ impl CoreError {
             CoreError::IdempotencyKeyReused => "idempotency_key_reused",
             CoreError::InsufficientPoints { .. } => "insufficient_points",
             CoreError::QueueTokenRequired { .. } => "queue_token_required",
+            CoreError::Archived { .. } => "archived",
         }
     }
 

@@ -120,6 +120,11 @@ event_bodies! {
     GatewayDeadLettered => "payment.dead_lettered",
     DeadLetterRetried => "payment.dead_letter_retried",
     DeadLetterResolved => "payment.dead_letter_resolved",
+    // Appended for retention: settled aggregates leave memory (see `tick.rs`).
+    OrderArchived => "order.archived",
+    PaymentArchived => "payment.archived",
+    HoldArchived => "hold.archived",
+    TokenArchived => "queue.token_archived",
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -519,6 +524,34 @@ pub struct DeadLetterResolved {
     pub dead_letter: u64,
 }
 
+/// A settled order left memory (the cold store keeps it). In the record that archives an
+/// order, the `PaymentArchived` of its payment and the `HoldArchived` of the hold it came
+/// from (when still in memory) come first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderArchived {
+    pub order: u64,
+}
+
+/// A payment in a terminal status left memory: with its order, or on its own when it is an
+/// earlier, failed payment of an order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentArchived {
+    pub payment: u64,
+}
+
+/// A released, expired or converted hold left memory.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HoldArchived {
+    pub hold: u64,
+}
+
+/// An expired waiting-room token left memory.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenArchived {
+    pub queue: Arc<str>,
+    pub seq: u64,
+}
+
 /// The Kafka topic family an event belongs to (the relay adds the configured prefix).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Topic {
@@ -596,6 +629,10 @@ impl Event {
             B::GatewayDeadLettered(e) => (Topic::DeadLetters, dead_letter(e.dead_letter)),
             B::DeadLetterRetried(e) => (Topic::DeadLetters, dead_letter(e.dead_letter)),
             B::DeadLetterResolved(e) => (Topic::DeadLetters, dead_letter(e.dead_letter)),
+            B::OrderArchived(e) => (Topic::Orders, order(e.order)),
+            B::PaymentArchived(e) => (Topic::Payments, payment(e.payment)),
+            B::HoldArchived(e) => (Topic::Inventory, hold(e.hold)),
+            B::TokenArchived(e) => (Topic::Queue, e.queue.to_string()),
             B::IdempotencyRecorded(_) | B::IdempotencyExpired(_) | B::GatewayRequested(_) => return None,
         })
     }

@@ -29,10 +29,10 @@ fn check_merchant(m: &Merchant) -> Result<(), String> {
         }
         Ok(())
     };
-    for h in m.holds.iter().filter(|h| h.status == HoldStatus::Held) {
+    for (_, h) in m.holds.iter().filter(|(_, h)| h.status == HoldStatus::Held) {
         claim(&h.lines, &mut held)?;
     }
-    for o in &m.orders {
+    for (_, o) in m.orders.iter() {
         match o.status.stock_bucket() {
             Some(crate::event::Bucket::Held) => claim(&o.lines, &mut held)?,
             Some(crate::event::Bucket::Sold) => claim(&o.lines, &mut sold)?,
@@ -46,10 +46,11 @@ fn check_merchant(m: &Merchant) -> Result<(), String> {
                 item.sku, item.available, item.held, item.sold, item.stock
             ));
         }
-        if item.held != held[i] || item.sold != sold[i] {
+        // Archived orders keep what they sold counted in `archived_sold`.
+        if item.held != held[i] || Some(item.sold) != sold[i].checked_add(item.archived_sold) {
             return Err(format!(
-                "item {}: held {} / sold {} but holds and orders claim {} / {}",
-                item.sku, item.held, item.sold, held[i], sold[i]
+                "item {}: held {} / sold {} but holds and orders claim {} / {} (+ {} archived)",
+                item.sku, item.held, item.sold, held[i], sold[i], item.archived_sold
             ));
         }
     }
@@ -69,6 +70,7 @@ fn check_merchant(m: &Merchant) -> Result<(), String> {
     let parked: u128 = m
         .payments
         .iter()
+        .map(|(_, p)| p)
         .filter(|p| p.method == PaymentMethod::Points && p.status == PaymentStatus::Authorized)
         .map(|p| u128::from(p.amount))
         .sum();
@@ -86,6 +88,7 @@ fn check_merchant(m: &Merchant) -> Result<(), String> {
     let card_authorized: u128 = m
         .payments
         .iter()
+        .map(|(_, p)| p)
         .filter(|p| p.method == PaymentMethod::Card && p.status == PaymentStatus::Authorized)
         .map(|p| u128::from(p.amount))
         .sum();
@@ -102,10 +105,12 @@ fn check_merchant(m: &Merchant) -> Result<(), String> {
     let card_owed: u128 = m
         .payments
         .iter()
+        .map(|(_, p)| p)
         .filter(|p| p.method == PaymentMethod::Card)
-        .map(|p| u128::from(p.captured - p.refunded))
+        .map(|p| u128::from(p.captured.saturating_sub(p.refunded)))
         .sum::<u128>()
-        + card_authorized;
+        + card_authorized
+        + m.archived_card_net;
     let clearing = totals(Account::GatewayClearing);
     if clearing.debits < clearing.credits || clearing.debits - clearing.credits != card_owed {
         return Err(format!(
@@ -116,7 +121,12 @@ fn check_merchant(m: &Merchant) -> Result<(), String> {
 
     // Dead letters: captures, voids and refunds of card payments.
     for (i, dl) in m.dead_letters.iter().enumerate() {
-        let card = m.payment(dl.payment).is_some_and(|p| p.method == PaymentMethod::Card);
+        // Only a payment whose dead letters are resolved is archived.
+        let archived = m.payment_archived_at(dl.payment).is_some();
+        if archived && dl.status != crate::state::DeadLetterStatus::Resolved {
+            return Err(format!("dead letter {}: open for an archived payment", i + 1));
+        }
+        let card = archived || m.payment(dl.payment).is_some_and(|p| p.method == PaymentMethod::Card);
         if !card || dl.op == crate::event::GatewayOp::Authorize || dl.attempts == 0 {
             return Err(format!(
                 "dead letter {}: {:?} of payment {} (attempts {})",
@@ -135,7 +145,7 @@ fn check_merchant(m: &Merchant) -> Result<(), String> {
     }
 
     // Payments: amounts nest, statuses agree with them and with their order.
-    for (i, p) in m.payments.iter().enumerate() {
+    for (i, p) in m.payments.iter() {
         let n = i as u64 + 1;
         if p.captured > p.amount || p.refunded > p.captured {
             return Err(format!("payment {n}: amount {} captured {} refunded {}", p.amount, p.captured, p.refunded));
@@ -152,7 +162,13 @@ fn check_merchant(m: &Merchant) -> Result<(), String> {
                 p.status, p.captured, p.refunded
             ));
         }
-        let order = m.order(p.order).ok_or_else(|| format!("payment {n}: no order"))?;
+        let Some(order) = m.order(p.order) else {
+            // The order left before this payment: only an earlier payment that failed.
+            if m.order_archived_at(p.order).is_none() || p.status != PaymentStatus::Failed {
+                return Err(format!("payment {n}: no order"));
+            }
+            continue;
+        };
         if order.payment != Some(n) {
             // An order is paid again only after a failed payment: earlier ones all failed.
             if p.status != PaymentStatus::Failed || order.payment.is_none_or(|current| current < n) {
@@ -177,7 +193,12 @@ fn check_merchant(m: &Merchant) -> Result<(), String> {
             return Err(format!("payment {n}: {:?} while its order is {:?}", p.status, order.status));
         }
     }
-    for (i, o) in m.orders.iter().enumerate() {
+    for (i, o) in m.orders.iter() {
+        // The payment of an order in memory is in memory until the order is settled.
+        let settled = !matches!(o.status, OrderStatus::AwaitingPayment | OrderStatus::PendingPayment);
+        if o.payment.is_some_and(|p| m.payment(p).is_none()) && !settled {
+            return Err(format!("order {}: its payment was archived while {:?}", i + 1, o.status));
+        }
         if o.status == OrderStatus::Paid && o.payment.is_none() {
             return Err(format!("order {}: paid without a payment", i + 1));
         }
@@ -193,7 +214,7 @@ fn check_merchant(m: &Merchant) -> Result<(), String> {
     // active count is the number of active tokens.
     for q in m.queues.iter() {
         let mut active = 0;
-        for (seq, t) in q.tokens.iter().enumerate() {
+        for (seq, t) in q.tokens.iter() {
             let waiting = (seq as u64) >= q.next_waiting;
             if waiting != (t.status == TokenStatus::Waiting) {
                 return Err(format!(

@@ -32,6 +32,10 @@ pub const UNPAID_ORDER_TTL_MS: u64 = 15 * 60 * 1_000;
 /// Idempotency records are kept at least this long (the contract says >= 24 h).
 pub const IDEMPOTENCY_TTL_MS: u64 = 24 * 60 * 60 * 1_000;
 
+/// How long a settled aggregate stays in memory after its last change, by default
+/// (`surge serve --retain-settled`): 7 days.
+pub const RETAIN_SETTLED_MS_DEFAULT: u64 = 7 * 24 * 60 * 60 * 1_000;
+
 /// Expirations (holds, orders, tokens) one tick decides at most; the rest wait for the next
 /// tick, so a backlog after downtime becomes several bounded log records, not one huge one.
 pub const TICK_EXPIRIES_MAX: usize = 4_096;
@@ -39,5 +43,11 @@ pub const TICK_EXPIRIES_MAX: usize = 4_096;
 pub const TICK_ACTIVATIONS_MAX: usize = 4_096;
 /// Idempotency records one tick forgets at most.
 pub const TICK_IDEMPOTENCY_MAX: usize = 4_096;
+/// Archive events one tick decides at most (an order's archive is up to three: its
+/// payment, its hold, itself), across all merchants of a shard.
+pub const TICK_ARCHIVES_MAX: usize = TICK_EXPIRIES_MAX;
+/// Live aggregates one tick's archive scan looks at at most, across all merchants of a
+/// shard; the scan goes on from there at the next tick.
+pub const TICK_ARCHIVE_SCAN_MAX: usize = 4 * TICK_EXPIRIES_MAX;
 /// Events in one decoded batch: a bulk put of `BULK_ITEMS_MAX` items plus slack.
 pub const BATCH_EVENTS_MAX: usize = 4 * BULK_ITEMS_MAX;

@@ -13,7 +13,7 @@ use crate::encoding;
 use crate::error::{ApplyError, CoreError, DecodeError};
 use crate::event::{Event, EventBody};
 use crate::ids::{is_valid_idempotency_key, UnixMs};
-use crate::limits::IDEMPOTENCY_TTL_MS;
+use crate::limits::{IDEMPOTENCY_TTL_MS, RETAIN_SETTLED_MS_DEFAULT};
 use crate::state::{Indexed, Keyed, Merchant};
 use crate::view::Reply;
 
@@ -27,6 +27,48 @@ pub struct Shard {
     pub(crate) applied_events: u64,
     /// Events the host reports durable. Runtime only: not in snapshots or the digest.
     durable_events: u64,
+    /// The host's time settings (runtime only, see [`Settings`]).
+    pub(crate) settings: Settings,
+    /// Where the tick's archive scan goes on next, per (merchant, kind, queue). Runtime only:
+    /// it steers which settled aggregates a tick looks at first, never what is decided
+    /// about one, and replay applies the logged decisions without it.
+    pub(crate) archive_cursors: std::collections::BTreeMap<(u32, u8, u32), usize>,
+}
+
+/// The time settings a host passes in. They shape decisions only (`execute`, `tick`), never
+/// `apply`: what they decide is in the events (an idempotency record carries its expiry, an
+/// archive is an event), so replay reproduces the same state whatever the settings of the
+/// process that replays. Not part of snapshots or the digest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// How long an idempotency record is kept.
+    pub idempotency_ttl_ms: u64,
+    /// How long a settled aggregate stays in memory after its last change before the tick
+    /// archives it; also a paid order's refund window (see `tick.rs`). Never shorter than
+    /// `idempotency_ttl_ms`.
+    pub retain_settled_ms: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings { idempotency_ttl_ms: IDEMPOTENCY_TTL_MS, retain_settled_ms: RETAIN_SETTLED_MS_DEFAULT }
+    }
+}
+
+impl Settings {
+    /// Refuses a retention shorter than the idempotency window (a retried request inside
+    /// the window must find what its first attempt changed) or a zero window.
+    pub fn new(idempotency_ttl_ms: u64, retain_settled_ms: u64) -> Result<Settings, String> {
+        if idempotency_ttl_ms == 0 {
+            return Err("the idempotency window must be longer than 0".into());
+        }
+        if retain_settled_ms < idempotency_ttl_ms {
+            return Err(format!(
+                "the retention of settled aggregates ({retain_settled_ms} ms) is shorter than the idempotency window ({idempotency_ttl_ms} ms)"
+            ));
+        }
+        Ok(Settings { idempotency_ttl_ms, retain_settled_ms })
+    }
 }
 
 /// A shard's canonical state frozen by [`Shard::freeze`].
@@ -89,6 +131,15 @@ pub(crate) struct ShardImage {
 impl Shard {
     pub fn new() -> Self {
         Shard::default()
+    }
+
+    /// Sets the time settings this shard decides with (not part of its state).
+    pub fn set_settings(&mut self, settings: Settings) {
+        self.settings = settings;
+    }
+
+    pub fn settings(&self) -> Settings {
+        self.settings
     }
 
     pub fn merchant(&self, id: &str) -> Option<&Merchant> {
@@ -158,7 +209,7 @@ impl Shard {
                     key: idempotency.key.as_str().into(),
                     fingerprint: idempotency.fingerprint,
                     reply: encoding::encode_reply(&reply),
-                    expires_at_ms: now.saturating_add(IDEMPOTENCY_TTL_MS),
+                    expires_at_ms: now.saturating_add(self.settings.idempotency_ttl_ms),
                 }),
             };
             match self.merchants.position(&request.merchant) {
@@ -170,10 +221,12 @@ impl Shard {
         Ok(Outcome::Applied { events, reply })
     }
 
-    /// Expires what is due at `now` and activates waiting tokens; returns the events, which
-    /// the host logs like any others.
+    /// Expires what is due at `now`, activates waiting tokens, forgets old idempotency
+    /// records and archives settled aggregates; returns the events, which the host logs like
+    /// any others.
     pub fn tick(&mut self, now: UnixMs) -> Vec<Event> {
-        let events = self.decide_tick(now);
+        let (events, cursors) = self.decide_tick_with_cursors(now);
+        self.archive_cursors = cursors;
         for event in &events {
             self.apply_decided(event);
         }
@@ -227,6 +280,8 @@ impl Shard {
             deadlines: BTreeSet::new(),
             applied_events: image.applied_events,
             durable_events: image.applied_events,
+            settings: Settings::default(),
+            archive_cursors: Default::default(),
         };
         shard.deadlines = shard.derive_deadlines();
         shard.check_invariants().map_err(DecodeError::Inconsistent)?;
@@ -271,6 +326,7 @@ impl Shard {
                 ledger: Default::default(),
                 idempotency: Default::default(),
                 dead_letters: Default::default(),
+                archived_card_net: 0,
             });
         } else {
             let position = self.merchants.position(&event.merchant).ok_or_else(|| fail("unknown merchant"))?;

@@ -6,7 +6,8 @@
 //! Checked after each step: every invariant of the shard (`check_invariants`); a refused
 //! command leaves the digest unchanged; events survive their binary encoding; a retry with
 //! the same key and body gets the identical reply, with another body
-//! `idempotency_key_reused`. Checked at the end (`finish`): replaying every logged batch
+//! `idempotency_key_reused`. Shards archive settled aggregates after a retention of three
+//! days, and day-long advances of time make that happen. Checked at the end (`finish`): replaying every logged batch
 //! into empty shards gives the same digests, and snapshot -> restore does too.
 
 use sha2::Digest as _;
@@ -16,7 +17,8 @@ use crate::encoding::{decode_events, encode_events};
 use crate::engine::Engine;
 use crate::error::CoreError;
 use crate::ids::UnixMs;
-use crate::shard::{Outcome, Shard};
+use crate::limits::IDEMPOTENCY_TTL_MS;
+use crate::shard::{Outcome, Settings, Shard};
 use crate::view::Reply;
 
 const MERCHANTS: usize = 3;
@@ -309,8 +311,15 @@ impl Default for World {
 impl World {
     /// An engine of `SHARDS` shards with merchants `m0..m2`.
     pub fn new() -> World {
+        let mut engine = Engine::new(SHARDS);
+        // A retention of three idempotency windows: the day-long advances of time archive
+        // what settled a few of them ago, so archiving happens in random runs while most
+        // commands still find recent aggregates in memory.
+        for shard in &mut engine.shards {
+            shard.set_settings(Settings { retain_settled_ms: 3 * IDEMPOTENCY_TTL_MS, ..Settings::default() });
+        }
         let mut world = World {
-            engine: Engine::new(SHARDS),
+            engine,
             now_ms: START_MS,
             log: vec![Vec::new(); SHARDS],
             sent: Vec::new(),
@@ -356,8 +365,7 @@ impl World {
                     payments: m.payments.len() as u64,
                     dead_letters: m.dead_letters.len() as u64,
                     last_hold_customer: m
-                        .holds
-                        .last()
+                        .hold(m.holds.len() as u64)
                         .and_then(|h| m.customers.at(h.customer))
                         .map(|c| c.id.to_string()),
                 })

@@ -6,10 +6,12 @@
 //! |---------|----------------------------------------------------------------------------|
 //! | 1       | a `Ledger` of four fixed accounts (no `points:authorized`)                  |
 //! | 2       | five fixed accounts (no `gateway:authorized`); a `Payment` has no `gateway`; a `Merchant` has no `dead_letters` |
-//! | 3       | current                                                                    |
+//! | 3       | holds, orders, payments and queue tokens dense by number (`Vec`); an `Item` has no `archived_sold`; a `Merchant` has no `archived_card_net` |
+//! | 4       | current                                                                    |
 //!
-//! An account an older snapshot lacks had zero totals then, and a payment had no gateway
-//! (card payments did not reach a gateway before version 3).
+//! An account an older snapshot lacks had zero totals then, a payment had no gateway (card
+//! payments did not reach a gateway before version 3), and nothing was archived before
+//! version 4.
 
 use std::sync::Arc;
 
@@ -21,9 +23,11 @@ use crate::encoding::decode_body;
 use crate::error::DecodeError;
 use crate::ids::UnixMs;
 use crate::ledger::{AccountTotals, Ledger, FIXED_ACCOUNTS};
+use crate::numbered::NumberedVec;
 use crate::shard::ShardImage;
 use crate::state::{
-    CardInfo, Customer, Hold, Idempotency, Indexed, Item, Merchant, Order, Payment, PaymentStatus, Queue,
+    CardInfo, Customer, DeadLetter, Hold, Idempotency, Indexed, Item, Keyed, Merchant, Order, Payment, PaymentStatus,
+    Queue, Token,
 };
 
 #[derive(Deserialize)]
@@ -94,6 +98,106 @@ impl From<PaymentV2> for Payment {
     }
 }
 
+/// `Item` of versions 1 to 3 (no `archived_sold`: nothing was archived).
+#[derive(Deserialize)]
+struct ItemV3 {
+    sku: Arc<str>,
+    name: Box<str>,
+    price: u64,
+    stock: u64,
+    available: u64,
+    held: u64,
+    sold: u64,
+    queue: Option<Arc<str>>,
+}
+
+impl From<ItemV3> for Item {
+    fn from(i: ItemV3) -> Item {
+        Item {
+            sku: i.sku,
+            name: i.name,
+            price: i.price,
+            stock: i.stock,
+            available: i.available,
+            held: i.held,
+            sold: i.sold,
+            queue: i.queue,
+            archived_sold: 0,
+        }
+    }
+}
+
+/// `Queue` of versions 1 to 3: every token ever issued, by position.
+#[derive(Deserialize)]
+struct QueueV3 {
+    id: Arc<str>,
+    max_active: u64,
+    active_ttl_s: u64,
+    tokens: Vec<Token>,
+    next_waiting: u64,
+    active: u64,
+}
+
+impl From<QueueV3> for Queue {
+    fn from(q: QueueV3) -> Queue {
+        Queue {
+            id: q.id,
+            max_active: q.max_active,
+            active_ttl_s: q.active_ttl_s,
+            tokens: NumberedVec::from_dense(q.tokens),
+            next_waiting: q.next_waiting,
+            active: q.active,
+        }
+    }
+}
+
+fn indexed<T: Keyed + Clone, V: Into<T>>(values: Vec<V>) -> Result<Indexed<T>, DecodeError> {
+    Indexed::from_all(values.into_iter().map(Into::into).collect()).map_err(DecodeError::Inconsistent)
+}
+
+/// `Merchant` of version 3: holds, orders and payments dense by number (a `ChunkedVec`
+/// encodes exactly as a `Vec`: decoded as one, it is converted by value).
+#[derive(Deserialize)]
+struct MerchantV3 {
+    id: Arc<str>,
+    name: Box<str>,
+    currency: Box<str>,
+    api_key_hash: [u8; 32],
+    created_at_ms: UnixMs,
+    items: Vec<ItemV3>,
+    customers: Indexed<Customer>,
+    holds: Vec<Hold>,
+    orders: Vec<Order>,
+    payments: Vec<Payment>,
+    queues: Vec<QueueV3>,
+    ledger: Ledger,
+    idempotency: Idempotency,
+    dead_letters: ChunkedVec<DeadLetter>,
+}
+
+impl TryFrom<MerchantV3> for Merchant {
+    type Error = DecodeError;
+    fn try_from(m: MerchantV3) -> Result<Merchant, DecodeError> {
+        Ok(Merchant {
+            id: m.id,
+            name: m.name,
+            currency: m.currency,
+            api_key_hash: m.api_key_hash,
+            created_at_ms: m.created_at_ms,
+            items: indexed(m.items)?,
+            customers: m.customers,
+            holds: NumberedVec::from_dense(m.holds),
+            orders: NumberedVec::from_dense(m.orders),
+            payments: NumberedVec::from_dense(m.payments),
+            queues: indexed(m.queues)?,
+            ledger: m.ledger,
+            idempotency: m.idempotency,
+            dead_letters: m.dead_letters,
+            archived_card_net: 0,
+        })
+    }
+}
+
 /// `Merchant` of versions 1 and 2, `L` being that version's ledger.
 #[derive(Deserialize)]
 struct MerchantV2<L> {
@@ -102,21 +206,19 @@ struct MerchantV2<L> {
     currency: Box<str>,
     api_key_hash: [u8; 32],
     created_at_ms: UnixMs,
-    items: Indexed<Item>,
+    items: Vec<ItemV3>,
     customers: Indexed<Customer>,
-    holds: ChunkedVec<Hold>,
-    orders: ChunkedVec<Order>,
-    // A `ChunkedVec` encodes exactly as a `Vec`: decoded as one, it is converted by value.
+    holds: Vec<Hold>,
+    orders: Vec<Order>,
     payments: Vec<PaymentV2>,
-    queues: Indexed<Queue>,
+    queues: Vec<QueueV3>,
     ledger: L,
     idempotency: Idempotency,
 }
 
-impl<L: Into<Ledger>> From<MerchantV2<L>> for Merchant {
-    fn from(m: MerchantV2<L>) -> Merchant {
-        let payments: ChunkedVec<Payment> = m.payments.into_iter().map(Payment::from).collect();
-        Merchant {
+impl<L: Into<Ledger>> From<MerchantV2<L>> for MerchantV3 {
+    fn from(m: MerchantV2<L>) -> MerchantV3 {
+        MerchantV3 {
             id: m.id,
             name: m.name,
             currency: m.currency,
@@ -126,7 +228,7 @@ impl<L: Into<Ledger>> From<MerchantV2<L>> for Merchant {
             customers: m.customers,
             holds: m.holds,
             orders: m.orders,
-            payments,
+            payments: m.payments.into_iter().map(Payment::from).collect(),
             queues: m.queues,
             ledger: m.ledger.into(),
             idempotency: m.idempotency,
@@ -136,14 +238,17 @@ impl<L: Into<Ledger>> From<MerchantV2<L>> for Merchant {
 }
 
 #[derive(Deserialize)]
-struct ImageV2<L> {
-    merchants: Vec<MerchantV2<L>>,
+struct Image<M> {
+    merchants: Vec<M>,
     applied_events: u64,
 }
 
-impl<L: Into<Ledger>> ImageV2<L> {
+impl<M: Into<MerchantV3>> Image<M> {
     fn into_current(self) -> Result<ShardImage, DecodeError> {
-        let merchants: ChunkedVec<Merchant> = self.merchants.into_iter().map(Merchant::from).collect();
+        let mut merchants = ChunkedVec::new();
+        for m in self.merchants {
+            merchants.push(Merchant::try_from(m.into())?);
+        }
         let merchants = Indexed::from_all(merchants).map_err(DecodeError::Inconsistent)?;
         Ok(ShardImage { merchants, applied_events: self.applied_events })
     }
@@ -152,8 +257,9 @@ impl<L: Into<Ledger>> ImageV2<L> {
 /// Decodes the body of a snapshot of an older `version` into today's image.
 pub(crate) fn decode(version: u16, body: &[u8]) -> Result<ShardImage, DecodeError> {
     match version {
-        1 => decode_body::<ImageV2<LedgerV1>>(body)?.into_current(),
-        2 => decode_body::<ImageV2<LedgerV2>>(body)?.into_current(),
+        1 => decode_body::<Image<MerchantV2<LedgerV1>>>(body)?.into_current(),
+        2 => decode_body::<Image<MerchantV2<LedgerV2>>>(body)?.into_current(),
+        3 => decode_body::<Image<MerchantV3>>(body)?.into_current(),
         _ => Err(DecodeError::UnsupportedVersion { version }),
     }
 }

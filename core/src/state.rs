@@ -5,7 +5,7 @@
 //!
 //! Everything that grows with traffic (orders, payments, holds, customers, queue tokens,
 //! idempotency keys, and the indexes over them) is a `ChunkedVec` / `ChunkedDeque` /
-//! `SplitMap`, which grow without ever copying or rehashing more than a few thousand
+//! `SplitMap` / `NumberedVec` (whose archived entries leave memory, see `numbered.rs`), which grow without ever copying or rehashing more than a few thousand
 //! entries in one command (see `chunked.rs`, `split_map.rs`); they serialize exactly as the
 //! `Vec`s they replaced.
 
@@ -18,6 +18,7 @@ use crate::command::{CaptureMode, PaymentMethod};
 use crate::event::{Bucket, GatewayOp};
 use crate::ids::UnixMs;
 use crate::ledger::{AccountTotals, Ledger};
+use crate::numbered::NumberedVec;
 use crate::split_map::SplitMap;
 
 /// Hash maps keyed by client-chosen strings. foldhash is several times faster than std's
@@ -34,15 +35,19 @@ pub struct Merchant {
     pub created_at_ms: UnixMs,
     pub items: Indexed<Item>,
     pub customers: Indexed<Customer>,
-    /// Hold number n is `holds[n - 1]`; likewise orders and payments.
-    pub holds: ChunkedVec<Hold>,
-    pub orders: ChunkedVec<Order>,
-    pub payments: ChunkedVec<Payment>,
+    /// Hold number n is at index `n - 1`; likewise orders and payments. Archived ones
+    /// have left (`archived_at`).
+    pub holds: NumberedVec<Hold>,
+    pub orders: NumberedVec<Order>,
+    pub payments: NumberedVec<Payment>,
     pub queues: Indexed<Queue>,
     pub ledger: Ledger,
     pub idempotency: Idempotency,
     /// Gateway operations that kept failing (`dl_{n}` is `dead_letters[n - 1]`).
     pub dead_letters: ChunkedVec<DeadLetter>,
+    /// What archived card payments left the gateway owing (captured minus refunded): the
+    /// `gateway:clearing` balance they account for after they left memory.
+    pub archived_card_net: u128,
 }
 
 impl Merchant {
@@ -63,6 +68,28 @@ impl Merchant {
     }
     pub(crate) fn payment_mut(&mut self, n: u64) -> Option<&mut Payment> {
         self.payments.get_mut(usize::try_from(n).ok()?.checked_sub(1)?)
+    }
+    /// When hold `n` was archived (at the latest); `None` if it is live or never existed.
+    pub fn hold_archived_at(&self, n: u64) -> Option<UnixMs> {
+        self.holds.archived_at(usize::try_from(n).ok()?.checked_sub(1)?)
+    }
+    pub fn order_archived_at(&self, n: u64) -> Option<UnixMs> {
+        self.orders.archived_at(usize::try_from(n).ok()?.checked_sub(1)?)
+    }
+    pub fn payment_archived_at(&self, n: u64) -> Option<UnixMs> {
+        self.payments.archived_at(usize::try_from(n).ok()?.checked_sub(1)?)
+    }
+    /// When the hold, order or payment named `id` (`hold_{n}`, `ord_{n}`, `pay_{n}`) was
+    /// archived (at the latest); `None` if it is live, never existed or is no such id.
+    pub fn archived_at(&self, id: &str) -> Option<UnixMs> {
+        use crate::ids::Numbered;
+        if let Some(n) = Numbered::Order.parse(id) {
+            return self.order_archived_at(n);
+        }
+        if let Some(n) = Numbered::Payment.parse(id) {
+            return self.payment_archived_at(n);
+        }
+        self.hold_archived_at(Numbered::Hold.parse(id)?)
     }
     pub fn dead_letter(&self, n: u64) -> Option<&DeadLetter> {
         self.dead_letters.get(usize::try_from(n).ok()?.checked_sub(1)?)
@@ -167,6 +194,8 @@ pub struct Item {
     pub held: u64,
     pub sold: u64,
     pub queue: Option<Arc<str>>,
+    /// Of `sold`: what archived orders (paid or refunded) had sold.
+    pub archived_sold: u64,
 }
 
 impl Keyed for Item {
@@ -414,15 +443,16 @@ pub struct Token {
     pub active_until_ms: Option<UnixMs>,
 }
 
-/// A waiting room. Tokens are numbered in arrival order (`seq` = position in `tokens`) and
+/// A waiting room. Tokens are numbered in arrival order (`seq` = index in `tokens`) and
 /// activate strictly in that order, so the waiting ones are exactly `tokens[next_waiting..]`
-/// and a waiting token's position is `seq - next_waiting + 1`.
+/// and a waiting token's position is `seq - next_waiting + 1`. Expired tokens are archived
+/// after the retention.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Queue {
     pub id: Arc<str>,
     pub max_active: u64,
     pub active_ttl_s: u64,
-    pub tokens: ChunkedVec<Token>,
+    pub tokens: NumberedVec<Token>,
     pub next_waiting: u64,
     pub active: u64,
 }

@@ -1,7 +1,8 @@
 //! A merchant whose growable containers span several chunks (`chunked::CHUNK` elements) and
 //! whose indexes have split (`split_map::PART_MAX` entries): the snapshot round-trips, the
 //! log replays to the same digest, and the snapshot body is byte for byte what the same
-//! state encoded with plain `Vec`s (the containers before chunking) gives.
+//! state encoded with plain `Vec`s (the containers before chunking) gives; the numbered
+//! collections (`NumberedVec`) encode as their length, archive times and indexed entries.
 
 use std::sync::Arc;
 
@@ -10,6 +11,7 @@ use surge_core::chunked::CHUNK;
 use surge_core::command::*;
 use surge_core::encoding::HEADER_SIZE;
 use surge_core::ledger::Ledger;
+use surge_core::numbered::NumberedVec;
 use surge_core::split_map::PART_MAX;
 use surge_core::state::{Customer, DeadLetter, Hold, IdempotencyRecord, Item, Merchant, Order, Payment, Queue, Token};
 use surge_core::{Event, Outcome, Shard, UnixMs};
@@ -38,13 +40,32 @@ struct PlainMerchant<'a> {
     created_at_ms: UnixMs,
     items: Vec<&'a Item>,
     customers: Vec<&'a Customer>,
-    holds: Vec<&'a Hold>,
-    orders: Vec<&'a Order>,
-    payments: Vec<&'a Payment>,
+    holds: PlainNumbered<'a, Hold>,
+    orders: PlainNumbered<'a, Order>,
+    payments: PlainNumbered<'a, Payment>,
     queues: Vec<PlainQueue<'a>>,
     ledger: &'a Ledger,
     idempotency: Vec<(&'a Arc<str>, Option<&'a IdempotencyRecord>)>,
     dead_letters: Vec<&'a DeadLetter>,
+    archived_card_net: u128,
+}
+
+/// A `NumberedVec` with nothing archived: its length, a zero archive time per chunk, and
+/// every entry with its index.
+#[derive(Serialize)]
+struct PlainNumbered<'a, T> {
+    len: u64,
+    archived_ms: Vec<UnixMs>,
+    entries: Vec<(u64, &'a T)>,
+}
+
+fn plain_numbered<T>(v: &NumberedVec<T>) -> PlainNumbered<'_, T> {
+    assert_eq!(v.live(), v.len(), "nothing archived");
+    PlainNumbered {
+        len: v.len() as u64,
+        archived_ms: vec![0; v.len().div_ceil(CHUNK)],
+        entries: v.iter().map(|(i, t)| (i as u64, t)).collect(),
+    }
 }
 
 #[derive(Serialize)]
@@ -52,7 +73,7 @@ struct PlainQueue<'a> {
     id: &'a Arc<str>,
     max_active: u64,
     active_ttl_s: u64,
-    tokens: Vec<&'a Token>,
+    tokens: PlainNumbered<'a, Token>,
     next_waiting: u64,
     active: u64,
 }
@@ -66,13 +87,14 @@ fn plain(m: &Merchant) -> PlainMerchant<'_> {
         created_at_ms: m.created_at_ms,
         items: m.items.iter().collect(),
         customers: m.customers.iter().collect(),
-        holds: m.holds.iter().collect(),
-        orders: m.orders.iter().collect(),
-        payments: m.payments.iter().collect(),
+        holds: plain_numbered(&m.holds),
+        orders: plain_numbered(&m.orders),
+        payments: plain_numbered(&m.payments),
         queues: m.queues.iter().map(plain_queue).collect(),
         ledger: &m.ledger,
         idempotency: m.idempotency.oldest().map(|(k, r)| (k, Some(r))).collect(),
         dead_letters: m.dead_letters.iter().collect(),
+        archived_card_net: m.archived_card_net,
     }
 }
 
@@ -81,7 +103,7 @@ fn plain_queue(q: &Queue) -> PlainQueue<'_> {
         id: &q.id,
         max_active: q.max_active,
         active_ttl_s: q.active_ttl_s,
-        tokens: q.tokens.iter().collect(),
+        tokens: plain_numbered(&q.tokens),
         next_waiting: q.next_waiting,
         active: q.active,
     }
@@ -150,7 +172,7 @@ fn a_merchant_spanning_several_chunks_encodes_as_plain_vecs_and_round_trips() {
     assert!(m.queues.get("q").expect("queue").tokens.len() > 2 * CHUNK);
     let keys = m.idempotency.len();
     assert!(keys > CHUNK && keys < 2 * n, "some keys expired: {keys} of {}", 2 * n);
-    assert_eq!(m.order(n as u64).map(|o| o.customer), m.orders.last().map(|o| o.customer));
+    assert_eq!(m.order(n as u64).map(|o| o.customer), m.orders.iter().last().map(|(_, o)| o.customer));
     assert!(m.idempotency.get(&format!("order-{}", n - 1)).is_some());
     assert!(m.idempotency.get("order-0").is_none(), "the oldest key expired");
 
@@ -160,7 +182,7 @@ fn a_merchant_spanning_several_chunks_encodes_as_plain_vecs_and_round_trips() {
     let plain_bytes = postcard::to_allocvec(&(plain_merchants, shard.applied_events())).expect("encode");
     assert!(snapshot[HEADER_SIZE..] == plain_bytes[..], "snapshot differs from the plain-Vec encoding");
     for (chunked, plain) in [
-        (postcard::to_allocvec(&m.orders), postcard::to_allocvec(&m.orders.iter().collect::<Vec<_>>())),
+        (postcard::to_allocvec(&m.orders), postcard::to_allocvec(&plain_numbered(&m.orders))),
         (postcard::to_allocvec(&m.customers), postcard::to_allocvec(&m.customers.iter().collect::<Vec<_>>())),
     ] {
         assert_eq!(chunked.expect("encode"), plain.expect("encode"));

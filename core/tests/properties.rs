@@ -69,6 +69,10 @@ fn random_runs_apply_a_fair_share_of_commands() {
         "payment.dead_lettered",
         "payment.dead_letter_retried",
         "payment.dead_letter_resolved",
+        "order.archived",
+        "payment.archived",
+        "hold.archived",
+        "queue.token_archived",
     ] {
         assert!(counts.get(event_type).is_some_and(|n| *n > 0), "{event_type} never happened: {counts:#?}");
     }

@@ -7,6 +7,9 @@
 //! - `shard_v2.*`: version 2 (five fixed accounts, no payment gateway, no dead letters),
 //!   written by commit e5cfb63 (seed 6 of an LCG over 6,000 op bytes, chosen so that points
 //!   are parked in `points:authorized` and a card payment is captured).
+//! - `shard_v3.*`: version 3 (holds, orders, payments and queue tokens dense by number, no
+//!   archive), written by commit 436165b (seed 1 of an LCG over 6,000 op bytes, the first
+//!   shard with dead letters, a payment at a gateway and a waiting room of several tokens).
 //!
 //! Event batches never changed version, so replaying them with this build is the reference
 //! state: restoring the old snapshot must give exactly that state.
@@ -21,7 +24,7 @@ struct Fixture {
     events: &'static [u8],
 }
 
-const FIXTURES: [Fixture; 2] = [
+const FIXTURES: [Fixture; 3] = [
     Fixture {
         version: 1,
         snapshot: include_bytes!("fixtures/shard_v1.snapshot"),
@@ -31,6 +34,11 @@ const FIXTURES: [Fixture; 2] = [
         version: 2,
         snapshot: include_bytes!("fixtures/shard_v2.snapshot"),
         events: include_bytes!("fixtures/shard_v2.events"),
+    },
+    Fixture {
+        version: 3,
+        snapshot: include_bytes!("fixtures/shard_v3.snapshot"),
+        events: include_bytes!("fixtures/shard_v3.events"),
     },
 ];
 
@@ -78,7 +86,20 @@ fn a_version_2_snapshot_keeps_the_accounts_version_1_lacked() {
         let authorized = m.account_view(&Account::GatewayAuthorized.name()).expect("account");
         assert_eq!((authorized.debits, authorized.credits), (0, 0), "an account the snapshot lacked starts at zero");
         assert!(m.dead_letters.is_empty());
-        assert!(m.payments.iter().all(|p| p.gateway.is_none()));
+        assert!(m.payments.iter().all(|(_, p)| p.gateway.is_none()));
+    }
+}
+
+#[test]
+fn a_version_3_snapshot_keeps_its_dead_letters_gateways_and_tokens() {
+    let restored = Shard::restore(FIXTURES[2].snapshot).expect("restores");
+    assert!(restored.merchants().any(|m| !m.dead_letters.is_empty()));
+    assert!(restored.merchants().any(|m| m.payments.iter().any(|(_, p)| p.gateway.is_some())));
+    assert!(restored.merchants().any(|m| m.queues.iter().any(|q| q.tokens.live() > 2)));
+    for m in restored.merchants() {
+        assert_eq!(m.orders.live(), m.orders.len(), "nothing was archived before version 4");
+        assert_eq!(m.archived_card_net, 0);
+        assert!(m.items.iter().all(|i| i.archived_sold == 0));
     }
 }
 
@@ -96,7 +117,13 @@ fn a_restored_older_snapshot_is_written_back_as_the_current_version() {
 #[test]
 fn an_older_snapshot_decoded_as_another_version_is_refused() {
     // postcard is not self-describing: only the header's version makes these decode right.
-    for (f, wrong) in [(&FIXTURES[0], 2u16), (&FIXTURES[1], 1), (&FIXTURES[1], SNAPSHOT_VERSION)] {
+    for (f, wrong) in [
+        (&FIXTURES[0], 2u16),
+        (&FIXTURES[1], 1),
+        (&FIXTURES[1], 3),
+        (&FIXTURES[2], 2),
+        (&FIXTURES[2], SNAPSHOT_VERSION),
+    ] {
         let mut bytes = f.snapshot.to_vec();
         bytes[4..6].copy_from_slice(&wrong.to_le_bytes());
         let digest = Shard::restore(&bytes).ok().map(|s| s.digest());

@@ -15,7 +15,12 @@ const ADMIN: &str = "smoke-admin-token";
 async fn start_server(dir: &std::path::Path) -> String {
     let wal = surge_wal::Config { segment_size_bytes: 8 << 20, ..surge_wal::Config::default() };
     let opener = WalOpener::dir(dir.join("wal"), wal);
-    let config = EngineConfig { shards: 2, snapshot_every_records: 0, reopen_interval: Duration::from_millis(50) };
+    let config = EngineConfig {
+        shards: 2,
+        snapshot_every_records: 0,
+        reopen_interval: Duration::from_millis(50),
+        settings: surge_api::engine::Settings::default(),
+    };
     let engine = tokio::task::spawn_blocking(move || Engine::start(opener, config)).await.unwrap().expect("engine");
     let state = AppState::new(auth::sha256(ADMIN.as_bytes()), 0);
     state.set_engine(Arc::new(engine));

@@ -305,6 +305,37 @@ fn every_public_event_arrives_with_key_headers_and_envelope_in_order() {
     assert!(collector.got.iter().all(|g| !g.topic.ends_with("dlq")), "nothing goes to the dead-letter topic");
 }
 
+/// Settled aggregates archived by the engine's tick: their `*.archived` events go to the
+/// topic of their family with the aggregate's key, after that aggregate's earlier events.
+#[test]
+fn archived_events_arrive_on_their_families_topics() {
+    let brokers = brokers();
+    require_broker(&brokers);
+    let prefix = prefix("arch");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = common::LogWriter::open(dir.path());
+    log.shop("m-1", 3);
+    log.orders("m-1", 3, 40);
+    assert!(log.archive_settled() > 40);
+    log.orders("m-1", 3, 5);
+
+    let config = sink_config(&brokers, &prefix);
+    let (mut relay, _) = relay_caught_up(dir.path(), &config, log.durable_lsn());
+    relay.stop();
+    let (expected, collector) = consume_and_check(&brokers, &config, dir.path());
+    for (event_type, family) in
+        [("order.archived", "orders"), ("payment.archived", "payments"), ("hold.archived", "inventory")]
+    {
+        let topic = format!("{prefix}{family}");
+        let n = expected.values().filter(|e| e.event_type == event_type && e.topic == topic).count();
+        assert!(n > 0, "{event_type} expected on {topic}");
+        let got = collector.got.iter().filter(|g| g.topic == topic && g.event_type == event_type).count();
+        assert!(got >= n, "{event_type}: {got} of {n} on {topic}");
+    }
+    let ord1 = collector.got.iter().find(|g| g.event_type == "order.archived" && g.key == "m-1/ord_1");
+    assert!(ord1.is_some(), "ord_1's archive is keyed m-1/ord_1");
+}
+
 /// Order, payment and hold ids count per merchant: two merchants' first orders are both
 /// `ord_1`. Their messages must carry keys of their own, and every message of one key must
 /// stay on one partition (per-aggregate order).

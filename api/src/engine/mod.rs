@@ -128,12 +128,17 @@ fn spawn(name: &str, thread: &'static str, f: impl FnOnce() + Send + 'static) ->
     std::thread::Builder::new().name(name.into()).spawn(f).map_err(|source| StartError::Spawn { thread, source })
 }
 
+/// The shards' time settings, as `EngineConfig` takes them.
+pub use surge_core::Settings;
+
 pub struct EngineConfig {
     pub shards: usize,
     /// Write a snapshot after this many records (0: never).
     pub snapshot_every_records: u64,
     /// How often the supervisor retries opening a failed log.
     pub reopen_interval: Duration,
+    /// The shards' time settings (idempotency window, retention of settled aggregates).
+    pub settings: surge_core::Settings,
 }
 
 pub struct Engine {
@@ -144,8 +149,13 @@ pub struct Engine {
     supervisor_commands: Sender<Command>,
 }
 
-/// Rebuilds shards from what the log recovered: the snapshot (if any), then every record after it.
-pub fn replay(recovery: &Recovery, shard_count: usize) -> Result<Vec<Shard>, ReplayError> {
+/// Rebuilds shards from what the log recovered: the snapshot (if any), then every record
+/// after it; the shards then decide with `settings` (replay itself uses none).
+pub fn replay(
+    recovery: &Recovery,
+    shard_count: usize,
+    settings: surge_core::Settings,
+) -> Result<Vec<Shard>, ReplayError> {
     let mut shards = match recovery.snapshot() {
         Some((lsn, bytes)) => {
             image::decode_snapshot(bytes, Some(shard_count)).map_err(|source| ReplayError::Snapshot { lsn, source })?
@@ -161,6 +171,7 @@ pub fn replay(recovery: &Recovery, shard_count: usize) -> Result<Vec<Shard>, Rep
     for shard in &mut shards {
         let applied = shard.applied_events();
         shard.mark_durable(applied);
+        shard.set_settings(settings);
     }
     Ok(shards)
 }
@@ -178,7 +189,7 @@ impl Engine {
         if let Some(cut) = &recovery.tail_cut {
             tracing::warn!(?cut, "cut a torn tail off the log");
         }
-        let shards = replay(&recovery, n)?;
+        let shards = replay(&recovery, n, config.settings)?;
         drop(recovery);
         tracing::info!(shards = n, next_lsn = wal.next_lsn(), "recovered");
         let (commands_tx, commands_rx) = supervisor::commands(n);

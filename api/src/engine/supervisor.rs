@@ -145,7 +145,7 @@ impl Supervisor {
             let _ = wal.close();
             return Err(e);
         }
-        let shards = replay(&recovery, self.shard_count)?;
+        let shards = replay(&recovery, self.shard_count, self.config.settings)?;
         drop(recovery);
         self.shared.wal.put(wal);
         self.replace(shards);
@@ -157,7 +157,7 @@ impl Supervisor {
     /// refused: `healthy` is false and there is no log to append to.
     fn rebuild_read_only(&self) -> Result<(), ReopenError> {
         let recovery = (self.opener.open_read_only)().map_err(ReopenError::Open)?;
-        let shards = replay(&recovery, self.shard_count)?;
+        let shards = replay(&recovery, self.shard_count, self.config.settings)?;
         self.replace(shards);
         Ok(())
     }

@@ -21,7 +21,12 @@ pub struct Server {
 }
 
 pub fn engine_config(shards: usize) -> EngineConfig {
-    EngineConfig { shards, snapshot_every_records: 0, reopen_interval: Duration::from_millis(20) }
+    EngineConfig {
+        shards,
+        snapshot_every_records: 0,
+        reopen_interval: Duration::from_millis(20),
+        settings: surge_core::Settings::default(),
+    }
 }
 
 /// Small segments: creating a 64 MiB segment costs most of a test's time.

@@ -298,14 +298,27 @@ fn total_of(lines: impl Iterator<Item = (u64, u64)>) -> Result<u64, CoreError> {
         .ok_or_else(|| CoreError::invalid("lines", format!("order total exceeds {AMOUNT_MAX}")))
 }
 
+/// Not in memory: archived (naming when), or never existed.
+fn missing(what: &'static str, archived_at_ms: Option<UnixMs>) -> CoreError {
+    match archived_at_ms {
+        Some(archived_at_ms) => CoreError::Archived { what, archived_at_ms },
+        None => CoreError::not_found(what),
+    }
+}
+
 fn find_order<'a>(m: &'a Merchant, id: &str) -> Result<(u64, &'a Order), CoreError> {
     let n = Numbered::Order.parse(id).ok_or_else(|| CoreError::not_found("order"))?;
-    Ok((n, m.order(n).ok_or_else(|| CoreError::not_found("order"))?))
+    Ok((n, m.order(n).ok_or_else(|| missing("order", m.order_archived_at(n)))?))
 }
 
 pub(super) fn find_payment<'a>(m: &'a Merchant, id: &str) -> Result<(u64, &'a Payment), CoreError> {
     let n = Numbered::Payment.parse(id).ok_or_else(|| CoreError::not_found("payment"))?;
-    Ok((n, m.payment(n).ok_or_else(|| CoreError::not_found("payment"))?))
+    Ok((n, m.payment(n).ok_or_else(|| missing("payment", m.payment_archived_at(n)))?))
+}
+
+fn find_hold<'a>(m: &'a Merchant, id: &str) -> Result<(u64, &'a crate::state::Hold), CoreError> {
+    let n = Numbered::Hold.parse(id).ok_or_else(|| CoreError::not_found("hold"))?;
+    Ok((n, m.hold(n).ok_or_else(|| missing("hold", m.hold_archived_at(n)))?))
 }
 
 fn customer_arc(m: &Merchant, id: &str) -> Arc<str> {
@@ -419,8 +432,7 @@ fn create_hold(
 }
 
 fn release_hold(m: &Merchant, d: &mut Draft, id: &str) -> Result<Target, CoreError> {
-    let n = Numbered::Hold.parse(id).ok_or_else(|| CoreError::not_found("hold"))?;
-    let hold = m.hold(n).ok_or_else(|| CoreError::not_found("hold"))?;
+    let (n, hold) = find_hold(m, id)?;
     if hold.status != crate::state::HoldStatus::Held {
         return Err(CoreError::InvalidState { status: hold.status.as_str() });
     }
@@ -459,8 +471,7 @@ fn create_order(
             // A malformed id in a body is a bad request naming its field; a well-formed one
             // that names no hold of this merchant is 404.
             check_id("hold_id", id)?;
-            let n = Numbered::Hold.parse(id).ok_or_else(|| CoreError::not_found("hold"))?;
-            let hold = m.hold(n).ok_or_else(|| CoreError::not_found("hold"))?;
+            let (n, hold) = find_hold(m, id)?;
             if hold.status != crate::state::HoldStatus::Held {
                 return Err(CoreError::InvalidState { status: hold.status.as_str() });
             }

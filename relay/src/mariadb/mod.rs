@@ -500,9 +500,19 @@ fn state_rows(projection: &mut Projection, batch: &Batch, state_at: Lsn, limits:
             tables.aggregate(m, aggregate, *last_lsn);
         }
     }
+    for ((merchant, _), archived) in &touched.archived {
+        tables.archived(merchant, archived);
+    }
     for (merchant, order) in &touched.new_orders {
-        if let Some(m) = projection.merchant(merchant) {
-            tables.order_lines(m, *order);
+        let live = projection.merchant(merchant).and_then(|m| m.order_view(&projection::order_id(*order)));
+        let archived = touched.archived.get(&(merchant.clone(), projection::Aggregate::Order(*order)));
+        match (live, archived) {
+            (Some(v), _) => tables.order_lines(merchant, &v),
+            // Created and archived in the same batch (a relay catching up).
+            (None, Some(projection::Archived { view: projection::ArchivedView::Order(v), .. })) => {
+                tables.order_lines(merchant, v)
+            }
+            (None, _) => {}
         }
     }
     for e in &batch.events[from..] {

@@ -12,7 +12,8 @@ use surge_core::ids::Numbered;
 use surge_core::image;
 use surge_core::ledger::Account;
 use surge_core::state::Merchant;
-use surge_core::{Event, Shard};
+use surge_core::view::{OrderView, PaymentView};
+use surge_core::{Event, Shard, UnixMs};
 use surge_wal::{Lsn, Tailer};
 
 use crate::batch::LoggedEvent;
@@ -44,11 +45,25 @@ pub enum Aggregate {
 }
 
 /// The rows a batch changes: aggregates (with the LSN of the newest event that touched
-/// each) and the orders created in it (whose lines are written once).
+/// each), the orders created in it (whose lines are written once), and the orders and
+/// payments it archived (their rows as they were when they left the state, marked archived).
 #[derive(Default)]
 pub struct Touched {
     pub aggregates: HashMap<(Arc<str>, Aggregate), Lsn>,
     pub new_orders: Vec<(Arc<str>, u64)>,
+    pub archived: HashMap<(Arc<str>, Aggregate), Archived>,
+}
+
+/// An order or payment as it was when its `*.archived` event was applied.
+pub struct Archived {
+    pub view: ArchivedView,
+    pub lsn: Lsn,
+    pub at_ms: UnixMs,
+}
+
+pub enum ArchivedView {
+    Order(Box<OrderView>),
+    Payment(Box<PaymentView>),
 }
 
 impl Projection {
@@ -115,12 +130,43 @@ impl Projection {
         assert_eq!(first_lsn, self.lsn + 1, "batches follow the projection");
         let mut touched = Touched::default();
         for e in events {
+            // An archive takes the aggregate out of the state: its row is rendered now.
+            let leaving = self.leaving(&touched, &e.event);
             image::apply_events(&mut self.shards, std::slice::from_ref(&e.event))
                 .map_err(|reason| SinkError::Fatal(format!("log record at LSN {}: {reason}", e.lsn)))?;
             self.touch(&mut touched, e.lsn, &e.event);
+            if let Some((aggregate, view)) = leaving {
+                let key = (e.event.merchant.clone(), aggregate);
+                touched.aggregates.remove(&key);
+                touched.archived.insert(key, Archived { view, lsn: e.lsn, at_ms: e.event.at_ms });
+            }
         }
         self.lsn = last_lsn;
         Ok(touched)
+    }
+
+    /// The view of the order or payment `event` archives, before it leaves the state. An
+    /// order's payment left just before it (same record): its view comes from `touched`.
+    fn leaving(&self, touched: &Touched, event: &Event) -> Option<(Aggregate, ArchivedView)> {
+        let m = self.merchant(&event.merchant)?;
+        match &event.body {
+            EventBody::PaymentArchived(e) => {
+                let view = m.payment_view(&payment_id(e.payment))?;
+                Some((Aggregate::Payment(e.payment), ArchivedView::Payment(Box::new(view))))
+            }
+            EventBody::OrderArchived(e) => {
+                let mut view = m.order_view(&order_id(e.order))?;
+                let payment = m.order(e.order).and_then(|o| o.payment);
+                if let (None, Some(p)) = (&view.payment, payment) {
+                    let key = (event.merchant.clone(), Aggregate::Payment(p));
+                    if let Some(Archived { view: ArchivedView::Payment(p), .. }) = touched.archived.get(&key) {
+                        view.payment = Some(p.clone());
+                    }
+                }
+                Some((Aggregate::Order(e.order), ArchivedView::Order(Box::new(view))))
+            }
+            _ => None,
+        }
     }
 
     fn touch(&self, touched: &mut Touched, lsn: Lsn, event: &Event) {
@@ -183,7 +229,12 @@ impl Projection {
             | B::IdempotencyExpired(_)
             | B::GatewayDeadLettered(_)
             | B::DeadLetterRetried(_)
-            | B::DeadLetterResolved(_) => {}
+            | B::DeadLetterResolved(_)
+            // Archived orders and payments are rendered before they leave (`leaving`).
+            | B::OrderArchived(_)
+            | B::PaymentArchived(_)
+            | B::HoldArchived(_)
+            | B::TokenArchived(_) => {}
         }
     }
 

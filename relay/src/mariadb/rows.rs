@@ -11,9 +11,11 @@
 
 use surge_core::event::{EventBody, PostingKind};
 use surge_core::state::Merchant;
+use surge_core::view::{OrderView, PaymentView};
+use surge_core::UnixMs;
 use surge_wal::Lsn;
 
-use super::projection::{order_id, payment_id, Aggregate};
+use super::projection::{order_id, payment_id, Aggregate, Archived, ArchivedView};
 use super::schema::Backfill;
 use super::sql::{
     push_bare_datetime, push_datetime, push_field, push_opt_datetime, push_opt_str, push_str, push_u64, Chunked, Limits,
@@ -39,7 +41,7 @@ const ITEMS: &str =
     "INSERT INTO items (merchant_id, sku, name, price, stock, available, held, sold, queue_id, last_lsn)";
 const ITEMS_UPSERT: &str = forward_only_upsert!("name", "price", "stock", "available", "held", "sold", "queue_id");
 const ORDERS: &str = "INSERT INTO orders (merchant_id, id, customer_id, status, total, line_count, hold_id, \
-     payment_id, payment_method, payment_status, created_at, updated_at, expires_at, last_lsn)";
+     payment_id, payment_method, payment_status, created_at, updated_at, expires_at, archived_at, last_lsn)";
 const ORDERS_UPSERT: &str = forward_only_upsert!(
     "customer_id",
     "status",
@@ -51,14 +53,16 @@ const ORDERS_UPSERT: &str = forward_only_upsert!(
     "payment_status",
     "created_at",
     "updated_at",
-    "expires_at"
+    "expires_at",
+    "archived_at"
 );
 const ORDER_LINES: &str = "INSERT INTO order_lines (merchant_id, order_id, line_no, sku, qty, unit_price)";
 /// Lines never change once the order exists; rewriting them is idempotent.
 const ORDER_LINES_UPSERT: &str =
     " ON DUPLICATE KEY UPDATE sku = VALUES(sku), qty = VALUES(qty), unit_price = VALUES(unit_price)";
 const PAYMENTS: &str = "INSERT INTO payments (merchant_id, id, order_id, method, status, capture_mode, amount, \
-     captured, refunded, card_kind, card_last4, transaction_key, failure_reason, created_at, updated_at, last_lsn)";
+     captured, refunded, card_kind, card_last4, transaction_key, failure_reason, created_at, updated_at, archived_at, \
+     last_lsn)";
 const PAYMENTS_UPSERT: &str = forward_only_upsert!(
     "order_id",
     "method",
@@ -72,7 +76,8 @@ const PAYMENTS_UPSERT: &str = forward_only_upsert!(
     "transaction_key",
     "failure_reason",
     "created_at",
-    "updated_at"
+    "updated_at",
+    "archived_at"
 );
 const CUSTOMERS: &str = "INSERT INTO customers (merchant_id, id, points, last_lsn)";
 const CUSTOMERS_UPSERT: &str = forward_only_upsert!("points");
@@ -199,12 +204,16 @@ impl Tables {
         for item in m.items.iter() {
             self.item(m, &item.sku, last_lsn);
         }
-        for n in 1..=m.orders.len() as u64 {
+        // What is in memory; archived rows were marked when their archive was applied.
+        for (i, _) in m.orders.iter() {
+            let n = i as u64 + 1;
             self.order(m, n, last_lsn);
-            self.order_lines(m, n);
+            if let Some(v) = m.order_view(&order_id(n)) {
+                self.order_lines(&m.id, &v);
+            }
         }
-        for n in 1..=m.payments.len() as u64 {
-            self.payment(m, n, last_lsn);
+        for (i, _) in m.payments.iter() {
+            self.payment(m, i as u64 + 1, last_lsn);
         }
         self.backfill(m, Backfill::Customers, last_lsn);
     }
@@ -274,8 +283,20 @@ impl Tables {
         let v = m.order_view(&order_id(n));
         assert!(v.is_some(), "order {n} of merchant {} was touched by an applied event", m.id);
         let Some(v) = v else { return };
+        self.order_row(&m.id, &v, None, last_lsn);
+    }
+
+    /// The row of an order or payment as it was when it was archived, marked archived.
+    pub fn archived(&mut self, merchant: &str, archived: &Archived) {
+        match &archived.view {
+            ArchivedView::Order(v) => self.order_row(merchant, v, Some(archived.at_ms), archived.lsn),
+            ArchivedView::Payment(v) => self.payment_row(merchant, v, Some(archived.at_ms), archived.lsn),
+        }
+    }
+
+    fn order_row(&mut self, merchant: &str, v: &OrderView, archived_at_ms: Option<UnixMs>, last_lsn: Lsn) {
         self.orders.row(|out| {
-            push_str(out, &m.id);
+            push_str(out, merchant);
             out.push(',');
             push_str(out, &v.id.to_string());
             out.push(',');
@@ -302,17 +323,18 @@ impl Tables {
             out.push(',');
             push_opt_datetime(out, v.expires_at_ms);
             out.push(',');
+            push_opt_datetime(out, archived_at_ms);
+            out.push(',');
             push_u64(out, last_lsn);
         });
     }
 
-    /// The lines of order `n` (written when the order is created; they never change).
-    pub fn order_lines(&mut self, m: &Merchant, n: u64) {
-        let Some(v) = m.order_view(&order_id(n)) else { return };
+    /// The lines of an order (written when the order is created; they never change).
+    pub fn order_lines(&mut self, merchant: &str, v: &OrderView) {
         let id = v.id.to_string();
         for (i, line) in v.lines.iter().enumerate() {
             self.order_lines.row(|out| {
-                push_str(out, &m.id);
+                push_str(out, merchant);
                 out.push(',');
                 push_str(out, &id);
                 out.push(',');
@@ -331,8 +353,12 @@ impl Tables {
         let v = m.payment_view(&payment_id(n));
         assert!(v.is_some(), "payment {n} of merchant {} was touched by an applied event", m.id);
         let Some(v) = v else { return };
+        self.payment_row(&m.id, &v, None, last_lsn);
+    }
+
+    fn payment_row(&mut self, merchant: &str, v: &PaymentView, archived_at_ms: Option<UnixMs>, last_lsn: Lsn) {
         self.payments.row(|out| {
-            push_str(out, &m.id);
+            push_str(out, merchant);
             out.push(',');
             push_str(out, &v.id.to_string());
             out.push(',');
@@ -359,6 +385,8 @@ impl Tables {
             push_datetime(out, v.created_at_ms);
             out.push(',');
             push_datetime(out, v.updated_at_ms);
+            out.push(',');
+            push_opt_datetime(out, archived_at_ms);
             out.push(',');
             push_u64(out, last_lsn);
         });

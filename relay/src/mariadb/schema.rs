@@ -174,6 +174,17 @@ pub const MIGRATIONS: &[Migration] = &[
         // offset only, from writing here (it refuses a newer schema).
         statements: &[],
     },
+    Migration {
+        version: 5,
+        name: "orders and payments marked archived",
+        backfill: None,
+        // The engine archives settled orders and payments (`*.archived` events); their rows
+        // stay here, as they were when they left memory, with the time they were archived.
+        statements: &[
+            "ALTER TABLE orders ADD COLUMN IF NOT EXISTS archived_at DATETIME(3) NULL",
+            "ALTER TABLE payments ADD COLUMN IF NOT EXISTS archived_at DATETIME(3) NULL",
+        ],
+    },
 ];
 
 /// The newest schema version this build knows.

@@ -62,6 +62,26 @@ impl LogWriter {
         }
     }
 
+    /// Lets the retention (the default, 7 days) pass, tick by tick until nothing more is
+    /// archived: settled orders, payments, holds and tokens leave the engine's memory through
+    /// `*.archived` events in the log. Returns how many archive events were logged.
+    pub fn archive_settled(&mut self) -> usize {
+        self.now += surge_core::limits::RETAIN_SETTLED_MS_DEFAULT;
+        let mut archived = 0;
+        loop {
+            self.now += 1_000;
+            let mut logged = 0;
+            for (_, events) in self.engine.tick(self.now) {
+                logged += events.iter().filter(|e| e.type_name().ends_with("archived")).count();
+                self.append(&encode_events(&events));
+            }
+            if logged == 0 {
+                return archived;
+            }
+            archived += logged;
+        }
+    }
+
     fn append(&mut self, payload: &[u8]) -> Lsn {
         let lsn = self.wal.append(EVENTS_RECORD_TYPE, payload).expect("append").wait().expect("durable");
         self.engine.mark_all_durable();
