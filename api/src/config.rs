@@ -44,6 +44,7 @@ pub struct GatewaySettings {
     pub response_timeout_ms: u64,
     pub op_attempts_max: u32,
     pub op_deadline_ms: u64,
+    pub in_flight_max: usize,
     /// The worker runs in `surge relay` and reports over the admin API.
     pub external_worker: bool,
 }

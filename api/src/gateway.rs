@@ -149,6 +149,7 @@ pub fn worker_config(settings: &GatewaySettings, default_callback_url: String) -
     config.response_timeout_ms = settings.response_timeout_ms;
     config.op_attempts_max = settings.op_attempts_max;
     config.op_deadline_ms = settings.op_deadline_ms;
+    config.in_flight_max = settings.in_flight_max;
     config.validate()?;
     Ok(config)
 }

@@ -140,6 +140,10 @@ struct WorkerArgs {
     /// ...or for this long, whichever comes first.
     #[arg(long, env = "SURGE_GATEWAY_OP_DEADLINE_MS", default_value_t = 600_000)]
     gateway_op_deadline_ms: u64,
+    /// Gateway calls and reports in flight at once (each call holds a connection).
+    #[arg(long, env = "SURGE_GATEWAY_IN_FLIGHT_MAX", default_value_t = 4_096,
+          value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    gateway_in_flight_max: u64,
 }
 
 impl WorkerArgs {
@@ -158,6 +162,7 @@ impl WorkerArgs {
             response_timeout_ms: self.gateway_response_timeout_ms,
             op_attempts_max: self.gateway_op_attempts_max,
             op_deadline_ms: self.gateway_op_deadline_ms,
+            in_flight_max: usize::try_from(self.gateway_in_flight_max).unwrap_or(4_096),
             external_worker,
         })
     }
