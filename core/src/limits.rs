@@ -14,7 +14,11 @@ pub const AMOUNT_MAX: u64 = 1_000_000_000_000_000;
 pub const TTL_S_MAX: u64 = 3_600;
 /// Items in one bulk put.
 pub const BULK_ITEMS_MAX: usize = 10_000;
-/// Free text: item and merchant names, reasons.
+/// Free text: item and merchant names, reasons, in characters (as JSON Schema's
+/// `maxLength` counts them).
+pub const TEXT_CHARS_MAX: usize = 256;
+/// A gateway's reason is cut to this many bytes before it becomes a command (so it is
+/// within `TEXT_CHARS_MAX` too).
 pub const TEXT_BYTES_MAX: usize = 256;
 /// Idempotency keys: 1..=255 printable ASCII.
 pub const IDEMPOTENCY_KEY_LEN_MAX: usize = 255;

@@ -172,10 +172,15 @@ fn check_id(field: &'static str, id: &str) -> Result<(), CoreError> {
 }
 
 pub(super) fn check_text(field: &'static str, text: &str, len_min: usize) -> Result<(), CoreError> {
-    if text.len() < len_min || text.len() > TEXT_BYTES_MAX || text.chars().any(char::is_control) {
+    let (mut chars, mut control) = (0usize, false);
+    for c in text.chars() {
+        chars += 1;
+        control |= c.is_control();
+    }
+    if chars < len_min || chars > TEXT_CHARS_MAX || control {
         return Err(CoreError::invalid(
             field,
-            format!("must be {len_min}..={TEXT_BYTES_MAX} bytes without control characters"),
+            format!("must be {len_min}..={TEXT_CHARS_MAX} characters without control characters"),
         ));
     }
     Ok(())
