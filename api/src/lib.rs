@@ -14,6 +14,7 @@
 #![recursion_limit = "512"] // the OpenAPI document is one large `json!`
 
 pub mod auth;
+pub mod body;
 pub mod config;
 pub mod dto;
 pub mod engine;

@@ -271,3 +271,102 @@ pub fn with_retention(mut doc: Value) -> Value {
     }
     doc
 }
+
+/// Field schemas of the request and reply types (`#[schema(schema_with = ...)]`), built
+/// from `surge_core::limits` so the document states the bounds the server enforces.
+pub mod schema {
+    use serde_json::{json, Value};
+    use surge_core::limits::{
+        AMOUNT_MAX, BULK_ITEMS_MAX, CARD_NUMBER_LEN_MAX, ID_LEN_MAX, LINES_MAX, QTY_MAX, QUEUE_ACTIVE_MAX,
+        TEXT_BYTES_MAX, TTL_S_MAX,
+    };
+    use utoipa::openapi::{RefOr, Schema};
+
+    fn of(value: Value) -> RefOr<Schema> {
+        serde_json::from_value(value).unwrap_or_else(|e| panic!("a schema literal parses: {e}"))
+    }
+
+    pub(crate) fn id_json() -> Value {
+        json!({"type": "string", "minLength": 1, "maxLength": ID_LEN_MAX, "pattern": "^[A-Za-z0-9_.:-]+$"})
+    }
+
+    /// What `surge_core::ids::is_valid_id` accepts: every id a client chooses (merchant,
+    /// customer, sku, queue) and every id surge hands out (`ord_1`).
+    pub fn id() -> RefOr<Schema> {
+        of(id_json())
+    }
+
+    pub fn optional_id() -> RefOr<Schema> {
+        let mut s = id_json();
+        s["type"] = json!(["string", "null"]);
+        of(s)
+    }
+
+    /// Free text: no control characters, at most `TEXT_BYTES_MAX` bytes of UTF-8 (a length
+    /// JSON Schema can only state in characters: 4-byte characters count 4).
+    fn text_json(len_min: usize) -> Value {
+        json!({"type": "string", "minLength": len_min, "maxLength": TEXT_BYTES_MAX / 4,
+               "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]*$",
+               "description": format!("at most {TEXT_BYTES_MAX} bytes of UTF-8, no control characters")})
+    }
+
+    pub fn name() -> RefOr<Schema> {
+        of(text_json(1))
+    }
+
+    pub fn reason() -> RefOr<Schema> {
+        let mut s = text_json(0);
+        s["type"] = json!(["string", "null"]);
+        of(s)
+    }
+
+    fn int(min: u64, max: u64) -> Value {
+        json!({"type": "integer", "minimum": min, "maximum": max})
+    }
+
+    pub fn amount() -> RefOr<Schema> {
+        of(int(0, AMOUNT_MAX))
+    }
+
+    pub fn optional_positive_amount() -> RefOr<Schema> {
+        of(json!({"type": ["integer", "null"], "minimum": 1, "maximum": AMOUNT_MAX}))
+    }
+
+    pub fn qty() -> RefOr<Schema> {
+        of(int(1, QTY_MAX))
+    }
+
+    pub fn ttl() -> RefOr<Schema> {
+        of(int(1, TTL_S_MAX))
+    }
+
+    pub fn max_active() -> RefOr<Schema> {
+        of(int(1, QUEUE_ACTIVE_MAX))
+    }
+
+    pub fn lines() -> RefOr<Schema> {
+        of(json!({"type": "array", "minItems": 1, "maxItems": LINES_MAX,
+                  "items": {"$ref": "#/components/schemas/LineBody"}}))
+    }
+
+    pub fn bulk_items() -> RefOr<Schema> {
+        of(json!({"type": "array", "minItems": 1, "maxItems": BULK_ITEMS_MAX,
+                  "items": {"allOf": [{"$ref": "#/components/schemas/ItemBody"}, {"required": ["sku"]}]}}))
+    }
+
+    pub fn card_number() -> RefOr<Schema> {
+        of(json!({"type": "string", "maxLength": CARD_NUMBER_LEN_MAX, "pattern": "^[ -]*([0-9][ -]*){12,19}$"}))
+    }
+
+    pub fn card_type() -> RefOr<Schema> {
+        of(json!({"type": "string", "minLength": 1, "maxLength": 32, "pattern": "^[!-~]+$"}))
+    }
+
+    pub fn payment_method() -> RefOr<Schema> {
+        of(json!({"type": "string", "enum": ["points", "card", "none"]}))
+    }
+
+    pub fn capture_mode() -> RefOr<Schema> {
+        of(json!({"type": ["string", "null"], "enum": ["automatic", "manual", null]}))
+    }
+}

@@ -7,16 +7,18 @@ use std::sync::Arc;
 use axum::extract::Path;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::Response;
-use serde::de::IgnoredAny;
+use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::Deserialize;
 use serde_json::Value;
 use surge_core::ids::is_valid_id;
-use surge_core::state::{Merchant, OrderStatus};
-use surge_core::{
-    CaptureMode, CardSpec, Command, ItemSpec, LineSpec, OrderSource, PaymentMethod, PaymentSpec, Reply, Request,
-};
+use surge_core::state::Merchant;
+use surge_core::{Command, PaymentMethod, Reply, Request};
 
 use crate::auth;
+use crate::body::{
+    batch_command, BulkBody, CancelBody, CaptureBody, CreditBody, HoldBody, ItemBody, Op, OrderBody, PaymentBody,
+    QueueBody, RefundBody, ReleaseBody, RestockBody, StatusOf, TokenBody,
+};
 use crate::dto::{self, to_vec};
 use crate::engine::{Engine, ExecError, Executed};
 use crate::error::ApiError;
@@ -50,17 +52,6 @@ fn reply_response(status: StatusCode, executed: &Executed) -> Response {
     res
 }
 
-/// Runs a merchant command; `status` maps the reply to the success status.
-async fn command(
-    call: &Call,
-    command: Command,
-    required_key: bool,
-    status: impl Fn(&Reply) -> StatusCode,
-) -> Result<Response, ApiError> {
-    let idempotency = call.idempotency(required_key)?;
-    execute(call, command, idempotency, status).await
-}
-
 async fn execute(
     call: &Call,
     command: Command,
@@ -70,22 +61,6 @@ async fn execute(
     let req = Request { merchant: call.merchant.to_string(), idempotency, command };
     let executed = call.engine.execute(req).await.map_err(exec_error)?;
     Ok(reply_response(status(&executed.reply), &executed))
-}
-
-/// A card payment is accepted, not done: 202 while its order waits for the gateway.
-fn accepted_or(done: StatusCode) -> impl Fn(&Reply) -> StatusCode {
-    move |reply| match reply {
-        Reply::Order(o) if o.status == OrderStatus::PendingPayment => StatusCode::ACCEPTED,
-        _ => done,
-    }
-}
-
-fn ok(_: &Reply) -> StatusCode {
-    StatusCode::OK
-}
-
-fn created(_: &Reply) -> StatusCode {
-    StatusCode::CREATED
 }
 
 /// Runs `f` on the caller's merchant, after everything before it is durable.
@@ -171,207 +146,68 @@ pub async fn create_merchant(call: AdminCall) -> Result<Response, ApiError> {
     }
 }
 
-// ---- items ----
+// ---- merchant commands: one body type per route (`body.rs`) ----
 
-#[derive(Deserialize)]
-pub struct ItemBody {
-    name: String,
-    price: u64,
-    stock: u64,
-    #[serde(default)]
-    queue_id: Option<String>,
+/// Runs a route whose body (`B`) maps to its command: `target` is its path parameter.
+async fn route<B: Op + DeserializeOwned>(call: Call, target: String, required_key: bool) -> Result<Response, ApiError> {
+    let body: B = call.json()?;
+    run(call, body, target, required_key).await
 }
 
-impl ItemBody {
-    fn into_spec(self, sku: String) -> ItemSpec {
-        ItemSpec { sku, name: self.name, price: self.price, stock: self.stock, queue: self.queue_id }
-    }
-}
-
-/// An item with its sku in the body (bulk put, batch op). Its own fields rather than a
-/// flattened `ItemBody`: serde's flatten loses the field path a 400 must name.
-#[derive(Deserialize)]
-pub struct BulkItem {
-    sku: String,
-    name: String,
-    price: u64,
-    stock: u64,
-    #[serde(default)]
-    queue_id: Option<String>,
-}
-
-impl BulkItem {
-    fn into_spec(self) -> ItemSpec {
-        ItemSpec { sku: self.sku, name: self.name, price: self.price, stock: self.stock, queue: self.queue_id }
-    }
-}
-
-#[derive(Deserialize)]
-pub struct BulkBody {
-    items: Vec<BulkItem>,
-}
-
-#[derive(Deserialize)]
-pub struct RestockBody {
-    qty: u64,
+async fn run<B: Op>(call: Call, body: B, target: String, required_key: bool) -> Result<Response, ApiError> {
+    let idempotency = payment_idempotency(&call, body.pays_by_card(), required_key)?;
+    let command = body.command(target, &call)?;
+    execute(&call, command, idempotency, B::status).await
 }
 
 pub async fn put_item(Path(sku): Path<String>, call: Call) -> Result<Response, ApiError> {
-    let b: ItemBody = call.json()?;
-    command(&call, Command::PutItem(b.into_spec(sku)), false, |r| match r {
-        Reply::Item { created: true, .. } => StatusCode::CREATED,
-        _ => StatusCode::OK,
-    })
-    .await
+    route::<ItemBody>(call, sku, false).await
 }
 
 pub async fn put_items(call: Call) -> Result<Response, ApiError> {
-    let b: BulkBody = call.json()?;
-    let items = b.items.into_iter().map(BulkItem::into_spec).collect();
-    command(&call, Command::PutItems { items }, false, ok).await
+    route::<BulkBody>(call, String::new(), false).await
 }
 
 pub async fn restock(Path(sku): Path<String>, call: Call) -> Result<Response, ApiError> {
-    let b: RestockBody = call.json()?;
-    command(&call, Command::Restock { sku, qty: b.qty }, false, ok).await
+    route::<RestockBody>(call, sku, false).await
 }
 
 pub async fn get_item(Path(sku): Path<String>, call: Call) -> Result<Response, ApiError> {
     read_one(&call, "item", move |m| m.item_view(&sku), |v| to_vec(&dto::item(v))).await
 }
 
-// ---- holds ----
-
-#[derive(Deserialize)]
-pub struct LineBody {
-    sku: String,
-    qty: u64,
-}
-
-fn line_specs(lines: Vec<LineBody>) -> Vec<LineSpec> {
-    lines.into_iter().map(|l| LineSpec { sku: l.sku, qty: l.qty }).collect()
-}
-
-#[derive(Deserialize)]
-pub struct HoldBody {
-    customer_id: String,
-    lines: Vec<LineBody>,
-    #[serde(default)]
-    ttl_seconds: Option<u64>,
-}
-
 pub async fn create_hold(call: Call) -> Result<Response, ApiError> {
     let b: HoldBody = call.json()?;
-    let cmd = Command::CreateHold {
-        customer: b.customer_id,
-        lines: line_specs(b.lines),
-        ttl_s: b.ttl_seconds,
-        queue_token: call.queue_token()?,
-    };
-    command(&call, cmd, false, created).await
+    let command = b.command_with(call.queue_token()?);
+    let idempotency = call.idempotency(false)?;
+    execute(&call, command, idempotency, <HoldBody<String> as Op>::status).await
 }
 
 pub async fn release_hold(Path(id): Path<String>, call: Call) -> Result<Response, ApiError> {
-    command(&call, Command::ReleaseHold { hold: id }, false, ok).await
+    run(call, ReleaseBody::default(), id, false).await
 }
 
 pub async fn get_hold(Path(id): Path<String>, call: Call) -> Result<Response, ApiError> {
     read_numbered(&call, "hold", id, Merchant::hold_view, |v| to_vec(&dto::hold(v))).await
 }
 
-// ---- orders and payments ----
-
-#[derive(Deserialize)]
-pub struct CardBody {
-    number: String,
-    #[serde(rename = "type")]
-    kind: String,
-}
-
-#[derive(Deserialize)]
-pub struct PaymentBody {
-    method: PaymentMethod,
-    #[serde(default)]
-    card: Option<CardBody>,
-    #[serde(default)]
-    capture: Option<CaptureMode>,
-}
-
-impl PaymentBody {
-    /// The payment as core takes it, with a card's number sealed for the gateway worker.
-    /// Without a configured gateway a card payment changes nothing: 503.
-    fn spec(self, call: &Call) -> Result<PaymentSpec, ApiError> {
-        let card = match (self.method, self.card) {
-            (PaymentMethod::Card, card) => {
-                let host = call.gateway.as_deref().ok_or_else(ApiError::gateway_unavailable)?;
-                match card {
-                    Some(c) => Some(seal(host, &call.merchant, c)?),
-                    None => None, // core names the missing field
-                }
-            }
-            (_, card) => card.map(|c| CardSpec { number: c.number, kind: c.kind, sealed: Box::new([]) }),
-        };
-        Ok(PaymentSpec { method: self.method, card, capture: self.capture.unwrap_or_default() })
-    }
-}
-
-fn seal(host: &crate::gateway::GatewayHost, merchant: &str, card: CardBody) -> Result<CardSpec, ApiError> {
-    let sealed = host.card_key.seal(merchant, &card.number).map_err(|_| {
-        ApiError::invalid("payment.card.number: at most 32 characters").with("field", "payment.card.number")
-    })?;
-    Ok(CardSpec { number: card.number, kind: card.kind, sealed: sealed.into_boxed_slice() })
-}
-
-/// The idempotency of a request that pays: keyed when it carries a card number.
+/// The idempotency of a request: keyed when its body carries a card number.
 fn payment_idempotency(
     call: &Call,
-    method: PaymentMethod,
+    pays_by_card: bool,
     required: bool,
 ) -> Result<Option<surge_core::Idempotency>, ApiError> {
-    match (&call.gateway, method) {
-        (Some(host), PaymentMethod::Card) => call.card_idempotency(required, host),
+    match &call.gateway {
+        Some(host) if pays_by_card => call.card_idempotency(required, host),
         _ => call.idempotency(required),
-    }
-}
-
-/// The body of `POST /v1/orders` (`Token` = `IgnoredAny`), and the fields of a batch
-/// `create_order` op (`Token` = `String`).
-#[derive(Deserialize)]
-pub struct OrderBody<Token = IgnoredAny> {
-    customer_id: String,
-    #[serde(default)]
-    lines: Option<Vec<LineBody>>,
-    #[serde(default)]
-    hold_id: Option<String>,
-    payment: PaymentBody,
-    /// Batch ops only: a single request sends its token in the `Queue-Token` header, and
-    /// anything under this name in its body is ignored, as any unknown field is.
-    #[serde(default)]
-    queue_token: Option<Token>,
-}
-
-impl<Token> OrderBody<Token> {
-    fn command(self, queue_token: Option<String>, call: &Call) -> Result<Command, ApiError> {
-        let source = match (self.lines, self.hold_id) {
-            (Some(lines), None) => OrderSource::Lines(line_specs(lines)),
-            (None, Some(hold)) => OrderSource::Hold(hold),
-            (Some(_), Some(_)) => {
-                return Err(ApiError::invalid("lines, hold_id: give exactly one of them").with("field", "hold_id"))
-            }
-            (None, None) => {
-                return Err(ApiError::invalid("lines: required unless hold_id is given").with("field", "lines"))
-            }
-        };
-        let payment = self.payment.spec(call)?;
-        Ok(Command::CreateOrder { customer: self.customer_id, source, payment, queue_token })
     }
 }
 
 pub async fn create_order(call: Call) -> Result<Response, ApiError> {
     let b: OrderBody = call.json()?;
-    let idempotency = payment_idempotency(&call, b.payment.method, true)?;
-    let cmd = b.command(call.queue_token()?, &call)?;
-    execute(&call, cmd, idempotency, accepted_or(StatusCode::CREATED)).await
+    let idempotency = payment_idempotency(&call, b.method() == PaymentMethod::Card, true)?;
+    let cmd = b.command_with(call.queue_token()?, &call)?;
+    execute(&call, cmd, idempotency, OrderBody::<IgnoredAny>::status).await
 }
 
 pub async fn get_order(Path(id): Path<String>, call: Call) -> Result<Response, ApiError> {
@@ -379,30 +215,21 @@ pub async fn get_order(Path(id): Path<String>, call: Call) -> Result<Response, A
 }
 
 pub async fn cancel_order(Path(id): Path<String>, call: Call) -> Result<Response, ApiError> {
-    command(&call, Command::CancelOrder { order: id }, false, ok).await
+    run(call, CancelBody::default(), id, false).await
 }
 
 pub async fn pay_order(Path(id): Path<String>, call: Call) -> Result<Response, ApiError> {
-    let b: PaymentBody = call.json()?;
-    let idempotency = payment_idempotency(&call, b.method, false)?;
-    let payment = b.spec(&call)?;
-    execute(&call, Command::PayOrder { order: id, payment }, idempotency, accepted_or(StatusCode::OK)).await
-}
-
-#[derive(Deserialize, Default)]
-pub struct AmountBody {
-    #[serde(default)]
-    amount: Option<u64>,
+    route::<PaymentBody>(call, id, false).await
 }
 
 pub async fn capture_payment(Path(id): Path<String>, call: Call) -> Result<Response, ApiError> {
-    let b: AmountBody = call.json_or_default()?;
-    command(&call, Command::CapturePayment { payment: id, amount: b.amount }, true, ok).await
+    let b: CaptureBody = call.json_or_default()?;
+    run(call, b, id, true).await
 }
 
 pub async fn refund_payment(Path(id): Path<String>, call: Call) -> Result<Response, ApiError> {
-    let b: AmountBody = call.json_or_default()?;
-    command(&call, Command::RefundPayment { payment: id, amount: b.amount }, true, ok).await
+    let b: RefundBody = call.json_or_default()?;
+    run(call, b, id, true).await
 }
 
 pub async fn get_payment(Path(id): Path<String>, call: Call) -> Result<Response, ApiError> {
@@ -411,17 +238,8 @@ pub async fn get_payment(Path(id): Path<String>, call: Call) -> Result<Response,
 
 // ---- points and ledger ----
 
-#[derive(Deserialize)]
-pub struct CreditBody {
-    amount: u64,
-    #[serde(default)]
-    reason: Option<String>,
-}
-
 pub async fn credit_points(Path(customer): Path<String>, call: Call) -> Result<Response, ApiError> {
-    let b: CreditBody = call.json()?;
-    let cmd = Command::CreditPoints { customer, amount: b.amount, reason: b.reason.unwrap_or_default() };
-    command(&call, cmd, true, ok).await
+    route::<CreditBody>(call, customer, true).await
 }
 
 pub async fn get_points(Path(customer): Path<String>, call: Call) -> Result<Response, ApiError> {
@@ -446,21 +264,8 @@ pub async fn trial_balance(call: Call) -> Result<Response, ApiError> {
 
 // ---- waiting rooms ----
 
-#[derive(Deserialize)]
-pub struct QueueBody {
-    max_active: u64,
-    active_ttl_seconds: u64,
-}
-
-#[derive(Deserialize)]
-pub struct TokenBody {
-    customer_id: String,
-}
-
 pub async fn put_queue(Path(queue): Path<String>, call: Call) -> Result<Response, ApiError> {
-    let b: QueueBody = call.json()?;
-    let cmd = Command::PutQueue { queue, max_active: b.max_active, active_ttl_s: b.active_ttl_seconds };
-    command(&call, cmd, false, ok).await
+    route::<QueueBody>(call, queue, false).await
 }
 
 pub async fn get_queue(Path(queue): Path<String>, call: Call) -> Result<Response, ApiError> {
@@ -468,9 +273,7 @@ pub async fn get_queue(Path(queue): Path<String>, call: Call) -> Result<Response
 }
 
 pub async fn issue_token(Path(queue): Path<String>, call: Call) -> Result<Response, ApiError> {
-    let b: TokenBody = call.json()?;
-    let cmd = Command::IssueToken { queue, customer: b.customer_id, nonce: auth::new_nonce() };
-    command(&call, cmd, false, created).await
+    route::<TokenBody>(call, queue, false).await
 }
 
 pub async fn get_token(Path((queue, token)): Path<(String, String)>, call: Call) -> Result<Response, ApiError> {
@@ -492,102 +295,49 @@ pub struct BatchBody {
     ops: Vec<Value>,
 }
 
-/// One batch operation: `op` names the route, the other fields are that route's body plus
-/// its path parameters (`sku`, `hold_id`, `order_id`, `payment_id`, `customer_id`,
-/// `queue_id`) and an optional `idempotency_key`.
+/// One batch operation: `op` names the route, the other fields are that route's body
+/// (`body.rs`) with its path parameter as a field of its own, and an optional
+/// `idempotency_key`.
 #[derive(Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 enum BatchOp {
-    PutItem(BulkItem),
-    Restock {
-        sku: String,
-        qty: u64,
-    },
-    Hold {
-        customer_id: String,
-        lines: Vec<LineBody>,
-        #[serde(default)]
-        ttl_seconds: Option<u64>,
-        #[serde(default)]
-        queue_token: Option<String>,
-    },
-    Release {
-        hold_id: String,
-    },
+    PutItem(ItemBody),
+    Restock(RestockBody),
+    Hold(HoldBody<String>),
+    Release(ReleaseBody),
     CreateOrder(OrderBody<String>),
-    CancelOrder {
-        order_id: String,
-    },
-    PayOrder {
-        order_id: String,
-        method: PaymentMethod,
-        #[serde(default)]
-        card: Option<CardBody>,
-        #[serde(default)]
-        capture: Option<CaptureMode>,
-    },
-    Capture {
-        payment_id: String,
-        #[serde(default)]
-        amount: Option<u64>,
-    },
-    Refund {
-        payment_id: String,
-        #[serde(default)]
-        amount: Option<u64>,
-    },
-    CreditPoints {
-        customer_id: String,
-        amount: u64,
-        #[serde(default)]
-        reason: Option<String>,
-    },
-    IssueToken {
-        queue_id: String,
-        customer_id: String,
-    },
+    CancelOrder(CancelBody),
+    PayOrder(PaymentBody),
+    Capture(CaptureBody),
+    Refund(RefundBody),
+    CreditPoints(CreditBody),
+    IssueToken(TokenBody),
 }
 
 impl BatchOp {
-    /// The command and the success status of its route (`None`: decided by the reply).
-    fn command(self, call: &Call) -> Result<(Command, Option<StatusCode>), ApiError> {
-        Ok(match self {
-            BatchOp::PutItem(item) => (Command::PutItem(item.into_spec()), None),
-            BatchOp::Restock { sku, qty } => (Command::Restock { sku, qty }, Some(StatusCode::OK)),
-            BatchOp::Hold { customer_id, lines, ttl_seconds, queue_token } => (
-                Command::CreateHold {
-                    customer: customer_id,
-                    lines: line_specs(lines),
-                    ttl_s: ttl_seconds,
-                    queue_token,
-                },
-                Some(StatusCode::CREATED),
-            ),
-            BatchOp::Release { hold_id } => (Command::ReleaseHold { hold: hold_id }, Some(StatusCode::OK)),
-            BatchOp::CreateOrder(mut body) => {
-                let queue_token = body.queue_token.take();
-                (body.command(queue_token, call)?, Some(StatusCode::CREATED))
-            }
-            BatchOp::CancelOrder { order_id } => (Command::CancelOrder { order: order_id }, Some(StatusCode::OK)),
-            BatchOp::PayOrder { order_id, method, card, capture } => {
-                let payment = PaymentBody { method, card, capture }.spec(call)?;
-                (Command::PayOrder { order: order_id, payment }, Some(StatusCode::OK))
-            }
-            BatchOp::Capture { payment_id, amount } => {
-                (Command::CapturePayment { payment: payment_id, amount }, Some(StatusCode::OK))
-            }
-            BatchOp::Refund { payment_id, amount } => {
-                (Command::RefundPayment { payment: payment_id, amount }, Some(StatusCode::OK))
-            }
-            BatchOp::CreditPoints { customer_id, amount, reason } => (
-                Command::CreditPoints { customer: customer_id, amount, reason: reason.unwrap_or_default() },
-                Some(StatusCode::OK),
-            ),
-            BatchOp::IssueToken { queue_id, customer_id } => (
-                Command::IssueToken { queue: queue_id, customer: customer_id, nonce: auth::new_nonce() },
-                Some(StatusCode::CREATED),
-            ),
-        })
+    fn pays_by_card(&self) -> bool {
+        match self {
+            BatchOp::CreateOrder(b) => b.pays_by_card(),
+            BatchOp::PayOrder(b) => b.pays_by_card(),
+            _ => false,
+        }
+    }
+
+    /// The command and the status function of its route.
+    fn command(self, index: usize, call: &Call) -> Result<(Command, StatusOf), ApiError> {
+        match self {
+            BatchOp::PutItem(b) => batch_command(b, index, call),
+            BatchOp::Restock(b) => batch_command(b, index, call),
+            BatchOp::Hold(b) => batch_command(b, index, call),
+            BatchOp::Release(b) => batch_command(b, index, call),
+            BatchOp::CreateOrder(b) => batch_command(b, index, call),
+            BatchOp::CancelOrder(b) => batch_command(b, index, call),
+            BatchOp::PayOrder(b) => batch_command(b, index, call),
+            BatchOp::Capture(b) => batch_command(b, index, call),
+            BatchOp::Refund(b) => batch_command(b, index, call),
+            BatchOp::CreditPoints(b) => batch_command(b, index, call),
+            BatchOp::IssueToken(b) => batch_command(b, index, call),
+        }
     }
 }
 
@@ -643,8 +393,8 @@ fn batch_op(op: &Value) -> Result<BatchOp, serde_json::Error> {
     BatchOp::deserialize(op)
 }
 
-/// Parses one op into a request (with its success status), or the op's error.
-fn batch_request(call: &Call, index: usize, op: &Value) -> Result<(Request, Option<StatusCode>), ApiError> {
+/// Parses one op into a request (with its route's status function), or the op's error.
+fn batch_request(call: &Call, index: usize, op: &Value) -> Result<(Request, StatusOf), ApiError> {
     let key = match op.get("idempotency_key") {
         None | Some(Value::Null) => None,
         Some(Value::String(k)) => Some(k.clone()),
@@ -662,13 +412,8 @@ fn batch_request(call: &Call, index: usize, op: &Value) -> Result<(Request, Opti
             ApiError::invalid(format!("ops[{index}]{path}: {}", e.into_inner()))
         })?,
     };
-    let (command, status) = parsed.command(call)?;
-    let pays_by_card = match &command {
-        Command::CreateOrder { payment, .. } | Command::PayOrder { payment, .. } => {
-            payment.method == PaymentMethod::Card
-        }
-        _ => false,
-    };
+    let pays_by_card = parsed.pays_by_card();
+    let (command, status) = parsed.command(index, call)?;
     let secret = call.gateway.as_deref().filter(|_| pays_by_card).map(|host| host.card_key.fingerprint_key());
     let idempotency = key.map(|key| {
         // The fingerprint covers the op itself: the same op in another batch replays.
@@ -679,14 +424,22 @@ fn batch_request(call: &Call, index: usize, op: &Value) -> Result<(Request, Opti
     Ok((Request { merchant: call.merchant.to_string(), idempotency, command }, status))
 }
 
+/// The first op that is not an object with a string `op`: such a batch is malformed, 400.
+fn malformed_op(ops: &[Value]) -> Option<usize> {
+    ops.iter().position(|op| !op.get("op").is_some_and(Value::is_string))
+}
+
 pub async fn batch(call: Call) -> Result<Response, ApiError> {
     let b: BatchBody = call.json()?;
     if b.ops.is_empty() || b.ops.len() > BATCH_OPS_MAX {
         return Err(ApiError::invalid(format!("ops: must hold 1..={BATCH_OPS_MAX} operations")).with("field", "ops"));
     }
-    // Per op: its parse error, or the success status of its route (`None`: from the reply)
-    // and a place in `reqs`.
-    let mut parsed: Vec<Result<Option<StatusCode>, ApiError>> = Vec::with_capacity(b.ops.len());
+    if let Some(i) = malformed_op(&b.ops) {
+        let detail = format!("ops[{i}]: must be an object with a string `op`");
+        return Err(ApiError::invalid(detail).with("field", format!("ops[{i}]")));
+    }
+    // Per op: its parse error, or its route's status function and a place in `reqs`.
+    let mut parsed: Vec<Result<StatusOf, ApiError>> = Vec::with_capacity(b.ops.len());
     let mut reqs = Vec::with_capacity(b.ops.len());
     for (i, op) in b.ops.iter().enumerate() {
         parsed.push(batch_request(&call, i, op).map(|(req, status)| {
@@ -701,15 +454,7 @@ pub async fn batch(call: Call) -> Result<Response, ApiError> {
         outcomes.push(match op {
             Err(e) => BatchOutcome::Problem(e),
             Ok(status) => match executed_iter.next() {
-                Some(Ok(x)) => BatchOutcome::Reply {
-                    status: match &x.reply {
-                        Reply::Order(o) if o.status == OrderStatus::PendingPayment => StatusCode::ACCEPTED,
-                        Reply::Item { created: true, .. } if status.is_none() => StatusCode::CREATED,
-                        _ => status.unwrap_or(StatusCode::OK),
-                    },
-                    reply: &x.reply,
-                    replayed: x.replayed,
-                },
+                Some(Ok(x)) => BatchOutcome::Reply { status: status(&x.reply), reply: &x.reply, replayed: x.replayed },
                 Some(Err(e)) => BatchOutcome::Problem(exec_error(e.clone())),
                 None => BatchOutcome::Problem(ApiError::storage_unavailable(
                     "the batch ended early; nothing more was applied",

@@ -734,3 +734,53 @@ async fn check_archived(c: &Client<'_>, (order, payment, hold, authorized): &(St
     let item = c.get("/v1/items/tee").await.body;
     assert_eq!((item["sold"].as_u64(), item["available"].as_u64()), (Some(2), Some(3)));
 }
+
+#[tokio::test]
+async fn integers_may_be_written_with_a_zero_fraction_and_text_limits_count_characters() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = server(dir.path());
+    let c = Client::new(&s, &s.merchant("m-1").await);
+    // JSON Schema's `integer` admits 3637.0 and 1e3, and so does every route.
+    let r = c.put("/v1/items/x", r#"{"name":"X","price":3637.0,"stock":1e3}"#).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!((r.body["price"].as_u64(), r.body["stock"].as_u64()), (Some(3637), Some(1000)));
+    let r = c.post("/v1/items/x/restock", r#"{"qty":2.0}"#).await;
+    assert_eq!(r.body["stock"], 1002);
+    for bad in [r#"{"qty":2.5}"#, r#"{"qty":-1}"#, r#"{"qty":-1.0}"#, r#"{"qty":"2"}"#] {
+        let r = c.post("/v1/items/x/restock", bad).await;
+        r.assert_problem(400, "invalid_request");
+        assert!(r.body["detail"].as_str().unwrap().contains("qty"), "{bad}: {}", r.body);
+    }
+    // Names: up to 256 characters (OpenAPI's maxLength), whatever their UTF-8 length.
+    let name = "é".repeat(256);
+    let r = c.put("/v1/items/y", &json!({"name": name, "price": 1, "stock": 1}).to_string()).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let r = c.put("/v1/items/y", &json!({"name": "x".repeat(257), "price": 1, "stock": 1}).to_string()).await;
+    r.assert_problem(400, "invalid_request");
+}
+
+#[tokio::test]
+async fn a_batch_op_answers_as_its_route_and_a_malformed_batch_is_400() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = server(dir.path());
+    let c = Client::new(&s, &s.merchant("m-1").await);
+    // Ops that are not objects with a string `op`: the batch is malformed, nothing applied.
+    for ops in [json!([[null]]), json!([1]), json!([{}]), json!([{"op": 5}]), json!([{"op": "restock"}, "x"])] {
+        let r = c.post("/v1/batch", &json!({ "ops": ops }).to_string()).await;
+        r.assert_problem(400, "invalid_request");
+        assert_eq!(r.body["field"].as_str().map(|f| f.starts_with("ops[")), Some(true), "{}", r.body);
+    }
+    let ops = json!({"ops": [
+        {"op": "put_item", "sku": "a", "name": "A", "price": 10.0, "stock": 5},
+        {"op": "put_item", "sku": "a", "name": "A", "price": 10, "stock": 5},
+        {"op": "restock", "qty": 1},
+        {"op": "issue_token", "customer_id": "c-1"},
+        {"op": "capture", "payment_id": "pay_9"}
+    ]});
+    let r = c.post("/v1/batch", &ops.to_string()).await;
+    let statuses: Vec<u64> =
+        r.body["results"].as_array().unwrap().iter().map(|r| r["status"].as_u64().unwrap()).collect();
+    assert_eq!(statuses, [201, 200, 400, 400, 404], "{}", r.body);
+    assert_eq!(r.body["results"][2]["body"]["detail"], "ops[2]: missing field `sku`");
+    assert_eq!(r.body["results"][3]["body"]["detail"], "ops[3]: missing field `queue_id`");
+}
