@@ -139,7 +139,7 @@ pub fn batch_command<B: Op>(mut body: B, index: usize, call: &Call) -> Result<(C
 pub struct ItemBody {
     /// Bulk entries and batch ops only; `PUT /v1/items/{sku}` takes it from the path.
     #[serde(default)]
-    #[schema(schema_with = schema::id)]
+    #[schema(schema_with = schema::optional_id)]
     sku: Option<String>,
     #[schema(schema_with = schema::name)]
     name: String,
@@ -248,9 +248,7 @@ fn line_specs(lines: Vec<LineBody>) -> Vec<LineSpec> {
     lines.into_iter().map(|l| LineSpec { sku: l.sku, qty: l.qty }).collect()
 }
 
-/// A batch op's `queue_token` field (`Token` = `String`); a single request sends its token
-/// in the `Queue-Token` header, and anything under this name in its body is ignored
-/// (`Token` = `IgnoredAny`), as any unknown field is.
+/// Stock to reserve, all lines or none.
 #[derive(Deserialize, ToSchema)]
 #[schema(bound = "")]
 pub struct HoldBody<Token = IgnoredAny> {
@@ -260,8 +258,11 @@ pub struct HoldBody<Token = IgnoredAny> {
     lines: Vec<LineBody>,
     /// Seconds the stock stays reserved (default 300).
     #[serde(default, deserialize_with = "whole::option")]
-    #[schema(schema_with = schema::ttl)]
+    #[schema(schema_with = schema::optional_ttl)]
     ttl_seconds: Option<u64>,
+    /// A batch op's token (`Token` = `String`); a single request sends its token in the
+    /// `Queue-Token` header, and anything under this name in its body is ignored (`Token` =
+    /// `IgnoredAny`), as any unknown field is.
     #[serde(default)]
     #[schema(ignore)]
     queue_token: Option<Token>,
@@ -393,8 +394,9 @@ impl Op for PaymentBody {
     }
 }
 
-/// The body of `POST /v1/orders` (`Token` = `IgnoredAny`, see [`HoldBody`]), and the fields
-/// of a batch `create_order` op (`Token` = `String`). Exactly one of `lines` and `hold_id`.
+/// An order from `lines` or from a hold (`hold_id`): exactly one of them. (`POST /v1/orders`
+/// with `Token` = `IgnoredAny` and a batch `create_order` op with `Token` = `String`, as
+/// [`HoldBody`].)
 #[derive(Deserialize, ToSchema)]
 #[schema(bound = "")]
 pub struct OrderBody<Token = IgnoredAny> {
@@ -402,11 +404,11 @@ pub struct OrderBody<Token = IgnoredAny> {
     customer_id: String,
     /// The order's lines (or give `hold_id`).
     #[serde(default)]
-    #[schema(schema_with = schema::lines)]
+    #[schema(schema_with = schema::optional_lines)]
     lines: Option<Vec<LineBody>>,
     /// The hold to convert (or give `lines`).
     #[serde(default)]
-    #[schema(schema_with = schema::id)]
+    #[schema(schema_with = schema::optional_id)]
     hold_id: Option<String>,
     payment: PaymentBody,
     #[serde(default)]

@@ -18,11 +18,24 @@ use surge_core::view::{
 };
 use surge_core::{Reply, UnixMs};
 
+use utoipa::openapi::{KnownFormat, ObjectBuilder, RefOr, Schema, SchemaFormat, Type};
+use utoipa::{PartialSchema, ToSchema};
+
+use crate::openapi::schema;
 use crate::order_json::write_order;
 
 /// Unix milliseconds rendered as RFC 3339 UTC.
 #[derive(Clone, Copy)]
 pub struct Time(pub u64);
+
+impl PartialSchema for Time {
+    fn schema() -> RefOr<Schema> {
+        let format = SchemaFormat::KnownFormat(KnownFormat::DateTime);
+        ObjectBuilder::new().schema_type(Type::String).format(Some(format)).into()
+    }
+}
+
+impl ToSchema for Time {}
 
 impl Serialize for Time {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -50,7 +63,7 @@ pub fn with_rfc3339<R>(ms: UnixMs, f: impl FnOnce(&str) -> R) -> R {
     })
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct Merchant<'a> {
     id: &'a str,
     name: &'a str,
@@ -64,7 +77,7 @@ pub fn merchant<'a>(m: &'a MerchantView, api_key: Option<&'a str>) -> Merchant<'
     Merchant { id: &m.id, name: &m.name, currency: &m.currency, api_key, created_at: Time(m.created_at_ms) }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct Item<'a> {
     sku: &'a str,
     name: &'a str,
@@ -89,7 +102,7 @@ pub fn item(i: &ItemView) -> Item<'_> {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct Line<'a> {
     sku: &'a str,
     qty: u64,
@@ -111,12 +124,15 @@ fn lines(lines: &[LineView]) -> Vec<Line<'_>> {
         .collect()
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct Hold<'a> {
+    #[schema(value_type = String)]
     id: HoldId,
     customer_id: &'a str,
+    #[schema(schema_with = schema::hold_status)]
     status: &'static str,
     lines: Vec<Line<'a>>,
+    #[schema(value_type = Option<String>)]
     order_id: Option<OrderId>,
     expires_at: Time,
     created_at: Time,
@@ -136,7 +152,7 @@ pub fn hold(h: &HoldView) -> Hold<'_> {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct Card<'a> {
     last4: &'a str,
     #[serde(rename = "type")]
@@ -147,12 +163,17 @@ fn card(c: &CardView) -> Card<'_> {
     Card { last4: &c.last4, kind: &c.kind }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct Payment<'a> {
+    #[schema(value_type = String)]
     id: PaymentId,
+    #[schema(value_type = String)]
     order_id: OrderId,
+    #[schema(schema_with = schema::payment_method)]
     method: &'static str,
+    #[schema(schema_with = schema::payment_status)]
     status: &'static str,
+    #[schema(schema_with = schema::capture_mode_out)]
     capture: &'static str,
     amount: u64,
     captured: u64,
@@ -183,17 +204,22 @@ pub fn payment(p: &PaymentView) -> Payment<'_> {
 }
 
 /// A dead letter; `merchant_id` in the admin listing, which spans merchants.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct DeadLetter<'a> {
+    #[schema(value_type = String)]
     id: DeadLetterId,
     #[serde(skip_serializing_if = "Option::is_none")]
     merchant_id: Option<&'a str>,
+    #[schema(value_type = String)]
     payment_id: PaymentId,
+    #[schema(value_type = String)]
     order_id: OrderId,
+    #[schema(schema_with = schema::dead_letter_op)]
     op: &'static str,
     amount: u64,
     operation_key: &'a str,
     reason: &'a str,
+    #[schema(schema_with = schema::dead_letter_status)]
     status: &'static str,
     attempts: u32,
     created_at: Time,
@@ -217,13 +243,22 @@ pub fn dead_letter<'a>(d: &'a DeadLetterView, merchant_id: Option<&'a str>) -> D
     }
 }
 
-#[derive(Serialize)]
+/// `GET /v1/admin/dead-letters`.
+#[derive(Serialize, ToSchema)]
+pub struct DeadLetters<'a> {
+    pub dead_letters: Vec<DeadLetter<'a>>,
+}
+
+#[derive(Serialize, ToSchema)]
 pub struct Order<'a> {
+    #[schema(value_type = String)]
     id: OrderId,
     customer_id: &'a str,
+    #[schema(schema_with = schema::order_status)]
     status: &'static str,
     lines: Vec<Line<'a>>,
     total: u64,
+    #[schema(value_type = Option<String>)]
     hold_id: Option<HoldId>,
     payment: Option<Payment<'a>>,
     expires_at: Option<Time>,
@@ -246,7 +281,7 @@ pub fn order(o: &OrderView) -> Order<'_> {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct Points<'a> {
     customer_id: &'a str,
     balance: u64,
@@ -256,7 +291,7 @@ pub fn points(p: &PointsView) -> Points<'_> {
     Points { customer_id: &p.customer_id, balance: p.balance }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct Queue<'a> {
     id: &'a str,
     max_active: u64,
@@ -275,11 +310,12 @@ pub fn queue(q: &QueueView) -> Queue<'_> {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct Token<'a> {
     token: &'a str,
     queue_id: &'a str,
     customer_id: &'a str,
+    #[schema(schema_with = schema::token_status)]
     status: &'static str,
     position: u64,
     active_until: Option<Time>,
@@ -297,7 +333,7 @@ pub fn token(t: &TokenView) -> Token<'_> {
 }
 
 /// Totals are 128-bit; serde_json writes them as plain JSON integers.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct Account<'a> {
     account: &'a str,
     debits: u128,
@@ -309,11 +345,24 @@ pub fn account(a: &AccountView) -> Account<'_> {
     Account { account: &a.account, debits: a.debits, credits: a.credits, balance: a.balance }
 }
 
-pub fn trial_balance(t: &TrialBalance) -> &TrialBalance {
-    t
+#[derive(Serialize, ToSchema)]
+pub struct TrialBalanceDto {
+    total_debits: u128,
+    total_credits: u128,
+    balanced: bool,
+    accounts: u64,
 }
 
-#[derive(Serialize)]
+pub fn trial_balance(t: &TrialBalance) -> TrialBalanceDto {
+    TrialBalanceDto {
+        total_debits: t.total_debits,
+        total_credits: t.total_credits,
+        balanced: t.balanced,
+        accounts: t.accounts,
+    }
+}
+
+#[derive(Serialize, ToSchema)]
 pub struct Items {
     created: u64,
     updated: u64,

@@ -25,7 +25,7 @@ use surge_relay::gateway::{
 
 use crate::config::GatewaySettings;
 
-use crate::dto;
+use crate::dto::{self, DeadLetter};
 use crate::engine::{Engine, ExecError};
 use crate::error::ApiError;
 use crate::extract::AdminCall;
@@ -185,11 +185,13 @@ pub fn start_worker(
 
 // ---- the callback ----
 
-/// The gateway's callback body, in its camelCase or in snake case.
-#[derive(Deserialize)]
-struct CallbackBody {
+/// The gateway's callback body, in its camelCase (`transactionKey`, `orderId`) or in snake
+/// case.
+#[derive(Deserialize, utoipa::ToSchema)]
+pub struct CallbackBody {
     #[serde(alias = "transactionKey")]
     transaction_key: String,
+    /// `{merchant_id}:pay_{n}`, as surge sent it.
     #[serde(alias = "orderId")]
     order_id: String,
     status: CallbackStatus,
@@ -197,16 +199,17 @@ struct CallbackBody {
     reason: Option<String>,
 }
 
-#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "UPPERCASE")]
-enum CallbackStatus {
+pub enum CallbackStatus {
     Success,
     Failed,
 }
 
-#[derive(Serialize)]
-struct CallbackAnswer {
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct CallbackAnswer {
     /// `applied`, or `duplicate` when it changed nothing (settled already).
+    #[schema(schema_with = crate::openapi::schema::applied)]
     status: &'static str,
 }
 
@@ -214,6 +217,22 @@ fn now_s() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
+#[utoipa::path(
+    post, path = "/v1/gateway/callback", tag = "gateway", security(()),
+    params(
+        ("X-Signature" = String, Header, pattern = "^[0-9a-f]{64}$",
+         description = "lowercase hex of HMAC-SHA256(secret, \"{X-Timestamp}.{raw body}\")"),
+        ("X-Timestamp" = String, Header, pattern = "^[0-9]+$", description = "Unix seconds, within 300 s of now"),
+    ),
+    request_body = CallbackBody,
+    responses(
+        (status = 200, description = "applied, or duplicate when the payment was settled already", body = CallbackAnswer),
+        (status = 400, description = "invalid_request: the body (signed) does not parse"),
+        (status = 401, description = "unauthorized: the signature is missing, stale or wrong"),
+        (status = 404, description = "not_found: no such transaction, or no payment gateway is configured"),
+        (status = 503, description = "storage_unavailable: not applied, the gateway retries"),
+    )
+)]
 /// `POST /v1/gateway/callback`: no bearer token; the signature is the authentication, and it
 /// is checked before the body is even parsed.
 pub async fn callback(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
@@ -296,13 +315,28 @@ async fn handle_callback(
 
 // ---- reports of an external worker (admin) ----
 
+#[utoipa::path(
+    post, path = "/v1/admin/gateway/reports", tag = "admin", security(("admin" = [])),
+    request_body = crate::openapi::ReportDoc,
+    responses(
+        (status = 200, description = "applied, or duplicate when it changed nothing", body = CallbackAnswer),
+        (status = 400, description = "invalid_request: not one of the worker's reports, or a transaction key that is not the payment's"),
+        (status = 404, description = "not_found: the payment, or no payment gateway is configured"),
+        (status = 409, description = "invalid_state"),
+    )
+)]
 /// `POST /v1/admin/gateway/reports`: a worker running in `surge relay` reports what a
 /// gateway said. Only the worker's commands are taken; each runs on its payment's shard.
 pub async fn report(State(state): State<AppState>, call: AdminCall) -> Result<Response, ApiError> {
     if state.gateway().is_none() {
         return Err(ApiError::not_found("no payment gateway is configured"));
     }
-    let body: ReportBody = crate::extract::parse_json(&call.headers, &call.body)?;
+    let mut body: serde_json::Value = crate::extract::parse_json(&call.headers, &call.body)?;
+    whole_numbers(&mut body);
+    let body: ReportBody = serde_path_to_error::deserialize(body).map_err(|e| {
+        let path = e.path().to_string();
+        ApiError::invalid(format!("{path}: {}", e.into_inner())).with("field", path)
+    })?;
     let is_report = matches!(
         body.command,
         Command::GatewayAccepted { .. }
@@ -323,20 +357,49 @@ pub async fn report(State(state): State<AppState>, call: AdminCall) -> Result<Re
     Ok(crate::routes::json(StatusCode::OK, &CallbackAnswer { status }))
 }
 
+/// Numbers written with a zero fraction (`3015.0`) as the integers they are, as every route
+/// takes them (`body::whole`): core's commands deserialize integers only.
+fn whole_numbers(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) if n.is_f64() => {
+            if let Some(f) = n.as_f64().filter(|f| f.fract() == 0.0 && (0.0..18_446_744_073_709_551_616.0).contains(f))
+            {
+                *value = Value::from(f as u64);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(whole_numbers),
+        Value::Object(fields) => fields.values_mut().for_each(whole_numbers),
+        _ => {}
+    }
+}
+
 // ---- dead letters (admin) ----
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DeadLetterQuery {
     /// `open`, `retried`, `resolved`; all when absent.
     #[serde(default)]
+    #[param(schema_with = crate::openapi::schema::dead_letter_status_filter)]
     status: Option<String>,
+    /// At most this many (default 100); values outside 1..=1000 are taken as the nearest bound.
     #[serde(default)]
+    #[param(schema_with = crate::openapi::schema::list_limit)]
     limit: Option<usize>,
 }
 
 /// Most dead letters one listing returns.
 pub const DEAD_LETTERS_LIST_MAX: usize = 1_000;
 
+#[utoipa::path(
+    get, path = "/v1/admin/dead-letters", tag = "admin", security(("admin" = [])),
+    params(DeadLetterQuery),
+    responses(
+        (status = 200, description = "captures, voids and refunds the gateway worker gave up on, newest first", body = dto::DeadLetters),
+        (status = 400, description = "invalid_request: the query"),
+    )
+)]
 /// `GET /v1/admin/dead-letters`: across merchants, newest first per merchant.
 pub async fn list_dead_letters(
     axum::extract::Query(q): axum::extract::Query<DeadLetterQuery>,
@@ -370,9 +433,18 @@ pub async fn list_dead_letters(
     all.sort_by_key(|(_, view)| std::cmp::Reverse(view.created_at_ms));
     all.truncate(limit);
     let items: Vec<_> = all.iter().map(|(merchant, view)| dto::dead_letter(view, Some(merchant))).collect();
-    Ok(crate::routes::json(StatusCode::OK, &serde_json::json!({ "dead_letters": items })))
+    Ok(crate::routes::json(StatusCode::OK, &dto::DeadLetters { dead_letters: items }))
 }
 
+#[utoipa::path(
+    post, path = "/v1/admin/dead-letters/{id}/retry", tag = "admin", security(("admin" = [])),
+    params(("id" = String, Path, pattern = "^[A-Za-z0-9_.:-]+:dl_[1-9][0-9]*$", description = "{merchant_id}:dl_{n}")),
+    responses(
+        (status = 200, description = "requested again with the same idempotency key", body = DeadLetter),
+        (status = 404, description = "not_found"),
+        (status = 409, description = "invalid_state: not open"),
+    )
+)]
 /// `POST /v1/admin/dead-letters/{merchant_id}:{dl_n}/retry`.
 pub async fn retry_dead_letter(Path(id): Path<String>, call: AdminCall) -> Result<Response, ApiError> {
     let (merchant, dead_letter) = id

@@ -11,8 +11,6 @@
 //! - Every failure is `application/problem+json` (`error.rs`), including the router's own
 //!   404/405 and extractor rejections (a response mapper rewrites any other error body).
 
-#![recursion_limit = "512"] // the OpenAPI document is one large `json!`
-
 pub mod auth;
 pub mod body;
 pub mod config;
@@ -149,10 +147,21 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
+#[utoipa::path(
+    get, path = "/healthz", tag = "operations", security(()),
+    responses((status = 200, description = "the process is up", body = openapi::Status))
+)]
 async fn healthz() -> Response {
     (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], r#"{"status":"ok"}"#).into_response()
 }
 
+#[utoipa::path(
+    get, path = "/readyz", tag = "operations", security(()),
+    responses(
+        (status = 200, description = "recovery done and the log writable", body = openapi::Status),
+        (status = 503, description = "storage_unavailable: recovering, or the log is not writable"),
+    )
+)]
 async fn readyz(State(state): State<AppState>) -> Response {
     match state.engine() {
         Ok(engine) if engine.is_healthy() => {
@@ -179,6 +188,10 @@ async fn track(State(state): State<AppState>, req: axum::extract::Request, next:
     res
 }
 
+#[utoipa::path(
+    get, path = "/metrics", tag = "operations", security(()),
+    responses((status = 200, description = "Prometheus text exposition format", content_type = "text/plain", body = String))
+)]
 async fn metrics_text(State(state): State<AppState>) -> Response {
     use metrics::metric;
     let mut out = String::with_capacity(4096);
@@ -272,6 +285,10 @@ fn wal_histograms(out: &mut String, w: &surge_wal::WalStats) {
     metrics::render_buckets(out, "surge_wal_sync_seconds", "", bounds, &w.sync_ns_hist, sum_s);
 }
 
+#[utoipa::path(
+    get, path = "/openapi.json", tag = "operations", security(()),
+    responses((status = 200, description = "this document (OpenAPI 3.1)", body = Object))
+)]
 async fn openapi_json() -> Response {
     static DOC: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
     let doc = DOC.get_or_init(|| serde_json::to_vec(&openapi::with_retention(openapi::document())).unwrap_or_default());
@@ -280,6 +297,13 @@ async fn openapi_json() -> Response {
 
 /// `GET /admin`: a small status page for operators (admin token as Bearer, or as the
 /// password of HTTP Basic so a browser can open it). Refreshes itself every 2 s.
+#[utoipa::path(
+    get, path = "/admin", tag = "admin", security(("admin" = []), ("admin_basic" = [])),
+    responses(
+        (status = 200, description = "the operators' status page", content_type = "text/html", body = String),
+        (status = 401, description = "unauthorized: the admin token, as Bearer or as an HTTP Basic password"),
+    )
+)]
 async fn admin_page(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Response {
     use subtle::ConstantTimeEq;
     let presented = auth::bearer(&headers).map(str::to_string).or_else(|| auth::basic_password(&headers));

@@ -1,241 +1,273 @@
-//! `GET /openapi.json`: the contract as OpenAPI 3.1, written by hand next to the routes.
-//! A test checks that every operation described here is routed.
+//! `GET /openapi.json`: the contract as OpenAPI 3.1, derived with utoipa from the handlers
+//! (`#[utoipa::path]`: method, path, parameters, body type, the statuses only that route
+//! answers, links) and from the request and reply types (`ToSchema`, bounds from
+//! `surge_core::limits`). [`document`] adds what follows from an operation's traits alone, in
+//! one place: the statuses of authentication, body parsing and idempotency keys, the
+//! problem+json body of every error, and the schemas of ids and keys.
 
 use serde_json::{json, Map, Value};
-use surge_core::limits::{
-    AMOUNT_MAX, BULK_ITEMS_MAX, CARD_NUMBER_LEN_MAX, IDEMPOTENCY_KEY_LEN_MAX, ID_LEN_MAX, LINES_MAX, QTY_MAX,
-    QUEUE_ACTIVE_MAX, TEXT_BYTES_MAX, TTL_S_MAX,
-};
+use surge_core::limits::IDEMPOTENCY_KEY_LEN_MAX;
+use utoipa::{OpenApi, ToSchema};
 
-use crate::gateway::DEAD_LETTERS_LIST_MAX;
-use crate::routes::BATCH_OPS_MAX;
+use crate::body::{ItemBody, LineBody};
+use crate::{gateway, routes};
 
-/// What `surge_core::ids::is_valid_id` accepts: every id a client chooses (merchant,
-/// customer, sku, queue) and every id surge hands out (`ord_1`) has this form.
-fn id() -> Value {
-    json!({"type": "string", "minLength": 1, "maxLength": ID_LEN_MAX, "pattern": "^[A-Za-z0-9_.:-]+$"})
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "surge",
+        version = "1",
+        description = "Order and payment engine. Every 2xx on a mutating call is in the fsynced write-ahead log. \
+            The contract in prose: docs/api.md."
+    ),
+    paths(
+        crate::healthz,
+        crate::readyz,
+        crate::metrics_text,
+        crate::openapi_json,
+        crate::admin_page,
+        routes::create_merchant,
+        routes::put_items,
+        routes::put_item,
+        routes::get_item,
+        routes::restock,
+        routes::create_hold,
+        routes::get_hold,
+        routes::release_hold,
+        routes::create_order,
+        routes::get_order,
+        routes::cancel_order,
+        routes::pay_order,
+        routes::get_payment,
+        routes::capture_payment,
+        routes::refund_payment,
+        routes::get_points,
+        routes::credit_points,
+        routes::get_account,
+        routes::trial_balance,
+        routes::put_queue,
+        routes::get_queue,
+        routes::issue_token,
+        routes::get_token,
+        routes::batch,
+        gateway::callback,
+        gateway::list_dead_letters,
+        gateway::retry_dead_letter,
+        gateway::report,
+    ),
+    components(schemas(Problem, ItemBody, LineBody)),
+    security(("merchant" = []))
+)]
+struct ApiDoc;
+
+/// Every error body (RFC 9457 problem+json); the code's extra members beside.
+#[derive(ToSchema)]
+#[allow(dead_code)] // a schema only: `ApiError::body` writes it
+pub struct Problem {
+    /// `https://surge.dev/problems/{code with dashes}`
+    r#type: String,
+    title: String,
+    status: u16,
+    /// invalid_request, unauthorized, not_found, method_not_allowed, insufficient_stock,
+    /// invalid_state, idempotency_key_in_use, idempotency_key_reused, payload_too_large,
+    /// unsupported_media_type, insufficient_points, queue_token_required, rate_limited,
+    /// payment_gateway_unavailable, storage_unavailable
+    code: String,
+    detail: String,
+    /// invalid_request: the field or header at fault.
+    field: Option<String>,
+    /// insufficient_stock
+    sku: Option<String>,
+    /// insufficient_stock
+    available: Option<u64>,
+    /// invalid_state: the resource's status.
+    resource_status: Option<String>,
+    /// insufficient_points
+    balance: Option<u64>,
+    /// insufficient_points
+    required: Option<u64>,
+    /// queue_token_required
+    queue_id: Option<String>,
 }
 
-/// `schema`, or null.
-fn optional(mut schema: Value) -> Value {
-    schema["type"] = json!([schema["type"], "null"]);
-    schema
+/// `{"status": "ok"}` and `{"status": "ready"}`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct Status {
+    status: String,
 }
 
-/// What `surge_core::ids::is_valid_idempotency_key` accepts: printable ASCII.
-fn idempotency_key() -> Value {
-    json!({"type": "string", "minLength": 1, "maxLength": IDEMPOTENCY_KEY_LEN_MAX, "pattern": "^[ -~]+$"})
+/// `POST /v1/batch`'s answer (written by `routes::batch_reply_json`).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct BatchReply {
+    results: Vec<BatchResult>,
 }
 
-/// Free text (names, reasons): no control characters, at most `TEXT_BYTES_MAX` bytes of
-/// UTF-8 (a length JSON Schema can only state in characters).
-fn text(len_min: usize) -> Value {
-    json!({"type": "string", "minLength": len_min, "maxLength": TEXT_BYTES_MAX,
-           "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]*$",
-           "description": format!("at most {TEXT_BYTES_MAX} bytes of UTF-8, no control characters")})
+/// One op's answer: the status and body its route would have given.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct BatchResult {
+    status: u16,
+    /// The route's reply, or a problem.
+    body: Map<String, Value>,
+    /// Present (true) on an idempotent replay.
+    replayed: Option<bool>,
 }
 
-/// An integer `min..=max`.
-fn int(min: u64, max: u64) -> Value {
-    json!({"type": "integer", "minimum": min, "maximum": max})
+/// What the gateway worker of `surge relay` reports (`surge_relay::gateway::http_port::ReportBody`).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ReportDoc {
+    #[schema(schema_with = schema::id)]
+    merchant_id: String,
+    /// One of the worker's commands as `surge_core::Command` serializes it.
+    #[schema(schema_with = schema::report_command)]
+    command: Map<String, Value>,
 }
 
-fn r(name: &str) -> Value {
-    json!({"$ref": format!("#/components/schemas/{name}")})
-}
-
-fn body(schema: Value) -> Value {
-    json!({"required": true, "content": {"application/json": {"schema": schema}}})
-}
-
-fn ok(status: &str, schema: Value, errors: &[&str]) -> Value {
-    let mut responses = Map::new();
-    responses
-        .insert(status.into(), json!({"description": "success", "content": {"application/json": {"schema": schema}}}));
-    for e in errors {
-        responses.insert((*e).into(), json!({"$ref": "#/components/responses/Problem"}));
-    }
-    Value::Object(responses)
-}
-
-/// `responses` and a 202: a card payment is accepted, not done; its order is
-/// `pending_payment` until the gateway's answer arrives.
-fn accepted(mut responses: Value) -> Value {
-    responses["202"] = json!({"description": "card payment accepted: the order is pending_payment, its payment pending, until the gateway decides",
-        "content": {"application/json": {"schema": r("Order")}}});
-    responses
-}
-
-fn op(summary: &str, params: &[&str], header: &[&str], request: Option<Value>, responses: Value) -> Value {
-    let mut parameters: Vec<Value> = params
-        .iter()
-        // Account names embed a customer id (`customer:{id}:points`): longer than an id.
-        .map(|p| {
-            let schema = if *p == "account" { json!({"type": "string"}) } else { id() };
-            json!({"name": p, "in": "path", "required": true, "schema": schema})
-        })
-        .collect();
-    for h in header {
-        let required = *h == "Idempotency-Key!";
-        let name = h.trim_end_matches('!');
-        let schema = if name == "Idempotency-Key" { idempotency_key() } else { json!({"type": "string"}) };
-        parameters.push(json!({"name": name, "in": "header", "required": required, "schema": schema}));
-    }
-    let mut o = json!({"summary": summary, "parameters": parameters, "responses": responses});
-    if let Some(req) = request {
-        o["requestBody"] = body(req);
-    }
-    o
-}
-
-const W: &[&str] = &["400", "401", "404", "409", "413", "415", "422", "429", "503"];
-const R: &[&str] = &["401", "404", "429", "503"];
-/// Reads that answer for any well-formed id (a customer nobody credited has 0 points), so a
-/// malformed one is 400, not 404.
-const R_ANY_ID: &[&str] = &["400", "401", "404", "429", "503"];
-
+/// The document served at `/openapi.json`.
 pub fn document() -> Value {
-    let line = json!({"type": "object", "required": ["sku", "qty"], "properties": {
-        "sku": id(), "qty": int(1, QTY_MAX)}});
-    let lines = json!({"type": "array", "minItems": 1, "maxItems": LINES_MAX, "items": line});
-    let payment_in = json!({"type": "object", "required": ["method"], "properties": {
-        "method": {"enum": ["points", "card", "none"]},
-        "card": {"type": "object", "required": ["number", "type"], "properties": {
-            "number": {"type": "string", "maxLength": CARD_NUMBER_LEN_MAX, "pattern": "^[ -]*([0-9][ -]*){12,19}$"},
-            "type": {"type": "string", "minLength": 1, "maxLength": 32, "pattern": "^[!-~]+$"}}},
-        "capture": {"enum": ["automatic", "manual"], "default": "automatic",
-            "description": "manual: authorize now (points leave the balance), capture later with /v1/payments/{id}/capture"}}});
-    let item_in = json!({"type": "object", "required": ["name", "price", "stock"], "properties": {
-        "name": text(1), "price": int(0, AMOUNT_MAX), "stock": int(0, AMOUNT_MAX),
-        "queue_id": optional(id())}});
-    let amount_in = json!({"type": "object", "properties": {"amount": {"type": "integer", "minimum": 1}}});
-    let idem = &["Idempotency-Key"][..];
-    let idem_req = &["Idempotency-Key!"][..];
-    json!({
-        "openapi": "3.1.0",
-        "info": {"title": "surge", "version": "1",
-                 "description": "Order and payment engine. Every 2xx on a mutating call is in the fsynced write-ahead log."},
-        "security": [{"bearer": []}],
-        "paths": {
-            "/healthz": {"get": {"summary": "Process up", "security": [], "responses": {"200": {"description": "up"}}}},
-            "/readyz": {"get": {"summary": "Recovery done and log writable", "security": [],
-                "responses": {"200": {"description": "ready"}, "503": {"$ref": "#/components/responses/Problem"}}}},
-            "/metrics": {"get": {"summary": "Prometheus metrics", "security": [],
-                "responses": {"200": {"description": "text/plain exposition format"}}}},
-            "/admin": {"get": {"summary": "Operator status page (admin token: Bearer, or HTTP Basic password)",
-                "responses": {"200": {"description": "text/html"}, "401": {"$ref": "#/components/responses/Problem"}}}},
-            "/openapi.json": {"get": {"summary": "This document", "security": [], "responses": {"200": {"description": "OpenAPI 3.1"}}}},
-            "/v1/merchants": {"post": op("Create a merchant (admin token); the API key is shown once", &[], idem,
-                Some(json!({"type": "object", "required": ["id", "name", "currency"], "properties": {
-                    "id": id(), "name": text(1), "currency": {"type": "string", "pattern": "^[A-Z]{3}$"}}})),
-                ok("201", r("Merchant"), W))},
-            "/v1/items/{sku}": {
-                "put": op("Create (201) or update (200) an item", &["sku"], idem, Some(item_in.clone()), ok("200", r("Item"), W)),
-                "get": op("An item", &["sku"], &[], None, ok("200", r("Item"), R))},
-            "/v1/items/bulk": {"post": op("Create or update up to 10000 items", &[], idem,
-                Some(json!({"type": "object", "required": ["items"], "properties": {"items": {"type": "array", "minItems": 1, "maxItems": BULK_ITEMS_MAX,
-                    "items": {"allOf": [item_in, {"type": "object", "required": ["sku"], "properties": {"sku": id()}}]}}}})),
-                ok("200", json!({"type": "object", "properties": {"created": {"type": "integer"}, "updated": {"type": "integer"}}}), W))},
-            "/v1/items/{sku}/restock": {"post": op("Add stock", &["sku"], idem,
-                Some(json!({"type": "object", "required": ["qty"], "properties": {"qty": int(1, QTY_MAX)}})), ok("200", r("Item"), W))},
-            "/v1/holds": {"post": op("Reserve stock for ttl_seconds (all lines or none)", &[], &["Idempotency-Key", "Queue-Token"],
-                Some(json!({"type": "object", "required": ["customer_id", "lines"], "properties": {
-                    "customer_id": id(), "lines": lines.clone(), "ttl_seconds": int(1, TTL_S_MAX)}})),
-                ok("201", r("Hold"), W))},
-            "/v1/holds/{id}": {"get": op("A hold", &["id"], &[], None, ok("200", r("Hold"), R))},
-            "/v1/holds/{id}/release": {"post": op("Release a hold", &["id"], idem, None, ok("200", r("Hold"), W))},
-            "/v1/orders": {"post": op("Create an order from lines or a hold; points pay at once (201), card goes to the payment gateway (202, pending_payment; 503 payment_gateway_unavailable when none is configured), none waits for payment", &[], &["Idempotency-Key!", "Queue-Token"],
-                Some(json!({"type": "object", "required": ["customer_id", "payment"],
-                    "oneOf": [{"required": ["lines"]}, {"required": ["hold_id"]}], "properties": {
-                    "customer_id": id(), "lines": lines,
-                    "hold_id": id(), "payment": payment_in}})),
-                accepted(ok("201", r("Order"), &["400", "401", "402", "403", "404", "409", "413", "415", "422", "429", "503"])))},
-            "/v1/orders/{id}": {"get": op("An order", &["id"], &[], None, ok("200", r("Order"), R))},
-            "/v1/orders/{id}/cancel": {"post": op("Cancel: releases stock, refunds a capture", &["id"], idem, None, ok("200", r("Order"), W))},
-            "/v1/orders/{id}/payments": {"post": op("Pay an awaiting_payment order: points at once (200), card through the payment gateway (202, pending_payment)", &["id"], idem, Some(payment_in), accepted(ok("200", r("Order"), &["400", "401", "402", "404", "409", "413", "415", "422", "429", "503"])))},
-            "/v1/payments/{id}": {"get": op("A payment", &["id"], &[], None, ok("200", r("Payment"), R))},
-            "/v1/payments/{id}/capture": {"post": op("Capture (partial once)", &["id"], idem_req, Some(amount_in.clone()), ok("200", r("Payment"), W))},
-            "/v1/payments/{id}/refund": {"post": op("Refund (partial, up to the captured amount)", &["id"], idem_req, Some(amount_in), ok("200", r("Payment"), W))},
-            "/v1/customers/{id}/points/credit": {"post": op("Credit points", &["id"], idem_req,
-                Some(json!({"type": "object", "required": ["amount"], "properties": {"amount": int(0, AMOUNT_MAX), "reason": text(0)}})),
-                ok("200", r("Points"), W))},
-            "/v1/customers/{id}/points": {"get": op("A points balance", &["id"], &[], None, ok("200", r("Points"), R_ANY_ID))},
-            "/v1/ledger/accounts/{account}": {"get": op("Totals of one account (points:issued, points:authorized, gateway:clearing, gateway:authorized, sales:revenue, refunds, customer:{id}:points)", &["account"], &[], None,
-                ok("200", json!({"type": "object", "properties": {"account": {"type": "string"}, "debits": {"type": "integer"}, "credits": {"type": "integer"}, "balance": {"type": "integer"}}}), R))},
-            "/v1/ledger/trial-balance": {"get": op("Sums of every account", &[], &[], None,
-                ok("200", json!({"type": "object", "properties": {"total_debits": {"type": "integer"}, "total_credits": {"type": "integer"}, "balanced": {"type": "boolean"}, "accounts": {"type": "integer"}}}), R))},
-            "/v1/queues/{id}": {
-                "put": op("Create or change a waiting room", &["id"], idem,
-                    Some(json!({"type": "object", "required": ["max_active", "active_ttl_seconds"], "properties": {"max_active": int(1, QUEUE_ACTIVE_MAX), "active_ttl_seconds": int(1, TTL_S_MAX)}})),
-                    ok("200", r("Queue"), W)),
-                "get": op("A waiting room", &["id"], &[], None, ok("200", r("Queue"), R))},
-            "/v1/queues/{id}/tokens": {"post": op("Join a waiting room", &["id"], idem,
-                Some(json!({"type": "object", "required": ["customer_id"], "properties": {"customer_id": id()}})), ok("201", r("Token"), W))},
-            "/v1/queues/{id}/tokens/{token}": {"get": op("A token's status and position", &["id", "token"], &[], None, ok("200", r("Token"), R))},
-            "/v1/batch": {"post": op("Up to 1000 operations (op: put_item, restock, hold, release, create_order, cancel_order, pay_order, capture, refund, credit_points, issue_token; other fields: the route's body, its path parameters as sku/hold_id/order_id/payment_id/customer_id/queue_id, optional idempotency_key), each applied on its own, in order, made durable by one log write; a card payment's result has status 202", &[], &[],
-                Some(json!({"type": "object", "required": ["ops"], "properties": {"ops": {"type": "array", "minItems": 1, "maxItems": BATCH_OPS_MAX, "items": {"type": "object", "required": ["op"]}}}})),
-                ok("200", json!({"type": "object", "properties": {"results": {"type": "array", "items": {"type": "object", "properties": {"status": {"type": "integer"}, "body": {"type": "object"}, "replayed": {"type": "boolean"}}}}}}), &["400", "401", "413", "415", "429", "503"]))},
-            "/v1/gateway/callback": {"post": {
-                "summary": "The payment gateway reports a decision (no bearer token: X-Signature is lowercase hex of HMAC-SHA256(secret, \"{X-Timestamp}.{raw body}\"), X-Timestamp Unix seconds within 300 s of now); 404 also when no gateway is configured",
-                "security": [],
-                "parameters": [
-                    {"name": "X-Signature", "in": "header", "required": true, "schema": {"type": "string", "pattern": "^[0-9a-f]{64}$"}},
-                    {"name": "X-Timestamp", "in": "header", "required": true, "schema": {"type": "string", "pattern": "^[0-9]+$"}}],
-                "requestBody": body(json!({"type": "object", "required": ["transactionKey", "orderId", "status"],
-                    "description": "transaction_key and order_id are taken in snake case too",
-                    "properties": {
-                        "transactionKey": {"type": "string"},
-                        "orderId": {"type": "string", "description": "{merchant_id}:pay_{n}, as surge sent it"},
-                        "status": {"enum": ["SUCCESS", "FAILED"]},
-                        "reason": {"type": ["string", "null"]}}})),
-                "responses": {
-                    "200": {"description": "applied, or duplicate when the payment was settled already",
-                        "content": {"application/json": {"schema": {"type": "object", "properties": {"status": {"enum": ["applied", "duplicate"]}}}}}},
-                    "400": {"$ref": "#/components/responses/Problem"},
-                    "401": {"$ref": "#/components/responses/Problem"},
-                    "404": {"$ref": "#/components/responses/Problem"},
-                    "503": {"$ref": "#/components/responses/Problem"}}}},
-            "/v1/admin/dead-letters": {"get": {
-                "summary": "Captures, voids and refunds the gateway worker gave up on, across merchants, newest first (admin token)",
-                "parameters": [
-                    {"name": "status", "in": "query", "required": false, "schema": {"enum": ["open", "retried", "resolved"]}},
-                    {"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1, "maximum": DEAD_LETTERS_LIST_MAX, "default": 100}}],
-                "responses": ok("200", json!({"type": "object", "properties": {"dead_letters": {"type": "array", "items": r("DeadLetter")}}}), &["400", "401", "503"])}},
-            "/v1/admin/dead-letters/{id}/retry": {"post": {
-                "summary": "Request an open dead letter's operation again, with the same idempotency key (admin token)",
-                "parameters": [{"name": "id", "in": "path", "required": true,
-                    "schema": {"type": "string", "pattern": "^[A-Za-z0-9_.:-]+:dl_[1-9][0-9]*$"},
-                    "description": "{merchant_id}:dl_{n}"}],
-                "responses": ok("200", r("DeadLetter"), &["401", "404", "409", "503"])}},
-            "/v1/admin/gateway/reports": {"post": {
-                "summary": "Internal: a gateway worker running in `surge relay` reports what a gateway said (admin token; only the worker's commands: GatewayAccepted, GatewayApproved, GatewayDeclined, GatewayGaveUp, GatewayOpFailed, ResolveDeadLetter, as surge_core::Command serializes them); 404 when no gateway is configured",
-                "requestBody": body(json!({"type": "object", "required": ["merchant_id", "command"],
-                    "properties": {"merchant_id": {"type": "string"}, "command": {"type": "object"}}})),
-                "responses": ok("200", json!({"type": "object", "properties": {"status": {"enum": ["applied", "duplicate"]}}}), &["400", "401", "404", "409", "413", "415", "503"])}}
-        },
-        "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "responses": {"Problem": {"description": "problem+json", "content": {"application/problem+json": {"schema": r("Problem")}}}},
-            "schemas": {
-                "Problem": {"type": "object", "required": ["type", "title", "status", "code", "detail"], "properties": {
-                    "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
-                    "code": {"type": "string"}, "detail": {"type": "string"}, "field": {"type": "string"},
-                    "sku": {"type": "string"}, "available": {"type": "integer"}, "resource_status": {"type": "string"}}},
-                "Merchant": {"type": "object", "properties": {"id": {"type": "string"}, "name": {"type": "string"}, "currency": {"type": "string"}, "api_key": {"type": "string"}, "created_at": {"type": "string", "format": "date-time"}}},
-                "Item": {"type": "object", "properties": {"sku": {"type": "string"}, "name": {"type": "string"}, "price": {"type": "integer"}, "stock": {"type": "integer"}, "available": {"type": "integer"}, "held": {"type": "integer"}, "sold": {"type": "integer"}, "queue_id": {"type": ["string", "null"]}}},
-                "Hold": {"type": "object", "properties": {"id": {"type": "string"}, "customer_id": {"type": "string"}, "status": {"enum": ["held", "released", "expired", "converted"]}, "lines": {"type": "array"}, "order_id": {"type": ["string", "null"]}, "expires_at": {"type": "string", "format": "date-time"}, "created_at": {"type": "string"}, "updated_at": {"type": "string"}}},
-                "Order": {"type": "object", "properties": {"id": {"type": "string"}, "customer_id": {"type": "string"}, "status": {"enum": ["awaiting_payment", "pending_payment", "paid", "cancelled", "expired", "refunded"]}, "lines": {"type": "array"}, "total": {"type": "integer"}, "hold_id": {"type": ["string", "null"]}, "payment": {"oneOf": [r("Payment"), {"type": "null"}]}, "expires_at": {"type": ["string", "null"]}, "created_at": {"type": "string"}, "updated_at": {"type": "string"}}},
-                "Payment": {"type": "object", "properties": {"id": {"type": "string"}, "order_id": {"type": "string"}, "method": {"enum": ["points", "card"]}, "status": {"enum": ["pending", "authorized", "captured", "partially_refunded", "refunded", "failed", "voided"]}, "capture": {"enum": ["automatic", "manual"]}, "amount": {"type": "integer"}, "captured": {"type": "integer"}, "refunded": {"type": "integer"},
-                    "card": {"oneOf": [{"type": "object", "properties": {"last4": {"type": "string"}, "type": {"type": "string"}}}, {"type": "null"}]},
-                    "transaction_key": {"type": ["string", "null"]}, "failure_reason": {"type": ["string", "null"]},
-                    "created_at": {"type": "string"}, "updated_at": {"type": "string"}}},
-                "DeadLetter": {"type": "object", "properties": {"id": {"type": "string", "description": "dl_{n}, per merchant"}, "merchant_id": {"type": "string"}, "payment_id": {"type": "string"}, "order_id": {"type": "string"}, "op": {"enum": ["capture", "void", "refund"]}, "amount": {"type": "integer"}, "operation_key": {"type": "string"}, "reason": {"type": "string"}, "status": {"enum": ["open", "retried", "resolved"]}, "attempts": {"type": "integer"}, "created_at": {"type": "string", "format": "date-time"}, "updated_at": {"type": "string", "format": "date-time"}}},
-                "Points": {"type": "object", "properties": {"customer_id": {"type": "string"}, "balance": {"type": "integer"}}},
-                "Queue": {"type": "object", "properties": {"id": {"type": "string"}, "max_active": {"type": "integer"}, "active_ttl_seconds": {"type": "integer"}, "active": {"type": "integer"}, "waiting": {"type": "integer"}}},
-                "Token": {"type": "object", "properties": {"token": {"type": "string"}, "queue_id": {"type": "string"}, "customer_id": {"type": "string"}, "status": {"enum": ["waiting", "active", "expired"]}, "position": {"type": "integer"}, "active_until": {"type": ["string", "null"]}}}
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_else(|e| panic!("the document serializes: {e}"));
+    doc["components"]["securitySchemes"] = json!({
+        "merchant": {"type": "http", "scheme": "bearer", "description": "a merchant's API key (sk_...)"},
+        "admin": {"type": "http", "scheme": "bearer", "description": "the admin token"},
+        "admin_basic": {"type": "http", "scheme": "basic", "description": "the admin token as the password (GET /admin only)"},
+    });
+    refine(&mut doc["components"]["schemas"]);
+    if let Some(paths) = doc["paths"].as_object_mut() {
+        for ops in paths.values_mut().filter_map(Value::as_object_mut) {
+            for op in ops.values_mut() {
+                complete(op);
             }
         }
-    })
+    }
+    doc
+}
+
+/// What the body types' fields cannot say one by one: which combinations the server takes.
+/// Each rule is checked where the type is turned into a command (`body.rs`, core's decide).
+fn refine(schemas: &mut Value) {
+    // `BulkBody::command`: each item names its sku.
+    schemas["BulkBody"]["properties"]["items"]["items"] = json!({"allOf": [
+        {"$ref": "#/components/schemas/ItemBody"},
+        {"required": ["sku"], "properties": {"sku": {"type": "string"}}}
+    ]});
+    // `OrderBody::command_with`: exactly one of lines and hold_id (null is as absent).
+    schemas["OrderBody"]["oneOf"] = json!([
+        {"required": ["lines"], "properties": {"lines": {"type": "array"}}},
+        {"required": ["hold_id"], "properties": {"hold_id": {"type": "string"}}}
+    ]);
+    // core's `check_card`: a card with method card, and only then.
+    schemas["PaymentBody"]["oneOf"] = json!([
+        {"required": ["card"], "properties": {"method": {"const": "card"}, "card": {"type": "object"}}},
+        {"properties": {"method": {"enum": ["points", "none"]}, "card": {"type": "null"}}}
+    ]);
+    // core's `decide_pay_order`: an order is paid by points or card.
+    schemas["PayOrderBody"] = json!({"allOf": [{"$ref": "#/components/schemas/PaymentBody"},
+        {"properties": {"method": {"enum": ["points", "card"]}}}]});
+}
+
+/// Which credentials an operation takes.
+#[derive(PartialEq)]
+enum Auth {
+    None,
+    Merchant,
+    Admin,
+}
+
+fn auth_of(op: &Value) -> Auth {
+    match op.get("security").and_then(Value::as_array) {
+        None => Auth::Merchant, // the document's default
+        Some(reqs) if reqs.iter().any(|r| r.get("admin").is_some()) => Auth::Admin,
+        Some(reqs) if reqs.iter().any(|r| r.get("merchant").is_some()) => Auth::Merchant,
+        Some(_) => Auth::None,
+    }
+}
+
+/// Adds to one operation what follows from its traits, and gives every error the Problem body.
+fn complete(op: &mut Value) {
+    let auth = auth_of(op);
+    if op["operationId"] == "pay_order" {
+        op["requestBody"]["content"]["application/json"]["schema"] =
+            json!({"$ref": "#/components/schemas/PayOrderBody"});
+    }
+    // Capture and refund take an empty body as "all of it".
+    if matches!(op["operationId"].as_str(), Some("capture_payment" | "refund_payment")) {
+        op["requestBody"]["required"] = Value::from(false);
+    }
+    if op["parameters"].is_null() {
+        op.as_object_mut().map(|o| o.remove("parameters"));
+    }
+    let has_body = op.get("requestBody").is_some();
+    let params = op["parameters"].as_array().cloned().unwrap_or_default();
+    let keyed = params.iter().any(|p| p["name"] == "Idempotency-Key");
+    let in_path = params.iter().any(|p| p["in"] == "path");
+    let mut add: Vec<(u16, &str)> = Vec::new();
+    if in_path {
+        add.push((400, "invalid_request: a path parameter"));
+    }
+    if has_body {
+        add.push((400, "invalid_request: the body, naming the field"));
+        add.push((413, "payload_too_large: a body over 65536 bytes"));
+        add.push((415, "unsupported_media_type: a body that is not application/json"));
+    }
+    if keyed {
+        add.push((400, "invalid_request: the Idempotency-Key header"));
+        add.push((409, "idempotency_key_in_use: a request with this key is still running"));
+        add.push((422, "idempotency_key_reused: this key came with another request"));
+    }
+    match auth {
+        Auth::Merchant => {
+            add.push((401, "unauthorized: no or an unknown API key"));
+            add.push((429, "rate_limited: the merchant's requests per second (Retry-After)"));
+            add.push((503, "storage_unavailable: recovering, or the log is failing (Retry-After)"));
+        }
+        Auth::Admin => {
+            add.push((401, "unauthorized: not the admin token"));
+            // The status page shows what it can while recovering; the rest need the engine.
+            if op["operationId"] != "admin_page" {
+                add.push((503, "storage_unavailable: recovering, or the log is failing (Retry-After)"));
+            }
+        }
+        Auth::None => {}
+    }
+    let responses = op["responses"].as_object_mut().expect("every operation has responses");
+    for (status, what) in add {
+        let entry = responses.entry(status.to_string()).or_insert_with(|| json!({"description": ""}));
+        let description = entry["description"].as_str().unwrap_or("");
+        if !description.contains(what) {
+            entry["description"] =
+                Value::from(if description.is_empty() { what.to_string() } else { format!("{description}; {what}") });
+        }
+    }
+    for (status, response) in responses.iter_mut() {
+        if status.starts_with('4') || status.starts_with('5') {
+            response["content"] =
+                json!({"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}});
+        }
+        // utoipa 5 writes a link's operation id in snake case; OpenAPI spells it operationId.
+        for link in response.get_mut("links").and_then(Value::as_object_mut).into_iter().flat_map(|l| l.values_mut()) {
+            if let Some(id) = link.as_object_mut().and_then(|l| l.remove("operation_id")) {
+                link["operationId"] = id;
+            }
+        }
+    }
+    if let Some(params) = op.get_mut("parameters").and_then(Value::as_array_mut) {
+        for p in params {
+            match (p["in"].as_str(), p["name"].as_str()) {
+                (Some("header"), Some("Idempotency-Key")) => {
+                    p["schema"] = json!({"type": "string", "minLength": 1, "maxLength": IDEMPOTENCY_KEY_LEN_MAX,
+                        "pattern": "^[ -~]+$", "description": "printable ASCII"});
+                }
+                // A header is a string or absent, never null.
+                (Some("header"), _) if p["schema"]["type"].is_array() => p["schema"]["type"] = Value::from("string"),
+                (Some("path"), Some("account" | "token")) => p["schema"] = json!({"type": "string", "minLength": 1}),
+                (Some("path"), _) if p["schema"].get("pattern").is_none() => p["schema"] = schema::id_json(),
+                _ => {}
+            }
+        }
+    }
 }
 
 /// Retention (docs/api.md, "Retention and the refund window"): what `document()` says about
@@ -278,12 +310,17 @@ pub mod schema {
     use serde_json::{json, Value};
     use surge_core::limits::{
         AMOUNT_MAX, BULK_ITEMS_MAX, CARD_NUMBER_LEN_MAX, ID_LEN_MAX, LINES_MAX, QTY_MAX, QUEUE_ACTIVE_MAX,
-        TEXT_BYTES_MAX, TTL_S_MAX,
+        TEXT_CHARS_MAX, TTL_S_MAX,
     };
     use utoipa::openapi::{RefOr, Schema};
 
+    /// A schema written as JSON, in utoipa's model (which must keep all of it: checked in
+    /// debug builds, so the tests' documents catch a keyword it drops).
     fn of(value: Value) -> RefOr<Schema> {
-        serde_json::from_value(value).unwrap_or_else(|e| panic!("a schema literal parses: {e}"))
+        let schema: RefOr<Schema> =
+            serde_json::from_value(value.clone()).unwrap_or_else(|e| panic!("a schema literal parses: {e}"));
+        debug_assert_eq!(serde_json::to_value(&schema).ok().as_ref(), Some(&value), "utoipa keeps the schema");
+        schema
     }
 
     pub(crate) fn id_json() -> Value {
@@ -297,17 +334,19 @@ pub mod schema {
     }
 
     pub fn optional_id() -> RefOr<Schema> {
-        let mut s = id_json();
-        s["type"] = json!(["string", "null"]);
-        of(s)
+        nullable(id_json())
     }
 
-    /// Free text: no control characters, at most `TEXT_BYTES_MAX` bytes of UTF-8 (a length
-    /// JSON Schema can only state in characters: 4-byte characters count 4).
+    /// Free text: no control characters (Unicode's Cc).
     fn text_json(len_min: usize) -> Value {
-        json!({"type": "string", "minLength": len_min, "maxLength": TEXT_BYTES_MAX / 4,
-               "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]*$",
-               "description": format!("at most {TEXT_BYTES_MAX} bytes of UTF-8, no control characters")})
+        json!({"type": "string", "minLength": len_min, "maxLength": TEXT_CHARS_MAX,
+               "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"})
+    }
+
+    /// `schema`, or null (an `Option` field: null is as absent).
+    fn nullable(mut schema: Value) -> RefOr<Schema> {
+        schema["type"] = json!([schema["type"], "null"]);
+        of(schema)
     }
 
     pub fn name() -> RefOr<Schema> {
@@ -315,9 +354,7 @@ pub mod schema {
     }
 
     pub fn reason() -> RefOr<Schema> {
-        let mut s = text_json(0);
-        s["type"] = json!(["string", "null"]);
-        of(s)
+        nullable(text_json(0))
     }
 
     fn int(min: u64, max: u64) -> Value {
@@ -340,18 +377,32 @@ pub mod schema {
         of(int(1, TTL_S_MAX))
     }
 
+    pub fn optional_ttl() -> RefOr<Schema> {
+        nullable(int(1, TTL_S_MAX))
+    }
+
     pub fn max_active() -> RefOr<Schema> {
         of(int(1, QUEUE_ACTIVE_MAX))
     }
 
-    pub fn lines() -> RefOr<Schema> {
-        of(json!({"type": "array", "minItems": 1, "maxItems": LINES_MAX,
-                  "items": {"$ref": "#/components/schemas/LineBody"}}))
+    fn lines_json() -> Value {
+        json!({"type": "array", "minItems": 1, "maxItems": LINES_MAX, "items": {"$ref": "#/components/schemas/LineBody"},
+               "description": "each sku at most once (400 otherwise)"})
     }
 
+    pub fn lines() -> RefOr<Schema> {
+        of(lines_json())
+    }
+
+    pub fn optional_lines() -> RefOr<Schema> {
+        nullable(lines_json())
+    }
+
+    /// Its items are `ItemBody` with `sku` required (`refine`: utoipa's schema model has no
+    /// `allOf` under `items`).
     pub fn bulk_items() -> RefOr<Schema> {
         of(json!({"type": "array", "minItems": 1, "maxItems": BULK_ITEMS_MAX,
-                  "items": {"allOf": [{"$ref": "#/components/schemas/ItemBody"}, {"required": ["sku"]}]}}))
+                  "items": {"$ref": "#/components/schemas/ItemBody"}, "description": "each sku at most once (400 otherwise)"}))
     }
 
     pub fn card_number() -> RefOr<Schema> {
@@ -368,5 +419,86 @@ pub mod schema {
 
     pub fn capture_mode() -> RefOr<Schema> {
         of(json!({"type": ["string", "null"], "enum": ["automatic", "manual", null]}))
+    }
+
+    /// `POST /v1/batch`'s ops. Each op that is an object with a string `op` is answered in
+    /// its own result (an unknown op or a bad field: a 400 result, the others still run);
+    /// anything else makes the batch malformed: 400.
+    pub fn batch_ops() -> RefOr<Schema> {
+        of(json!({"type": "array", "minItems": 1, "maxItems": crate::routes::BATCH_OPS_MAX,
+            "items": {"type": "object", "required": ["op"],
+                "description": "`op` names a route; the other fields are its body (ItemBody, RestockBody, HoldBody, \
+                    OrderBody, PaymentBody, CaptureBody, RefundBody, CreditBody, TokenBody) with its path parameter \
+                    as a field (sku, hold_id, order_id, payment_id, customer_id, queue_id), a waiting-room token as \
+                    `queue_token`, and an optional `idempotency_key`. Each is checked as its route checks it, in its \
+                    own result.",
+                "properties": {"op": {"type": "string", "description": "put_item, restock, hold, release, \
+                    create_order, cancel_order, pay_order, capture, refund, credit_points, issue_token"}}}}))
+    }
+
+    /// The gateway worker's commands (`surge_core::Command`, externally tagged), with the
+    /// bounds core's `decide::gateway` checks.
+    pub fn report_command() -> RefOr<Schema> {
+        let payment = json!({"type": "string"});
+        let transaction_key = json!({"type": "string", "minLength": 1, "maxLength": ID_LEN_MAX, "pattern": "^[!-~]+$"});
+        let gateway = json!({"type": "string", "minLength": 1, "maxLength": 2 * ID_LEN_MAX, "pattern": "^[!-~]+$"});
+        let variant = |name: &str, fields: Value| {
+            let required: Vec<&String> = fields.as_object().map(|f| f.keys().collect()).unwrap_or_default();
+            json!({"type": "object", "required": [name], "additionalProperties": false, "properties": {
+                name: {"type": "object", "required": required, "properties": fields}}})
+        };
+        of(json!({"oneOf": [
+            variant("GatewayAccepted", json!({"payment": payment, "transaction_key": transaction_key, "gateway": gateway})),
+            variant("GatewayApproved", json!({"payment": payment, "transaction_key": transaction_key})),
+            variant("GatewayDeclined", json!({"payment": payment, "reason": text_json(0)})),
+            variant("GatewayGaveUp", json!({"payment": payment, "reason": text_json(0)})),
+            variant("GatewayOpFailed", json!({"payment": payment, "op": {"type": "string", "enum": ["capture", "void", "refund"]},
+                "key": text_json(1), "amount": int(0, u64::MAX), "reason": text_json(0)})),
+            variant("ResolveDeadLetter", json!({"dead_letter": int(0, u64::MAX)})),
+        ]}))
+    }
+
+    pub fn applied() -> RefOr<Schema> {
+        one_of(&["applied", "duplicate"])
+    }
+
+    pub fn dead_letter_status_filter() -> RefOr<Schema> {
+        of(json!({"type": ["string", "null"], "enum": ["open", "retried", "resolved", null]}))
+    }
+
+    pub fn list_limit() -> RefOr<Schema> {
+        of(json!({"type": ["integer", "null"], "minimum": 0, "maximum": u64::MAX, "default": 100}))
+    }
+
+    fn one_of(values: &[&str]) -> RefOr<Schema> {
+        of(json!({"type": "string", "enum": values}))
+    }
+
+    pub fn hold_status() -> RefOr<Schema> {
+        one_of(&["held", "released", "expired", "converted"])
+    }
+
+    pub fn order_status() -> RefOr<Schema> {
+        one_of(&["awaiting_payment", "pending_payment", "paid", "cancelled", "expired", "refunded"])
+    }
+
+    pub fn payment_status() -> RefOr<Schema> {
+        one_of(&["pending", "authorized", "captured", "partially_refunded", "refunded", "failed", "voided"])
+    }
+
+    pub fn capture_mode_out() -> RefOr<Schema> {
+        one_of(&["automatic", "manual"])
+    }
+
+    pub fn token_status() -> RefOr<Schema> {
+        one_of(&["waiting", "active", "expired"])
+    }
+
+    pub fn dead_letter_op() -> RefOr<Schema> {
+        one_of(&["capture", "void", "refund"])
+    }
+
+    pub fn dead_letter_status() -> RefOr<Schema> {
+        one_of(&["open", "retried", "resolved"])
     }
 }

@@ -19,10 +19,11 @@ use crate::body::{
     batch_command, BulkBody, CancelBody, CaptureBody, CreditBody, HoldBody, ItemBody, Op, OrderBody, PaymentBody,
     QueueBody, RefundBody, ReleaseBody, RestockBody, StatusOf, TokenBody,
 };
-use crate::dto::{self, to_vec};
+use crate::dto::{self, to_vec, Account, Hold, Item, Items, Order, Payment, Points, Queue, Token, TrialBalanceDto};
 use crate::engine::{Engine, ExecError, Executed};
 use crate::error::ApiError;
 use crate::extract::{AdminCall, Call};
+use crate::openapi::BatchReply;
 
 fn json_bytes(status: StatusCode, body: Vec<u8>) -> Response {
     // Built directly: `(status, Vec<u8>).into_response()` would first set an
@@ -113,13 +114,26 @@ async fn read_numbered<V: 'static>(
 
 // ---- merchants ----
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct MerchantBody {
+    #[schema(schema_with = crate::openapi::schema::id)]
     id: String,
+    #[schema(schema_with = crate::openapi::schema::name)]
     name: String,
+    /// ISO 4217, e.g. KRW.
+    #[schema(pattern = "^[A-Z]{3}$")]
     currency: String,
 }
 
+#[utoipa::path(
+    post, path = "/v1/merchants", tag = "admin", security(("admin" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer to a retry with the same key and request")),
+    request_body = MerchantBody,
+    responses(
+        (status = 201, description = "created; `api_key` is shown this once", body = dto::Merchant),
+        (status = 409, description = "invalid_state: the merchant exists"),
+    )
+)]
 pub async fn create_merchant(call: AdminCall) -> Result<Response, ApiError> {
     let body: MerchantBody = crate::extract::parse_json(&call.headers, &call.body)?;
     let idempotency = crate::extract::idempotency(&call.method, &call.path, &call.headers, &call.body, false, None)?;
@@ -160,22 +174,69 @@ async fn run<B: Op>(call: Call, body: B, target: String, required_key: bool) -> 
     execute(&call, command, idempotency, B::status).await
 }
 
+#[utoipa::path(
+    put, path = "/v1/items/{sku}", tag = "items",
+    params(("sku" = String, Path, description = "the item's sku"), ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer to a retry with the same key and request")),
+    request_body = ItemBody,
+    responses(
+        (status = 200, description = "updated", body = Item, links(("get_item" = (operation_id = "get_item", parameters(("sku" = "$response.body#/sku")))), ("restock" = (operation_id = "restock", parameters(("sku" = "$response.body#/sku")))), ("create_hold" = (operation_id = "create_hold", request_body = json!({"customer_id": "c-1", "lines": [{"sku": "$response.body#/sku", "qty": 1}]}))), ("create_order" = (operation_id = "create_order", request_body = json!({"customer_id": "c-1", "lines": [{"sku": "$response.body#/sku", "qty": 1}], "payment": {"method": "none"}}))), ("create_order_by_card" = (operation_id = "create_order", request_body = json!({"customer_id": "c-1", "lines": [{"sku": "$response.body#/sku", "qty": 1}], "payment": {"method": "card", "card": {"number": "4111-1111-1111-1111", "type": "VISA"}, "capture": "manual"}}))))),
+        (status = 201, description = "created", body = Item, links(("get_item" = (operation_id = "get_item", parameters(("sku" = "$response.body#/sku")))), ("restock" = (operation_id = "restock", parameters(("sku" = "$response.body#/sku")))), ("create_hold" = (operation_id = "create_hold", request_body = json!({"customer_id": "c-1", "lines": [{"sku": "$response.body#/sku", "qty": 1}]}))), ("create_order" = (operation_id = "create_order", request_body = json!({"customer_id": "c-1", "lines": [{"sku": "$response.body#/sku", "qty": 1}], "payment": {"method": "none"}}))), ("create_order_by_card" = (operation_id = "create_order", request_body = json!({"customer_id": "c-1", "lines": [{"sku": "$response.body#/sku", "qty": 1}], "payment": {"method": "card", "card": {"number": "4111-1111-1111-1111", "type": "VISA"}, "capture": "manual"}}))))),
+        (status = 404, description = "not_found: the waiting room `queue_id`"),
+        (status = 409, description = "invalid_state"),
+    )
+)]
 pub async fn put_item(Path(sku): Path<String>, call: Call) -> Result<Response, ApiError> {
     route::<ItemBody>(call, sku, false).await
 }
 
+#[utoipa::path(
+    post, path = "/v1/items/bulk", tag = "items",
+    params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer to a retry with the same key and request")),
+    request_body = BulkBody,
+    responses(
+        (status = 200, description = "how many items were created and updated", body = Items),
+        (status = 404, description = "not_found: a waiting room `queue_id`"),
+        (status = 409, description = "invalid_state"),
+    )
+)]
 pub async fn put_items(call: Call) -> Result<Response, ApiError> {
     route::<BulkBody>(call, String::new(), false).await
 }
 
+#[utoipa::path(
+    post, path = "/v1/items/{sku}/restock", tag = "items",
+    params(("sku" = String, Path, description = "the item's sku"), ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer to a retry with the same key and request")),
+    request_body = RestockBody,
+    responses(
+        (status = 400, description = "invalid_request: also when the stock would pass the largest amount (10^15)"),
+        (status = 200, description = "stock added", body = Item, links(("get_item" = (operation_id = "get_item", parameters(("sku" = "$response.body#/sku")))), ("restock" = (operation_id = "restock", parameters(("sku" = "$response.body#/sku")))), ("create_hold" = (operation_id = "create_hold", request_body = json!({"customer_id": "c-1", "lines": [{"sku": "$response.body#/sku", "qty": 1}]}))), ("create_order" = (operation_id = "create_order", request_body = json!({"customer_id": "c-1", "lines": [{"sku": "$response.body#/sku", "qty": 1}], "payment": {"method": "none"}}))), ("create_order_by_card" = (operation_id = "create_order", request_body = json!({"customer_id": "c-1", "lines": [{"sku": "$response.body#/sku", "qty": 1}], "payment": {"method": "card", "card": {"number": "4111-1111-1111-1111", "type": "VISA"}, "capture": "manual"}}))))),
+        (status = 404, description = "not_found"),
+    )
+)]
 pub async fn restock(Path(sku): Path<String>, call: Call) -> Result<Response, ApiError> {
     route::<RestockBody>(call, sku, false).await
 }
 
+#[utoipa::path(
+    get, path = "/v1/items/{sku}", tag = "items",
+    params(("sku" = String, Path, description = "the item's sku")),
+    responses((status = 200, description = "the item", body = Item), (status = 404, description = "not_found"))
+)]
 pub async fn get_item(Path(sku): Path<String>, call: Call) -> Result<Response, ApiError> {
     read_one(&call, "item", move |m| m.item_view(&sku), |v| to_vec(&dto::item(v))).await
 }
 
+#[utoipa::path(
+    post, path = "/v1/holds", tag = "holds",
+    params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer to a retry with the same key and request"), ("Queue-Token" = Option<String>, Header, description = "An active token of the waiting room an item sits behind")),
+    request_body = HoldBody,
+    responses(
+        (status = 201, description = "stock reserved for `ttl_seconds`, all lines or none", body = Hold, links(("get_hold" = (operation_id = "get_hold", parameters(("id" = "$response.body#/id")))), ("release_hold" = (operation_id = "release_hold", parameters(("id" = "$response.body#/id")))), ("create_order" = (operation_id = "create_order", request_body = json!({"customer_id": "$response.body#/customer_id", "hold_id": "$response.body#/id", "payment": {"method": "none"}}))))),
+        (status = 403, description = "queue_token_required: an item sits behind a waiting room"),
+        (status = 404, description = "not_found: an item"),
+        (status = 409, description = "insufficient_stock"),
+    )
+)]
 pub async fn create_hold(call: Call) -> Result<Response, ApiError> {
     let b: HoldBody = call.json()?;
     let command = b.command_with(call.queue_token()?);
@@ -183,10 +244,24 @@ pub async fn create_hold(call: Call) -> Result<Response, ApiError> {
     execute(&call, command, idempotency, <HoldBody<String> as Op>::status).await
 }
 
+#[utoipa::path(
+    post, path = "/v1/holds/{id}/release", tag = "holds",
+    params(("id" = String, Path, description = "the hold's id (`hold_1`)"), ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer to a retry with the same key and request")),
+    responses(
+        (status = 200, description = "released", body = Hold, links(("get_hold" = (operation_id = "get_hold", parameters(("id" = "$response.body#/id")))), ("release_hold" = (operation_id = "release_hold", parameters(("id" = "$response.body#/id")))))),
+        (status = 404, description = "not_found"),
+        (status = 409, description = "invalid_state: not held"),
+    )
+)]
 pub async fn release_hold(Path(id): Path<String>, call: Call) -> Result<Response, ApiError> {
     run(call, ReleaseBody::default(), id, false).await
 }
 
+#[utoipa::path(
+    get, path = "/v1/holds/{id}", tag = "holds",
+    params(("id" = String, Path, description = "the hold's id (`hold_1`)")),
+    responses((status = 200, description = "the hold", body = Hold), (status = 404, description = "not_found"))
+)]
 pub async fn get_hold(Path(id): Path<String>, call: Call) -> Result<Response, ApiError> {
     read_numbered(&call, "hold", id, Merchant::hold_view, |v| to_vec(&dto::hold(v))).await
 }
@@ -203,6 +278,21 @@ fn payment_idempotency(
     }
 }
 
+#[utoipa::path(
+    post, path = "/v1/orders", tag = "orders",
+    params(("Idempotency-Key" = String, Header, description = "Required: replays the first answer to a retry with the same key and request"), ("Queue-Token" = Option<String>, Header, description = "An active token of the waiting room an item sits behind")),
+    request_body = OrderBody,
+    responses(
+        (status = 400, description = "invalid_request: also when the total would pass the largest amount (10^15), or the hold is another customer's"),
+        (status = 201, description = "created: paid (points), or awaiting_payment (none)", body = Order, links(("get_order" = (operation_id = "get_order", parameters(("id" = "$response.body#/id")))), ("cancel_order" = (operation_id = "cancel_order", parameters(("id" = "$response.body#/id")))), ("pay_order" = (operation_id = "pay_order", parameters(("id" = "$response.body#/id")))), ("get_payment" = (operation_id = "get_payment", parameters(("id" = "$response.body#/payment/id")))), ("capture_payment" = (operation_id = "capture_payment", parameters(("id" = "$response.body#/payment/id")))), ("refund_payment" = (operation_id = "refund_payment", parameters(("id" = "$response.body#/payment/id")))))),
+        (status = 202, description = "card payment accepted: the order is pending_payment until the gateway decides", body = Order, links(("get_order" = (operation_id = "get_order", parameters(("id" = "$response.body#/id")))), ("cancel_order" = (operation_id = "cancel_order", parameters(("id" = "$response.body#/id")))), ("pay_order" = (operation_id = "pay_order", parameters(("id" = "$response.body#/id")))), ("get_payment" = (operation_id = "get_payment", parameters(("id" = "$response.body#/payment/id")))), ("capture_payment" = (operation_id = "capture_payment", parameters(("id" = "$response.body#/payment/id")))), ("refund_payment" = (operation_id = "refund_payment", parameters(("id" = "$response.body#/payment/id")))))),
+        (status = 402, description = "insufficient_points"),
+        (status = 403, description = "queue_token_required: an item sits behind a waiting room"),
+        (status = 404, description = "not_found: an item or the hold"),
+        (status = 409, description = "insufficient_stock, invalid_state (the hold)"),
+        (status = 503, description = "payment_gateway_unavailable: a card payment without a configured gateway"),
+    )
+)]
 pub async fn create_order(call: Call) -> Result<Response, ApiError> {
     let b: OrderBody = call.json()?;
     let idempotency = payment_idempotency(&call, b.method() == PaymentMethod::Card, true)?;
@@ -210,38 +300,107 @@ pub async fn create_order(call: Call) -> Result<Response, ApiError> {
     execute(&call, cmd, idempotency, OrderBody::<IgnoredAny>::status).await
 }
 
+#[utoipa::path(
+    get, path = "/v1/orders/{id}", tag = "orders",
+    params(("id" = String, Path, description = "the order's id (`ord_1`)")),
+    responses((status = 200, description = "the order", body = Order), (status = 404, description = "not_found"))
+)]
 pub async fn get_order(Path(id): Path<String>, call: Call) -> Result<Response, ApiError> {
     read_numbered(&call, "order", id, Merchant::order_view, dto::order_to_vec).await
 }
 
+#[utoipa::path(
+    post, path = "/v1/orders/{id}/cancel", tag = "orders",
+    params(("id" = String, Path, description = "the order's id (`ord_1`)"), ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer to a retry with the same key and request")),
+    responses(
+        (status = 200, description = "cancelled: stock released, a capture refunded", body = Order, links(("get_order" = (operation_id = "get_order", parameters(("id" = "$response.body#/id")))), ("cancel_order" = (operation_id = "cancel_order", parameters(("id" = "$response.body#/id")))), ("pay_order" = (operation_id = "pay_order", parameters(("id" = "$response.body#/id")))), ("get_payment" = (operation_id = "get_payment", parameters(("id" = "$response.body#/payment/id")))), ("capture_payment" = (operation_id = "capture_payment", parameters(("id" = "$response.body#/payment/id")))), ("refund_payment" = (operation_id = "refund_payment", parameters(("id" = "$response.body#/payment/id")))))),
+        (status = 404, description = "not_found"),
+        (status = 409, description = "invalid_state"),
+    )
+)]
 pub async fn cancel_order(Path(id): Path<String>, call: Call) -> Result<Response, ApiError> {
     run(call, CancelBody::default(), id, false).await
 }
 
+#[utoipa::path(
+    post, path = "/v1/orders/{id}/payments", tag = "orders",
+    params(("id" = String, Path, description = "the order's id (`ord_1`)"), ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer to a retry with the same key and request")),
+    request_body = PaymentBody,
+    responses(
+        (status = 200, description = "paid with points", body = Order, links(("get_order" = (operation_id = "get_order", parameters(("id" = "$response.body#/id")))), ("cancel_order" = (operation_id = "cancel_order", parameters(("id" = "$response.body#/id")))), ("pay_order" = (operation_id = "pay_order", parameters(("id" = "$response.body#/id")))), ("get_payment" = (operation_id = "get_payment", parameters(("id" = "$response.body#/payment/id")))), ("capture_payment" = (operation_id = "capture_payment", parameters(("id" = "$response.body#/payment/id")))), ("refund_payment" = (operation_id = "refund_payment", parameters(("id" = "$response.body#/payment/id")))))),
+        (status = 202, description = "card payment accepted: pending_payment until the gateway decides", body = Order, links(("get_order" = (operation_id = "get_order", parameters(("id" = "$response.body#/id")))), ("cancel_order" = (operation_id = "cancel_order", parameters(("id" = "$response.body#/id")))), ("pay_order" = (operation_id = "pay_order", parameters(("id" = "$response.body#/id")))), ("get_payment" = (operation_id = "get_payment", parameters(("id" = "$response.body#/payment/id")))), ("capture_payment" = (operation_id = "capture_payment", parameters(("id" = "$response.body#/payment/id")))), ("refund_payment" = (operation_id = "refund_payment", parameters(("id" = "$response.body#/payment/id")))))),
+        (status = 402, description = "insufficient_points"),
+        (status = 404, description = "not_found"),
+        (status = 409, description = "invalid_state: not awaiting payment"),
+        (status = 503, description = "payment_gateway_unavailable: a card payment without a configured gateway"),
+    )
+)]
 pub async fn pay_order(Path(id): Path<String>, call: Call) -> Result<Response, ApiError> {
     route::<PaymentBody>(call, id, false).await
 }
 
+#[utoipa::path(
+    post, path = "/v1/payments/{id}/capture", tag = "payments",
+    params(("id" = String, Path, description = "the payment's id (`pay_1`)"), ("Idempotency-Key" = String, Header, description = "Required: replays the first answer to a retry with the same key and request")),
+    request_body(content = CaptureBody, description = "optional: an empty body captures all of it"),
+    responses(
+        (status = 200, description = "captured (a part once, the rest released)", body = Payment, links(("get_payment" = (operation_id = "get_payment", parameters(("id" = "$response.body#/id")))), ("get_order" = (operation_id = "get_order", parameters(("id" = "$response.body#/order_id")))), ("capture_payment" = (operation_id = "capture_payment", parameters(("id" = "$response.body#/id")))), ("refund_payment" = (operation_id = "refund_payment", parameters(("id" = "$response.body#/id")))))),
+        (status = 404, description = "not_found"),
+        (status = 409, description = "invalid_state: not authorized"),
+    )
+)]
 pub async fn capture_payment(Path(id): Path<String>, call: Call) -> Result<Response, ApiError> {
     let b: CaptureBody = call.json_or_default()?;
     run(call, b, id, true).await
 }
 
+#[utoipa::path(
+    post, path = "/v1/payments/{id}/refund", tag = "payments",
+    params(("id" = String, Path, description = "the payment's id (`pay_1`)"), ("Idempotency-Key" = String, Header, description = "Required: replays the first answer to a retry with the same key and request")),
+    request_body(content = RefundBody, description = "optional: an empty body refunds all that is captured"),
+    responses(
+        (status = 200, description = "refunded", body = Payment, links(("get_payment" = (operation_id = "get_payment", parameters(("id" = "$response.body#/id")))), ("get_order" = (operation_id = "get_order", parameters(("id" = "$response.body#/order_id")))), ("capture_payment" = (operation_id = "capture_payment", parameters(("id" = "$response.body#/id")))), ("refund_payment" = (operation_id = "refund_payment", parameters(("id" = "$response.body#/id")))))),
+        (status = 404, description = "not_found"),
+        (status = 409, description = "invalid_state: nothing captured to refund"),
+    )
+)]
 pub async fn refund_payment(Path(id): Path<String>, call: Call) -> Result<Response, ApiError> {
     let b: RefundBody = call.json_or_default()?;
     run(call, b, id, true).await
 }
 
+#[utoipa::path(
+    get, path = "/v1/payments/{id}", tag = "payments",
+    params(("id" = String, Path, description = "the payment's id (`pay_1`)")),
+    responses((status = 200, description = "the payment", body = Payment), (status = 404, description = "not_found"))
+)]
 pub async fn get_payment(Path(id): Path<String>, call: Call) -> Result<Response, ApiError> {
     read_numbered(&call, "payment", id, Merchant::payment_view, |v| to_vec(&dto::payment(v))).await
 }
 
 // ---- points and ledger ----
 
+#[utoipa::path(
+    post, path = "/v1/customers/{id}/points/credit", tag = "points",
+    params(("id" = String, Path, description = "the customer's id"), ("Idempotency-Key" = String, Header, description = "Required: replays the first answer to a retry with the same key and request")),
+    request_body = CreditBody,
+    responses(
+        (status = 400, description = "invalid_request: also when the balance would pass the largest amount"),
+        (status = 200, description = "the new balance", body = Points, links(
+            ("get_points" = (operation_id = "get_points", parameters(("id" = "$response.body#/customer_id")))),
+            ("get_account" = (operation_id = "get_account", parameters(("account" = "points:issued")))),
+        )),
+    )
+)]
 pub async fn credit_points(Path(customer): Path<String>, call: Call) -> Result<Response, ApiError> {
     route::<CreditBody>(call, customer, true).await
 }
 
+#[utoipa::path(
+    get, path = "/v1/customers/{id}/points", tag = "points",
+    params(("id" = String, Path, description = "the customer's id")),
+    responses((status = 200, description = "the balance (0 for a customer never credited)", body = Points))
+)]
 pub async fn get_points(Path(customer): Path<String>, call: Call) -> Result<Response, ApiError> {
     if !is_valid_id(&customer) {
         return Err(ApiError::invalid("customer id: must be 1..=64 characters of [A-Za-z0-9_.:-]"));
@@ -249,6 +408,11 @@ pub async fn get_points(Path(customer): Path<String>, call: Call) -> Result<Resp
     read(&call.engine, call.merchant.clone(), move |m| Ok(to_vec(&dto::points(&m.points_view(&customer))))).await
 }
 
+#[utoipa::path(
+    get, path = "/v1/ledger/accounts/{account}", tag = "ledger",
+    params(("account" = String, Path, description = "points:issued, points:authorized, gateway:clearing, gateway:authorized, sales:revenue, refunds, or customer:{id}:points")),
+    responses((status = 200, description = "the account's totals", body = Account), (status = 404, description = "not_found"))
+)]
 pub async fn get_account(Path(account): Path<String>, call: Call) -> Result<Response, ApiError> {
     read(&call.engine, call.merchant.clone(), move |m| {
         m.account_view(&account)
@@ -258,24 +422,60 @@ pub async fn get_account(Path(account): Path<String>, call: Call) -> Result<Resp
     .await
 }
 
+#[utoipa::path(
+    get, path = "/v1/ledger/trial-balance", tag = "ledger",
+    responses((status = 200, description = "sums of every account", body = TrialBalanceDto))
+)]
 pub async fn trial_balance(call: Call) -> Result<Response, ApiError> {
-    read(&call.engine, call.merchant.clone(), move |m| Ok(to_vec(dto::trial_balance(&m.trial_balance())))).await
+    read(&call.engine, call.merchant.clone(), move |m| Ok(to_vec(&dto::trial_balance(&m.trial_balance())))).await
 }
 
 // ---- waiting rooms ----
 
+#[utoipa::path(
+    put, path = "/v1/queues/{id}", tag = "queues",
+    params(("id" = String, Path, description = "the waiting room's id"), ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer to a retry with the same key and request")),
+    request_body = QueueBody,
+    responses(
+        (status = 200, description = "created or changed", body = Queue, links(
+            ("get_queue" = (operation_id = "get_queue", parameters(("id" = "$response.body#/id")))),
+            ("issue_token" = (operation_id = "issue_token", parameters(("id" = "$response.body#/id")))),
+        )),
+    )
+)]
 pub async fn put_queue(Path(queue): Path<String>, call: Call) -> Result<Response, ApiError> {
     route::<QueueBody>(call, queue, false).await
 }
 
+#[utoipa::path(
+    get, path = "/v1/queues/{id}", tag = "queues",
+    params(("id" = String, Path, description = "the waiting room's id")),
+    responses((status = 200, description = "the waiting room", body = Queue), (status = 404, description = "not_found"))
+)]
 pub async fn get_queue(Path(queue): Path<String>, call: Call) -> Result<Response, ApiError> {
     read_one(&call, "queue", move |m| m.queue_view(&queue), |v| to_vec(&dto::queue(v))).await
 }
 
+#[utoipa::path(
+    post, path = "/v1/queues/{id}/tokens", tag = "queues",
+    params(("id" = String, Path, description = "the waiting room's id"), ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer to a retry with the same key and request")),
+    request_body = TokenBody,
+    responses(
+        (status = 201, description = "joined: waiting, or active at once", body = Token, links(
+            ("get_token" = (operation_id = "get_token", parameters(("id" = "$response.body#/queue_id"), ("token" = "$response.body#/token")))),
+        )),
+        (status = 404, description = "not_found: the waiting room"),
+    )
+)]
 pub async fn issue_token(Path(queue): Path<String>, call: Call) -> Result<Response, ApiError> {
     route::<TokenBody>(call, queue, false).await
 }
 
+#[utoipa::path(
+    get, path = "/v1/queues/{id}/tokens/{token}", tag = "queues",
+    params(("id" = String, Path, description = "the waiting room's id"), ("token" = String, Path, description = "the token")),
+    responses((status = 200, description = "the token's status and position", body = Token), (status = 404, description = "not_found"))
+)]
 pub async fn get_token(Path((queue, token)): Path<(String, String)>, call: Call) -> Result<Response, ApiError> {
     read(&call.engine, call.merchant.clone(), move |m| {
         m.token_view(&queue, &token)
@@ -290,8 +490,9 @@ pub async fn get_token(Path((queue, token)): Path<(String, String)>, call: Call)
 /// Most operations in one `POST /v1/batch`.
 pub const BATCH_OPS_MAX: usize = 1000;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct BatchBody {
+    #[schema(schema_with = crate::openapi::schema::batch_ops)]
     ops: Vec<Value>,
 }
 
@@ -429,6 +630,11 @@ fn malformed_op(ops: &[Value]) -> Option<usize> {
     ops.iter().position(|op| !op.get("op").is_some_and(Value::is_string))
 }
 
+#[utoipa::path(
+    post, path = "/v1/batch", tag = "batch",
+    request_body = BatchBody,
+    responses((status = 200, description = "one result per op, in order: the status and body its route would answer", body = BatchReply))
+)]
 pub async fn batch(call: Call) -> Result<Response, ApiError> {
     let b: BatchBody = call.json()?;
     if b.ops.is_empty() || b.ops.len() > BATCH_OPS_MAX {

@@ -526,6 +526,44 @@ async fn openapi_describes_only_routed_operations() {
             assert!(!unrouted, "{method} {path} is described but not routed: {}", r.body);
         }
     }
+    // Every status a route answers is documented, errors as problem+json.
+    let statuses = |path: &str, method: &str| -> Vec<String> {
+        paths[path][method]["responses"].as_object().unwrap().keys().cloned().collect()
+    };
+    for (path, ops) in paths {
+        for (method, op) in ops.as_object().unwrap() {
+            let keyed = op["parameters"].as_array().is_some_and(|ps| ps.iter().any(|p| p["name"] == "Idempotency-Key"));
+            if keyed {
+                let s = statuses(path, method);
+                assert!(s.contains(&"409".into()) && s.contains(&"422".into()), "{method} {path}: {s:?}");
+            }
+            for (status, response) in op["responses"].as_object().unwrap() {
+                if status.as_str() >= "400" {
+                    let schema = &response["content"]["application/problem+json"]["schema"]["$ref"];
+                    assert_eq!(schema, "#/components/schemas/Problem", "{method} {path} {status}");
+                }
+            }
+        }
+    }
+    for (path, method, status) in [
+        ("/v1/holds", "post", "403"),
+        ("/v1/orders", "post", "403"),
+        ("/v1/orders", "post", "202"),
+        ("/v1/orders/{id}/payments", "post", "202"),
+        ("/v1/gateway/callback", "post", "401"),
+        ("/v1/gateway/callback", "post", "404"),
+        ("/v1/admin/dead-letters/{id}/retry", "post", "409"),
+        ("/v1/items/bulk", "post", "413"),
+    ] {
+        assert!(statuses(path, method).contains(&status.into()), "{method} {path} {status}");
+    }
+    // Links carry ids from one answer to the next operation, by operationId.
+    let link = &paths["/v1/orders"]["post"]["responses"]["201"]["links"]["get_order"];
+    assert_eq!(link["operationId"], "get_order");
+    assert_eq!(link["parameters"]["id"], "$response.body#/id");
+    // Bounds come from surge_core::limits.
+    let line = &r.body["components"]["schemas"]["LineBody"]["properties"]["qty"];
+    assert_eq!(line["maximum"], surge_core::limits::QTY_MAX);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
