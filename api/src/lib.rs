@@ -291,7 +291,7 @@ fn wal_histograms(out: &mut String, w: &surge_wal::WalStats) {
 )]
 async fn openapi_json() -> Response {
     static DOC: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
-    let doc = DOC.get_or_init(|| serde_json::to_vec(&openapi::with_retention(openapi::document())).unwrap_or_default());
+    let doc = DOC.get_or_init(|| serde_json::to_vec(&openapi::document()).unwrap_or_default());
     (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], doc.clone()).into_response()
 }
 

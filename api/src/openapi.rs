@@ -18,6 +18,9 @@ use crate::{gateway, routes};
         title = "surge",
         version = "1",
         description = "Order and payment engine. Every 2xx on a mutating call is in the fsynced write-ahead log. \
+            Settled holds, orders and payments are archived once unchanged for the server's --retain-settled \
+            (default 7 days, never shorter than the idempotency window): their GETs and commands then answer \
+            410 archived with archived_at. A paid order can be refunded until it is archived (the refund window). \
             The contract in prose: docs/api.md."
     ),
     paths(
@@ -70,7 +73,7 @@ pub struct Problem {
     status: u16,
     /// invalid_request, unauthorized, not_found, method_not_allowed, insufficient_stock,
     /// invalid_state, idempotency_key_in_use, idempotency_key_reused, payload_too_large,
-    /// unsupported_media_type, insufficient_points, queue_token_required, rate_limited,
+    /// unsupported_media_type, insufficient_points, archived, queue_token_required, rate_limited,
     /// payment_gateway_unavailable, storage_unavailable
     code: String,
     detail: String,
@@ -88,6 +91,8 @@ pub struct Problem {
     required: Option<u64>,
     /// queue_token_required
     queue_id: Option<String>,
+    /// archived: when it was archived, at the latest (RFC 3339).
+    archived_at: Option<String>,
 }
 
 /// `{"status": "ok"}` and `{"status": "ready"}`.
@@ -268,40 +273,6 @@ fn complete(op: &mut Value) {
             }
         }
     }
-}
-
-/// Retention (docs/api.md, "Retention and the refund window"): what `document()` says about
-/// archived holds, orders and payments, added to it where it is served.
-pub fn with_retention(mut doc: Value) -> Value {
-    doc["info"]["description"] = json!(format!(
-        "{} Settled holds, orders and payments are archived once unchanged for the server's \
-         --retain-settled (default 7 days, never shorter than the idempotency window): their GETs and \
-         commands then answer 410 archived with archived_at. A paid order can be refunded until it is \
-         archived (the refund window).",
-        doc["info"]["description"].as_str().unwrap_or_default()
-    ));
-    let gone = json!({"$ref": "#/components/responses/Problem"});
-    for (path, method) in [
-        ("/v1/holds/{id}", "get"),
-        ("/v1/holds/{id}/release", "post"),
-        ("/v1/orders/{id}", "get"),
-        ("/v1/orders/{id}/cancel", "post"),
-        ("/v1/orders/{id}/payments", "post"),
-        ("/v1/payments/{id}", "get"),
-        ("/v1/payments/{id}/capture", "post"),
-        ("/v1/payments/{id}/refund", "post"),
-    ] {
-        if let Some(responses) = doc["paths"][path][method]["responses"].as_object_mut() {
-            responses.insert("410".into(), gone.clone());
-        }
-    }
-    if let Some(problem) = doc["components"]["schemas"]["Problem"]["properties"].as_object_mut() {
-        problem.insert(
-            "archived_at".into(),
-            json!({"type": "string", "format": "date-time", "description": "410 archived: when it was archived, at the latest"}),
-        );
-    }
-    doc
 }
 
 /// Field schemas of the request and reply types (`#[schema(schema_with = ...)]`), built

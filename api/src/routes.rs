@@ -249,7 +249,7 @@ pub async fn create_hold(call: Call) -> Result<Response, ApiError> {
     params(("id" = String, Path, description = "the hold's id (`hold_1`)"), ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer to a retry with the same key and request")),
     responses(
         (status = 200, description = "released", body = Hold, links(("get_hold" = (operation_id = "get_hold", parameters(("id" = "$response.body#/id")))), ("release_hold" = (operation_id = "release_hold", parameters(("id" = "$response.body#/id")))))),
-        (status = 404, description = "not_found"),
+        (status = 404, description = "not_found"), (status = 410, description = "archived: settled and older than the retention (`archived_at` says when)"),
         (status = 409, description = "invalid_state: not held"),
     )
 )]
@@ -260,7 +260,7 @@ pub async fn release_hold(Path(id): Path<String>, call: Call) -> Result<Response
 #[utoipa::path(
     get, path = "/v1/holds/{id}", tag = "holds",
     params(("id" = String, Path, description = "the hold's id (`hold_1`)")),
-    responses((status = 200, description = "the hold", body = Hold), (status = 404, description = "not_found"))
+    responses((status = 200, description = "the hold", body = Hold), (status = 404, description = "not_found"), (status = 410, description = "archived: settled and older than the retention (`archived_at` says when)"))
 )]
 pub async fn get_hold(Path(id): Path<String>, call: Call) -> Result<Response, ApiError> {
     read_numbered(&call, "hold", id, Merchant::hold_view, |v| to_vec(&dto::hold(v))).await
@@ -303,7 +303,7 @@ pub async fn create_order(call: Call) -> Result<Response, ApiError> {
 #[utoipa::path(
     get, path = "/v1/orders/{id}", tag = "orders",
     params(("id" = String, Path, description = "the order's id (`ord_1`)")),
-    responses((status = 200, description = "the order", body = Order), (status = 404, description = "not_found"))
+    responses((status = 200, description = "the order", body = Order), (status = 404, description = "not_found"), (status = 410, description = "archived: settled and older than the retention (`archived_at` says when)"))
 )]
 pub async fn get_order(Path(id): Path<String>, call: Call) -> Result<Response, ApiError> {
     read_numbered(&call, "order", id, Merchant::order_view, dto::order_to_vec).await
@@ -314,7 +314,7 @@ pub async fn get_order(Path(id): Path<String>, call: Call) -> Result<Response, A
     params(("id" = String, Path, description = "the order's id (`ord_1`)"), ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer to a retry with the same key and request")),
     responses(
         (status = 200, description = "cancelled: stock released, a capture refunded", body = Order, links(("get_order" = (operation_id = "get_order", parameters(("id" = "$response.body#/id")))), ("cancel_order" = (operation_id = "cancel_order", parameters(("id" = "$response.body#/id")))), ("pay_order" = (operation_id = "pay_order", parameters(("id" = "$response.body#/id")))), ("get_payment" = (operation_id = "get_payment", parameters(("id" = "$response.body#/payment/id")))), ("capture_payment" = (operation_id = "capture_payment", parameters(("id" = "$response.body#/payment/id")))), ("refund_payment" = (operation_id = "refund_payment", parameters(("id" = "$response.body#/payment/id")))))),
-        (status = 404, description = "not_found"),
+        (status = 404, description = "not_found"), (status = 410, description = "archived: settled and older than the retention (`archived_at` says when)"),
         (status = 409, description = "invalid_state"),
     )
 )]
@@ -330,7 +330,7 @@ pub async fn cancel_order(Path(id): Path<String>, call: Call) -> Result<Response
         (status = 200, description = "paid with points", body = Order, links(("get_order" = (operation_id = "get_order", parameters(("id" = "$response.body#/id")))), ("cancel_order" = (operation_id = "cancel_order", parameters(("id" = "$response.body#/id")))), ("pay_order" = (operation_id = "pay_order", parameters(("id" = "$response.body#/id")))), ("get_payment" = (operation_id = "get_payment", parameters(("id" = "$response.body#/payment/id")))), ("capture_payment" = (operation_id = "capture_payment", parameters(("id" = "$response.body#/payment/id")))), ("refund_payment" = (operation_id = "refund_payment", parameters(("id" = "$response.body#/payment/id")))))),
         (status = 202, description = "card payment accepted: pending_payment until the gateway decides", body = Order, links(("get_order" = (operation_id = "get_order", parameters(("id" = "$response.body#/id")))), ("cancel_order" = (operation_id = "cancel_order", parameters(("id" = "$response.body#/id")))), ("pay_order" = (operation_id = "pay_order", parameters(("id" = "$response.body#/id")))), ("get_payment" = (operation_id = "get_payment", parameters(("id" = "$response.body#/payment/id")))), ("capture_payment" = (operation_id = "capture_payment", parameters(("id" = "$response.body#/payment/id")))), ("refund_payment" = (operation_id = "refund_payment", parameters(("id" = "$response.body#/payment/id")))))),
         (status = 402, description = "insufficient_points"),
-        (status = 404, description = "not_found"),
+        (status = 404, description = "not_found"), (status = 410, description = "archived: settled and older than the retention (`archived_at` says when)"),
         (status = 409, description = "invalid_state: not awaiting payment"),
         (status = 503, description = "payment_gateway_unavailable: a card payment without a configured gateway"),
     )
@@ -345,7 +345,7 @@ pub async fn pay_order(Path(id): Path<String>, call: Call) -> Result<Response, A
     request_body(content = CaptureBody, description = "optional: an empty body captures all of it"),
     responses(
         (status = 200, description = "captured (a part once, the rest released)", body = Payment, links(("get_payment" = (operation_id = "get_payment", parameters(("id" = "$response.body#/id")))), ("get_order" = (operation_id = "get_order", parameters(("id" = "$response.body#/order_id")))), ("capture_payment" = (operation_id = "capture_payment", parameters(("id" = "$response.body#/id")))), ("refund_payment" = (operation_id = "refund_payment", parameters(("id" = "$response.body#/id")))))),
-        (status = 404, description = "not_found"),
+        (status = 404, description = "not_found"), (status = 410, description = "archived: settled and older than the retention (`archived_at` says when)"),
         (status = 409, description = "invalid_state: not authorized"),
     )
 )]
@@ -360,7 +360,7 @@ pub async fn capture_payment(Path(id): Path<String>, call: Call) -> Result<Respo
     request_body(content = RefundBody, description = "optional: an empty body refunds all that is captured"),
     responses(
         (status = 200, description = "refunded", body = Payment, links(("get_payment" = (operation_id = "get_payment", parameters(("id" = "$response.body#/id")))), ("get_order" = (operation_id = "get_order", parameters(("id" = "$response.body#/order_id")))), ("capture_payment" = (operation_id = "capture_payment", parameters(("id" = "$response.body#/id")))), ("refund_payment" = (operation_id = "refund_payment", parameters(("id" = "$response.body#/id")))))),
-        (status = 404, description = "not_found"),
+        (status = 404, description = "not_found"), (status = 410, description = "archived: settled and older than the retention (`archived_at` says when)"),
         (status = 409, description = "invalid_state: nothing captured to refund"),
     )
 )]
@@ -372,7 +372,7 @@ pub async fn refund_payment(Path(id): Path<String>, call: Call) -> Result<Respon
 #[utoipa::path(
     get, path = "/v1/payments/{id}", tag = "payments",
     params(("id" = String, Path, description = "the payment's id (`pay_1`)")),
-    responses((status = 200, description = "the payment", body = Payment), (status = 404, description = "not_found"))
+    responses((status = 200, description = "the payment", body = Payment), (status = 404, description = "not_found"), (status = 410, description = "archived: settled and older than the retention (`archived_at` says when)"))
 )]
 pub async fn get_payment(Path(id): Path<String>, call: Call) -> Result<Response, ApiError> {
     read_numbered(&call, "payment", id, Merchant::payment_view, |v| to_vec(&dto::payment(v))).await
