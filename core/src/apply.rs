@@ -9,11 +9,11 @@ use crate::command::{CaptureMode, PaymentMethod};
 use crate::event::{self as ev, Event, EventBody};
 use crate::ids::UnixMs;
 use crate::ledger::{Account, AccountTotals};
-use crate::shard::{Deadline, DeadlineKind, Shard};
 use crate::state::{
     CardInfo, Customer, DeadLetter, DeadLetterStatus, Hold, HoldStatus, IdempotencyRecord, Item, Merchant, Order,
     OrderStatus, Payment, PaymentStatus, Queue, StateLine, Token, TokenStatus,
 };
+use crate::state::{Deadline, DeadlineKind, Shard};
 
 type Outcome = Result<(), &'static str>;
 

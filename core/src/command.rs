@@ -4,8 +4,6 @@
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::event::GatewayOp;
-
 /// One merchant-scoped request.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Request {
@@ -220,6 +218,27 @@ impl CaptureMode {
         match self {
             CaptureMode::Automatic => "automatic",
             CaptureMode::Manual => "manual",
+        }
+    }
+}
+
+/// What the gateway worker is asked to do for a card payment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GatewayOp {
+    Authorize,
+    Capture,
+    Void,
+    Refund,
+}
+
+impl GatewayOp {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GatewayOp::Authorize => "authorize",
+            GatewayOp::Capture => "capture",
+            GatewayOp::Void => "void",
+            GatewayOp::Refund => "refund",
         }
     }
 }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::command::GatewayOp;
 use crate::command::{CaptureMode, PaymentMethod};
 use crate::ids::{Numbered, UnixMs};
 use crate::ledger::Account;
@@ -427,27 +428,6 @@ pub struct IdempotencyRecorded {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IdempotencyExpired {
     pub key: Arc<str>,
-}
-
-/// What the gateway worker is asked to do for a card payment.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum GatewayOp {
-    Authorize,
-    Capture,
-    Void,
-    Refund,
-}
-
-impl GatewayOp {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            GatewayOp::Authorize => "authorize",
-            GatewayOp::Capture => "capture",
-            GatewayOp::Void => "void",
-            GatewayOp::Refund => "refund",
-        }
-    }
 }
 
 /// A card number the host encrypted (AEAD) before the engine saw the command; only the

@@ -4,7 +4,7 @@
 
 use crate::command::PaymentMethod;
 use crate::ledger::Account;
-use crate::shard::Shard;
+use crate::state::Shard;
 use crate::state::{HoldStatus, Merchant, OrderStatus, PaymentStatus, TokenStatus};
 
 impl Shard {

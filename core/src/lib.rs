@@ -33,7 +33,6 @@ pub mod limits;
 pub mod numbered;
 pub mod shard;
 pub mod sim;
-mod snapshot_legacy;
 pub mod split_map;
 pub mod state;
 pub mod tick;

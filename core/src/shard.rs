@@ -1,11 +1,10 @@
-//! A shard: the merchants that hash to it, their expiry deadlines, and the count of events
-//! applied. `apply` is the only mutation of business state; `execute` is the host's
-//! convenience that runs decide -> apply -> reply -> idempotency record in one step.
+//! What a [`Shard`] (its data is in `state.rs`) does as a whole: `execute` runs decide ->
+//! apply -> reply -> idempotency record in one step; `apply` is the only mutation of
+//! business state; snapshots, restore and the digest. The top of core's layering: this
+//! module uses `decide`, `apply`, `view` and `encoding`, and none of them uses it.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-
-use serde::{Deserialize, Serialize};
 
 use crate::command::Request;
 use crate::decide::Decided;
@@ -13,63 +12,9 @@ use crate::encoding;
 use crate::error::{ApplyError, CoreError, DecodeError};
 use crate::event::{Event, EventBody};
 use crate::ids::{is_valid_idempotency_key, UnixMs};
-use crate::limits::{IDEMPOTENCY_TTL_MS, RETAIN_SETTLED_MS_DEFAULT};
-use crate::state::{Indexed, Keyed, Merchant};
+use crate::state::{Indexed, Merchant, ShardImageRef};
+pub use crate::state::{Settings, Shard};
 use crate::view::Reply;
-
-#[derive(Clone, Debug, Default)]
-pub struct Shard {
-    pub(crate) merchants: Indexed<Merchant>,
-    /// Expiry deadlines of held holds, unpaid orders and active tokens. Derived from the
-    /// merchants (rebuilt on restore); kept here so `tick` finds what is due in O(log n).
-    pub(crate) deadlines: BTreeSet<Deadline>,
-    /// Events applied since the empty state (part of the canonical state).
-    pub(crate) applied_events: u64,
-    /// Events the host reports durable. Runtime only: not in snapshots or the digest.
-    durable_events: u64,
-    /// The host's time settings (runtime only, see [`Settings`]).
-    pub(crate) settings: Settings,
-    /// Where the tick's archive scan goes on next, per (merchant, kind, queue). Runtime only:
-    /// it steers which settled aggregates a tick looks at first, never what is decided
-    /// about one, and replay applies the logged decisions without it.
-    pub(crate) archive_cursors: std::collections::BTreeMap<(u32, u8, u32), usize>,
-}
-
-/// The time settings a host passes in. They shape decisions only (`execute`, `tick`), never
-/// `apply`: what they decide is in the events (an idempotency record carries its expiry, an
-/// archive is an event), so replay reproduces the same state whatever the settings of the
-/// process that replays. Not part of snapshots or the digest.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Settings {
-    /// How long an idempotency record is kept.
-    pub idempotency_ttl_ms: u64,
-    /// How long a settled aggregate stays in memory after its last change before the tick
-    /// archives it; also a paid order's refund window (see `tick.rs`). Never shorter than
-    /// `idempotency_ttl_ms`.
-    pub retain_settled_ms: u64,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings { idempotency_ttl_ms: IDEMPOTENCY_TTL_MS, retain_settled_ms: RETAIN_SETTLED_MS_DEFAULT }
-    }
-}
-
-impl Settings {
-    /// Refuses a retention shorter than the idempotency window (a retried request inside
-    /// the window must find what its first attempt changed) or a zero window.
-    pub fn new(idempotency_ttl_ms: u64, retain_settled_ms: u64) -> Result<Settings, String> {
-        if idempotency_ttl_ms == 0 {
-            return Err("the idempotency window must be longer than 0".into());
-        }
-        if retain_settled_ms < idempotency_ttl_ms {
-            return Err(format!(
-                "the retention of settled aggregates ({retain_settled_ms} ms) is shorter than the idempotency window ({idempotency_ttl_ms} ms)"
-            ));
-        }
-        Ok(Settings { idempotency_ttl_ms, retain_settled_ms })
-    }
-}
 
 /// A shard's canonical state frozen by [`Shard::freeze`].
 #[derive(Clone, Debug)]
@@ -87,30 +32,6 @@ impl FrozenShard {
     }
 }
 
-impl Keyed for Merchant {
-    fn key(&self) -> &Arc<str> {
-        &self.id
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) struct Deadline {
-    pub at_ms: UnixMs,
-    pub merchant: u32,
-    pub kind: DeadlineKind,
-    /// Hold or order number, or queue position.
-    pub a: u64,
-    /// Token sequence number (tokens only).
-    pub b: u64,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) enum DeadlineKind {
-    Hold,
-    Order,
-    Token,
-}
-
 /// What `execute` did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -119,13 +40,6 @@ pub enum Outcome {
     Applied { events: Vec<Event>, reply: Reply },
     /// An earlier request with the same idempotency key and fingerprint; nothing changed.
     Replayed { reply: Reply },
-}
-
-/// The canonical form of a shard: what snapshots hold and the digest covers.
-#[derive(Serialize, Deserialize)]
-pub(crate) struct ShardImage {
-    pub merchants: Indexed<Merchant>,
-    pub applied_events: u64,
 }
 
 impl Shard {
@@ -336,10 +250,4 @@ impl Shard {
         self.applied_events += 1;
         Ok(())
     }
-}
-
-#[derive(Serialize)]
-pub(crate) struct ShardImageRef<'a> {
-    pub merchants: &'a Indexed<Merchant>,
-    pub applied_events: u64,
 }

@@ -9,6 +9,7 @@
 //! entries in one command (see `chunked.rs`, `split_map.rs`); they serialize exactly as the
 //! `Vec`s they replaced.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -18,6 +19,7 @@ use crate::command::{CaptureMode, PaymentMethod};
 use crate::event::{Bucket, GatewayOp};
 use crate::ids::UnixMs;
 use crate::ledger::{AccountTotals, Ledger};
+use crate::limits::{IDEMPOTENCY_TTL_MS, RETAIN_SETTLED_MS_DEFAULT};
 use crate::numbered::NumberedVec;
 use crate::split_map::SplitMap;
 
@@ -534,4 +536,95 @@ impl<'de> Deserialize<'de> for Idempotency {
         }
         d.deserialize_seq(Entries)
     }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Shard {
+    pub(crate) merchants: Indexed<Merchant>,
+    /// Expiry deadlines of held holds, unpaid orders and active tokens. Derived from the
+    /// merchants (rebuilt on restore); kept here so `tick` finds what is due in O(log n).
+    pub(crate) deadlines: BTreeSet<Deadline>,
+    /// Events applied since the empty state (part of the canonical state).
+    pub(crate) applied_events: u64,
+    /// Events the host reports durable. Runtime only: not in snapshots or the digest.
+    pub(crate) durable_events: u64,
+    /// The host's time settings (runtime only, see [`Settings`]).
+    pub(crate) settings: Settings,
+    /// Where the tick's archive scan goes on next, per (merchant, kind, queue). Runtime only:
+    /// it steers which settled aggregates a tick looks at first, never what is decided
+    /// about one, and replay applies the logged decisions without it.
+    pub(crate) archive_cursors: BTreeMap<(u32, u8, u32), usize>,
+}
+
+/// The time settings a host passes in. They shape decisions only (`execute`, `tick`), never
+/// `apply`: what they decide is in the events (an idempotency record carries its expiry, an
+/// archive is an event), so replay reproduces the same state whatever the settings of the
+/// process that replays. Not part of snapshots or the digest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// How long an idempotency record is kept.
+    pub idempotency_ttl_ms: u64,
+    /// How long a settled aggregate stays in memory after its last change before the tick
+    /// archives it; also a paid order's refund window (see `tick.rs`). Never shorter than
+    /// `idempotency_ttl_ms`.
+    pub retain_settled_ms: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings { idempotency_ttl_ms: IDEMPOTENCY_TTL_MS, retain_settled_ms: RETAIN_SETTLED_MS_DEFAULT }
+    }
+}
+
+impl Settings {
+    /// Refuses a retention shorter than the idempotency window (a retried request inside
+    /// the window must find what its first attempt changed) or a zero window.
+    pub fn new(idempotency_ttl_ms: u64, retain_settled_ms: u64) -> Result<Settings, String> {
+        if idempotency_ttl_ms == 0 {
+            return Err("the idempotency window must be longer than 0".into());
+        }
+        if retain_settled_ms < idempotency_ttl_ms {
+            return Err(format!(
+                "the retention of settled aggregates ({retain_settled_ms} ms) is shorter than the idempotency window ({idempotency_ttl_ms} ms)"
+            ));
+        }
+        Ok(Settings { idempotency_ttl_ms, retain_settled_ms })
+    }
+}
+
+impl Keyed for Merchant {
+    fn key(&self) -> &Arc<str> {
+        &self.id
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Deadline {
+    pub at_ms: UnixMs,
+    pub merchant: u32,
+    pub kind: DeadlineKind,
+    /// Hold or order number, or queue position.
+    pub a: u64,
+    /// Token sequence number (tokens only).
+    pub b: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum DeadlineKind {
+    Hold,
+    Order,
+    Token,
+}
+
+/// The canonical form of a shard: what snapshots hold and the digest covers.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct ShardImage {
+    pub merchants: Indexed<Merchant>,
+    pub applied_events: u64,
+}
+
+#[derive(Serialize)]
+pub(crate) struct ShardImageRef<'a> {
+    pub merchants: &'a Indexed<Merchant>,
+    pub applied_events: u64,
 }

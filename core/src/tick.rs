@@ -31,8 +31,8 @@ use crate::limits::{
     TICK_ACTIVATIONS_MAX, TICK_ARCHIVES_MAX, TICK_ARCHIVE_SCAN_MAX, TICK_EXPIRIES_MAX, TICK_IDEMPOTENCY_MAX,
 };
 use crate::numbered::NumberedVec;
-use crate::shard::{Deadline, DeadlineKind, Shard};
 use crate::state::{DeadLetterStatus, HoldStatus, Merchant, OrderStatus, PaymentStatus, StateLine, TokenStatus};
+use crate::state::{Deadline, DeadlineKind, Shard};
 
 /// Archive scan cursors: (merchant position, kind, queue position) -> next index to look at.
 pub(crate) type Cursors = BTreeMap<(u32, u8, u32), usize>;

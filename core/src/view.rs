@@ -11,7 +11,7 @@ use crate::decide::Target;
 use crate::event::GatewayOp;
 use crate::ids::{token_id, DeadLetterId, HoldId, Numbered, OrderId, PaymentId, UnixMs};
 use crate::ledger::{Account, TrialBalance, FIXED_ACCOUNTS};
-use crate::shard::Shard;
+use crate::state::Shard;
 use crate::state::{DeadLetterStatus, HoldStatus, Merchant, OrderStatus, PaymentStatus, StateLine, TokenStatus};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -15,7 +15,7 @@ use crate::event::{self as ev, Bucket, Event, EventBody, PostingKind};
 use crate::ids::{is_valid_id, parse_token, Numbered, UnixMs};
 use crate::ledger::Account;
 use crate::limits::*;
-use crate::shard::Shard;
+use crate::state::Shard;
 use crate::state::{Item, Merchant, Order, OrderStatus, Payment, PaymentStatus, TokenStatus};
 
 /// The events of one command and what its reply shows.

@@ -17,14 +17,14 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
+use super::decode_body;
 use crate::chunked::ChunkedVec;
 use crate::command::{CaptureMode, PaymentMethod};
-use crate::encoding::decode_body;
 use crate::error::DecodeError;
 use crate::ids::UnixMs;
 use crate::ledger::{AccountTotals, Ledger, FIXED_ACCOUNTS};
 use crate::numbered::NumberedVec;
-use crate::shard::ShardImage;
+use crate::state::ShardImage;
 use crate::state::{
     CardInfo, Customer, DeadLetter, Hold, Idempotency, Indexed, Item, Keyed, Merchant, Order, Payment, PaymentStatus,
     Queue, Token,

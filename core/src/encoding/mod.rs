@@ -22,8 +22,10 @@ use serde::Serialize;
 use crate::error::DecodeError;
 use crate::event::{Event, EventBody};
 use crate::limits::BATCH_EVENTS_MAX;
-use crate::shard::{ShardImage, ShardImageRef};
+use crate::state::{ShardImage, ShardImageRef};
 use crate::view::Reply;
+
+mod snapshot_legacy;
 
 pub const EVENTS_MAGIC: [u8; 4] = *b"SRGE";
 pub const SNAPSHOT_MAGIC: [u8; 4] = *b"SRGS";
@@ -34,7 +36,7 @@ pub const EVENTS_VERSION: u16 = 1;
 /// (`gateway:authorized`), a payment's `gateway`, a merchant's `dead_letters`; 4 — retention:
 /// holds, orders, payments and queue tokens as `NumberedVec`s (length, archive times, live
 /// entries with their index), an item's `archived_sold`, a merchant's `archived_card_net`.
-/// Older versions are still read (`snapshot_legacy`).
+/// Older versions are still read (`encoding/snapshot_legacy.rs`).
 pub const SNAPSHOT_VERSION: u16 = 4;
 /// Oldest snapshot version this build reads.
 pub const SNAPSHOT_VERSION_MIN: u16 = 1;
@@ -156,7 +158,7 @@ pub(crate) fn decode_snapshot(bytes: &[u8]) -> Result<ShardImage, DecodeError> {
     if header.version == SNAPSHOT_VERSION {
         decode_body(body)
     } else {
-        crate::snapshot_legacy::decode(header.version, body)
+        snapshot_legacy::decode(header.version, body)
     }
 }
 
