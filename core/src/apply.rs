@@ -42,120 +42,23 @@ pub(crate) fn apply_to_merchant(shard: &mut Shard, position: u32, event: &Event,
         EventBody::OrderExpired(e) => cx.order_moved(e.order, &[OrderStatus::AwaitingPayment], OrderStatus::Expired),
         EventBody::OrderRefunded(e) => cx.order_moved(e.order, &[OrderStatus::Paid], OrderStatus::Refunded),
         EventBody::PaymentRequested(e) => cx.payment_requested(e),
-        EventBody::PaymentSubmitted(e) => {
-            let p = cx.payment_in(e.payment, &[PaymentStatus::Pending])?;
-            p.transaction_key = Some(e.transaction_key.clone());
-            p.updated_at_ms = event.at_ms;
-            Ok(())
-        }
-        EventBody::PaymentAuthorized(e) => {
-            let p = cx.payment_in(e.payment, &[PaymentStatus::Pending])?;
-            // Cards by the gateway; points when the capture is manual (parked points).
-            if p.method == PaymentMethod::None
-                || (p.method == PaymentMethod::Points && p.capture != CaptureMode::Manual)
-            {
-                return Err("this payment is never authorized");
-            }
-            p.status = PaymentStatus::Authorized;
-            if let Some(key) = &e.transaction_key {
-                p.transaction_key = Some(key.clone());
-            }
-            p.updated_at_ms = event.at_ms;
-            Ok(())
-        }
+        EventBody::PaymentSubmitted(e) => cx.payment_submitted(e),
+        EventBody::PaymentAuthorized(e) => cx.payment_authorized(e),
         EventBody::PaymentCaptured(e) => cx.payment_captured(e),
         EventBody::PaymentRefunded(e) => cx.payment_refunded(e),
-        EventBody::PaymentFailed(e) => {
-            let p = cx.payment_in(e.payment, &[PaymentStatus::Pending])?;
-            p.status = PaymentStatus::Failed;
-            p.failure_reason = Some(e.reason.clone());
-            p.updated_at_ms = event.at_ms;
-            Ok(())
-        }
-        EventBody::PaymentVoided(e) => {
-            let p = cx.payment_in(e.payment, &[PaymentStatus::Pending, PaymentStatus::Authorized])?;
-            p.status = PaymentStatus::Voided;
-            p.updated_at_ms = event.at_ms;
-            Ok(())
-        }
-        EventBody::PointsCredited(e) => {
-            let c = cx.customer(&e.customer)?;
-            let c = cx.m.customers.at_mut(c).ok_or("customer")?;
-            c.points = c.points.checked_add(e.amount).ok_or("points overflow")?;
-            Ok(())
-        }
-        EventBody::PointsDebited(e) => {
-            let c = cx.m.customers.get_mut(&e.customer).ok_or("unknown customer")?;
-            c.points = c.points.checked_sub(e.amount).ok_or("points would go negative")?;
-            Ok(())
-        }
+        EventBody::PaymentFailed(e) => cx.payment_failed(e),
+        EventBody::PaymentVoided(e) => cx.payment_voided(e),
+        EventBody::PointsCredited(e) => cx.points_credited(e),
+        EventBody::PointsDebited(e) => cx.points_debited(e),
         EventBody::LedgerPosted(e) => cx.ledger_posted(e),
-        EventBody::QueuePut(e) => {
-            if e.max_active == 0 {
-                return Err("max_active is 0");
-            }
-            match cx.m.queues.get_mut(&e.queue) {
-                Some(q) => {
-                    q.max_active = e.max_active;
-                    q.active_ttl_s = e.active_ttl_s;
-                }
-                None => {
-                    cx.m.queues.push(Queue {
-                        id: e.queue.clone(),
-                        max_active: e.max_active,
-                        active_ttl_s: e.active_ttl_s,
-                        tokens: Default::default(),
-                        next_waiting: 0,
-                        active: 0,
-                    });
-                }
-            }
-            Ok(())
-        }
+        EventBody::QueuePut(e) => cx.queue_put(e),
         EventBody::TokenIssued(e) => cx.token_issued(e),
         EventBody::TokenActivated(e) => cx.token_activated(e),
         EventBody::TokenExpired(e) => cx.token_expired(e),
-        EventBody::IdempotencyRecorded(e) => {
-            let ids = &mut cx.m.idempotency;
-            if ids.records.contains_key(&e.key) {
-                return Err("idempotency key already recorded");
-            }
-            ids.records.insert(
-                e.key.clone(),
-                IdempotencyRecord {
-                    fingerprint: e.fingerprint,
-                    reply: e.reply.clone(),
-                    expires_at_ms: e.expires_at_ms,
-                    applied_seq: seq_after,
-                },
-            );
-            ids.order.push_back(e.key.clone());
-            Ok(())
-        }
-        EventBody::IdempotencyExpired(e) => {
-            let ids = &mut cx.m.idempotency;
-            if ids.order.front() != Some(&e.key) {
-                return Err("only the oldest idempotency record expires");
-            }
-            ids.order.pop_front();
-            ids.records.remove(&e.key);
-            Ok(())
-        }
+        EventBody::IdempotencyRecorded(e) => cx.idempotency_recorded(e, seq_after),
+        EventBody::IdempotencyExpired(e) => cx.idempotency_expired(e),
         EventBody::GatewayRequested(e) => cx.gateway_requested(e),
-        EventBody::PaymentSubmittedVia(e) => {
-            let at_ms = cx.at_ms;
-            let p = cx.m.payment_mut(e.payment).ok_or("unknown payment")?;
-            if p.method != PaymentMethod::Card {
-                return Err("only card payments go through a gateway");
-            }
-            if p.transaction_key.as_deref().is_some_and(|known| known != &*e.transaction_key) {
-                return Err("a payment has one gateway transaction");
-            }
-            p.transaction_key = Some(e.transaction_key.clone());
-            p.gateway = Some(e.gateway.clone());
-            p.updated_at_ms = at_ms;
-            Ok(())
-        }
+        EventBody::PaymentSubmittedVia(e) => cx.payment_submitted_via(e),
         EventBody::OrderReopened(e) => cx.order_reopened(e),
         EventBody::GatewayDeadLettered(e) => cx.dead_lettered(e),
         EventBody::DeadLetterRetried(e) => {
@@ -166,25 +69,8 @@ pub(crate) fn apply_to_merchant(shard: &mut Shard, position: u32, event: &Event,
         }
         EventBody::OrderArchived(e) => cx.order_archived(e.order),
         EventBody::PaymentArchived(e) => cx.payment_archived(e.payment),
-        EventBody::HoldArchived(e) => {
-            let at_ms = cx.at_ms;
-            let hold = cx.m.hold(e.hold).ok_or("unknown hold")?;
-            if hold.status == HoldStatus::Held {
-                return Err("a held hold is not settled");
-            }
-            cx.m.holds.archive(index_of(e.hold)?, at_ms).ok_or("unknown hold")?;
-            Ok(())
-        }
-        EventBody::TokenArchived(e) => {
-            let at_ms = cx.at_ms;
-            let (_, q) = cx.queue_mut(&e.queue)?;
-            let seq = usize::try_from(e.seq).map_err(|_| "unknown token")?;
-            if q.tokens.get(seq).ok_or("unknown token")?.status != TokenStatus::Expired {
-                return Err("only an expired token is archived");
-            }
-            q.tokens.archive(seq, at_ms).ok_or("unknown token")?;
-            Ok(())
-        }
+        EventBody::HoldArchived(e) => cx.hold_archived(e),
+        EventBody::TokenArchived(e) => cx.token_archived(e),
     }
 }
 
@@ -207,6 +93,146 @@ struct Cx<'a> {
 }
 
 impl Cx<'_> {
+    fn payment_submitted(&mut self, e: &ev::PaymentSubmitted) -> Result<(), &'static str> {
+        let at_ms = self.at_ms;
+        let p = self.payment_in(e.payment, &[PaymentStatus::Pending])?;
+        p.transaction_key = Some(e.transaction_key.clone());
+        p.updated_at_ms = at_ms;
+        Ok(())
+    }
+
+    fn payment_authorized(&mut self, e: &ev::PaymentAuthorized) -> Result<(), &'static str> {
+        let at_ms = self.at_ms;
+        let p = self.payment_in(e.payment, &[PaymentStatus::Pending])?;
+        // Cards by the gateway; points when the capture is manual (parked points).
+        if p.method == PaymentMethod::None || (p.method == PaymentMethod::Points && p.capture != CaptureMode::Manual) {
+            return Err("this payment is never authorized");
+        }
+        p.status = PaymentStatus::Authorized;
+        if let Some(key) = &e.transaction_key {
+            p.transaction_key = Some(key.clone());
+        }
+        p.updated_at_ms = at_ms;
+        Ok(())
+    }
+
+    fn payment_failed(&mut self, e: &ev::PaymentFailed) -> Result<(), &'static str> {
+        let at_ms = self.at_ms;
+        let p = self.payment_in(e.payment, &[PaymentStatus::Pending])?;
+        p.status = PaymentStatus::Failed;
+        p.failure_reason = Some(e.reason.clone());
+        p.updated_at_ms = at_ms;
+        Ok(())
+    }
+
+    fn payment_voided(&mut self, e: &ev::PaymentVoided) -> Result<(), &'static str> {
+        let at_ms = self.at_ms;
+        let p = self.payment_in(e.payment, &[PaymentStatus::Pending, PaymentStatus::Authorized])?;
+        p.status = PaymentStatus::Voided;
+        p.updated_at_ms = at_ms;
+        Ok(())
+    }
+
+    fn points_credited(&mut self, e: &ev::PointsCredited) -> Result<(), &'static str> {
+        let c = self.customer(&e.customer)?;
+        let c = self.m.customers.at_mut(c).ok_or("customer")?;
+        c.points = c.points.checked_add(e.amount).ok_or("points overflow")?;
+        Ok(())
+    }
+
+    fn points_debited(&mut self, e: &ev::PointsDebited) -> Result<(), &'static str> {
+        let c = self.m.customers.get_mut(&e.customer).ok_or("unknown customer")?;
+        c.points = c.points.checked_sub(e.amount).ok_or("points would go negative")?;
+        Ok(())
+    }
+
+    fn queue_put(&mut self, e: &ev::QueuePut) -> Result<(), &'static str> {
+        if e.max_active == 0 {
+            return Err("max_active is 0");
+        }
+        match self.m.queues.get_mut(&e.queue) {
+            Some(q) => {
+                q.max_active = e.max_active;
+                q.active_ttl_s = e.active_ttl_s;
+            }
+            None => {
+                self.m.queues.push(Queue {
+                    id: e.queue.clone(),
+                    max_active: e.max_active,
+                    active_ttl_s: e.active_ttl_s,
+                    tokens: Default::default(),
+                    next_waiting: 0,
+                    active: 0,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn idempotency_recorded(&mut self, e: &ev::IdempotencyRecorded, seq_after: u64) -> Result<(), &'static str> {
+        let ids = &mut self.m.idempotency;
+        if ids.records.contains_key(&e.key) {
+            return Err("idempotency key already recorded");
+        }
+        ids.records.insert(
+            e.key.clone(),
+            IdempotencyRecord {
+                fingerprint: e.fingerprint,
+                reply: e.reply.clone(),
+                expires_at_ms: e.expires_at_ms,
+                applied_seq: seq_after,
+            },
+        );
+        ids.order.push_back(e.key.clone());
+        Ok(())
+    }
+
+    fn idempotency_expired(&mut self, e: &ev::IdempotencyExpired) -> Result<(), &'static str> {
+        let ids = &mut self.m.idempotency;
+        if ids.order.front() != Some(&e.key) {
+            return Err("only the oldest idempotency record expires");
+        }
+        ids.order.pop_front();
+        ids.records.remove(&e.key);
+        Ok(())
+    }
+
+    fn payment_submitted_via(&mut self, e: &ev::PaymentSubmittedVia) -> Result<(), &'static str> {
+        let at_ms = self.at_ms;
+        let p = self.m.payment_mut(e.payment).ok_or("unknown payment")?;
+        if p.method != PaymentMethod::Card {
+            return Err("only card payments go through a gateway");
+        }
+        if p.transaction_key.as_deref().is_some_and(|known| known != &*e.transaction_key) {
+            return Err("a payment has one gateway transaction");
+        }
+        p.transaction_key = Some(e.transaction_key.clone());
+        p.gateway = Some(e.gateway.clone());
+        p.updated_at_ms = at_ms;
+        Ok(())
+    }
+
+    fn hold_archived(&mut self, e: &ev::HoldArchived) -> Result<(), &'static str> {
+        let at_ms = self.at_ms;
+        let hold = self.m.hold(e.hold).ok_or("unknown hold")?;
+        if hold.status == HoldStatus::Held {
+            return Err("a held hold is not settled");
+        }
+        self.m.holds.archive(index_of(e.hold)?, at_ms).ok_or("unknown hold")?;
+        Ok(())
+    }
+
+    fn token_archived(&mut self, e: &ev::TokenArchived) -> Result<(), &'static str> {
+        let at_ms = self.at_ms;
+        let (_, q) = self.queue_mut(&e.queue)?;
+        let seq = usize::try_from(e.seq).map_err(|_| "unknown token")?;
+        if q.tokens.get(seq).ok_or("unknown token")?.status != TokenStatus::Expired {
+            return Err("only an expired token is archived");
+        }
+        q.tokens.archive(seq, at_ms).ok_or("unknown token")?;
+        Ok(())
+    }
+
     fn deadline(&self, at_ms: UnixMs, kind: DeadlineKind, a: u64, b: u64) -> Deadline {
         Deadline { at_ms, merchant: self.merchant, kind, a, b }
     }

@@ -20,7 +20,16 @@ impl Shard {
 }
 
 fn check_merchant(m: &Merchant) -> Result<(), String> {
-    // Stock: conservation per item, and held / sold equal to what holds and orders claim.
+    check_stock(m)?;
+    check_points(m)?;
+    check_card_money(m)?;
+    check_payments(m)?;
+    check_orders(m)?;
+    check_queues_and_keys(m)
+}
+
+/// Stock: conservation per item, and held / sold equal to what holds and orders claim.
+fn check_stock(m: &Merchant) -> Result<(), String> {
     let mut held = vec![0u64; m.items.len()];
     let mut sold = vec![0u64; m.items.len()];
     let claim = |lines: &[crate::state::StateLine], into: &mut Vec<u64>| -> Result<(), String> {
@@ -54,7 +63,12 @@ fn check_merchant(m: &Merchant) -> Result<(), String> {
             ));
         }
     }
+    Ok(())
+}
 
+/// Points: never negative, each customer's equal to their account, and what manual-capture
+/// authorizations park equal to `points:authorized`.
+fn check_points(m: &Merchant) -> Result<(), String> {
     // Points: never negative (unsigned), and equal to the customer's points account.
     for c in m.customers.iter() {
         if c.account.credits < c.account.debits || c.account.credits - c.account.debits != u128::from(c.points) {
@@ -81,7 +95,12 @@ fn check_merchant(m: &Merchant) -> Result<(), String> {
             authorized.credits, authorized.debits
         ));
     }
+    Ok(())
+}
 
+/// Card money: `gateway:authorized` and `gateway:clearing` equal what card payments hold, and
+/// dead letters belong to card payments' captures, voids and refunds.
+fn check_card_money(m: &Merchant) -> Result<(), String> {
     // Card authorizations: `gateway:authorized` holds exactly what authorized card payments
     // hold, and `gateway:clearing` what the gateway owes: open authorizations plus captured,
     // unrefunded card payments.
@@ -137,7 +156,11 @@ fn check_merchant(m: &Merchant) -> Result<(), String> {
             ));
         }
     }
+    Ok(())
+}
 
+/// The trial balance is zero; payments' amounts nest and their statuses agree with their orders.
+fn check_payments(m: &Merchant) -> Result<(), String> {
     // Ledger: the trial balance over every account is zero.
     let tb = m.trial_balance();
     if !tb.balanced {
@@ -193,6 +216,11 @@ fn check_merchant(m: &Merchant) -> Result<(), String> {
             return Err(format!("payment {n}: {:?} while its order is {:?}", p.status, order.status));
         }
     }
+    Ok(())
+}
+
+/// Orders: a payment in memory while unsettled, paid ones have one, only payable ones expire.
+fn check_orders(m: &Merchant) -> Result<(), String> {
     for (i, o) in m.orders.iter() {
         // The payment of an order in memory is in memory until the order is settled.
         let settled = !matches!(o.status, OrderStatus::AwaitingPayment | OrderStatus::PendingPayment);
@@ -209,9 +237,12 @@ fn check_merchant(m: &Merchant) -> Result<(), String> {
             return Err(format!("order {}: expiry set in status {:?}", i + 1, o.status));
         }
     }
+    Ok(())
+}
 
-    // Waiting rooms: tokens before next_waiting have left the line, the rest wait, and the
-    // active count is the number of active tokens.
+/// Waiting rooms' lines and active counts; the idempotency index matches its order.
+fn check_queues_and_keys(m: &Merchant) -> Result<(), String> {
+    // Tokens before next_waiting have left the line, the rest wait.
     for q in m.queues.iter() {
         let mut active = 0;
         for (seq, t) in q.tokens.iter() {
