@@ -1,4 +1,4 @@
-//! Every bound the contract (`shared/spec/api.md`, "Limits") and the engine itself impose.
+//! Every bound the contract (`docs/api.md`, "Limits") and the engine itself impose.
 //! Input outside these is `invalid_request` naming the field; the engine's own loops are
 //! bounded by the `*_MAX` constants below so one step never does unbounded work.
 
