@@ -5,6 +5,7 @@
 #
 #   scripts/schemathesis.sh              build, start gateway-sim and `surge serve`, run, stop
 #   SURGE_SCHEMATHESIS_EXAMPLES=50 ...   more cases per operation (default 25)
+#   SURGE_SCHEMATHESIS_ARGS="--phases stateful --report har" ...   extra arguments to `schemathesis run`
 #
 # schemathesis lives in a venv under ~/.cache/surge (reused while its version matches); a
 # machine without python3's venv module gets it from Debian, as scripts/services.sh gets its
@@ -119,6 +120,11 @@ include-operation-id-regex = "^(restock|create_order|credit_points|report)$"
 [operations.checks.positive_data_acceptance]
 expected-statuses = ["2xx", 400, 401, 402, 403, 404, 409, 413, 422]
 
+# Stateful scenarios follow the document's links (an item's sku into a hold and an order, an
+# order's id into its payment, ...); longer scenarios reach the end of those chains.
+[phases.stateful]
+max-steps = ${SURGE_SCHEMATHESIS_STEPS:-40}
+
 # schemathesis' defaults, and 413 (a body over 64 KiB is refused before it is read).
 [checks.negative_data_rejection]
 expected-statuses = [400, 401, 403, 404, 405, 406, 409, 413, 415, 422, 428, 429, "5xx"]
@@ -129,7 +135,7 @@ echo "schemathesis: $EXAMPLES examples per operation against $BASE (seed $SEED)"
 status=0
 SCHEMATHESIS_HOOKS=$PWD/scripts/schemathesis_hooks.py "$VENV/bin/schemathesis" --config-file "$WORK/schemathesis.toml" run "$BASE/openapi.json" \
     --checks all --max-examples "$EXAMPLES" --seed "$SEED" --workers 2 --no-color \
-    --report junit --report-dir "$OUT" || status=$?
+    --report junit --report-dir "$OUT" ${SURGE_SCHEMATHESIS_ARGS:-} || status=$?
 if [ "$status" -ne 0 ]; then
     echo "schemathesis: FAILED (exit $status); the server's log:" >&2
     tail -n 50 "$WORK/surge.log" >&2

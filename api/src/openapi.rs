@@ -251,10 +251,13 @@ fn complete(op: &mut Value) {
             response["content"] =
                 json!({"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}});
         }
-        // utoipa 5 writes a link's operation id in snake case; OpenAPI spells it operationId.
+        // utoipa 5 writes a link's operationId and requestBody in snake case; OpenAPI spells
+        // them in camel case (and tools ignore what they do not know).
         for link in response.get_mut("links").and_then(Value::as_object_mut).into_iter().flat_map(|l| l.values_mut()) {
-            if let Some(id) = link.as_object_mut().and_then(|l| l.remove("operation_id")) {
-                link["operationId"] = id;
+            for (snake, camel) in [("operation_id", "operationId"), ("request_body", "requestBody")] {
+                if let Some(value) = link.as_object_mut().and_then(|l| l.remove(snake)) {
+                    link[camel] = value;
+                }
             }
         }
     }

@@ -561,6 +561,23 @@ async fn openapi_describes_only_routed_operations() {
     let link = &paths["/v1/orders"]["post"]["responses"]["201"]["links"]["get_order"];
     assert_eq!(link["operationId"], "get_order");
     assert_eq!(link["parameters"]["id"], "$response.body#/id");
+    // Every link is spelled as OpenAPI spells it (tools ignore other members).
+    for (path, ops) in paths {
+        for (method, op) in ops.as_object().unwrap() {
+            for (status, response) in op["responses"].as_object().unwrap() {
+                for (name, link) in response["links"].as_object().into_iter().flatten() {
+                    let members: Vec<&String> = link.as_object().unwrap().keys().collect();
+                    let known = ["operationId", "parameters", "requestBody", "description"];
+                    assert!(
+                        members.iter().all(|m| known.contains(&m.as_str())),
+                        "{method} {path} {status} {name}: {members:?}"
+                    );
+                }
+            }
+        }
+    }
+    let by_card = &paths["/v1/items/{sku}"]["put"]["responses"]["201"]["links"]["create_order_by_card"];
+    assert_eq!(by_card["requestBody"]["lines"][0]["sku"], "$response.body#/sku");
     // Bounds come from surge_core::limits.
     let line = &r.body["components"]["schemas"]["LineBody"]["properties"]["qty"];
     assert_eq!(line["maximum"], surge_core::limits::QTY_MAX);
