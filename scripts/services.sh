@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Installs (if missing) and starts the servers the relay's tests talk to, on loopback:
 #   MariaDB (Debian's mariadb-server) on 127.0.0.1:3306, root without password over TCP,
-#   tansu (a Kafka-protocol broker, from crates.io) on 127.0.0.1:9092, in memory.
+#   tansu (a Kafka-protocol broker, from crates.io) on 127.0.0.1:9092, in memory;
+# and installs promtool (Debian's prometheus package), which the monitoring tests run on
+# the alert rules and the dashboard (api/tests/monitoring.rs).
 # Idempotent: what is installed is reused, what already answers is left alone.
-#   scripts/services.sh          install and start both
+#   scripts/services.sh          install and start both, install promtool
+#   scripts/services.sh promtool install promtool only
 #   scripts/services.sh stop     stop what this script started
 set -euo pipefail
 
@@ -74,15 +77,26 @@ start_tansu() {
     echo "services: Kafka-protocol broker (tansu) answers on 127.0.0.1:9092" >&2
 }
 
+install_promtool() {
+    if ! command -v promtool >/dev/null; then
+        echo "services: installing promtool from Debian's prometheus package" >&2
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus
+    fi
+    # Fails the script (set -e) when the install did not bring promtool.
+    echo "services: $(promtool --version 2>&1 | head -n 1)" >&2
+}
+
 stop_all() {
     if [ -f "$LOG_DIR/tansu.pid" ]; then kill "$(cat "$LOG_DIR/tansu.pid")" 2>/dev/null || true; rm -f "$LOG_DIR/tansu.pid"; fi
     mariadb-admin -u root shutdown 2>/dev/null || as_root mariadb-admin shutdown 2>/dev/null || true
 }
 
 case "${1:-start}" in
-    start) start_mariadb; start_tansu ;;
+    start) start_mariadb; start_tansu; install_promtool ;;
     mariadb) start_mariadb ;;
     kafka) start_tansu ;;
+    promtool) install_promtool ;;
     stop) stop_all ;;
-    *) echo "usage: $0 [start|mariadb|kafka|stop]" >&2; exit 2 ;;
+    *) echo "usage: $0 [start|mariadb|kafka|promtool|stop]" >&2; exit 2 ;;
 esac

@@ -64,6 +64,7 @@ impl FromRequest<AppState> for Call {
         if let Some(limiter) = &state.0.limiter {
             if let Err(not_until) = limiter.check_key(&merchant) {
                 use governor::clock::Clock;
+                state.0.rate_limited.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
                 return Err(ApiError::rate_limited(wait.as_secs_f64().ceil() as u64));
             }

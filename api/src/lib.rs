@@ -53,6 +53,8 @@ pub struct Inner {
     /// Set once recovery is done; `None` before (every route but /healthz answers 503).
     engine: RwLock<Option<Arc<Engine>>>,
     limiter: Option<DefaultKeyedRateLimiter<Arc<str>>>,
+    /// Requests the limiter refused (429).
+    rate_limited: std::sync::atomic::AtomicU64,
     http: metrics::HttpMetrics,
     /// The in-process relay's sinks, once started (their lag shows in /metrics).
     relay: std::sync::OnceLock<Vec<Arc<surge_relay::SinkStatus>>>,
@@ -69,6 +71,7 @@ impl AppState {
             admin_token_hash,
             engine: RwLock::new(None),
             limiter,
+            rate_limited: std::sync::atomic::AtomicU64::new(0),
             http: metrics::HttpMetrics::default(),
             relay: std::sync::OnceLock::new(),
             gateway: std::sync::OnceLock::new(),
@@ -212,6 +215,7 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
             );
         }
         engine.render_histograms(&mut out);
+        engine.render_business(&mut out);
         metric(&mut out, "surge_merchants", "gauge", "Merchants.", s.merchants);
         metric(&mut out, "surge_storage_failures_total", "counter", "Log failures (each rebuilt the shards).", {
             s.storage_failures
@@ -253,6 +257,10 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
             metric(&mut out, "surge_wal_segments_deleted_total", "counter", "Segments deleted.", w.segments_deleted);
         }
     }
+    let help = "Requests refused with 429 by the per-merchant rate limit (--merchant-rate-limit).";
+    metric(&mut out, "surge_rate_limited_requests_total", "counter", help, {
+        state.0.rate_limited.load(std::sync::atomic::Ordering::Relaxed)
+    });
     if let Some(sinks) = state.0.relay.get() {
         surge_relay::status::render_prometheus(sinks, &mut out);
     }

@@ -47,7 +47,7 @@ pub const UNMATCHED: &str = "unmatched";
 const METHODS: [&str; 4] = ["GET", "POST", "PUT", "OTHER"];
 /// Statuses the contract answers with get their own label; any other is counted by class
 /// (`2xx` ... `5xx`), which keeps the series bounded.
-const STATUSES: [u16; 17] = [200, 201, 202, 204, 400, 401, 403, 404, 405, 409, 410, 413, 415, 422, 429, 500, 503];
+const STATUSES: [u16; 18] = [200, 201, 202, 204, 400, 401, 402, 403, 404, 405, 409, 410, 413, 415, 422, 429, 500, 503];
 const STATUS_SLOTS: usize = STATUSES.len() + 5;
 /// Upper bounds of the HTTP latency buckets, in seconds.
 const LATENCY_BUCKETS_S: [f64; 14] =

@@ -9,7 +9,7 @@
 mod process;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mysql_async::prelude::Queryable;
-use process::{get_text, http, metric, Surge};
+use process::{get_text, http, metric, require, Surge};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use serde_json::Value;
@@ -28,14 +28,6 @@ fn brokers() -> String {
 
 fn mariadb_base() -> String {
     std::env::var("SURGE_TEST_MARIADB_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into())
-}
-
-/// Fails loudly (never skips) when a server the test needs does not answer.
-fn require(what: &str, host_port: &str) {
-    let addr: SocketAddr = host_port.parse().unwrap_or_else(|_| panic!("{what}: bad address {host_port}"));
-    if TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_err() {
-        panic!("{what} does not answer on {host_port}: start it with scripts/services.sh (CI's .ci/run does)");
-    }
 }
 
 fn require_services() {

@@ -21,6 +21,7 @@ use surge_core::Shard;
 use surge_wal::{Lsn, WalError};
 use tokio::sync::Semaphore;
 
+use super::business::Tally;
 use super::supervisor::Command;
 use super::{now_ms, ExecError, Shared, StorageError, RECORD_EVENTS};
 
@@ -158,13 +159,13 @@ impl Cell {
         }
     }
 
-    /// Under the shard's lock: takes the log's news, runs `work` (which may apply and push
-    /// records), appends those records as one group, and says what the answer waits for:
-    /// everything this shard appended so far.
+    /// Under the shard's lock: takes the log's news, runs `work` (which may apply, push
+    /// records and tally their events), appends those records as one group, and says what
+    /// the answer waits for: everything this shard appended so far.
     pub(super) fn write<T>(
         &self,
         shared: &Shared,
-        work: impl FnOnce(&mut Shard, u64, &mut Vec<Vec<u8>>) -> T,
+        work: impl FnOnce(&mut Shard, u64, &mut Vec<Vec<u8>>, &mut Tally) -> T,
     ) -> Pending<T> {
         let mut st = self.state.lock();
         let _abort = AbortOnPanic;
@@ -173,9 +174,10 @@ impl Cell {
         }
         let epoch = self.log.absorb(&mut st);
         let mut records = Vec::new();
-        let value = work(&mut st.shard, now_ms(), &mut records);
+        let mut tally = Tally::default();
+        let value = work(&mut st.shard, now_ms(), &mut records, &mut tally);
         if !records.is_empty() {
-            if let Err(e) = self.append(shared, &mut st, &records) {
+            if let Err(e) = self.append(shared, &mut st, &records, tally) {
                 return Pending::Now(Err(ExecError::Storage(StorageError::Refused(e))));
             }
         }
@@ -206,18 +208,21 @@ impl Cell {
         if events.is_empty() {
             return;
         }
-        let _ = self.append(shared, &mut st, &[encode_events(&events)]);
+        let mut tally = Tally::default();
+        tally.events(&st.shard, &events);
+        let _ = self.append(shared, &mut st, &[encode_events(&events)], tally);
     }
 
-    /// Appends `records` as one atomic group; a refusal makes the shard stale.
-    fn append(&self, shared: &Shared, st: &mut CellState, records: &[Vec<u8>]) -> Result<(), WalError> {
+    /// Appends `records` as one atomic group; a refusal makes the shard stale. `tally` is
+    /// counted once the group is durable.
+    fn append(&self, shared: &Shared, st: &mut CellState, records: &[Vec<u8>], tally: Tally) -> Result<(), WalError> {
         let refs: Vec<(u8, &[u8])> = records.iter().map(|r| (RECORD_EVENTS, r.as_slice())).collect();
         let log = self.log.clone();
         // Stable under the state lock (`replace` takes it too).
         let epoch = self.log.epoch.load(Ordering::Acquire);
         let started = Instant::now();
         let appended = match shared.wal.lend() {
-            Some(wal) => wal.append_group_with(&refs, move |r| log.on_durable(r, started, epoch)),
+            Some(wal) => wal.append_group_with(&refs, move |r| log.on_durable(r, started, epoch, &tally)),
             None => Err(WalError::Closed),
         };
         match appended {
@@ -283,8 +288,8 @@ impl CellLog {
     }
 
     /// The log's verdict on a group of this shard (on the log's writer thread, in LSN order),
-    /// appended to the log of `epoch`.
-    fn on_durable(&self, result: Result<Lsn, WalError>, appended: Instant, epoch: u64) {
+    /// appended to the log of `epoch`; `tally` is what its events add to the counters.
+    fn on_durable(&self, result: Result<Lsn, WalError>, appended: Instant, epoch: u64, tally: &Tally) {
         let mut w = self.waits.lock();
         if self.epoch.load(Ordering::Acquire) != epoch {
             // A log that could not be closed before the reopen (`CloseError::StillLent`)
@@ -295,6 +300,7 @@ impl CellLog {
         match result {
             Ok(lsn) => {
                 self.shared.group_commit.observe(appended.elapsed().as_secs_f64());
+                self.shared.business.add(tally);
                 self.durable.fetch_max(lsn, Ordering::AcqRel);
                 // Waits are registered after the shard's lock is released, so they are not
                 // quite in LSN order: look at every one (bounded by the shard's permits).

@@ -1,5 +1,5 @@
-//! The engine's own figures for `/metrics`: counters and gauges as [`EngineStats`], and the
-//! shards' group histograms in Prometheus text.
+//! The engine's own figures for `/metrics`: counters and gauges as [`EngineStats`], the
+//! shards' group histograms and the business counters in Prometheus text.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -74,5 +74,10 @@ impl Engine {
         );
         let _ = writeln!(out, "# TYPE {name} histogram");
         self.shared.group_commit.render(out, name, "");
+    }
+
+    /// The business counters (`business.rs`), in Prometheus text.
+    pub fn render_business(&self, out: &mut String) {
+        self.shared.business.render(out);
     }
 }

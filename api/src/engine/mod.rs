@@ -13,8 +13,11 @@
 //!   (a bounded wait, woken by the last return).
 //! - `ticker`: expiries go through the log like any command.
 //! - `metrics`: the engine's own figures and histograms for `/metrics`.
+//! - `business`: orders, payments, stock and the like for `/metrics`, counted from the
+//!   events once the log holds them.
 //! - `error`: what a request, a start or a rebuild fails with.
 
+mod business;
 mod cell;
 mod error;
 mod metrics;
@@ -38,6 +41,7 @@ use surge_core::{shard_of, Outcome, Reply, Request, Shard};
 use surge_wal::{Recovery, Wal};
 use tokio::sync::oneshot;
 
+use self::business::{BusinessCounters, Tally};
 use self::cell::Cell;
 use self::metrics::{GROUP_COMMIT_BUCKETS_S, GROUP_RECORDS_BUCKETS};
 use self::snapshot::write_snapshots;
@@ -97,6 +101,8 @@ struct Shared {
     group_records: Histogram,
     /// From a shard's append of a group to the log's report that it is durable.
     group_commit: Histogram,
+    /// What the durable events and the engine's answers say about the business.
+    business: BusinessCounters,
 }
 
 impl Shared {
@@ -119,6 +125,7 @@ impl Shared {
             snapshot_lsn: AtomicU64::new(0),
             group_records: Histogram::new(&GROUP_RECORDS_BUCKETS),
             group_commit: Histogram::new(&GROUP_COMMIT_BUCKETS_S),
+            business: BusinessCounters::default(),
         }
     }
 }
@@ -265,11 +272,14 @@ impl Engine {
         let cell = self.cell(&req.merchant);
         let _permit = cell.permits.acquire().await.map_err(|_| ExecError::Storage(StorageError::ShuttingDown))?;
         let (tx, rx) = oneshot::channel();
-        let done = cell.write(&self.shared, |shard, now, records| execute_into(shard, &req, now, records));
+        let done =
+            cell.write(&self.shared, |shard, now, records, tally| execute_into(shard, &req, now, records, tally));
         done.settle(cell, move |result| {
             let _ = tx.send(result.and_then(|executed| executed));
         });
-        rx.await.unwrap_or(Err(ExecError::Storage(StorageError::ShardStopped)))
+        let result = rx.await.unwrap_or(Err(ExecError::Storage(StorageError::ShardStopped)));
+        self.shared.business.answered(&result);
+        result
     }
 
     /// Runs requests of `merchant` in order, each on its own; all their records are
@@ -284,8 +294,8 @@ impl Engine {
         let cell = self.cell(merchant);
         let Ok(_permit) = cell.permits.acquire().await else { return refuse(StorageError::ShuttingDown) };
         let (tx, rx) = oneshot::channel();
-        let done = cell.write(&self.shared, |shard, now, records| {
-            reqs.iter().map(|req| execute_into(shard, req, now, records)).collect::<Vec<_>>()
+        let done = cell.write(&self.shared, |shard, now, records, tally| {
+            reqs.iter().map(|req| execute_into(shard, req, now, records, tally)).collect::<Vec<_>>()
         });
         done.settle(cell, move |result| {
             let _ = tx.send(match result {
@@ -293,7 +303,11 @@ impl Engine {
                 Err(e) => (0..n).map(|_| Err(e.clone())).collect(),
             });
         });
-        rx.await.unwrap_or_else(|_| refuse(StorageError::ShardStopped))
+        let results = rx.await.unwrap_or_else(|_| refuse(StorageError::ShardStopped));
+        for result in &results {
+            self.shared.business.answered(result);
+        }
+        results
     }
 
     /// Runs `f` on the merchant's shard, after everything that shard applied before is durable.
@@ -362,11 +376,18 @@ impl Drop for Engine {
     }
 }
 
-/// Executes one request; an applied outcome's events become one record.
-fn execute_into(shard: &mut Shard, req: &Request, now: u64, records: &mut Vec<Vec<u8>>) -> ExecResult {
+/// Executes one request; an applied outcome's events become one record, and are tallied.
+fn execute_into(
+    shard: &mut Shard,
+    req: &Request,
+    now: u64,
+    records: &mut Vec<Vec<u8>>,
+    tally: &mut Tally,
+) -> ExecResult {
     match shard.execute(req, now) {
         Ok(Outcome::Applied { events, reply }) => {
             let changed = !events.is_empty();
+            tally.events(shard, &events);
             records.push(encode_events(&events));
             Ok(Executed { reply, replayed: false, changed })
         }

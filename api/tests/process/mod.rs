@@ -38,6 +38,15 @@ pub fn http(
     Some((status, value))
 }
 
+/// Fails loudly (never skips) when a server a test needs (`scripts/services.sh` starts them)
+/// does not answer on `host_port`.
+pub fn require(what: &str, host_port: &str) {
+    let addr: SocketAddr = host_port.parse().unwrap_or_else(|_| panic!("{what}: bad address {host_port}"));
+    if TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_err() {
+        panic!("{what} does not answer on {host_port}: start it with scripts/services.sh (CI's .ci/run does)");
+    }
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
