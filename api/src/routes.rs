@@ -474,13 +474,15 @@ pub async fn issue_token(Path(queue): Path<String>, call: Call) -> Result<Respon
 #[utoipa::path(
     get, path = "/v1/queues/{id}/tokens/{token}", tag = "queues",
     params(("id" = String, Path, description = "the waiting room's id"), ("token" = String, Path, description = "the token")),
-    responses((status = 200, description = "the token's status and position", body = Token), (status = 404, description = "not_found"))
+    responses((status = 200, description = "the token's status and position", body = Token), (status = 404, description = "not_found"), (status = 410, description = "archived: expired and older than the retention (`archived_at` says when)"))
 )]
 pub async fn get_token(Path((queue, token)): Path<(String, String)>, call: Call) -> Result<Response, ApiError> {
-    read(&call.engine, call.merchant.clone(), move |m| {
-        m.token_view(&queue, &token)
-            .map(|t| to_vec(&dto::token(&t)))
-            .ok_or_else(|| ApiError::not_found("token not found"))
+    read(&call.engine, call.merchant.clone(), move |m| match m.token_view(&queue, &token) {
+        Some(t) => Ok(to_vec(&dto::token(&t))),
+        None => Err(match m.token_archived_at(&queue, &token) {
+            Some(at) => ApiError::archived("token", at),
+            None => ApiError::not_found("token not found"),
+        }),
     })
     .await
 }
