@@ -183,6 +183,11 @@ pub struct Payment<'a> {
     failure_reason: Option<&'a str>,
     created_at: Time,
     updated_at: Time,
+    /// Only in an answer from the cold store: when the payment was archived (absent, never
+    /// null, otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    archived_at: Option<Time>,
 }
 
 pub fn payment(p: &PaymentView) -> Payment<'_> {
@@ -200,7 +205,14 @@ pub fn payment(p: &PaymentView) -> Payment<'_> {
         failure_reason: p.failure_reason.as_deref(),
         created_at: Time(p.created_at_ms),
         updated_at: Time(p.updated_at_ms),
+        archived_at: None,
     }
+}
+
+/// An archived payment read back from the cold store: the payment as it was, and when it
+/// was archived.
+pub fn archived_payment(p: &PaymentView, archived_at_ms: UnixMs) -> Payment<'_> {
+    Payment { archived_at: Some(Time(archived_at_ms)), ..payment(p) }
 }
 
 /// A dead letter; `merchant_id` in the admin listing, which spans merchants.
@@ -264,6 +276,11 @@ pub struct Order<'a> {
     expires_at: Option<Time>,
     created_at: Time,
     updated_at: Time,
+    /// Only in an answer from the cold store: when the order was archived (absent, never
+    /// null, otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    archived_at: Option<Time>,
 }
 
 pub fn order(o: &OrderView) -> Order<'_> {
@@ -278,7 +295,14 @@ pub fn order(o: &OrderView) -> Order<'_> {
         expires_at: o.expires_at_ms.map(Time),
         created_at: Time(o.created_at_ms),
         updated_at: Time(o.updated_at_ms),
+        archived_at: None,
     }
+}
+
+/// An archived order read back from the cold store: the order as it was (its payment
+/// too), and when it was archived.
+pub fn archived_order(o: &OrderView, archived_at_ms: UnixMs) -> Order<'_> {
+    Order { archived_at: Some(Time(archived_at_ms)), ..order(o) }
 }
 
 #[derive(Serialize, ToSchema)]

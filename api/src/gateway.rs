@@ -76,23 +76,20 @@ impl GatewayHost {
 
     /// Appends the callback counters and the worker's metrics in Prometheus text.
     pub fn render_prometheus(&self, out: &mut String) {
-        use std::fmt::Write as _;
         let c = &self.callbacks;
-        let _ = writeln!(
+        crate::metrics::counters_by_result(
             out,
-            "# HELP surge_gateway_callbacks_total Gateway callbacks received, by how they were answered."
+            "surge_gateway_callbacks_total",
+            "Gateway callbacks received, by how they were answered.",
+            &[
+                ("applied", &c.applied),
+                ("duplicate", &c.duplicate),
+                ("unknown", &c.unknown),
+                ("bad_signature", &c.bad_signature),
+                ("malformed", &c.malformed),
+                ("unavailable", &c.unavailable),
+            ],
         );
-        let _ = writeln!(out, "# TYPE surge_gateway_callbacks_total counter");
-        for (result, n) in [
-            ("applied", &c.applied),
-            ("duplicate", &c.duplicate),
-            ("unknown", &c.unknown),
-            ("bad_signature", &c.bad_signature),
-            ("malformed", &c.malformed),
-            ("unavailable", &c.unavailable),
-        ] {
-            let _ = writeln!(out, "surge_gateway_callbacks_total{{result=\"{result}\"}} {}", n.load(Ordering::Relaxed));
-        }
         if let Some(status) = self.worker.get() {
             status.render_prometheus(out);
         }

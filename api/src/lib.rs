@@ -8,11 +8,14 @@
 //!   the gateway's signed callback, the gateway worker's reports and the operators'
 //!   dead-letter retries are commands on the payment's shard like any request. The worker
 //!   (`surge_relay::gateway`) is the only caller of a gateway; no handler waits on one.
+//! - Archived orders and payments (`cold.rs`): a GET of one is answered from the MariaDB
+//!   cold store when there is one, outside every shard's lock, bounded; else 410.
 //! - Every failure is `application/problem+json` (`error.rs`), including the router's own
 //!   404/405 and extractor rejections (a response mapper rewrites any other error body).
 
 pub mod auth;
 pub mod body;
+pub mod cold;
 pub mod config;
 pub mod dto;
 pub mod engine;
@@ -60,6 +63,8 @@ pub struct Inner {
     relay: std::sync::OnceLock<Vec<Arc<surge_relay::SinkStatus>>>,
     /// Card payments, when payment gateways are configured.
     gateway: std::sync::OnceLock<Arc<gateway::GatewayHost>>,
+    /// Where GETs of archived orders and payments are answered from, when configured.
+    cold: std::sync::OnceLock<cold::ColdStore>,
 }
 
 impl AppState {
@@ -75,6 +80,7 @@ impl AppState {
             http: metrics::HttpMetrics::default(),
             relay: std::sync::OnceLock::new(),
             gateway: std::sync::OnceLock::new(),
+            cold: std::sync::OnceLock::new(),
         }))
     }
 
@@ -103,6 +109,16 @@ impl AppState {
 
     pub fn gateway(&self) -> Option<Arc<gateway::GatewayHost>> {
         self.0.gateway.get().cloned()
+    }
+
+    /// Answers GETs of archived orders and payments from `cold` (once, before serving;
+    /// later calls are ignored).
+    pub fn set_cold_store(&self, cold: cold::ColdStore) {
+        let _ = self.0.cold.set(cold);
+    }
+
+    pub fn cold_store(&self) -> Option<&cold::ColdStore> {
+        self.0.cold.get()
     }
 
     pub fn take_engine(&self) -> Option<Arc<Engine>> {
@@ -263,6 +279,9 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
     });
     if let Some(sinks) = state.0.relay.get() {
         surge_relay::status::render_prometheus(sinks, &mut out);
+    }
+    if let Some(cold) = state.cold_store() {
+        cold.render_prometheus(&mut out);
     }
     if let Some(host) = state.gateway() {
         host.render_prometheus(&mut out);

@@ -184,7 +184,8 @@ struct RelayArgs {
     /// Prefix of the Kafka topic names.
     #[arg(long, env = "SURGE_KAFKA_TOPIC_PREFIX", default_value = "surge.")]
     kafka_topic_prefix: String,
-    /// MariaDB cold store (`mysql://user[:password]@host:port/db`); migrated at start.
+    /// MariaDB cold store (`mysql://user[:password]@host:port/db`); migrated at start. `surge
+    /// serve` also answers GETs of archived orders and payments from it.
     #[arg(long, env = "SURGE_MARIADB_URL", hide_env_values = true)]
     mariadb_url: Option<String>,
 }
@@ -313,6 +314,11 @@ fn serve(cfg: ServeConfig) -> Result<(), String> {
     };
     if let Some(host) = &gateway_host {
         state.set_gateway(host.clone());
+    }
+    // The relay's database is also where GETs of archived orders and payments are answered
+    // from (api/src/cold.rs).
+    if let Some(url) = cfg.relay.mariadb_url.as_deref().filter(|u| !u.is_empty()) {
+        state.set_cold_store(surge_api::cold::ColdStore::new(url)?);
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -262,6 +262,15 @@ pub fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: impl 
     let _ = writeln!(out, "{name} {value}");
 }
 
+/// A counter by outcome: one `{name}{result="..."}` line per entry, with HELP and TYPE.
+pub fn counters_by_result(out: &mut String, name: &str, help: &str, counts: &[(&str, &AtomicU64)]) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} counter");
+    for (result, n) in counts {
+        let _ = writeln!(out, "{name}{{result=\"{result}\"}} {}", n.load(Ordering::Relaxed));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,9 +18,12 @@ use crate::{gateway, routes};
         title = "surge",
         version = "1",
         description = "Order and payment engine. Every 2xx on a mutating call is in the fsynced write-ahead log. \
-            Settled holds, orders and payments are archived once unchanged for the server's --retain-settled \
-            (default 7 days, never shorter than the idempotency window): their GETs and commands then answer \
-            410 archived with archived_at. A paid order can be refunded until it is archived (the refund window). \
+            Settled holds, orders, payments and expired waiting-room tokens are archived once unchanged for the \
+            server's --retain-settled (default 7 days, never shorter than the idempotency window): their GETs and \
+            the commands against them then answer 410 archived with archived_at, except that a server with a \
+            MariaDB cold store (--mariadb-url) answers the GET of an archived order or payment from it: 200, the \
+            same shape as before plus archived_at. A paid order can be refunded until it is archived (the refund \
+            window). \
             The contract in prose: docs/api.md."
     ),
     paths(

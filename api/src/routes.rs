@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::Path;
+use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::Response;
 use serde::de::{DeserializeOwned, IgnoredAny};
@@ -12,18 +12,20 @@ use serde::Deserialize;
 use serde_json::Value;
 use surge_core::ids::is_valid_id;
 use surge_core::state::Merchant;
-use surge_core::{Command, PaymentMethod, Reply, Request};
+use surge_core::{Command, PaymentMethod, Reply, Request, UnixMs};
 
 use crate::auth;
 use crate::body::{
     batch_command, BulkBody, CancelBody, CaptureBody, CreditBody, HoldBody, ItemBody, Op, OrderBody, PaymentBody,
     QueueBody, RefundBody, ReleaseBody, RestockBody, StatusOf, TokenBody,
 };
+use crate::cold;
 use crate::dto::{self, to_vec, Account, Hold, Item, Items, Order, Payment, Points, Queue, Token, TrialBalanceDto};
 use crate::engine::{Engine, ExecError, Executed};
 use crate::error::ApiError;
 use crate::extract::{AdminCall, Call};
 use crate::openapi::BatchReply;
+use crate::AppState;
 
 fn json_bytes(status: StatusCode, body: Vec<u8>) -> Response {
     // Built directly: `(status, Vec<u8>).into_response()` would first set an
@@ -93,23 +95,43 @@ async fn read_one<V: 'static>(
     .await
 }
 
-/// A GET of a numbered resource (`hold_{n}`, `ord_{n}`, `pay_{n}`): its view, 410 `archived`
-/// naming when if it was archived, else 404.
+/// A GET of a numbered resource (`hold_{n}`, `ord_{n}`, `pay_{n}`): its JSON, or `Err` with
+/// when it was archived (at the latest); 404 if it never existed.
 async fn read_numbered<V: 'static>(
     call: &Call,
     what: &'static str,
     id: String,
     view: fn(&Merchant, &str) -> Option<V>,
     render: fn(&V) -> Vec<u8>,
+) -> Result<Result<Response, UnixMs>, ApiError> {
+    let merchant = call.merchant.clone();
+    let read = call.engine.read(&call.merchant, move |shard| {
+        let m = shard.merchant(&merchant).ok_or_else(|| ApiError::not_found("merchant not found"))?;
+        match view(m, &id) {
+            Some(v) => Ok(Ok(render(&v))),
+            None => m.archived_at(&id).map(Err).ok_or_else(|| ApiError::not_found(format!("{what} not found"))),
+        }
+    });
+    Ok(read.await.map_err(exec_error)??.map(|json| json_bytes(StatusCode::OK, json)))
+}
+
+/// A GET of an order or payment: from memory, else from the cold store once archived
+/// (`cold.rs`), else 410 `archived`.
+async fn read_archivable<V: 'static>(
+    state: &AppState,
+    call: &Call,
+    kind: cold::Archived,
+    id: String,
+    view: fn(&Merchant, &str) -> Option<V>,
+    render: fn(&V) -> Vec<u8>,
 ) -> Result<Response, ApiError> {
-    read(&call.engine, call.merchant.clone(), move |m| match view(m, &id) {
-        Some(v) => Ok(render(&v)),
-        None => Err(match m.archived_at(&id) {
-            Some(at) => ApiError::archived(what, at),
-            None => ApiError::not_found(format!("{what} not found")),
-        }),
-    })
-    .await
+    match read_numbered(call, kind.what(), id.clone(), view, render).await? {
+        Ok(live) => Ok(live),
+        Err(archived_at_ms) => {
+            let json = cold::answer(state.cold_store(), &call.merchant, kind, &id, archived_at_ms).await?;
+            Ok(json_bytes(StatusCode::OK, json))
+        }
+    }
 }
 
 // ---- merchants ----
@@ -260,10 +282,13 @@ pub async fn release_hold(Path(id): Path<String>, call: Call) -> Result<Response
 #[utoipa::path(
     get, path = "/v1/holds/{id}", tag = "holds",
     params(("id" = String, Path, description = "the hold's id (`hold_1`)")),
-    responses((status = 200, description = "the hold", body = Hold), (status = 404, description = "not_found"), (status = 410, description = "archived: settled and older than the retention (`archived_at` says when)"))
+    responses((status = 200, description = "the hold", body = Hold), (status = 404, description = "not_found"), (status = 410, description = "archived: settled and older than the retention (`archived_at` says when); holds are not in the cold store"))
 )]
 pub async fn get_hold(Path(id): Path<String>, call: Call) -> Result<Response, ApiError> {
-    read_numbered(&call, "hold", id, Merchant::hold_view, |v| to_vec(&dto::hold(v))).await
+    // Holds are not in the cold store: an archived one is 410.
+    read_numbered(&call, "hold", id, Merchant::hold_view, |v| to_vec(&dto::hold(v)))
+        .await?
+        .map_err(|archived_at_ms| ApiError::archived("hold", archived_at_ms))
 }
 
 /// The idempotency of a request: keyed when its body carries a card number.
@@ -303,10 +328,14 @@ pub async fn create_order(call: Call) -> Result<Response, ApiError> {
 #[utoipa::path(
     get, path = "/v1/orders/{id}", tag = "orders",
     params(("id" = String, Path, description = "the order's id (`ord_1`)")),
-    responses((status = 200, description = "the order", body = Order), (status = 404, description = "not_found"), (status = 410, description = "archived: settled and older than the retention (`archived_at` says when)"))
+    responses((status = 200, description = "the order; once archived, as it was, from the cold store (a server with `--mariadb-url`) with `archived_at`", body = Order), (status = 404, description = "not_found"), (status = 410, description = "archived: settled and older than the retention (`archived_at` says when), and no cold store shows it (none configured, not relayed yet, or unreachable)"))
 )]
-pub async fn get_order(Path(id): Path<String>, call: Call) -> Result<Response, ApiError> {
-    read_numbered(&call, "order", id, Merchant::order_view, dto::order_to_vec).await
+pub async fn get_order(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    call: Call,
+) -> Result<Response, ApiError> {
+    read_archivable(&state, &call, cold::Archived::Order, id, Merchant::order_view, dto::order_to_vec).await
 }
 
 #[utoipa::path(
@@ -372,10 +401,15 @@ pub async fn refund_payment(Path(id): Path<String>, call: Call) -> Result<Respon
 #[utoipa::path(
     get, path = "/v1/payments/{id}", tag = "payments",
     params(("id" = String, Path, description = "the payment's id (`pay_1`)")),
-    responses((status = 200, description = "the payment", body = Payment), (status = 404, description = "not_found"), (status = 410, description = "archived: settled and older than the retention (`archived_at` says when)"))
+    responses((status = 200, description = "the payment; once archived, as it was, from the cold store (a server with `--mariadb-url`) with `archived_at`", body = Payment), (status = 404, description = "not_found"), (status = 410, description = "archived: settled and older than the retention (`archived_at` says when), and no cold store shows it (none configured, not relayed yet, or unreachable)"))
 )]
-pub async fn get_payment(Path(id): Path<String>, call: Call) -> Result<Response, ApiError> {
-    read_numbered(&call, "payment", id, Merchant::payment_view, |v| to_vec(&dto::payment(v))).await
+pub async fn get_payment(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    call: Call,
+) -> Result<Response, ApiError> {
+    let render = |v: &_| to_vec(&dto::payment(v));
+    read_archivable(&state, &call, cold::Archived::Payment, id, Merchant::payment_view, render).await
 }
 
 // ---- points and ledger ----
@@ -474,13 +508,15 @@ pub async fn issue_token(Path(queue): Path<String>, call: Call) -> Result<Respon
 #[utoipa::path(
     get, path = "/v1/queues/{id}/tokens/{token}", tag = "queues",
     params(("id" = String, Path, description = "the waiting room's id"), ("token" = String, Path, description = "the token")),
-    responses((status = 200, description = "the token's status and position", body = Token), (status = 404, description = "not_found"))
+    responses((status = 200, description = "the token's status and position", body = Token), (status = 404, description = "not_found"), (status = 410, description = "archived: expired and older than the retention (`archived_at` says when)"))
 )]
 pub async fn get_token(Path((queue, token)): Path<(String, String)>, call: Call) -> Result<Response, ApiError> {
-    read(&call.engine, call.merchant.clone(), move |m| {
-        m.token_view(&queue, &token)
-            .map(|t| to_vec(&dto::token(&t)))
-            .ok_or_else(|| ApiError::not_found("token not found"))
+    read(&call.engine, call.merchant.clone(), move |m| match m.token_view(&queue, &token) {
+        Some(t) => Ok(to_vec(&dto::token(&t))),
+        None => Err(match m.token_archived_at(&queue, &token) {
+            Some(at) => ApiError::archived("token", at),
+            None => ApiError::not_found("token not found"),
+        }),
     })
     .await
 }

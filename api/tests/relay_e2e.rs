@@ -5,6 +5,8 @@
 //! 1. `surge serve --kafka-brokers --mariadb-url`: the in-process relay.
 //! 2. `surge relay` as its own process on the server's data directory, SIGKILLed
 //!    mid-stream and restarted: no gaps in Kafka, MariaDB exactly once.
+//! 3. A short retention: archived orders and payments answer from MariaDB as they were,
+//!    plus `archived_at`; without a cold store, or with one that does not answer, 410.
 
 mod process;
 
@@ -32,6 +34,10 @@ fn mariadb_base() -> String {
 
 fn require_services() {
     require("the Kafka-protocol broker", brokers().split(',').next().unwrap_or_default());
+    require_mariadb();
+}
+
+fn require_mariadb() {
     let base = mariadb_base();
     let host = base.rsplit('@').next().unwrap_or_default().split('/').next().unwrap_or_default().to_string();
     require("MariaDB", &host);
@@ -480,4 +486,174 @@ fn a_card_number_reaches_no_log_file_snapshot_kafka_message_or_mariadb_row() {
         }
     }
     assert!(files > 3, "log segments and snapshots were looked at");
+}
+
+// ---- archived ids and the cold store ------------------------------------------------------
+
+/// The retention of the archive tests. Short, and still long enough that every order is
+/// seen live after its last change before it is archived (the polls below come every few
+/// tens of milliseconds; the machine may be busy compiling).
+const RETAIN: &str = "3s";
+
+/// A server archiving after [`RETAIN`], with `env` added.
+fn archiving_server(dir: &Path, env: &[(&str, String)]) -> Surge {
+    let mut all = vec![
+        ("SURGE_ADMIN_TOKEN", "admin".to_string()),
+        ("SURGE_RETAIN_SETTLED", RETAIN.to_string()),
+        ("SURGE_IDEMPOTENCY_WINDOW", RETAIN.to_string()),
+    ];
+    all.extend(env.iter().cloned());
+    let all: Vec<(&str, &str)> = all.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    Surge::start_with(dir, &all).0
+}
+
+/// Settled work of every kind: points orders paid, partly refunded and cancelled, one card
+/// order with `card` (a number whose last four digits are 1451), and a released hold. The
+/// GET paths of the orders and payments (each watched until archived), and of the hold.
+fn settled_work(addr: SocketAddr, auth: &str, card: Option<&str>) -> (Vec<String>, String) {
+    let mut paths = Vec::new();
+    for id in orders(addr, auth, "arch", 6) {
+        let (_, o) = http(addr, "GET", &format!("/v1/orders/{id}"), &[("Authorization", auth)], None).unwrap();
+        paths.push(format!("/v1/payments/{}", o["payment"]["id"].as_str().unwrap()));
+        paths.push(format!("/v1/orders/{id}"));
+    }
+    if let Some(number) = card {
+        let body = format!(
+            r#"{{"customer_id":"c-1","lines":[{{"sku":"tee","qty":2}}],
+                "payment":{{"method":"card","card":{{"number":"{number}","type":"KB"}}}}}}"#
+        );
+        let h = [("Authorization", auth), ("Idempotency-Key", "arch-card")];
+        let (status, o) = http(addr, "POST", "/v1/orders", &h, Some(&body)).unwrap();
+        assert_eq!(status, 202, "{o}");
+        paths.push(format!("/v1/payments/{}", o["payment"]["id"].as_str().unwrap()));
+        paths.push(format!("/v1/orders/{}", o["id"].as_str().unwrap()));
+    }
+    let h = [("Authorization", auth)];
+    let (status, hold) =
+        http(addr, "POST", "/v1/holds", &h, Some(r#"{"customer_id":"c-2","lines":[{"sku":"mug","qty":1}]}"#)).unwrap();
+    assert_eq!(status, 201, "{hold}");
+    let hold = format!("/v1/holds/{}", hold["id"].as_str().unwrap());
+    assert_eq!(http(addr, "POST", &format!("{hold}/release"), &h, Some("{}")).unwrap().0, 200);
+    (paths, hold)
+}
+
+/// Polls every path until it answers as archived: 200 with `archived_at` (`cold`), or 410
+/// `archived`. Returns each path's last live answer (200 without `archived_at`, seen after
+/// its last change: the polls come faster than the retention) and its archived answer.
+fn watch_until_archived(
+    addr: SocketAddr,
+    auth: &str,
+    paths: &[String],
+    cold: bool,
+) -> (HashMap<String, Value>, HashMap<String, Value>) {
+    let (mut live, mut archived) = (HashMap::new(), HashMap::new());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while archived.len() < paths.len() {
+        for path in paths {
+            if archived.contains_key(path) {
+                continue;
+            }
+            let (status, body) = http(addr, "GET", path, &[("Authorization", auth)], None).unwrap();
+            match (status, body.get("archived_at").is_some()) {
+                (200, false) => {
+                    live.insert(path.clone(), body);
+                }
+                (200, true) => {
+                    assert!(cold, "{path}: an answer from a cold store this server does not have: {body}");
+                    archived.insert(path.clone(), body);
+                }
+                // While the relay has not written the archived row yet, with a cold store.
+                (410, true) if cold => assert_eq!(body["code"], "archived", "{path}"),
+                (410, true) => {
+                    assert_eq!(body["code"], "archived", "{path}");
+                    archived.insert(path.clone(), body);
+                }
+                _ => panic!("{path}: {status} {body}"),
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not all archived: {:?}",
+            paths.iter().filter(|p| !archived.contains_key(*p)).collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (live, archived)
+}
+
+#[test]
+fn archived_orders_and_payments_answer_from_mariadb_as_they_were_with_archived_at() {
+    require_mariadb();
+    const NUMBER: &str = "4111-1111-1111-1451";
+    let sim = process::Sim::start(&["--success-rate", "1", "--approval-rate", "1"]);
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::create("e2e_cold");
+    let env = [
+        ("SURGE_MARIADB_URL", db.url()),
+        ("SURGE_GATEWAY_URLS", sim.url()),
+        ("SURGE_GATEWAY_SECRET", process::SIM_SECRET.to_string()),
+    ];
+    let surge = archiving_server(dir.path(), &env);
+    let auth = shop(surge.addr, "admin");
+    let (paths, hold) = settled_work(surge.addr, &auth, Some(NUMBER));
+    let (live, archived) = watch_until_archived(surge.addr, &auth, &paths, true);
+    for path in &paths {
+        let mut got = archived[path].clone();
+        let at = got.as_object_mut().and_then(|o| o.remove("archived_at")).unwrap_or_default();
+        let before = live.get(path).unwrap_or_else(|| panic!("{path} was never seen live"));
+        assert_eq!(&got, before, "{path}: the archived answer is the live one plus archived_at");
+        let (at, updated) = (at.as_str().unwrap_or_default(), before["updated_at"].as_str().unwrap_or_default());
+        assert!(at.len() == 24 && at.ends_with('Z') && at > updated, "{path}: archived at {at}, updated {updated}");
+    }
+    let card: Vec<&Value> =
+        archived.values().filter_map(|v| v.get("card").or(v["payment"].get("card"))).filter(|c| !c.is_null()).collect();
+    assert_eq!(card.len(), 2, "the card order and its payment");
+    for c in card {
+        assert_eq!(c, &serde_json::json!({"last4": "1451", "type": "KB"}));
+    }
+    let digits = NUMBER.replace('-', "");
+    for body in archived.values() {
+        let text = body.to_string();
+        assert!(!text.contains(NUMBER) && !text.contains(&digits[..12]), "{text}");
+    }
+    let statuses: HashSet<&str> = archived.values().filter_map(|v| v["status"].as_str()).collect();
+    for status in ["paid", "cancelled", "captured", "partially_refunded", "refunded"] {
+        assert!(statuses.contains(status), "{status} among the archived answers: {statuses:?}");
+    }
+    // Holds are not in the cold store; commands against archived ids stay 410.
+    let h = [("Authorization", auth.as_str())];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http(surge.addr, "GET", &hold, &h, None).unwrap().0 != 410 {
+        assert!(Instant::now() < deadline, "{hold} was never archived");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let order = paths.iter().find(|p| p.starts_with("/v1/orders/")).unwrap();
+    let (status, body) = http(surge.addr, "POST", &format!("{order}/cancel"), &h, Some("{}")).unwrap();
+    assert_eq!((status, body["code"].as_str()), (410, Some("archived")), "{body}");
+    let (_, text) = get_text(surge.addr, "/metrics").expect("metrics");
+    let found = metric(&text, "surge_cold_reads_total{result=\"found\"}").unwrap_or(0.0);
+    assert!(found >= paths.len() as f64, "{text}");
+}
+
+#[test]
+fn archived_orders_and_payments_answer_410_without_a_cold_store_or_when_it_does_not_answer() {
+    // Nothing listens on this port: the cold store is configured and never answers.
+    let unreachable = format!("mysql://root@127.0.0.1:{}/nowhere", process::free_port());
+    for env in [vec![], vec![("SURGE_MARIADB_URL", unreachable)]] {
+        let dir = tempfile::tempdir().unwrap();
+        let surge = archiving_server(dir.path(), &env);
+        let auth = shop(surge.addr, "admin");
+        let (mut paths, hold) = settled_work(surge.addr, &auth, None);
+        paths.push(hold);
+        let (live, archived) = watch_until_archived(surge.addr, &auth, &paths, false);
+        assert_eq!(live.len(), paths.len(), "every order, payment and hold was seen live first");
+        for (path, body) in &archived {
+            let at = body["archived_at"].as_str().unwrap_or_default();
+            assert!(at.len() == 24 && at.ends_with('Z'), "{path}: {body}");
+        }
+        let payment = paths.iter().find(|p| p.starts_with("/v1/payments/")).unwrap();
+        let h = [("Authorization", auth.as_str()), ("Idempotency-Key", "late-refund")];
+        let (status, body) = http(surge.addr, "POST", &format!("{payment}/refund"), &h, Some("{}")).unwrap();
+        assert_eq!((status, body["code"].as_str()), (410, Some("archived")), "{body}");
+    }
 }

@@ -731,8 +731,9 @@ async fn limits_of_the_contract_are_400_naming_the_field() {
 }
 
 /// A settled order leaves memory after the retention: its GET, the GET of its payment and
-/// hold, and commands against it answer 410 `archived` naming when; live work stays. A
-/// restart (replay of the log, `*.archived` events included) keeps it that way.
+/// hold, and commands against it answer 410 `archived` naming when (this server has no cold
+/// store); so does the GET of an expired waiting-room token; live work stays. A restart
+/// (replay of the log, `*.archived` events included) keeps it that way.
 #[tokio::test]
 async fn archived_orders_payments_and_holds_answer_410_naming_when() {
     let dir = tempfile::tempdir().unwrap();
@@ -756,14 +757,21 @@ async fn archived_orders_payments_and_holds_answer_410_naming_when() {
             r#"{"customer_id":"c-1","lines":[{"sku":"tee","qty":1}],"payment":{"method":"points","capture":"manual"}}"#;
         let authorized = c.post_key("/v1/orders", "o-2", manual).await;
         assert_eq!(authorized.body["payment"]["status"], "authorized");
+        // A token active for 1 s, then expired, then archived.
+        assert_eq!(c.put("/v1/queues/q", r#"{"max_active":1,"active_ttl_seconds":1}"#).await.status, StatusCode::OK);
+        let token = c.post("/v1/queues/q/tokens", r#"{"customer_id":"c-1"}"#).await;
+        assert_eq!(token.body["status"], "active", "{}", token.body);
+        let token = token.body["token"].as_str().unwrap().to_string();
         let id = |r: &common::Resp| r.body["id"].as_str().unwrap().to_string();
         let pay = paid.body["payment"]["id"].as_str().unwrap().to_string();
-        let ids = (id(&paid), pay, hold_id, id(&authorized));
+        let ids = (id(&paid), pay, hold_id, id(&authorized), token);
         // The ticker archives within a few of its 250 ms rounds once 300 ms have passed.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while c.get(&format!("/v1/orders/{}", ids.0)).await.status != StatusCode::GONE {
-            assert!(std::time::Instant::now() < deadline, "ord_1 was never archived");
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        for path in [format!("/v1/orders/{}", ids.0), format!("/v1/queues/q/tokens/{}", ids.4)] {
+            while c.get(&path).await.status != StatusCode::GONE {
+                assert!(std::time::Instant::now() < deadline, "{path} was never archived");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
         }
         check_archived(&c, &ids).await;
         (key, ids)
@@ -773,8 +781,16 @@ async fn archived_orders_payments_and_holds_answer_410_naming_when() {
     check_archived(&Client::new(&s, &key), &ids).await;
 }
 
-async fn check_archived(c: &Client<'_>, (order, payment, hold, authorized): &(String, String, String, String)) {
-    for path in [format!("/v1/orders/{order}"), format!("/v1/payments/{payment}"), format!("/v1/holds/{hold}")] {
+async fn check_archived(
+    c: &Client<'_>,
+    (order, payment, hold, authorized, token): &(String, String, String, String, String),
+) {
+    for path in [
+        format!("/v1/orders/{order}"),
+        format!("/v1/payments/{payment}"),
+        format!("/v1/holds/{hold}"),
+        format!("/v1/queues/q/tokens/{token}"),
+    ] {
         let r = c.get(&path).await;
         r.assert_problem(410, "archived");
         let at = r.body["archived_at"].as_str().unwrap_or_default().to_string();
@@ -786,6 +802,8 @@ async fn check_archived(c: &Client<'_>, (order, payment, hold, authorized): &(St
     let live = c.get(&format!("/v1/orders/{authorized}")).await;
     assert_eq!(live.status, StatusCode::OK, "{}", live.body);
     c.get("/v1/orders/ord_99").await.assert_problem(404, "not_found");
+    c.get("/v1/queues/q/tokens/qt_1_0000000000000007").await.assert_problem(404, "not_found");
+    c.get(&format!("/v1/queues/elsewhere/tokens/{token}")).await.assert_problem(404, "not_found");
     let item = c.get("/v1/items/tee").await.body;
     assert_eq!((item["sold"].as_u64(), item["available"].as_u64()), (Some(2), Some(3)));
 }

@@ -93,6 +93,14 @@ impl Merchant {
         }
         self.hold_archived_at(Numbered::Hold.parse(id)?)
     }
+    /// When token `token` (`qt_{seq}_{nonce}`) of waiting room `queue` was archived (at the
+    /// latest); `None` if it is live, never existed or is no token string. The token id
+    /// holds no queue, so it takes one of its own; and an archived token's nonce has left
+    /// memory with it, so any well-formed token string of an archived `seq` answers.
+    pub fn token_archived_at(&self, queue: &str, token: &str) -> Option<UnixMs> {
+        let (seq, _) = crate::ids::parse_token(token)?;
+        self.queues.get(queue)?.tokens.archived_at(usize::try_from(seq).ok()?)
+    }
     pub fn dead_letter(&self, n: u64) -> Option<&DeadLetter> {
         self.dead_letters.get(usize::try_from(n).ok()?.checked_sub(1)?)
     }

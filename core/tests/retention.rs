@@ -155,6 +155,13 @@ fn settled_aggregates_leave_memory_after_the_retention_and_live_work_stays() {
     assert_eq!(m.points_view("c").balance, 10_000 - 5 * 100 + 2 * 100, "five paid, two given back");
     assert!(m.trial_balance().balanced);
     assert_eq!(m.order_archived_at(7), None, "never existed");
+    // The expired token too; its queue is part of the question, its nonce is gone with it.
+    let token = surge_core::ids::token_id(0, 7);
+    assert!(m.token_view("q", &token).is_none());
+    assert_eq!(m.token_archived_at("q", &token), Some(r.now));
+    assert_eq!(m.token_archived_at("other", &token), None, "no such waiting room");
+    assert_eq!(m.token_archived_at("q", &surge_core::ids::token_id(1, 7)), None, "never issued");
+    assert_eq!(m.token_archived_at("q", "qt_0_7"), None, "not a token string");
 
     // Reads and commands against archived ids: `archived`, naming when, and nothing changes.
     assert!(m.order_view("ord_1").is_none());

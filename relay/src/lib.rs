@@ -7,7 +7,8 @@
 //! Module map: `batch` (durable records read into bounded batches of events), `sink` (what
 //! a sink promises), `driver` (one thread per sink: tail, write, checkpoint, retry with
 //! backoff and a circuit breaker), `breaker`, `status` (lag and state per sink, rendered as
-//! Prometheus text), `kafka` (rdkafka producer), `mariadb` (cold store), `gateway` (the card
+//! Prometheus text), `kafka` (rdkafka producer), `mariadb` (cold store; and `mariadb::read`,
+//! which the server uses to read archived orders and payments back), `gateway` (the card
 //! payment worker: log to gateway calls, answers back into the engine as commands).
 //!
 //! Invariants: a sink never sees a record beyond the durable LSN (the tailer stops there);

@@ -19,10 +19,13 @@ use std::time::{Duration, Instant};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Row, Value};
 use surge_core::command::*;
+use surge_core::ids::{OrderId, PaymentId};
 use surge_core::ledger::FIXED_ACCOUNTS;
 use surge_core::view::Reply;
+use surge_core::view::{OrderView, PaymentView};
 use surge_core::{image, Engine, Shard};
 use surge_relay::breaker::BreakerConfig;
+use surge_relay::mariadb::read::{ColdReadConfig, ColdReader};
 use surge_relay::mariadb::{schema, MariaDbConfig, MariaDbCounters, MariaDbSink};
 use surge_relay::{Batch, DriverConfig, Relay, Sink, SinkError};
 use surge_wal::Lsn;
@@ -524,6 +527,7 @@ fn archived_orders_and_payments_keep_their_rows_marked_archived() {
         if events_max == 64 {
             relay_until(&db, dir.path(), events_max, log.durable_lsn(), Duration::from_secs(30));
         }
+        let before = views(&log.engine);
         assert!(log.archive_settled() > 100);
         log.orders("m-1", 5, 10);
         relay_until(&db, dir.path(), events_max, log.durable_lsn(), Duration::from_secs(30));
@@ -558,7 +562,57 @@ fn archived_orders_and_payments_keep_their_rows_marked_archived() {
         // The engine remembers the latest archive time of ord_1's range of numbers.
         let row: u64 = row.parse().expect("archived_at in ms");
         assert!(row <= at && row > T0, "{name}: archived at {row}, the range by {at}");
+        assert_archived_read_back(&db, &before, &log.engine);
     }
+}
+
+/// Every order and payment in memory, as the API shows them, per merchant.
+fn views(engine: &Engine) -> Vec<(String, Vec<OrderView>, Vec<PaymentView>)> {
+    let of = |m: &surge_core::state::Merchant| {
+        let orders = m.orders.iter().filter_map(|(i, _)| m.order_view(&OrderId(i as u64 + 1).to_string()));
+        let payments = m.payments.iter().filter_map(|(i, _)| m.payment_view(&PaymentId(i as u64 + 1).to_string()));
+        (m.id.to_string(), orders.collect(), payments.collect())
+    };
+    engine.shards.iter().flat_map(Shard::merchants).map(of).collect()
+}
+
+/// What the server reads back for an archived id is the view it had before it left memory
+/// (`before`), archived when the engine says (at the latest); a live id reads nothing.
+fn assert_archived_read_back(db: &TestDb, before: &[(String, Vec<OrderView>, Vec<PaymentView>)], engine: &Engine) {
+    let reader = ColdReader::new(&ColdReadConfig::new(db.url())).expect("reader");
+    let (mut archived, mut cards) = (0, 0);
+    runtime().block_on(async {
+        for (merchant, orders, payments) in before {
+            let m = engine.shards.iter().find_map(|s| s.merchant(merchant)).expect("merchant");
+            for v in orders {
+                let got = reader.order(merchant, v.id.0).await.expect("read an order");
+                match m.order_archived_at(v.id.0) {
+                    Some(at) => {
+                        let got = got.unwrap_or_else(|| panic!("{merchant}/{}: no archived row", v.id));
+                        assert_eq!(&got.view, v, "{merchant}/{}", v.id);
+                        assert!(got.archived_at_ms <= at && got.archived_at_ms > T0, "{merchant}/{}", v.id);
+                        archived += 1;
+                    }
+                    None => assert_eq!(got, None, "{merchant}/{} is live: not read back", v.id),
+                }
+            }
+            for v in payments {
+                let got = reader.payment(merchant, v.id.0).await.expect("read a payment");
+                match m.payment_archived_at(v.id.0) {
+                    Some(at) => {
+                        let got = got.unwrap_or_else(|| panic!("{merchant}/{}: no archived row", v.id));
+                        assert_eq!(&got.view, v, "{merchant}/{}", v.id);
+                        assert!(got.archived_at_ms <= at, "{merchant}/{}", v.id);
+                        cards += usize::from(v.card.is_some());
+                    }
+                    None => assert_eq!(got, None, "{merchant}/{} is live: not read back", v.id),
+                }
+            }
+        }
+        assert_eq!(reader.order("no-such-merchant", 1).await.expect("read"), None);
+        reader.close().await;
+    });
+    assert!(archived > 50 && cards > 0, "{archived} archived orders, {cards} card payments read back");
 }
 
 #[test]

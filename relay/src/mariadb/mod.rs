@@ -32,7 +32,8 @@
 //! (a timed-out resume is retried from the start and would never finish).
 //!
 //! Module map: `schema` (migrations), `projection` (state and what a batch touched), `rows`
-//! (table rows from views and events), `sql` (literals and chunked statements).
+//! (table rows from views and events), `sql` (literals and chunked statements), `read`
+//! (archived orders and payments read back as views, for the server's GETs).
 //!
 //! How rows go in: a batch's `events` rows by `LOAD DATA LOCAL INFILE` from a file in a
 //! private temporary directory (`MariaDbConfig::load_data`), which costs the server less
@@ -49,6 +50,7 @@
 //! Figures (throughput, server CPU per row) and server tuning: docs/performance.md.
 
 mod projection;
+pub mod read;
 mod rows;
 pub mod schema;
 mod sql;
