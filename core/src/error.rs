@@ -86,3 +86,12 @@ pub enum DecodeError {
     #[error("snapshot does not restore: {0}")]
     Inconsistent(String),
 }
+
+/// Time settings a host may not run with (`Settings::new`).
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum SettingsError {
+    #[error("the idempotency window must be longer than 0")]
+    ZeroIdempotencyWindow,
+    #[error("the retention of settled aggregates ({retain_settled_ms} ms) is shorter than the idempotency window ({idempotency_ttl_ms} ms)")]
+    RetentionShorterThanWindow { retain_settled_ms: u64, idempotency_ttl_ms: u64 },
+}

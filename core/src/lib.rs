@@ -43,7 +43,7 @@ pub use command::{
 };
 pub use decide::{Decided, Target};
 pub use engine::{shard_of, Engine};
-pub use error::{ApplyError, CoreError, DecodeError};
+pub use error::{ApplyError, CoreError, DecodeError, SettingsError};
 pub use event::{Event, EventBody, Topic};
 pub use ids::UnixMs;
 pub use shard::{FrozenShard, Outcome, Settings, Shard};

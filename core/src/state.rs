@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::chunked::{ChunkedDeque, ChunkedVec};
 use crate::command::{CaptureMode, PaymentMethod};
+use crate::error::SettingsError;
 use crate::event::{Bucket, GatewayOp};
 use crate::ids::UnixMs;
 use crate::ledger::{AccountTotals, Ledger};
@@ -587,14 +588,12 @@ impl Default for Settings {
 impl Settings {
     /// Refuses a retention shorter than the idempotency window (a retried request inside
     /// the window must find what its first attempt changed) or a zero window.
-    pub fn new(idempotency_ttl_ms: u64, retain_settled_ms: u64) -> Result<Settings, String> {
+    pub fn new(idempotency_ttl_ms: u64, retain_settled_ms: u64) -> Result<Settings, SettingsError> {
         if idempotency_ttl_ms == 0 {
-            return Err("the idempotency window must be longer than 0".into());
+            return Err(SettingsError::ZeroIdempotencyWindow);
         }
         if retain_settled_ms < idempotency_ttl_ms {
-            return Err(format!(
-                "the retention of settled aggregates ({retain_settled_ms} ms) is shorter than the idempotency window ({idempotency_ttl_ms} ms)"
-            ));
+            return Err(SettingsError::RetentionShorterThanWindow { retain_settled_ms, idempotency_ttl_ms });
         }
         Ok(Settings { idempotency_ttl_ms, retain_settled_ms })
     }
