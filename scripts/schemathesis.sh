@@ -125,6 +125,11 @@ expected-statuses = ["2xx", 400, 401, 402, 403, 404, 409, 413, 422]
 [phases.stateful]
 max-steps = ${SURGE_SCHEMATHESIS_STEPS:-40}
 
+# Scenarios send valid requests, so a chain reaches its end; the other phases send invalid
+# ones too.
+[phases.stateful.generation]
+mode = "positive"
+
 # schemathesis' defaults, and 413 (a body over 64 KiB is refused before it is read).
 [checks.negative_data_rejection]
 expected-statuses = [400, 401, 403, 404, 405, 406, 409, 413, 415, 422, 428, 429, "5xx"]

@@ -576,7 +576,7 @@ async fn openapi_describes_only_routed_operations() {
             }
         }
     }
-    let by_card = &paths["/v1/items/{sku}"]["put"]["responses"]["201"]["links"]["create_order_by_card"];
+    let by_card = &paths["/v1/items/{sku}/restock"]["post"]["responses"]["200"]["links"]["create_order_by_card"];
     assert_eq!(by_card["requestBody"]["lines"][0]["sku"], "$response.body#/sku");
     // Bounds come from surge_core::limits.
     let line = &r.body["components"]["schemas"]["LineBody"]["properties"]["qty"];
