@@ -10,6 +10,8 @@ use crate::auth;
 pub struct ServeConfig {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
+    /// `surge load`'s results, listed by the console.
+    pub load_results_dir: PathBuf,
     pub admin_token: Option<String>,
     /// `None`: what the data directory was created with, else available parallelism.
     pub shards: Option<usize>,

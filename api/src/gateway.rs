@@ -402,7 +402,20 @@ pub async fn list_dead_letters(
     axum::extract::Query(q): axum::extract::Query<DeadLetterQuery>,
     call: AdminCall,
 ) -> Result<Response, ApiError> {
-    let status = match q.status.as_deref() {
+    let all = dead_letters(&call.engine, q.status.as_deref(), q.limit).await?;
+    let items: Vec<_> = all.iter().map(|(merchant, view)| dto::dead_letter(view, Some(merchant))).collect();
+    Ok(crate::routes::json(StatusCode::OK, &dto::DeadLetters { dead_letters: items }))
+}
+
+/// Dead letters across merchants, newest first: `status` filters (`open`, `retried`,
+/// `resolved`; all when `None`), `limit` defaults to 100 and is kept within 1..=1,000.
+/// Shared by `GET /v1/admin/dead-letters` and the console.
+pub async fn dead_letters(
+    engine: &Engine,
+    status: Option<&str>,
+    limit: Option<usize>,
+) -> Result<Vec<(Arc<str>, surge_core::view::DeadLetterView)>, ApiError> {
+    let status = match status {
         None => None,
         Some("open") => Some(DeadLetterStatus::Open),
         Some("retried") => Some(DeadLetterStatus::Retried),
@@ -411,9 +424,8 @@ pub async fn list_dead_letters(
             return Err(ApiError::invalid("status: must be open, retried or resolved").with("field", "status"));
         }
     };
-    let limit = q.limit.unwrap_or(100).clamp(1, DEAD_LETTERS_LIST_MAX);
-    let per_shard = call
-        .engine
+    let limit = limit.unwrap_or(100).clamp(1, DEAD_LETTERS_LIST_MAX);
+    let per_shard = engine
         .read_each(move |shard| {
             let mut out = Vec::new();
             // Bounded: `limit` per merchant, cut to `limit` overall below.
@@ -429,8 +441,7 @@ pub async fn list_dead_letters(
     let mut all: Vec<_> = per_shard.into_iter().flatten().collect();
     all.sort_by_key(|(_, view)| std::cmp::Reverse(view.created_at_ms));
     all.truncate(limit);
-    let items: Vec<_> = all.iter().map(|(merchant, view)| dto::dead_letter(view, Some(merchant))).collect();
-    Ok(crate::routes::json(StatusCode::OK, &dto::DeadLetters { dead_letters: items }))
+    Ok(all)
 }
 
 #[utoipa::path(
@@ -444,6 +455,12 @@ pub async fn list_dead_letters(
 )]
 /// `POST /v1/admin/dead-letters/{merchant_id}:{dl_n}/retry`.
 pub async fn retry_dead_letter(Path(id): Path<String>, call: AdminCall) -> Result<Response, ApiError> {
+    retry(&call.engine, &id).await
+}
+
+/// Asks for dead letter `{merchant_id}:dl_{n}` again (a command on its merchant's shard,
+/// decided like any other). Shared by the admin route and the console.
+pub async fn retry(engine: &Engine, id: &str) -> Result<Response, ApiError> {
     let (merchant, dead_letter) = id
         .rsplit_once(':')
         .filter(|(m, d)| !m.is_empty() && Numbered::DeadLetter.parse(d).is_some())
@@ -453,7 +470,7 @@ pub async fn retry_dead_letter(Path(id): Path<String>, call: AdminCall) -> Resul
         idempotency: None,
         command: Command::RetryDeadLetter { dead_letter: dead_letter.to_string() },
     };
-    let executed = call.engine.execute(req).await.map_err(crate::routes::exec_error)?;
+    let executed = engine.execute(req).await.map_err(crate::routes::exec_error)?;
     match &executed.reply {
         surge_core::Reply::DeadLetter(view) => {
             Ok(crate::routes::json(StatusCode::OK, &dto::dead_letter(view, Some(merchant))))

@@ -17,6 +17,7 @@ pub mod auth;
 pub mod body;
 pub mod cold;
 pub mod config;
+pub mod console;
 pub mod dto;
 pub mod engine;
 pub mod error;
@@ -65,6 +66,8 @@ pub struct Inner {
     gateway: std::sync::OnceLock<Arc<gateway::GatewayHost>>,
     /// Where GETs of archived orders and payments are answered from, when configured.
     cold: std::sync::OnceLock<cold::ColdStore>,
+    /// The operators' console: sessions, samples, where it reads from.
+    console: console::Console,
 }
 
 impl AppState {
@@ -81,6 +84,7 @@ impl AppState {
             relay: std::sync::OnceLock::new(),
             gateway: std::sync::OnceLock::new(),
             cold: std::sync::OnceLock::new(),
+            console: console::Console::default(),
         }))
     }
 
@@ -121,6 +125,23 @@ impl AppState {
         self.0.cold.get()
     }
 
+    pub fn console(&self) -> &console::Console {
+        &self.0.console
+    }
+
+    pub fn admin_token_hash(&self) -> &[u8; 32] {
+        &self.0.admin_token_hash
+    }
+
+    pub fn http(&self) -> &metrics::HttpMetrics {
+        &self.0.http
+    }
+
+    /// The in-process relay's sinks (none before they start, or without a relay).
+    pub fn relay_statuses(&self) -> &[Arc<surge_relay::SinkStatus>] {
+        self.0.relay.get().map_or(&[], Vec::as_slice)
+    }
+
     pub fn take_engine(&self) -> Option<Arc<Engine>> {
         self.0.engine.write().take()
     }
@@ -133,7 +154,7 @@ pub fn app(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .route("/openapi.json", get(openapi_json))
-        .route("/admin", get(admin_page))
+        .route("/admin", get(admin_page).layer(axum::middleware::from_fn(console::security_headers)))
         .route("/v1/merchants", post(create_merchant))
         .route("/v1/items/bulk", post(put_items))
         .route("/v1/items/{sku}", put(put_item).get(get_item))
@@ -160,6 +181,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/admin/dead-letters", get(gateway::list_dead_letters))
         .route("/v1/admin/dead-letters/{id}/retry", post(gateway::retry_dead_letter))
         .route("/v1/admin/gateway/reports", post(gateway::report))
+        .merge(console::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), track))
@@ -322,23 +344,20 @@ async fn openapi_json() -> Response {
     (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], doc.clone()).into_response()
 }
 
-/// `GET /admin`: a small status page for operators (admin token as Bearer, or as the
-/// password of HTTP Basic so a browser can open it). Refreshes itself every 2 s.
+/// `GET /admin`: with a console session (a cookie, `console/`), the console; with the
+/// admin token as Bearer, or as the password of HTTP Basic, a small status page that
+/// refreshes itself every 2 s; otherwise the console's sign-in page for a browser
+/// (`Accept: text/html`), or a 401 problem with a Basic challenge.
 #[utoipa::path(
     get, path = "/admin", tag = "admin", security(("admin" = []), ("admin_basic" = [])),
     responses(
-        (status = 200, description = "the operators' status page", content_type = "text/html", body = String),
-        (status = 401, description = "unauthorized: the admin token, as Bearer or as an HTTP Basic password"),
+        (status = 200, description = "the operators' status page (admin token), or the console (session cookie)", content_type = "text/html", body = String),
+        (status = 401, description = "unauthorized: the admin token, as Bearer or as an HTTP Basic password; a browser (Accept: text/html) without credentials gets the console's sign-in page instead of the problem"),
     )
 )]
 async fn admin_page(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Response {
-    use subtle::ConstantTimeEq;
-    let presented = auth::bearer(&headers).map(str::to_string).or_else(|| auth::basic_password(&headers));
-    let ok = presented.is_some_and(|t| bool::from(auth::sha256(t.as_bytes()).ct_eq(&state.0.admin_token_hash)));
-    if !ok {
-        let mut res = ApiError::unauthorized().into_response();
-        res.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"surge admin\""));
-        return res;
+    if let Some(answer) = console::admin_root(&state, &headers) {
+        return answer;
     }
     let engine = state.0.engine.read().clone();
     let mut rows: Vec<(String, String)> = Vec::new();
@@ -390,16 +409,17 @@ async fn admin_page(State(state): State<AppState>, headers: axum::http::HeaderMa
         rows.push((format!("HTTP {}xx", i + 1), n.to_string()));
     }
     let escape = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+    // Styled by the console's stylesheet: the console's CSP allows no inline style.
     let mut html = String::from(
         "<!doctype html><html><head><meta charset=utf-8><meta http-equiv=refresh content=2>\
-         <title>surge admin</title><style>body{font:14px system-ui;margin:2em}td{padding:2px 12px}\
-         td:first-child{color:#555}</style></head><body><h1>surge</h1><table>",
+         <title>surge admin</title><link rel=stylesheet href=/admin/console.css></head>\
+         <body><main><h1>surge</h1><table>",
     );
     for (k, v) in rows {
         html.push_str(&format!("<tr><td>{}</td><td>{}</td></tr>", escape(&k), escape(&v)));
     }
     html.push_str(
-        "</table><p><a href=/metrics>/metrics</a> · <a href=/openapi.json>/openapi.json</a></p></body></html>",
+        "</table><p><a href=/metrics>/metrics</a> · <a href=/openapi.json>/openapi.json</a></p></main></body></html>",
     );
     (StatusCode::OK, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response()
 }
@@ -419,8 +439,11 @@ async fn problem_bodies(res: Response) -> Response {
     if !(status.is_client_error() || status.is_server_error()) {
         return res;
     }
-    let is_problem = res.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes() == PROBLEM_JSON.as_bytes());
-    if is_problem {
+    let content_type = res.headers().get(header::CONTENT_TYPE).map(|v| v.as_bytes());
+    let is_problem = content_type.is_some_and(|v| v == PROBLEM_JSON.as_bytes());
+    // The console's sign-in page answers 401 as a page a person reads.
+    let is_page = content_type.is_some_and(|v| v.starts_with(b"text/html"));
+    if is_problem || is_page {
         return res;
     }
     let (parts, body) = res.into_parts();

@@ -56,6 +56,9 @@ struct ServeArgs {
     /// Directory of the write-ahead log, snapshots and the admin token hash.
     #[arg(long, env = "SURGE_DATA_DIR", default_value = "./data")]
     data_dir: PathBuf,
+    /// Where the console's "Load runs" page reads `surge load` results and reports from.
+    #[arg(long, env = "SURGE_LOAD_RESULTS_DIR", default_value = surge_api::console::LOAD_RESULTS_DIR_DEFAULT)]
+    load_results_dir: PathBuf,
     /// Admin token (creates merchants). Without one, a token is generated and printed once
     /// at first start; only its hash is kept in the data directory.
     #[arg(long, env = "SURGE_ADMIN_TOKEN", hide_env_values = true)]
@@ -236,6 +239,7 @@ fn main() -> std::process::ExitCode {
         Cmd::Serve(args) => match surge_core::Settings::new(args.idempotency_window, args.retain_settled) {
             Err(e) => Err(format!("--retain-settled: {e}")),
             Ok(settings) => serve(ServeConfig {
+                load_results_dir: args.load_results_dir,
                 listen: args.listen,
                 data_dir: args.data_dir,
                 admin_token: args.admin_token,
@@ -308,6 +312,10 @@ fn serve(cfg: ServeConfig) -> Result<(), String> {
     let admin = config::admin_token_hash(&cfg.data_dir, cfg.admin_token.as_deref())?;
     let shards = config::shard_count(&cfg.data_dir, cfg.shards)?;
     let state = AppState::new(admin, cfg.merchant_rate_limit);
+    state.console().configure(surge_api::console::ConsoleSettings {
+        wal_dir: Some(cfg.data_dir.join("wal")),
+        load_results_dir: cfg.load_results_dir.clone(),
+    });
     let gateway_host = match &cfg.gateway {
         Some(settings) => Some(Arc::new(surge_api::gateway::host(settings, &cfg.data_dir)?)),
         None => None,
@@ -366,6 +374,8 @@ fn serve(cfg: ServeConfig) -> Result<(), String> {
             }
         };
         state.set_engine(engine.clone());
+        // The console's charts: one sample a second, the last minutes kept.
+        surge_api::console::sampler::spawn(state.clone());
         // The gateway worker starts after recovery too, from its own checkpoint in the log.
         if cfg.gateway.is_none() {
             warn_if_gateway_reader_left(&cfg.data_dir.join("wal"));

@@ -44,13 +44,23 @@ pub const ROUTES: [&str; 32] = [
     UNMATCHED,
 ];
 pub const UNMATCHED: &str = "unmatched";
+/// The label of every request under `/admin/` (the console's pages, assets and JSON, which
+/// are for people and not in the OpenAPI document): index `ROUTES.len()`, after `ROUTES`
+/// so that `ROUTES` stays exactly the documented templates plus `unmatched`.
+pub const CONSOLE_ROUTE: &str = "/admin/{console}";
+/// `ROUTES` and `CONSOLE_ROUTE`.
+const ROUTE_LABELS: usize = ROUTES.len() + 1;
+
+fn route_label(index: usize) -> &'static str {
+    ROUTES.get(index).copied().unwrap_or(CONSOLE_ROUTE)
+}
 const METHODS: [&str; 4] = ["GET", "POST", "PUT", "OTHER"];
 /// Statuses the contract answers with get their own label; any other is counted by class
 /// (`2xx` ... `5xx`), which keeps the series bounded.
 const STATUSES: [u16; 18] = [200, 201, 202, 204, 400, 401, 402, 403, 404, 405, 409, 410, 413, 415, 422, 429, 500, 503];
 const STATUS_SLOTS: usize = STATUSES.len() + 5;
 /// Upper bounds of the HTTP latency buckets, in seconds.
-const LATENCY_BUCKETS_S: [f64; 14] =
+pub const LATENCY_BUCKETS_S: [f64; 14] =
     [0.000_25, 0.000_5, 0.001, 0.002, 0.003, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
 
 /// The template `path` matches, as an index into `ROUTES` (`UNMATCHED` when none does). A
@@ -67,6 +77,9 @@ pub fn route_index(path: &str) -> usize {
     // decided by the length, instead of splitting and matching segments.
     if let Some(i) = ROUTES[..unmatched].iter().position(|t| *t == path) {
         return i;
+    }
+    if path.starts_with("/admin/") {
+        return ROUTES.len();
     }
     let mut segments = [""; SEGMENTS_MAX];
     let mut n = 0;
@@ -144,6 +157,11 @@ impl Histogram {
         self.sum_micros.fetch_add((value.max(0.0) * 1e6) as u64, Ordering::Relaxed);
     }
 
+    /// Observations per bucket (not cumulative), +Inf last.
+    pub fn counts(&self) -> Vec<u64> {
+        self.counts.iter().map(|c| c.load(Ordering::Relaxed)).collect()
+    }
+
     pub fn count(&self) -> u64 {
         self.counts.iter().map(|c| c.load(Ordering::Relaxed)).sum()
     }
@@ -192,19 +210,27 @@ pub struct HttpMetrics {
 impl Default for HttpMetrics {
     fn default() -> Self {
         HttpMetrics {
-            requests: (0..ROUTES.len() * METHODS.len() * STATUS_SLOTS).map(|_| AtomicU64::new(0)).collect(),
-            latency: (0..ROUTES.len() * METHODS.len()).map(|_| Histogram::new(&LATENCY_BUCKETS_S)).collect(),
+            requests: (0..ROUTE_LABELS * METHODS.len() * STATUS_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            latency: (0..ROUTE_LABELS * METHODS.len()).map(|_| Histogram::new(&LATENCY_BUCKETS_S)).collect(),
         }
     }
 }
 
 impl HttpMetrics {
-    /// `route`: an index into `ROUTES` (from `route_index`).
+    /// `route`: from `route_index` (an index into `ROUTES`, or the console's).
     pub fn record(&self, route: usize, method: &str, status: u16, took: Duration) {
-        assert!(route < ROUTES.len(), "route index {route} out of range");
+        assert!(route < ROUTE_LABELS, "route index {route} out of range");
         let endpoint = route * METHODS.len() + method_index(method);
         self.requests[endpoint * STATUS_SLOTS + status_slot(status)].fetch_add(1, Ordering::Relaxed);
         self.latency[endpoint].observe(took.as_secs_f64());
+    }
+
+    /// The latency histogram of one route template (`ROUTES`) and method, per bucket of
+    /// `LATENCY_BUCKETS_S` (+Inf last); `None` for a route or method it does not know.
+    pub fn latency_counts(&self, route: &str, method: &str) -> Option<Vec<u64>> {
+        let r = ROUTES.iter().position(|t| *t == route)?;
+        let m = METHODS.iter().position(|t| *t == method)?;
+        Some(self.latency[r * METHODS.len() + m].counts())
     }
 
     /// Requests answered so far per status class (1xx..5xx).
@@ -227,7 +253,8 @@ impl HttpMetrics {
             "# HELP surge_http_requests_total HTTP requests answered, by route template, method and status."
         );
         let _ = writeln!(out, "# TYPE surge_http_requests_total counter");
-        for (r, route) in ROUTES.iter().enumerate() {
+        for r in 0..ROUTE_LABELS {
+            let route = route_label(r);
             for (m, method) in METHODS.iter().enumerate() {
                 for slot in 0..STATUS_SLOTS {
                     let n = self.requests[(r * METHODS.len() + m) * STATUS_SLOTS + slot].load(Ordering::Relaxed);
@@ -244,7 +271,8 @@ impl HttpMetrics {
         let name = "surge_http_request_duration_seconds";
         let _ = writeln!(out, "# HELP {name} Time from request to response, by route template and method.");
         let _ = writeln!(out, "# TYPE {name} histogram");
-        for (r, route) in ROUTES.iter().enumerate() {
+        for r in 0..ROUTE_LABELS {
+            let route = route_label(r);
             for (m, method) in METHODS.iter().enumerate() {
                 let h = &self.latency[r * METHODS.len() + m];
                 if h.count() > 0 {

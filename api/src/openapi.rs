@@ -240,6 +240,7 @@ fn complete(op: &mut Value) {
         }
         Auth::None => {}
     }
+    let op_id = op["operationId"].as_str().map(str::to_string);
     let responses = op["responses"].as_object_mut().expect("every operation has responses");
     for (status, what) in add {
         let entry = responses.entry(status.to_string()).or_insert_with(|| json!({"description": ""}));
@@ -253,6 +254,10 @@ fn complete(op: &mut Value) {
         if status.starts_with('4') || status.starts_with('5') {
             response["content"] =
                 json!({"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}});
+            // A browser without credentials gets the console's sign-in page instead.
+            if status == "401" && op_id.as_deref() == Some("admin_page") {
+                response["content"]["text/html"] = json!({"schema": {"type": "string"}});
+            }
         }
         // utoipa 5 writes a link's operationId and requestBody in snake case; OpenAPI spells
         // them in camel case (and tools ignore what they do not know).

@@ -139,12 +139,12 @@ async fn read_archivable<V: 'static>(
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct MerchantBody {
     #[schema(schema_with = crate::openapi::schema::id)]
-    id: String,
+    pub id: String,
     #[schema(schema_with = crate::openapi::schema::name)]
-    name: String,
+    pub name: String,
     /// ISO 4217, e.g. KRW.
     #[schema(pattern = "^[A-Z]{3}$")]
-    currency: String,
+    pub currency: String,
 }
 
 #[utoipa::path(
@@ -159,6 +159,16 @@ pub struct MerchantBody {
 pub async fn create_merchant(call: AdminCall) -> Result<Response, ApiError> {
     let body: MerchantBody = crate::extract::parse_json(&call.headers, &call.body)?;
     let idempotency = crate::extract::idempotency(&call.method, &call.path, &call.headers, &call.body, false, None)?;
+    new_merchant(&call.engine, body, idempotency).await
+}
+
+/// Creates a merchant with a new API key (shown in this answer only); shared by
+/// `POST /v1/merchants` and the console.
+pub async fn new_merchant(
+    engine: &crate::engine::Engine,
+    body: MerchantBody,
+    idempotency: Option<surge_core::command::Idempotency>,
+) -> Result<Response, ApiError> {
     let api_key = auth::new_api_key();
     let hash = auth::sha256(api_key.as_bytes());
     let req = Request {
@@ -166,7 +176,7 @@ pub async fn create_merchant(call: AdminCall) -> Result<Response, ApiError> {
         idempotency,
         command: Command::CreateMerchant { name: body.name, currency: body.currency, api_key_hash: hash },
     };
-    let executed = call.engine.execute(req).await.map_err(|e| {
+    let executed = engine.execute(req).await.map_err(|e| {
         let mut error = exec_error(e);
         if error.code == "invalid_state" {
             error.detail = format!("merchant {} already exists", body.id); // the only state it refuses in
@@ -175,7 +185,7 @@ pub async fn create_merchant(call: AdminCall) -> Result<Response, ApiError> {
     })?;
     match (&executed.reply, executed.replayed) {
         (Reply::Merchant(m), false) => {
-            call.engine.register_key(hash, &m.id);
+            engine.register_key(hash, &m.id);
             Ok(json(StatusCode::CREATED, &dto::merchant(m, Some(&api_key))))
         }
         _ => Ok(reply_response(StatusCode::CREATED, &executed)),

@@ -71,6 +71,10 @@ pub(crate) fn apply_to_merchant(shard: &mut Shard, position: u32, event: &Event,
         EventBody::PaymentArchived(e) => cx.payment_archived(e.payment),
         EventBody::HoldArchived(e) => cx.hold_archived(e),
         EventBody::TokenArchived(e) => cx.token_archived(e),
+        EventBody::ApiKeyRotated(e) => {
+            cx.m.api_key_hash = e.api_key_hash;
+            Ok(())
+        }
     }
 }
 

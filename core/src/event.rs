@@ -77,6 +77,7 @@ macro_rules! event_bodies {
                     EventBody::PaymentRequested(data) => PublicPaymentRequested::from(data).serialize(s),
                     // Nothing downstream needs anything derived from the API key.
                     EventBody::MerchantCreated(data) => PublicMerchantCreated::from(data).serialize(s),
+                    EventBody::ApiKeyRotated(_) => PublicApiKeyRotated {}.serialize(s),
                     $(EventBody::$variant(data) => data.serialize(s),)*
                 }
             }
@@ -126,6 +127,8 @@ event_bodies! {
     PaymentArchived => "payment.archived",
     HoldArchived => "hold.archived",
     TokenArchived => "queue.token_archived",
+    // Appended for the operators' console: a merchant's API key replaced.
+    ApiKeyRotated => "merchant.api_key_rotated",
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -148,6 +151,17 @@ impl<'a> From<&'a MerchantCreated> for PublicMerchantCreated<'a> {
         PublicMerchantCreated { name: &m.name, currency: &m.currency }
     }
 }
+
+/// The merchant's API key was replaced by the key hashing to `api_key_hash`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiKeyRotated {
+    #[serde(with = "crate::hex_bytes")]
+    pub api_key_hash: [u8; 32],
+}
+
+/// `ApiKeyRotated` as published: that it happened, never anything derived from the key.
+#[derive(Serialize)]
+struct PublicApiKeyRotated {}
 
 /// Creates the item or updates its name, price, stock level and waiting room.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -577,6 +591,7 @@ impl Event {
         let dead_letter = |n: u64| Numbered::DeadLetter.id(n);
         Some(match &self.body {
             B::MerchantCreated(_) => (Topic::Merchants, self.merchant.to_string()),
+            B::ApiKeyRotated(_) => (Topic::Merchants, self.merchant.to_string()),
             B::ItemPut(e) => (Topic::Inventory, e.sku.to_string()),
             B::ItemRestocked(e) => (Topic::Inventory, e.sku.to_string()),
             B::InventoryMoved(e) => (Topic::Inventory, e.sku.to_string()),

@@ -430,3 +430,27 @@ fn every_error_maps_to_one_contract_code() {
         assert_eq!(error.code(), code);
     }
 }
+
+#[test]
+fn rotating_an_api_key_replaces_its_hash_through_one_logged_event() {
+    let mut f = Fixture::new();
+    let mut before = f.shard.clone();
+    let events = f.events(Command::RotateApiKey { api_key_hash: [9; 32] });
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].type_name(), "merchant.api_key_rotated");
+    assert_eq!(f.m().api_key_hash, [9; 32]);
+    assert_eq!(f.shard.merchant("m-2").expect("m-2").api_key_hash, [7; 32], "other merchants keep theirs");
+    // What leaves the process says that it happened, nothing derived from the key.
+    let published = serde_json::to_string(&events[0].envelope(1, 0)).expect("json");
+    assert!(!published.contains("0909") && published.contains("\"data\":{}"), "{published}");
+    // Replaying the event on a copy from before it, and a snapshot, give the same state.
+    for event in &events {
+        before.apply(event).expect("apply");
+    }
+    assert_eq!(before.digest(), f.shard.digest());
+    let restored = Shard::restore(&f.shard.snapshot()).expect("restore");
+    assert_eq!(restored.digest(), f.shard.digest());
+    assert_eq!(restored.merchant("m-1").expect("m-1").api_key_hash, [9; 32]);
+    let unknown = f.try_as("m-9", Command::RotateApiKey { api_key_hash: [1; 32] }).unwrap_err();
+    assert_eq!(unknown, CoreError::NotFound { what: "merchant" });
+}

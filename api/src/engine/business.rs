@@ -238,6 +238,18 @@ impl Tally {
     }
 }
 
+/// Orders by event (as `ORDER_EVENTS` names them) and settled payments of every method,
+/// since start: what the console's overview turns into rates.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BusinessFigures {
+    pub orders: [u64; ORDER_EVENTS.len()],
+    pub payments_succeeded: u64,
+    pub payments_failed: u64,
+}
+
+/// The `event` label of `surge_orders_total`, in the order of `BusinessFigures::orders`.
+pub const ORDER_EVENTS: [&str; 6] = ["created", "paid", "cancelled", "expired", "refunded", "reopened"];
+
 /// The counters, shared by the request path, the log's writer thread and `/metrics`.
 pub(super) struct BusinessCounters {
     durable: [AtomicU64; COUNTERS],
@@ -280,6 +292,19 @@ impl BusinessCounters {
     fn refused(&self, e: &CoreError) {
         if let Some(i) = REFUSAL_CODES.iter().position(|code| *code == e.code()) {
             self.refused[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The orders and payments counters the console charts (`BusinessFigures`).
+    pub(super) fn figures(&self) -> BusinessFigures {
+        let load = |c: usize| self.durable[c].load(Ordering::Relaxed);
+        let paid = |event: PaymentEvent| {
+            [PaymentMethod::Points, PaymentMethod::Card].iter().filter_map(|m| payment(*m, event)).map(load).sum()
+        };
+        BusinessFigures {
+            orders: std::array::from_fn(|i| load(C::OrdersCreated as usize + i)),
+            payments_succeeded: paid(PaymentEvent::Succeeded),
+            payments_failed: paid(PaymentEvent::Failed),
         }
     }
 

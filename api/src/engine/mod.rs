@@ -49,6 +49,7 @@ use self::supervisor::{Command, Supervisor};
 use self::ticker::run_ticker;
 use self::wal::WalSlot;
 
+pub use self::business::{BusinessFigures, ORDER_EVENTS};
 pub use self::error::{ExecError, ReplayError, StartError, StorageError};
 pub use self::metrics::EngineStats;
 pub use self::ticker::TICK_INTERVAL;
@@ -258,6 +259,19 @@ impl Engine {
     /// Called once a `CreateMerchant` is durable.
     pub fn register_key(&self, hash: [u8; 32], merchant: &str) {
         self.shared.keys.write().insert(hash, merchant.into());
+    }
+
+    /// Called once a `RotateApiKey` is durable: the merchant's old key stops working.
+    /// Scans the key table (one entry per merchant): rotations are rare operator actions.
+    pub fn replace_key(&self, merchant: &str, hash: [u8; 32]) {
+        let mut keys = self.shared.keys.write();
+        keys.retain(|_, m| &**m != merchant);
+        keys.insert(hash, merchant.into());
+    }
+
+    /// Orders and settled payments since start, as the business counters hold them.
+    pub fn business_figures(&self) -> BusinessFigures {
+        self.shared.business.figures()
     }
 
     fn cell(&self, merchant: &str) -> &Cell {

@@ -131,6 +131,10 @@ impl Shard {
                 put_queue(m, &mut d, queue, *max_active, *active_ttl_s)?
             }
             Command::IssueToken { queue, customer, nonce } => issue_token(m, &mut d, queue, customer, *nonce)?,
+            Command::RotateApiKey { api_key_hash } => {
+                d.push(ev::ApiKeyRotated { api_key_hash: *api_key_hash });
+                Target::Merchant
+            }
         };
         Ok(Decided { events: d.events, target })
     }

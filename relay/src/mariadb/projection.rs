@@ -176,7 +176,7 @@ impl Projection {
             touched.aggregates.insert((merchant.clone(), aggregate), lsn);
         };
         match &event.body {
-            B::MerchantCreated(_) => mark(Aggregate::Merchant),
+            B::MerchantCreated(_) | B::ApiKeyRotated(_) => mark(Aggregate::Merchant),
             B::ItemPut(e) => mark(Aggregate::Item(e.sku.clone())),
             B::ItemRestocked(e) => mark(Aggregate::Item(e.sku.clone())),
             B::InventoryMoved(e) => mark(Aggregate::Item(e.sku.clone())),
