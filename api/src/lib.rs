@@ -22,6 +22,7 @@ pub mod engine;
 pub mod error;
 pub mod extract;
 pub mod gateway;
+pub mod lookup;
 pub mod metrics;
 pub mod openapi;
 pub mod order_json;
@@ -65,6 +66,8 @@ pub struct Inner {
     gateway: std::sync::OnceLock<Arc<gateway::GatewayHost>>,
     /// Where GETs of archived orders and payments are answered from, when configured.
     cold: std::sync::OnceLock<cold::ColdStore>,
+    /// The log directory, read (never written) by the admin events look-up.
+    wal_dir: std::sync::OnceLock<std::path::PathBuf>,
 }
 
 impl AppState {
@@ -81,6 +84,7 @@ impl AppState {
             relay: std::sync::OnceLock::new(),
             gateway: std::sync::OnceLock::new(),
             cold: std::sync::OnceLock::new(),
+            wal_dir: std::sync::OnceLock::new(),
         }))
     }
 
@@ -119,6 +123,15 @@ impl AppState {
 
     pub fn cold_store(&self) -> Option<&cold::ColdStore> {
         self.0.cold.get()
+    }
+
+    /// Lets the admin events look-up read the log in `dir` (once; later calls are ignored).
+    pub fn set_wal_dir(&self, dir: std::path::PathBuf) {
+        let _ = self.0.wal_dir.set(dir);
+    }
+
+    pub fn wal_dir(&self) -> Option<std::path::PathBuf> {
+        self.0.wal_dir.get().cloned()
     }
 
     pub fn take_engine(&self) -> Option<Arc<Engine>> {
@@ -160,6 +173,10 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/admin/dead-letters", get(gateway::list_dead_letters))
         .route("/v1/admin/dead-letters/{id}/retry", post(gateway::retry_dead_letter))
         .route("/v1/admin/gateway/reports", post(gateway::report))
+        .route("/v1/admin/merchants/{merchant_id}/orders/{id}", get(lookup::get_order))
+        .route("/v1/admin/merchants/{merchant_id}/payments/{id}", get(lookup::get_payment))
+        .route("/v1/admin/merchants/{merchant_id}/trial-balance", get(lookup::trial_balance))
+        .route("/v1/admin/merchants/{merchant_id}/events/{aggregate_id}", get(lookup::events))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), track))

@@ -315,6 +315,8 @@ fn serve(cfg: ServeConfig) -> Result<(), String> {
     if let Some(host) = &gateway_host {
         state.set_gateway(host.clone());
     }
+    // The admin events look-up reads the log (never writes it), like the relay does.
+    state.set_wal_dir(cfg.data_dir.join("wal"));
     // The relay's database is also where GETs of archived orders and payments are answered
     // from (api/src/cold.rs).
     if let Some(url) = cfg.relay.mariadb_url.as_deref().filter(|u| !u.is_empty()) {

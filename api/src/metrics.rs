@@ -9,7 +9,7 @@ use std::time::Duration;
 /// Every route template of the router (`lib.rs` `app`), as axum spells it. A request is
 /// labelled with the template it matched, never with its raw path, so the label set is
 /// bounded; anything else is `unmatched` (the 404 fallback).
-pub const ROUTES: [&str; 32] = [
+pub const ROUTES: [&str; 36] = [
     "/healthz",
     "/readyz",
     "/metrics",
@@ -41,6 +41,10 @@ pub const ROUTES: [&str; 32] = [
     "/v1/admin/dead-letters",
     "/v1/admin/dead-letters/{id}/retry",
     "/v1/admin/gateway/reports",
+    "/v1/admin/merchants/{merchant_id}/orders/{id}",
+    "/v1/admin/merchants/{merchant_id}/payments/{id}",
+    "/v1/admin/merchants/{merchant_id}/trial-balance",
+    "/v1/admin/merchants/{merchant_id}/events/{aggregate_id}",
     UNMATCHED,
 ];
 pub const UNMATCHED: &str = "unmatched";
