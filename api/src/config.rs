@@ -25,6 +25,8 @@ pub struct ServeConfig {
     pub relay: surge_relay::setup::RelayOptions,
     /// Card payments (`--gateway-url`...); off by default.
     pub gateway: Option<GatewaySettings>,
+    /// Where `/mcp` reads `surge load` results (`--load-results-dir`).
+    pub load_results_dir: PathBuf,
 }
 
 /// The card path's settings: where the gateways are, how their callbacks are signed, where

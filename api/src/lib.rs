@@ -23,6 +23,7 @@ pub mod error;
 pub mod extract;
 pub mod gateway;
 pub mod lookup;
+pub mod mcp;
 pub mod metrics;
 pub mod openapi;
 pub mod order_json;
@@ -68,6 +69,8 @@ pub struct Inner {
     cold: std::sync::OnceLock<cold::ColdStore>,
     /// The log directory, read (never written) by the admin events look-up.
     wal_dir: std::sync::OnceLock<std::path::PathBuf>,
+    /// Where `/mcp`'s `load_run_summary` reads `surge load` results.
+    load_results_dir: std::sync::OnceLock<std::path::PathBuf>,
 }
 
 impl AppState {
@@ -85,6 +88,7 @@ impl AppState {
             gateway: std::sync::OnceLock::new(),
             cold: std::sync::OnceLock::new(),
             wal_dir: std::sync::OnceLock::new(),
+            load_results_dir: std::sync::OnceLock::new(),
         }))
     }
 
@@ -134,6 +138,15 @@ impl AppState {
         self.0.wal_dir.get().cloned()
     }
 
+    /// Where `/mcp` reads `surge load` results (once, before serving; later calls are ignored).
+    pub fn set_load_results_dir(&self, dir: std::path::PathBuf) {
+        let _ = self.0.load_results_dir.set(dir);
+    }
+
+    pub fn load_results_dir(&self) -> std::path::PathBuf {
+        self.0.load_results_dir.get().cloned().unwrap_or_else(|| mcp::LOAD_RESULTS_DIR_DEFAULT.into())
+    }
+
     pub fn take_engine(&self) -> Option<Arc<Engine>> {
         self.0.engine.write().take()
     }
@@ -177,6 +190,12 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/admin/merchants/{merchant_id}/payments/{id}", get(lookup::get_payment))
         .route("/v1/admin/merchants/{merchant_id}/trial-balance", get(lookup::trial_balance))
         .route("/v1/admin/merchants/{merchant_id}/events/{aggregate_id}", get(lookup::events))
+        // MCP's streamable HTTP (JSON-RPC over POST), not a REST operation: see docs/api.md.
+        .route(
+            "/mcp",
+            axum::routing::any_service(mcp::http::service(state.clone()))
+                .layer(axum::middleware::from_fn_with_state(state.clone(), mcp::http::require_admin)),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), track))

@@ -35,6 +35,9 @@ enum Cmd {
     Load(surge_load::LoadArgs),
     /// Run a simulated card payment gateway (docs/gateway.md) for tests, load runs and demos.
     GatewaySim(surge_gateway_sim::SimArgs),
+    /// Serve the Model Context Protocol on stdin/stdout: tools for an assistant over a running
+    /// server's HTTP API (`--server-url`, the admin token). The same tools are at `/mcp`.
+    Mcp(surge_api::mcp::stdio::McpArgs),
 }
 
 #[derive(Subcommand)]
@@ -86,6 +89,9 @@ struct ServeArgs {
     /// --idempotency-window.
     #[arg(long, env = "SURGE_RETAIN_SETTLED", default_value = "7d", value_parser = surge_api::config::parse_duration_ms)]
     retain_settled: u64,
+    /// Where `/mcp`'s load_run_summary reads `surge load` JSON results.
+    #[arg(long, env = "SURGE_LOAD_RESULTS_DIR", default_value = surge_api::mcp::LOAD_RESULTS_DIR_DEFAULT)]
+    load_results_dir: PathBuf,
     #[command(flatten)]
     relay: RelayArgs,
     #[command(flatten)]
@@ -233,6 +239,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Cmd::Load(args) => return surge_load::run(args),
         Cmd::GatewaySim(args) => return surge_gateway_sim::run(args),
+        Cmd::Mcp(args) => surge_api::mcp::stdio::run(args),
         Cmd::Serve(args) => match surge_core::Settings::new(args.idempotency_window, args.retain_settled) {
             Err(e) => Err(format!("--retain-settled: {e}")),
             Ok(settings) => serve(ServeConfig {
@@ -250,6 +257,7 @@ fn main() -> std::process::ExitCode {
                     _ => surge_wal::IoMode::Auto,
                 },
                 wal_zero_ahead_bytes: args.wal_zero_ahead_bytes,
+                load_results_dir: args.load_results_dir,
                 settings,
             }),
         },
@@ -317,6 +325,7 @@ fn serve(cfg: ServeConfig) -> Result<(), String> {
     }
     // The admin events look-up reads the log (never writes it), like the relay does.
     state.set_wal_dir(cfg.data_dir.join("wal"));
+    state.set_load_results_dir(cfg.load_results_dir.clone());
     // The relay's database is also where GETs of archived orders and payments are answered
     // from (api/src/cold.rs).
     if let Some(url) = cfg.relay.mariadb_url.as_deref().filter(|u| !u.is_empty()) {

@@ -512,8 +512,16 @@ async fn openapi_describes_only_routed_operations() {
     let paths = r.body["paths"].as_object().unwrap();
     assert!(paths.len() >= 25);
     // /metrics labels requests with these templates: one per documented path, plus `unmatched`.
+    // ... and the routes that are not REST operations (`/mcp`: MCP's JSON-RPC), routed but
+    // not described.
     let templates = &surge_api::metrics::ROUTES;
-    assert_eq!(templates.len(), paths.len() + 1, "{templates:?}");
+    let not_rest = &surge_api::metrics::NOT_IN_OPENAPI;
+    assert_eq!(templates.len(), paths.len() + 1 + not_rest.len(), "{templates:?}");
+    for path in not_rest {
+        assert!(templates.contains(path) && !paths.contains_key(*path), "{path}");
+        let r = s.send("POST", path, &[], Some("{}")).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{path} is routed, behind the admin token: {}", r.body);
+    }
     for (path, ops) in paths {
         assert!(templates.contains(&path.as_str()), "{path} has no metrics label");
         assert_eq!(templates[surge_api::metrics::route_index(path)], path.as_str());
