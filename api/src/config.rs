@@ -10,7 +10,7 @@ use crate::auth;
 pub struct ServeConfig {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
-    /// `surge load`'s results, listed by the console.
+    /// `surge load`'s results, listed by the console and read by `/mcp`.
     pub load_results_dir: PathBuf,
     pub admin_token: Option<String>,
     /// `None`: what the data directory was created with, else available parallelism.

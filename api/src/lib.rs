@@ -23,6 +23,8 @@ pub mod engine;
 pub mod error;
 pub mod extract;
 pub mod gateway;
+pub mod lookup;
+pub mod mcp;
 pub mod metrics;
 pub mod openapi;
 pub mod order_json;
@@ -142,6 +144,17 @@ impl AppState {
         self.0.relay.get().map_or(&[], Vec::as_slice)
     }
 
+    /// The log directory the console's and the admin events look-ups read (never write),
+    /// once `console().configure` has named it.
+    pub fn wal_dir(&self) -> Option<std::path::PathBuf> {
+        self.0.console.wal_dir()
+    }
+
+    /// Where the console and `/mcp` read `surge load` results.
+    pub fn load_results_dir(&self) -> std::path::PathBuf {
+        self.0.console.load_results_dir()
+    }
+
     pub fn take_engine(&self) -> Option<Arc<Engine>> {
         self.0.engine.write().take()
     }
@@ -182,6 +195,16 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/admin/dead-letters/{id}/retry", post(gateway::retry_dead_letter))
         .route("/v1/admin/gateway/reports", post(gateway::report))
         .merge(console::routes())
+        .route("/v1/admin/merchants/{merchant_id}/orders/{id}", get(lookup::get_order))
+        .route("/v1/admin/merchants/{merchant_id}/payments/{id}", get(lookup::get_payment))
+        .route("/v1/admin/merchants/{merchant_id}/trial-balance", get(lookup::trial_balance))
+        .route("/v1/admin/merchants/{merchant_id}/events/{aggregate_id}", get(lookup::events))
+        // MCP's streamable HTTP (JSON-RPC over POST), not a REST operation: see docs/api.md.
+        .route(
+            "/mcp",
+            axum::routing::any_service(mcp::http::service(state.clone()))
+                .layer(axum::middleware::from_fn_with_state(state.clone(), mcp::http::require_admin)),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), track))

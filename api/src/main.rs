@@ -35,6 +35,9 @@ enum Cmd {
     Load(surge_load::LoadArgs),
     /// Run a simulated card payment gateway (docs/gateway.md) for tests, load runs and demos.
     GatewaySim(surge_gateway_sim::SimArgs),
+    /// Serve the Model Context Protocol on stdin/stdout: tools for an assistant over a running
+    /// server's HTTP API (`--server-url`, the admin token). The same tools are at `/mcp`.
+    Mcp(surge_api::mcp::stdio::McpArgs),
 }
 
 #[derive(Subcommand)]
@@ -56,7 +59,8 @@ struct ServeArgs {
     /// Directory of the write-ahead log, snapshots and the admin token hash.
     #[arg(long, env = "SURGE_DATA_DIR", default_value = "./data")]
     data_dir: PathBuf,
-    /// Where the console's "Load runs" page reads `surge load` results and reports from.
+    /// Where the console's "Load runs" page and `/mcp`'s load_run_summary read `surge load`
+    /// results and reports from.
     #[arg(long, env = "SURGE_LOAD_RESULTS_DIR", default_value = surge_api::console::LOAD_RESULTS_DIR_DEFAULT)]
     load_results_dir: PathBuf,
     /// Admin token (creates merchants). Without one, a token is generated and printed once
@@ -236,6 +240,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Cmd::Load(args) => return surge_load::run(args),
         Cmd::GatewaySim(args) => return surge_gateway_sim::run(args),
+        Cmd::Mcp(args) => surge_api::mcp::stdio::run(args),
         Cmd::Serve(args) => match surge_core::Settings::new(args.idempotency_window, args.retain_settled) {
             Err(e) => Err(format!("--retain-settled: {e}")),
             Ok(settings) => serve(ServeConfig {

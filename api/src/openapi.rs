@@ -10,7 +10,7 @@ use surge_core::limits::IDEMPOTENCY_KEY_LEN_MAX;
 use utoipa::{OpenApi, ToSchema};
 
 use crate::body::{ItemBody, LineBody};
-use crate::{gateway, routes};
+use crate::{gateway, lookup, routes};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -60,6 +60,10 @@ use crate::{gateway, routes};
         gateway::list_dead_letters,
         gateway::retry_dead_letter,
         gateway::report,
+        lookup::get_order,
+        lookup::get_payment,
+        lookup::trial_balance,
+        lookup::events,
     ),
     components(schemas(Problem, ItemBody, LineBody)),
     security(("merchant" = []))

@@ -67,7 +67,7 @@ async fn execute(
 }
 
 /// Runs `f` on the caller's merchant, after everything before it is durable.
-async fn read<F>(engine: &Engine, merchant: Arc<str>, f: F) -> Result<Response, ApiError>
+pub(crate) async fn read<F>(engine: &Engine, merchant: Arc<str>, f: F) -> Result<Response, ApiError>
 where
     F: FnOnce(&Merchant) -> Result<Vec<u8>, ApiError> + Send + 'static,
 {
@@ -98,14 +98,16 @@ async fn read_one<V: 'static>(
 /// A GET of a numbered resource (`hold_{n}`, `ord_{n}`, `pay_{n}`): its JSON, or `Err` with
 /// when it was archived (at the latest); 404 if it never existed.
 async fn read_numbered<V: 'static>(
-    call: &Call,
+    engine: &Engine,
+    merchant: &Arc<str>,
     what: &'static str,
     id: String,
     view: fn(&Merchant, &str) -> Option<V>,
     render: fn(&V) -> Vec<u8>,
 ) -> Result<Result<Response, UnixMs>, ApiError> {
-    let merchant = call.merchant.clone();
-    let read = call.engine.read(&call.merchant, move |shard| {
+    let owner = merchant.clone();
+    let read = engine.read(merchant, move |shard| {
+        let merchant = owner;
         let m = shard.merchant(&merchant).ok_or_else(|| ApiError::not_found("merchant not found"))?;
         match view(m, &id) {
             Some(v) => Ok(Ok(render(&v))),
@@ -117,18 +119,20 @@ async fn read_numbered<V: 'static>(
 
 /// A GET of an order or payment: from memory, else from the cold store once archived
 /// (`cold.rs`), else 410 `archived`.
-async fn read_archivable<V: 'static>(
+/// Also the admin look-up's (`lookup.rs`), which names the merchant instead of a key.
+pub(crate) async fn read_archivable<V: 'static>(
     state: &AppState,
-    call: &Call,
+    engine: &Engine,
+    merchant: &Arc<str>,
     kind: cold::Archived,
     id: String,
     view: fn(&Merchant, &str) -> Option<V>,
     render: fn(&V) -> Vec<u8>,
 ) -> Result<Response, ApiError> {
-    match read_numbered(call, kind.what(), id.clone(), view, render).await? {
+    match read_numbered(engine, merchant, kind.what(), id.clone(), view, render).await? {
         Ok(live) => Ok(live),
         Err(archived_at_ms) => {
-            let json = cold::answer(state.cold_store(), &call.merchant, kind, &id, archived_at_ms).await?;
+            let json = cold::answer(state.cold_store(), merchant, kind, &id, archived_at_ms).await?;
             Ok(json_bytes(StatusCode::OK, json))
         }
     }
@@ -296,7 +300,7 @@ pub async fn release_hold(Path(id): Path<String>, call: Call) -> Result<Response
 )]
 pub async fn get_hold(Path(id): Path<String>, call: Call) -> Result<Response, ApiError> {
     // Holds are not in the cold store: an archived one is 410.
-    read_numbered(&call, "hold", id, Merchant::hold_view, |v| to_vec(&dto::hold(v)))
+    read_numbered(&call.engine, &call.merchant, "hold", id, Merchant::hold_view, |v| to_vec(&dto::hold(v)))
         .await?
         .map_err(|archived_at_ms| ApiError::archived("hold", archived_at_ms))
 }
@@ -345,7 +349,16 @@ pub async fn get_order(
     Path(id): Path<String>,
     call: Call,
 ) -> Result<Response, ApiError> {
-    read_archivable(&state, &call, cold::Archived::Order, id, Merchant::order_view, dto::order_to_vec).await
+    read_archivable(
+        &state,
+        &call.engine,
+        &call.merchant,
+        cold::Archived::Order,
+        id,
+        Merchant::order_view,
+        dto::order_to_vec,
+    )
+    .await
 }
 
 #[utoipa::path(
@@ -419,7 +432,8 @@ pub async fn get_payment(
     call: Call,
 ) -> Result<Response, ApiError> {
     let render = |v: &_| to_vec(&dto::payment(v));
-    read_archivable(&state, &call, cold::Archived::Payment, id, Merchant::payment_view, render).await
+    read_archivable(&state, &call.engine, &call.merchant, cold::Archived::Payment, id, Merchant::payment_view, render)
+        .await
 }
 
 // ---- points and ledger ----

@@ -512,13 +512,26 @@ async fn openapi_describes_only_routed_operations() {
     let paths = r.body["paths"].as_object().unwrap();
     assert!(paths.len() >= 25);
     // /metrics labels requests with these templates: one per documented path, plus `unmatched`.
+    // ... and the routes that are not REST operations (`/mcp`: MCP's JSON-RPC), routed but
+    // not described.
     let templates = &surge_api::metrics::ROUTES;
-    assert_eq!(templates.len(), paths.len() + 1, "{templates:?}");
+    let not_rest = &surge_api::metrics::NOT_IN_OPENAPI;
+    assert_eq!(templates.len(), paths.len() + 1 + not_rest.len(), "{templates:?}");
+    for path in not_rest {
+        assert!(templates.contains(path) && !paths.contains_key(*path), "{path}");
+        let r = s.send("POST", path, &[], Some("{}")).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{path} is routed, behind the admin token: {}", r.body);
+    }
     for (path, ops) in paths {
         assert!(templates.contains(&path.as_str()), "{path} has no metrics label");
         assert_eq!(templates[surge_api::metrics::route_index(path)], path.as_str());
-        let concrete =
-            path.replace("{sku}", "x").replace("{id}", "x").replace("{account}", "x").replace("{token}", "x");
+        let concrete = path
+            .replace("{sku}", "x")
+            .replace("{id}", "x")
+            .replace("{account}", "x")
+            .replace("{token}", "x")
+            .replace("{merchant_id}", "x")
+            .replace("{aggregate_id}", "x");
         for method in ops.as_object().unwrap().keys() {
             let r = s.send(&method.to_uppercase(), &concrete, &[], None).await;
             let unrouted = r.status == StatusCode::METHOD_NOT_ALLOWED
@@ -856,4 +869,59 @@ async fn a_batch_op_answers_as_its_route_and_a_malformed_batch_is_400() {
     assert_eq!(statuses, [201, 200, 400, 400, 404], "{}", r.body);
     assert_eq!(r.body["results"][2]["body"]["detail"], "ops[2]: missing field `sku`");
     assert_eq!(r.body["results"][3]["body"]["detail"], "ops[3]: missing field `queue_id`");
+}
+
+#[tokio::test]
+async fn admin_look_ups_answer_as_the_merchant_routes_with_the_log_s_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = server(dir.path());
+    s.state.console().configure(surge_api::console::ConsoleSettings {
+        wal_dir: Some(dir.path().join("wal")),
+        load_results_dir: dir.path().join("load-results"),
+    });
+    let c = Client::new(&s, &s.merchant("m-1").await);
+    c.put("/v1/items/tee", r#"{"name":"Tee","price":1500,"stock":5}"#).await;
+    c.post_key("/v1/customers/c-1/points/credit", "cr-1", r#"{"amount":4000}"#).await;
+    let order = r#"{"customer_id":"c-1","lines":[{"sku":"tee","qty":2}],"payment":{"method":"points"}}"#;
+    let placed = c.post_key("/v1/orders", "o-1", order).await;
+    assert_eq!(placed.status, StatusCode::CREATED, "{}", placed.body);
+    let (id, payment) = (placed.body["id"].as_str().unwrap(), placed.body["payment"]["id"].as_str().unwrap());
+    let admin = format!("Bearer {ADMIN}");
+    let get = |path: String| {
+        let admin = admin.clone();
+        let s = &s;
+        async move { s.send("GET", &path, &[("authorization", &admin)], None).await }
+    };
+    // The same answers as the merchant's own routes.
+    let r = get(format!("/v1/admin/merchants/m-1/orders/{id}")).await;
+    assert_eq!((r.status, &r.body), (StatusCode::OK, &c.get(&format!("/v1/orders/{id}")).await.body));
+    let r = get(format!("/v1/admin/merchants/m-1/payments/{payment}")).await;
+    assert_eq!((r.status, &r.body), (StatusCode::OK, &c.get(&format!("/v1/payments/{payment}")).await.body));
+    let r = get("/v1/admin/merchants/m-1/trial-balance".into()).await;
+    assert_eq!((r.status, &r.body), (StatusCode::OK, &c.get("/v1/ledger/trial-balance").await.body));
+    // The order's history from the log, oldest first.
+    let r = get(format!("/v1/admin/merchants/m-1/events/{id}")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let types: Vec<&str> = r.body["events"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(types.first(), Some(&"order.created"), "{}", r.body);
+    assert!(r.body["events"].as_array().unwrap().iter().all(|e| e["aggregate_id"] == id && e["merchant_id"] == "m-1"));
+    assert_eq!((r.body["complete"].as_bool(), r.body["truncated"].as_bool()), (Some(true), Some(false)));
+    assert_eq!(r.body["from_lsn"], 1);
+    let one = get(format!("/v1/admin/merchants/m-1/events/{id}?limit=1")).await;
+    assert_eq!(one.body["events"].as_array().map(Vec::len), Some(1));
+    assert_eq!(one.body["events"][0], *r.body["events"].as_array().unwrap().last().unwrap(), "the newest is kept");
+    assert_eq!(one.body["truncated"].as_bool(), Some(types.len() > 1));
+    // A bounded scan says it did not read everything.
+    let scanned = surge_api::lookup::scan(&dir.path().join("wal"), "m-1", id, 10, 1).unwrap();
+    let scanned = serde_json::to_value(&scanned).unwrap();
+    assert_eq!(scanned["complete"], false, "{scanned}");
+    assert_eq!(scanned["from_lsn"], scanned["to_lsn"], "one record read: {scanned}");
+    // Another merchant's id, an unknown one, a merchant key: nothing shown.
+    get("/v1/admin/merchants/m-2/orders/ord_1".into()).await.assert_problem(404, "not_found");
+    get("/v1/admin/merchants/m-1/orders/ord_99".into()).await.assert_problem(404, "not_found");
+    get("/v1/admin/merchants/m-2/trial-balance".into()).await.assert_problem(404, "not_found");
+    let r = get("/v1/admin/merchants/m-1/events/ord_99".into()).await;
+    assert_eq!(r.body["events"].as_array().map(Vec::len), Some(0));
+    c.get(&format!("/v1/admin/merchants/m-1/orders/{id}")).await.assert_problem(401, "unauthorized");
+    c.get(&format!("/v1/admin/merchants/m-1/events/{id}")).await.assert_problem(401, "unauthorized");
 }
