@@ -199,6 +199,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/admin/merchants/{merchant_id}/payments/{id}", get(lookup::get_payment))
         .route("/v1/admin/merchants/{merchant_id}/trial-balance", get(lookup::trial_balance))
         .route("/v1/admin/merchants/{merchant_id}/events/{aggregate_id}", get(lookup::events))
+        .route("/v1/admin/metrics/window", get(lookup::metrics_window))
         // MCP's streamable HTTP (JSON-RPC over POST), not a REST operation: see docs/api.md.
         .route(
             "/mcp",

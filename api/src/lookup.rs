@@ -213,3 +213,48 @@ pub fn scan(
     answer.events = kept.into();
     Ok(answer)
 }
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct WindowQuery {
+    /// Minutes back from now (default 1); values outside 1..=10 are taken as the nearest
+    /// bound.
+    #[serde(default)]
+    #[param(minimum = 1, maximum = 10)]
+    minutes: Option<u64>,
+}
+
+/// `GET /v1/admin/metrics/window`'s answer.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct MetricsWindow {
+    /// The window asked for, after bounding.
+    pub minutes: u64,
+    /// The names of `orders_per_s`'s entries, in order.
+    pub order_events: [&'static str; crate::engine::ORDER_EVENTS.len()],
+    /// The window the figures cover: `interval_s` seconds ending at `at_ms`; shorter than
+    /// asked while the server has run for less.
+    #[serde(flatten)]
+    pub figures: crate::console::sampler::Sample,
+}
+
+#[utoipa::path(
+    get, path = "/v1/admin/metrics/window", tag = "admin", security(("admin" = [])),
+    params(WindowQuery),
+    responses(
+        (status = 200, description = "rates and latency percentiles over the last minutes, from the counters and histogram buckets the server kept at the window's two ends (one reading every 10 s, ten minutes kept)", body = MetricsWindow),
+        (status = 503, description = "service_unavailable: no two readings yet (the first seconds after start)"),
+    )
+)]
+/// `GET /v1/admin/metrics/window?minutes=N`.
+pub async fn metrics_window(
+    State(state): State<AppState>,
+    Query(q): Query<WindowQuery>,
+    _call: AdminCall,
+) -> Result<Response, ApiError> {
+    use crate::console::sampler::WINDOW_MINUTES_MAX;
+    let minutes = q.minutes.unwrap_or(1).clamp(1, WINDOW_MINUTES_MAX);
+    let figures = state.console().samples.window(minutes).ok_or_else(|| {
+        ApiError::from_status(StatusCode::SERVICE_UNAVAILABLE, "no figures yet: the server samples once a second")
+    })?;
+    Ok(json(StatusCode::OK, &MetricsWindow { minutes, order_events: crate::engine::ORDER_EVENTS, figures }))
+}

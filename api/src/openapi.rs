@@ -64,6 +64,7 @@ use crate::{gateway, lookup, routes};
         lookup::get_payment,
         lookup::trial_balance,
         lookup::events,
+        lookup::metrics_window,
     ),
     components(schemas(Problem, ItemBody, LineBody)),
     security(("merchant" = []))

@@ -129,6 +129,7 @@ fn calls(payment: &str, confirm_retry: bool) -> Value {
     let mut calls = vec![
         json!({"tool": "health"}),
         json!({"tool": "metrics_summary", "arguments": {"window_seconds": 1}}),
+        json!({"tool": "metrics_summary", "arguments": {"minutes": 1}}),
         json!({"tool": "find_order", "arguments": {"merchant_id": "shop", "order_id": "ord_1"}}),
         json!({"tool": "find_payment", "arguments": {"merchant_id": "shop", "payment_id": payment}}),
         json!({"tool": "list_dead_letters", "arguments": {"status": "open"}}),
@@ -186,6 +187,13 @@ fn check(answer: &Value, payment: &str) {
     assert!(m["window"]["seconds"].as_f64().is_some_and(|s| s >= 1.0), "{m}");
     assert!(m["latency_post_orders_since_start"]["count"].as_f64().is_some_and(|n| n >= 2.0), "{m}");
     assert!(m["orders_per_s"]["created"].is_number(), "{m}");
+    // The last minute from the server's own readings: every order so far was placed after
+    // its first reading.
+    let w = &ok("metrics_summary", 1)["window"];
+    assert_eq!(w["minutes"], 1, "{w}");
+    let created = w["orders_per_s"][0].as_f64().unwrap_or(0.0) * w["interval_s"].as_f64().unwrap_or(0.0);
+    assert!(created >= 1.0 - 1e-6, "{w}");
+    assert_eq!(w["order_events"][0], "created", "{w}");
 
     let order = ok("find_order", 0);
     assert_eq!((order["order"]["id"].as_str(), order["order"]["status"].as_str()), (Some("ord_1"), Some("paid")));

@@ -925,3 +925,44 @@ async fn admin_look_ups_answer_as_the_merchant_routes_with_the_log_s_history() {
     c.get(&format!("/v1/admin/merchants/m-1/orders/{id}")).await.assert_problem(401, "unauthorized");
     c.get(&format!("/v1/admin/merchants/m-1/events/{id}")).await.assert_problem(401, "unauthorized");
 }
+
+/// `GET /v1/admin/metrics/window`: rates and percentiles between two readings of the
+/// counters, exact over the window (not a mean of per-second figures).
+#[tokio::test]
+async fn the_metrics_window_counts_what_happened_between_its_two_readings() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = server(dir.path());
+    let admin = format!("Bearer {ADMIN}");
+    let window = |q: &'static str| {
+        let admin = admin.clone();
+        let s = &s;
+        async move { s.send("GET", &format!("/v1/admin/metrics/window{q}"), &[("authorization", &admin)], None).await }
+    };
+    // No readings yet: nothing to show.
+    window("").await.assert_problem(503, "service_unavailable");
+    let c = Client::new(&s, &s.merchant("m-1").await);
+    c.put("/v1/items/tee", r#"{"name":"Tee","price":100,"stock":50}"#).await;
+    c.post_key("/v1/customers/c-1/points/credit", "cr-1", r#"{"amount":100000}"#).await;
+    s.state.console().samples.take(&s.state);
+    let order = r#"{"customer_id":"c-1","lines":[{"sku":"tee","qty":1}],"payment":{"method":"points"}}"#;
+    for i in 0..7 {
+        let r = c.post_key("/v1/orders", &format!("o-{i}"), order).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    s.state.console().samples.take(&s.state);
+    let r = window("?minutes=99").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["minutes"], 10, "bounded");
+    let events: Vec<&str> = r.body["order_events"].as_array().unwrap().iter().map(|e| e.as_str().unwrap()).collect();
+    let per_s =
+        |event: &str| r.body["orders_per_s"][events.iter().position(|e| *e == event).unwrap()].as_f64().unwrap();
+    let seconds = r.body["interval_s"].as_f64().unwrap();
+    assert!(seconds > 0.0 && seconds < 60.0, "{}", r.body);
+    assert!(((per_s("created") * seconds) - 7.0).abs() < 1e-6, "{}", r.body);
+    assert!(((per_s("paid") * seconds) - 7.0).abs() < 1e-6, "{}", r.body);
+    assert!(((r.body["payments_succeeded_per_s"].as_f64().unwrap() * seconds) - 7.0).abs() < 1e-6, "{}", r.body);
+    assert!(r.body["order_post_p99_ms"].as_f64().is_some_and(|p| p > 0.0), "{}", r.body);
+    // Admin only.
+    c.get("/v1/admin/metrics/window").await.assert_problem(401, "unauthorized");
+}

@@ -16,11 +16,20 @@ use crate::AppState;
 /// Samples kept: five minutes at one a second.
 pub const SAMPLES_MAX: usize = 300;
 pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
+/// Cumulative readings are also kept every `READING_INTERVAL`, for `READINGS_MAX` of them
+/// (ten minutes), so a window of whole minutes is computed from the counters and histogram
+/// buckets at its two ends: exact rates and percentiles over the window, not a mean of
+/// per-second figures.
+pub const READING_INTERVAL: Duration = Duration::from_secs(10);
+pub const READINGS_MAX: usize = 61;
+/// The longest window [`Samples::window`] covers, in minutes.
+pub const WINDOW_MINUTES_MAX: u64 = 10;
 
 /// What changed over one interval, as rates and percentiles. `None`: nothing to measure
 /// (no request, no commit).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct Sample {
+    /// When the interval ended (Unix ms).
     pub at_ms: u64,
     pub interval_s: f64,
     /// Orders per second by event, in the order of `ORDER_EVENTS`.
@@ -58,6 +67,8 @@ pub struct Samples {
 struct Ring {
     previous: Option<Reading>,
     samples: VecDeque<Sample>,
+    /// Every `READING_INTERVAL`, oldest first, at most `READINGS_MAX`.
+    readings: VecDeque<Reading>,
 }
 
 impl Samples {
@@ -65,6 +76,13 @@ impl Samples {
     pub fn take(&self, state: &AppState) {
         let Some(now) = read(state) else { return };
         let mut ring = self.ring.lock();
+        let due = ring.readings.back().is_none_or(|r| now.at.duration_since(r.at) >= READING_INTERVAL);
+        if due {
+            if ring.readings.len() == READINGS_MAX {
+                ring.readings.pop_front();
+            }
+            ring.readings.push_back(now.clone());
+        }
         if let Some(prev) = ring.previous.replace(now.clone()) {
             if ring.samples.len() == SAMPLES_MAX {
                 ring.samples.pop_front();
@@ -76,6 +94,22 @@ impl Samples {
     /// The samples kept, oldest first.
     pub fn all(&self) -> Vec<Sample> {
         self.ring.lock().samples.iter().cloned().collect()
+    }
+
+    /// Rates and percentiles from the kept reading closest to `minutes` ago (at most
+    /// `WINDOW_MINUTES_MAX`; the oldest kept if the server has run for less) to the newest.
+    /// `None` until two readings exist.
+    pub fn window(&self, minutes: u64) -> Option<Sample> {
+        let ring = self.ring.lock();
+        let newest = ring.previous.as_ref()?;
+        let span = Duration::from_secs(minutes.clamp(1, WINDOW_MINUTES_MAX) * 60);
+        let oldest = ring
+            .readings
+            .iter()
+            .find(|r| newest.at.duration_since(r.at) <= span)
+            .or(ring.readings.front())
+            .filter(|r| r.at < newest.at)?;
+        Some(sample(oldest, newest))
     }
 }
 

@@ -112,8 +112,13 @@ fn segment(what: &str, id: &str) -> Result<(), ToolError> {
 
 #[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 pub struct MetricsSummaryParams {
-    /// Seconds between the two samples of /metrics the rates are computed over (1..=60,
-    /// default 5). The tool answers after this long.
+    /// The last this many minutes (1..=10), from the server's own readings of its counters
+    /// and histograms (GET /v1/admin/metrics/window): answers at once. When given,
+    /// `window_seconds` is not used.
+    #[serde(default)]
+    pub minutes: Option<u64>,
+    /// Without `minutes`: seconds between the two samples of /metrics the rates are computed
+    /// over (1..=60, default 5). The tool answers after this long.
     #[serde(default)]
     pub window_seconds: Option<u64>,
 }
@@ -242,6 +247,11 @@ pub async fn health(api: &Reads<'_>) -> Result<Value, ToolError> {
 
 /// `metrics_summary`: two samples of /metrics `window_seconds` apart.
 pub async fn metrics_summary(api: &Reads<'_>, p: MetricsSummaryParams) -> Result<Value, ToolError> {
+    if let Some(minutes) = p.minutes {
+        let minutes = minutes.clamp(1, crate::console::sampler::WINDOW_MINUTES_MAX);
+        let window = api.json(&format!("/v1/admin/metrics/window?minutes={minutes}")).await?;
+        return Ok(json!({"source": "the server's readings at the window's two ends", "window": window}));
+    }
     let window_s = p.window_seconds.unwrap_or(WINDOW_SECONDS_DEFAULT).clamp(1, WINDOW_SECONDS_MAX);
     let sample = || async {
         let a = api.get("/metrics").await?;
@@ -477,7 +487,7 @@ mod tests {
         let caller = Caller::default();
         let api = Reads::new(&backend, &caller);
         health(&api).await.unwrap();
-        metrics_summary(&api, MetricsSummaryParams { window_seconds: Some(1) }).await.unwrap();
+        metrics_summary(&api, MetricsSummaryParams { minutes: None, window_seconds: Some(1) }).await.unwrap();
         let order = FindOrderParams { merchant_id: "m".into(), order_id: "ord_1".into(), history_limit: None };
         find_order(&api, order).await.unwrap();
         let payment = FindPaymentParams { merchant_id: "m".into(), payment_id: "pay_1".into(), history_limit: None };
