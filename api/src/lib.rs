@@ -23,6 +23,7 @@ pub mod engine;
 pub mod error;
 pub mod extract;
 pub mod gateway;
+pub mod log_window;
 pub mod lookup;
 pub mod mcp;
 pub mod metrics;

@@ -158,7 +158,8 @@ pub fn scan(
     limit: usize,
     records_max: u64,
 ) -> Result<AggregateEvents, WalError> {
-    let durable = Tailer::open(dir, 1)?.durable_lsn();
+    let recent = crate::log_window::recent(dir, records_max)?;
+    let durable = recent.durable_lsn;
     let mut answer = AggregateEvents {
         merchant_id: merchant.to_string(),
         aggregate_id: aggregate.to_string(),
@@ -171,22 +172,10 @@ pub fn scan(
     if durable == 0 {
         return Ok(answer);
     }
-    let mut from = durable.saturating_sub(records_max.max(1) - 1).max(1);
-    let mut tailer = Tailer::open(dir, from)?;
-    let mut first = match tailer.try_next() {
-        // Older records were deleted by retention: start at the oldest the log keeps.
-        Err(WalError::LsnNotAvailable { oldest_lsn, .. }) if oldest_lsn > from => {
-            from = oldest_lsn;
-            tailer = Tailer::open(dir, from)?;
-            tailer.try_next()?
-        }
-        other => other?,
-    };
-    // Complete when nothing older is left: the scan began at LSN 1, or the record before
-    // `from` is gone from the log.
-    answer.complete =
-        from == 1 || matches!(Tailer::open(dir, from - 1)?.try_next(), Err(WalError::LsnNotAvailable { .. }));
-    answer.from_lsn = from;
+    let mut tailer = Tailer::open(dir, recent.from_lsn)?;
+    let mut first = tailer.try_next()?;
+    answer.complete = recent.complete;
+    answer.from_lsn = recent.from_lsn;
     let mut kept = std::collections::VecDeque::with_capacity(limit.min(EVENTS_LIST_MAX));
     // Bounded: at most `durable - from + 1 <= records_max` records.
     while let Some(record) = first.take() {

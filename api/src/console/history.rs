@@ -124,10 +124,10 @@ pub async fn lookup(state: &AppState, id: &str) -> Result<Lookup, ApiError> {
 fn scan_log(dir: &Path, merchants: &[String], kind: Kind, n: u64) -> (Vec<Vec<serde_json::Value>>, Scan) {
     let mut histories = vec![Vec::new(); merchants.len()];
     let mut scan = Scan::default();
-    let (from, to) = match range(dir) {
-        Ok(r) => r,
+    let (from, to) = match crate::log_window::recent(dir, HISTORY_RECORDS_MAX) {
+        Ok(r) => (r.from_lsn, r.durable_lsn),
         Err(e) => {
-            scan.incomplete = Some(e);
+            scan.incomplete = Some(e.to_string());
             return (histories, scan);
         }
     };
@@ -192,16 +192,4 @@ fn scan_log(dir: &Path, merchants: &[String], kind: Kind, n: u64) -> (Vec<Vec<se
         }
     }
     (histories, scan)
-}
-
-/// The LSNs to read: the newest `HISTORY_RECORDS_MAX` durable ones still in a segment.
-fn range(dir: &Path) -> Result<(u64, u64), String> {
-    let durable = surge_wal::Tailer::open(dir, 1).map_err(|e| e.to_string())?.durable_lsn();
-    let names: Vec<String> = std::fs::read_dir(dir)
-        .map_err(|e| format!("{}: {e}", dir.display()))?
-        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
-        .collect();
-    let oldest = surge_wal::segment::segments_in(&names).first().map_or(1, |(lsn, _)| *lsn);
-    let from = oldest.max(durable.saturating_sub(HISTORY_RECORDS_MAX - 1)).max(1);
-    Ok((from, durable))
 }
