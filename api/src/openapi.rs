@@ -200,6 +200,12 @@ fn complete(op: &mut Value) {
         op["requestBody"]["content"]["application/json"]["schema"] =
             json!({"$ref": "#/components/schemas/PayOrderBody"});
     }
+    // The binary batch (docs/batch-format.md): bytes both ways, their layout is not JSON Schema's to say.
+    if op["operationId"] == "batch" {
+        let binary = json!({"schema": {"type": "string", "format": "binary"}});
+        op["requestBody"]["content"][surge_client::wire::MEDIA_TYPE] = binary.clone();
+        op["responses"]["200"]["content"][surge_client::wire::MEDIA_TYPE] = binary;
+    }
     // Capture and refund take an empty body as "all of it".
     if matches!(op["operationId"].as_str(), Some("capture_payment" | "refund_payment")) {
         op["requestBody"]["required"] = Value::from(false);
