@@ -9,7 +9,8 @@ use std::borrow::Cow;
 use std::fmt;
 
 use bytemuck::{Pod, Zeroable};
-use surge_core::limits::{BATCH_OPS_MAX, BODY_BYTES_MAX, LINES_MAX};
+/// The bounds of a batch, re-exported: a client needs them, not the engine.
+pub use surge_core::limits::{BATCH_OPS_MAX, BODY_BYTES_MAX, LINES_MAX};
 
 /// The media type of both the request and its results.
 pub const MEDIA_TYPE: &str = "application/vnd.surge.batch";
