@@ -54,6 +54,10 @@ pub struct Config {
     pub timeout: Duration,
 }
 
+/// Turns of the runtime a connection gives queueing callers before it sends a batch that
+/// is not full (each costs microseconds; it stops early once a turn adds nothing).
+const LINGER_YIELDS: usize = 64;
+
 struct Pending {
     order: Order,
     answer: oneshot::Sender<Result<ResultRecord, ClientError>>,
@@ -106,21 +110,42 @@ async fn connection(config: Arc<Config>, rx: Arc<Mutex<mpsc::Receiver<Pending>>>
                 },
             };
             let mut next = Some(first);
-            // Bounded by the batch: `push_order` says Full at BATCH_OPS_MAX ops or the body limit.
-            while let Some(p) = next.take() {
-                let o = &p.order;
-                let lines: Vec<(&str, u32)> = o.lines.iter().map(|(s, q)| (s.as_str(), *q)).collect();
-                match builder.push_order(&o.customer, &lines, o.payment, o.key) {
-                    Ok(()) => waiting.push(p),
-                    Err(PushError::Full) => {
-                        carried = Some(p);
+            let mut yields = 0;
+            // Bounded by the batch (`push_order` says Full at BATCH_OPS_MAX ops or the body
+            // limit) and by LINGER_YIELDS.
+            loop {
+                while let Some(p) = next.take() {
+                    let o = &p.order;
+                    let lines: Vec<(&str, u32)> = o.lines.iter().map(|(s, q)| (s.as_str(), *q)).collect();
+                    match builder.push_order(&o.customer, &lines, o.payment, o.key) {
+                        Ok(()) => waiting.push(p),
+                        Err(PushError::Full) => {
+                            carried = Some(p);
+                            break;
+                        }
+                        Err(PushError::Invalid) => {
+                            let _ = p.answer.send(Err(ClientError::Invalid));
+                        }
+                    }
+                    next = rx.try_recv().ok();
+                }
+                // Callers woken by the previous batch's results are queueing their next
+                // orders right now: give them a turn of the runtime while that adds to the
+                // batch, instead of sending a batch of the few that were quicker.
+                if carried.is_some() || yields == LINGER_YIELDS {
+                    break;
+                }
+                let before = waiting.len();
+                tokio::task::yield_now().await;
+                yields += 1;
+                next = rx.try_recv().ok();
+                if next.is_none() && waiting.len() == before {
+                    tokio::task::yield_now().await;
+                    next = rx.try_recv().ok();
+                    if next.is_none() {
                         break;
                     }
-                    Err(PushError::Invalid) => {
-                        let _ = p.answer.send(Err(ClientError::Invalid));
-                    }
                 }
-                next = rx.try_recv().ok();
             }
         }
         if waiting.is_empty() {
