@@ -224,7 +224,11 @@ fn complete(op: &mut Value) {
     if has_body {
         add.push((400, "invalid_request: the body, naming the field"));
         add.push((413, "payload_too_large: a body over 65536 bytes"));
-        add.push((415, "unsupported_media_type: a body that is not application/json"));
+        add.push(if op["operationId"] == "batch" {
+            (415, "unsupported_media_type: a body that is neither application/json nor application/vnd.surge.batch")
+        } else {
+            (415, "unsupported_media_type: a body that is not application/json")
+        });
     }
     if keyed {
         add.push((400, "invalid_request: the Idempotency-Key header"));

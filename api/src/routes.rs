@@ -672,7 +672,13 @@ pub type OpRequest = Result<(Request, StatusOf), ApiError>;
 /// The ops of a JSON batch as requests (with their routes' status functions), or each op's
 /// 400; `Err` when the body as a whole is refused (nothing runs).
 pub fn json_batch_requests(call: &Call) -> Result<Vec<OpRequest>, ApiError> {
-    let b: BatchBody = call.json()?;
+    let b: BatchBody = call.json().map_err(|mut e| {
+        // This route takes a second media type; the generic 415 names only JSON.
+        if e.status == StatusCode::UNSUPPORTED_MEDIA_TYPE {
+            e.detail = format!("Content-Type must be application/json or {}", crate::batch_bin::MEDIA_TYPE);
+        }
+        e
+    })?;
     if b.ops.is_empty() || b.ops.len() > BATCH_OPS_MAX {
         return Err(ApiError::invalid(format!("ops: must hold 1..={BATCH_OPS_MAX} operations")).with("field", "ops"));
     }

@@ -171,6 +171,9 @@ async fn bodies_that_are_not_batches_are_400_and_unknown_kinds_are_a_400_result(
         let (status, ct, body) = post_binary(&c, bad).await;
         assert_eq!((status, ct.as_str()), (400, "application/problem+json"), "{}", String::from_utf8_lossy(&body));
     }
+    let r = c.send("POST", "/v1/batch", &[("content-type", "text/plain")], None).await;
+    r.assert_problem(415, "unsupported_media_type");
+    assert!(r.body["detail"].as_str().is_some_and(|d| d.contains(wire::MEDIA_TYPE)), "{}", r.body);
     let mut unknown = good.clone();
     unknown[24] = 77; // the op's kind
     let (status, _, bytes) = post_binary(&c, unknown).await;
