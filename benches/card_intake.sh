@@ -28,6 +28,7 @@
 # the build). Needs jq and curl.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/lib.sh
 
 MODE=${MODE:-closed}
 RATE=${RATE:-1000}
@@ -61,18 +62,6 @@ if [ -z "$BIN" ]; then
     BIN="$CARGO_TARGET_DIR/release"
 fi
 
-# `taskset -c CPUS` when there are two CPUs or more (taskset execs the program, so $! of a
-# background start is the program itself).
-pin() {
-    local cpus=$1
-    shift
-    if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
-        exec taskset -c "$cpus" "$@"
-    else
-        exec "$@"
-    fi
-}
-
 DATA=$(mktemp -d)
 PIDS=()
 cleanup() {
@@ -97,32 +86,9 @@ PIDS+=($!)
     2>"$OUT/surge.log" >/dev/null) &
 PIDS+=($!)
 
-wait_for() {
-    for _ in $(seq 1 100); do
-        if curl -sf "$1" >/dev/null; then return 0; fi
-        sleep 0.1
-    done
-    echo "no answer from $1" >&2
-    exit 1
-}
 wait_for "$SIM/sim/config"
 wait_for "$SURGE/readyz"
 echo "== gateway-sim: $(curl -sf "$SIM/sim/config")"
-
-cpu_list() { # "0-1,3" -> one CPU number per line
-    local part
-    for part in ${1//,/ }; do
-        if [[ $part == *-* ]]; then seq "${part%-*}" "${part#*-}"; else echo "$part"; fi
-    done
-}
-steal_sample() { # CPUS -> "steal_ticks all_ticks", summed over those CPUs
-    local names
-    names=$(cpu_list "$1" | sed 's/^/cpu/' | paste -sd'|')
-    awk -v re="^($names)\$" '$1 ~ re { s += $9; for (i = 2; i <= 9; i++) t += $i } END { print s + 0, t + 0 }' /proc/stat
-}
-steal_percent() { # "before" "after" samples -> percent of those CPUs' time
-    echo "$1 $2" | awk '{ d = $4 - $2; printf "%.1f", (d > 0 ? 100 * ($3 - $1) / d : 0) }'
-}
 
 # One line of the server's /metrics every 0.5 s while a run lasts: Unix time, card orders
 # answered 202, payments pending at the gateway worker, payments it gave up on.

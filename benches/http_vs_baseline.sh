@@ -19,6 +19,7 @@
 # BIN (prebuilt binaries instead of $CARGO_TARGET_DIR/release; skips the build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/lib.sh
 
 DURATION=${DURATION:-10s}
 CONNECTIONS=${CONNECTIONS:-64}
@@ -41,18 +42,6 @@ if [ -z "$BIN" ]; then
     BIN="$CARGO_TARGET_DIR/release"
 fi
 
-# Pinning: `taskset -c CPUS` when there are two CPUs or more (taskset execs the program, so
-# $! of a background start is the server itself).
-pin() {
-    local cpus=$1
-    shift
-    if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
-        exec taskset -c "$cpus" "$@"
-    else
-        exec "$@"
-    fi
-}
-
 DATA=$(mktemp -d)
 PIDS=()
 cleanup() {
@@ -73,44 +62,15 @@ PIDS+=($!)
     2>"$OUT/surge.log" >/dev/null) &
 PIDS+=($!)
 
-wait_for() {
-    for _ in $(seq 1 100); do
-        if curl -sf "$1" >/dev/null; then return 0; fi
-        sleep 0.1
-    done
-    echo "no answer from $1" >&2
-    exit 1
-}
 wait_for "http://127.0.0.1:$BPORT/healthz"
 wait_for "http://127.0.0.1:$SPORT/readyz"
 
-# CPU time (user + system, all threads) a process has used, in clock ticks.
-cpu_ticks() {
-    awk '{print $14 + $15}' "/proc/$1/stat"
-}
-TICK_HZ=$(getconf CLK_TCK)
 # Server CPU microseconds per request between two tick readings.
 us_per_request() {
     jq -rn --argjson t "$(($2 - $1))" --argjson n "$(jq -r .requests "$3")" --argjson hz "$TICK_HZ" \
         '($t / $hz * 1e6 / $n * 10 | round) / 10'
 }
 
-# Steal: time the hypervisor gave our virtual CPUs to someone else. On a shared VM it comes
-# in bursts of milliseconds, which no server can hide from a p99; every phase reports it.
-cpu_list() { # "0-1,3" -> one CPU number per line
-    local part
-    for part in ${1//,/ }; do
-        if [[ $part == *-* ]]; then seq "${part%-*}" "${part#*-}"; else echo "$part"; fi
-    done
-}
-steal_sample() { # CPUS -> "steal_ticks all_ticks", summed over those CPUs
-    local names
-    names=$(cpu_list "$1" | sed 's/^/cpu/' | paste -sd'|')
-    awk -v re="^($names)\$" '$1 ~ re { s += $9; for (i = 2; i <= 9; i++) t += $i } END { print s + 0, t + 0 }' /proc/stat
-}
-steal_percent() { # "before" "after" samples -> percent of those CPUs' time
-    echo "$1 $2" | awk '{ d = $4 - $2; printf "%.1f", (d > 0 ? 100 * ($3 - $1) / d : 0) }'
-}
 # Server-side latency of POST /v1/orders from surge's /metrics: its histogram runs from the
 # parsed request to the built answer (durability wait included; time queued in the socket
 # before the server reads it, and the client's side, are not). Compared with the client's

@@ -17,6 +17,7 @@
 # $CARGO_TARGET_DIR/release; skips the build), PORT (18180).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/lib.sh
 
 MINUTES=20
 while [ $# -gt 0 ]; do
@@ -44,16 +45,6 @@ if [ -z "$BIN" ]; then
     cargo build --release --locked -p surge-api -p surge-load
     BIN="$CARGO_TARGET_DIR/release"
 fi
-
-pin() {
-    local cpus=$1
-    shift
-    if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
-        exec taskset -c "$cpus" "$@"
-    else
-        exec "$@"
-    fi
-}
 
 DATA=$(mktemp -d)
 mkdir -p "$OUT"

@@ -14,6 +14,7 @@
 //!   404/405 and extractor rejections (a response mapper rewrites any other error body).
 
 pub mod auth;
+pub mod batch_bin;
 pub mod body;
 pub mod cold;
 pub mod config;
@@ -48,7 +49,7 @@ use crate::engine::Engine;
 use crate::error::{ApiError, PROBLEM_JSON};
 
 /// Request bodies above this are refused with 413.
-pub const BODY_BYTES_MAX: usize = 64 * 1024;
+pub const BODY_BYTES_MAX: usize = surge_core::limits::BODY_BYTES_MAX;
 
 /// Everything the handlers share. Cheap to clone.
 #[derive(Clone)]

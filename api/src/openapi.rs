@@ -205,6 +205,12 @@ fn complete(op: &mut Value) {
         op["requestBody"]["content"]["application/json"]["schema"] =
             json!({"$ref": "#/components/schemas/PayOrderBody"});
     }
+    // The binary batch (docs/batch-format.md): bytes both ways, their layout is not JSON Schema's to say.
+    if op["operationId"] == "batch" {
+        let binary = json!({"schema": {"type": "string", "format": "binary"}});
+        op["requestBody"]["content"][surge_client::wire::MEDIA_TYPE] = binary.clone();
+        op["responses"]["200"]["content"][surge_client::wire::MEDIA_TYPE] = binary;
+    }
     // Capture and refund take an empty body as "all of it".
     if matches!(op["operationId"].as_str(), Some("capture_payment" | "refund_payment")) {
         op["requestBody"]["required"] = Value::from(false);
@@ -223,7 +229,11 @@ fn complete(op: &mut Value) {
     if has_body {
         add.push((400, "invalid_request: the body, naming the field"));
         add.push((413, "payload_too_large: a body over 65536 bytes"));
-        add.push((415, "unsupported_media_type: a body that is not application/json"));
+        add.push(if op["operationId"] == "batch" {
+            (415, "unsupported_media_type: a body that is neither application/json nor application/vnd.surge.batch")
+        } else {
+            (415, "unsupported_media_type: a body that is not application/json")
+        });
     }
     if keyed {
         add.push((400, "invalid_request: the Idempotency-Key header"));

@@ -548,7 +548,7 @@ pub async fn get_token(Path((queue, token)): Path<(String, String)>, call: Call)
 // ---- batch ----
 
 /// Most operations in one `POST /v1/batch`.
-pub const BATCH_OPS_MAX: usize = 1000;
+pub const BATCH_OPS_MAX: usize = surge_core::limits::BATCH_OPS_MAX;
 
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct BatchBody {
@@ -690,13 +690,19 @@ fn malformed_op(ops: &[Value]) -> Option<usize> {
     ops.iter().position(|op| !op.get("op").is_some_and(Value::is_string))
 }
 
-#[utoipa::path(
-    post, path = "/v1/batch", tag = "batch",
-    request_body = BatchBody,
-    responses((status = 200, description = "one result per op, in order: the status and body its route would answer", body = BatchReply))
-)]
-pub async fn batch(call: Call) -> Result<Response, ApiError> {
-    let b: BatchBody = call.json()?;
+/// One batch op as a request with its route's status function, or the op's 400.
+pub type OpRequest = Result<(Request, StatusOf), ApiError>;
+
+/// The ops of a JSON batch as requests (with their routes' status functions), or each op's
+/// 400; `Err` when the body as a whole is refused (nothing runs).
+pub fn json_batch_requests(call: &Call) -> Result<Vec<OpRequest>, ApiError> {
+    let b: BatchBody = call.json().map_err(|mut e| {
+        // This route takes a second media type; the generic 415 names only JSON.
+        if e.status == StatusCode::UNSUPPORTED_MEDIA_TYPE {
+            e.detail = format!("Content-Type must be application/json or {}", crate::batch_bin::MEDIA_TYPE);
+        }
+        e
+    })?;
     if b.ops.is_empty() || b.ops.len() > BATCH_OPS_MAX {
         return Err(ApiError::invalid(format!("ops: must hold 1..={BATCH_OPS_MAX} operations")).with("field", "ops"));
     }
@@ -704,11 +710,27 @@ pub async fn batch(call: Call) -> Result<Response, ApiError> {
         let detail = format!("ops[{i}]: must be an object with a string `op`");
         return Err(ApiError::invalid(detail).with("field", format!("ops[{i}]")));
     }
+    Ok(b.ops.iter().enumerate().map(|(i, op)| batch_request(call, i, op)).collect())
+}
+
+#[utoipa::path(
+    post, path = "/v1/batch", tag = "batch",
+    request_body(
+        content = BatchBody,
+        description = "JSON ops; or a binary batch of create_order ops (application/vnd.surge.batch, docs/batch-format.md), answered with binary result records",
+    ),
+    responses((status = 200, description = "one result per op, in order: the status and body its route would answer (for a binary batch: one result record per op, application/vnd.surge.batch)", body = BatchReply))
+)]
+pub async fn batch(call: Call) -> Result<Response, ApiError> {
+    if crate::batch_bin::is_binary(&call.headers) {
+        return crate::batch_bin::batch(call).await;
+    }
     // Per op: its parse error, or its route's status function and a place in `reqs`.
-    let mut parsed: Vec<Result<StatusOf, ApiError>> = Vec::with_capacity(b.ops.len());
-    let mut reqs = Vec::with_capacity(b.ops.len());
-    for (i, op) in b.ops.iter().enumerate() {
-        parsed.push(batch_request(&call, i, op).map(|(req, status)| {
+    let parsed_ops = json_batch_requests(&call)?;
+    let mut parsed: Vec<Result<StatusOf, ApiError>> = Vec::with_capacity(parsed_ops.len());
+    let mut reqs = Vec::with_capacity(parsed_ops.len());
+    for op in parsed_ops {
+        parsed.push(op.map(|(req, status)| {
             reqs.push(req);
             status
         }));

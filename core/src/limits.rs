@@ -55,3 +55,8 @@ pub const TICK_ARCHIVES_MAX: usize = TICK_EXPIRIES_MAX;
 pub const TICK_ARCHIVE_SCAN_MAX: usize = 4 * TICK_EXPIRIES_MAX;
 /// Events in one decoded batch: a bulk put of `BULK_ITEMS_MAX` items plus slack.
 pub const BATCH_EVENTS_MAX: usize = 4 * BULK_ITEMS_MAX;
+
+/// Operations in one `POST /v1/batch`, JSON or binary.
+pub const BATCH_OPS_MAX: usize = 1_000;
+/// Request bodies, in bytes: a binary batch must fit too.
+pub const BODY_BYTES_MAX: usize = 64 * 1024;

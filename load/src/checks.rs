@@ -91,7 +91,11 @@ async fn scenario_checks(st: &State, api: &mut Api, items: &[ItemRead], card: Op
             Some(card) => card_checks(st, items, card).await,
             None => Vec::new(),
         },
-        ScenarioKind::FlashSale | ScenarioKind::Mixed | ScenarioKind::Batch | ScenarioKind::Orders => Vec::new(),
+        ScenarioKind::FlashSale
+        | ScenarioKind::Mixed
+        | ScenarioKind::Batch
+        | ScenarioKind::BatchBinary
+        | ScenarioKind::Orders => Vec::new(),
     }
 }
 
@@ -693,6 +697,7 @@ mod tests {
             convert_share: 0.5,
             retry_share: 0.5,
             batch_size: 1,
+            client_connections: 1,
             manual_share: 0.0,
             gateway_sim_url: "http://127.0.0.1:9".into(),
             settle_wait_s: None,

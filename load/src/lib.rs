@@ -3,7 +3,8 @@
 //! - `sched`: open loop (constant arrival rate, latency from each operation's due time: no
 //!   coordinated omission) and closed loop (N connections back to back).
 //! - `stats`: hdrhistogram latencies per worker, merged exactly; per-second timeline.
-//! - `scenario`: flash-sale, concert, full-flow, retries, mixed, batch, orders, card-flow;
+//! - `scenario`: flash-sale, concert, full-flow, retries, mixed, batch, batch-binary, orders,
+//!   card-flow;
 //!   each sets up its own merchant through the API and notes what the server acknowledged.
 //! - `checks`: the invariants checked through the API afterwards, one function each.
 //! - `report`: the verdict, the summary, the JSON result and the HTML report (inline SVG).
@@ -98,6 +99,10 @@ pub struct LoadArgs {
     /// batch: operations per POST /v1/batch.
     #[arg(long, default_value_t = 100)]
     pub batch_size: u32,
+    /// batch-binary: connections of the batching client, each with one batch in flight
+    /// (--connections is then the number of concurrent callers).
+    #[arg(long, default_value_t = 2)]
+    pub client_connections: usize,
     /// card-flow: base URL of the gateway-sim the server pays through (only its /sim/config
     /// and /sim/stats are read).
     #[arg(long, env = "SURGE_LOAD_GATEWAY_SIM_URL", default_value = "http://127.0.0.1:9300")]
@@ -288,6 +293,7 @@ fn scenario_params(args: &LoadArgs) -> scenario::Params {
         convert_share: args.convert_share,
         retry_share: args.retry_share,
         batch_size: args.batch_size,
+        client_connections: args.client_connections,
         manual_share: args.manual_share,
         gateway_sim_url: args.gateway_sim_url.clone(),
         settle_wait_s: args.settle_wait.map(|d| d.as_secs_f64()),

@@ -34,6 +34,10 @@ pub enum ScenarioKind {
     Mixed,
     /// `POST /v1/batch` with many create_order operations per request.
     Batch,
+    /// Keyed points orders, one per caller (--connections callers), gathered into binary
+    /// batches (`application/vnd.surge.batch`) by `surge-client` over
+    /// --client-connections connections.
+    BatchBinary,
     /// Plain `POST /v1/orders` (points) on ample stock: the target judged against the bare
     /// axum baseline (with --skip-setup it needs no merchant: for the baseline).
     Orders,
@@ -51,6 +55,7 @@ impl ScenarioKind {
             ScenarioKind::Retries => "retries",
             ScenarioKind::Mixed => "mixed",
             ScenarioKind::Batch => "batch",
+            ScenarioKind::BatchBinary => "batch-binary",
             ScenarioKind::Orders => "orders",
             ScenarioKind::CardFlow => "card-flow",
         }
@@ -83,6 +88,8 @@ pub struct Params {
     pub retry_share: f64,
     /// batch: operations per request.
     pub batch_size: u32,
+    /// batch-binary: the batching client's connections.
+    pub client_connections: usize,
     /// card-flow: share of card orders with manual capture (the rest capture automatically).
     pub manual_share: f64,
     /// card-flow: the gateway-sim's base URL (`/sim/config`, `/sim/stats`).
@@ -172,6 +179,8 @@ pub struct State {
     /// card-flow: every card order acknowledged, and the sim before the run.
     pub(crate) card_orders: Mutex<Vec<CardOrder>>,
     pub(crate) sim: Option<SimBefore>,
+    /// batch-binary: the client every caller's order goes through.
+    pub(crate) batcher: Option<surge_client::batcher::Client>,
 }
 
 const IDS_KEPT: usize = 1000;
@@ -229,7 +238,11 @@ impl Catalogue {
                 let (skus, prices) = numbered(10, 1000);
                 (skus, prices, 1_000_000_000)
             }
-            ScenarioKind::Retries | ScenarioKind::Mixed | ScenarioKind::Batch | ScenarioKind::Orders => {
+            ScenarioKind::Retries
+            | ScenarioKind::Mixed
+            | ScenarioKind::Batch
+            | ScenarioKind::BatchBinary
+            | ScenarioKind::Orders => {
                 let (skus, prices) = numbered(20, 1);
                 (skus, prices, 1_000_000_000_000)
             }
@@ -281,6 +294,7 @@ impl State {
             inner_total: AtomicU64::new(0),
             card_orders: Mutex::new(Vec::new()),
             sim: None,
+            batcher: None,
             params: Params { customers, ..params },
         }
     }
@@ -365,6 +379,19 @@ pub async fn setup(
     let mut api = Api::new(state.target.clone(), timeout, state.auth.clone());
     create_items(&mut api, &catalogue).await?;
     credit_points(&mut api, &state).await?;
+    if state.params.kind == ScenarioKind::BatchBinary {
+        let connections = state.params.client_connections.max(1);
+        state.batcher = Some(surge_client::batcher::Client::start(surge_client::batcher::Config {
+            addr: state.target.addr,
+            host: state.target.host.clone(),
+            auth: state.auth.clone(),
+            path: format!("{}/v1/batch", state.target.prefix),
+            connections,
+            // Two full batches per connection: one in flight, one filling.
+            queue_max: 2 * connections * surge_client::wire::BATCH_OPS_MAX,
+            timeout,
+        }));
+    }
     Ok(Arc::new(state))
 }
 
@@ -753,6 +780,55 @@ impl ScenarioWorker {
     }
 }
 
+impl ScenarioWorker {
+    /// batch-binary: one keyed points order through the batching client.
+    async fn binary_order(&mut self, index: u64) -> Vec<Outcome> {
+        use surge_client::batcher::{ClientError, Order};
+        let Some(client) = self.st.batcher.clone() else {
+            return vec![Outcome::finding("batch-binary without its client")];
+        };
+        let sku = self.rng.random_range(0..self.st.skus.len());
+        let customer = self.customer();
+        // The run's id and the op's index: unique in the run, and across runs.
+        let mut key = [0u8; 16];
+        key[..8].copy_from_slice(self.st.run_id.as_bytes().get(..8).unwrap_or(b"00000000"));
+        key[8..].copy_from_slice(&index.to_le_bytes());
+        let order = Order {
+            customer: format!("c-{customer}"),
+            lines: vec![(self.st.skus[sku].clone(), 1)],
+            payment: surge_client::wire::PAYMENT_POINTS,
+            key: Some(key),
+        };
+        self.st.sent.fetch_add(1, Ordering::Relaxed);
+        match client.order(order).await {
+            Ok(r) => {
+                let status = r.status();
+                if status == 201 {
+                    self.st.note_sale(sku, 1, customer);
+                    return vec![Outcome::answer("201", false)];
+                }
+                let label = match r.error_code() {
+                    Some(code) => format!("{status} {code}"),
+                    None => status.to_string(),
+                };
+                let error = status >= 400 && !self.st.params.kind.expected(&label);
+                vec![Outcome::answer(label, error)]
+            }
+            Err(ClientError::Transport(_)) => {
+                self.st.unknown.fetch_add(1, Ordering::Relaxed);
+                vec![Outcome::answer("transport: batch failed", true)]
+            }
+            Err(ClientError::Answer(e)) => {
+                // The server took the batch; what it did with this order is not known.
+                self.st.unknown.fetch_add(1, Ordering::Relaxed);
+                vec![Outcome::finding(format!("undecodable batch answer: {e}"))]
+            }
+            Err(ClientError::Refused(status, _)) => vec![Outcome::answer(format!("{status} (whole batch)"), true)],
+            Err(e @ (ClientError::Invalid | ClientError::Closed)) => vec![Outcome::finding(format!("{e:?}"))],
+        }
+    }
+}
+
 impl Worker for ScenarioWorker {
     async fn op(&mut self, index: u64) -> Vec<Outcome> {
         match self.st.params.kind {
@@ -766,6 +842,7 @@ impl Worker for ScenarioWorker {
             ScenarioKind::Concert => self.concert(index).await,
             ScenarioKind::Mixed => self.mixed(index).await,
             ScenarioKind::Batch => self.batch(index).await,
+            ScenarioKind::BatchBinary => self.binary_order(index).await,
             ScenarioKind::CardFlow => self.card(index).await,
         }
     }

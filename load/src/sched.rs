@@ -59,8 +59,19 @@ pub fn latency(due: Instant, sent: Instant, done: Instant) -> Duration {
 
 /// How long before its due time a connection may send an operation (the timer's tick).
 const EARLY: Duration = Duration::from_millis(1);
-/// Workers hand their recordings over at least this often.
+/// Workers hand their recordings over at least this often, up to this many workers.
 const FLUSH_EVERY: Duration = Duration::from_millis(100);
+const FLUSH_WORKERS: usize = 64;
+/// The longest wait between hand-overs, however many workers.
+const FLUSH_EVERY_MAX: Duration = Duration::from_secs(2);
+
+/// How often each of `workers` hands its recordings over: a hand-over merges and clears a
+/// whole histogram, so thousands of workers (batch-binary's callers) flushing every 100 ms
+/// made the generator spend most of its CPU there; the progress line needs the total rate,
+/// not each worker's every 100 ms.
+fn flush_every(workers: usize) -> Duration {
+    FLUSH_EVERY.mul_f64((workers as f64 / FLUSH_WORKERS as f64).max(1.0)).min(FLUSH_EVERY_MAX)
+}
 
 pub struct DriveResult {
     pub stats: Stats,
@@ -88,10 +99,11 @@ pub async fn drive<W: Worker>(plan: &Plan, workers: Vec<W>) -> DriveResult {
         tokio::spawn(progress_loop(shared, start, stop))
     });
     let mut tasks = Vec::with_capacity(workers.len());
+    let flush = flush_every(workers.len());
     for w in workers {
         let shared = shared.clone();
         let plan = plan.clone();
-        tasks.push(tokio::spawn(async move { run_worker(w, &plan, &shared, start).await }));
+        tasks.push(tokio::spawn(async move { run_worker(w, &plan, &shared, start, flush).await }));
     }
     let mut last_done = start;
     for t in tasks {
@@ -112,7 +124,7 @@ pub async fn drive<W: Worker>(plan: &Plan, workers: Vec<W>) -> DriveResult {
     DriveResult { stats, planned, not_sent, elapsed: last_done.duration_since(start) }
 }
 
-async fn run_worker<W: Worker>(mut w: W, plan: &Plan, shared: &Shared, start: Instant) -> Instant {
+async fn run_worker<W: Worker>(mut w: W, plan: &Plan, shared: &Shared, start: Instant, flush: Duration) -> Instant {
     let mut local = Stats::default();
     let mut flushed = Instant::now();
     let mut last_done = start;
@@ -148,7 +160,7 @@ async fn run_worker<W: Worker>(mut w: W, plan: &Plan, shared: &Shared, start: In
         let done = Instant::now();
         last_done = done;
         local.record(latency(due, sent, done), done.duration_since(start), &outcomes);
-        if done.duration_since(flushed) >= FLUSH_EVERY {
+        if done.duration_since(flushed) >= flush {
             shared.stats.lock().unwrap_or_else(|e| e.into_inner()).merge(&local);
             local.clear();
             flushed = done;

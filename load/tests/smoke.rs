@@ -113,6 +113,17 @@ async fn every_scenario_runs_and_its_invariants_hold() {
     a.batch_size = 20;
     let r = run_ok(&a).await;
     assert_eq!(r.inner_ok, Some(r.ops * 20));
+
+    // batch-binary: 64 callers in closed loop share 2 connections, so orders travel in
+    // binary batches of many; every invariant holds as for single orders.
+    let mut a = args(&url, &out, ScenarioKind::BatchBinary);
+    a.mode = LoopMode::Closed;
+    a.duration = Duration::from_secs(1);
+    a.connections = 64;
+    a.client_connections = 2;
+    let r = run_ok(&a).await;
+    assert!(r.outcomes.iter().all(|o| o.label == "201"), "{:?}", r.outcomes);
+    assert!(r.checks.iter().any(|c| c.name == "acknowledged sales recorded" && c.pass), "{:?}", r.checks);
 }
 
 /// A target that answers every order 201 and keeps nothing (as surge-baseline does).
