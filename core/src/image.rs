@@ -71,19 +71,26 @@ pub fn apply_events(shards: &mut [Shard], events: &[Event]) -> Result<(), ImageE
 /// the size of its previous snapshot: the image is large, and each doubling of a growing
 /// `Vec` copies it and touches fresh pages).
 pub fn encode_snapshot(shards: &[FrozenShard], capacity_bytes: usize) -> Vec<u8> {
-    assert!(!shards.is_empty(), "at least one shard");
     let mut out = Vec::with_capacity(capacity_bytes.max(12));
+    encode_snapshot_into(shards, &mut out);
+    out
+}
+
+/// [`encode_snapshot`] into `out` (cleared first), so a writer that snapshots again and
+/// again reuses one buffer instead of allocating and faulting in a fresh one each time.
+pub fn encode_snapshot_into(shards: &[FrozenShard], out: &mut Vec<u8>) {
+    assert!(!shards.is_empty(), "at least one shard");
+    out.clear();
     out.extend_from_slice(&SNAPSHOT_MAGIC);
     out.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
     out.extend_from_slice(&(shards.len() as u32).to_le_bytes());
     for shard in shards {
         let at = out.len();
         out.extend_from_slice(&0u64.to_le_bytes());
-        shard.snapshot_into(&mut out);
+        shard.snapshot_into(out);
         let len = (out.len() - at - 8) as u64;
         out[at..at + 8].copy_from_slice(&len.to_le_bytes());
     }
-    out
 }
 
 /// The snapshot of `shards` as they are now (what tools and tests write; the server

@@ -81,9 +81,12 @@ fn snapshot_due(every_records: u64, records_since: u64, log_bytes_since: u64, sn
 /// encodes and writes. No second copy of the state, nothing applied twice.
 pub(super) fn write_snapshots(shared: &Shared, jobs: &Receiver<SnapshotJob>) {
     lower_priority();
+    // One buffer for every snapshot this thread writes: a fresh one each time would be a
+    // snapshot's size of new pages to fault in, then hand back, every snapshot.
+    let mut buffer = Vec::new();
     for job in jobs.iter() {
         if !shared.stopping.load(Ordering::Acquire) {
-            write_snapshot(shared, job);
+            write_snapshot(shared, job, &mut buffer);
         }
         shared.snapshot_busy.store(false, Ordering::Release);
     }
@@ -113,7 +116,7 @@ fn wait_durable(shared: &Shared, wal: &Weak<Wal>, lsn: Lsn) -> bool {
 
 /// Waits until the frozen state's LSN is durable (a snapshot must never hold a change the
 /// log could still lose), then encodes and writes it into that same log.
-fn write_snapshot(shared: &Shared, job: SnapshotJob) {
+fn write_snapshot(shared: &Shared, job: SnapshotJob, buffer: &mut Vec<u8>) {
     let started = Instant::now();
     let SnapshotJob { wal, lsn, shards } = job;
     if lsn == 0 || lsn <= shared.snapshot_lsn.load(Ordering::Relaxed) {
@@ -125,13 +128,20 @@ fn write_snapshot(shared: &Shared, job: SnapshotJob) {
     let durable_after = started.elapsed();
     // Room for the previous image and some growth: no copies while encoding.
     let previous = shared.snapshot_bytes.load(Ordering::Relaxed) as usize;
-    let bytes = image::encode_snapshot(&shards, previous + previous / 4);
+    buffer.clear();
+    buffer.reserve(previous + previous / 4);
+    image::encode_snapshot_into(&shards, buffer);
     // Let go of the chunks at once: the live shards stop copying them on change.
     drop(shards);
     let encoded = started.elapsed() - durable_after;
+    // Kept for the next snapshot, but not at a size the state has since shrunk from.
+    if buffer.capacity() > 2 * buffer.len() {
+        buffer.shrink_to(buffer.len() + buffer.len() / 4);
+    }
+    let bytes = &buffer[..];
     // Not lent while encoding: a storage failure may close the log meanwhile.
     let Some(wal) = shared.wal.lend_if_current(&wal) else { return };
-    match wal.write_snapshot(lsn, &bytes) {
+    match wal.write_snapshot(lsn, bytes) {
         Ok(removed) => {
             let took = started.elapsed();
             shared.snapshots_written.fetch_add(1, Ordering::Relaxed);
