@@ -209,7 +209,7 @@ pub struct WindowQuery {
     /// Minutes back from now (default 1); values outside 1..=10 are taken as the nearest
     /// bound.
     #[serde(default)]
-    #[param(minimum = 1, maximum = 10)]
+    #[param(schema_with = crate::openapi::schema::window_minutes)]
     minutes: Option<u64>,
 }
 

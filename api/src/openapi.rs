@@ -222,9 +222,13 @@ fn complete(op: &mut Value) {
     let params = op["parameters"].as_array().cloned().unwrap_or_default();
     let keyed = params.iter().any(|p| p["name"] == "Idempotency-Key");
     let in_path = params.iter().any(|p| p["in"] == "path");
+    let in_query = params.iter().any(|p| p["in"] == "query");
     let mut add: Vec<(u16, &str)> = Vec::new();
     if in_path {
         add.push((400, "invalid_request: a path parameter"));
+    }
+    if in_query {
+        add.push((400, "invalid_request: a query parameter that does not parse"));
     }
     if has_body {
         add.push((400, "invalid_request: the body, naming the field"));
@@ -461,6 +465,11 @@ pub mod schema {
 
     pub fn dead_letter_status_filter() -> RefOr<Schema> {
         of(json!({"type": ["string", "null"], "enum": ["open", "retried", "resolved", null]}))
+    }
+
+    /// Any u64: the server takes values outside 1..=10 as the nearest bound.
+    pub fn window_minutes() -> RefOr<Schema> {
+        of(json!({"type": ["integer", "null"], "minimum": 0, "maximum": u64::MAX, "default": 1}))
     }
 
     pub fn list_limit() -> RefOr<Schema> {
