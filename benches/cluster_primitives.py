@@ -2,7 +2,8 @@
 """Probes for benches/cluster_primitives.sh: the primitives a surge cluster would stand on.
 
   cluster_primitives.py etcd-latency ENDPOINT N
-      sequential put, txn compare-and-swap on a revision (the fencing check), lease grant and
+      sequential put, txn compare-and-swap on a revision (the fencing check), a linearizable
+      get of the owner key (the cheaper fencing check), lease grant and
       lease keep-alive over one keep-alive HTTP connection to etcd's v3 JSON gateway; p50/p99.
   cluster_primitives.py etcd-hold ENDPOINT KEY TTL
       takes KEY under a lease of TTL seconds and keeps the lease alive every TTL/4 until
@@ -100,6 +101,7 @@ def etcd_latency(endpoint, n):
     def cas(i):
         assert e.fenced_put("bench/owner", token, "bench/data", "v%d" % i)
     timed("txn CAS on the owner's revision", cas, n)
+    timed("linearizable get of the owner key", lambda i: e.call("/v3/kv/range", {"key": b64("bench/owner")}), n)
     timed("lease grant (TTL 30 s)", lambda i: e.grant(30), max(1, n // 5))
     timed("lease keep-alive", lambda i: e.keepalive(lease), n)
     for name, count, t in rows:

@@ -43,7 +43,7 @@ ETCD_PIDS=()
 cleanup() {
     for pid in "${ETCD_PIDS[@]}"; do kill -CONT "$pid" 2>/dev/null || true; kill "$pid" 2>/dev/null || true; done
     wait 2>/dev/null || true
-    [ -n "$ETCD_DIR" ] && rm -rf "$ETCD_DIR"
+    if [ -n "$ETCD_DIR" ]; then rm -rf "$ETCD_DIR"; fi
 }
 trap cleanup EXIT
 
@@ -142,8 +142,8 @@ run_kafka() {
     fi
     echo "== Kafka-protocol broker on $KAFKA: $(command -v tansu >/dev/null && tansu --version || echo 'not tansu?')"
     echo "-- kcat (Debian's librdkafka $(dpkg-query -W -f '${Version}' librdkafka1 2>/dev/null)) metadata:"
-    timeout 15 kcat -L -b "$KAFKA" -m 5 2>&1 | grep -E '^(Metadata| *[0-9]+ brokers|% ERROR)|ApiVersionRequest failed' | head -n 3 |
-        sed -e 's/^%[0-9]|[0-9.]*|FAIL|[^ ]* /   /' -e 's/^/   /' || true
+    timeout 15 kcat -L -b "$KAFKA" -m 5 2>&1 | grep -E '^(Metadata| *[0-9]+ brokers)|ApiVersionRequest failed' | head -n 2 |
+        sed -e 's/^.*ApiVersionRequest failed: \([^(]*\).*/   ApiVersionRequest failed: \1/' || true
     local py
     py=$(kafka_python)
     echo "-- probe with $($py -c 'import confluent_kafka as c; v = c.version(); print("confluent-kafka", v[0] if isinstance(v, tuple) else v, "librdkafka", c.libversion()[0])')"
