@@ -127,7 +127,7 @@ AdminClient({'bootstrap.servers': '$KAFKA', 'log_level': 0}).list_topics(timeout
     local venv="$HOME/.cache/surge/kafka-probe-venv"
     if [ ! -x "$venv/bin/python" ]; then
         echo "== Debian's librdkafka does not talk to $KAFKA; a venv with PyPI's confluent-kafka" >&2
-        need_debian pip3 python3-venv python3-pip
+        $PY -c 'import ensurepip' 2>/dev/null || need_debian /nonexistent python3-venv
         $PY -m venv "$venv" >&2
         "$venv/bin/pip" install -q confluent-kafka >&2
     fi
@@ -136,6 +136,7 @@ AdminClient({'bootstrap.servers': '$KAFKA', 'log_level': 0}).list_topics(timeout
 
 run_kafka() {
     need_debian kcat kcat
+    # (need_debian installs when its first argument is not a command: a module is not)
     $PY -c 'import confluent_kafka' 2>/dev/null || need_debian /nonexistent python3-confluent-kafka
     if ! (exec 3<>"/dev/tcp/${KAFKA%:*}/${KAFKA#*:}") 2>/dev/null; then
         scripts/services.sh kafka
