@@ -31,6 +31,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod order_json;
 pub mod relaycmd;
+pub mod results_dir;
 pub mod routes;
 pub mod signal;
 pub mod walcmd;

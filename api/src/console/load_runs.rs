@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::results_dir;
+pub use crate::results_dir::RESULT_BYTES_MAX;
+
 pub const RUNS_MAX: usize = 100;
-pub const RESULT_BYTES_MAX: u64 = 16 << 20;
-/// Directory entries looked at, at most (a directory of other files stays cheap).
-const ENTRIES_MAX: usize = 10_000;
 
 #[derive(Serialize)]
 pub struct LoadRuns {
@@ -51,31 +51,18 @@ pub struct CheckResult {
 /// The runs in `dir`, newest first. A missing directory is an empty list.
 pub fn list(dir: &Path) -> LoadRuns {
     let mut out = LoadRuns { dir: dir.display().to_string(), runs: Vec::new(), unreadable: Vec::new() };
-    let Ok(entries) = std::fs::read_dir(dir) else { return out };
-    let mut files: Vec<(std::time::SystemTime, PathBuf)> = entries
-        .take(ENTRIES_MAX)
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_str().is_some_and(|n| n.ends_with(".json") && safe_name(n)))
-        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
-        .collect();
-    files.sort_by_key(|f| std::cmp::Reverse(f.0));
-    for (_, path) in files.into_iter().take(RUNS_MAX) {
-        let file = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
-        match read(&path) {
-            Ok(json) => out.runs.push(run(file, &path, &json)),
-            Err(why) => out.unreadable.push((file, why)),
+    let Ok(files) = results_dir::newest(dir, ".json", RUNS_MAX) else { return out };
+    for file in files {
+        let Some(path) = results_dir::resolve(dir, &file.name) else { continue };
+        let json = results_dir::read_bounded(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).map_err(|e| e.to_string()));
+        match json {
+            Ok(json) => out.runs.push(run(file.name, &path, &json)),
+            Err(why) => out.unreadable.push((file.name, why)),
         }
     }
     out
-}
-
-fn read(path: &Path) -> Result<Value, String> {
-    let size = std::fs::metadata(path).map_err(|e| e.to_string())?.len();
-    if size > RESULT_BYTES_MAX {
-        return Err(format!("{size} bytes, more than {RESULT_BYTES_MAX}"));
-    }
-    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
-    serde_json::from_slice(&bytes).map_err(|e| e.to_string())
 }
 
 fn run(file: String, path: &Path, json: &Value) -> LoadRun {
@@ -108,17 +95,9 @@ fn run(file: String, path: &Path, json: &Value) -> LoadRun {
     }
 }
 
-/// A plain file name: no directory part, nothing hidden, nothing but `[A-Za-z0-9._-]`.
-pub fn safe_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 255
-        && !name.starts_with('.')
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-}
-
 /// The HTML report `name` in `dir`, if it is one (never a path outside `dir`).
 pub fn report_path(dir: &Path, name: &str) -> Option<PathBuf> {
-    (safe_name(name) && name.ends_with(".html")).then(|| dir.join(name)).filter(|p| p.is_file())
+    name.ends_with(".html").then(|| results_dir::resolve(dir, name)).flatten()
 }
 
 #[cfg(test)]

@@ -3,17 +3,15 @@
 //! bounded in size, and summed up for an assistant: throughput, percentiles, errors,
 //! invariants, and where the time went.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::{json, Value};
 use surge_load::RunReport;
 
-/// A result file larger than this is not read (a 10-minute run's timeline is ~100 KiB).
-pub const RESULT_BYTES_MAX: u64 = 16 << 20;
+use crate::results_dir::{self, RESULT_BYTES_MAX};
+
 /// Files one listing names at most (the newest).
 pub const LISTED_MAX: usize = 50;
-/// Directory entries one listing looks at at most.
-const ENTRIES_SCANNED_MAX: usize = 10_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadResultError {
@@ -29,59 +27,27 @@ pub enum LoadResultError {
     Directory { dir: String, detail: String },
 }
 
-/// A bare `*.json` file name of `[A-Za-z0-9._-]`, not starting with a dot.
-fn valid_name(name: &str) -> bool {
-    name.len() <= 255
-        && name.ends_with(".json")
-        && !name.starts_with('.')
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-}
-
 /// The newest result files in `dir`: `[{"name", "modified_unix_s", "bytes"}]`.
 pub fn list(dir: &Path) -> Result<Vec<Value>, LoadResultError> {
-    let directory =
-        |e: std::io::Error| LoadResultError::Directory { dir: dir.display().to_string(), detail: e.to_string() };
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(directory)?.take(ENTRIES_SCANNED_MAX) {
-        let Ok(entry) = entry else { continue };
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Ok(meta) = entry.metadata() else { continue };
-        if !valid_name(&name) || !meta.is_file() {
-            continue;
-        }
-        let modified = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
-        files.push((modified.map_or(0, |d| d.as_secs()), name, meta.len()));
-    }
-    files.sort_by(|a, b| b.cmp(a));
-    files.truncate(LISTED_MAX);
-    Ok(files.into_iter().map(|(t, name, bytes)| json!({"name": name, "modified_unix_s": t, "bytes": bytes})).collect())
+    let files = results_dir::newest(dir, ".json", LISTED_MAX)
+        .map_err(|e| LoadResultError::Directory { dir: dir.display().to_string(), detail: e.to_string() })?;
+    Ok(files
+        .into_iter()
+        .map(|f| json!({"name": f.name, "modified_unix_s": f.modified_unix_s, "bytes": f.bytes}))
+        .collect())
 }
 
 /// Reads result `name` from `dir`, refusing anything that is not a file directly in it.
 pub fn read(dir: &Path, name: &str) -> Result<RunReport, LoadResultError> {
-    if !valid_name(name) {
+    if !results_dir::safe_name(name) || !name.ends_with(".json") {
         return Err(LoadResultError::BadName(name.to_string()));
     }
-    let directory =
-        |e: std::io::Error| LoadResultError::Directory { dir: dir.display().to_string(), detail: e.to_string() };
-    let root = dir.canonicalize().map_err(directory)?;
-    let path: PathBuf = root.join(name);
-    // A symlink could still point elsewhere: the file's real place must be in the directory.
-    let real = path.canonicalize().map_err(|_| LoadResultError::NotFound(name.to_string()))?;
-    if real.parent() != Some(root.as_path()) {
-        return Err(LoadResultError::NotFound(name.to_string()));
-    }
-    let meta = std::fs::metadata(&real).map_err(|_| LoadResultError::NotFound(name.to_string()))?;
-    if !meta.is_file() {
-        return Err(LoadResultError::NotFound(name.to_string()));
-    }
-    if meta.len() > RESULT_BYTES_MAX {
-        return Err(LoadResultError::TooLarge(name.to_string()));
-    }
-    let file = std::fs::File::open(&real).map_err(|_| LoadResultError::NotFound(name.to_string()))?;
-    // The length may change after the check: read no more than the bound either way.
-    let reader = std::io::Read::take(std::io::BufReader::new(file), RESULT_BYTES_MAX);
-    serde_json::from_reader(reader)
+    let path = results_dir::resolve(dir, name).ok_or_else(|| LoadResultError::NotFound(name.to_string()))?;
+    let bytes = results_dir::read_bounded(&path).map_err(|e| match e {
+        results_dir::ReadError::TooLarge => LoadResultError::TooLarge(name.to_string()),
+        results_dir::ReadError::Io(_) => LoadResultError::NotFound(name.to_string()),
+    })?;
+    serde_json::from_slice(&bytes)
         .map_err(|e| LoadResultError::NotAResult { name: name.to_string(), detail: e.to_string() })
 }
 
@@ -207,10 +173,12 @@ mod tests {
 
     #[test]
     fn names_are_bare_json_files() {
+        let dir = tempfile::tempdir().unwrap();
         for bad in ["../x.json", "a/b.json", ".hidden.json", "x.html", "x.json/..", "", "%2e%2e.json", "x\u{0}.json"] {
-            assert!(!valid_name(bad), "{bad}");
+            assert!(matches!(read(dir.path(), bad), Err(LoadResultError::BadName(_))), "{bad}");
         }
-        assert!(valid_name("flash-sale-1764990000.json"));
+        let good = read(dir.path(), "flash-sale-1764990000.json");
+        assert!(matches!(good, Err(LoadResultError::NotFound(_))), "a good name, not there");
     }
 
     #[test]
