@@ -45,3 +45,10 @@ steal_sample() { # CPUS -> "steal_ticks all_ticks", summed over those CPUs
 steal_percent() { # "before" "after" samples -> percent of those CPUs' time
     echo "$1 $2" | awk '{ d = $4 - $2; printf "%.1f", (d > 0 ? 100 * ($3 - $1) / d : 0) }'
 }
+
+# Stops every process in the array PIDS and waits for each (for the scripts' EXIT traps).
+stop_pids() {
+    local pid
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+}

@@ -54,8 +54,7 @@ mkdir -p "$OUT"
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    stop_pids
     mariadb -u root -e "DROP DATABASE IF EXISTS $DB" 2>/dev/null || true
     rm -rf "$WORK"
 }
