@@ -114,9 +114,10 @@ expected-statuses = ["2xx", 401, 402, 403, 404, 409, 413, 422]
 # Refusals by the state a request meets that are 400 invalid_request, each stated on its
 # operation's 400: a restock past the largest stock, an order whose total would pass the
 # largest amount or whose hold is another customer's, a points balance past the largest
-# amount, a worker's report with another transaction key.
+# amount, a capture or refund of more than the payment has left, a worker's report with
+# another transaction key.
 [[operations]]
-include-operation-id-regex = "^(restock|create_order|credit_points|report)$"
+include-operation-id-regex = "^(restock|create_order|credit_points|capture_payment|refund_payment|report)$"
 [operations.checks.positive_data_acceptance]
 expected-statuses = ["2xx", 400, 401, 402, 403, 404, 409, 413, 422]
 

@@ -221,7 +221,7 @@ fn now_s() -> u64 {
          description = "lowercase hex of HMAC-SHA256(secret, \"{X-Timestamp}.{raw body}\")"),
         ("X-Timestamp" = String, Header, pattern = "^[0-9]+$", description = "Unix seconds, within 300 s of now"),
     ),
-    request_body = CallbackBody,
+    request_body(content = CallbackBody, example = json!({"transactionKey": "tx_1", "orderId": "acme:pay_1", "status": "SUCCESS"})),
     responses(
         (status = 200, description = "applied, or duplicate when the payment was settled already", body = CallbackAnswer),
         (status = 400, description = "invalid_request: the body (signed) does not parse"),
@@ -314,7 +314,7 @@ async fn handle_callback(
 
 #[utoipa::path(
     post, path = "/v1/admin/gateway/reports", tag = "admin", security(("admin" = [])),
-    request_body = crate::openapi::ReportDoc,
+    request_body(content = crate::openapi::ReportDoc, example = json!({"merchant_id": "acme", "command": {"GatewayDeclined": {"payment": "pay_1", "reason": "do_not_honor"}}})),
     responses(
         (status = 200, description = "applied, or duplicate when it changed nothing", body = CallbackAnswer),
         (status = 400, description = "invalid_request: not one of the worker's reports, or a transaction key that is not the payment's"),
@@ -446,7 +446,7 @@ pub async fn dead_letters(
 
 #[utoipa::path(
     post, path = "/v1/admin/dead-letters/{id}/retry", tag = "admin", security(("admin" = [])),
-    params(("id" = String, Path, pattern = "^[A-Za-z0-9_.:-]+:dl_[1-9][0-9]*$", description = "{merchant_id}:dl_{n}")),
+    params(("id" = String, Path, pattern = "^[A-Za-z0-9_.:-]+:dl_[1-9][0-9]*$", description = "{merchant_id}:dl_{n}", example = "acme:dl_1")),
     responses(
         (status = 200, description = "requested again with the same idempotency key", body = DeadLetter),
         (status = 404, description = "not_found"),

@@ -45,8 +45,8 @@ fn merchant_id(id: &str) -> Result<Arc<str>, ApiError> {
 }
 
 #[utoipa::path(
-    get, path = "/v1/admin/merchants/{merchant_id}/orders/{id}", tag = "admin", security(("admin" = [])),
-    params(("merchant_id" = String, Path, description = "the merchant's id"), ("id" = String, Path, description = "the order's id (`ord_1`)")),
+    get, path = "/v1/admin/merchants/{merchant_id}/orders/{id}", operation_id = "admin_get_order", tag = "admin", security(("admin" = [])),
+    params(("merchant_id" = String, Path, description = "the merchant's id", example = "acme"), ("id" = String, Path, description = "the order's id (`ord_1`)", example = "ord_1")),
     responses((status = 200, description = "the order, as `GET /v1/orders/{id}` answers it to its merchant", body = Order), (status = 404, description = "not_found: no such merchant or order"), (status = 410, description = "archived, and no cold store shows it"))
 )]
 /// `GET /v1/admin/merchants/{merchant_id}/orders/{id}`.
@@ -61,8 +61,8 @@ pub async fn get_order(
 }
 
 #[utoipa::path(
-    get, path = "/v1/admin/merchants/{merchant_id}/payments/{id}", tag = "admin", security(("admin" = [])),
-    params(("merchant_id" = String, Path, description = "the merchant's id"), ("id" = String, Path, description = "the payment's id (`pay_1`)")),
+    get, path = "/v1/admin/merchants/{merchant_id}/payments/{id}", operation_id = "admin_get_payment", tag = "admin", security(("admin" = [])),
+    params(("merchant_id" = String, Path, description = "the merchant's id", example = "acme"), ("id" = String, Path, description = "the payment's id (`pay_1`)", example = "pay_1")),
     responses((status = 200, description = "the payment, as `GET /v1/payments/{id}` answers it to its merchant", body = Payment), (status = 404, description = "not_found: no such merchant or payment"), (status = 410, description = "archived, and no cold store shows it"))
 )]
 /// `GET /v1/admin/merchants/{merchant_id}/payments/{id}`.
@@ -77,8 +77,8 @@ pub async fn get_payment(
 }
 
 #[utoipa::path(
-    get, path = "/v1/admin/merchants/{merchant_id}/trial-balance", tag = "admin", security(("admin" = [])),
-    params(("merchant_id" = String, Path, description = "the merchant's id")),
+    get, path = "/v1/admin/merchants/{merchant_id}/trial-balance", operation_id = "admin_trial_balance", tag = "admin", security(("admin" = [])),
+    params(("merchant_id" = String, Path, description = "the merchant's id", example = "acme")),
     responses((status = 200, description = "the merchant's trial balance, as `GET /v1/ledger/trial-balance` answers it", body = TrialBalanceDto), (status = 404, description = "not_found: no such merchant"))
 )]
 /// `GET /v1/admin/merchants/{merchant_id}/trial-balance`.
@@ -117,8 +117,8 @@ pub struct AggregateEvents {
 }
 
 #[utoipa::path(
-    get, path = "/v1/admin/merchants/{merchant_id}/events/{aggregate_id}", tag = "admin", security(("admin" = [])),
-    params(("merchant_id" = String, Path, description = "the merchant's id"), ("aggregate_id" = String, Path, description = "an order (`ord_1`), payment (`pay_1`), hold, sku, customer, waiting room or dead letter id"), EventsQuery),
+    get, path = "/v1/admin/merchants/{merchant_id}/events/{aggregate_id}", operation_id = "admin_events", tag = "admin", security(("admin" = [])),
+    params(("merchant_id" = String, Path, description = "the merchant's id", example = "acme"), ("aggregate_id" = String, Path, description = "an order (`ord_1`), payment (`pay_1`), hold, sku, customer, waiting room or dead letter id", example = "ord_1"), EventsQuery),
     responses(
         (status = 200, description = "the aggregate's events in the newest log records (bounded scan), oldest first", body = AggregateEvents),
         (status = 404, description = "not_found: a malformed id, or this server has no log directory to read"),

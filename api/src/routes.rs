@@ -154,9 +154,11 @@ pub struct MerchantBody {
 #[utoipa::path(
     post, path = "/v1/merchants", tag = "admin", security(("admin" = [])),
     params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer to a retry with the same key and request")),
-    request_body = MerchantBody,
+    request_body(content = MerchantBody, example = json!({"id": "acme", "name": "Acme Tickets", "currency": "KRW"})),
     responses(
-        (status = 201, description = "created; `api_key` is shown this once", body = dto::Merchant),
+        (status = 201, description = "created; `api_key` is shown this once", body = dto::Merchant, links(
+            ("admin_trial_balance" = (operation_id = "admin_trial_balance", parameters(("merchant_id" = "$response.body#/id")))),
+        )),
         (status = 409, description = "invalid_state: the merchant exists"),
     )
 )]
@@ -212,8 +214,8 @@ async fn run<B: Op>(call: Call, body: B, target: String, required_key: bool) -> 
 
 #[utoipa::path(
     put, path = "/v1/items/{sku}", tag = "items",
-    params(("sku" = String, Path, description = "the item's sku"), ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer to a retry with the same key and request")),
-    request_body = ItemBody,
+    params(("sku" = String, Path, description = "the item's sku", example = "sku-1"), ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer to a retry with the same key and request")),
+    request_body(content = ItemBody, example = json!({"name": "Concert ticket", "price": 50000, "stock": 100})),
     responses(
         (status = 200, description = "updated", body = Item, links(("get_item" = (operation_id = "get_item", parameters(("sku" = "$response.body#/sku")))), ("restock" = (operation_id = "restock", parameters(("sku" = "$response.body#/sku")), request_body = json!({"qty": 100}))))),
         (status = 201, description = "created", body = Item, links(("get_item" = (operation_id = "get_item", parameters(("sku" = "$response.body#/sku")))), ("restock" = (operation_id = "restock", parameters(("sku" = "$response.body#/sku")), request_body = json!({"qty": 100}))))),
@@ -228,7 +230,7 @@ pub async fn put_item(Path(sku): Path<String>, call: Call) -> Result<Response, A
 #[utoipa::path(
     post, path = "/v1/items/bulk", tag = "items",
     params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer to a retry with the same key and request")),
-    request_body = BulkBody,
+    request_body(content = BulkBody, example = json!({"items": [{"sku": "sku-2", "name": "Poster", "price": 15000, "stock": 500}]})),
     responses(
         (status = 200, description = "how many items were created and updated", body = Items, links(("get_item" = (operation_id = "get_item", parameters(("sku" = "$request.body#/items/0/sku")))), ("restock" = (operation_id = "restock", parameters(("sku" = "$request.body#/items/0/sku")), request_body = json!({"qty": 100}))))),
         (status = 404, description = "not_found: a waiting room `queue_id`"),
@@ -241,11 +243,11 @@ pub async fn put_items(call: Call) -> Result<Response, ApiError> {
 
 #[utoipa::path(
     post, path = "/v1/items/{sku}/restock", tag = "items",
-    params(("sku" = String, Path, description = "the item's sku"), ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer to a retry with the same key and request")),
-    request_body = RestockBody,
+    params(("sku" = String, Path, description = "the item's sku", example = "sku-1"), ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer to a retry with the same key and request")),
+    request_body(content = RestockBody, example = json!({"qty": 10})),
     responses(
         (status = 400, description = "invalid_request: also when the stock would pass the largest amount (10^15)"),
-        (status = 200, description = "stock added", body = Item, links(("get_item" = (operation_id = "get_item", parameters(("sku" = "$response.body#/sku")))), ("restock" = (operation_id = "restock", parameters(("sku" = "$response.body#/sku")), request_body = json!({"qty": 100}))), ("create_hold" = (operation_id = "create_hold", request_body = json!({"customer_id": "c-1", "lines": [{"sku": "$response.body#/sku", "qty": 1}]}))), ("create_order" = (operation_id = "create_order", request_body = json!({"customer_id": "c-1", "lines": [{"sku": "$response.body#/sku", "qty": 1}], "payment": {"method": "none"}}))), ("create_order_by_card" = (operation_id = "create_order", request_body = json!({"customer_id": "c-1", "lines": [{"sku": "$response.body#/sku", "qty": 1}], "payment": {"method": "card", "card": {"number": "4111-1111-1111-1111", "type": "VISA"}, "capture": "manual"}}))))),
+        (status = 200, description = "stock added", body = Item, links(("get_item" = (operation_id = "get_item", parameters(("sku" = "$response.body#/sku")))), ("restock" = (operation_id = "restock", parameters(("sku" = "$response.body#/sku")), request_body = json!({"qty": 100}))), ("create_hold" = (operation_id = "create_hold", request_body = json!({"customer_id": "c-1", "lines": [{"sku": "$response.body#/sku", "qty": 1}]}))), ("create_order" = (operation_id = "create_order", request_body = json!({"customer_id": "c-1", "lines": [{"sku": "$response.body#/sku", "qty": 1}], "payment": {"method": "points", "capture": "manual"}}))), ("create_order_by_card" = (operation_id = "create_order", request_body = json!({"customer_id": "c-1", "lines": [{"sku": "$response.body#/sku", "qty": 1}], "payment": {"method": "card", "card": {"number": "4111-1111-1111-1111", "type": "VISA"}, "capture": "manual"}}))))),
         (status = 404, description = "not_found"),
     )
 )]
@@ -255,7 +257,7 @@ pub async fn restock(Path(sku): Path<String>, call: Call) -> Result<Response, Ap
 
 #[utoipa::path(
     get, path = "/v1/items/{sku}", tag = "items",
-    params(("sku" = String, Path, description = "the item's sku")),
+    params(("sku" = String, Path, description = "the item's sku", example = "sku-1")),
     responses((status = 200, description = "the item", body = Item), (status = 404, description = "not_found"))
 )]
 pub async fn get_item(Path(sku): Path<String>, call: Call) -> Result<Response, ApiError> {
@@ -265,7 +267,7 @@ pub async fn get_item(Path(sku): Path<String>, call: Call) -> Result<Response, A
 #[utoipa::path(
     post, path = "/v1/holds", tag = "holds",
     params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer to a retry with the same key and request"), ("Queue-Token" = Option<String>, Header, description = "An active token of the waiting room an item sits behind")),
-    request_body = HoldBody,
+    request_body(content = HoldBody, example = json!({"customer_id": "c-1", "lines": [{"sku": "sku-1", "qty": 1}], "ttl_seconds": 300})),
     responses(
         (status = 201, description = "stock reserved for `ttl_seconds`, all lines or none", body = Hold, links(("get_hold" = (operation_id = "get_hold", parameters(("id" = "$response.body#/id")))), ("release_hold" = (operation_id = "release_hold", parameters(("id" = "$response.body#/id")))), ("create_order" = (operation_id = "create_order", request_body = json!({"customer_id": "$response.body#/customer_id", "hold_id": "$response.body#/id", "payment": {"method": "none"}}))))),
         (status = 403, description = "queue_token_required: an item sits behind a waiting room"),
@@ -282,7 +284,7 @@ pub async fn create_hold(call: Call) -> Result<Response, ApiError> {
 
 #[utoipa::path(
     post, path = "/v1/holds/{id}/release", tag = "holds",
-    params(("id" = String, Path, description = "the hold's id (`hold_1`)"), ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer to a retry with the same key and request")),
+    params(("id" = String, Path, description = "the hold's id (`hold_1`)", example = "hold_1"), ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer to a retry with the same key and request")),
     responses(
         (status = 200, description = "released", body = Hold, links(("get_hold" = (operation_id = "get_hold", parameters(("id" = "$response.body#/id")))), ("release_hold" = (operation_id = "release_hold", parameters(("id" = "$response.body#/id")))))),
         (status = 404, description = "not_found"), (status = 410, description = "archived: settled and older than the retention (`archived_at` says when)"),
@@ -295,7 +297,7 @@ pub async fn release_hold(Path(id): Path<String>, call: Call) -> Result<Response
 
 #[utoipa::path(
     get, path = "/v1/holds/{id}", tag = "holds",
-    params(("id" = String, Path, description = "the hold's id (`hold_1`)")),
+    params(("id" = String, Path, description = "the hold's id (`hold_1`)", example = "hold_1")),
     responses((status = 200, description = "the hold", body = Hold), (status = 404, description = "not_found"), (status = 410, description = "archived: settled and older than the retention (`archived_at` says when); holds are not in the cold store"))
 )]
 pub async fn get_hold(Path(id): Path<String>, call: Call) -> Result<Response, ApiError> {
@@ -320,10 +322,10 @@ fn payment_idempotency(
 #[utoipa::path(
     post, path = "/v1/orders", tag = "orders",
     params(("Idempotency-Key" = String, Header, description = "Required: replays the first answer to a retry with the same key and request"), ("Queue-Token" = Option<String>, Header, description = "An active token of the waiting room an item sits behind")),
-    request_body = OrderBody,
+    request_body(content = OrderBody, example = json!({"customer_id": "c-1", "lines": [{"sku": "sku-1", "qty": 1}], "payment": {"method": "points"}})),
     responses(
         (status = 400, description = "invalid_request: also when the total would pass the largest amount (10^15), or the hold is another customer's"),
-        (status = 201, description = "created: paid (points), or awaiting_payment (none)", body = Order, links(("get_order" = (operation_id = "get_order", parameters(("id" = "$response.body#/id")))), ("cancel_order" = (operation_id = "cancel_order", parameters(("id" = "$response.body#/id")))), ("pay_order" = (operation_id = "pay_order", parameters(("id" = "$response.body#/id")))), ("get_payment" = (operation_id = "get_payment", parameters(("id" = "$response.body#/payment/id")))), ("capture_payment" = (operation_id = "capture_payment", parameters(("id" = "$response.body#/payment/id")))), ("refund_payment" = (operation_id = "refund_payment", parameters(("id" = "$response.body#/payment/id")))))),
+        (status = 201, description = "created: paid (points), or awaiting_payment (none)", body = Order, links(("get_order" = (operation_id = "get_order", parameters(("id" = "$response.body#/id")))), ("cancel_order" = (operation_id = "cancel_order", parameters(("id" = "$response.body#/id")))), ("pay_order" = (operation_id = "pay_order", parameters(("id" = "$response.body#/id")))), ("pay_order_by_card" = (operation_id = "pay_order", parameters(("id" = "$response.body#/id")), request_body = json!({"method": "card", "card": {"number": "4111-1111-1111-1111", "type": "VISA"}, "capture": "manual"}))), ("get_payment" = (operation_id = "get_payment", parameters(("id" = "$response.body#/payment/id")))), ("capture_payment" = (operation_id = "capture_payment", parameters(("id" = "$response.body#/payment/id")))), ("refund_payment" = (operation_id = "refund_payment", parameters(("id" = "$response.body#/payment/id")))))),
         (status = 202, description = "card payment accepted: the order is pending_payment until the gateway decides", body = Order, links(("get_order" = (operation_id = "get_order", parameters(("id" = "$response.body#/id")))), ("cancel_order" = (operation_id = "cancel_order", parameters(("id" = "$response.body#/id")))), ("pay_order" = (operation_id = "pay_order", parameters(("id" = "$response.body#/id")))), ("get_payment" = (operation_id = "get_payment", parameters(("id" = "$response.body#/payment/id")))), ("capture_payment" = (operation_id = "capture_payment", parameters(("id" = "$response.body#/payment/id")))), ("refund_payment" = (operation_id = "refund_payment", parameters(("id" = "$response.body#/payment/id")))))),
         (status = 402, description = "insufficient_points"),
         (status = 403, description = "queue_token_required: an item sits behind a waiting room"),
@@ -341,7 +343,7 @@ pub async fn create_order(call: Call) -> Result<Response, ApiError> {
 
 #[utoipa::path(
     get, path = "/v1/orders/{id}", tag = "orders",
-    params(("id" = String, Path, description = "the order's id (`ord_1`)")),
+    params(("id" = String, Path, description = "the order's id (`ord_1`)", example = "ord_1")),
     responses((status = 200, description = "the order; once archived, as it was, from the cold store (a server with `--mariadb-url`) with `archived_at`", body = Order), (status = 404, description = "not_found"), (status = 410, description = "archived: settled and older than the retention (`archived_at` says when), and no cold store shows it (none configured, not relayed yet, or unreachable)"))
 )]
 pub async fn get_order(
@@ -363,7 +365,7 @@ pub async fn get_order(
 
 #[utoipa::path(
     post, path = "/v1/orders/{id}/cancel", tag = "orders",
-    params(("id" = String, Path, description = "the order's id (`ord_1`)"), ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer to a retry with the same key and request")),
+    params(("id" = String, Path, description = "the order's id (`ord_1`)", example = "ord_1"), ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer to a retry with the same key and request")),
     responses(
         (status = 200, description = "cancelled: stock released, a capture refunded", body = Order, links(("get_order" = (operation_id = "get_order", parameters(("id" = "$response.body#/id")))), ("cancel_order" = (operation_id = "cancel_order", parameters(("id" = "$response.body#/id")))), ("pay_order" = (operation_id = "pay_order", parameters(("id" = "$response.body#/id")))), ("get_payment" = (operation_id = "get_payment", parameters(("id" = "$response.body#/payment/id")))), ("capture_payment" = (operation_id = "capture_payment", parameters(("id" = "$response.body#/payment/id")))), ("refund_payment" = (operation_id = "refund_payment", parameters(("id" = "$response.body#/payment/id")))))),
         (status = 404, description = "not_found"), (status = 410, description = "archived: settled and older than the retention (`archived_at` says when)"),
@@ -376,8 +378,8 @@ pub async fn cancel_order(Path(id): Path<String>, call: Call) -> Result<Response
 
 #[utoipa::path(
     post, path = "/v1/orders/{id}/payments", tag = "orders",
-    params(("id" = String, Path, description = "the order's id (`ord_1`)"), ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer to a retry with the same key and request")),
-    request_body = PaymentBody,
+    params(("id" = String, Path, description = "the order's id (`ord_1`)", example = "ord_1"), ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer to a retry with the same key and request")),
+    request_body(content = PaymentBody, example = json!({"method": "points", "capture": "manual"})),
     responses(
         (status = 200, description = "paid with points", body = Order, links(("get_order" = (operation_id = "get_order", parameters(("id" = "$response.body#/id")))), ("cancel_order" = (operation_id = "cancel_order", parameters(("id" = "$response.body#/id")))), ("pay_order" = (operation_id = "pay_order", parameters(("id" = "$response.body#/id")))), ("get_payment" = (operation_id = "get_payment", parameters(("id" = "$response.body#/payment/id")))), ("capture_payment" = (operation_id = "capture_payment", parameters(("id" = "$response.body#/payment/id")))), ("refund_payment" = (operation_id = "refund_payment", parameters(("id" = "$response.body#/payment/id")))))),
         (status = 202, description = "card payment accepted: pending_payment until the gateway decides", body = Order, links(("get_order" = (operation_id = "get_order", parameters(("id" = "$response.body#/id")))), ("cancel_order" = (operation_id = "cancel_order", parameters(("id" = "$response.body#/id")))), ("pay_order" = (operation_id = "pay_order", parameters(("id" = "$response.body#/id")))), ("get_payment" = (operation_id = "get_payment", parameters(("id" = "$response.body#/payment/id")))), ("capture_payment" = (operation_id = "capture_payment", parameters(("id" = "$response.body#/payment/id")))), ("refund_payment" = (operation_id = "refund_payment", parameters(("id" = "$response.body#/payment/id")))))),
@@ -393,11 +395,12 @@ pub async fn pay_order(Path(id): Path<String>, call: Call) -> Result<Response, A
 
 #[utoipa::path(
     post, path = "/v1/payments/{id}/capture", tag = "payments",
-    params(("id" = String, Path, description = "the payment's id (`pay_1`)"), ("Idempotency-Key" = String, Header, description = "Required: replays the first answer to a retry with the same key and request")),
+    params(("id" = String, Path, description = "the payment's id (`pay_1`)", example = "pay_1"), ("Idempotency-Key" = String, Header, description = "Required: replays the first answer to a retry with the same key and request")),
     request_body(content = CaptureBody, description = "optional: an empty body captures all of it"),
     responses(
         (status = 200, description = "captured (a part once, the rest released)", body = Payment, links(("get_payment" = (operation_id = "get_payment", parameters(("id" = "$response.body#/id")))), ("get_order" = (operation_id = "get_order", parameters(("id" = "$response.body#/order_id")))), ("capture_payment" = (operation_id = "capture_payment", parameters(("id" = "$response.body#/id")))), ("refund_payment" = (operation_id = "refund_payment", parameters(("id" = "$response.body#/id")))))),
         (status = 404, description = "not_found"), (status = 410, description = "archived: settled and older than the retention (`archived_at` says when)"),
+        (status = 400, description = "invalid_request: also when `amount` is more than is authorized"),
         (status = 409, description = "invalid_state: not authorized"),
     )
 )]
@@ -408,11 +411,12 @@ pub async fn capture_payment(Path(id): Path<String>, call: Call) -> Result<Respo
 
 #[utoipa::path(
     post, path = "/v1/payments/{id}/refund", tag = "payments",
-    params(("id" = String, Path, description = "the payment's id (`pay_1`)"), ("Idempotency-Key" = String, Header, description = "Required: replays the first answer to a retry with the same key and request")),
+    params(("id" = String, Path, description = "the payment's id (`pay_1`)", example = "pay_1"), ("Idempotency-Key" = String, Header, description = "Required: replays the first answer to a retry with the same key and request")),
     request_body(content = RefundBody, description = "optional: an empty body refunds all that is captured"),
     responses(
         (status = 200, description = "refunded", body = Payment, links(("get_payment" = (operation_id = "get_payment", parameters(("id" = "$response.body#/id")))), ("get_order" = (operation_id = "get_order", parameters(("id" = "$response.body#/order_id")))), ("capture_payment" = (operation_id = "capture_payment", parameters(("id" = "$response.body#/id")))), ("refund_payment" = (operation_id = "refund_payment", parameters(("id" = "$response.body#/id")))))),
         (status = 404, description = "not_found"), (status = 410, description = "archived: settled and older than the retention (`archived_at` says when)"),
+        (status = 400, description = "invalid_request: also when `amount` is more than is left to refund"),
         (status = 409, description = "invalid_state: nothing captured to refund"),
     )
 )]
@@ -423,7 +427,7 @@ pub async fn refund_payment(Path(id): Path<String>, call: Call) -> Result<Respon
 
 #[utoipa::path(
     get, path = "/v1/payments/{id}", tag = "payments",
-    params(("id" = String, Path, description = "the payment's id (`pay_1`)")),
+    params(("id" = String, Path, description = "the payment's id (`pay_1`)", example = "pay_1")),
     responses((status = 200, description = "the payment; once archived, as it was, from the cold store (a server with `--mariadb-url`) with `archived_at`", body = Payment), (status = 404, description = "not_found"), (status = 410, description = "archived: settled and older than the retention (`archived_at` says when), and no cold store shows it (none configured, not relayed yet, or unreachable)"))
 )]
 pub async fn get_payment(
@@ -440,8 +444,8 @@ pub async fn get_payment(
 
 #[utoipa::path(
     post, path = "/v1/customers/{id}/points/credit", tag = "points",
-    params(("id" = String, Path, description = "the customer's id"), ("Idempotency-Key" = String, Header, description = "Required: replays the first answer to a retry with the same key and request")),
-    request_body = CreditBody,
+    params(("id" = String, Path, description = "the customer's id", example = "c-1"), ("Idempotency-Key" = String, Header, description = "Required: replays the first answer to a retry with the same key and request")),
+    request_body(content = CreditBody, example = json!({"amount": 200000, "reason": "welcome"})),
     responses(
         (status = 400, description = "invalid_request: also when the balance would pass the largest amount"),
         (status = 200, description = "the new balance", body = Points, links(
@@ -456,7 +460,7 @@ pub async fn credit_points(Path(customer): Path<String>, call: Call) -> Result<R
 
 #[utoipa::path(
     get, path = "/v1/customers/{id}/points", tag = "points",
-    params(("id" = String, Path, description = "the customer's id")),
+    params(("id" = String, Path, description = "the customer's id", example = "c-1")),
     responses((status = 200, description = "the balance (0 for a customer never credited)", body = Points))
 )]
 pub async fn get_points(Path(customer): Path<String>, call: Call) -> Result<Response, ApiError> {
@@ -468,7 +472,7 @@ pub async fn get_points(Path(customer): Path<String>, call: Call) -> Result<Resp
 
 #[utoipa::path(
     get, path = "/v1/ledger/accounts/{account}", tag = "ledger",
-    params(("account" = String, Path, description = "points:issued, points:authorized, gateway:clearing, gateway:authorized, sales:revenue, refunds, or customer:{id}:points")),
+    params(("account" = String, Path, description = "points:issued, points:authorized, gateway:clearing, gateway:authorized, sales:revenue, refunds, or customer:{id}:points", example = "customer:c-1:points")),
     responses((status = 200, description = "the account's totals", body = Account), (status = 404, description = "not_found"))
 )]
 pub async fn get_account(Path(account): Path<String>, call: Call) -> Result<Response, ApiError> {
@@ -492,8 +496,8 @@ pub async fn trial_balance(call: Call) -> Result<Response, ApiError> {
 
 #[utoipa::path(
     put, path = "/v1/queues/{id}", tag = "queues",
-    params(("id" = String, Path, description = "the waiting room's id"), ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer to a retry with the same key and request")),
-    request_body = QueueBody,
+    params(("id" = String, Path, description = "the waiting room's id", example = "q-1"), ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer to a retry with the same key and request")),
+    request_body(content = QueueBody, example = json!({"max_active": 100, "active_ttl_seconds": 600})),
     responses(
         (status = 200, description = "created or changed", body = Queue, links(
             ("get_queue" = (operation_id = "get_queue", parameters(("id" = "$response.body#/id")))),
@@ -507,7 +511,7 @@ pub async fn put_queue(Path(queue): Path<String>, call: Call) -> Result<Response
 
 #[utoipa::path(
     get, path = "/v1/queues/{id}", tag = "queues",
-    params(("id" = String, Path, description = "the waiting room's id")),
+    params(("id" = String, Path, description = "the waiting room's id", example = "q-1")),
     responses((status = 200, description = "the waiting room", body = Queue), (status = 404, description = "not_found"))
 )]
 pub async fn get_queue(Path(queue): Path<String>, call: Call) -> Result<Response, ApiError> {
@@ -516,8 +520,8 @@ pub async fn get_queue(Path(queue): Path<String>, call: Call) -> Result<Response
 
 #[utoipa::path(
     post, path = "/v1/queues/{id}/tokens", tag = "queues",
-    params(("id" = String, Path, description = "the waiting room's id"), ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer to a retry with the same key and request")),
-    request_body = TokenBody,
+    params(("id" = String, Path, description = "the waiting room's id", example = "q-1"), ("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer to a retry with the same key and request")),
+    request_body(content = TokenBody, example = json!({"customer_id": "c-1"})),
     responses(
         (status = 201, description = "joined: waiting, or active at once", body = Token, links(
             ("get_token" = (operation_id = "get_token", parameters(("id" = "$response.body#/queue_id"), ("token" = "$response.body#/token")))),
@@ -531,7 +535,7 @@ pub async fn issue_token(Path(queue): Path<String>, call: Call) -> Result<Respon
 
 #[utoipa::path(
     get, path = "/v1/queues/{id}/tokens/{token}", tag = "queues",
-    params(("id" = String, Path, description = "the waiting room's id"), ("token" = String, Path, description = "the token")),
+    params(("id" = String, Path, description = "the waiting room's id", example = "q-1"), ("token" = String, Path, description = "the token")),
     responses((status = 200, description = "the token's status and position", body = Token), (status = 404, description = "not_found"), (status = 410, description = "archived: expired and older than the retention (`archived_at` says when)"))
 )]
 pub async fn get_token(Path((queue, token)): Path<(String, String)>, call: Call) -> Result<Response, ApiError> {
@@ -718,6 +722,10 @@ pub fn json_batch_requests(call: &Call) -> Result<Vec<OpRequest>, ApiError> {
     request_body(
         content = BatchBody,
         description = "JSON ops; or a binary batch of create_order ops (application/vnd.surge.batch, docs/batch-format.md), answered with binary result records",
+        example = json!({"ops": [
+            {"op": "restock", "sku": "sku-1", "qty": 5},
+            {"op": "create_order", "customer_id": "c-2", "lines": [{"sku": "sku-1", "qty": 1}], "payment": {"method": "none"}, "idempotency_key": "c-2-first"},
+        ]}),
     ),
     responses((status = 200, description = "one result per op, in order: the status and body its route would answer (for a binary batch: one result record per op, application/vnd.surge.batch)", body = BatchReply))
 )]

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-/// A tiny HTTP/1.1 client: one request per connection.
+/// A tiny HTTP/1.1 client: one request per connection; the status and the JSON body.
 pub fn http(
     addr: SocketAddr,
     method: &str,
@@ -17,6 +17,19 @@ pub fn http(
     headers: &[(&str, &str)],
     body: Option<&str>,
 ) -> Option<(u16, Value)> {
+    let (status, body) = http_text(addr, method, path, headers, body)?;
+    let value = if body.is_empty() { Value::Null } else { serde_json::from_str(&body).ok()? };
+    Some((status, value))
+}
+
+/// As [`http`], with the body as text.
+pub fn http_text(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> Option<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
@@ -34,8 +47,7 @@ pub fn http(
     let text = String::from_utf8(raw).ok()?;
     let (head, body) = text.split_once("\r\n\r\n")?;
     let status = head.split(' ').nth(1)?.parse().ok()?;
-    let value = if body.is_empty() { Value::Null } else { serde_json::from_str(body).ok()? };
-    Some((status, value))
+    Some((status, body.to_string()))
 }
 
 /// Fails loudly (never skips) when a server a test needs (`scripts/services.sh` starts them)
