@@ -7,7 +7,8 @@
 #   3. in ROUNDS alternating rounds, drives surge and then the baseline in open loop at
 #      RATE, and for each prints the client-side p50/p99/p99.9 (from each operation's due
 #      time: no coordinated omission) and, for surge, the server-side p99 (its /metrics
-#      histogram: parsed request to built answer, durability wait included);
+#      histogram: parsed request to built answer, durability wait included) and the p99 of
+#      its group commits (a shard's append to durable: queue, write, fdatasync);
 #   4. reads every server thread's scheduler statistics (/proc/PID/task/*/schedstat: time
 #      on the CPU, time runnable but waiting for it, times scheduled) over each surge round,
 #      and prints them per thread name and per request.
@@ -87,16 +88,21 @@ sched_report() {
                 $1, cpu, wait, sl, ($3 - $6) / sl / 1000 }'
 }
 
-orders_buckets() { # -> "le cumulative_count" per bucket of surge's POST /v1/orders histogram
+# "le cumulative_count" per bucket of a histogram in surge's /metrics, summed over the
+# series whose line matches the awk pattern (shards, for the log's histogram).
+buckets() {
     curl -sf "http://127.0.0.1:$SPORT/metrics" |
-        awk '/^surge_http_request_duration_seconds_bucket\{route="\/v1\/orders",method="POST",/ {
-            match($0, /le="[^"]*"/); print substr($0, RSTART + 4, RLENGTH - 5), $NF }'
+        awk -v re="$1" '$0 ~ re { match($0, /le="[^"]*"/); le = substr($0, RSTART + 4, RLENGTH - 5);
+            if (!(le in n)) order[++k] = le; n[le] += $NF } END { for (i = 1; i <= k; i++) print order[i], n[order[i]] }'
 }
-server_p99() { # before-file after-file -> "<= X ms" (the bucket bound holding 99%)
-    paste -d' ' "$1" "$2" | awk '{ le[NR] = $1; d[NR] = $4 - $2 } END {
-        total = d[NR]; if (total <= 0) { print "n/a"; exit }
-        for (i = 1; i <= NR; i++) if (d[i] >= 0.99 * total) {
-            if (le[i] == "+Inf") print "> " le[i - 1] * 1000 " ms"; else print "<= " le[i] * 1000 " ms"; exit } }'
+ORDERS='^surge_http_request_duration_seconds_bucket[{]route="/v1/orders",method="POST",'
+COMMITS='^surge_log_group_commit_seconds_bucket'
+server_p99() { # before-file after-file -> "<= X ms" (the bucket bound holding 99%); an empty
+    # before-file counts as zeros (a histogram with no sample yet is not in /metrics)
+    awk 'FILENAME == ARGV[1] { b[$1] = $2; next } { le[++k] = $1; d[k] = $2 - b[$1] } END {
+        total = d[k]; if (total <= 0) { print "n/a"; exit }
+        for (i = 1; i <= k; i++) if (d[i] >= 0.99 * total) {
+            if (le[i] == "+Inf") print "> " le[i - 1] * 1000 " ms"; else print "<= " le[i] * 1000 " ms"; exit } }' "$1" "$2"
 }
 
 if [ -z "$RATE" ]; then
@@ -112,15 +118,18 @@ summary() { # json -> "p50 p99 p99.9 ms"
 
 for round in $(seq 1 "$ROUNDS"); do
     echo "== round $round: open loop at $RATE/s, $DURATION"
-    orders_buckets >"$OUT/buckets-$round-0.txt"
+    buckets "$ORDERS" >"$OUT/buckets-$round-0.txt"
+    buckets "$COMMITS" >"$OUT/commits-$round-0.txt"
     sched_sample >"$OUT/sched-$round-0.txt"
     s0=$(steal_sample "$SERVER_CPUS")
     load --target "http://127.0.0.1:$SPORT" --admin-token "$TOKEN" --mode open --rate "$RATE" \
         --json "$OUT/surge-$round.json" --html "$OUT/surge-$round.html"
     steal=$(steal_percent "$s0" "$(steal_sample "$SERVER_CPUS")")
     sched_sample >"$OUT/sched-$round-1.txt"
-    orders_buckets >"$OUT/buckets-$round-1.txt"
+    buckets "$ORDERS" >"$OUT/buckets-$round-1.txt"
+    buckets "$COMMITS" >"$OUT/commits-$round-1.txt"
     echo "  surge     $(summary "$OUT/surge-$round.json"); server-side p99 $(server_p99 "$OUT/buckets-$round-0.txt" "$OUT/buckets-$round-1.txt"); steal $steal %"
+    echo "    group commits (append to durable): p99 $(server_p99 "$OUT/commits-$round-0.txt" "$OUT/commits-$round-1.txt")"
     sched_report "$OUT/sched-$round-0.txt" "$OUT/sched-$round-1.txt" "$(jq -r .requests "$OUT/surge-$round.json")"
     s0=$(steal_sample "$SERVER_CPUS")
     load --target "http://127.0.0.1:$BPORT" --skip-setup --mode open --rate "$RATE" \
