@@ -273,9 +273,8 @@ impl<'a> Walk<'a> {
                 *self.tally.links.entry(via.clone()).or_default().entry(ex.status).or_default() += 1;
             }
             let Some(links) = op.links.get(&ex.status.to_string()) else { continue };
-            // Every read the response offers, but one change only, a different one each time
-            // this response comes back: a cancel must not leave a pay or a capture only a
-            // cancelled order to meet.
+            // Every read the response offers, and its changes as `pick_changes` orders them: a
+            // cancel must not leave a pay or a capture only a cancelled order to meet.
             let source = format!("{}.{}", op.id, ex.status);
             let mut changes = Vec::new();
             for link in links {
@@ -300,34 +299,42 @@ impl<'a> Walk<'a> {
                     changes.push((key, link.target.clone(), next));
                 }
             }
-            // Changes that never succeeded yet go first (coverage, not repetition), and of
-            // those, a change to another operation before the same one again (a second
-            // capture of a payment tells less than its refund).
-            let succeeded =
-                |key: &String| self.tally.links.get(key).is_some_and(|s| s.keys().any(|s| (200..300).contains(s)));
-            let fresh: Vec<usize> = (0..changes.len()).filter(|&i| !succeeded(&changes[i].0)).collect();
-            let onward: Vec<usize> = fresh.iter().copied().filter(|&i| changes[i].1 != op.id).collect();
-            if !changes.is_empty() {
-                let turn = self.turns.entry(source).or_default();
-                let pick = match (onward.is_empty(), fresh.is_empty()) {
-                    (false, _) => onward[*turn % onward.len()],
-                    (true, false) => fresh[*turn % fresh.len()],
-                    (true, true) => *turn % changes.len(),
-                };
-                *turn += 1;
-                let picked = changes.swap_remove(pick);
-                // A change this walk never made at all still goes, after the picked one: it
-                // meets the state the picked one leaves, and must answer as documented there.
-                let never: Vec<_> =
-                    changes.into_iter().filter(|(key, ..)| !self.tally.links.contains_key(key)).collect();
-                for (key, target, next) in std::iter::once(picked).chain(never) {
-                    *follows.entry(key.clone()).or_default() += 1;
-                    queue.push_back((target, next, Some(key)));
-                }
+            for (key, target, next) in self.pick_changes(source, &op.id, changes) {
+                *follows.entry(key.clone()).or_default() += 1;
+                queue.push_back((target, next, Some(key)));
             }
         }
     }
+
+    /// Which of a response's changes (links to operations that are not GETs) to make, in
+    /// order. Changes that never succeeded yet go first (coverage, not repetition), and of
+    /// those, a change to another operation before the same one again (a second capture of
+    /// a payment tells less than its refund); the pick rotates each time `source` comes
+    /// back. A change the walk never made at all goes too, after the picked one: it meets
+    /// the state the picked one leaves, and must answer as documented there.
+    fn pick_changes(&mut self, source: String, op_id: &str, mut changes: Vec<Change>) -> Vec<Change> {
+        if changes.is_empty() {
+            return changes;
+        }
+        let succeeded =
+            |key: &String| self.tally.links.get(key).is_some_and(|s| s.keys().any(|s| (200..300).contains(s)));
+        let fresh: Vec<usize> = (0..changes.len()).filter(|&i| !succeeded(&changes[i].0)).collect();
+        let onward: Vec<usize> = fresh.iter().copied().filter(|&i| changes[i].1 != op_id).collect();
+        let turn = self.turns.entry(source).or_default();
+        let pick = match (onward.is_empty(), fresh.is_empty()) {
+            (false, _) => onward[*turn % onward.len()],
+            (true, false) => fresh[*turn % fresh.len()],
+            (true, true) => *turn % changes.len(),
+        };
+        *turn += 1;
+        let picked = changes.swap_remove(pick);
+        let never = changes.into_iter().filter(|(key, ..)| !self.tally.links.contains_key(key));
+        std::iter::once(picked).chain(never).collect()
+    }
 }
+
+/// A link to follow: its key ("source.status.name"), the target operation and its input.
+type Change = (String, String, Input);
 
 /// The target's input from a link and the exchange it starts from; `None` when one of its
 /// expressions names nothing there (a payment's id in an order without a payment).
