@@ -18,7 +18,9 @@
 #      guarded by the owner key's create revision, payloads of LOG_SIZES bytes, LOG_CONC
 #      partitions appending at once (one txn in flight each), LOG_SECONDS per cell; etcd's
 #      database size before and after deleting the log keys, compacting and defragmenting;
-#      a catch-up read of one partition's log.
+#      a catch-up read of one partition's log. Twice: through etcd's JSON gateway (the Python
+#      probe) and through the cluster crate over gRPC (cluster/examples/append_bench.rs, which
+#      also measures a takeover: lease expiry, the new owner's catch-up and first append).
 # Knobs (environment): N (1000 sequential operations per etcd figure, N/5 transactions),
 # TTL (2 s lease), KAFKA (127.0.0.1:9092), PARTS ("etcd etcd-log kafka kafka-install"),
 # LOG_SIZES (4096,65536,524288), LOG_CONC (1,4,16), LOG_SECONDS (3).
@@ -139,7 +141,11 @@ run_etcd_log() {
     echo "-- partition logs in etcd: payloads ${LOG_SIZES} bytes, ${LOG_CONC} partitions at once, ${LOG_SECONDS} s each"
     local others
     others=$(echo "$ENDPOINTS" | tr ',' '\n' | grep -v "$LEADER" | paste -sd,)
+    echo "-- through etcd's JSON gateway (Python, one connection per partition, to the leader)"
     $PY "$PROBE" etcd-log "$LEADER,$others" "$LOG_SIZES" "$LOG_CONC" "$LOG_SECONDS"
+    echo "-- through the cluster crate (gRPC, requests pinned to the first endpoint: the leader)"
+    cargo build --release -q -p surge-cluster --example append_bench
+    target/release/examples/append_bench "$LEADER,$others" "$LOG_SIZES" "$LOG_CONC" "$LOG_SECONDS"
     stop_etcd
 }
 
