@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A three-member etcd on loopback for the cluster crate's tests (cluster/tests/).
-# Installs what is missing from Debian: etcd-server, etcd-client (etcdctl) and
-# protobuf-compiler (protoc, which the etcd-client crate's build script needs).
+# Installs what is missing from Debian: etcd-server, etcd-client (etcdctl), protobuf-compiler
+# and libprotobuf-dev (protoc and the well-known types, which the etcd-client crate's build
+# script needs).
 # Idempotent: members that answer are left alone, a member that is down is started again on
 # its data directory, so a test may kill one member and call this script to bring it back.
 #   scripts/etcd.sh              install, start the three members, wait until all are healthy
@@ -30,6 +31,8 @@ install() {
     command -v etcd >/dev/null || missing+=(etcd-server)
     command -v etcdctl >/dev/null || missing+=(etcd-client)
     command -v protoc >/dev/null || missing+=(protobuf-compiler)
+    # protoc's well-known types (google/protobuf/*.proto), which etcd's protos import.
+    [ -f /usr/include/google/protobuf/descriptor.proto ] || missing+=(libprotobuf-dev)
     if [ ${#missing[@]} -gt 0 ]; then
         echo "etcd.sh: installing ${missing[*]} from Debian" >&2
         as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null

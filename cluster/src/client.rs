@@ -79,11 +79,11 @@ impl EtcdConfig {
         Ok(())
     }
 
-    /// The largest response a read may bring: a page of full batches or of snapshot chunks,
+    /// The largest response a read may bring: a page of values as large as etcd accepts
+    /// (a writer configured with larger batches or chunks than this reader stays readable),
     /// plus room for keys and headers.
     fn response_bytes_max(&self) -> usize {
-        let page = self.read_page_batches * self.batch_bytes_max.max(self.snapshot_chunk_bytes);
-        page + 1024 * 1024
+        self.read_page_batches * ETCD_REQUEST_BYTES_MAX + 1024 * 1024
     }
 }
 

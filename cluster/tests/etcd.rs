@@ -39,10 +39,22 @@ async fn ownership_is_taken_kept_released_and_lost() {
         .await
         .expect("the table shows the new owner");
 
-    // Lost: with the keep-alive stopped the lease expires; the owner notices and the key goes.
+    // Lost, seen by the keep-alive: the lease is revoked behind the owner's back (as when
+    // etcd expired it during a pause); the owner notices within a TTL and the key is gone.
+    let mut raw = etcd_client_for(&etcd).await;
+    raw.lease_revoke(owned_b.lease_id()).await.expect("revoke");
+    tokio::time::timeout(Duration::from_secs(TTL_S as u64 + 1), owned_b.lost())
+        .await
+        .expect("the keep-alive notices the lease is gone");
+    assert!(owned_b.is_lost());
+    table.wait_for(5_000, |t| !t.contains_key(&p)).await.expect("the key went with its lease");
+
+    // Lost by silence: an owner that stops renewing (a paused process) loses the key after
+    // the TTL, not before.
+    let owned_c = acquire(&etcd, p, &a, TTL_S).await.expect("acquire").expect("free again");
+    table.wait_for(5_000, |t| t.get(&p).is_some_and(|o| o.token == owned_c.token())).await.expect("shown");
     let stopped = Instant::now();
-    owned_b.stop_keep_alive();
-    tokio::time::timeout(Duration::from_secs(TTL_S as u64 + 2), owned_b.lost()).await.expect("the loss is noticed");
+    owned_c.stop_keep_alive();
     table.wait_for(10_000, |t| !t.contains_key(&p)).await.expect("the key expires with its lease");
     let gone = stopped.elapsed();
     assert!(gone >= Duration::from_secs(TTL_S as u64 - 1), "not before the TTL: {gone:?}");
