@@ -78,8 +78,10 @@ start() {
     for i in "${MEMBERS[@]}"; do
         if ! member_alive "$i"; then start_member "$i"; fi
     done
-    # Bounded wait: 60 s covers a cold start on a busy two-CPU machine.
-    for _ in $(seq 1 300); do
+    # Bounded wait: 60 s covers a cold start on a busy two-CPU machine. A deadline, not a
+    # count of tries: one health check may itself take seconds while a member is down.
+    local deadline=$((SECONDS + 60))
+    while [ "$SECONDS" -lt "$deadline" ]; do
         if healthy; then
             echo "etcd.sh: three members healthy on $ENDPOINTS (data in $DIR)" >&2
             return 0
@@ -91,18 +93,37 @@ start() {
     return 1
 }
 
+wait_exit() { # PID SECONDS: waits for the process to end, then SIGKILLs it
+    local pid=$1 seconds=$2
+    for _ in $(seq 1 $((seconds * 10))); do
+        kill -0 "$pid" 2>/dev/null || return 0
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+}
+
 kill_member() { # N
-    local i=$1
-    if member_alive "$i"; then kill -KILL "$(cat "$DIR/e$i.pid")"; fi
+    local i=$1 pid
+    if member_alive "$i"; then
+        pid=$(cat "$DIR/e$i.pid")
+        kill -KILL "$pid"
+        # Until it is gone its ports are taken: a restart right after would fail to bind.
+        wait_exit "$pid" 5
+    fi
     rm -f "$DIR/e$i.pid"
 }
 
 stop() {
-    local i
+    local i pids=()
     for i in "${MEMBERS[@]}"; do
-        if member_alive "$i"; then kill "$(cat "$DIR/e$i.pid")"; fi
+        if member_alive "$i"; then
+            pids+=("$(cat "$DIR/e$i.pid")")
+            kill "${pids[-1]}"
+        fi
         rm -f "$DIR/e$i.pid"
     done
+    # A member left without its peers keeps campaigning for a while before it exits.
+    for pid in "${pids[@]}"; do wait_exit "$pid" 10; done
 }
 
 case "${1:-start}" in

@@ -175,10 +175,10 @@ impl Etcd {
             let i = self.pinned_index();
             match timeout(&self.config, what, f(self.members[i].kv.clone())).await {
                 Ok(Ok(v)) => return Ok(v),
-                Ok(Err(e)) => match crate::error::write_failed(what, e) {
-                    refused @ ClusterError::Rejected(_) => return Err(refused),
-                    other => last = Some(ClusterError::Unavailable(other.to_string())),
-                },
+                Ok(Err(e)) if crate::error::refused(&e) => {
+                    return Err(ClusterError::Rejected(format!("{what}: {e}")));
+                }
+                Ok(Err(e)) => last = Some(crate::error::unavailable(what, e)),
                 Err(e) => last = Some(e),
             }
             self.demote(i);

@@ -50,22 +50,28 @@ pub(crate) fn unavailable(context: &str, e: etcd_client::Error) -> ClusterError 
 /// invalid, otherwise unknown (the request may have reached the leader and been applied
 /// before the answer was lost).
 pub(crate) fn write_failed(context: &str, e: etcd_client::Error) -> ClusterError {
+    if refused(&e) {
+        ClusterError::Rejected(format!("{context}: {e}"))
+    } else {
+        ClusterError::Indeterminate(format!("{context}: {e}"))
+    }
+}
+
+/// True when etcd refused the request as invalid (it was not applied and a retry elsewhere
+/// would be refused too).
+pub(crate) fn refused(e: &etcd_client::Error) -> bool {
     use etcd_client::Error as E;
-    match &e {
-        E::GRpcStatus(status)
-            if matches!(
-                status.code(),
-                tonic_code::InvalidArgument
-                    | tonic_code::FailedPrecondition
-                    | tonic_code::PermissionDenied
-                    | tonic_code::Unauthenticated
-                    | tonic_code::OutOfRange
-            ) =>
-        {
-            ClusterError::Rejected(format!("{context}: {e}"))
-        }
-        E::InvalidArgs(_) | E::InvalidUri(_) => ClusterError::Rejected(format!("{context}: {e}")),
-        _ => ClusterError::Indeterminate(format!("{context}: {e}")),
+    match e {
+        E::GRpcStatus(status) => matches!(
+            status.code(),
+            tonic_code::InvalidArgument
+                | tonic_code::FailedPrecondition
+                | tonic_code::PermissionDenied
+                | tonic_code::Unauthenticated
+                | tonic_code::OutOfRange
+        ),
+        E::InvalidArgs(_) | E::InvalidUri(_) => true,
+        _ => false,
     }
 }
 

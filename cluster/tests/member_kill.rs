@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use surge_cluster::{acquire, ClusterError, LogReader, PartitionLog};
+use surge_cluster::{acquire, ClusterError, LogReader, PartitionLog, PartitionTable};
 
 /// Acknowledged appends before the kill, and after it.
 const BEFORE: usize = 40;
@@ -44,6 +44,9 @@ async fn killing_one_member_while_appending_loses_no_acknowledged_batch() {
     // A TTL longer than an election: the lease must survive the leader's death.
     let owned = acquire(&etcd, p, &common::node("writer"), 6).await.expect("acquire").expect("taken");
     let mut log = PartitionLog::open(&etcd, &owned).await.expect("open");
+    // The partition table's watch runs on the pinned member too: it must come back after
+    // the kill and show an owner that appears afterwards.
+    let mut table = PartitionTable::start(&etcd, u32::MAX).await.expect("table");
 
     let mut acked: Vec<(u64, Vec<u8>)> = Vec::new();
     let mut killed_at: Option<(usize, Instant)> = None;
@@ -115,5 +118,12 @@ async fn killing_one_member_while_appending_loses_no_acknowledged_batch() {
     let seqs: Vec<u64> = stored.keys().copied().collect();
     assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
     assert!(!owned.is_lost(), "the lease survived the member's death");
+    let q = common::fresh_partition();
+    let later = acquire(&etcd, q, &common::node("later"), 6).await.expect("acquire").expect("taken");
+    table
+        .wait_for(10_000, |t| t.get(&q).is_some_and(|o| o.token == later.token()) && t.contains_key(&p))
+        .await
+        .expect("the table follows owners after the member's death");
+    later.release().await.expect("release");
     owned.release().await.expect("release");
 }
