@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_client::{Client, ConnectOptions, KvClient};
+use etcd_client::{Client, ConnectOptions, GetOptions, GetResponse, KvClient};
 
 use crate::error::{ClusterError, Result};
 
@@ -184,6 +184,21 @@ impl Etcd {
             self.demote(i);
         }
         Err(last.unwrap_or_else(|| ClusterError::Unavailable(what.to_owned())))
+    }
+
+    /// A range read (`read`'s retries), for the many reads that are one `get`.
+    pub(crate) async fn get(
+        &self,
+        what: &str,
+        key: impl Into<Vec<u8>>,
+        options: Option<GetOptions>,
+    ) -> Result<GetResponse> {
+        let key = key.into();
+        self.read(what, |mut kv| {
+            let (key, options) = (key.clone(), options.clone());
+            async move { kv.get(key, options).await }
+        })
+        .await
     }
 
     /// A write, tried once on the pinned member: a failure is `Indeterminate` (or `Rejected`)

@@ -198,13 +198,7 @@ impl PartitionLog {
     pub async fn contains(&self, seq: u64) -> Result<bool> {
         let key = keys::log_key(self.partition, seq);
         let options = GetOptions::new().with_count_only();
-        let resp = self
-            .etcd
-            .read("contains", |mut kv| {
-                let (key, options) = (key.clone(), options.clone());
-                async move { kv.get(key, Some(options)).await }
-            })
-            .await?;
+        let resp = self.etcd.get("contains", key.clone(), Some(options)).await?;
         Ok(resp.count() > 0)
     }
 
@@ -310,13 +304,7 @@ impl LogReader {
             .with_sort(SortTarget::Key, SortOrder::Descend)
             .with_limit(1)
             .with_keys_only();
-        let resp = self
-            .etcd
-            .read("last seq", |mut kv| {
-                let (prefix, options) = (prefix.clone(), options.clone());
-                async move { kv.get(prefix, Some(options)).await }
-            })
-            .await?;
+        let resp = self.etcd.get("last seq", prefix.clone(), Some(options)).await?;
         match resp.kvs().first() {
             None => Ok(None),
             Some(kv) => keys::parse_log_key(self.partition, kv.key()).map(Some).ok_or_else(|| ClusterError::Corrupt {
@@ -335,13 +323,7 @@ impl LogReader {
         let options =
             GetOptions::new().with_range(keys::prefix_end(&prefix)).with_limit(config.read_page_batches as i64);
         let from = keys::log_key(self.partition, seq);
-        let resp = self
-            .etcd
-            .read("read", |mut kv| {
-                let (from, options) = (from.clone(), options.clone());
-                async move { kv.get(from, Some(options)).await }
-            })
-            .await?;
+        let resp = self.etcd.get("read", from.clone(), Some(options)).await?;
         let mut entries = Vec::with_capacity(resp.kvs().len());
         for kv in resp.kvs() {
             let key = || String::from_utf8_lossy(kv.key()).into_owned();
@@ -362,13 +344,7 @@ impl LogReader {
 
     async fn manifest_at(&self) -> Result<Option<(Manifest, i64)>> {
         let key = keys::snapshot_manifest_key(self.partition);
-        let resp = self
-            .etcd
-            .read("manifest", |mut kv| {
-                let key = key.clone();
-                async move { kv.get(key, None).await }
-            })
-            .await?;
+        let resp = self.etcd.get("manifest", key.clone(), None).await?;
         let revision = resp.header().map_or(0, |h| h.revision());
         match resp.kvs().first() {
             None => Ok(None),
@@ -411,13 +387,7 @@ impl LogReader {
                 .with_range(keys::prefix_end(&prefix))
                 .with_revision(revision)
                 .with_limit(config.read_page_batches as i64);
-            let resp = self
-                .etcd
-                .read("snapshot read", |mut kv| {
-                    let (from, options) = (from.clone(), options.clone());
-                    async move { kv.get(from, Some(options)).await }
-                })
-                .await?;
+            let resp = self.etcd.get("snapshot read", from.clone(), Some(options)).await?;
             if resp.kvs().is_empty() {
                 return Err(corrupt("snapshot chunks missing"));
             }
@@ -456,11 +426,6 @@ pub async fn compact(etcd: &Etcd, revision: i64) -> Result<()> {
 /// etcd's current revision (for `compact`).
 pub async fn current_revision(etcd: &Etcd) -> Result<i64> {
     let options = GetOptions::new().with_count_only().with_prefix();
-    let resp = etcd
-        .read("revision", |mut kv| {
-            let options = options.clone();
-            async move { kv.get("/surge/", Some(options)).await }
-        })
-        .await?;
+    let resp = etcd.get("revision", "/surge/", Some(options)).await?;
     resp.header().map(|h| h.revision()).ok_or_else(|| ClusterError::Unavailable("no header".to_owned()))
 }

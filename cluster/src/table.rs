@@ -71,12 +71,7 @@ impl Drop for PartitionTable {
 async fn list(etcd: &Etcd, partitions: u32) -> Result<(Table, i64)> {
     // One owner key per partition: the limit bounds the answer (one extra to notice junk).
     let options = GetOptions::new().with_prefix().with_limit(i64::from(partitions).saturating_add(1));
-    let resp = etcd
-        .read("list owners", |mut kv| {
-            let options = options.clone();
-            async move { kv.get(OWNER_PREFIX, Some(options)).await }
-        })
-        .await?;
+    let resp = etcd.get("list owners", OWNER_PREFIX, Some(options)).await?;
     let revision = resp
         .header()
         .map(|h| h.revision())

@@ -65,9 +65,7 @@ async fn ownership_is_taken_kept_released_and_lost() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deposed_owner_cannot_append_after_a_new_owner_took_the_key() {
     let Some(etcd) = common::etcd().await else { return };
-    let p = common::fresh_partition();
-    let old = acquire(&etcd, p, &common::node("old"), TTL_S).await.expect("acquire").expect("taken");
-    let mut old_log = PartitionLog::open(&etcd, &old).await.expect("open");
+    let (p, old, mut old_log) = common::owned_log(&etcd, "old", TTL_S).await;
     assert_eq!(old_log.append(&[b"before"]).await.expect("append"), 1);
 
     // The old owner stops renewing, as a SIGSTOPped process would; it still has its token.
@@ -102,9 +100,7 @@ async fn a_deposed_owner_cannot_append_after_a_new_owner_took_the_key() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sequential_appends_read_back_in_order_in_bounded_pages() {
     let Some(etcd) = common::etcd().await else { return };
-    let p = common::fresh_partition();
-    let owned = acquire(&etcd, p, &common::node("writer"), TTL_S).await.expect("acquire").expect("taken");
-    let mut log = PartitionLog::open(&etcd, &owned).await.expect("open");
+    let (p, owned, mut log) = common::owned_log(&etcd, "writer", TTL_S).await;
     assert_eq!(LogReader::new(&etcd, p).last_seq().await.expect("last"), None);
 
     let mut written = Vec::new();
@@ -150,9 +146,7 @@ async fn snapshots_round_trip_in_chunks_and_replace_older_ones() {
     let mut config = common::config();
     config.snapshot_chunk_bytes = 1_000;
     let Some(etcd) = common::etcd_with(config).await else { return };
-    let p = common::fresh_partition();
-    let owned = acquire(&etcd, p, &common::node("snap"), TTL_S).await.expect("acquire").expect("taken");
-    let mut log = PartitionLog::open(&etcd, &owned).await.expect("open");
+    let (p, owned, mut log) = common::owned_log(&etcd, "snap", TTL_S).await;
     let reader = LogReader::new(&etcd, p);
     assert_eq!(reader.get_snapshot().await.expect("get"), None);
     for i in 0..5u8 {
@@ -184,9 +178,7 @@ async fn snapshots_round_trip_in_chunks_and_replace_older_ones() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn truncation_needs_a_snapshot_and_keeps_the_sequence() {
     let Some(etcd) = common::etcd().await else { return };
-    let p = common::fresh_partition();
-    let owned = acquire(&etcd, p, &common::node("trunc"), TTL_S).await.expect("acquire").expect("taken");
-    let mut log = PartitionLog::open(&etcd, &owned).await.expect("open");
+    let (p, owned, mut log) = common::owned_log(&etcd, "trunc", TTL_S).await;
     for i in 1..=20u64 {
         assert_eq!(log.append(&[&i.to_le_bytes()]).await.expect("append"), i);
     }

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use surge_cluster::{acquire, ClusterError, LogReader, PartitionLog, PartitionTable};
+use surge_cluster::{acquire, ClusterError, LogReader, PartitionTable};
 
 /// Acknowledged appends before the kill, and after it.
 const BEFORE: usize = 40;
@@ -40,10 +40,8 @@ async fn leader_member() -> usize {
 async fn killing_one_member_while_appending_loses_no_acknowledged_batch() {
     let Some(etcd) = common::etcd().await else { return };
     let _restart = Restart;
-    let p = common::fresh_partition();
     // A TTL longer than an election: the lease must survive the leader's death.
-    let owned = acquire(&etcd, p, &common::node("writer"), 6).await.expect("acquire").expect("taken");
-    let mut log = PartitionLog::open(&etcd, &owned).await.expect("open");
+    let (p, owned, mut log) = common::owned_log(&etcd, "writer", 6).await;
     // The partition table's watch runs on the pinned member too: it must come back after
     // the kill and show an owner that appears afterwards.
     let mut table = PartitionTable::start(&etcd, u32::MAX).await.expect("table");

@@ -75,3 +75,16 @@ pub fn run_script(args: &[&str]) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A fresh partition taken by `name` (lease TTL `ttl_s`) and its log opened for writing.
+pub async fn owned_log(
+    etcd: &Etcd,
+    name: &str,
+    ttl_s: i64,
+) -> (u32, surge_cluster::Owned, surge_cluster::PartitionLog) {
+    let p = fresh_partition();
+    let owned =
+        surge_cluster::acquire(etcd, p, &node(name), ttl_s).await.expect("acquire").expect("a fresh partition is free");
+    let log = surge_cluster::PartitionLog::open(etcd, &owned).await.expect("open");
+    (p, owned, log)
+}
