@@ -5,8 +5,8 @@
 //! - [`ownership`]: take a free partition under a lease; its token is the owner key's create
 //!   revision; keep-alive, loss detection, release.
 //! - [`table`]: the partition table (partition -> node, address, token), watched.
-//! - [`log`]: append a batch as one txn guarded by the token, read back in pages, snapshots
-//!   in chunks, truncation after a snapshot.
+//! - [`log`]: append a batch as one txn guarded by the token, read back in pages or follow
+//!   as it grows, snapshots in chunks, truncation after a snapshot.
 //!
 //! The design and its measurements are in `docs/cluster.md` (Option C).
 
@@ -21,6 +21,6 @@ pub mod table;
 pub use client::{Etcd, EtcdConfig};
 pub use codec::{Batch, NodeInfo};
 pub use error::{ClusterError, Result};
-pub use log::{LogReader, Page, PartitionLog, Snapshot};
+pub use log::{Follower, LogReader, Page, PartitionLog, Snapshot};
 pub use ownership::{acquire, Owned};
 pub use table::{Owner, PartitionTable, Table};

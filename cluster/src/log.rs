@@ -4,7 +4,9 @@
 //! members before etcd answers), or nothing is written. Readers need no token: the guard at
 //! write time is what makes every stored batch one written by the owner of its time.
 
-use etcd_client::{Compare, CompareOp, DeleteOptions, GetOptions, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse};
+use etcd_client::{
+    Compare, CompareOp, DeleteOptions, GetOptions, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse, WatchOptions,
+};
 
 use crate::client::Etcd;
 use crate::codec::{self, Batch, Manifest};
@@ -318,6 +320,11 @@ impl LogReader {
     /// the batches before were truncated). A linearizable read: every batch acknowledged
     /// before the call is visible.
     pub async fn read_from(&self, seq: u64) -> Result<Page> {
+        Ok(self.read_page(seq).await?.0)
+    }
+
+    /// `read_from`, and the etcd revision the page was read at.
+    async fn read_page(&self, seq: u64) -> Result<(Page, i64)> {
         let config = self.etcd.config();
         let prefix = keys::log_prefix(self.partition);
         let options =
@@ -334,7 +341,13 @@ impl LogReader {
             entries.push(Entry { seq, batch });
         }
         let next_seq = entries.last().map_or(seq, |e| e.seq.saturating_add(1));
-        Ok(Page { entries, next_seq, more: resp.more() })
+        let revision = resp.header().map_or(0, |h| h.revision());
+        Ok((Page { entries, next_seq, more: resp.more() }, revision))
+    }
+
+    /// A follower of the log from `from_seq` on (a standby keeping up, a relay tailing).
+    pub fn follow(&self, from_seq: u64) -> Follower {
+        Follower { reader: self.clone(), next_seq: from_seq }
     }
 
     /// The newest snapshot's manifest, or `None`.
@@ -410,6 +423,82 @@ impl LogReader {
             return Err(corrupt("snapshot does not match its manifest"));
         }
         Ok(Some(Snapshot { covers_seq: manifest.covers_seq, bytes }))
+    }
+}
+
+/// Follows a partition's log: pages of batches in order as they are appended, waiting on an
+/// etcd watch when there is nothing new rather than polling.
+pub struct Follower {
+    reader: LogReader,
+    next_seq: u64,
+}
+
+impl Follower {
+    /// The seq the next batch returned will have (unless truncation removed it: a caller
+    /// that finds a later first seq than this has fallen behind the newest snapshot and
+    /// must start again from it).
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// The next page from `next_seq` on. When the log has nothing there, waits up to
+    /// `wait_ms` for a change to the log's keys and reads again; an empty page means nothing
+    /// was appended in that time.
+    pub async fn next(&mut self, wait_ms: u64) -> Result<Page> {
+        let (page, revision) = self.reader.read_page(self.next_seq).await?;
+        if page.entries.is_empty() {
+            self.wait_after(revision, wait_ms).await?;
+            let (page, _) = self.reader.read_page(self.next_seq).await?;
+            self.next_seq = page.next_seq;
+            return Ok(page);
+        }
+        self.next_seq = page.next_seq;
+        Ok(page)
+    }
+
+    /// Waits for a change to the log's keys from `next_seq` on after `revision` (the
+    /// revision of the read that found nothing, so an append between that read and the
+    /// watch is not missed), or for `wait_ms`. A watch per wait: an idle follower holds no
+    /// stream, and a watch kept across reads would wake it for changes it already read.
+    async fn wait_after(&self, revision: i64, wait_ms: u64) -> Result<()> {
+        let etcd = &self.reader.etcd;
+        let partition = self.reader.partition;
+        let from = keys::log_key(partition, self.next_seq);
+        let end = keys::prefix_end(&keys::log_prefix(partition));
+        let options = WatchOptions::new().with_range(end).with_start_revision(revision.saturating_add(1));
+        let (member, client) = etcd.client();
+        let mut watch = client.watch_client();
+        let opened = etcd.bounded("follow", watch.watch(from, Some(options))).await;
+        let mut stream = match opened {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                etcd.demote(member);
+                return Err(crate::error::unavailable("follow", e));
+            }
+            Err(e) => {
+                etcd.demote(member);
+                return Err(e);
+            }
+        };
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(wait_ms);
+        // Messages before the first event: the creation notice and progress notices;
+        // bounded by the deadline.
+        loop {
+            match tokio::time::timeout_at(deadline, stream.message()).await {
+                Err(_) => return Ok(()), // nothing appended in time
+                Ok(Ok(Some(resp))) => {
+                    // Compaction past the revision also means "read again".
+                    if !resp.events().is_empty() || resp.canceled() || resp.compact_revision() > 0 {
+                        return Ok(());
+                    }
+                }
+                Ok(Ok(None)) => return Err(ClusterError::Unavailable("follow: watch closed".to_owned())),
+                Ok(Err(e)) => {
+                    etcd.demote(member);
+                    return Err(crate::error::unavailable("follow", e));
+                }
+            }
+        }
     }
 }
 

@@ -215,3 +215,53 @@ async fn count_keys(etcd: &surge_cluster::Etcd, prefix: &str) -> usize {
 async fn etcd_client_for(etcd: &surge_cluster::Etcd) -> etcd_client::Client {
     etcd_client::Client::connect(etcd.config().endpoints.clone(), None).await.expect("connect")
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_sees_appends_in_order_as_they_happen() {
+    let Some(etcd) = common::etcd().await else { return };
+    let (p, owned, mut log) = common::owned_log(&etcd, "leader", TTL_S).await;
+    let mut follower = LogReader::new(&etcd, p).follow(1);
+
+    // Idle: an empty page after the wait, not before.
+    let idle = Instant::now();
+    let page = follower.next(300).await.expect("follow");
+    assert!(page.entries.is_empty());
+    assert!(idle.elapsed() >= Duration::from_millis(250), "returned after {:?}", idle.elapsed());
+
+    const BATCHES: u64 = 30;
+    let writer = tokio::spawn(async move {
+        for i in 1..=BATCHES {
+            assert_eq!(log.append(&[&i.to_le_bytes()]).await.expect("append"), i);
+            if i % 3 == 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    // Bounded: every round returns a page or waits at most 2 s.
+    for _ in 0..200 {
+        let page = follower.next(2_000).await.expect("follow");
+        seen.extend(page.entries.into_iter().map(|e| (e.seq, e.batch.records)));
+        if seen.len() as u64 >= BATCHES {
+            break;
+        }
+    }
+    writer.await.expect("writer");
+    let expected: Vec<(u64, Vec<Vec<u8>>)> = (1..=BATCHES).map(|i| (i, vec![i.to_le_bytes().to_vec()])).collect();
+    assert_eq!(seen, expected);
+    assert_eq!(follower.next_seq(), BATCHES + 1);
+
+    // A wait that an append ends early.
+    let waiting = tokio::spawn(async move {
+        let started = Instant::now();
+        let page = follower.next(10_000).await.expect("follow");
+        (page, started.elapsed())
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut log = PartitionLog::open(&etcd, &owned).await.expect("open");
+    log.append(&[b"wake"]).await.expect("append");
+    let (page, waited) = waiting.await.expect("follower");
+    assert_eq!(page.entries.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![BATCHES + 1]);
+    assert!(waited < Duration::from_secs(5), "woken by the append, not the timeout: {waited:?}");
+    owned.release().await.expect("release");
+}
