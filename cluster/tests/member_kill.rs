@@ -39,6 +39,9 @@ async fn leader_member() -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_one_member_while_appending_loses_no_acknowledged_batch() {
     let Some(etcd) = common::etcd().await else { return };
+    // All three members up first (a member left down by an interrupted run would make this
+    // kill cost the majority); the script is idempotent.
+    common::run_script(&[]);
     let _restart = Restart;
     // A TTL longer than an election: the lease must survive the leader's death.
     let (p, owned, mut log) = common::owned_log(&etcd, "writer", 6).await;
@@ -51,6 +54,10 @@ async fn killing_one_member_while_appending_loses_no_acknowledged_batch() {
     let mut acked_after_kill = 0;
     let mut errors = Vec::new();
     let mut longest_gap = Duration::ZERO;
+    // The kill itself (the script waits for the process to be gone) and the first append
+    // acknowledged after it: the pause a writer sees when the leader dies.
+    let mut kill_took = Duration::ZERO;
+    let mut first_after_kill = None;
     let mut last_ack = Instant::now();
     let started = Instant::now();
     let mut n = 0usize;
@@ -60,12 +67,17 @@ async fn killing_one_member_while_appending_loses_no_acknowledged_batch() {
         }
         if killed_at.is_none() && acked.len() >= BEFORE {
             let member = leader_member().await;
+            let killing = Instant::now();
             common::run_script(&["kill", &member.to_string()]);
+            kill_took = killing.elapsed();
             killed_at = Some((member, Instant::now()));
         }
         let payload = format!("batch {n} of partition {p}").into_bytes();
         match log.append(&[&payload]).await {
             Ok(seq) => {
+                if let (Some((_, at)), None) = (killed_at, first_after_kill) {
+                    first_after_kill = Some(at.elapsed());
+                }
                 longest_gap = longest_gap.max(last_ack.elapsed());
                 last_ack = Instant::now();
                 acked.push((seq, payload));
@@ -86,7 +98,8 @@ async fn killing_one_member_while_appending_loses_no_acknowledged_batch() {
     let (member, at) = killed_at.expect("the member was killed");
     eprintln!(
         "killed member {member} (the leader) after {BEFORE} appends; {acked_after_kill} acknowledged after it, \
-         {} errors meanwhile, longest gap between acknowledgements {longest_gap:?}, kill to end {:?}",
+         {} errors meanwhile; the kill took {kill_took:?}, the first append after it was acknowledged \
+         {first_after_kill:?} later; longest gap between acknowledgements {longest_gap:?}, kill to end {:?}",
         errors.len(),
         at.elapsed()
     );
