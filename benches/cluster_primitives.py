@@ -13,6 +13,15 @@
       polls every 20 ms to take KEY (txn: create_revision == 0); prints the seconds from T0
       (a CLOCK_REALTIME timestamp: when the holder was signalled) to ownership; with keep,
       leaves the key (under its lease) for the old holder to find taken.
+  cluster_primitives.py etcd-log ENDPOINTS SIZES CONCURRENCY SECONDS
+      Option C (docs/cluster.md): a partition's log as etcd keys. Each of CONCURRENCY
+      threads owns one partition (a lease and the owner key, token = its create revision)
+      and appends group commits one at a time: one txn "if create_revision(owner) == token
+      then put /bench/log/p{p}/{seq:020}" with a payload of SIZE bytes. For each size and
+      concurrency: txn latency p50/p99, commits/s and MiB/s over SECONDS; then etcd's
+      database size, and again after deleting the log keys, compacting and defragmenting;
+      then a catch-up read of one partition's log in pages of at most 1 MiB (MiB/s).
+      ENDPOINTS: the leader first (where the writers go), then the others (defragmented).
   cluster_primitives.py kafka BOOTSTRAP N
       against a Kafka-protocol broker: produce latency with acks=all (idempotent producer),
       a transaction per write, fencing of an older producer epoch, read_committed, and a
@@ -146,6 +155,98 @@ def etcd_take(endpoint, key, ttl, t0, timeout, keep=False):
         time.sleep(0.02)
     print("not taken within %d s" % timeout)
     sys.exit(1)
+
+
+def db_size(endpoints):
+    return max(int(Etcd(ep).call("/v3/maintenance/status", {})["dbSize"]) for ep in endpoints)
+
+
+def etcd_log(endpoints, sizes, concurrencies, seconds):
+    import threading
+
+    leader = endpoints[0]
+    payloads = {size: base64.b64encode(os.urandom(size)).decode() for size in sizes}
+    # One append per txn, the body written out once per size: the client's JSON encoding
+    # stays out of the measurement (etcd's JSON gateway still decodes it).
+    txn = ('{"compare":[{"key":"%s","target":"CREATE","result":"EQUAL","create_revision":"%d"}],'
+           '"success":[{"request_put":{"key":"%s","value":"%s"}}]}')
+    max_commits = 20000  # per thread and cell: bounds the loop whatever the latency
+
+    def writer(p, size, stop, out):
+        e = Etcd(leader)
+        lease = e.grant(30)
+        owner = "bench/owner/p%d" % p
+        token = e.acquire(owner, lease)
+        assert token, owner + " already held"
+        t = []
+        seq = 0
+        while not stop.is_set() and seq < max_commits:
+            body = txn % (b64(owner), token, b64("bench/log/p%d/%020d" % (p, seq)), payloads[size])
+            a = time.perf_counter()
+            e.conn.request("POST", "/v3/kv/txn", body, {"Content-Type": "application/json"})
+            r = e.conn.getresponse()
+            data = r.read()
+            t.append(time.perf_counter() - a)
+            if r.status != 200 or not json.loads(data).get("succeeded"):
+                raise RuntimeError("append refused: %s %s" % (r.status, data[:200]))
+            seq += 1
+        out[p] = t
+        e.call("/v3/kv/deleterange", {"key": b64(owner)})
+        e.call("/v3/lease/revoke", {"ID": lease})
+
+    admin = Etcd(leader)
+    for size in sizes:
+        for k in concurrencies:
+            stop = threading.Event()
+            out = {}
+            threads = [threading.Thread(target=writer, args=(p, size, stop, out)) for p in range(k)]
+            for th in threads:
+                th.start()
+            a = time.perf_counter()
+            time.sleep(seconds)
+            stop.set()
+            for th in threads:
+                th.join()
+            elapsed = time.perf_counter() - a
+            t = [x for p in out for x in out[p]]
+            if len(out) != k:
+                raise RuntimeError("a writer failed")
+            print("etcd log append %4d KiB x %2d partitions: n=%-6d p50 %s ms  p99 %s ms  %7.1f commits/s  %6.1f MiB/s"
+                  % (size // 1024, k, len(t), ms(pct(t, 50)), ms(pct(t, 99)), len(t) / elapsed,
+                     len(t) * size / elapsed / 2**20), flush=True)
+            # storage: what the log costs before and after truncating it
+            before = db_size(endpoints)
+            if k == concurrencies[-1]:
+                # catch-up: read partition 0's log back in pages of at most 1 MiB
+                page = max(1, 2**20 // size)
+                start = b64("bench/log/p0/")
+                end = b64("bench/log/p0/~")
+                got = 0
+                nbytes = 0
+                a = time.perf_counter()
+                while True:
+                    res = admin.call("/v3/kv/range", {"key": start, "range_end": end, "limit": page})
+                    kvs = res.get("kvs", [])
+                    got += len(kvs)
+                    nbytes += sum(len(base64.b64decode(kv.get("value", ""))) for kv in kvs)
+                    if not res.get("more") or not kvs:
+                        break
+                    start = b64(base64.b64decode(kvs[-1]["key"]).decode() + "\0")
+                b = time.perf_counter() - a
+                print("etcd log catch-up read %4d KiB records: %d records, %.1f MiB in %.3f s: %.1f MiB/s"
+                      % (size // 1024, got, nbytes / 2**20, b, nbytes / 2**20 / b), flush=True)
+            res = admin.call("/v3/kv/deleterange", {"key": b64("bench/log/"), "range_end": b64("bench/log0")})
+            rev = int(res["header"]["revision"])
+            a = time.perf_counter()
+            admin.call("/v3/kv/compaction", {"revision": rev, "physical": True})
+            compact = time.perf_counter() - a
+            a = time.perf_counter()
+            for ep in endpoints:
+                Etcd(ep).call("/v3/maintenance/defragment", {})
+            defrag = time.perf_counter() - a
+            print("etcd storage after the cell: db %.1f MiB (%.1f MiB of records appended); after delete + compaction"
+                  " (%.2f s) + defragment of 3 members (%.2f s): %.2f MiB"
+                  % (before / 2**20, len(t) * size / 2**20, compact, defrag, db_size(endpoints) / 2**20), flush=True)
 
 
 def kafka(bootstrap, n):
@@ -292,6 +393,9 @@ def main():
     elif cmd == "etcd-take":
         etcd_take(sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5]), int(sys.argv[6]),
                   len(sys.argv) > 7 and sys.argv[7] == "keep")
+    elif cmd == "etcd-log":
+        etcd_log(sys.argv[2].split(","), [int(x) for x in sys.argv[3].split(",")],
+                 [int(x) for x in sys.argv[4].split(",")], float(sys.argv[5]))
     elif cmd == "kafka":
         kafka(sys.argv[2], int(sys.argv[3]))
     else:

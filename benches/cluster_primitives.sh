@@ -14,15 +14,26 @@
 # when missing. Debian's librdkafka may be too old for the broker's ApiVersions answer; then
 # the Kafka probe runs in a venv with PyPI's confluent-kafka (its wheel bundles a newer
 # librdkafka), made once under ~/.cache/surge.
+#   4. Option C, a partition's log as etcd keys (part etcd-log): a group commit as one txn
+#      guarded by the owner key's create revision, payloads of LOG_SIZES bytes, LOG_CONC
+#      partitions appending at once (one txn in flight each), LOG_SECONDS per cell; etcd's
+#      database size before and after deleting the log keys, compacting and defragmenting;
+#      a catch-up read of one partition's log. Twice: through etcd's JSON gateway (the Python
+#      probe) and through the cluster crate over gRPC (cluster/examples/append_bench.rs, which
+#      also measures a takeover: lease expiry, the new owner's catch-up and first append).
 # Knobs (environment): N (1000 sequential operations per etcd figure, N/5 transactions),
-# TTL (2 s lease), KAFKA (127.0.0.1:9092), PARTS ("etcd kafka kafka-install").
+# TTL (2 s lease), KAFKA (127.0.0.1:9092), PARTS ("etcd etcd-log kafka kafka-install"),
+# LOG_SIZES (4096,65536,524288), LOG_CONC (1,4,16), LOG_SECONDS (3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 N=${N:-1000}
 TTL=${TTL:-2}
 KAFKA=${KAFKA:-127.0.0.1:9092}
-PARTS=${PARTS:-etcd kafka kafka-install}
+PARTS=${PARTS:-etcd etcd-log kafka kafka-install}
+LOG_SIZES=${LOG_SIZES:-4096,65536,524288}
+LOG_CONC=${LOG_CONC:-1,4,16}
+LOG_SECONDS=${LOG_SECONDS:-3}
 PROBE="benches/cluster_primitives.py"
 PY=/usr/bin/python3
 
@@ -47,7 +58,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-run_etcd() {
+start_etcd() { # sets ENDPOINTS and LEADER
     need_debian etcd etcd-server
     need_debian etcdctl etcd-client
     echo "== etcd: $(etcd --version | head -n 1), three members on loopback (heartbeat 100 ms, election timeout 1000 ms)"
@@ -62,16 +73,26 @@ run_etcd() {
             >"$ETCD_DIR/e$i.log" 2>&1 &
         ETCD_PIDS+=($!)
     done
-    local endpoints="127.0.0.1:23791,127.0.0.1:23792,127.0.0.1:23793"
+    ENDPOINTS="127.0.0.1:23791,127.0.0.1:23792,127.0.0.1:23793"
     for _ in $(seq 1 100); do
-        if ETCDCTL_API=3 etcdctl --endpoints "$endpoints" endpoint health >/dev/null 2>&1; then break; fi
+        if ETCDCTL_API=3 etcdctl --endpoints "$ENDPOINTS" endpoint health >/dev/null 2>&1; then break; fi
         sleep 0.1
     done
-    ETCDCTL_API=3 etcdctl --endpoints "$endpoints" endpoint status -w table
+    ETCDCTL_API=3 etcdctl --endpoints "$ENDPOINTS" endpoint status -w table
     # The leader's endpoint: a write through a follower is forwarded (one more hop).
-    local leader
-    leader=$(ETCDCTL_API=3 etcdctl --endpoints "$endpoints" endpoint status -w json |
+    LEADER=$(ETCDCTL_API=3 etcdctl --endpoints "$ENDPOINTS" endpoint status -w json |
         $PY -c 'import json,sys; print([s["Endpoint"] for s in json.load(sys.stdin) if s["Status"]["leader"] == s["Status"]["header"]["member_id"]][0])')
+}
+
+stop_etcd() {
+    cleanup
+    ETCD_PIDS=()
+    ETCD_DIR=
+}
+
+run_etcd() {
+    start_etcd
+    local endpoints=$ENDPOINTS leader=$LEADER
     local follower
     follower=$(echo "$endpoints" | tr ',' '\n' | grep -v "$leader" | head -n 1)
     echo "-- through the leader ($leader)"
@@ -110,9 +131,22 @@ run_etcd() {
         sed 's/^/   holder: /' "$ETCD_DIR/hold.out"
         ETCDCTL_API=3 etcdctl --endpoints "$other" del bench/partition-7 >/dev/null
     done
-    cleanup
-    ETCD_PIDS=()
-    ETCD_DIR=
+    stop_etcd
+}
+
+# Option C: group commits as guarded txns on etcd keys, at realistic batch sizes and with
+# several partitions writing at once; storage before and after truncation; catch-up reads.
+run_etcd_log() {
+    start_etcd
+    echo "-- partition logs in etcd: payloads ${LOG_SIZES} bytes, ${LOG_CONC} partitions at once, ${LOG_SECONDS} s each"
+    local others
+    others=$(echo "$ENDPOINTS" | tr ',' '\n' | grep -v "$LEADER" | paste -sd,)
+    echo "-- through etcd's JSON gateway (Python, one connection per partition, to the leader)"
+    $PY "$PROBE" etcd-log "$LEADER,$others" "$LOG_SIZES" "$LOG_CONC" "$LOG_SECONDS"
+    echo "-- through the cluster crate (gRPC, requests pinned to the first endpoint: the leader)"
+    cargo build --release -q -p surge-cluster --example append_bench
+    target/release/examples/append_bench "$LEADER,$others" "$LOG_SIZES" "$LOG_CONC" "$LOG_SECONDS"
+    stop_etcd
 }
 
 kafka_python() {
@@ -167,6 +201,7 @@ run_kafka_install() {
 for part in $PARTS; do
     case $part in
         etcd) run_etcd ;;
+        etcd-log) run_etcd_log ;;
         kafka) run_kafka ;;
         kafka-install) run_kafka_install ;;
         *) echo "unknown part $part" >&2; exit 2 ;;

@@ -1,0 +1,26 @@
+//! surge's cluster layer on etcd: partition ownership with fencing tokens, and each
+//! partition's log of opaque records (group commits) with snapshots, all stored in a
+//! three-member (or larger) etcd. It knows nothing about orders: it moves bytes.
+//!
+//! - [`ownership`]: take a free partition under a lease; its token is the owner key's create
+//!   revision; keep-alive, loss detection, release.
+//! - [`table`]: the partition table (partition -> node, address, token), watched.
+//! - [`log`]: append a batch as one txn guarded by the token, read back in pages or follow
+//!   as it grows, snapshots in chunks, truncation after a snapshot.
+//!
+//! The design and its measurements are in `docs/cluster.md` (Option C).
+
+pub mod client;
+pub mod codec;
+pub mod error;
+pub mod keys;
+pub mod log;
+pub mod ownership;
+pub mod table;
+
+pub use client::{Etcd, EtcdConfig};
+pub use codec::{Batch, NodeInfo};
+pub use error::{ClusterError, Result};
+pub use log::{Follower, LogReader, Page, PartitionLog, Snapshot};
+pub use ownership::{acquire, Owned};
+pub use table::{Owner, PartitionTable, Table};

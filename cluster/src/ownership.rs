@@ -1,0 +1,250 @@
+//! Ownership of a partition: one etcd key under a lease. The key's create revision is the
+//! owner's fencing token; every write of a partition's log compares it in the same txn, so a
+//! deposed owner (its lease expired while it was paused or cut off) writes nothing after a
+//! new owner took the key, whatever it believes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse};
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::client::Etcd;
+use crate::codec::{encode_owner, NodeInfo};
+use crate::error::{ClusterError, Result};
+use crate::keys::owner_key;
+
+/// A partition this node owns. Dropping it stops the keep-alive (the lease then expires);
+/// `release` gives the partition up at once.
+pub struct Owned {
+    etcd: Etcd,
+    partition: u32,
+    token: i64,
+    lease_id: i64,
+    lost: watch::Receiver<bool>,
+    stop: Arc<Notify>,
+    keeper: JoinHandle<()>,
+}
+
+/// Why the keep-alive task stopped believing in the lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Loss {
+    Kept,
+    Lost,
+}
+
+impl Owned {
+    pub fn partition(&self) -> u32 {
+        self.partition
+    }
+
+    /// The fencing token: the owner key's create revision. Strictly greater than every
+    /// earlier owner's token of any key, so "newer owner" is "larger token".
+    pub fn token(&self) -> i64 {
+        self.token
+    }
+
+    pub fn lease_id(&self) -> i64 {
+        self.lease_id
+    }
+
+    /// True once the keep-alive saw the lease gone or could not renew it before its TTL ran
+    /// out. Advisory: a node should stop serving the partition then, but safety does not
+    /// depend on it (the log's txns compare the token).
+    pub fn is_lost(&self) -> bool {
+        *self.lost.borrow()
+    }
+
+    /// Waits until the ownership is lost (see `is_lost`).
+    pub async fn lost(&mut self) {
+        // An error means the keep-alive task ended, which it does only after marking the loss
+        // or being stopped: both mean this node no longer keeps the lease.
+        let _ = self.lost.wait_for(|lost| *lost).await;
+    }
+
+    /// Gives the partition up: deletes the owner key if it still carries this token and
+    /// revokes the lease. Another node can take the partition at once.
+    pub async fn release(self) -> Result<()> {
+        self.stop.notify_one();
+        let key = owner_key(self.partition);
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.clone(), CompareOp::Equal, self.token)])
+            .and_then([TxnOp::delete(key, None)]);
+        // Repeating the delete is harmless: it is guarded by this token.
+        self.etcd
+            .read("release", |mut kv| {
+                let txn = txn.clone();
+                async move { kv.txn(txn).await }
+            })
+            .await?;
+        let mut lease = self.etcd.client().1.lease_client();
+        // The key is gone; a failed revoke only leaves a lease to expire by itself.
+        if let Ok(Err(e)) = self.etcd.bounded("revoke", lease.revoke(self.lease_id)).await {
+            tracing::debug!(lease = self.lease_id, error = %e, "lease revoke failed");
+        }
+        Ok(())
+    }
+
+    /// Stops renewing the lease without releasing the key, as a process paused by SIGSTOP or
+    /// cut off from etcd would: the key expires after the TTL. The token stays in hand, so
+    /// the tests can show that writes under it are refused once another node owns the key.
+    pub fn stop_keep_alive(&self) {
+        self.stop.notify_one();
+    }
+}
+
+impl Drop for Owned {
+    fn drop(&mut self) {
+        self.stop.notify_one();
+        self.keeper.abort();
+    }
+}
+
+/// Tries to take `partition` for `node`: grants a lease of `lease_ttl_s` seconds and creates
+/// the owner key under it only if no key exists (`create_revision == 0`). `Ok(None)` when
+/// another node owns it. The lease is kept alive every third of its TTL until the `Owned`
+/// is released or dropped.
+pub async fn acquire(etcd: &Etcd, partition: u32, node: &NodeInfo, lease_ttl_s: i64) -> Result<Option<Owned>> {
+    node.validate()?;
+    // etcd's leases count whole seconds; below 2 s a leader election alone could expire it.
+    if !(2..=3600).contains(&lease_ttl_s) {
+        return Err(ClusterError::Config("lease_ttl_s must be 2..=3600".to_owned()));
+    }
+    // A lease granted by a try whose answer was lost expires by itself.
+    let grant = etcd
+        .read("lease grant", |_| {
+            let mut lease = etcd.client().1.lease_client();
+            async move { lease.grant(lease_ttl_s, None).await }
+        })
+        .await?;
+    // Measured from before the grant: etcd starts the TTL when it grants, which is later.
+    let granted_at = Instant::now();
+    let lease_id = grant.id();
+    let key = owner_key(partition);
+    let txn = Txn::new().when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)]).and_then([TxnOp::put(
+        key.clone(),
+        encode_owner(node),
+        Some(PutOptions::new().with_lease(lease_id)),
+    )]);
+    let resp = match etcd.write("acquire", |mut kv| async move { kv.txn(txn).await }).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            // Unknown whether the key was created: revoking the lease deletes it if it was.
+            revoke_quietly(etcd, lease_id).await;
+            return Err(e);
+        }
+    };
+    if !resp.succeeded() {
+        revoke_quietly(etcd, lease_id).await;
+        return Ok(None);
+    }
+    // The txn's revision is the revision that created the key: the token.
+    let token = resp.header().map(|h| h.revision()).unwrap_or(0);
+    if token <= 0 {
+        revoke_quietly(etcd, lease_id).await;
+        return Err(ClusterError::Corrupt { key, reason: "txn answer without a revision" });
+    }
+    debug_assert!(matches!(resp.op_responses().first(), Some(TxnOpResponse::Put(_))));
+    let (tx, rx) = watch::channel(false);
+    let stop = Arc::new(Notify::new());
+    let keeper = tokio::spawn(keep_alive(
+        etcd.clone(),
+        lease_id,
+        Duration::from_secs(lease_ttl_s as u64),
+        granted_at,
+        tx,
+        stop.clone(),
+    ));
+    Ok(Some(Owned { etcd: etcd.clone(), partition, token, lease_id, lost: rx, stop, keeper }))
+}
+
+async fn revoke_quietly(etcd: &Etcd, lease_id: i64) {
+    let mut lease = etcd.client().1.lease_client();
+    if let Ok(Err(e)) = etcd.bounded("revoke", lease.revoke(lease_id)).await {
+        tracing::debug!(lease = lease_id, error = %e, "lease revoke failed");
+    }
+}
+
+/// Renews the lease every third of its TTL. The lease counts as lost when etcd answers that
+/// it is gone (TTL 0) or when no renewal succeeded for a whole TTL since the last one was
+/// sent: etcd measures the TTL from when it received that renewal, which is later, so this
+/// node gives up no later than etcd does (clock rates aside).
+async fn keep_alive(
+    etcd: Etcd,
+    lease_id: i64,
+    ttl: Duration,
+    granted_at: Instant,
+    lost: watch::Sender<bool>,
+    stop: Arc<Notify>,
+) {
+    let interval = ttl / 3;
+    let mut valid_until = granted_at + ttl;
+    let mut stream = None;
+    let outcome = loop {
+        tokio::select! {
+            _ = stop.notified() => break Loss::Kept,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        if Instant::now() >= valid_until {
+            break Loss::Lost;
+        }
+        let sent_at = Instant::now();
+        // One renewal, bounded by what is left of the lease: a stream that hangs must not
+        // keep this node believing past the TTL.
+        let left = valid_until.saturating_duration_since(sent_at);
+        let renewed = tokio::time::timeout(left, renew(&etcd, lease_id, &mut stream)).await;
+        match renewed {
+            Ok(Ok(ttl_s)) if ttl_s > 0 => valid_until = sent_at + ttl,
+            Ok(Ok(_)) => break Loss::Lost, // etcd says the lease is gone
+            Ok(Err(e)) => {
+                tracing::warn!(lease = lease_id, error = %e, "lease keep-alive failed; retrying");
+                // Reopen the stream on the next round, on the next member.
+                if let Some((member, _)) = stream.take() {
+                    etcd.demote(member);
+                }
+            }
+            Err(_) => {
+                if let Some((member, _)) = stream.take() {
+                    etcd.demote(member);
+                }
+            }
+        }
+    };
+    if outcome == Loss::Lost {
+        tracing::warn!(lease = lease_id, "lease lost");
+    }
+    // Either way this node no longer keeps the lease alive.
+    let _ = lost.send(true);
+}
+
+/// The member a keep-alive stream runs on, and the stream.
+type KeepAlive = (usize, (etcd_client::LeaseKeeper, etcd_client::LeaseKeepAliveStream));
+
+/// One keep-alive round trip on the lease's stream (opened on first use).
+async fn renew(
+    etcd: &Etcd,
+    lease_id: i64,
+    stream: &mut Option<KeepAlive>,
+) -> std::result::Result<i64, etcd_client::Error> {
+    if stream.is_none() {
+        let (member, client) = etcd.client();
+        let mut lease = client.lease_client();
+        match lease.keep_alive(lease_id).await {
+            Ok(s) => *stream = Some((member, s)),
+            Err(e) => {
+                etcd.demote(member);
+                return Err(e);
+            }
+        }
+    }
+    let Some((_, (keeper, responses))) = stream.as_mut() else {
+        return Err(etcd_client::Error::LeaseKeepAliveError("no stream".to_owned()));
+    };
+    keeper.keep_alive().await?;
+    match responses.message().await? {
+        Some(resp) => Ok(resp.ttl()),
+        None => Err(etcd_client::Error::LeaseKeepAliveError("stream closed".to_owned())),
+    }
+}
