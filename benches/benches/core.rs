@@ -13,6 +13,11 @@
 //! - `core/replay`: recovery without a snapshot — decode every batch of a logged session
 //!   (setup + 20,000 mix iterations, 281,001 events) and apply it to an empty shard.
 //!   Throughput is in events.
+//! - Snapshots: before the timed groups, the bench grows one merchant to
+//!   `SNAPSHOT_ORDERS` (200,000) keyed orders, then five times executes 10,000 more and
+//!   encodes the frozen shard both ways — in full (`image::encode_snapshot_into`) and with
+//!   the snapshot thread's `SnapshotCache` (only chunks changed since the previous snapshot
+//!   encoded) — and prints the median time of each per order executed between snapshots.
 //! - Memory: before the timed groups, the bench creates paid orders on a fresh shard and
 //!   prints allocated bytes per order line, with and without the idempotency record, from a
 //!   counting global allocator (exact: no sampling, no RSS noise).
@@ -25,7 +30,7 @@ use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use surge_benches::{points_order, request, setup, setup_commands, CUSTOMERS, ITEMS, T0_MS};
+use surge_benches::{hold, mix_requests, mix_step, points_order, request, setup, setup_commands, T0_MS};
 use surge_core::command::*;
 use surge_core::{Outcome, Shard};
 
@@ -59,15 +64,6 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-fn hold(i: usize) -> Command {
-    Command::CreateHold {
-        customer: format!("c-{}", i % CUSTOMERS),
-        lines: vec![LineSpec { sku: format!("sku-{}", (i * 13) % ITEMS), qty: 1 }],
-        ttl_s: Some(300),
-        queue_token: None,
-    }
-}
-
 /// Requests are built before timing (parsing them is the API layer's cost, not core's);
 /// results are dropped inside the timed loop, as the server drops them after logging.
 fn bench_mix(c: &mut Criterion) {
@@ -81,24 +77,13 @@ fn bench_mix(c: &mut Criterion) {
             let requests: Vec<_> = (0..iters)
                 .map(|_| {
                     i += 1;
-                    (request(points_order(i), Some(format!("order-{i}"))), request(hold(i), None))
+                    mix_requests(i)
                 })
                 .collect();
             let started = Instant::now();
             for (order, hold) in &requests {
                 now_ms += 1;
-                // A refused command would time the error path: every step must apply.
-                let placed = applied(shard.execute(order, now_ms));
-                let hold_id = match shard.execute(hold, now_ms) {
-                    Ok(Outcome::Applied { reply: surge_core::Reply::Hold(h), .. }) => h.id.to_string(),
-                    other => panic!("hold: {other:?}"),
-                };
-                let released = applied(shard.execute(&request(Command::ReleaseHold { hold: hold_id }, None), now_ms));
-                let ticked = shard.tick(now_ms);
-                // Everything is durable at once: in-flight checks stay off the timed path.
-                let applied = shard.applied_events();
-                shard.mark_durable(applied);
-                black_box((placed, released, ticked));
+                black_box(mix_step(&mut shard, order, hold, now_ms));
             }
             started.elapsed()
         });
@@ -203,13 +188,6 @@ fn logged_session(iterations: usize) -> (Vec<Vec<u8>>, u64) {
     (batches, events)
 }
 
-fn applied(outcome: Result<Outcome, surge_core::CoreError>) -> Outcome {
-    match outcome {
-        Ok(applied @ Outcome::Applied { .. }) => applied,
-        other => panic!("expected an applied command: {other:?}"),
-    }
-}
-
 fn apply(shard: &mut Shard, event: &surge_core::Event) {
     if let Err(e) = shard.apply(event) {
         panic!("{e}");
@@ -254,8 +232,67 @@ fn report_memory() {
     }
 }
 
+/// What a snapshot costs per order executed since the previous one, encoded in full and
+/// with the snapshot thread's cache (see the module doc). Printed, not timed by criterion:
+/// each round changes the state.
+fn report_snapshot() {
+    const BETWEEN: usize = 10_000;
+    const ROUNDS: usize = 5;
+    let orders: usize = std::env::var("SNAPSHOT_ORDERS").ok().and_then(|v| v.parse().ok()).unwrap_or(200_000);
+    let mut shard = setup();
+    let mut i = 0;
+    let order = |shard: &mut Shard, i: &mut usize| {
+        if let Err(e) = shard.execute(&request(points_order(*i), Some(format!("order-{i}"))), T0_MS + *i as u64) {
+            panic!("order {i}: {e}");
+        }
+        *i += 1;
+        let applied = shard.applied_events();
+        shard.mark_durable(applied);
+    };
+    while i < orders {
+        order(&mut shard, &mut i);
+    }
+    let mut cache = surge_core::encoding::SnapshotCache::new();
+    let (mut full, mut cached) = (Vec::new(), Vec::new());
+    surge_core::image::encode_snapshot_cached(&[shard.freeze()], &mut cache, &mut cached);
+    let (mut full_ns, mut cached_ns, mut reused, mut encoded) = (Vec::new(), Vec::new(), 0, 0);
+    for round in 0..ROUNDS {
+        for _ in 0..BETWEEN {
+            order(&mut shard, &mut i);
+        }
+        let frozen = [shard.freeze()];
+        // Alternating which goes first, so neither always finds the state in cache.
+        for first in [round % 2 == 0, round % 2 == 1] {
+            let started = Instant::now();
+            if first {
+                surge_core::image::encode_snapshot_into(&frozen, &mut full);
+                full_ns.push(started.elapsed().as_nanos() as f64);
+            } else {
+                surge_core::image::encode_snapshot_cached(&frozen, &mut cache, &mut cached);
+                cached_ns.push(started.elapsed().as_nanos() as f64);
+            }
+        }
+        assert!(full == cached, "the cached snapshot differs from the full one");
+        (reused, encoded) = (cache.reused_bytes(), cache.encoded_bytes());
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (full_ns, cached_ns) = (median(&mut full_ns), median(&mut cached_ns));
+    println!(
+        "snapshot: {} bytes at {i} keyed orders; per order between snapshots ({BETWEEN}): full {:.3} µs, cached {:.3} µs \
+         (median of {ROUNDS}; last: {reused} bytes reused, {encoded} encoded)",
+        full.len(),
+        full_ns / 1e3 / BETWEEN as f64,
+        cached_ns / 1e3 / BETWEEN as f64,
+    );
+    black_box(&shard);
+}
+
 fn config() -> Criterion {
     report_memory();
+    report_snapshot();
     Criterion::default().measurement_time(Duration::from_secs(5)).warm_up_time(Duration::from_secs(1))
 }
 

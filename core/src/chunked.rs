@@ -51,7 +51,7 @@ const CHUNK_MASK: usize = CHUNK - 1;
 /// One chunk's buffer (`Vec` or `VecDeque`). Its `Clone` keeps the capacity (`Vec::clone`
 /// allocates only `len`), so un-sharing a chunk after the first gives it its full `CHUNK`
 /// capacity again and the first chunk keeps growing from where it was.
-struct Chunk<C>(C);
+pub(crate) struct Chunk<C>(C);
 
 impl<C> Deref for Chunk<C> {
     type Target = C;
@@ -138,6 +138,11 @@ impl<T> ChunkedVec<T> {
 
     pub fn iter(&self) -> Iter<'_, T> {
         Iter { inner: self.chunks.iter().flat_map(vec_chunk_iter), remaining: self.len }
+    }
+
+    /// The chunks in order, for the snapshot encoder's cache (`encoding/cached.rs`).
+    pub(crate) fn chunks(&self) -> &[Arc<Chunk<Vec<T>>>] {
+        &self.chunks
     }
 
     /// The chunk layout, for tests of the invariants.
@@ -404,6 +409,11 @@ impl<T> ChunkedDeque<T> {
 
     pub fn iter(&self) -> DequeIter<'_, T> {
         DequeIter { inner: self.chunks.iter().flat_map(deque_chunk_iter), remaining: self.len }
+    }
+
+    /// The chunks in order, for the snapshot encoder's cache (`encoding/cached.rs`).
+    pub(crate) fn chunks(&self) -> impl Iterator<Item = &Arc<Chunk<VecDeque<T>>>> {
+        self.chunks.iter()
     }
 
     #[cfg(test)]

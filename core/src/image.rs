@@ -7,7 +7,7 @@
 //! * A snapshot is `SRGH`, version u32, shard count u32, then per shard a u64 length and
 //!   `Shard::snapshot()` bytes. All little-endian.
 
-use crate::encoding::decode_events;
+use crate::encoding::{decode_events, SnapshotCache};
 use crate::engine::shard_of;
 use crate::error::{ApplyError, DecodeError};
 use crate::event::Event;
@@ -79,6 +79,19 @@ pub fn encode_snapshot(shards: &[FrozenShard], capacity_bytes: usize) -> Vec<u8>
 /// [`encode_snapshot`] into `out` (cleared first), so a writer that snapshots again and
 /// again reuses one buffer instead of allocating and faulting in a fresh one each time.
 pub fn encode_snapshot_into(shards: &[FrozenShard], out: &mut Vec<u8>) {
+    encode_shards(shards, out, |shard, out| shard.snapshot_into(out));
+}
+
+/// [`encode_snapshot_into`] with a cache of the chunks the previous call encoded (see
+/// [`SnapshotCache`]): the same bytes, and only the chunks changed since are encoded. A
+/// host that snapshots again and again keeps one cache for its snapshot thread.
+pub fn encode_snapshot_cached(shards: &[FrozenShard], cache: &mut SnapshotCache, out: &mut Vec<u8>) {
+    cache.begin();
+    encode_shards(shards, out, |shard, out| shard.snapshot_into_cached(cache, out));
+    cache.end();
+}
+
+fn encode_shards(shards: &[FrozenShard], out: &mut Vec<u8>, mut encode: impl FnMut(&FrozenShard, &mut Vec<u8>)) {
     assert!(!shards.is_empty(), "at least one shard");
     out.clear();
     out.extend_from_slice(&SNAPSHOT_MAGIC);
@@ -87,14 +100,15 @@ pub fn encode_snapshot_into(shards: &[FrozenShard], out: &mut Vec<u8>) {
     for shard in shards {
         let at = out.len();
         out.extend_from_slice(&0u64.to_le_bytes());
-        shard.snapshot_into(out);
+        encode(shard, out);
         let len = (out.len() - at - 8) as u64;
         out[at..at + 8].copy_from_slice(&len.to_le_bytes());
     }
 }
 
 /// The snapshot of `shards` as they are now (what tools and tests write; the server
-/// freezes its shards under their locks and encodes them later with [`encode_snapshot`]).
+/// freezes its shards under their locks and encodes them later with
+/// [`encode_snapshot_cached`]).
 pub fn snapshot_of(shards: &[Shard]) -> Vec<u8> {
     let frozen: Vec<FrozenShard> = shards.iter().map(Shard::freeze).collect();
     encode_snapshot(&frozen, 0)

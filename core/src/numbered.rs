@@ -36,8 +36,8 @@ const _: () = assert!(1 << CHUNK_BITS == CHUNK);
 
 /// One chunk: slots `0..slots.len()` of it (the last chunk fills up by pushes), `live` of
 /// them holding an entry. Its `Clone` keeps the capacity, so a copied chunk never regrows.
-struct Part<T> {
-    slots: Vec<Option<T>>,
+pub(crate) struct Part<T> {
+    pub(crate) slots: Vec<Option<T>>,
     live: u32,
 }
 
@@ -125,6 +125,17 @@ impl<T> NumberedVec<T> {
                 })
             })
             .filter(move |(i, _)| *i >= start)
+    }
+
+    /// The chunks held in memory with their chunk numbers (the first index of chunk `c` is
+    /// `c * CHUNK`), in order, for the snapshot encoder's cache (`encoding/cached.rs`).
+    pub(crate) fn parts(&self) -> impl Iterator<Item = (usize, &Arc<Part<T>>)> {
+        let first = self.first;
+        self.chunks.iter().enumerate().filter_map(move |(k, part)| Some((first + k, part.as_ref()?)))
+    }
+
+    pub(crate) fn archived_ms(&self) -> &ChunkedVec<UnixMs> {
+        &self.archived_ms
     }
 
     /// Chunks held in memory (for measurements and tests).

@@ -4,7 +4,6 @@
 //! module uses `decide`, `apply`, `view` and `encoding`, and none of them uses it.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 
 use crate::command::Request;
 use crate::decide::Decided;
@@ -29,6 +28,14 @@ impl FrozenShard {
     pub fn snapshot_into(&self, out: &mut Vec<u8>) {
         let image = ShardImageRef { merchants: &self.merchants, applied_events: self.applied_events };
         encoding::encode_snapshot_into(&image, out);
+    }
+
+    /// [`snapshot_into`](Self::snapshot_into), reusing the bytes of the chunks that have not
+    /// changed since `cache`'s previous snapshot: the same bytes, at a cost that follows what
+    /// changed rather than the whole state.
+    pub fn snapshot_into_cached(&self, cache: &mut encoding::SnapshotCache, out: &mut Vec<u8>) {
+        let image = ShardImageRef { merchants: &self.merchants, applied_events: self.applied_events };
+        encoding::encode_snapshot_cached(&image, cache, out);
     }
 }
 
@@ -84,11 +91,14 @@ impl Shard {
     /// decide -> apply -> reply, plus the idempotency record when the request has a key.
     /// An `Err` changed nothing.
     pub fn execute(&mut self, request: &Request, now: UnixMs) -> Result<Outcome, CoreError> {
+        // The merchant, found once: each look-up hashes its id, and a keyed order used to
+        // look it up five times (key check, decide, apply, the record's merchant, its apply).
+        let known = self.merchants.position(&request.merchant);
         if let Some(idempotency) = &request.idempotency {
             if !is_valid_idempotency_key(&idempotency.key) {
                 return Err(CoreError::invalid("Idempotency-Key", "must be 1..=255 printable ASCII characters"));
             }
-            let stored = self.merchants.get(&request.merchant).and_then(|m| m.idempotency.get(&idempotency.key));
+            let stored = known.and_then(|p| self.merchants.at(p)).and_then(|m| m.idempotency.get(&idempotency.key));
             if let Some(record) = stored {
                 if record.applied_seq > self.durable_events {
                     return Err(CoreError::IdempotencyKeyInUse);
@@ -102,20 +112,22 @@ impl Shard {
                 return Ok(Outcome::Replayed { reply });
             }
         }
-        let Decided { mut events, target } = self.decide(request, now)?;
-        // Decided events all belong to the request's merchant: find it once, not per event.
-        let position = self.merchants.position(&request.merchant);
+        let Decided { mut events, target } = self.decide_at(request, known, now)?;
+        // Decided events all belong to the request's merchant (`known` is `None` only for a
+        // merchant this command creates: its events apply by id).
         for event in &events {
-            match position {
-                Some(position) if !matches!(event.body, EventBody::MerchantCreated(_)) => {
-                    self.apply_decided_at(position, event)
-                }
-                _ => self.apply_decided(event),
+            match known {
+                Some(position) => self.apply_decided_at(position, event),
+                None => self.apply_decided(event),
             }
         }
-        let reply = self.reply(&request.merchant, position, &target);
+        let reply = self.reply(&request.merchant, known, &target);
         if let Some(idempotency) = &request.idempotency {
-            let merchant = self.merchant_arc(&request.merchant);
+            let position = known.or_else(|| self.merchants.position(&request.merchant));
+            let merchant = match position.and_then(|p| self.merchants.at(p)) {
+                Some(m) => m.id.clone(),
+                None => request.merchant.as_str().into(),
+            };
             let record = Event {
                 merchant,
                 at_ms: now,
@@ -126,7 +138,7 @@ impl Shard {
                     expires_at_ms: now.saturating_add(self.settings.idempotency_ttl_ms),
                 }),
             };
-            match self.merchants.position(&request.merchant) {
+            match position {
                 Some(position) => self.apply_decided_at(position, &record),
                 None => self.apply_decided(&record),
             }
@@ -161,13 +173,6 @@ impl Shard {
             panic!("an event decide produced does not apply: {} for {}: {reason}", event.type_name(), event.merchant);
         }
         self.applied_events += 1;
-    }
-
-    pub(crate) fn merchant_arc(&self, id: &str) -> Arc<str> {
-        match self.merchants.get(id) {
-            Some(m) => m.id.clone(),
-            None => id.into(),
-        }
     }
 
     /// The canonical image and its encoding.

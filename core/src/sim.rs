@@ -13,10 +13,11 @@
 use sha2::Digest as _;
 
 use crate::command::*;
-use crate::encoding::{decode_events, encode_events};
+use crate::encoding::{decode_events, encode_events, SnapshotCache};
 use crate::engine::Engine;
 use crate::error::CoreError;
 use crate::ids::UnixMs;
+use crate::image;
 use crate::limits::IDEMPOTENCY_TTL_MS;
 use crate::shard::{Outcome, Settings, Shard};
 use crate::view::Reply;
@@ -287,6 +288,8 @@ pub struct World {
     replays: usize,
     /// The latest snapshot per shard and how many logged batches it covers.
     snapshots: Vec<Option<(Vec<u8>, usize)>>,
+    /// Per shard, the chunk cache of its snapshots, as a host's snapshot thread keeps one.
+    snapshot_caches: Vec<SnapshotCache>,
     pub ops: Vec<Op>,
 }
 
@@ -327,6 +330,7 @@ impl World {
             next_key: 0,
             replays: 0,
             snapshots: vec![None; SHARDS],
+            snapshot_caches: (0..SHARDS).map(|_| SnapshotCache::new()).collect(),
             ops: Vec::new(),
         };
         for m in 0..MERCHANTS {
@@ -440,6 +444,13 @@ impl World {
             Op::Snapshot { shard } => {
                 let original = &self.engine.shards[shard];
                 let bytes = original.snapshot();
+                // The host's way (a frozen clone, chunks unchanged since this shard's last
+                // snapshot copied from the cache) must give the same bytes.
+                let frozen = [original.freeze()];
+                let (mut cached, mut full) = (Vec::new(), Vec::new());
+                image::encode_snapshot_cached(&frozen, &mut self.snapshot_caches[shard], &mut cached);
+                image::encode_snapshot_into(&frozen, &mut full);
+                assert!(cached == full, "the cached snapshot encoding differs from the full one");
                 match Shard::restore(&bytes) {
                     Ok(restored) => {
                         assert_eq!(restored.digest(), original.digest(), "snapshot -> restore changed the digest");

@@ -158,6 +158,10 @@ impl<T: Keyed + Clone> Indexed<T> {
     pub fn iter(&self) -> crate::chunked::Iter<'_, T> {
         self.all.iter()
     }
+    /// The canonical sequence (what snapshots hold).
+    pub(crate) fn all(&self) -> &ChunkedVec<T> {
+        &self.all
+    }
     pub fn len(&self) -> usize {
         self.all.len()
     }

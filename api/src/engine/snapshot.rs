@@ -6,6 +6,7 @@ use std::sync::Weak;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
+use surge_core::encoding::SnapshotCache;
 use surge_core::{image, FrozenShard};
 use surge_wal::{Lsn, Wal};
 
@@ -84,9 +85,14 @@ pub(super) fn write_snapshots(shared: &Shared, jobs: &Receiver<SnapshotJob>) {
     // One buffer for every snapshot this thread writes: a fresh one each time would be a
     // snapshot's size of new pages to fault in, then hand back, every snapshot.
     let mut buffer = Vec::new();
+    // The encoded chunks of the previous snapshot: a snapshot encodes only what changed
+    // since (old orders and idempotency records are copied as bytes), for about one more
+    // snapshot's size of memory. Valid across log failures and rebuilds: chunks are
+    // recognised by allocation, and a rebuilt shard has none of the old ones.
+    let mut cache = SnapshotCache::new();
     for job in jobs.iter() {
         if !shared.stopping.load(Ordering::Acquire) {
-            write_snapshot(shared, job, &mut buffer);
+            write_snapshot(shared, job, &mut buffer, &mut cache);
         }
         shared.snapshot_busy.store(false, Ordering::Release);
     }
@@ -116,7 +122,7 @@ fn wait_durable(shared: &Shared, wal: &Weak<Wal>, lsn: Lsn) -> bool {
 
 /// Waits until the frozen state's LSN is durable (a snapshot must never hold a change the
 /// log could still lose), then encodes and writes it into that same log.
-fn write_snapshot(shared: &Shared, job: SnapshotJob, buffer: &mut Vec<u8>) {
+fn write_snapshot(shared: &Shared, job: SnapshotJob, buffer: &mut Vec<u8>, cache: &mut SnapshotCache) {
     let started = Instant::now();
     let SnapshotJob { wal, lsn, shards } = job;
     if lsn == 0 || lsn <= shared.snapshot_lsn.load(Ordering::Relaxed) {
@@ -130,7 +136,7 @@ fn write_snapshot(shared: &Shared, job: SnapshotJob, buffer: &mut Vec<u8>) {
     let previous = shared.snapshot_bytes.load(Ordering::Relaxed) as usize;
     buffer.clear();
     buffer.reserve(previous + previous / 4);
-    image::encode_snapshot_into(&shards, buffer);
+    image::encode_snapshot_cached(&shards, cache, buffer);
     // Let go of the chunks at once: the live shards stop copying them on change.
     drop(shards);
     let encoded = started.elapsed() - durable_after;
@@ -155,6 +161,8 @@ fn write_snapshot(shared: &Shared, job: SnapshotJob, buffer: &mut Vec<u8>) {
                 pause = ?Duration::from_nanos(shared.snapshot_pause_ns.load(Ordering::Relaxed)),
                 ?durable_after,
                 ?encoded,
+                reused_bytes = cache.reused_bytes(),
+                encoded_bytes = cache.encoded_bytes(),
                 ?took,
                 "snapshot written"
             )

@@ -25,7 +25,10 @@ use crate::limits::BATCH_EVENTS_MAX;
 use crate::state::{ShardImage, ShardImageRef};
 use crate::view::Reply;
 
+mod cached;
 mod snapshot_legacy;
+
+pub use cached::SnapshotCache;
 
 pub const EVENTS_MAGIC: [u8; 4] = *b"SRGE";
 pub const SNAPSHOT_MAGIC: [u8; 4] = *b"SRGS";
@@ -151,6 +154,12 @@ pub fn decode_events(bytes: &[u8]) -> Result<Vec<Event>, DecodeError> {
 /// Appends a shard's snapshot image to `out` (which may already hold other shards).
 pub(crate) fn encode_snapshot_into(image: &ShardImageRef<'_>, out: &mut Vec<u8>) {
     encode_with_header(SNAPSHOT_MAGIC, SNAPSHOT_VERSION, 0, image, out);
+}
+
+/// [`encode_snapshot_into`], copying the bytes of chunks unchanged since the snapshot
+/// `cache` last encoded (see `cached.rs`); the same bytes.
+pub(crate) fn encode_snapshot_cached(image: &ShardImageRef<'_>, cache: &mut SnapshotCache, out: &mut Vec<u8>) {
+    cached::encode_snapshot_into(image, cache, out);
 }
 
 pub(crate) fn decode_snapshot(bytes: &[u8]) -> Result<ShardImage, DecodeError> {
