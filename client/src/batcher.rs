@@ -89,6 +89,53 @@ impl Client {
     }
 }
 
+/// Adds `p` to the batch; gives it back when the batch is full.
+fn push(builder: &mut BatchBuilder, waiting: &mut Vec<Pending>, p: Pending) -> Option<Pending> {
+    let o = &p.order;
+    let lines: Vec<(&str, u32)> = o.lines.iter().map(|(s, q)| (s.as_str(), *q)).collect();
+    match builder.push_order(&o.customer, &lines, o.payment, o.key) {
+        Ok(()) => waiting.push(p),
+        Err(PushError::Full) => return Some(p),
+        Err(PushError::Invalid) => {
+            let _ = p.answer.send(Err(ClientError::Invalid));
+        }
+    }
+    None
+}
+
+/// Fills the batch from `first` and what is queued, lingering a few turns of the runtime
+/// while that adds orders. Returns the order that did not fit, if one did not.
+async fn gather(
+    queue: &mut mpsc::Receiver<Pending>,
+    first: Pending,
+    builder: &mut BatchBuilder,
+    waiting: &mut Vec<Pending>,
+) -> Option<Pending> {
+    let mut next = Some(first);
+    // Bounded by the batch (`push_order` says Full at BATCH_OPS_MAX ops or the body limit)
+    // and by LINGER_YIELDS.
+    for _ in 0..LINGER_YIELDS {
+        while let Some(p) = next.take() {
+            if let Some(full) = push(builder, waiting, p) {
+                return Some(full);
+            }
+            next = queue.try_recv().ok();
+        }
+        // Callers woken by the previous batch's results are queueing their next orders
+        // right now: give them a turn of the runtime while that adds to the batch, instead
+        // of sending a batch of the few that were quicker.
+        tokio::task::yield_now().await;
+        next = queue.try_recv().ok();
+        if next.is_none() {
+            tokio::task::yield_now().await;
+            // Nothing came in two turns: send what there is.
+            next = Some(queue.try_recv().ok()?);
+        }
+    }
+    // The last turn's order, if any, is still to place.
+    next.and_then(|p| push(builder, waiting, p))
+}
+
 /// One connection: take what is queued (at least one order), post it, hand out the results.
 async fn connection(config: Arc<Config>, rx: Arc<Mutex<mpsc::Receiver<Pending>>>) {
     let mut conn = Conn::new(config.addr);
@@ -100,52 +147,21 @@ async fn connection(config: Arc<Config>, rx: Arc<Mutex<mpsc::Receiver<Pending>>>
     loop {
         builder.clear();
         waiting.clear();
-        {
-            let mut rx = rx.lock().await;
-            let first = match carried.take() {
-                Some(p) => p,
-                None => match rx.recv().await {
-                    Some(p) => p,
-                    None => return, // every handle dropped
-                },
-            };
-            let mut next = Some(first);
-            let mut yields = 0;
-            // Bounded by the batch (`push_order` says Full at BATCH_OPS_MAX ops or the body
-            // limit) and by LINGER_YIELDS.
-            loop {
-                while let Some(p) = next.take() {
-                    let o = &p.order;
-                    let lines: Vec<(&str, u32)> = o.lines.iter().map(|(s, q)| (s.as_str(), *q)).collect();
-                    match builder.push_order(&o.customer, &lines, o.payment, o.key) {
-                        Ok(()) => waiting.push(p),
-                        Err(PushError::Full) => {
-                            carried = Some(p);
-                            break;
-                        }
-                        Err(PushError::Invalid) => {
-                            let _ = p.answer.send(Err(ClientError::Invalid));
-                        }
-                    }
-                    next = rx.try_recv().ok();
-                }
-                // Callers woken by the previous batch's results are queueing their next
-                // orders right now: give them a turn of the runtime while that adds to the
-                // batch, instead of sending a batch of the few that were quicker.
-                if carried.is_some() || yields == LINGER_YIELDS {
-                    break;
-                }
-                let before = waiting.len();
-                tokio::task::yield_now().await;
-                yields += 1;
-                next = rx.try_recv().ok();
-                if next.is_none() && waiting.len() == before {
-                    tokio::task::yield_now().await;
-                    next = rx.try_recv().ok();
-                    if next.is_none() {
-                        break;
-                    }
-                }
+        match carried.take() {
+            // Do not wait for the queue's lock with an order in hand: its holder may be
+            // waiting for an order that never comes (every caller waiting for an answer, or
+            // the run over), and the carried order would wait with it. Without the lock,
+            // the carried order goes out alone.
+            Some(first) => match rx.try_lock() {
+                Ok(mut queue) => carried = gather(&mut queue, first, &mut builder, &mut waiting).await,
+                Err(_) => carried = push(&mut builder, &mut waiting, first),
+            },
+            None => {
+                let mut queue = rx.lock().await;
+                let Some(first) = queue.recv().await else {
+                    return; // every handle dropped
+                };
+                carried = gather(&mut queue, first, &mut builder, &mut waiting).await;
             }
         }
         if waiting.is_empty() {
