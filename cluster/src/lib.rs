@@ -17,6 +17,7 @@ pub mod keys;
 pub mod log;
 pub mod ownership;
 pub mod table;
+pub mod test_support;
 
 pub use client::{Etcd, EtcdConfig};
 pub use codec::{Batch, NodeInfo};

@@ -2,55 +2,19 @@
 //! `SURGE_ETCD_ENDPOINTS`). Without one, a test fails when `CI` is set (CI must run them) and
 //! is skipped with a message elsewhere.
 
-#![allow(dead_code)] // each test binary uses a part
+#![allow(dead_code, unused_imports)] // each test binary uses a part
 
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use surge_cluster::{Etcd, EtcdConfig, NodeInfo};
+use surge_cluster::{Etcd, NodeInfo};
 
 pub fn script() -> String {
     format!("{}/../scripts/etcd.sh", env!("CARGO_MANIFEST_DIR"))
 }
 
-pub fn endpoints() -> Vec<String> {
-    let list = std::env::var("SURGE_ETCD_ENDPOINTS")
-        .unwrap_or_else(|_| "127.0.0.1:22379,127.0.0.1:22479,127.0.0.1:22579".to_owned());
-    list.split(',').map(str::to_owned).collect()
-}
-
-pub fn config() -> EtcdConfig {
-    let mut c = EtcdConfig::new(endpoints());
-    c.request_timeout_ms = 3_000;
-    c
-}
-
-/// Connects and checks that etcd answers; `None` (skip) only outside CI.
-pub async fn etcd() -> Option<Etcd> {
-    etcd_with(config()).await
-}
-
-pub async fn etcd_with(config: EtcdConfig) -> Option<Etcd> {
-    let endpoints = config.endpoints.join(",");
-    let answered = match Etcd::connect(config).await {
-        Ok(etcd) => match surge_cluster::log::current_revision(&etcd).await {
-            Ok(_) => Ok(etcd),
-            Err(e) => Err(e.to_string()),
-        },
-        Err(e) => Err(e.to_string()),
-    };
-    match answered {
-        Ok(etcd) => Some(etcd),
-        Err(e) if std::env::var_os("CI").is_some() => {
-            panic!("etcd at {endpoints} does not answer ({e}); CI must start it with scripts/etcd.sh")
-        }
-        Err(e) => {
-            eprintln!("SKIPPED: etcd at {endpoints} does not answer ({e}); run scripts/etcd.sh");
-            None
-        }
-    }
-}
+pub use surge_cluster::test_support::{config, endpoints, etcd, etcd_with};
 
 /// A partition number no other test and no earlier run used (the etcd data is kept between
 /// runs): a per-process base from the clock plus a counter.

@@ -1,0 +1,203 @@
+//! A partition's group commit to etcd: one task owns the `PartitionLog` (one append in
+//! flight per partition, so sequence numbers are dense and in order), takes every group
+//! queued while the previous append was in flight, and appends them as one batch.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use surge_cluster::codec::batch_encoded_len;
+use surge_cluster::{ClusterError, EtcdConfig, PartitionLog};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// What a group's submitter learns once its batch is settled.
+pub type Committed = Box<dyn FnOnce(Result<u64, CommitError>) + Send>;
+
+/// Why a group is not acknowledged. Nothing here says the group is absent from the log
+/// (an indeterminate append may have landed): a client's retry with its idempotency key,
+/// answered by the partition rebuilt from etcd, finds out.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommitError {
+    /// Another node owns the partition now: this node never writes to it again.
+    #[error("partition {partition}: fenced, another node owns it")]
+    Fenced { partition: u32 },
+    /// The append failed (etcd unreachable, outcome unknown, refused).
+    #[error("partition {partition}: append failed: {reason}")]
+    Failed { partition: u32, reason: String },
+    /// An earlier append of this partition failed: the shard may hold changes the log
+    /// does not, and must be rebuilt from etcd before anything else is appended.
+    #[error("partition {partition}: an earlier append failed, the partition must be rebuilt")]
+    Stopped { partition: u32 },
+    /// The queue is full (more groups waiting than the host's permits allow).
+    #[error("partition {partition}: {queued} groups already queued")]
+    Full { partition: u32, queued: usize },
+    /// One group is over the batch bounds on its own.
+    #[error("partition {partition}: a group of {records} records, {bytes} bytes is over the batch bounds")]
+    TooLarge { partition: u32, records: usize, bytes: usize },
+}
+
+pub struct CommitterConfig {
+    /// Groups waiting at most (the host's per-shard permits keep it from filling).
+    pub queue_groups_max: usize,
+    /// Records and bytes of one append at most (etcd's request limit bounds the bytes).
+    pub batch_records_max: usize,
+    pub batch_bytes_max: usize,
+}
+
+impl CommitterConfig {
+    /// The batch bounds of the etcd client `etcd`, with `queue_groups_max` groups waiting
+    /// at most.
+    pub fn new(etcd: &EtcdConfig, queue_groups_max: usize) -> CommitterConfig {
+        CommitterConfig {
+            queue_groups_max,
+            batch_records_max: etcd.batch_records_max,
+            batch_bytes_max: etcd.batch_bytes_max,
+        }
+    }
+}
+
+struct Group {
+    records: Vec<Vec<u8>>,
+    done: Committed,
+}
+
+/// The submitting side; the task ends once every handle is dropped or an append failed.
+pub struct Committer {
+    partition: u32,
+    queue: mpsc::Sender<Group>,
+    stopped: Arc<AtomicBool>,
+    task: JoinHandle<PartitionLog>,
+    config_batch: (usize, usize),
+    queue_groups_max: usize,
+}
+
+/// Bytes a group adds to a batch: its records and their length prefixes.
+fn group_bytes(records: &[Vec<u8>]) -> usize {
+    let refs: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
+    batch_encoded_len(&refs) - batch_encoded_len(&[])
+}
+
+/// The encoded size of a batch whose groups add `bytes` (`group_bytes` summed).
+fn batch_bytes(bytes: usize) -> usize {
+    batch_encoded_len(&[]) + bytes
+}
+
+impl Committer {
+    /// Starts the partition's commit task on the current tokio runtime.
+    pub fn start(log: PartitionLog, config: CommitterConfig) -> Committer {
+        assert!(config.queue_groups_max > 0 && config.batch_records_max > 0 && config.batch_bytes_max > 0);
+        let partition = log.partition();
+        let (queue, rx) = mpsc::channel(config.queue_groups_max);
+        let stopped = Arc::new(AtomicBool::new(false));
+        let task = tokio::spawn(run(log, rx, stopped.clone(), config.batch_records_max, config.batch_bytes_max));
+        Committer {
+            partition,
+            queue,
+            stopped,
+            task,
+            config_batch: (config.batch_records_max, config.batch_bytes_max),
+            queue_groups_max: config.queue_groups_max,
+        }
+    }
+
+    pub fn partition(&self) -> u32 {
+        self.partition
+    }
+
+    /// False once an append failed: the partition must be rebuilt before it serves again.
+    pub fn is_running(&self) -> bool {
+        !self.stopped.load(Ordering::Acquire)
+    }
+
+    /// Queues one group without waiting (the host calls it under the shard's lock, so
+    /// queue order is apply order); `done` gets the batch's sequence number once etcd
+    /// committed it, or why not. An error here means `done` was not queued.
+    pub fn submit(&self, records: Vec<Vec<u8>>, done: Committed) -> Result<(), CommitError> {
+        let partition = self.partition;
+        let (records_max, bytes_max) = self.config_batch;
+        let bytes = group_bytes(&records);
+        if records.is_empty() || records.len() > records_max || batch_bytes(bytes) > bytes_max {
+            return Err(CommitError::TooLarge { partition, records: records.len(), bytes });
+        }
+        if self.stopped.load(Ordering::Acquire) {
+            return Err(CommitError::Stopped { partition });
+        }
+        self.queue.try_send(Group { records, done }).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => CommitError::Full { partition, queued: self.queue_groups_max },
+            mpsc::error::TrySendError::Closed(_) => CommitError::Stopped { partition },
+        })
+    }
+
+    /// Waits for every queued group's verdict and gives the log back (to snapshot, say).
+    pub async fn close(self) -> Option<PartitionLog> {
+        drop(self.queue);
+        self.task.await.ok()
+    }
+}
+
+/// The commit loop: one append per round, of every group queued (within the bounds).
+async fn run(
+    mut log: PartitionLog,
+    mut rx: mpsc::Receiver<Group>,
+    stopped: Arc<AtomicBool>,
+    records_max: usize,
+    bytes_max: usize,
+) -> PartitionLog {
+    let partition = log.partition();
+    let mut groups: Vec<Group> = Vec::new();
+    // A group that did not fit the previous batch starts the next.
+    let mut carried: Option<Group> = None;
+    loop {
+        let first = match carried.take() {
+            Some(g) => g,
+            None => match rx.recv().await {
+                Some(g) => g,
+                None => return log, // every handle dropped
+            },
+        };
+        let (mut records, mut bytes) = (first.records.len(), group_bytes(&first.records));
+        groups.push(first);
+        // Bounded by the batch's records and bytes (each group fits alone: `submit`).
+        while let Ok(g) = rx.try_recv() {
+            let (r, b) = (g.records.len(), group_bytes(&g.records));
+            if records + r > records_max || batch_bytes(bytes + b) > bytes_max {
+                carried = Some(g);
+                break;
+            }
+            records += r;
+            bytes += b;
+            groups.push(g);
+        }
+        let refs: Vec<&[u8]> = groups.iter().flat_map(|g| g.records.iter().map(Vec::as_slice)).collect();
+        debug_assert_eq!(refs.len(), records);
+        debug_assert!(batch_encoded_len(&refs) == batch_bytes(bytes) && batch_bytes(bytes) <= bytes_max);
+        let seq_before = log.next_seq();
+        match log.append(&refs).await {
+            Ok(seq) => {
+                assert_eq!(seq, seq_before, "partition {partition}: sequence numbers are dense and in order");
+                for g in groups.drain(..) {
+                    (g.done)(Ok(seq));
+                }
+            }
+            Err(e) => {
+                // Everything queued was applied on top of this batch: none of it can be
+                // acknowledged now, and the shard must be rebuilt from etcd.
+                stopped.store(true, Ordering::Release);
+                rx.close();
+                let error = match e {
+                    ClusterError::Fenced { .. } => CommitError::Fenced { partition },
+                    other => CommitError::Failed { partition, reason: other.to_string() },
+                };
+                tracing::error!(partition, "partition append failed, the partition stops until rebuilt: {error}");
+                let later = carried.take().into_iter().chain(std::iter::from_fn(|| rx.try_recv().ok()));
+                for g in groups.drain(..) {
+                    (g.done)(Err(error.clone()));
+                }
+                for g in later {
+                    (g.done)(Err(CommitError::Stopped { partition }));
+                }
+                return log;
+            }
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! Cluster mode's shard side against the real three-member etcd of `scripts/etcd.sh`:
+//! group commits through `partition::Committer`, a partition rebuilt by a new owner, and a
+//! fenced owner that acknowledges nothing. The records are the event batches of a random
+//! command sequence (`surge_core::sim`), so they hold what orders, payments and the ledger
+//! log. Without etcd the tests fail when `CI` is set and are skipped with a message elsewhere.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use surge_cluster::test_support::etcd;
+use surge_cluster::{acquire, Etcd, LogReader, NodeInfo, Owned, PartitionLog};
+use surge_core::image;
+use surge_core::sim::World;
+use surge_core::Shard;
+use surge_partition::{rebuild, CommitError, Committer, CommitterConfig};
+use tokio::sync::oneshot;
+
+/// A partition number no earlier run used (etcd keeps its data between runs); the
+/// cluster crate's tests use numbers below 4,000,000,000.
+fn fresh_partition(salt: u32) -> u32 {
+    let ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+    4_000_000_000 + ((ms % 100_000_000) as u32 / 1_000) * 100 + salt
+}
+
+fn node(name: &str) -> NodeInfo {
+    NodeInfo { node_id: name.to_owned(), address: format!("127.0.0.1:1{}", name.len()) }
+}
+
+/// Shard 0's event batches of a random command sequence (one record per applied request).
+fn records() -> Vec<Vec<u8>> {
+    // A fixed xorshift stream: the same commands every run.
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let bytes: Vec<u8> = (0..24_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let world = World::run(&bytes);
+    let batches = world.logged_batches(0).to_vec();
+    assert!(batches.len() >= 100, "the sequence applies enough requests on shard 0: {}", batches.len());
+    batches
+}
+
+/// The shard that replaying `records` gives: what every rebuild must equal.
+fn replayed(records: &[Vec<u8>]) -> Shard {
+    let mut shard = Shard::new();
+    for r in records {
+        let events = image::record_events(image::EVENTS_RECORD_TYPE, r).expect("a logged batch decodes");
+        image::apply_events(std::slice::from_mut(&mut shard), &events).expect("a logged batch applies");
+    }
+    shard
+}
+
+async fn take(etcd: &Etcd, partition: u32, name: &str, ttl_s: i64) -> (Owned, PartitionLog) {
+    let owned = acquire(etcd, partition, &node(name), ttl_s).await.expect("acquire").expect("the partition is free");
+    let log = PartitionLog::open(etcd, &owned).await.expect("open the partition's log");
+    (owned, log)
+}
+
+/// Submits every record as its own group without waiting in between; returns each
+/// group's verdict in order.
+async fn commit_all(committer: &Committer, records: &[Vec<u8>]) -> Vec<Result<u64, CommitError>> {
+    let mut answers = Vec::with_capacity(records.len());
+    for r in records {
+        let (tx, rx) = oneshot::channel();
+        let done = Box::new(move |result| {
+            let _ = tx.send(result);
+        });
+        match committer.submit(vec![r.clone()], done) {
+            Ok(()) => answers.push(rx),
+            Err(e) => panic!("submit: {e}"),
+        }
+    }
+    let mut out = Vec::with_capacity(answers.len());
+    for rx in answers {
+        out.push(rx.await.expect("every group gets a verdict"));
+    }
+    out
+}
+
+fn config(etcd: &Etcd) -> CommitterConfig {
+    CommitterConfig::new(etcd.config(), 4_096)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_owner_rebuilds_exactly_what_was_acknowledged() {
+    let Some(etcd) = etcd().await else { return };
+    let records = records();
+    let half = records.len() / 2;
+    let partition = fresh_partition(1);
+    let (owned, log) = take(&etcd, partition, "a", 5).await;
+
+    // The first half, then a snapshot of the state it gives, then the rest.
+    let committer = Committer::start(log, config(&etcd));
+    let first = commit_all(&committer, &records[..half]).await;
+    let seqs: Vec<u64> = first.iter().map(|r| *r.as_ref().expect("acknowledged")).collect();
+    assert!(seqs.windows(2).all(|w| w[0] <= w[1]), "groups are acknowledged in order");
+    let mut log = committer.close().await.expect("the committer gives its log back");
+    let covers = *seqs.last().expect("at least one group");
+    assert_eq!(log.next_seq(), covers + 1);
+    log.put_snapshot(covers, &replayed(&records[..half]).snapshot()).await.expect("snapshot");
+
+    let committer = Committer::start(log, config(&etcd));
+    let started = Instant::now();
+    let second = commit_all(&committer, &records[half..]).await;
+    let elapsed = started.elapsed();
+    let second_seqs: Vec<u64> = second.iter().map(|r| *r.as_ref().expect("acknowledged")).collect();
+    let appends = second_seqs.last().expect("one") - second_seqs[0] + 1;
+    eprintln!(
+        "{} groups in {appends} appends ({:.1} groups per append), {:.1} ms",
+        second.len(),
+        second.len() as f64 / appends as f64,
+        elapsed.as_secs_f64() * 1e3
+    );
+    assert!(second_seqs[0] > covers && second_seqs.windows(2).all(|w| w[0] <= w[1]));
+    assert!(appends < second.len() as u64, "groups queued during an append share the next one");
+    let log = committer.close().await.expect("log back");
+
+    // Another node takes the partition over and rebuilds it from etcd alone.
+    owned.release().await.expect("release");
+    let (_owned_b, log_b) = take(&etcd, partition, "b", 5).await;
+    let rebuilt = rebuild(&LogReader::new(&etcd, partition), partition).await.expect("rebuild");
+    assert_eq!(rebuilt.shard.digest(), replayed(&records).digest(), "the new owner holds every acknowledged group");
+    assert_eq!(rebuilt.batches_applied, appends, "the rebuild starts after the snapshot");
+    assert_eq!(rebuilt.next_seq, log.next_seq());
+    assert_eq!(log_b.next_seq(), rebuilt.next_seq, "the new owner appends after the last batch");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fenced_owner_acknowledges_nothing_more() {
+    let Some(etcd) = etcd().await else { return };
+    let records = records();
+    let partition = fresh_partition(2);
+    let (owned_a, log_a) = take(&etcd, partition, "a", 2).await;
+    let committer = Committer::start(log_a, config(&etcd));
+    let before = commit_all(&committer, &records[..10]).await;
+    assert!(before.iter().all(Result::is_ok), "{before:?}");
+
+    // "a" stops renewing its lease, as a paused process does; "b" takes the partition once
+    // the lease is gone.
+    owned_a.stop_keep_alive();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let owned_b = loop {
+        if let Some(owned) = acquire(&etcd, partition, &node("b"), 2).await.expect("acquire") {
+            break owned;
+        }
+        assert!(Instant::now() < deadline, "the lease of a stopped owner expires within 10 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+
+    // "a" resumes: what it decides now is refused, and it stops for good.
+    let after = commit_all(&committer, &records[10..20]).await;
+    assert!(
+        after.iter().all(|r| matches!(r, Err(CommitError::Fenced { .. } | CommitError::Stopped { .. }))),
+        "{after:?}"
+    );
+    assert!(matches!(after[0], Err(CommitError::Fenced { .. })), "{:?}", after[0]);
+    assert!(!committer.is_running());
+    let (tx, _rx) = oneshot::channel::<()>();
+    let refused = committer.submit(vec![records[20].clone()], Box::new(move |_| drop(tx)));
+    assert!(matches!(refused, Err(CommitError::Stopped { .. })), "{refused:?}");
+
+    // The new owner's partition holds exactly what "a" acknowledged.
+    let _log_b = PartitionLog::open(&etcd, &owned_b).await.expect("open");
+    let rebuilt = rebuild(&LogReader::new(&etcd, partition), partition).await.expect("rebuild");
+    assert_eq!(rebuilt.shard.digest(), replayed(&records[..10]).digest());
+}
