@@ -12,6 +12,8 @@
 //! - `rebuild`: a partition's shard rebuilt from etcd, its newest snapshot and then every
 //!   batch after it, through the same `image::apply_events` the local log's replay uses,
 //!   so a new owner holds exactly what the old one acknowledged.
+//! - `standby`: a partition owned elsewhere, rebuilt once and then kept current by
+//!   following its log, so a takeover reads only the tail; it never answers.
 //!
 //! Records in an etcd batch are the events of one request, encoded as the local log's
 //! `RECORD_EVENTS` payloads are (`encoding::encode_events`); a snapshot is
@@ -19,6 +21,8 @@
 
 mod committer;
 mod rebuild;
+mod standby;
 
 pub use self::committer::{CommitError, Committed, Committer, CommitterConfig};
 pub use self::rebuild::{rebuild, RebuildError, Rebuilt};
+pub use self::standby::Standby;

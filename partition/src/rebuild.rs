@@ -3,6 +3,7 @@
 //! does. Batches are dense from the snapshot on (the log writes each sequence number once,
 //! and truncation only removes what a snapshot covers), so a gap is damage, not a race.
 
+use surge_cluster::log::Entry;
 use surge_cluster::{ClusterError, LogReader};
 use surge_core::image::{self, ImageError};
 use surge_core::Shard;
@@ -51,14 +52,7 @@ pub async fn rebuild(reader: &LogReader, partition: u32) -> Result<Rebuilt, Rebu
     loop {
         let page = reader.read_from(next_seq).await.map_err(read)?;
         for entry in &page.entries {
-            if entry.seq != next_seq {
-                return Err(RebuildError::Gap { partition, expected: next_seq, found: entry.seq });
-            }
-            for record in &entry.batch.records {
-                image::record_events(image::EVENTS_RECORD_TYPE, record)
-                    .and_then(|events| image::apply_events(std::slice::from_mut(&mut shard), &events))
-                    .map_err(|source| RebuildError::Batch { partition, seq: entry.seq, source })?;
-            }
+            apply_entry(&mut shard, partition, next_seq, entry)?;
             next_seq += 1;
             batches_applied += 1;
         }
@@ -72,4 +66,22 @@ pub async fn rebuild(reader: &LogReader, partition: u32) -> Result<Rebuilt, Rebu
     let applied = shard.applied_events();
     shard.mark_durable(applied);
     Ok(Rebuilt { shard, next_seq, batches_applied })
+}
+
+/// Applies one batch read back, which must be the one at `expected_seq`.
+pub(crate) fn apply_entry(
+    shard: &mut Shard,
+    partition: u32,
+    expected_seq: u64,
+    entry: &Entry,
+) -> Result<(), RebuildError> {
+    if entry.seq != expected_seq {
+        return Err(RebuildError::Gap { partition, expected: expected_seq, found: entry.seq });
+    }
+    for record in &entry.batch.records {
+        image::record_events(image::EVENTS_RECORD_TYPE, record)
+            .and_then(|events| image::apply_events(std::slice::from_mut(shard), &events))
+            .map_err(|source| RebuildError::Batch { partition, seq: entry.seq, source })?;
+    }
+    Ok(())
 }

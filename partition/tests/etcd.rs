@@ -11,7 +11,7 @@ use surge_cluster::{acquire, Etcd, LogReader, NodeInfo, Owned, PartitionLog};
 use surge_core::image;
 use surge_core::sim::World;
 use surge_core::Shard;
-use surge_partition::{rebuild, CommitError, Committer, CommitterConfig};
+use surge_partition::{rebuild, CommitError, Committer, CommitterConfig, Standby};
 use tokio::sync::oneshot;
 
 /// A partition number no earlier run used (etcd keeps its data between runs); the
@@ -84,6 +84,25 @@ fn config(etcd: &Etcd) -> CommitterConfig {
     CommitterConfig::new(etcd.config(), 4_096)
 }
 
+/// A fresh partition taken by "a" (lease TTL `ttl_s`) and its committer.
+async fn owner_writing(etcd: &Etcd, salt: u32, ttl_s: i64) -> (u32, Owned, Committer) {
+    let partition = fresh_partition(salt);
+    let (owned, log) = take(etcd, partition, "a", ttl_s).await;
+    (partition, owned, Committer::start(log, config(etcd)))
+}
+
+/// Takes `partition` for "b" as soon as its owner's lease is gone (polled every 50 ms),
+/// within `deadline`.
+async fn take_once_free(etcd: &Etcd, partition: u32, deadline: Instant) -> Owned {
+    loop {
+        if let Some(owned) = acquire(etcd, partition, &node("b"), 2).await.expect("acquire") {
+            return owned;
+        }
+        assert!(Instant::now() < deadline, "an owner that stopped renewing loses its lease within 10 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_owner_rebuilds_exactly_what_was_acknowledged() {
     let Some(etcd) = etcd().await else { return };
@@ -132,23 +151,14 @@ async fn a_new_owner_rebuilds_exactly_what_was_acknowledged() {
 async fn a_fenced_owner_acknowledges_nothing_more() {
     let Some(etcd) = etcd().await else { return };
     let records = records();
-    let partition = fresh_partition(2);
-    let (owned_a, log_a) = take(&etcd, partition, "a", 2).await;
-    let committer = Committer::start(log_a, config(&etcd));
+    let (partition, owned_a, committer) = owner_writing(&etcd, 2, 2).await;
     let before = commit_all(&committer, &records[..10]).await;
     assert!(before.iter().all(Result::is_ok), "{before:?}");
 
     // "a" stops renewing its lease, as a paused process does; "b" takes the partition once
     // the lease is gone.
     owned_a.stop_keep_alive();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let owned_b = loop {
-        if let Some(owned) = acquire(&etcd, partition, &node("b"), 2).await.expect("acquire") {
-            break owned;
-        }
-        assert!(Instant::now() < deadline, "the lease of a stopped owner expires within 10 s");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let owned_b = take_once_free(&etcd, partition, Instant::now() + Duration::from_secs(10)).await;
 
     // "a" resumes: what it decides now is refused, and it stops for good.
     let after = commit_all(&committer, &records[10..20]).await;
@@ -166,4 +176,71 @@ async fn a_fenced_owner_acknowledges_nothing_more() {
     let _log_b = PartitionLog::open(&etcd, &owned_b).await.expect("open");
     let rebuilt = rebuild(&LogReader::new(&etcd, partition), partition).await.expect("rebuild");
     assert_eq!(rebuilt.shard.digest(), replayed(&records[..10]).digest());
+}
+
+/// An owner writes while a standby on another "node" follows; the owner dies (stops renewing
+/// its lease and writing, as a SIGKILLed process does); the standby takes the partition as
+/// soon as the lease is gone, reads the tail, and holds every acknowledged group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_takes_over_from_a_dead_owner_with_every_acknowledged_group() {
+    let Some(etcd) = etcd().await else { return };
+    let records = records();
+    let (partition, owned_a, committer) = owner_writing(&etcd, 3, 2).await;
+    let mut acknowledged = 0;
+    for r in commit_all(&committer, &records[..40]).await {
+        r.expect("acknowledged");
+        acknowledged += 1;
+    }
+
+    // The standby starts from what is there and follows while the owner goes on writing.
+    let mut standby = Standby::start(LogReader::new(&etcd, partition), partition).await.expect("standby");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let following = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                standby.poll(50).await.expect("follow");
+            }
+            standby
+        })
+    };
+    let tail_from = records.len() - 30;
+    for chunk in records[40..tail_from].chunks(10) {
+        for r in commit_all(&committer, chunk).await {
+            r.expect("acknowledged");
+            acknowledged += 1;
+        }
+    }
+    let followed = {
+        stop.store(true, std::sync::atomic::Ordering::Release);
+        following.await.expect("the follower task")
+    };
+    assert!(followed.batches_applied() > 0, "the standby applied batches while following");
+    // A tail the standby has not read when the owner dies.
+    for chunk in records[tail_from..].chunks(10) {
+        for r in commit_all(&committer, chunk).await {
+            r.expect("acknowledged");
+            acknowledged += 1;
+        }
+    }
+
+    // The owner dies: no more writes, no more renewals.
+    let died = Instant::now();
+    owned_a.stop_keep_alive();
+    drop(committer);
+    let _owned_b = take_once_free(&etcd, partition, died + Duration::from_secs(10)).await;
+    let taken = died.elapsed();
+    let tail_before = followed.batches_applied();
+    let rebuilt = followed.catch_up().await.expect("catch up");
+    let serving = died.elapsed();
+    eprintln!(
+        "failover: partition taken {:.2} s after the owner died, serving {:.2} s after ({} tail batches read)",
+        taken.as_secs_f64(),
+        serving.as_secs_f64(),
+        rebuilt.batches_applied - tail_before
+    );
+    assert!(serving < Duration::from_secs(10), "serving again within 10 s: {serving:?}");
+    assert!(rebuilt.batches_applied > tail_before, "the new owner read the tail the standby had not");
+    assert_eq!(acknowledged, records.len());
+    assert_eq!(rebuilt.shard.digest(), replayed(&records).digest(), "every acknowledged group is there");
 }
