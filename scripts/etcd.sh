@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# A three-member etcd on loopback for the cluster crate's tests (cluster/tests/).
+# A three-member etcd on loopback for the cluster and partition crates' tests
+# (cluster/tests/, partition/tests/).
 # Installs what is missing from Debian: etcd-server, etcd-client (etcdctl), protobuf-compiler
 # and libprotobuf-dev (protoc and the well-known types, which the etcd-client crate's build
 # script needs).
