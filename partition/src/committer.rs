@@ -1,6 +1,8 @@
 //! A partition's group commit to etcd: one task owns the `PartitionLog` (one append in
 //! flight per partition, so sequence numbers are dense and in order), takes every group
-//! queued while the previous append was in flight, and appends them as one batch.
+//! queued while the previous append was in flight, and appends them as one batch. A
+//! snapshot queued between groups ends a batch and is stored once the groups before it
+//! are appended, so it covers exactly their batches; the batches it covers are deleted.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -61,10 +63,29 @@ struct Group {
     done: Committed,
 }
 
+/// What the queue holds, in the order the shard produced it.
+enum Item {
+    Group(Group),
+    /// The shard's state after every group queued before it.
+    Snapshot {
+        bytes: Vec<u8>,
+        done: Committed,
+    },
+}
+
+impl Item {
+    /// Answers the item without running it (the committer stopped before it).
+    fn refuse(self, error: CommitError) {
+        match self {
+            Item::Group(Group { done, .. }) | Item::Snapshot { done, .. } => done(Err(error)),
+        }
+    }
+}
+
 /// The submitting side; the task ends once every handle is dropped or an append failed.
 pub struct Committer {
     partition: u32,
-    queue: mpsc::Sender<Group>,
+    queue: mpsc::Sender<Item>,
     stopped: Arc<AtomicBool>,
     task: JoinHandle<PartitionLog>,
     config_batch: (usize, usize),
@@ -119,10 +140,26 @@ impl Committer {
         if records.is_empty() || records.len() > records_max || batch_bytes(bytes) > bytes_max {
             return Err(CommitError::TooLarge { partition, records: records.len(), bytes });
         }
+        self.enqueue(Item::Group(Group { records, done }))
+    }
+
+    /// Queues a snapshot of the shard's state after every group submitted before it (the
+    /// host encodes it under the shard's lock, or from a frozen copy, and queues it before
+    /// any later group). Once the batches before it are appended, it is stored as covering
+    /// the last of them, and the batches it covers are deleted; `done` gets that seq. A
+    /// snapshot or deletion that fails leaves a readable partition (the manifest switches
+    /// in one txn, and batches are deleted only once a snapshot covers them), so only
+    /// `Fenced` stops the committer.
+    pub fn snapshot(&self, bytes: Vec<u8>, done: Committed) -> Result<(), CommitError> {
+        self.enqueue(Item::Snapshot { bytes, done })
+    }
+
+    fn enqueue(&self, item: Item) -> Result<(), CommitError> {
+        let partition = self.partition;
         if self.stopped.load(Ordering::Acquire) {
             return Err(CommitError::Stopped { partition });
         }
-        self.queue.try_send(Group { records, done }).map_err(|e| match e {
+        self.queue.try_send(item).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => CommitError::Full { partition, queued: self.queue_groups_max },
             mpsc::error::TrySendError::Closed(_) => CommitError::Stopped { partition },
         })
@@ -135,69 +172,131 @@ impl Committer {
     }
 }
 
-/// The commit loop: one append per round, of every group queued (within the bounds).
+/// Why the loop stopped: every item still queued is answered with `Stopped`.
+struct Stop;
+
+/// The commit loop: one append per round, of every group queued (within the bounds) up to
+/// the next snapshot; a snapshot once the groups before it are appended.
 async fn run(
     mut log: PartitionLog,
-    mut rx: mpsc::Receiver<Group>,
+    mut rx: mpsc::Receiver<Item>,
     stopped: Arc<AtomicBool>,
     records_max: usize,
     bytes_max: usize,
 ) -> PartitionLog {
     let partition = log.partition();
     let mut groups: Vec<Group> = Vec::new();
-    // A group that did not fit the previous batch starts the next.
-    let mut carried: Option<Group> = None;
+    // An item that did not fit the previous batch (or a snapshot, which ends a batch) goes next.
+    let mut carried: Option<Item> = None;
     loop {
         let first = match carried.take() {
-            Some(g) => g,
+            Some(item) => item,
             None => match rx.recv().await {
-                Some(g) => g,
+                Some(item) => item,
                 None => return log, // every handle dropped
             },
         };
-        let (mut records, mut bytes) = (first.records.len(), group_bytes(&first.records));
-        groups.push(first);
-        // Bounded by the batch's records and bytes (each group fits alone: `submit`).
-        while let Ok(g) = rx.try_recv() {
-            let (r, b) = (g.records.len(), group_bytes(&g.records));
-            if records + r > records_max || batch_bytes(bytes + b) > bytes_max {
-                carried = Some(g);
-                break;
+        let outcome = match first {
+            Item::Snapshot { bytes, done } => store_snapshot(&mut log, &bytes, done).await,
+            Item::Group(first) => {
+                carried = gather(&mut rx, first, &mut groups, records_max, bytes_max);
+                append(&mut log, &mut groups).await
             }
-            records += r;
-            bytes += b;
-            groups.push(g);
+        };
+        if let Err(Stop) = outcome {
+            // Everything queued was applied on top of what failed: none of it can be
+            // acknowledged now, and the shard must be rebuilt from etcd.
+            stopped.store(true, Ordering::Release);
+            rx.close();
+            let later = carried.take().into_iter().chain(std::iter::from_fn(|| rx.try_recv().ok()));
+            for item in later {
+                item.refuse(CommitError::Stopped { partition });
+            }
+            return log;
         }
-        let refs: Vec<&[u8]> = groups.iter().flat_map(|g| g.records.iter().map(Vec::as_slice)).collect();
-        debug_assert_eq!(refs.len(), records);
-        debug_assert!(batch_encoded_len(&refs) == batch_bytes(bytes) && batch_bytes(bytes) <= bytes_max);
-        let seq_before = log.next_seq();
-        match log.append(&refs).await {
-            Ok(seq) => {
-                assert_eq!(seq, seq_before, "partition {partition}: sequence numbers are dense and in order");
-                for g in groups.drain(..) {
-                    (g.done)(Ok(seq));
-                }
+    }
+}
+
+/// Fills `groups` from `first` and what is queued, within the batch's records and bytes
+/// (each group fits alone: `submit`). Returns the item that ends the batch, if one does.
+fn gather(
+    rx: &mut mpsc::Receiver<Item>,
+    first: Group,
+    groups: &mut Vec<Group>,
+    records_max: usize,
+    bytes_max: usize,
+) -> Option<Item> {
+    debug_assert!(groups.is_empty());
+    let (mut records, mut bytes) = (first.records.len(), group_bytes(&first.records));
+    groups.push(first);
+    // Bounded by the batch's bounds and by the queue's.
+    while let Ok(item) = rx.try_recv() {
+        let Item::Group(g) = item else { return Some(item) };
+        let (r, b) = (g.records.len(), group_bytes(&g.records));
+        if records + r > records_max || batch_bytes(bytes + b) > bytes_max {
+            return Some(Item::Group(g));
+        }
+        records += r;
+        bytes += b;
+        groups.push(g);
+    }
+    None
+}
+
+/// Appends `groups` as one batch and answers each; on failure answers them with it.
+async fn append(log: &mut PartitionLog, groups: &mut Vec<Group>) -> Result<(), Stop> {
+    let partition = log.partition();
+    let refs: Vec<&[u8]> = groups.iter().flat_map(|g| g.records.iter().map(Vec::as_slice)).collect();
+    let seq_before = log.next_seq();
+    let result = log.append(&refs).await;
+    drop(refs);
+    match result {
+        Ok(seq) => {
+            assert_eq!(seq, seq_before, "partition {partition}: sequence numbers are dense and in order");
+            for g in groups.drain(..) {
+                (g.done)(Ok(seq));
             }
-            Err(e) => {
-                // Everything queued was applied on top of this batch: none of it can be
-                // acknowledged now, and the shard must be rebuilt from etcd.
-                stopped.store(true, Ordering::Release);
-                rx.close();
-                let error = match e {
-                    ClusterError::Fenced { .. } => CommitError::Fenced { partition },
-                    other => CommitError::Failed { partition, reason: other.to_string() },
-                };
-                tracing::error!(partition, "partition append failed, the partition stops until rebuilt: {error}");
-                let later = carried.take().into_iter().chain(std::iter::from_fn(|| rx.try_recv().ok()));
-                for g in groups.drain(..) {
-                    (g.done)(Err(error.clone()));
-                }
-                for g in later {
-                    (g.done)(Err(CommitError::Stopped { partition }));
-                }
-                return log;
+            Ok(())
+        }
+        Err(e) => {
+            let error = match e {
+                ClusterError::Fenced { .. } => CommitError::Fenced { partition },
+                other => CommitError::Failed { partition, reason: other.to_string() },
+            };
+            tracing::error!(partition, "partition append failed, the partition stops until rebuilt: {error}");
+            for g in groups.drain(..) {
+                (g.done)(Err(error.clone()));
             }
+            Err(Stop)
+        }
+    }
+}
+
+/// Stores a snapshot covering every batch appended so far, then deletes those batches.
+async fn store_snapshot(log: &mut PartitionLog, bytes: &[u8], done: Committed) -> Result<(), Stop> {
+    let partition = log.partition();
+    let Some(covers_seq) = log.next_seq().checked_sub(1).filter(|&s| s > 0) else {
+        // Nothing appended yet: the empty state needs no snapshot.
+        done(Ok(0));
+        return Ok(());
+    };
+    let stored = match log.put_snapshot(covers_seq, bytes).await {
+        Ok(()) => log.truncate_before(covers_seq + 1).await,
+        Err(e) => Err(e),
+    };
+    match stored {
+        Ok(()) => {
+            done(Ok(covers_seq));
+            Ok(())
+        }
+        Err(ClusterError::Fenced { .. }) => {
+            done(Err(CommitError::Fenced { partition }));
+            Err(Stop)
+        }
+        Err(other) => {
+            tracing::warn!(partition, covers_seq, "snapshot not stored, the previous one stands: {other}");
+            done(Err(CommitError::Failed { partition, reason: other.to_string() }));
+            Ok(())
         }
     }
 }

@@ -59,25 +59,40 @@ async fn take(etcd: &Etcd, partition: u32, name: &str, ttl_s: i64) -> (Owned, Pa
     (owned, log)
 }
 
-/// Submits every record as its own group without waiting in between; returns each
-/// group's verdict in order.
-async fn commit_all(committer: &Committer, records: &[Vec<u8>]) -> Vec<Result<u64, CommitError>> {
-    let mut answers = Vec::with_capacity(records.len());
-    for r in records {
-        let (tx, rx) = oneshot::channel();
-        let done = Box::new(move |result| {
-            let _ = tx.send(result);
-        });
-        match committer.submit(vec![r.clone()], done) {
-            Ok(()) => answers.push(rx),
-            Err(e) => panic!("submit: {e}"),
-        }
-    }
+type Verdict = oneshot::Receiver<Result<u64, CommitError>>;
+
+/// A `done` for the committer and the receiver of its verdict.
+fn verdict() -> (surge_partition::Committed, Verdict) {
+    let (tx, rx) = oneshot::channel();
+    let done = Box::new(move |result| {
+        let _ = tx.send(result);
+    });
+    (done, rx)
+}
+
+/// Submits every record as its own group without waiting in between.
+fn submit_all(committer: &Committer, records: &[Vec<u8>]) -> Vec<Verdict> {
+    records
+        .iter()
+        .map(|r| {
+            let (done, rx) = verdict();
+            committer.submit(vec![r.clone()], done).unwrap_or_else(|e| panic!("submit: {e}"));
+            rx
+        })
+        .collect()
+}
+
+async fn verdicts(answers: Vec<Verdict>) -> Vec<Result<u64, CommitError>> {
     let mut out = Vec::with_capacity(answers.len());
     for rx in answers {
         out.push(rx.await.expect("every group gets a verdict"));
     }
     out
+}
+
+/// Submits every record as its own group; returns each group's verdict in order.
+async fn commit_all(committer: &Committer, records: &[Vec<u8>]) -> Vec<Result<u64, CommitError>> {
+    verdicts(submit_all(committer, records)).await
 }
 
 fn config(etcd: &Etcd) -> CommitterConfig {
@@ -111,30 +126,34 @@ async fn a_new_owner_rebuilds_exactly_what_was_acknowledged() {
     let partition = fresh_partition(1);
     let (owned, log) = take(&etcd, partition, "a", 5).await;
 
-    // The first half, then a snapshot of the state it gives, then the rest.
-    let committer = Committer::start(log, config(&etcd));
-    let first = commit_all(&committer, &records[..half]).await;
-    let seqs: Vec<u64> = first.iter().map(|r| *r.as_ref().expect("acknowledged")).collect();
-    assert!(seqs.windows(2).all(|w| w[0] <= w[1]), "groups are acknowledged in order");
-    let mut log = committer.close().await.expect("the committer gives its log back");
-    let covers = *seqs.last().expect("at least one group");
-    assert_eq!(log.next_seq(), covers + 1);
-    log.put_snapshot(covers, &replayed(&records[..half]).snapshot()).await.expect("snapshot");
-
+    // The first half, a snapshot of the state it gives, then the rest, all queued at once:
+    // the snapshot must cover exactly the batches of the first half.
     let committer = Committer::start(log, config(&etcd));
     let started = Instant::now();
-    let second = commit_all(&committer, &records[half..]).await;
+    let first = submit_all(&committer, &records[..half]);
+    let (done, snapshot) = verdict();
+    committer.snapshot(replayed(&records[..half]).snapshot(), done).expect("queue the snapshot");
+    let second = submit_all(&committer, &records[half..]);
+    let first = verdicts(first).await;
+    let covers = snapshot.await.expect("the snapshot's verdict").expect("snapshot stored");
+    let second = verdicts(second).await;
     let elapsed = started.elapsed();
-    let second_seqs: Vec<u64> = second.iter().map(|r| *r.as_ref().expect("acknowledged")).collect();
-    let appends = second_seqs.last().expect("one") - second_seqs[0] + 1;
+    let seqs: Vec<u64> = first.iter().chain(&second).map(|r| *r.as_ref().expect("acknowledged")).collect();
+    assert!(seqs.windows(2).all(|w| w[0] <= w[1]), "groups are acknowledged in order");
+    assert_eq!(covers, seqs[half - 1], "the snapshot covers the first half's batches");
+    assert!(seqs[half] > covers, "no later group is in a batch the snapshot covers");
+    let appends = seqs[seqs.len() - 1] - seqs[0] + 1;
+    let after_snapshot = seqs[seqs.len() - 1] - covers;
     eprintln!(
         "{} groups in {appends} appends ({:.1} groups per append), {:.1} ms",
-        second.len(),
-        second.len() as f64 / appends as f64,
+        seqs.len(),
+        seqs.len() as f64 / appends as f64,
         elapsed.as_secs_f64() * 1e3
     );
-    assert!(second_seqs[0] > covers && second_seqs.windows(2).all(|w| w[0] <= w[1]));
-    assert!(appends < second.len() as u64, "groups queued during an append share the next one");
+    assert!(appends < seqs.len() as u64, "groups queued during an append share the next one");
+    let reader = LogReader::new(&etcd, partition);
+    let oldest = reader.read_from(1).await.expect("read").entries.first().map(|e| e.seq);
+    assert_eq!(oldest, Some(covers + 1), "the batches the snapshot covers are deleted");
     let log = committer.close().await.expect("log back");
 
     // Another node takes the partition over and rebuilds it from etcd alone.
@@ -142,7 +161,7 @@ async fn a_new_owner_rebuilds_exactly_what_was_acknowledged() {
     let (_owned_b, log_b) = take(&etcd, partition, "b", 5).await;
     let rebuilt = rebuild(&LogReader::new(&etcd, partition), partition).await.expect("rebuild");
     assert_eq!(rebuilt.shard.digest(), replayed(&records).digest(), "the new owner holds every acknowledged group");
-    assert_eq!(rebuilt.batches_applied, appends, "the rebuild starts after the snapshot");
+    assert_eq!(rebuilt.batches_applied, after_snapshot, "the rebuild starts after the snapshot");
     assert_eq!(rebuilt.next_seq, log.next_seq());
     assert_eq!(log_b.next_seq(), rebuilt.next_seq, "the new owner appends after the last batch");
 }
