@@ -92,10 +92,11 @@ pub struct Committer {
     queue_groups_max: usize,
 }
 
-/// Bytes a group adds to a batch: its records and their length prefixes.
+/// Bytes a group adds to a batch: its records and their length prefixes (a record's
+/// prefix measured from the batch encoding itself, so the two cannot disagree).
 fn group_bytes(records: &[Vec<u8>]) -> usize {
-    let refs: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
-    batch_encoded_len(&refs) - batch_encoded_len(&[])
+    let record_prefix = batch_encoded_len(&[&[]]) - batch_encoded_len(&[]);
+    records.iter().map(|r| record_prefix + r.len()).sum()
 }
 
 /// The encoded size of a batch whose groups add `bytes` (`group_bytes` summed).
@@ -175,6 +176,13 @@ impl Committer {
 /// Why the loop stopped: every item still queued is answered with `Stopped`.
 struct Stop;
 
+/// Marks the committer stopped before anyone hears why: a submitter that got a failed
+/// verdict must find `is_running` false and its next submit refused.
+fn stop(stopped: &AtomicBool) -> Stop {
+    stopped.store(true, Ordering::Release);
+    Stop
+}
+
 /// The commit loop: one append per round, of every group queued (within the bounds) up to
 /// the next snapshot; a snapshot once the groups before it are appended.
 async fn run(
@@ -197,16 +205,16 @@ async fn run(
             },
         };
         let outcome = match first {
-            Item::Snapshot { bytes, done } => store_snapshot(&mut log, &bytes, done).await,
+            Item::Snapshot { bytes, done } => store_snapshot(&mut log, &bytes, done, &stopped).await,
             Item::Group(first) => {
                 carried = gather(&mut rx, first, &mut groups, records_max, bytes_max);
-                append(&mut log, &mut groups).await
+                append(&mut log, &mut groups, &stopped).await
             }
         };
         if let Err(Stop) = outcome {
             // Everything queued was applied on top of what failed: none of it can be
             // acknowledged now, and the shard must be rebuilt from etcd.
-            stopped.store(true, Ordering::Release);
+            debug_assert!(stopped.load(Ordering::Acquire));
             rx.close();
             let later = carried.take().into_iter().chain(std::iter::from_fn(|| rx.try_recv().ok()));
             for item in later {
@@ -244,9 +252,14 @@ fn gather(
 }
 
 /// Appends `groups` as one batch and answers each; on failure answers them with it.
-async fn append(log: &mut PartitionLog, groups: &mut Vec<Group>) -> Result<(), Stop> {
+async fn append(log: &mut PartitionLog, groups: &mut Vec<Group>, stopped: &AtomicBool) -> Result<(), Stop> {
     let partition = log.partition();
     let refs: Vec<&[u8]> = groups.iter().flat_map(|g| g.records.iter().map(Vec::as_slice)).collect();
+    debug_assert_eq!(
+        batch_encoded_len(&refs),
+        batch_bytes(groups.iter().map(|g| group_bytes(&g.records)).sum()),
+        "a batch's size is what the gathering counted"
+    );
     let seq_before = log.next_seq();
     let result = log.append(&refs).await;
     drop(refs);
@@ -264,16 +277,22 @@ async fn append(log: &mut PartitionLog, groups: &mut Vec<Group>) -> Result<(), S
                 other => CommitError::Failed { partition, reason: other.to_string() },
             };
             tracing::error!(partition, "partition append failed, the partition stops until rebuilt: {error}");
+            let stopping = stop(stopped);
             for g in groups.drain(..) {
                 (g.done)(Err(error.clone()));
             }
-            Err(Stop)
+            Err(stopping)
         }
     }
 }
 
 /// Stores a snapshot covering every batch appended so far, then deletes those batches.
-async fn store_snapshot(log: &mut PartitionLog, bytes: &[u8], done: Committed) -> Result<(), Stop> {
+async fn store_snapshot(
+    log: &mut PartitionLog,
+    bytes: &[u8],
+    done: Committed,
+    stopped: &AtomicBool,
+) -> Result<(), Stop> {
     let partition = log.partition();
     let Some(covers_seq) = log.next_seq().checked_sub(1).filter(|&s| s > 0) else {
         // Nothing appended yet: the empty state needs no snapshot.
@@ -290,8 +309,9 @@ async fn store_snapshot(log: &mut PartitionLog, bytes: &[u8], done: Committed) -
             Ok(())
         }
         Err(ClusterError::Fenced { .. }) => {
+            let stopping = stop(stopped);
             done(Err(CommitError::Fenced { partition }));
-            Err(Stop)
+            Err(stopping)
         }
         Err(other) => {
             tracing::warn!(partition, covers_seq, "snapshot not stored, the previous one stands: {other}");

@@ -263,3 +263,44 @@ async fn a_standby_takes_over_from_a_dead_owner_with_every_acknowledged_group() 
     assert_eq!(acknowledged, records.len());
     assert_eq!(rebuilt.shard.digest(), replayed(&records).digest(), "every acknowledged group is there");
 }
+
+/// Groups queued together beyond the batch bounds go out in several appends, each within
+/// the bounds, in order; a group over the bounds on its own is refused at submit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_groups_split_at_the_batch_bounds() {
+    let Some(etcd) = etcd().await else { return };
+    let records = records();
+    let partition = fresh_partition(4);
+    let (_owned, log) = take(&etcd, partition, "a", 5).await;
+    let bytes_max = 4 * 1024;
+    let committer = Committer::start(
+        log,
+        CommitterConfig { queue_groups_max: 4_096, batch_records_max: 16, batch_bytes_max: bytes_max },
+    );
+    let seqs: Vec<u64> = commit_all(&committer, &records).await.into_iter().map(|r| r.expect("acknowledged")).collect();
+    assert!(seqs.windows(2).all(|w| w[0] <= w[1]));
+    let reader = LogReader::new(&etcd, partition);
+    let mut seq = 1;
+    let mut appends = 0;
+    loop {
+        let page = reader.read_from(seq).await.expect("read");
+        for entry in &page.entries {
+            let refs: Vec<&[u8]> = entry.batch.records.iter().map(Vec::as_slice).collect();
+            assert!(refs.len() <= 16, "batch {} holds {} records", entry.seq, refs.len());
+            let size = surge_cluster::codec::batch_encoded_len(&refs);
+            assert!(size <= bytes_max, "batch {} is {size} bytes", entry.seq);
+            appends += 1;
+        }
+        seq = page.next_seq;
+        if !page.more {
+            break;
+        }
+    }
+    assert!(appends >= records.len() as u64 / 16, "{appends} appends for {} groups", records.len());
+    let rebuilt = rebuild(&reader, partition).await.expect("rebuild");
+    assert_eq!(rebuilt.shard.digest(), replayed(&records).digest());
+
+    let (done, _verdict) = verdict();
+    let refused = committer.submit(vec![vec![0u8; bytes_max]], done);
+    assert!(matches!(refused, Err(CommitError::TooLarge { .. })), "{refused:?}");
+}
