@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! /surge/owner/p{p}                  owner of partition p (value: node id, address), leased
+//! /surge/nodes/{node_id}             a live node (value: node id, address), leased
 //! /surge/log/p{p}/{seq:020}          one group commit of partition p (a batch of records)
 //! /surge/snapmeta/p{p}               the newest snapshot of partition p (its manifest)
 //! /surge/snap/p{p}/{seq:020}/{i:010} chunk i of the snapshot covering partition p up to seq
@@ -10,6 +11,14 @@
 //! Sequence numbers are zero-padded to 20 digits (`u64::MAX` has 20), so etcd's byte order
 //! of the keys is the numeric order of the sequence numbers and a range read returns a
 //! partition's log in order.
+
+/// The prefix every membership key starts with.
+pub const NODES_PREFIX: &str = "/surge/nodes/";
+
+/// The membership key of a node (its id is validated: no newline, bounded).
+pub fn node_key(node_id: &str) -> String {
+    format!("{NODES_PREFIX}{node_id}")
+}
 
 /// The prefix every owner key starts with: the partition table watches it.
 pub const OWNER_PREFIX: &str = "/surge/owner/";

@@ -4,6 +4,7 @@
 //!
 //! - [`ownership`]: take a free partition under a lease; its token is the owner key's create
 //!   revision; keep-alive, loss detection, release.
+//! - [`membership`]: the live nodes, each holding its key under a lease.
 //! - [`table`]: the partition table (partition -> node, address, token), watched.
 //! - [`log`]: append a batch as one txn guarded by the token, read back in pages or follow
 //!   as it grows, snapshots in chunks, truncation after a snapshot.
@@ -15,6 +16,7 @@ pub mod codec;
 pub mod error;
 pub mod keys;
 pub mod log;
+pub mod membership;
 pub mod ownership;
 pub mod table;
 pub mod test_support;
@@ -23,5 +25,6 @@ pub use client::{Etcd, EtcdConfig};
 pub use codec::{Batch, NodeInfo};
 pub use error::{ClusterError, Result};
 pub use log::{Follower, LogReader, Page, PartitionLog, Snapshot};
-pub use ownership::{acquire, Owned};
+pub use membership::{join, members, Member};
+pub use ownership::{acquire, Leased, Owned};
 pub use table::{Owner, PartitionTable, Table};

@@ -16,16 +16,23 @@ use crate::codec::{encode_owner, NodeInfo};
 use crate::error::{ClusterError, Result};
 use crate::keys::owner_key;
 
-/// A partition this node owns. Dropping it stops the keep-alive (the lease then expires);
-/// `release` gives the partition up at once.
-pub struct Owned {
+/// A key this node created under a lease it keeps alive: a partition's owner key or a
+/// node's membership key. Dropping it stops the keep-alive (the lease then expires, and
+/// the key with it); `release` deletes the key at once.
+pub struct Leased {
     etcd: Etcd,
-    partition: u32,
+    key: String,
     token: i64,
     lease_id: i64,
     lost: watch::Receiver<bool>,
     stop: Arc<Notify>,
     keeper: JoinHandle<()>,
+}
+
+/// A partition this node owns: its owner key, leased.
+pub struct Owned {
+    partition: u32,
+    leased: Leased,
 }
 
 /// Why the keep-alive task stopped believing in the lease.
@@ -43,6 +50,38 @@ impl Owned {
     /// The fencing token: the owner key's create revision. Strictly greater than every
     /// earlier owner's token of any key, so "newer owner" is "larger token".
     pub fn token(&self) -> i64 {
+        self.leased.token
+    }
+
+    pub fn lease_id(&self) -> i64 {
+        self.leased.lease_id
+    }
+
+    /// True once the lease is lost ([`Leased::is_lost`]): stop serving the partition.
+    pub fn is_lost(&self) -> bool {
+        self.leased.is_lost()
+    }
+
+    /// Waits until the lease is lost.
+    pub async fn lost(&mut self) {
+        self.leased.lost().await
+    }
+
+    /// Stops renewing the lease, keeping the token ([`Leased::stop_keep_alive`]).
+    pub fn stop_keep_alive(&self) {
+        self.leased.stop_keep_alive()
+    }
+
+    /// Gives the partition up: deletes the owner key if it still carries this token and
+    /// revokes the lease. Another node can take the partition at once.
+    pub async fn release(self) -> Result<()> {
+        self.leased.release().await
+    }
+}
+
+impl Leased {
+    /// The key's create revision.
+    pub fn token(&self) -> i64 {
         self.token
     }
 
@@ -51,24 +90,23 @@ impl Owned {
     }
 
     /// True once the keep-alive saw the lease gone or could not renew it before its TTL ran
-    /// out. Advisory: a node should stop serving the partition then, but safety does not
-    /// depend on it (the log's txns compare the token).
+    /// out. Advisory for an owner key: a node should stop serving the partition then, but
+    /// safety does not depend on it (the log's txns compare the token).
     pub fn is_lost(&self) -> bool {
         *self.lost.borrow()
     }
 
-    /// Waits until the ownership is lost (see `is_lost`).
+    /// Waits until the lease is lost (see `is_lost`).
     pub async fn lost(&mut self) {
         // An error means the keep-alive task ended, which it does only after marking the loss
         // or being stopped: both mean this node no longer keeps the lease.
         let _ = self.lost.wait_for(|lost| *lost).await;
     }
 
-    /// Gives the partition up: deletes the owner key if it still carries this token and
-    /// revokes the lease. Another node can take the partition at once.
+    /// Deletes the key if it still carries this token and revokes the lease.
     pub async fn release(self) -> Result<()> {
         self.stop.notify_one();
-        let key = owner_key(self.partition);
+        let key = self.key.clone();
         let txn = Txn::new()
             .when([Compare::create_revision(key.clone(), CompareOp::Equal, self.token)])
             .and_then([TxnOp::delete(key, None)]);
@@ -87,7 +125,7 @@ impl Owned {
         Ok(())
     }
 
-    /// Stops renewing the lease without releasing the key, as a process paused by SIGSTOP or
+    /// Stops renewing the lease without deleting the key, as a process paused by SIGSTOP or
     /// cut off from etcd would: the key expires after the TTL. The token stays in hand, so
     /// the tests can show that writes under it are refused once another node owns the key.
     pub fn stop_keep_alive(&self) {
@@ -95,7 +133,7 @@ impl Owned {
     }
 }
 
-impl Drop for Owned {
+impl Drop for Leased {
     fn drop(&mut self) {
         self.stop.notify_one();
         self.keeper.abort();
@@ -108,6 +146,18 @@ impl Drop for Owned {
 /// is released or dropped.
 pub async fn acquire(etcd: &Etcd, partition: u32, node: &NodeInfo, lease_ttl_s: i64) -> Result<Option<Owned>> {
     node.validate()?;
+    let leased = create_leased(etcd, owner_key(partition), encode_owner(node), lease_ttl_s).await?;
+    Ok(leased.map(|leased| Owned { partition, leased }))
+}
+
+/// Creates `key` with `value` under a new lease of `lease_ttl_s` seconds if the key does not
+/// exist, and keeps the lease alive. `Ok(None)` when the key exists.
+pub(crate) async fn create_leased(
+    etcd: &Etcd,
+    key: String,
+    value: Vec<u8>,
+    lease_ttl_s: i64,
+) -> Result<Option<Leased>> {
     // etcd's leases count whole seconds; below 2 s a leader election alone could expire it.
     if !(2..=3600).contains(&lease_ttl_s) {
         return Err(ClusterError::Config("lease_ttl_s must be 2..=3600".to_owned()));
@@ -122,10 +172,9 @@ pub async fn acquire(etcd: &Etcd, partition: u32, node: &NodeInfo, lease_ttl_s: 
     // Measured from before the grant: etcd starts the TTL when it grants, which is later.
     let granted_at = Instant::now();
     let lease_id = grant.id();
-    let key = owner_key(partition);
     let txn = Txn::new().when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)]).and_then([TxnOp::put(
         key.clone(),
-        encode_owner(node),
+        value,
         Some(PutOptions::new().with_lease(lease_id)),
     )]);
     let resp = match etcd.write("acquire", |mut kv| async move { kv.txn(txn).await }).await {
@@ -157,7 +206,7 @@ pub async fn acquire(etcd: &Etcd, partition: u32, node: &NodeInfo, lease_ttl_s: 
         tx,
         stop.clone(),
     ));
-    Ok(Some(Owned { etcd: etcd.clone(), partition, token, lease_id, lost: rx, stop, keeper }))
+    Ok(Some(Leased { etcd: etcd.clone(), key, token, lease_id, lost: rx, stop, keeper }))
 }
 
 async fn revoke_quietly(etcd: &Etcd, lease_id: i64) {

@@ -12,6 +12,7 @@
 //! - `rebuild`: a partition's shard rebuilt from etcd, its newest snapshot and then every
 //!   batch after it, through the same `image::apply_events` the local log's replay uses,
 //!   so a new owner holds exactly what the old one acknowledged.
+//! - `assignment`: which partitions a node takes, its fair share over the live nodes.
 //! - `standby`: a partition owned elsewhere, rebuilt once and then kept current by
 //!   following its log, so a takeover reads only the tail; it never answers.
 //!
@@ -19,6 +20,7 @@
 //! `RECORD_EVENTS` payloads are (`encoding::encode_events`); a snapshot is
 //! `Shard::snapshot`'s bytes.
 
+pub mod assignment;
 mod committer;
 mod rebuild;
 mod standby;

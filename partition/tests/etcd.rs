@@ -304,3 +304,90 @@ async fn queued_groups_split_at_the_batch_bounds() {
     let refused = committer.submit(vec![vec![0u8; bytes_max]], done);
     assert!(matches!(refused, Err(CommitError::TooLarge { .. })), "{refused:?}");
 }
+
+/// One node of the assignment test: its membership and the partitions it holds.
+struct TestNode {
+    info: NodeInfo,
+    member: surge_cluster::Member,
+    owned: std::collections::BTreeMap<u32, Owned>,
+}
+
+impl TestNode {
+    /// One round: take the free partitions `to_take` offers, seen through `table` plus
+    /// what this node holds (the watched table may not show its latest takes yet).
+    async fn take_round(&mut self, etcd: &Etcd, partitions: &[u32], table: &surge_cluster::Table, live: usize) {
+        let mut view = table.clone();
+        view.retain(|p, o| o.node.node_id != self.info.node_id || self.owned.contains_key(p));
+        for (p, owned) in &self.owned {
+            view.insert(*p, surge_cluster::Owner { node: self.info.clone(), token: owned.token() });
+        }
+        for p in surge_partition::assignment::to_take(partitions, &view, &self.info.node_id, live) {
+            if let Some(owned) = acquire(etcd, p, &self.info, 2).await.expect("acquire") {
+                self.owned.insert(p, owned);
+            }
+        }
+    }
+}
+
+/// Three nodes join and take their fair shares of six partitions; one dies (stops renewing
+/// its membership and its owner keys); the other two take its partitions, each its new
+/// share, within 10 s (printed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_nodes_take_their_shares_and_a_dead_nodes_partitions() {
+    let Some(etcd) = etcd().await else { return };
+    let base = fresh_partition(5) + 100_000_000;
+    let partitions: Vec<u32> = (base..base + 6).collect();
+    let run = format!("assign-{base}");
+    let mut nodes = Vec::new();
+    for i in 1..=3 {
+        let info = NodeInfo { node_id: format!("{run}-n{i}"), address: format!("127.0.0.1:{}", 18_000 + i) };
+        let member = surge_cluster::join(&etcd, &info, 2).await.expect("join").expect("a new node id is free");
+        nodes.push(TestNode { info, member, owned: Default::default() });
+    }
+    let twin = surge_cluster::join(&etcd, &nodes[0].info, 2).await.expect("join");
+    assert!(twin.is_none(), "a node id held by a live node is refused");
+    let table = surge_cluster::PartitionTable::start(&etcd, u32::MAX).await.expect("table");
+    let live = |etcd: Etcd| {
+        let run = run.clone();
+        async move {
+            let members = surge_cluster::members(&etcd).await.expect("members");
+            members.iter().filter(|n| n.node_id.starts_with(&run)).count()
+        }
+    };
+    let owned_by = |nodes: &[TestNode]| nodes.iter().map(|n| n.owned.len()).collect::<Vec<_>>();
+
+    // Rounds until every partition is owned (bounded: 50 rounds of 100 ms).
+    for _ in 0..50 {
+        let n = live(etcd.clone()).await;
+        for node in &mut nodes {
+            node.take_round(&etcd, &partitions, &table.current(), n).await;
+        }
+        if owned_by(&nodes).iter().sum::<usize>() == partitions.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(owned_by(&nodes), vec![2, 2, 2], "three live nodes own two partitions each");
+
+    // n3 dies: no more renewals of its membership or its owner keys.
+    let dead = nodes.pop().expect("three nodes");
+    dead.member.leased.stop_keep_alive();
+    for owned in dead.owned.values() {
+        owned.stop_keep_alive();
+    }
+    let died = Instant::now();
+    let deadline = died + Duration::from_secs(10);
+    while owned_by(&nodes).iter().sum::<usize>() < partitions.len() {
+        assert!(Instant::now() < deadline, "the survivors own every partition within 10 s: {:?}", owned_by(&nodes));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let n = live(etcd.clone()).await;
+        for node in &mut nodes {
+            node.take_round(&etcd, &partitions, &table.current(), n).await;
+        }
+    }
+    eprintln!("a dead node's partitions all owned again {:.2} s after it died", died.elapsed().as_secs_f64());
+    assert_eq!(owned_by(&nodes), vec![3, 3], "two live nodes own three partitions each");
+    for node in &nodes {
+        assert!(node.owned.values().all(|o| !o.is_lost()), "every partition held is still owned");
+    }
+}

@@ -1,0 +1,45 @@
+//! Which nodes are alive: each node holds its membership key under a lease it keeps alive,
+//! so a node that dies (or is paused past its lease) drops out of `members` after the TTL.
+//! Nodes read the list to size their fair share of the partitions.
+
+use etcd_client::GetOptions;
+
+use crate::client::Etcd;
+use crate::codec::{decode_owner, encode_owner, NodeInfo};
+use crate::error::{ClusterError, Result};
+use crate::keys::{node_key, NODES_PREFIX};
+use crate::ownership::{create_leased, Leased};
+
+/// Most members `members` reads: a bound on the answer, far above any cluster surge runs.
+pub const MEMBERS_MAX: usize = 1_024;
+
+/// This node's membership: its key, leased. Dropping it (or `Leased::release`) ends it.
+pub struct Member {
+    pub node: NodeInfo,
+    pub leased: Leased,
+}
+
+/// Joins the cluster as `node` with a lease of `lease_ttl_s` seconds. `Ok(None)` when a
+/// live node already holds this id (two processes must not share one).
+pub async fn join(etcd: &Etcd, node: &NodeInfo, lease_ttl_s: i64) -> Result<Option<Member>> {
+    node.validate()?;
+    let leased = create_leased(etcd, node_key(&node.node_id), encode_owner(node), lease_ttl_s).await?;
+    Ok(leased.map(|leased| Member { node: node.clone(), leased }))
+}
+
+/// The live nodes, ordered by id (linearizable read).
+pub async fn members(etcd: &Etcd) -> Result<Vec<NodeInfo>> {
+    let options = GetOptions::new().with_prefix().with_limit(MEMBERS_MAX as i64);
+    let resp = etcd.get("members", NODES_PREFIX, Some(options)).await?;
+    let mut nodes = Vec::with_capacity(resp.kvs().len());
+    for kv in resp.kvs() {
+        let node = decode_owner(kv.value())
+            .map_err(|reason| ClusterError::Corrupt { key: String::from_utf8_lossy(kv.key()).into_owned(), reason })?;
+        nodes.push(node);
+    }
+    if resp.more() {
+        return Err(ClusterError::TooLarge { what: "members", size: resp.count() as usize, max: MEMBERS_MAX });
+    }
+    nodes.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+    Ok(nodes)
+}
