@@ -18,11 +18,18 @@ pub struct ApiError {
     pub extra: Map<String, Value>,
     /// Seconds for `Retry-After` (429, 503).
     pub retry_after_s: Option<u64>,
+    /// Cluster mode: the node that owns the request's partition. The response carries it
+    /// as a [`ForwardTo`] extension, and the forwarding layer sends the request there.
+    pub forward_to: Option<std::sync::Arc<str>>,
 }
+
+/// A response extension: this request belongs to the node at this address.
+#[derive(Debug, Clone)]
+pub struct ForwardTo(pub std::sync::Arc<str>);
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> ApiError {
-        ApiError { status, code, detail: detail.into(), extra: Map::new(), retry_after_s: None }
+        ApiError { status, code, detail: detail.into(), extra: Map::new(), retry_after_s: None, forward_to: None }
     }
 
     pub fn invalid(detail: impl Into<String>) -> ApiError {
@@ -56,6 +63,17 @@ impl ApiError {
     pub fn storage_unavailable(detail: impl Into<String>) -> ApiError {
         let mut e = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable", detail);
         e.retry_after_s = Some(1);
+        e
+    }
+
+    /// Cluster mode: the request's partition is owned by another node (forwarded there when
+    /// `owner` is known) or by none while it moves (a retry with the same idempotency key is
+    /// safe).
+    pub fn partition_moving(partition: u32, owner: Option<std::sync::Arc<str>>, detail: impl Into<String>) -> ApiError {
+        let mut e =
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "partition_moving", detail).with("partition", partition);
+        e.retry_after_s = Some(1);
+        e.forward_to = owner;
         e
     }
 
@@ -122,6 +140,7 @@ impl ApiError {
             "rate_limited" => "Rate limited",
             "payment_gateway_unavailable" => "Payment gateway unavailable",
             "storage_unavailable" => "Storage unavailable",
+            "partition_moving" => "Partition moving",
             "archived" => "Archived",
             _ => "Error",
         }
@@ -183,6 +202,9 @@ impl IntoResponse for ApiError {
         res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         if let Some(s) = self.retry_after_s {
             res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        if let Some(owner) = self.forward_to {
+            res.extensions_mut().insert(ForwardTo(owner));
         }
         res
     }

@@ -21,7 +21,7 @@ use crate::body::{
 };
 use crate::cold;
 use crate::dto::{self, to_vec, Account, Hold, Item, Items, Order, Payment, Points, Queue, Token, TrialBalanceDto};
-use crate::engine::{Engine, ExecError, Executed};
+use crate::engine::{Engine, ExecError, Executed, StorageError};
 use crate::error::ApiError;
 use crate::extract::{AdminCall, Call};
 use crate::openapi::BatchReply;
@@ -43,6 +43,10 @@ pub(crate) fn json(status: StatusCode, body: &impl serde::Serialize) -> Response
 pub(crate) fn exec_error(e: ExecError) -> ApiError {
     match e {
         ExecError::Core(e) => e.into(),
+        ExecError::Storage(StorageError::NotOwner { partition, owner }) => {
+            let detail = StorageError::NotOwner { partition, owner: owner.clone() }.to_string();
+            ApiError::partition_moving(partition, owner, detail)
+        }
         ExecError::Storage(detail) => ApiError::storage_unavailable(detail),
     }
 }
@@ -730,6 +734,10 @@ pub fn json_batch_requests(call: &Call) -> Result<Vec<OpRequest>, ApiError> {
     responses((status = 200, description = "one result per op, in order: the status and body its route would answer (for a binary batch: one result record per op, application/vnd.surge.batch)", body = BatchReply))
 )]
 pub async fn batch(call: Call) -> Result<Response, ApiError> {
+    // Cluster mode: a batch is one merchant's, so one partition's; forwarded whole.
+    if let Some(e) = call.engine.owned_elsewhere(&call.merchant) {
+        return Err(exec_error(e));
+    }
     if crate::batch_bin::is_binary(&call.headers) {
         return crate::batch_bin::batch(call).await;
     }

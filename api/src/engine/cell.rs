@@ -15,13 +15,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use surge_core::encoding::encode_events;
 use surge_core::Shard;
 use surge_wal::{Lsn, WalError};
 use tokio::sync::Semaphore;
 
 use super::business::Tally;
+use super::replicated::Backend;
 use super::supervisor::Command;
 use super::{now_ms, ExecError, Shared, StorageError, RECORD_EVENTS};
 
@@ -46,6 +47,8 @@ pub(super) struct Cell {
 
 pub(super) struct CellState {
     pub(super) shard: Shard,
+    /// Where this shard's changes go (in cluster mode: whether this node owns it).
+    pub(super) backend: Backend,
     last_appended: Lsn,
     /// (last LSN of a group, the shard's applied events after it).
     inflight: VecDeque<(Lsn, u64)>,
@@ -63,12 +66,14 @@ pub(super) struct CellLog {
     epoch: AtomicU64,
     waits: Mutex<Waits>,
     shared: Arc<Shared>,
+    /// Cluster mode: the address of the node that owns this partition, when another does.
+    owner: RwLock<Option<Arc<str>>>,
 }
 
 #[derive(Default)]
 struct Waits {
     /// The log failed: nothing beyond `CellLog::durable` will become durable.
-    failed: Option<WalError>,
+    failed: Option<StorageError>,
     /// Answers held until their LSN is durable, in no particular order (`on_durable` looks at all).
     waiting: VecDeque<(Lsn, Completion)>,
 }
@@ -117,9 +122,9 @@ impl Drop for AbortOnPanic {
 }
 
 impl Cell {
-    pub(super) fn new(index: usize, shard: Shard, shared: &Arc<Shared>) -> Cell {
+    pub(super) fn new(index: usize, shard: Shard, backend: Backend, shared: &Arc<Shared>) -> Cell {
         Cell {
-            state: Mutex::new(CellState { shard, last_appended: 0, inflight: VecDeque::new() }),
+            state: Mutex::new(CellState { shard, backend, last_appended: 0, inflight: VecDeque::new() }),
             log: Arc::new(CellLog {
                 index,
                 stale: AtomicBool::new(false),
@@ -127,6 +132,7 @@ impl Cell {
                 epoch: AtomicU64::new(0),
                 waits: Mutex::new(Waits::default()),
                 shared: shared.clone(),
+                owner: RwLock::new(None),
             }),
             permits: Semaphore::new(SHARD_INFLIGHT_MAX),
         }
@@ -142,8 +148,16 @@ impl Cell {
     /// on the old log is failed, in one step under the waits lock, and an answer computed
     /// on the old log that registers later sees the new epoch and fails too.
     pub(super) fn replace(&self, shard: Shard) {
+        let backend = self.state.lock().backend.clone();
+        self.replace_with(shard, backend, StorageError::Reopened);
+    }
+
+    /// Puts `shard` in place with `backend` (cluster mode: a partition taken or given up).
+    /// Whatever waited on the previous log gets `orphaned`.
+    pub(super) fn replace_with(&self, shard: Shard, backend: Backend, orphaned: StorageError) {
         let mut st = self.state.lock();
         st.shard = shard;
+        st.backend = backend;
         st.last_appended = 0;
         st.inflight.clear();
         let mut w = self.log.waits.lock();
@@ -155,8 +169,18 @@ impl Cell {
         self.log.stale.store(false, Ordering::Release);
         drop(st);
         for (_, done) in waiting {
-            done(Some(ExecError::Storage(StorageError::Reopened)));
+            done(Some(ExecError::Storage(orphaned.clone())));
         }
+    }
+
+    /// Cluster mode: what a request gets when another node owns this partition.
+    pub(super) fn elsewhere(&self) -> Option<ExecError> {
+        matches!(self.state.lock().backend, Backend::Elsewhere).then(|| self.log.not_owner())
+    }
+
+    /// Cluster mode: says which node owns this partition when this one does not.
+    pub(super) fn set_owner(&self, address: Option<Arc<str>>) {
+        *self.log.owner.write() = address;
     }
 
     /// Under the shard's lock: takes the log's news, runs `work` (which may apply, push
@@ -169,6 +193,9 @@ impl Cell {
     ) -> Pending<T> {
         let mut st = self.state.lock();
         let _abort = AbortOnPanic;
+        if let Backend::Elsewhere = st.backend {
+            return Pending::Now(Err(self.log.not_owner()));
+        }
         if self.log.unavailable() {
             return Pending::Now(Err(ExecError::Storage(StorageError::ShardStale)));
         }
@@ -178,7 +205,7 @@ impl Cell {
         let value = work(&mut st.shard, now_ms(), &mut records, &mut tally);
         if !records.is_empty() {
             if let Err(e) = self.append(shared, &mut st, &records, tally) {
-                return Pending::Now(Err(ExecError::Storage(StorageError::Refused(e))));
+                return Pending::Now(Err(ExecError::Storage(e)));
             }
         }
         Pending::After { lsn: st.last_appended, epoch, value }
@@ -188,6 +215,9 @@ impl Cell {
     /// this shard appended before is durable.
     pub(super) fn read<R>(&self, f: impl FnOnce(&Shard) -> R) -> Pending<R> {
         let mut st = self.state.lock();
+        if let Backend::Elsewhere = st.backend {
+            return Pending::Now(Err(self.log.not_owner()));
+        }
         if self.log.stale.load(Ordering::Acquire) {
             return Pending::Now(Err(ExecError::Storage(StorageError::ShardStale)));
         }
@@ -200,7 +230,7 @@ impl Cell {
     pub(super) fn tick(&self, shared: &Shared) {
         let mut st = self.state.lock();
         let _abort = AbortOnPanic;
-        if self.log.unavailable() {
+        if matches!(st.backend, Backend::Elsewhere) || self.log.unavailable() {
             return;
         }
         self.log.absorb(&mut st);
@@ -215,23 +245,45 @@ impl Cell {
 
     /// Appends `records` as one atomic group; a refusal makes the shard stale. `tally` is
     /// counted once the group is durable.
-    fn append(&self, shared: &Shared, st: &mut CellState, records: &[Vec<u8>], tally: Tally) -> Result<(), WalError> {
-        let refs: Vec<(u8, &[u8])> = records.iter().map(|r| (RECORD_EVENTS, r.as_slice())).collect();
+    fn append(
+        &self,
+        shared: &Shared,
+        st: &mut CellState,
+        records: &[Vec<u8>],
+        tally: Tally,
+    ) -> Result<(), StorageError> {
         let log = self.log.clone();
         // Stable under the state lock (`replace` takes it too).
         let epoch = self.log.epoch.load(Ordering::Acquire);
         let started = Instant::now();
-        let appended = match shared.wal.lend() {
-            Some(wal) => wal.append_group_with(&refs, move |r| log.on_durable(r, started, epoch, &tally)),
-            None => Err(WalError::Closed),
+        let appended = match &st.backend {
+            Backend::Local => {
+                let refs: Vec<(u8, &[u8])> = records.iter().map(|r| (RECORD_EVENTS, r.as_slice())).collect();
+                let appended = match shared.wal.lend() {
+                    Some(wal) => wal.append_group_with(&refs, move |r| {
+                        log.on_durable(r.map_err(StorageError::Failed), started, epoch, &tally)
+                    }),
+                    None => Err(WalError::Closed),
+                };
+                appended.map_err(StorageError::Refused)
+            }
+            Backend::Replicated(replicated) => {
+                // Groups are acknowledged in submission order: their count is the LSN.
+                let lsn = st.last_appended + 1;
+                let verdict = move |r: Result<(), String>| {
+                    log.on_durable(r.map(|()| lsn).map_err(StorageError::Replication), started, epoch, &tally)
+                };
+                replicated.submit(records.to_vec(), Box::new(verdict)).map(|()| lsn).map_err(StorageError::Replication)
+            }
+            Backend::Elsewhere => Err(StorageError::NotOwner { partition: self.log.index as u32, owner: None }),
         };
         match appended {
             Ok(last) => {
                 st.last_appended = last;
                 st.inflight.push_back((last, st.shard.applied_events()));
-                shared.group_records.observe(refs.len() as f64);
-                shared.records_since_snapshot.fetch_add(refs.len() as u64, Ordering::Relaxed);
-                let bytes: usize = refs.iter().map(|(_, r)| r.len()).sum();
+                shared.group_records.observe(records.len() as f64);
+                shared.records_since_snapshot.fetch_add(records.len() as u64, Ordering::Relaxed);
+                let bytes: usize = records.iter().map(Vec::len).sum();
                 shared.log_bytes_since_snapshot.fetch_add(bytes as u64, Ordering::Relaxed);
                 Ok(())
             }
@@ -243,10 +295,27 @@ impl Cell {
             }
         }
     }
+
+    /// Cluster mode: under the shard's lock, queues a snapshot of the partition's state after
+    /// every group appended so far. `None` when this node does not own it.
+    pub(super) fn snapshot_replicated(&self, done: super::replicated::Verdict) -> Option<Result<(), String>> {
+        let st = self.state.lock();
+        let Backend::Replicated(replicated) = &st.backend else { return None };
+        if self.log.unavailable() {
+            return Some(Err("the partition is being rebuilt".into()));
+        }
+        Some(replicated.snapshot(st.shard.snapshot(), done))
+    }
 }
 
 impl CellLog {
     /// The shard has seen a log failure, or the log is down: nothing is answered from memory.
+    /// What a request for a partition owned elsewhere gets: the owner, when known, to
+    /// forward it to.
+    fn not_owner(&self) -> ExecError {
+        ExecError::Storage(StorageError::NotOwner { partition: self.index as u32, owner: self.owner.read().clone() })
+    }
+
     pub(super) fn unavailable(&self) -> bool {
         self.stale.load(Ordering::Acquire) || !self.shared.healthy.load(Ordering::Acquire)
     }
@@ -279,7 +348,7 @@ impl CellLog {
             drop(w);
             done(None);
         } else if let Some(e) = &w.failed {
-            let e = ExecError::Storage(StorageError::Failed(e.clone()));
+            let e = ExecError::Storage(e.clone());
             drop(w);
             done(Some(e));
         } else {
@@ -289,7 +358,7 @@ impl CellLog {
 
     /// The log's verdict on a group of this shard (on the log's writer thread, in LSN order),
     /// appended to the log of `epoch`; `tally` is what its events add to the counters.
-    fn on_durable(&self, result: Result<Lsn, WalError>, appended: Instant, epoch: u64, tally: &Tally) {
+    fn on_durable(&self, result: Result<Lsn, StorageError>, appended: Instant, epoch: u64, tally: &Tally) {
         let mut w = self.waits.lock();
         if self.epoch.load(Ordering::Acquire) != epoch {
             // A log that could not be closed before the reopen (`CloseError::StillLent`)
@@ -327,7 +396,7 @@ impl CellLog {
                 drop(w);
                 self.go_stale(&e);
                 for (_, done) in waiting {
-                    done(Some(ExecError::Storage(StorageError::Failed(e.clone()))));
+                    done(Some(ExecError::Storage(e.clone())));
                 }
             }
         }
@@ -341,14 +410,20 @@ impl CellLog {
     }
 
     /// The state now holds changes the log will not have: stop answering from it and ask
-    /// the supervisor to rebuild it from the log.
-    fn go_stale(&self, reason: &WalError) {
+    /// for a rebuild: of every shard from the local log (the supervisor), or in cluster mode
+    /// of this partition from its replicated log (the node's controller).
+    fn go_stale(&self, reason: &StorageError) {
         if !self.stale.swap(true, Ordering::AcqRel) {
             tracing::error!(shard = self.index, "log failure, shard goes stale until rebuilt: {reason}");
+            if let Some(failed) = &self.shared.partition_failures {
+                // One per partition until it is replaced: the queue holds one per partition.
+                let _ = failed.try_send(self.index as u32);
+                return;
+            }
             // Not ready from now on (the supervisor sets it back once the shards are rebuilt).
             self.shared.healthy.store(false, Ordering::Release);
             // A full queue already holds a recovery that rebuilds every shard.
-            let _ = self.shared.supervisor.try_send(Command::Recover(reason.clone()));
+            let _ = self.shared.supervisor.try_send(Command::Recover(reason.to_string()));
         }
     }
 }

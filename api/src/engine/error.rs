@@ -40,6 +40,14 @@ pub enum StorageError {
     /// The answer was dropped without a verdict.
     #[error("the shard stopped")]
     ShardStopped,
+    /// Cluster mode: the partition's replicated log did not acknowledge the write (or this
+    /// node lost the partition meanwhile); the write may or may not be in the log.
+    #[error("the partition's replicated log did not acknowledge the write ({0}); retry with the same idempotency key")]
+    Replication(String),
+    /// Cluster mode: another node owns the partition (`owner`, its address), or none does
+    /// while it moves.
+    #[error("partition {partition} is owned by {}", .owner.as_deref().unwrap_or("no node yet (it is moving)"))]
+    NotOwner { partition: u32, owner: Option<std::sync::Arc<str>> },
 }
 
 fn in_parens(reason: &Option<String>) -> String {

@@ -15,12 +15,15 @@
 //! - `metrics`: the engine's own figures and histograms for `/metrics`.
 //! - `business`: orders, payments, stock and the like for `/metrics`, counted from the
 //!   events once the log holds them.
+//! - `replicated`: cluster mode, where a shard is a partition whose log is replicated
+//!   elsewhere (or that another node owns), with no local log, supervisor or snapshot thread.
 //! - `error`: what a request, a start or a rebuild fails with.
 
 mod business;
 mod cell;
 mod error;
 mod metrics;
+mod replicated;
 mod snapshot;
 mod supervisor;
 mod ticker;
@@ -44,6 +47,7 @@ use tokio::sync::oneshot;
 use self::business::{BusinessCounters, Tally};
 use self::cell::Cell;
 use self::metrics::{GROUP_COMMIT_BUCKETS_S, GROUP_RECORDS_BUCKETS};
+use self::replicated::Backend;
 use self::snapshot::write_snapshots;
 use self::supervisor::{Command, Supervisor};
 use self::ticker::run_ticker;
@@ -52,6 +56,7 @@ use self::wal::WalSlot;
 pub use self::business::{BusinessFigures, ORDER_EVENTS};
 pub use self::error::{ExecError, ReplayError, StartError, StorageError};
 pub use self::metrics::EngineStats;
+pub use self::replicated::{ReplicatedLog, Verdict};
 pub use self::ticker::TICK_INTERVAL;
 pub use self::wal::WalOpener;
 pub use surge_core::image::EVENTS_RECORD_TYPE as RECORD_EVENTS;
@@ -104,10 +109,18 @@ struct Shared {
     group_commit: Histogram,
     /// What the durable events and the engine's answers say about the business.
     business: BusinessCounters,
+    /// Cluster mode: partitions whose replicated log failed, for the node's controller to
+    /// rebuild or give up (in single-node mode the supervisor rebuilds every shard instead).
+    partition_failures: Option<Sender<u32>>,
 }
 
 impl Shared {
-    fn new(wal: Wal, keys: HashMap<[u8; 32], Arc<str>>, supervisor: Sender<Command>) -> Shared {
+    fn new(
+        wal: Option<Wal>,
+        keys: HashMap<[u8; 32], Arc<str>>,
+        supervisor: Sender<Command>,
+        partition_failures: Option<Sender<u32>>,
+    ) -> Shared {
         Shared {
             wal: WalSlot::new(wal),
             healthy: AtomicBool::new(true),
@@ -127,6 +140,7 @@ impl Shared {
             group_records: Histogram::new(&GROUP_RECORDS_BUCKETS),
             group_commit: Histogram::new(&GROUP_COMMIT_BUCKETS_S),
             business: BusinessCounters::default(),
+            partition_failures,
         }
     }
 }
@@ -201,9 +215,12 @@ impl Engine {
         drop(recovery);
         tracing::info!(shards = n, next_lsn = wal.next_lsn(), "recovered");
         let (commands_tx, commands_rx) = supervisor::commands(n);
-        let shared = Arc::new(Shared::new(wal, key_map(&shards), commands_tx.clone()));
-        let cells: Vec<Arc<Cell>> =
-            shards.into_iter().enumerate().map(|(index, shard)| Arc::new(Cell::new(index, shard, &shared))).collect();
+        let shared = Arc::new(Shared::new(Some(wal), key_map(&shards), commands_tx.clone(), None));
+        let cells: Vec<Arc<Cell>> = shards
+            .into_iter()
+            .enumerate()
+            .map(|(index, shard)| Arc::new(Cell::new(index, shard, Backend::Local, &shared)))
+            .collect();
         // Threads already started end once `stopping` is set (the snapshot thread once its
         // queue, held by the supervisor that never ran, is dropped).
         let stop_on_failure = |e: StartError| {
@@ -236,6 +253,89 @@ impl Engine {
             supervisor: Mutex::new(Some(supervisor)),
             supervisor_commands: commands_tx,
         })
+    }
+
+    /// Cluster mode: `partitions` shards, none owned yet, with no local log. The node's
+    /// controller gives each partition it takes a shard and its replicated log
+    /// ([`Engine::take_partition`]); a partition whose log fails is named on
+    /// `partition_failures` (bounded: one per partition until it is replaced).
+    pub fn start_cluster(
+        partitions: usize,
+        settings: surge_core::Settings,
+    ) -> Result<(Engine, crossbeam_channel::Receiver<u32>), StartError> {
+        assert!(partitions > 0, "a cluster has at least one partition");
+        let (commands_tx, _no_supervisor) = supervisor::commands(partitions);
+        let (failed_tx, failed_rx) = crossbeam_channel::bounded(partitions);
+        let shared = Arc::new(Shared::new(None, HashMap::new(), commands_tx.clone(), Some(failed_tx)));
+        let cells: Vec<Arc<Cell>> = (0..partitions)
+            .map(|index| {
+                let mut shard = Shard::new();
+                shard.set_settings(settings);
+                Arc::new(Cell::new(index, shard, Backend::Elsewhere, &shared))
+            })
+            .collect();
+        let (ticker_shared, ticker_cells) = (shared.clone(), cells.clone());
+        let ticker = spawn("surge-ticker", "ticker", move || run_ticker(&ticker_shared, &ticker_cells))?;
+        let engine = Engine {
+            cells,
+            shared,
+            ticker: Mutex::new(Some(ticker)),
+            supervisor: Mutex::new(None),
+            supervisor_commands: commands_tx,
+        };
+        Ok((engine, failed_rx))
+    }
+
+    /// Cluster mode: serves `partition` from `shard` (rebuilt from its replicated log, every
+    /// event durable), appending to `log`. Whatever waited on the partition before fails.
+    pub fn take_partition(
+        &self,
+        partition: u32,
+        mut shard: Shard,
+        settings: surge_core::Settings,
+        log: Arc<dyn ReplicatedLog>,
+    ) {
+        let cell = &self.cells[partition as usize];
+        shard.set_settings(settings);
+        {
+            let mut keys = self.shared.keys.write();
+            keys.extend(shard.merchants().map(|m| (m.api_key_hash, m.id.clone())));
+        }
+        cell.set_owner(None);
+        let moved = StorageError::Replication(format!("partition {partition} changed hands"));
+        cell.replace_with(shard, Backend::Replicated(log), moved);
+    }
+
+    /// Cluster mode: stops serving `partition` (lost, failed or handed over): its state is
+    /// dropped and its requests answer `NotOwner` until it is taken again.
+    pub fn give_up_partition(&self, partition: u32) {
+        let cell = &self.cells[partition as usize];
+        let gone = StorageError::Replication(format!("this node gave partition {partition} up"));
+        cell.replace_with(Shard::new(), Backend::Elsewhere, gone);
+    }
+
+    /// Cluster mode: `NotOwner` when another node owns `merchant`'s partition (a request
+    /// that is one group, such as a batch, is then forwarded whole).
+    pub fn owned_elsewhere(&self, merchant: &str) -> Option<ExecError> {
+        self.cell(merchant).elsewhere()
+    }
+
+    /// Cluster mode: the address of the node that owns `partition`, for forwarding (`None`
+    /// while nobody does).
+    pub fn set_partition_owner(&self, partition: u32, address: Option<Arc<str>>) {
+        self.cells[partition as usize].set_owner(address);
+    }
+
+    /// Cluster mode: queues a snapshot of `partition`'s state through its replicated log;
+    /// `None` when this node does not own it.
+    pub fn snapshot_partition(&self, partition: u32, done: Verdict) -> Option<Result<(), String>> {
+        self.cells[partition as usize].snapshot_replicated(done)
+    }
+
+    /// Cluster mode: makes the API keys of merchants in a partition owned elsewhere known
+    /// here, so their requests authenticate before they are forwarded.
+    pub fn learn_keys(&self, keys: impl IntoIterator<Item = ([u8; 32], Arc<str>)>) {
+        self.shared.keys.write().extend(keys);
     }
 
     pub fn shard_count(&self) -> usize {

@@ -13,7 +13,6 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use surge_core::encoding::encode_events;
 use surge_core::Shard;
-use surge_wal::WalError;
 
 use super::cell::Cell;
 use super::error::ReopenError;
@@ -28,7 +27,7 @@ const SNAPSHOT_CHECK_INTERVAL: Duration = Duration::from_millis(200);
 #[derive(Debug)]
 pub(super) enum Command {
     /// A shard saw this log failure: take the log away, reopen it and rebuild every shard.
-    Recover(WalError),
+    Recover(String),
     /// Shutting down (a wake-up: the supervisor obeys `Shared::stopping`).
     Stop,
 }
@@ -75,7 +74,7 @@ impl Supervisor {
 
     /// Takes the failed log away from the shards, reopens it (retrying) and rebuilds every
     /// shard from what it holds, so no change the log lost stays visible.
-    fn recover(&self, reason: &WalError) {
+    fn recover(&self, reason: &str) {
         self.shared.healthy.store(false, Ordering::Release);
         self.shared.storage_failures.fetch_add(1, Ordering::Relaxed);
         *self.shared.last_failure.lock() = Some(reason.to_string());

@@ -104,8 +104,9 @@ impl Loan<'_> {
 }
 
 impl WalSlot {
-    pub(super) fn new(wal: Wal) -> WalSlot {
-        WalSlot { current: RwLock::new(Some(Arc::new(wal))), returns: Mutex::new(()), returned: Condvar::new() }
+    /// A slot holding `wal` (none in cluster mode, where partitions replicate elsewhere).
+    pub(super) fn new(wal: Option<Wal>) -> WalSlot {
+        WalSlot { current: RwLock::new(wal.map(Arc::new)), returns: Mutex::new(()), returned: Condvar::new() }
     }
 
     /// The current log, if there is one (none while a failed log is being reopened).
@@ -172,7 +173,7 @@ mod tests {
     fn slot() -> (tempfile::TempDir, WalSlot) {
         let dir = tempfile::tempdir().expect("temp dir");
         let (wal, _) = Wal::open(dir.path(), surge_wal::Config::default()).expect("open");
-        (dir, WalSlot::new(wal))
+        (dir, WalSlot::new(Some(wal)))
     }
 
     #[test]
