@@ -60,7 +60,13 @@ impl FromRequest<AppState> for Call {
         let engine = state.engine()?;
         let key = auth::bearer(req.headers()).ok_or_else(ApiError::unauthorized)?;
         let hash = auth::sha256(key.as_bytes());
-        let merchant = engine.merchant_for_key(&hash).ok_or_else(ApiError::unauthorized)?;
+        let merchant = match engine.merchant_for_key(&hash) {
+            Some(merchant) => merchant,
+            None if state.cluster().is_some() => {
+                crate::cluster_http::key_learned(&engine, &hash).await.ok_or_else(ApiError::unauthorized)?
+            }
+            None => return Err(ApiError::unauthorized()),
+        };
         if let Some(limiter) = &state.0.limiter {
             if let Err(not_until) = limiter.check_key(&merchant) {
                 use governor::clock::Clock;

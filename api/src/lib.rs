@@ -16,6 +16,7 @@
 pub mod auth;
 pub mod batch_bin;
 pub mod body;
+pub mod cluster_http;
 pub mod cold;
 pub mod config;
 pub mod console;
@@ -73,6 +74,8 @@ pub struct Inner {
     cold: std::sync::OnceLock<cold::ColdStore>,
     /// The operators' console: sessions, samples, where it reads from.
     console: console::Console,
+    /// Cluster mode: the partition table and forwarding, when the node runs in a cluster.
+    cluster: std::sync::OnceLock<cluster_http::ClusterHttp>,
 }
 
 impl AppState {
@@ -90,6 +93,7 @@ impl AppState {
             gateway: std::sync::OnceLock::new(),
             cold: std::sync::OnceLock::new(),
             console: console::Console::default(),
+            cluster: std::sync::OnceLock::new(),
         }))
     }
 
@@ -128,6 +132,15 @@ impl AppState {
 
     pub fn cold_store(&self) -> Option<&cold::ColdStore> {
         self.0.cold.get()
+    }
+
+    /// Runs this node as part of a cluster (once, before serving; later calls are ignored).
+    pub fn set_cluster(&self, cluster: cluster_http::ClusterHttp) {
+        let _ = self.0.cluster.set(cluster);
+    }
+
+    pub fn cluster(&self) -> Option<&cluster_http::ClusterHttp> {
+        self.0.cluster.get()
     }
 
     pub fn console(&self) -> &console::Console {
@@ -203,6 +216,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/admin/merchants/{merchant_id}/trial-balance", get(lookup::trial_balance))
         .route("/v1/admin/merchants/{merchant_id}/events/{aggregate_id}", get(lookup::events))
         .route("/v1/admin/metrics/window", get(lookup::metrics_window))
+        .route("/v1/cluster", get(cluster_http::get_cluster))
         // MCP's streamable HTTP (JSON-RPC over POST), not a REST operation: see docs/api.md.
         .route(
             "/mcp",
@@ -211,6 +225,7 @@ pub fn app(state: AppState) -> Router {
         )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), cluster_http::forward))
         .layer(axum::middleware::from_fn_with_state(state.clone(), track))
         .with_state(state)
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 /// Every route template of the router (`lib.rs` `app`), as axum spells it. A request is
 /// labelled with the template it matched, never with its raw path, so the label set is
 /// bounded; anything else is `unmatched` (the 404 fallback).
-pub const ROUTES: [&str; 38] = [
+pub const ROUTES: [&str; 39] = [
     "/healthz",
     "/readyz",
     "/metrics",
@@ -46,6 +46,7 @@ pub const ROUTES: [&str; 38] = [
     "/v1/admin/merchants/{merchant_id}/trial-balance",
     "/v1/admin/merchants/{merchant_id}/events/{aggregate_id}",
     "/v1/admin/metrics/window",
+    "/v1/cluster",
     "/mcp",
     UNMATCHED,
 ];

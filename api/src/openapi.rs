@@ -65,6 +65,7 @@ use crate::{gateway, lookup, routes};
         lookup::trial_balance,
         lookup::events,
         lookup::metrics_window,
+        crate::cluster_http::get_cluster,
     ),
     components(schemas(Problem, ItemBody, LineBody)),
     security(("merchant" = []))
@@ -82,7 +83,7 @@ pub struct Problem {
     /// invalid_request, unauthorized, not_found, method_not_allowed, insufficient_stock,
     /// invalid_state, idempotency_key_in_use, idempotency_key_reused, payload_too_large,
     /// unsupported_media_type, insufficient_points, archived, queue_token_required, rate_limited,
-    /// payment_gateway_unavailable, storage_unavailable
+    /// payment_gateway_unavailable, storage_unavailable, partition_moving
     code: String,
     detail: String,
     /// invalid_request: the field or header at fault.
@@ -101,6 +102,8 @@ pub struct Problem {
     queue_id: Option<String>,
     /// archived: when it was archived, at the latest (RFC 3339).
     archived_at: Option<String>,
+    /// partition_moving: the request's partition.
+    partition: Option<u32>,
 }
 
 /// `{"status": "ok"}` and `{"status": "ready"}`.

@@ -30,6 +30,20 @@ async fn not_ready_before_recovery() {
 }
 
 #[tokio::test]
+async fn the_cluster_table_of_a_single_node_says_so_and_needs_the_admin_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = server(dir.path());
+    let r = s.send("GET", "/v1/cluster", &[], None).await;
+    r.assert_problem(401, "unauthorized");
+    let auth = format!("Bearer {ADMIN}");
+    let r = s.send("GET", "/v1/cluster?merchant=m-1", &[("authorization", &auth)], None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["mode"], "single");
+    assert_eq!(r.body["partitions"], 1);
+    assert_eq!(r.body["merchant"]["partition"], 0);
+}
+
+#[tokio::test]
 async fn merchants_need_the_admin_token_and_keys_authenticate() {
     let dir = tempfile::tempdir().unwrap();
     let s = server(dir.path());

@@ -705,6 +705,7 @@ mod tests {
             max_gave_up_share: 0.05,
             skip_setup: false,
             seed: 1,
+            merchant_id: None,
         };
         let target = Target::parse("http://127.0.0.1:9").expect("target");
         State::new(params.clone(), target, Duration::from_secs(1), "test".into(), &Catalogue::of(&params))

@@ -130,6 +130,10 @@ pub struct LoadArgs {
     /// Seed of the request mix.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Id of the merchant the run creates [default: load-SCENARIO-RUNID]: to know ahead which
+    /// partition of a cluster the run's traffic goes to.
+    #[arg(long)]
+    pub merchant_id: Option<String>,
     /// Directory for the result files (when --json/--html are not given).
     #[arg(long, default_value = "load-results")]
     pub out_dir: PathBuf,
@@ -301,6 +305,7 @@ fn scenario_params(args: &LoadArgs) -> scenario::Params {
         max_gave_up_share: args.max_gave_up_share,
         skip_setup: args.skip_setup,
         seed: args.seed,
+        merchant_id: args.merchant_id.clone(),
     }
 }
 
