@@ -27,6 +27,21 @@ pub struct ServeConfig {
     pub relay: surge_relay::setup::RelayOptions,
     /// Card payments (`--gateway-url`...); off by default.
     pub gateway: Option<GatewaySettings>,
+    /// Cluster mode (`--etcd`...); off by default.
+    pub cluster: Option<ClusterSettings>,
+}
+
+/// Cluster mode: this node's place in a cluster whose partitions live in etcd
+/// (docs/cluster.md).
+#[derive(Debug, Clone)]
+pub struct ClusterSettings {
+    /// `host:port` of each etcd member.
+    pub etcd_endpoints: Vec<String>,
+    pub node_id: String,
+    /// Where the other nodes reach this one (`host:port`).
+    pub advertise: String,
+    pub partitions: u32,
+    pub lease_ttl_s: i64,
 }
 
 /// The card path's settings: where the gateways are, how their callbacks are signed, where

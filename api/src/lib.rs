@@ -29,6 +29,8 @@ pub mod log_window;
 pub mod lookup;
 pub mod mcp;
 pub mod metrics;
+#[cfg(feature = "cluster")]
+pub mod node;
 pub mod openapi;
 pub mod order_json;
 pub mod relaycmd;

@@ -97,6 +97,45 @@ struct ServeArgs {
     relay: RelayArgs,
     #[command(flatten)]
     gateway: GatewayArgs,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+}
+
+/// Cluster mode (docs/cluster.md): partitions replicated in etcd, one owner each. Without
+/// `--etcd` the server runs alone on its own log. Needs a build with `--features cluster`.
+#[derive(clap::Args)]
+struct ClusterArgs {
+    /// etcd members (`host:port,...`): run as a node of the cluster they hold.
+    #[arg(long = "etcd", env = "SURGE_ETCD_ENDPOINTS", value_delimiter = ',')]
+    etcd_endpoints: Vec<String>,
+    /// This node's id, unique among live nodes (required with --etcd).
+    #[arg(long, env = "SURGE_NODE_ID")]
+    node_id: Option<String>,
+    /// Where the other nodes reach this one's HTTP API [default: --listen].
+    #[arg(long, env = "SURGE_ADVERTISE")]
+    advertise: Option<String>,
+    /// Partitions of the cluster, fixed by its first node; every node must say the same.
+    #[arg(long, env = "SURGE_PARTITIONS", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    partitions: u32,
+    /// Seconds a dead or paused node keeps its partitions before others take them.
+    #[arg(long, env = "SURGE_LEASE_TTL_S", default_value_t = 2, value_parser = clap::value_parser!(i64).range(2..=60))]
+    lease_ttl_s: i64,
+}
+
+impl ClusterArgs {
+    fn settings(self, listen: SocketAddr) -> Result<Option<config::ClusterSettings>, String> {
+        if self.etcd_endpoints.is_empty() {
+            return Ok(None);
+        }
+        let node_id = self.node_id.ok_or("--node-id is required with --etcd")?;
+        Ok(Some(config::ClusterSettings {
+            etcd_endpoints: self.etcd_endpoints,
+            node_id,
+            advertise: self.advertise.unwrap_or_else(|| listen.to_string()),
+            partitions: self.partitions,
+            lease_ttl_s: self.lease_ttl_s,
+        }))
+    }
 }
 
 /// Card payments through payment gateways. Without `--gateway-url` card payments answer 503.
@@ -241,9 +280,13 @@ fn main() -> std::process::ExitCode {
         Cmd::Load(args) => return surge_load::run(args),
         Cmd::GatewaySim(args) => return surge_gateway_sim::run(args),
         Cmd::Mcp(args) => surge_api::mcp::stdio::run(args),
-        Cmd::Serve(args) => match surge_core::Settings::new(args.idempotency_window, args.retain_settled) {
-            Err(e) => Err(format!("--retain-settled: {e}")),
-            Ok(settings) => serve(ServeConfig {
+        Cmd::Serve(args) => match (
+            surge_core::Settings::new(args.idempotency_window, args.retain_settled),
+            args.cluster.settings(args.listen),
+        ) {
+            (Err(e), _) => Err(format!("--retain-settled: {e}")),
+            (_, Err(e)) => Err(e),
+            (Ok(settings), Ok(cluster)) => serve(ServeConfig {
                 load_results_dir: args.load_results_dir,
                 listen: args.listen,
                 data_dir: args.data_dir,
@@ -260,6 +303,7 @@ fn main() -> std::process::ExitCode {
                 },
                 wal_zero_ahead_bytes: args.wal_zero_ahead_bytes,
                 settings,
+                cluster,
             }),
         },
         Cmd::Relay(args) => surge_api::relaycmd::run(
@@ -313,6 +357,9 @@ fn abort_on_engine_panic() {
 
 fn serve(cfg: ServeConfig) -> Result<(), String> {
     disable_transparent_huge_pages();
+    if let Some(cluster) = cfg.cluster.clone() {
+        return serve_cluster(cfg, cluster);
+    }
     std::fs::create_dir_all(&cfg.data_dir).map_err(|e| format!("creating {}: {e}", cfg.data_dir.display()))?;
     let admin = config::admin_token_hash(&cfg.data_dir, cfg.admin_token.as_deref())?;
     let shards = config::shard_count(&cfg.data_dir, cfg.shards)?;
@@ -415,6 +462,66 @@ fn serve(cfg: ServeConfig) -> Result<(), String> {
         tracing::info!("stopped");
         Ok(())
     })
+}
+
+/// Cluster mode: the same HTTP API, on partitions this node takes in the cluster; requests
+/// for the others are forwarded to their owners. The relay and the gateway worker do not run
+/// in cluster mode yet (docs/cluster.md), so their flags are refused.
+#[cfg(feature = "cluster")]
+fn serve_cluster(cfg: ServeConfig, cluster: config::ClusterSettings) -> Result<(), String> {
+    if cfg.gateway.is_some() || cfg.relay.kafka_brokers.is_some() || cfg.relay.mariadb_url.is_some() {
+        return Err("--gateway-url, --kafka-brokers and --mariadb-url are not supported in cluster mode yet".into());
+    }
+    std::fs::create_dir_all(&cfg.data_dir).map_err(|e| format!("creating {}: {e}", cfg.data_dir.display()))?;
+    let admin = config::admin_token_hash(&cfg.data_dir, cfg.admin_token.as_deref())?;
+    let state = AppState::new(admin, cfg.merchant_rate_limit);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting the runtime: {e}"))?;
+    runtime.block_on(async move {
+        let listener =
+            tokio::net::TcpListener::bind(cfg.listen).await.map_err(|e| format!("binding {}: {e}", cfg.listen))?;
+        let local = listener.local_addr().map_err(|e| e.to_string())?;
+        let partitions = usize::try_from(cluster.partitions).map_err(|e| e.to_string())?;
+        let (engine, failures) =
+            Engine::start_cluster(partitions, cfg.settings).map_err(|e| format!("starting the engine: {e}"))?;
+        let engine = Arc::new(engine);
+        let node = surge_api::node::Node::start(
+            engine.clone(),
+            failures,
+            surge_api::node::NodeConfig {
+                etcd_endpoints: cluster.etcd_endpoints,
+                node_id: cluster.node_id.clone(),
+                advertise: cluster.advertise.clone(),
+                partitions: cluster.partitions,
+                lease_ttl_s: cluster.lease_ttl_s,
+                snapshot_every_records: cfg.snapshot_every_records,
+                settings: cfg.settings,
+            },
+        )
+        .await?;
+        state.set_cluster(surge_api::cluster_http::ClusterHttp::new(node.view.clone())?);
+        state.set_engine(engine);
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        tracing::info!(%local, node_id = %cluster.node_id, advertise = %cluster.advertise, "ready (cluster mode)");
+        let served = axum::serve(listener, app(state.clone()))
+            .with_graceful_shutdown(surge_api::signal::shutdown_signal())
+            .await;
+        tracing::info!("drained; handing the partitions back");
+        node.stop().await;
+        if let Some(engine) = state.take_engine() {
+            tokio::task::spawn_blocking(move || engine.shutdown()).await.map_err(|e| e.to_string())?;
+        }
+        served.map_err(|e| format!("serving: {e}"))
+    })
+}
+
+#[cfg(not(feature = "cluster"))]
+fn serve_cluster(_cfg: ServeConfig, _cluster: config::ClusterSettings) -> Result<(), String> {
+    Err("this surge was built without cluster mode: build it with `--features cluster` (needs protoc)".into())
 }
 
 /// A data directory that ran the gateway worker keeps its checkpoint: the log is kept from

@@ -3,6 +3,7 @@
 //! ```text
 //! /surge/owner/p{p}                  owner of partition p (value: node id, address), leased
 //! /surge/nodes/{node_id}             a live node (value: node id, address), leased
+//! /surge/partitions                  the cluster's partition count (decimal), set once
 //! /surge/log/p{p}/{seq:020}          one group commit of partition p (a batch of records)
 //! /surge/snapmeta/p{p}               the newest snapshot of partition p (its manifest)
 //! /surge/snap/p{p}/{seq:020}/{i:010} chunk i of the snapshot covering partition p up to seq
@@ -11,6 +12,9 @@
 //! Sequence numbers are zero-padded to 20 digits (`u64::MAX` has 20), so etcd's byte order
 //! of the keys is the numeric order of the sequence numbers and a range read returns a
 //! partition's log in order.
+
+/// The cluster's partition count, written by the first node that starts.
+pub const PARTITIONS_KEY: &str = "/surge/partitions";
 
 /// The prefix every membership key starts with.
 pub const NODES_PREFIX: &str = "/surge/nodes/";

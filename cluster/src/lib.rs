@@ -25,6 +25,6 @@ pub use client::{Etcd, EtcdConfig};
 pub use codec::{Batch, NodeInfo};
 pub use error::{ClusterError, Result};
 pub use log::{Follower, LogReader, Page, PartitionLog, Snapshot};
-pub use membership::{join, members, Member};
+pub use membership::{join, members, partition_count, Member};
 pub use ownership::{acquire, Leased, Owned};
 pub use table::{Owner, PartitionTable, Table};

@@ -2,12 +2,12 @@
 //! so a node that dies (or is paused past its lease) drops out of `members` after the TTL.
 //! Nodes read the list to size their fair share of the partitions.
 
-use etcd_client::GetOptions;
+use etcd_client::{Compare, CompareOp, GetOptions, Txn, TxnOp, TxnOpResponse};
 
 use crate::client::Etcd;
 use crate::codec::{decode_owner, encode_owner, NodeInfo};
 use crate::error::{ClusterError, Result};
-use crate::keys::{node_key, NODES_PREFIX};
+use crate::keys::{node_key, NODES_PREFIX, PARTITIONS_KEY};
 use crate::ownership::{create_leased, Leased};
 
 /// Most members `members` reads: a bound on the answer, far above any cluster surge runs.
@@ -42,4 +42,30 @@ pub async fn members(etcd: &Etcd) -> Result<Vec<NodeInfo>> {
     }
     nodes.sort_by(|a, b| a.node_id.cmp(&b.node_id));
     Ok(nodes)
+}
+
+/// The cluster's partition count: `wanted` if this is the first node (it is stored), else
+/// the count stored by the first node. A merchant's partition depends on the count, so every
+/// node must run with the same one; the caller refuses to start on a mismatch.
+pub async fn partition_count(etcd: &Etcd, wanted: u32) -> Result<u32> {
+    let txn = Txn::new()
+        .when([Compare::create_revision(PARTITIONS_KEY, CompareOp::Equal, 0)])
+        .and_then([TxnOp::put(PARTITIONS_KEY, wanted.to_string(), None)])
+        .or_else([TxnOp::get(PARTITIONS_KEY, None)]);
+    // Repeating it is harmless: it writes only when the key is absent.
+    let resp = etcd
+        .read("partition count", |mut kv| {
+            let txn = txn.clone();
+            async move { kv.txn(txn).await }
+        })
+        .await?;
+    if resp.succeeded() {
+        return Ok(wanted);
+    }
+    let corrupt = |reason| ClusterError::Corrupt { key: PARTITIONS_KEY.to_owned(), reason };
+    let Some(TxnOpResponse::Get(get)) = resp.op_responses().into_iter().next() else {
+        return Err(corrupt("txn answer without the read"));
+    };
+    let value = get.kvs().first().map(|kv| kv.value().to_vec()).ok_or_else(|| corrupt("no value"))?;
+    std::str::from_utf8(&value).ok().and_then(|v| v.parse().ok()).ok_or_else(|| corrupt("not a number"))
 }

@@ -57,6 +57,12 @@ impl Owned {
         self.leased.lease_id
     }
 
+    /// A receiver that turns true once the lease is lost: for a task that stops serving the
+    /// partition the moment it is (a paused node resumes and finds its leases gone).
+    pub fn lost_signal(&self) -> watch::Receiver<bool> {
+        self.leased.lost.clone()
+    }
+
     /// True once the lease is lost ([`Leased::is_lost`]): stop serving the partition.
     pub fn is_lost(&self) -> bool {
         self.leased.is_lost()

@@ -30,6 +30,11 @@ impl Standby {
         self.follower.next_seq()
     }
 
+    /// The partition's state as far as the standby has read (never answered from: see above).
+    pub fn shard(&self) -> &Shard {
+        &self.shard
+    }
+
     /// Batches applied since the snapshot it started from.
     pub fn batches_applied(&self) -> u64 {
         self.batches_applied

@@ -81,6 +81,8 @@ impl Surge {
         let mut child = Command::new(env!("CARGO_BIN_EXE_surge"))
             .arg("serve")
             .env_remove("SURGE_ADMIN_TOKEN")
+            // Cluster mode only when a test asks for it (the etcd tests may export this).
+            .env_remove("SURGE_ETCD_ENDPOINTS")
             .envs(env.iter().copied())
             .env("SURGE_LISTEN", addr.to_string())
             .env("SURGE_DATA_DIR", data_dir)
