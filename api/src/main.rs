@@ -380,14 +380,8 @@ fn serve(cfg: ServeConfig) -> Result<(), String> {
     if let Some(url) = cfg.relay.mariadb_url.as_deref().filter(|u| !u.is_empty()) {
         state.set_cold_store(surge_api::cold::ColdStore::new(url)?);
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("starting the runtime: {e}"))?;
-    runtime.block_on(async move {
-        let listener =
-            tokio::net::TcpListener::bind(cfg.listen).await.map_err(|e| format!("binding {}: {e}", cfg.listen))?;
-        let local = listener.local_addr().map_err(|e| e.to_string())?;
+    runtime()?.block_on(async move {
+        let (listener, local) = bind(cfg.listen).await?;
         tracing::info!(%local, data_dir = %cfg.data_dir.display(), shards, "listening (recovering the log)");
 
         // Serve /healthz at once; every other route answers 503 until recovery is done.
@@ -475,14 +469,8 @@ fn serve_cluster(cfg: ServeConfig, cluster: config::ClusterSettings) -> Result<(
     std::fs::create_dir_all(&cfg.data_dir).map_err(|e| format!("creating {}: {e}", cfg.data_dir.display()))?;
     let admin = config::admin_token_hash(&cfg.data_dir, cfg.admin_token.as_deref())?;
     let state = AppState::new(admin, cfg.merchant_rate_limit);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("starting the runtime: {e}"))?;
-    runtime.block_on(async move {
-        let listener =
-            tokio::net::TcpListener::bind(cfg.listen).await.map_err(|e| format!("binding {}: {e}", cfg.listen))?;
-        let local = listener.local_addr().map_err(|e| e.to_string())?;
+    runtime()?.block_on(async move {
+        let (listener, local) = bind(cfg.listen).await?;
         let partitions = usize::try_from(cluster.partitions).map_err(|e| e.to_string())?;
         let (engine, failures) =
             Engine::start_cluster(partitions, cfg.settings).map_err(|e| format!("starting the engine: {e}"))?;
@@ -522,6 +510,17 @@ fn serve_cluster(cfg: ServeConfig, cluster: config::ClusterSettings) -> Result<(
 #[cfg(not(feature = "cluster"))]
 fn serve_cluster(_cfg: ServeConfig, _cluster: config::ClusterSettings) -> Result<(), String> {
     Err("this surge was built without cluster mode: build it with `--features cluster` (needs protoc)".into())
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| format!("starting the runtime: {e}"))
+}
+
+/// The listening socket and the address it got.
+async fn bind(listen: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), String> {
+    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("binding {listen}: {e}"))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    Ok((listener, local))
 }
 
 /// A data directory that ran the gateway worker keeps its checkpoint: the log is kept from
