@@ -40,6 +40,10 @@ const STANDBY_WAIT_MS: u64 = 250;
 /// Groups a partition's committer queues at most: above the engine's per-shard permits
 /// (4,096 requests) plus the ticker's groups, so a busy shard never finds it full.
 const COMMIT_QUEUE_GROUPS_MAX: usize = 8_192;
+/// Log bytes a partition appends at most before its next snapshot (unless its last
+/// snapshot was larger: see `snapshot_due`), so that etcd, whose database is bounded (2 GiB
+/// by default), holds little more than each partition's snapshot and the log after it.
+const LOG_BYTES_BETWEEN_SNAPSHOTS_MAX: u64 = 8 * 1024 * 1024;
 /// How often the lowest node compacts etcd's history.
 const COMPACT_EVERY: Duration = Duration::from_secs(60);
 
@@ -144,19 +148,23 @@ impl ClusterView for View {
     }
 }
 
-/// A partition's committer as the engine's shard uses it; counts records for snapshots.
+/// A partition's committer as the engine's shard uses it; counts records and bytes for
+/// snapshots.
 struct CommitterLog {
     committer: Committer,
     records: AtomicU64,
+    bytes: AtomicU64,
 }
 
 impl ReplicatedLog for CommitterLog {
     fn submit(&self, records: Vec<Vec<u8>>, done: Verdict) -> Result<(), String> {
         let n = records.len() as u64;
+        let bytes: u64 = records.iter().map(|r| r.len() as u64).sum();
         self.committer
             .submit(records, Box::new(move |r| done(r.map(|_| ()).map_err(|e| e.to_string()))))
             .map_err(|e| e.to_string())?;
         self.records.fetch_add(n, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
         Ok(())
     }
 
@@ -174,7 +182,10 @@ struct Held {
     /// for the next round (which may be stuck on an etcd call after a pause).
     on_lost: JoinHandle<()>,
     log: Arc<CommitterLog>,
+    /// The log's counts when the last snapshot was queued, and that snapshot's size.
     records_at_snapshot: u64,
+    bytes_at_snapshot: u64,
+    snapshot_bytes: u64,
     snapshot_in_flight: Arc<AtomicBool>,
 }
 
@@ -371,7 +382,7 @@ impl Controller {
             }
         };
         let committer = Committer::start(log, CommitterConfig::new(self.etcd.config(), COMMIT_QUEUE_GROUPS_MAX));
-        let log = Arc::new(CommitterLog { committer, records: AtomicU64::new(0) });
+        let log = Arc::new(CommitterLog { committer, records: AtomicU64::new(0), bytes: AtomicU64::new(0) });
         self.engine.take_partition(p, shard, self.cfg.settings, log.clone());
         tracing::info!(
             partition = p,
@@ -390,8 +401,15 @@ impl Controller {
                 engine.give_up_partition(p);
             }
         });
-        let held =
-            Held { owned, on_lost, log, records_at_snapshot: 0, snapshot_in_flight: Arc::new(AtomicBool::new(false)) };
+        let held = Held {
+            owned,
+            on_lost,
+            log,
+            records_at_snapshot: 0,
+            bytes_at_snapshot: 0,
+            snapshot_bytes: 0,
+            snapshot_in_flight: Arc::new(AtomicBool::new(false)),
+        };
         self.held.insert(p, held);
     }
 
@@ -423,7 +441,10 @@ impl Controller {
         }
     }
 
-    /// Queues a snapshot for every owned partition that logged enough since its last one.
+    /// Queues a snapshot for every owned partition that logged enough since its last one:
+    /// `snapshot_every_records` records or [`LOG_BYTES_BETWEEN_SNAPSHOTS_MAX`] bytes, and at
+    /// least as many bytes as its last snapshot held, so that snapshotting costs in
+    /// proportion to the traffic as the state grows (the single-node rule).
     fn snapshot_due(&mut self) {
         let every = self.cfg.snapshot_every_records;
         if every == 0 {
@@ -431,18 +452,27 @@ impl Controller {
         }
         for (&p, held) in &mut self.held {
             let records = held.log.records.load(Ordering::Relaxed);
-            if records - held.records_at_snapshot < every || held.snapshot_in_flight.swap(true, Ordering::AcqRel) {
+            let bytes = held.log.bytes.load(Ordering::Relaxed);
+            let (records_since, bytes_since) = (records - held.records_at_snapshot, bytes - held.bytes_at_snapshot);
+            let due = (records_since >= every || bytes_since >= LOG_BYTES_BETWEEN_SNAPSHOTS_MAX)
+                && bytes_since >= held.snapshot_bytes;
+            if !due || held.snapshot_in_flight.swap(true, Ordering::AcqRel) {
                 continue;
             }
             let in_flight = held.snapshot_in_flight.clone();
             let done: Verdict = Box::new(move |r| {
-                if let Err(e) = r {
-                    tracing::warn!(partition = p, "snapshot not stored: {e}");
+                match r {
+                    Ok(()) => tracing::info!(partition = p, records, "snapshot stored, the log it covers deleted"),
+                    Err(e) => tracing::warn!(partition = p, "snapshot not stored: {e}"),
                 }
                 in_flight.store(false, Ordering::Release);
             });
             match self.engine.snapshot_partition(p, done) {
-                Some(Ok(())) => held.records_at_snapshot = records,
+                Some(Ok(len)) => {
+                    held.records_at_snapshot = records;
+                    held.bytes_at_snapshot = bytes;
+                    held.snapshot_bytes = len as u64;
+                }
                 Some(Err(e)) => {
                     tracing::warn!(partition = p, "snapshot not queued: {e}");
                     held.snapshot_in_flight.store(false, Ordering::Release);

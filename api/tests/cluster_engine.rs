@@ -100,7 +100,7 @@ async fn a_partition_elsewhere_names_its_owner_and_an_owned_one_answers_once_rep
     // A snapshot goes through the same log, after the groups before it.
     let (tx, rx) = tokio::sync::oneshot::channel();
     let queued = engine.snapshot_partition(p, Box::new(move |r| drop(tx.send(r))));
-    assert_eq!(queued, Some(Ok(())));
+    assert!(matches!(queued, Some(Ok(len)) if len > 0), "{queued:?}");
     assert_eq!(rx.await.expect("verdict"), Ok(()));
     let restored = Shard::restore(&log.snapshots.lock()[0]).expect("the snapshot restores");
     assert_eq!(restored.merchants().count(), 1);

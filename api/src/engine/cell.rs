@@ -297,14 +297,18 @@ impl Cell {
     }
 
     /// Cluster mode: under the shard's lock, queues a snapshot of the partition's state after
-    /// every group appended so far. `None` when this node does not own it.
-    pub(super) fn snapshot_replicated(&self, done: super::replicated::Verdict) -> Option<Result<(), String>> {
+    /// every group appended so far; its size in bytes. `None` when this node does not own
+    /// it. The encoding holds the lock (no copy-on-write freeze as in single-node mode): its
+    /// time is a pause of this partition.
+    pub(super) fn snapshot_replicated(&self, done: super::replicated::Verdict) -> Option<Result<usize, String>> {
         let st = self.state.lock();
         let Backend::Replicated(replicated) = &st.backend else { return None };
         if self.log.unavailable() {
             return Some(Err("the partition is being rebuilt".into()));
         }
-        Some(replicated.snapshot(st.shard.snapshot(), done))
+        let bytes = st.shard.snapshot();
+        let len = bytes.len();
+        Some(replicated.snapshot(bytes, done).map(|()| len))
     }
 }
 

@@ -326,9 +326,9 @@ impl Engine {
         self.cells[partition as usize].set_owner(address);
     }
 
-    /// Cluster mode: queues a snapshot of `partition`'s state through its replicated log;
-    /// `None` when this node does not own it.
-    pub fn snapshot_partition(&self, partition: u32, done: Verdict) -> Option<Result<(), String>> {
+    /// Cluster mode: queues a snapshot of `partition`'s state through its replicated log and
+    /// says its size in bytes; `None` when this node does not own it.
+    pub fn snapshot_partition(&self, partition: u32, done: Verdict) -> Option<Result<usize, String>> {
         self.cells[partition as usize].snapshot_replicated(done)
     }
 
