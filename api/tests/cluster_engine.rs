@@ -55,12 +55,13 @@ fn create(merchant: &str) -> Request {
     }
 }
 
-/// Runs `req` and waits at most 2 s for its answer (`None`: still waiting).
+/// Starts `req` on its own task (the test settles the log's verdicts meanwhile).
 async fn run(engine: &Arc<Engine>, req: Request) -> tokio::task::JoinHandle<Result<(), ExecError>> {
     let engine = engine.clone();
     tokio::spawn(async move { engine.execute(req).await.map(|_| ()) })
 }
 
+/// The answer of a started request, waited for at most 2 s.
 async fn answer(task: tokio::task::JoinHandle<Result<(), ExecError>>) -> Result<(), ExecError> {
     tokio::time::timeout(Duration::from_secs(2), task).await.expect("answered").expect("task")
 }

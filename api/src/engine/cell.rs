@@ -204,7 +204,7 @@ impl Cell {
         let mut tally = Tally::default();
         let value = work(&mut st.shard, now_ms(), &mut records, &mut tally);
         if !records.is_empty() {
-            if let Err(e) = self.append(shared, &mut st, &records, tally) {
+            if let Err(e) = self.append(shared, &mut st, records, tally) {
                 return Pending::Now(Err(ExecError::Storage(e)));
             }
         }
@@ -240,7 +240,7 @@ impl Cell {
         }
         let mut tally = Tally::default();
         tally.events(&st.shard, &events);
-        let _ = self.append(shared, &mut st, &[encode_events(&events)], tally);
+        let _ = self.append(shared, &mut st, vec![encode_events(&events)], tally);
     }
 
     /// Appends `records` as one atomic group; a refusal makes the shard stale. `tally` is
@@ -249,13 +249,14 @@ impl Cell {
         &self,
         shared: &Shared,
         st: &mut CellState,
-        records: &[Vec<u8>],
+        records: Vec<Vec<u8>>,
         tally: Tally,
     ) -> Result<(), StorageError> {
         let log = self.log.clone();
         // Stable under the state lock (`replace` takes it too).
         let epoch = self.log.epoch.load(Ordering::Acquire);
         let started = Instant::now();
+        let (count, bytes) = (records.len(), records.iter().map(Vec::len).sum::<usize>());
         let appended = match &st.backend {
             Backend::Local => {
                 let refs: Vec<(u8, &[u8])> = records.iter().map(|r| (RECORD_EVENTS, r.as_slice())).collect();
@@ -273,7 +274,7 @@ impl Cell {
                 let verdict = move |r: Result<(), String>| {
                     log.on_durable(r.map(|()| lsn).map_err(StorageError::Replication), started, epoch, &tally)
                 };
-                replicated.submit(records.to_vec(), Box::new(verdict)).map(|()| lsn).map_err(StorageError::Replication)
+                replicated.submit(records, Box::new(verdict)).map(|()| lsn).map_err(StorageError::Replication)
             }
             Backend::Elsewhere => Err(StorageError::NotOwner { partition: self.log.index as u32, owner: None }),
         };
@@ -281,9 +282,8 @@ impl Cell {
             Ok(last) => {
                 st.last_appended = last;
                 st.inflight.push_back((last, st.shard.applied_events()));
-                shared.group_records.observe(records.len() as f64);
-                shared.records_since_snapshot.fetch_add(records.len() as u64, Ordering::Relaxed);
-                let bytes: usize = records.iter().map(Vec::len).sum();
+                shared.group_records.observe(count as f64);
+                shared.records_since_snapshot.fetch_add(count as u64, Ordering::Relaxed);
                 shared.log_bytes_since_snapshot.fetch_add(bytes as u64, Ordering::Relaxed);
                 Ok(())
             }
