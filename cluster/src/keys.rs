@@ -7,6 +7,7 @@
 //! /surge/log/p{p}/{seq:020}          one group commit of partition p (a batch of records)
 //! /surge/snapmeta/p{p}               the newest snapshot of partition p (its manifest)
 //! /surge/snap/p{p}/{seq:020}/{i:010} chunk i of the snapshot covering partition p up to seq
+//! /surge/ckpt/p{p}/{reader}          how far a reader (a relay sink) has read partition p's log
 //! ```
 //!
 //! Sequence numbers are zero-padded to 20 digits (`u64::MAX` has 20), so etcd's byte order
@@ -60,6 +61,12 @@ pub fn parse_log_key(partition: u32, key: &[u8]) -> Option<u64> {
 /// The manifest key of a partition's newest snapshot.
 pub fn snapshot_manifest_key(partition: u32) -> String {
     format!("/surge/snapmeta/p{partition}")
+}
+
+/// The checkpoint key of `reader` on a partition's log (reader names are the relay's
+/// short sink names: `kafka`, `mariadb`).
+pub fn checkpoint_key(partition: u32, reader: &str) -> String {
+    format!("/surge/ckpt/p{partition}/{reader}")
 }
 
 /// The prefix of every snapshot chunk of a partition.

@@ -8,9 +8,11 @@
 //! - [`table`]: the partition table (partition -> node, address, token), watched.
 //! - [`log`]: append a batch as one txn guarded by the token, read back in pages or follow
 //!   as it grows, snapshots in chunks, truncation after a snapshot.
+//! - [`checkpoint`]: how far each reader of a partition's log (a relay sink) has come.
 //!
 //! The design and its measurements are in `docs/cluster.md` (Option C).
 
+pub mod checkpoint;
 pub mod client;
 pub mod codec;
 pub mod error;

@@ -24,10 +24,21 @@ pub fn event_id(lsn: u64, index: u32) -> String {
     format!("{lsn:016x}-{index:04x}")
 }
 
+/// The same in cluster mode, where LSNs are per partition: the partition goes first,
+/// `{partition:04x}-{lsn:016x}-{index:04x}`.
+pub fn partition_event_id(partition: u32, lsn: u64, index: u32) -> String {
+    format!("{partition:04x}-{lsn:016x}-{index:04x}")
+}
+
 impl Event {
     pub fn envelope(&self, lsn: u64, index: u32) -> Envelope<'_> {
+        self.envelope_with_id(event_id(lsn, index))
+    }
+
+    /// The envelope under an id made by [`event_id`] or [`partition_event_id`].
+    pub fn envelope_with_id(&self, event_id: String) -> Envelope<'_> {
         Envelope {
-            event_id: event_id(lsn, index),
+            event_id,
             event_type: self.type_name(),
             merchant_id: &self.merchant,
             aggregate_id: self.aggregate().map(|(_, id)| id),

@@ -2,7 +2,8 @@
 //! flight per partition, so sequence numbers are dense and in order), takes every group
 //! queued while the previous append was in flight, and appends them as one batch. A
 //! snapshot queued between groups ends a batch and is stored once the groups before it
-//! are appended, so it covers exactly their batches; the batches it covers are deleted.
+//! are appended, so it covers exactly their batches; the batches it covers are deleted,
+//! up to the lowest position of the partition's readers (the relay's sinks).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -11,6 +12,8 @@ use surge_cluster::codec::batch_encoded_len;
 use surge_cluster::{ClusterError, EtcdConfig, PartitionLog};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+
+use crate::source::ReaderPositions;
 
 /// What a group's submitter learns once its batch is settled.
 pub type Committed = Box<dyn FnOnce(Result<u64, CommitError>) + Send>;
@@ -44,6 +47,9 @@ pub struct CommitterConfig {
     /// Records and bytes of one append at most (etcd's request limit bounds the bytes).
     pub batch_records_max: usize,
     pub batch_bytes_max: usize,
+    /// The partition's readers: a snapshot deletes only the batches every one of them has
+    /// (none: every batch it covers).
+    pub readers: Option<Arc<ReaderPositions>>,
 }
 
 impl CommitterConfig {
@@ -54,6 +60,7 @@ impl CommitterConfig {
             queue_groups_max,
             batch_records_max: etcd.batch_records_max,
             batch_bytes_max: etcd.batch_bytes_max,
+            readers: None,
         }
     }
 }
@@ -111,7 +118,8 @@ impl Committer {
         let partition = log.partition();
         let (queue, rx) = mpsc::channel(config.queue_groups_max);
         let stopped = Arc::new(AtomicBool::new(false));
-        let task = tokio::spawn(run(log, rx, stopped.clone(), config.batch_records_max, config.batch_bytes_max));
+        let bounds = (config.batch_records_max, config.batch_bytes_max);
+        let task = tokio::spawn(run(log, rx, stopped.clone(), bounds, config.readers));
         Committer {
             partition,
             queue,
@@ -189,8 +197,8 @@ async fn run(
     mut log: PartitionLog,
     mut rx: mpsc::Receiver<Item>,
     stopped: Arc<AtomicBool>,
-    records_max: usize,
-    bytes_max: usize,
+    (records_max, bytes_max): (usize, usize),
+    readers: Option<Arc<ReaderPositions>>,
 ) -> PartitionLog {
     let partition = log.partition();
     let mut groups: Vec<Group> = Vec::new();
@@ -205,7 +213,10 @@ async fn run(
             },
         };
         let outcome = match first {
-            Item::Snapshot { bytes, done } => store_snapshot(&mut log, &bytes, done, &stopped).await,
+            Item::Snapshot { bytes, done } => {
+                let floor = readers.as_ref().map_or(u64::MAX, |r| r.floor());
+                store_snapshot(&mut log, &bytes, floor, done, &stopped).await
+            }
             Item::Group(first) => {
                 carried = gather(&mut rx, first, &mut groups, records_max, bytes_max);
                 append(&mut log, &mut groups, &stopped).await
@@ -286,10 +297,12 @@ async fn append(log: &mut PartitionLog, groups: &mut Vec<Group>, stopped: &Atomi
     }
 }
 
-/// Stores a snapshot covering every batch appended so far, then deletes those batches.
+/// Stores a snapshot covering every batch appended so far, then deletes those batches up to
+/// `readers_floor` (the lowest reader's position: a batch a reader still needs stays).
 async fn store_snapshot(
     log: &mut PartitionLog,
     bytes: &[u8],
+    readers_floor: u64,
     done: Committed,
     stopped: &AtomicBool,
 ) -> Result<(), Stop> {
@@ -300,7 +313,7 @@ async fn store_snapshot(
         return Ok(());
     };
     let stored = match log.put_snapshot(covers_seq, bytes).await {
-        Ok(()) => log.truncate_before(covers_seq + 1).await,
+        Ok(()) => log.truncate_before(covers_seq.min(readers_floor) + 1).await,
         Err(e) => Err(e),
     };
     match stored {

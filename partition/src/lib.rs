@@ -23,8 +23,10 @@
 pub mod assignment;
 mod committer;
 mod rebuild;
+mod source;
 mod standby;
 
 pub use self::committer::{CommitError, Committed, Committer, CommitterConfig};
 pub use self::rebuild::{rebuild, RebuildError, Rebuilt};
+pub use self::source::{PartitionSource, ReaderPositions};
 pub use self::standby::Standby;

@@ -275,7 +275,7 @@ async fn queued_groups_split_at_the_batch_bounds() {
     let bytes_max = 4 * 1024;
     let committer = Committer::start(
         log,
-        CommitterConfig { queue_groups_max: 4_096, batch_records_max: 16, batch_bytes_max: bytes_max },
+        CommitterConfig { queue_groups_max: 4_096, batch_records_max: 16, batch_bytes_max: bytes_max, readers: None },
     );
     let seqs: Vec<u64> = commit_all(&committer, &records).await.into_iter().map(|r| r.expect("acknowledged")).collect();
     assert!(seqs.windows(2).all(|w| w[0] <= w[1]));

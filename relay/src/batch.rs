@@ -6,10 +6,13 @@ use surge_core::image;
 use surge_core::Event;
 use surge_wal::{Lsn, Tailer};
 
-/// One event as it left the log: its record's LSN and its index in that record give the
-/// stable `event_id` (`surge_core::envelope::event_id`).
+/// One event as it left the log: its record's LSN and its index in that record (and, in
+/// cluster mode, the partition whose log it is) give the stable `event_id`
+/// (`surge_core::envelope`).
 #[derive(Clone, Debug)]
 pub struct LoggedEvent {
+    /// Cluster mode: the partition whose log holds the record (LSNs are per partition).
+    pub partition: Option<u32>,
     pub lsn: Lsn,
     pub index: u32,
     pub event: Event,
@@ -17,7 +20,15 @@ pub struct LoggedEvent {
 
 impl LoggedEvent {
     pub fn event_id(&self) -> String {
-        surge_core::envelope::event_id(self.lsn, self.index)
+        match self.partition {
+            None => surge_core::envelope::event_id(self.lsn, self.index),
+            Some(p) => surge_core::envelope::partition_event_id(p, self.lsn, self.index),
+        }
+    }
+
+    /// The event's JSON form as it leaves the process, under its `event_id`.
+    pub fn envelope(&self) -> surge_core::envelope::Envelope<'_> {
+        self.event.envelope_with_id(self.event_id())
     }
 }
 
@@ -49,7 +60,9 @@ impl Batch {
         self.events.last().map(|e| e.event.at_ms)
     }
 
-    fn push_record(&mut self, lsn: Lsn, events: Vec<Event>) {
+    /// Adds the record at `lsn` (the one after `last_lsn`) with its events; `partition`
+    /// names the log in cluster mode.
+    pub fn push_record(&mut self, partition: Option<u32>, lsn: Lsn, events: Vec<Event>) {
         debug_assert!(self.is_empty() || lsn == self.last_lsn + 1, "records are consecutive");
         if self.is_empty() {
             self.first_lsn = lsn;
@@ -58,7 +71,7 @@ impl Batch {
         for (index, event) in events.into_iter().enumerate() {
             // Bounded: a record holds at most one log batch, far below u32::MAX events.
             let index = u32::try_from(index).unwrap_or(u32::MAX);
-            self.events.push(LoggedEvent { lsn, index, event });
+            self.events.push(LoggedEvent { partition, lsn, index, event });
         }
     }
 }
@@ -86,6 +99,13 @@ pub enum ReadError {
     Log(#[from] surge_wal::WalError),
     #[error("record at LSN {lsn}: {reason}")]
     Record { lsn: Lsn, reason: image::ImageError },
+    /// The log no longer has `lsn`: its oldest record is `oldest_lsn` (retention or a
+    /// snapshot's truncation removed the rest before this reader registered).
+    #[error("records {lsn}..{oldest_lsn} were removed from the log")]
+    Removed { lsn: Lsn, oldest_lsn: Lsn },
+    /// A replicated log could not be read (etcd unreachable, say): retry.
+    #[error("reading the log: {0}")]
+    Source(String),
 }
 
 /// Reads the next durable records into a batch: waits up to `wait_ms` for the first, then
@@ -102,7 +122,7 @@ pub fn read_batch(tailer: &mut Tailer, limits: BatchLimits) -> Result<Batch, Rea
     while let Some(record) = next.take() {
         let events = image::record_events(record.record_type, &record.payload)
             .map_err(|reason| ReadError::Record { lsn: record.lsn, reason })?;
-        batch.push_record(record.lsn, events);
+        batch.push_record(None, record.lsn, events);
         if batch.events.len() >= limits.events_max || Instant::now() > deadline + Duration::from_millis(limits.wait_ms)
         {
             break;

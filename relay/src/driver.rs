@@ -11,25 +11,26 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
-use surge_wal::{Lsn, Tailer, WalError};
+use surge_wal::Lsn;
 
-use crate::batch::{read_batch, BatchLimits, ReadError};
+use crate::batch::{BatchLimits, ReadError};
 use crate::breaker::{Breaker, BreakerConfig, BreakerState, Permit};
 use crate::sink::{Sink, SinkError};
+use crate::source::{LogCursor, LogSource, WalSource};
 use crate::status::SinkStatus;
 
 #[derive(Clone, Debug)]
 pub struct DriverConfig {
-    /// The log directory (`<data-dir>/wal`).
-    pub wal_dir: PathBuf,
+    /// Where the records come from and the sinks' checkpoints go.
+    pub source: Arc<dyn LogSource>,
     pub batch: BatchLimits,
     /// A write that takes longer fails (and counts against the breaker).
     pub call_timeout_ms: u64,
     /// A resume that takes longer fails. Longer than a write's: a sink may rebuild its
     /// state from the log or rewrite a snapshot's worth of rows there.
     pub resume_timeout_ms: u64,
-    /// The reader checkpoint is stored at most this often (each store is an fsync); on
-    /// stop it is stored once more. A checkpoint behind the sink only means re-delivery.
+    /// The reader checkpoint is stored at most this often (each store is an fsync, or an
+    /// etcd write); on stop it is stored once more. A checkpoint behind the sink only means re-delivery.
     pub checkpoint_interval_ms: u64,
     pub backoff_min_ms: u64,
     pub backoff_max_ms: u64,
@@ -37,9 +38,15 @@ pub struct DriverConfig {
 }
 
 impl DriverConfig {
+    /// Drivers of the local log in `wal_dir` (`<data-dir>/wal`).
     pub fn new(wal_dir: PathBuf) -> DriverConfig {
+        DriverConfig::with_source(Arc::new(WalSource::new(wal_dir)))
+    }
+
+    /// Drivers of `source`.
+    pub fn with_source(source: Arc<dyn LogSource>) -> DriverConfig {
         DriverConfig {
-            wal_dir,
+            source,
             batch: BatchLimits::default(),
             call_timeout_ms: 30_000,
             resume_timeout_ms: 30 * 60_000,
@@ -66,7 +73,12 @@ impl Relay {
 
     /// Starts driving `sink` on a thread of its own.
     pub fn spawn<S: Sink + 'static>(&mut self, sink: S) -> std::io::Result<()> {
-        let status = SinkStatus::new(sink.name());
+        self.spawn_labelled(sink, None)
+    }
+
+    /// The same, its status labelled with the partition whose log it reads (cluster mode).
+    pub fn spawn_labelled<S: Sink + 'static>(&mut self, sink: S, partition: Option<u32>) -> std::io::Result<()> {
+        let status = SinkStatus::labelled(sink.name(), partition);
         let driver = Driver { config: self.config.clone(), stop: self.stop.clone(), status: status.clone() };
         let thread =
             std::thread::Builder::new().name(format!("relay-{}", sink.name())).spawn(move || driver.run(sink))?;
@@ -173,8 +185,8 @@ impl Driver {
         backoff: &mut backon::ExponentialBackoff,
     ) -> Stop {
         let name = sink.name();
-        let dir = &self.config.wal_dir;
-        let checkpoint = match surge_wal::load_reader_checkpoint(dir, name) {
+        let source = &self.config.source;
+        let checkpoint = match source.load_checkpoint(name) {
             Ok(c) => c.unwrap_or(0),
             Err(e) => return Stop::Retry(format!("reading its checkpoint: {e}")),
         };
@@ -191,19 +203,19 @@ impl Driver {
         }
         *backoff = self.backoff();
         // Register at once so retention keeps everything this sink still needs.
-        if let Err(e) = surge_wal::store_reader_checkpoint(dir, name, resumed) {
+        if let Err(e) = source.store_checkpoint(name, resumed) {
             return Stop::Retry(format!("storing its checkpoint: {e}"));
         }
         self.status.written_lsn.store(resumed, Ordering::Relaxed);
         let mut position = Position { written: resumed, stored: resumed, stored_at: Instant::now() };
-        let mut tailer = match Tailer::open(dir, resumed + 1) {
-            Ok(t) => t,
+        let mut cursor = match source.open(resumed + 1) {
+            Ok(c) => c,
             Err(e) => return Stop::Retry(format!("opening the log: {e}")),
         };
-        let result = self.stream(runtime, sink, breaker, &mut tailer, &mut position);
+        let result = self.stream(runtime, sink, breaker, &mut cursor, &mut position);
         if position.stored != position.written {
             // Best effort: a checkpoint left behind only means re-delivery after a restart.
-            if let Err(e) = surge_wal::store_reader_checkpoint(dir, name, position.written) {
+            if let Err(e) = source.store_checkpoint(name, position.written) {
                 tracing::warn!(sink = name, "storing its checkpoint: {e}");
             }
         }
@@ -215,23 +227,23 @@ impl Driver {
         runtime: &tokio::runtime::Runtime,
         sink: &mut S,
         breaker: &mut Breaker,
-        tailer: &mut Tailer,
+        cursor: &mut Box<dyn LogCursor>,
         position: &mut Position,
     ) -> Stop {
         let name = sink.name();
         // Bounded by the stop flag; each round waits at most `batch.wait_ms` for records.
         while !self.stopping() {
-            let batch = match read_batch(tailer, self.config.batch) {
+            let batch = match cursor.read_batch(self.config.batch) {
                 Ok(batch) => batch,
-                Err(ReadError::Log(WalError::LsnNotAvailable { lsn, oldest_lsn })) if oldest_lsn > lsn => {
+                Err(ReadError::Removed { lsn, oldest_lsn }) => {
                     // Retention removed them before this sink ever registered a checkpoint.
                     tracing::error!(
                         sink = name,
                         "records {lsn}..{} were removed before this sink registered; they cannot be sent; going on from {oldest_lsn}",
                         oldest_lsn - 1
                     );
-                    match Tailer::open(&self.config.wal_dir, oldest_lsn) {
-                        Ok(t) => *tailer = t,
+                    match self.config.source.open(oldest_lsn) {
+                        Ok(c) => *cursor = c,
                         Err(e) => return Stop::Retry(format!("opening the log: {e}")),
                     }
                     // The sink goes on right before the oldest record there is.
@@ -239,10 +251,10 @@ impl Driver {
                     self.status.written_lsn.store(position.written, Ordering::Relaxed);
                     continue;
                 }
-                Err(ReadError::Log(e)) => return Stop::Retry(format!("reading the log: {e}")),
+                Err(e @ (ReadError::Log(_) | ReadError::Source(_))) => return Stop::Retry(e.to_string()),
                 Err(e @ ReadError::Record { .. }) => return Stop::Fatal(e.to_string()),
             };
-            let durable = tailer.durable_lsn();
+            let durable = cursor.durable_lsn();
             self.status.durable_lsn.store(durable, Ordering::Relaxed);
             if !batch.is_empty() {
                 assert_eq!(batch.first_lsn, position.written + 1, "batches follow the sink's position");
@@ -266,7 +278,7 @@ impl Driver {
             }
             let due = position.stored_at.elapsed() >= Duration::from_millis(self.config.checkpoint_interval_ms);
             if position.stored != position.written && due {
-                if let Err(e) = surge_wal::store_reader_checkpoint(&self.config.wal_dir, name, position.written) {
+                if let Err(e) = self.config.source.store_checkpoint(name, position.written) {
                     return Stop::Retry(format!("storing its checkpoint: {e}"));
                 }
                 position.stored = position.written;
@@ -302,12 +314,10 @@ impl Driver {
     /// records and in the age of the oldest durable event it has not written.
     fn refresh_lag_while_down(&self) {
         let written = self.status.written_lsn.load(Ordering::Relaxed);
-        let Ok(mut tailer) = Tailer::open(&self.config.wal_dir, written + 1) else { return };
-        self.status.durable_lsn.store(tailer.durable_lsn(), Ordering::Relaxed);
-        let Ok(Some(record)) = tailer.try_next() else { return };
-        let oldest_ms = surge_core::image::record_events(record.record_type, &record.payload)
-            .ok()
-            .and_then(|events| events.first().map(|e| e.at_ms));
+        let Ok(mut cursor) = self.config.source.open(written + 1) else { return };
+        let first = cursor.read_batch(BatchLimits { events_max: 1, wait_ms: 0 });
+        self.status.durable_lsn.store(cursor.durable_lsn(), Ordering::Relaxed);
+        let oldest_ms = first.ok().and_then(|batch| batch.events.first().map(|e| e.event.at_ms));
         if let Some(at_ms) = oldest_ms {
             self.status.lag_ms.store(now_ms().saturating_sub(at_ms), Ordering::Relaxed);
         }

@@ -452,7 +452,7 @@ impl KafkaSink {
         for logged in &batch.events {
             let Some((topic, aggregate_id)) = logged.event.aggregate() else { continue };
             let key = message_key(&logged.event.merchant, &aggregate_id);
-            let envelope = logged.event.envelope(logged.lsn, logged.index);
+            let envelope = logged.envelope();
             payload.clear();
             serde_json::to_writer(&mut *payload, &envelope)
                 .map_err(|e| SinkError::Fatal(format!("kafka: encoding event {}: {e}", envelope.event_id)))?;

@@ -2,10 +2,12 @@
 //! log (the transactional outbox). It reads the log with `surge_wal::Tailer`, decodes
 //! records with `surge_core::image`, and writes them to sinks; it knows nothing else of the
 //! server, so it runs inside `surge serve` or as `surge relay` on the directory of a running
-//! server, with the same code.
+//! server, with the same code. In cluster mode the same drivers and sinks read a
+//! partition's replicated log instead, through a `source::LogSource`.
 //!
-//! Module map: `batch` (durable records read into bounded batches of events), `sink` (what
-//! a sink promises), `driver` (one thread per sink: tail, write, checkpoint, retry with
+//! Module map: `batch` (durable records read into bounded batches of events), `source`
+//! (where a driver reads records and keeps checkpoints: the local log, or a partition's
+//! replicated log), `sink` (what a sink promises), `driver` (one thread per sink: tail, write, checkpoint, retry with
 //! backoff and a circuit breaker), `breaker`, `status` (lag and state per sink, rendered as
 //! Prometheus text), `kafka` (rdkafka producer), `mariadb` (cold store; and `mariadb::read`,
 //! which the server uses to read archived orders and payments back), `gateway` (the card
@@ -24,9 +26,11 @@ pub mod kafka;
 pub mod mariadb;
 pub mod setup;
 pub mod sink;
+pub mod source;
 pub mod status;
 
 pub use batch::{Batch, LoggedEvent};
 pub use driver::{DriverConfig, Relay};
 pub use sink::{Sink, SinkError};
+pub use source::{LogCursor, LogSource, WalSource};
 pub use status::SinkStatus;

@@ -10,6 +10,8 @@ use crate::breaker::BreakerState;
 #[derive(Debug, Default)]
 pub struct SinkStatus {
     pub name: &'static str,
+    /// Cluster mode: the partition whose log the sink reads (a `partition` label).
+    pub partition: Option<u32>,
     /// Last LSN the sink acknowledged.
     pub written_lsn: AtomicU64,
     /// Durable LSN of the log when last looked at.
@@ -26,7 +28,11 @@ pub struct SinkStatus {
 
 impl SinkStatus {
     pub fn new(name: &'static str) -> Arc<SinkStatus> {
-        Arc::new(SinkStatus { name, ..SinkStatus::default() })
+        SinkStatus::labelled(name, None)
+    }
+
+    pub fn labelled(name: &'static str, partition: Option<u32>) -> Arc<SinkStatus> {
+        Arc::new(SinkStatus { name, partition, ..SinkStatus::default() })
     }
 
     pub fn lag_records(&self) -> u64 {
@@ -83,7 +89,11 @@ pub fn render_prometheus(statuses: &[Arc<SinkStatus>], out: &mut String) {
     for (name, kind, help, value) in metrics {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for s in statuses {
-            let _ = writeln!(out, "{name}{{sink=\"{}\"}} {}", s.name, value(s));
+            match s.partition {
+                None => writeln!(out, "{name}{{sink=\"{}\"}} {}", s.name, value(s)),
+                Some(p) => writeln!(out, "{name}{{sink=\"{}\",partition=\"{p}\"}} {}", s.name, value(s)),
+            }
+            .unwrap_or(());
         }
     }
 }

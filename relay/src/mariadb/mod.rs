@@ -595,7 +595,7 @@ async fn write_log_rows(
             .map_err(|e| SinkError::Fatal(format!("log record at LSN {}: {e}", record.lsn)))?;
         for (index, event) in decoded.into_iter().enumerate() {
             let index = u32::try_from(index).unwrap_or(u32::MAX);
-            let e = LoggedEvent { lsn: record.lsn, index, event };
+            let e = LoggedEvent { partition: None, lsn: record.lsn, index, event };
             if e.lsn > append {
                 tables.event_row(&e)?;
             }

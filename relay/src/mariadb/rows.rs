@@ -481,7 +481,7 @@ pub fn posting_kind(kind: PostingKind) -> &'static str {
 /// The event's envelope (`surge_core::envelope`) as stored in `events.envelope`. Core's
 /// envelope already leaves secrets out (no API key hash; a card's last four digits only).
 pub fn envelope_json(e: &LoggedEvent) -> Result<String, SinkError> {
-    serde_json::to_string(&e.event.envelope(e.lsn, e.index))
+    serde_json::to_string(&e.envelope())
         .map_err(|err| SinkError::Fatal(format!("event {}: envelope: {err}", e.event_id())))
 }
 
@@ -518,7 +518,7 @@ mod tests {
             }
             .into(),
         };
-        let json = envelope_json(&LoggedEvent { lsn: 7, index: 0, event: card }).unwrap_or_default();
+        let json = envelope_json(&LoggedEvent { partition: None, lsn: 7, index: 0, event: card }).unwrap_or_default();
         assert!(
             !json.contains("9814") && json.contains(r#""last4":"1451""#) && json.contains(r#""kind":"KB""#),
             "{json}"
@@ -528,7 +528,8 @@ mod tests {
             at_ms: 1,
             body: MerchantCreated { name: "shop".into(), currency: "KRW".into(), api_key_hash: [0xab; 32] }.into(),
         };
-        let json = envelope_json(&LoggedEvent { lsn: 7, index: 1, event: merchant }).unwrap_or_default();
+        let json =
+            envelope_json(&LoggedEvent { partition: None, lsn: 7, index: 1, event: merchant }).unwrap_or_default();
         assert!(
             !json.contains("abab") && !json.contains("api_key_hash") && json.contains(r#""name":"shop""#),
             "{json}"
