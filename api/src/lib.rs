@@ -68,8 +68,9 @@ pub struct Inner {
     /// Requests the limiter refused (429).
     rate_limited: std::sync::atomic::AtomicU64,
     http: metrics::HttpMetrics,
-    /// The in-process relay's sinks, once started (their lag shows in /metrics).
-    relay: std::sync::OnceLock<Vec<Arc<surge_relay::SinkStatus>>>,
+    /// The in-process relay's sinks (their lag shows in /metrics); in cluster mode, those
+    /// of the partitions this node owns now.
+    relay: RwLock<Vec<Arc<surge_relay::SinkStatus>>>,
     /// Card payments, when payment gateways are configured.
     gateway: std::sync::OnceLock<Arc<gateway::GatewayHost>>,
     /// Where GETs of archived orders and payments are answered from, when configured.
@@ -91,7 +92,7 @@ impl AppState {
             limiter,
             rate_limited: std::sync::atomic::AtomicU64::new(0),
             http: metrics::HttpMetrics::default(),
-            relay: std::sync::OnceLock::new(),
+            relay: RwLock::new(Vec::new()),
             gateway: std::sync::OnceLock::new(),
             cold: std::sync::OnceLock::new(),
             console: console::Console::default(),
@@ -112,9 +113,9 @@ impl AppState {
             .ok_or_else(|| ApiError::storage_unavailable("recovery is still running; retry shortly"))
     }
 
-    /// Shows the in-process relay's sinks in /metrics (once; later calls are ignored).
+    /// Shows these relay sinks in /metrics and the console, in place of the earlier ones.
     pub fn set_relay_statuses(&self, statuses: Vec<Arc<surge_relay::SinkStatus>>) {
-        let _ = self.0.relay.set(statuses);
+        *self.0.relay.write() = statuses;
     }
 
     /// Turns card payments on (once, before serving; later calls are ignored).
@@ -158,8 +159,8 @@ impl AppState {
     }
 
     /// The in-process relay's sinks (none before they start, or without a relay).
-    pub fn relay_statuses(&self) -> &[Arc<surge_relay::SinkStatus>] {
-        self.0.relay.get().map_or(&[], Vec::as_slice)
+    pub fn relay_statuses(&self) -> Vec<Arc<surge_relay::SinkStatus>> {
+        self.0.relay.read().clone()
     }
 
     /// The log directory the console's and the admin events look-ups read (never write),
@@ -343,8 +344,9 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
     metric(&mut out, "surge_rate_limited_requests_total", "counter", help, {
         state.0.rate_limited.load(std::sync::atomic::Ordering::Relaxed)
     });
-    if let Some(sinks) = state.0.relay.get() {
-        surge_relay::status::render_prometheus(sinks, &mut out);
+    let sinks = state.relay_statuses();
+    if !sinks.is_empty() {
+        surge_relay::status::render_prometheus(&sinks, &mut out);
     }
     if let Some(cold) = state.cold_store() {
         cold.render_prometheus(&mut out);

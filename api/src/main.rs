@@ -459,12 +459,13 @@ fn serve(cfg: ServeConfig) -> Result<(), String> {
 }
 
 /// Cluster mode: the same HTTP API, on partitions this node takes in the cluster; requests
-/// for the others are forwarded to their owners. The relay and the gateway worker do not run
-/// in cluster mode yet (docs/cluster.md), so their flags are refused.
+/// for the others are forwarded to their owners. Each owned partition's events go to Kafka
+/// with `--kafka-brokers`; the MariaDB sink and the gateway worker do not run in cluster mode
+/// yet (docs/cluster.md), so their flags are refused.
 #[cfg(feature = "cluster")]
 fn serve_cluster(cfg: ServeConfig, cluster: config::ClusterSettings) -> Result<(), String> {
-    if cfg.gateway.is_some() || cfg.relay.kafka_brokers.is_some() || cfg.relay.mariadb_url.is_some() {
-        return Err("--gateway-url, --kafka-brokers and --mariadb-url are not supported in cluster mode yet".into());
+    if cfg.gateway.is_some() || cfg.relay.mariadb_url.is_some() {
+        return Err("--gateway-url and --mariadb-url are not supported in cluster mode yet".into());
     }
     std::fs::create_dir_all(&cfg.data_dir).map_err(|e| format!("creating {}: {e}", cfg.data_dir.display()))?;
     let admin = config::admin_token_hash(&cfg.data_dir, cfg.admin_token.as_deref())?;
@@ -486,7 +487,9 @@ fn serve_cluster(cfg: ServeConfig, cluster: config::ClusterSettings) -> Result<(
                 lease_ttl_s: cluster.lease_ttl_s,
                 snapshot_every_records: cfg.snapshot_every_records,
                 settings: cfg.settings,
+                kafka: cfg.relay.kafka_config(),
             },
+            state.clone(),
         )
         .await?;
         state.set_cluster(surge_api::cluster_http::ClusterHttp::new(node.view.clone())?);

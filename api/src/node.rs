@@ -12,8 +12,13 @@
 //! - Every partition it does not own has a hot standby here (a task following its log), so a
 //!   takeover reads only the tail and this node knows those merchants' API keys, which it
 //!   needs to authenticate a request before forwarding it to the owner.
+//! - With `--kafka-brokers`, each owned partition has its relay: the same driver and Kafka
+//!   sink as single-node mode, reading the partition's log in etcd from the checkpoint the
+//!   previous owner's relay stored there, so a moved partition's events go on from where
+//!   they stopped (at least once).
 //! - A partition that logged `snapshot_every_records` records since its last snapshot gets
-//!   one through its committer (which then deletes the batches it covers), and the node with
+//!   one through its committer (which then deletes the batches it covers and its relay
+//!   has), and the node with
 //!   the lowest id compacts etcd's history once a minute, to the revision it saw a minute
 //!   before (watchers and followers that far behind restart from the newest snapshot).
 
@@ -26,7 +31,11 @@ use parking_lot::Mutex;
 use surge_cluster::{
     membership, ownership, Etcd, EtcdConfig, LogReader, NodeInfo, Owned, PartitionLog, PartitionTable,
 };
-use surge_partition::{assignment, rebuild, Committer, CommitterConfig, Rebuilt, Standby};
+use surge_partition::{
+    assignment, rebuild, Committer, CommitterConfig, PartitionSource, ReaderPositions, Rebuilt, Standby,
+};
+use surge_relay::kafka::{KafkaConfig, KafkaSink};
+use surge_relay::{DriverConfig, Relay, SinkStatus};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
@@ -46,6 +55,9 @@ const COMMIT_QUEUE_GROUPS_MAX: usize = 8_192;
 const LOG_BYTES_BETWEEN_SNAPSHOTS_MAX: u64 = 8 * 1024 * 1024;
 /// How often the lowest node compacts etcd's history.
 const COMPACT_EVERY: Duration = Duration::from_secs(60);
+/// A partition relay's longest wait for new batches (an etcd watch, which wakes at once
+/// when one is appended) before it looks at its stop flag again.
+const RELAY_WAIT_MS: u64 = 1_000;
 
 pub struct NodeConfig {
     pub etcd_endpoints: Vec<String>,
@@ -57,6 +69,8 @@ pub struct NodeConfig {
     /// Snapshot a partition after this many records (0: never).
     pub snapshot_every_records: u64,
     pub settings: surge_core::Settings,
+    /// Publish each owned partition's events to Kafka (`--kafka-brokers`).
+    pub kafka: Option<KafkaConfig>,
 }
 
 /// A running node; [`Node::stop`] hands its partitions back.
@@ -69,11 +83,17 @@ pub struct Node {
 impl Node {
     /// Joins the cluster and starts taking partitions. Fails when etcd does not answer or a
     /// live node already runs with this id.
+    /// `state` shows the relays of the partitions it owns in /metrics.
     pub async fn start(
         engine: Arc<Engine>,
         failures: crossbeam_channel::Receiver<u32>,
         cfg: NodeConfig,
+        state: crate::AppState,
     ) -> Result<Node, String> {
+        if let Some(kafka) = &cfg.kafka {
+            // A configuration the sink refuses is refused now, not at the first partition.
+            KafkaSink::new(kafka.clone()).map_err(|e| format!("Kafka sink: {e}"))?;
+        }
         let etcd = Etcd::connect(EtcdConfig::new(cfg.etcd_endpoints.clone()))
             .await
             .map_err(|e| format!("connecting to etcd: {e}"))?;
@@ -113,6 +133,7 @@ impl Node {
             me,
             cfg,
             engine,
+            state,
             failures,
             table,
             view: view.clone(),
@@ -182,6 +203,8 @@ struct Held {
     /// for the next round (which may be stuck on an etcd call after a pause).
     on_lost: JoinHandle<()>,
     log: Arc<CommitterLog>,
+    /// Its events to Kafka, when configured.
+    relay: Option<Relay>,
     /// The log's counts when the last snapshot was queued, and that snapshot's size.
     records_at_snapshot: u64,
     bytes_at_snapshot: u64,
@@ -206,6 +229,7 @@ struct Controller {
     me: NodeInfo,
     cfg: NodeConfig,
     engine: Arc<Engine>,
+    state: crate::AppState,
     failures: crossbeam_channel::Receiver<u32>,
     table: PartitionTable,
     view: Arc<View>,
@@ -228,8 +252,13 @@ impl Controller {
             }
         }
         let partitions: Vec<u32> = self.held.keys().copied().collect();
+        let mut relays = Vec::new();
         for p in partitions {
-            self.give_up(p, "the node is stopping").await;
+            relays.extend(self.give_up(p, "the node is stopping").await);
+        }
+        // Their threads call etcd on this runtime: they end before it does.
+        for stopping in relays {
+            let _ = stopping.await;
         }
         for (_, standby) in std::mem::take(&mut self.standbys) {
             standby.task.abort();
@@ -381,7 +410,10 @@ impl Controller {
                 return;
             }
         };
-        let committer = Committer::start(log, CommitterConfig::new(self.etcd.config(), COMMIT_QUEUE_GROUPS_MAX));
+        let readers = self.cfg.kafka.as_ref().map(|_| ReaderPositions::new([surge_relay::kafka::SINK_NAME]));
+        let mut committer_config = CommitterConfig::new(self.etcd.config(), COMMIT_QUEUE_GROUPS_MAX);
+        committer_config.readers = readers.clone();
+        let committer = Committer::start(log, committer_config);
         let log = Arc::new(CommitterLog { committer, records: AtomicU64::new(0), bytes: AtomicU64::new(0) });
         self.engine.take_partition(p, shard, self.cfg.settings, log.clone());
         tracing::info!(
@@ -401,21 +433,53 @@ impl Controller {
                 engine.give_up_partition(p);
             }
         });
+        let relay = readers.and_then(|readers| self.start_relay(p, readers));
         let held = Held {
             owned,
             on_lost,
             log,
+            relay,
             records_at_snapshot: 0,
             bytes_at_snapshot: 0,
             snapshot_bytes: 0,
             snapshot_in_flight: Arc::new(AtomicBool::new(false)),
         };
         self.held.insert(p, held);
+        self.publish_relays();
     }
 
-    /// Stops serving `p` and releases its key (if it is still this node's).
-    async fn give_up(&mut self, p: u32, why: &str) {
-        let Some(held) = self.held.remove(&p) else { return };
+    /// The relay of partition `p`: a Kafka sink driven from the partition's log, from the
+    /// checkpoint in etcd. `None` (logged) if it cannot start; the partition serves anyway
+    /// and its batches stay in etcd until a relay has them.
+    fn start_relay(&self, p: u32, readers: Arc<ReaderPositions>) -> Option<Relay> {
+        let kafka = self.cfg.kafka.clone()?;
+        let source = PartitionSource::new(&self.etcd, p, tokio::runtime::Handle::current(), readers);
+        let mut config = DriverConfig::with_source(Arc::new(source));
+        config.batch.wait_ms = RELAY_WAIT_MS;
+        let mut relay = Relay::new(config);
+        let started = KafkaSink::new(kafka)
+            .map_err(|e| e.to_string())
+            .and_then(|sink| relay.spawn_labelled(sink, Some(p)).map_err(|e| e.to_string()));
+        match started {
+            Ok(()) => Some(relay),
+            Err(e) => {
+                tracing::error!(partition = p, "the partition's relay did not start: {e}");
+                None
+            }
+        }
+    }
+
+    /// Shows the relays of the partitions owned now in /metrics.
+    fn publish_relays(&self) {
+        let statuses: Vec<Arc<SinkStatus>> =
+            self.held.values().filter_map(|h| h.relay.as_ref()).flat_map(|r| r.statuses().iter().cloned()).collect();
+        self.state.set_relay_statuses(statuses);
+    }
+
+    /// Stops serving `p` and releases its key (if it is still this node's). Returns the
+    /// partition's relay, stopping in the background (the caller may wait for it).
+    async fn give_up(&mut self, p: u32, why: &str) -> Option<tokio::task::JoinHandle<()>> {
+        let held = self.held.remove(&p)?;
         tracing::warn!(partition = p, "giving the partition up: {why}");
         // Before the release, whose end of the keep-alive would set the signal too.
         held.on_lost.abort();
@@ -426,6 +490,11 @@ impl Controller {
         if let Err(e) = held.owned.release().await {
             tracing::warn!(partition = p, "releasing the partition (its lease expires by itself): {e}");
         }
+        self.publish_relays();
+        // Stopping joins its threads after their current call (a read waits up to
+        // RELAY_WAIT_MS): off the controller's task. What it sent after its last stored
+        // checkpoint is sent again by the next owner's relay.
+        held.relay.map(|relay| tokio::task::spawn_blocking(move || drop(relay)))
     }
 
     /// Starts a standby for every partition this node neither owns nor follows.

@@ -6,7 +6,9 @@
 //! 1. Three nodes share the partitions; any node answers for any merchant (forwarding).
 //! 2. The owner of the loaded partition is SIGKILLed under load: the partition serves again
 //!    on another node, and `surge load`'s checks hold (every acknowledged sale recorded, no
-//!    oversell, points conserved, ledger balanced).
+//!    oversell, points conserved, ledger balanced). Every order of the loaded merchant has
+//!    its `order.created` event in Kafka: the new owner's relay went on from the checkpoint
+//!    the dead one's left in etcd (at least once), under partition-qualified event ids.
 //! 3. A fourth node joins under load: it gets its share, the load's checks hold.
 //! 4. An owner is SIGSTOPped until another node took its partition, then SIGCONTed: every
 //!    write it answered with success exists; retried with their keys, the writes it did not
@@ -14,7 +16,8 @@
 //! 5. An etcd member is SIGKILLed under load: the load's checks hold.
 //!
 //! Figures (failover, join) are printed for docs/performance.md. Needs a `surge` built with
-//! the `cluster` feature and Debian's `etcd` (scripts/etcd.sh installs it).
+//! the `cluster` feature, Debian's `etcd` (scripts/etcd.sh installs it) and the
+//! Kafka-protocol broker of `scripts/services.sh` (`SURGE_TEST_KAFKA_BROKERS` to use another).
 
 mod process;
 
@@ -36,9 +39,13 @@ mod cluster {
     use std::process::{Child, Command, Stdio};
     use std::time::{Duration, Instant};
 
+    use std::collections::BTreeSet;
+
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::{Headers, Message};
     use serde_json::Value;
 
-    use crate::process::{free_port, http, http_text, Surge};
+    use crate::process::{free_port, get_text, http, http_text, require, Surge};
 
     const ADMIN: &str = "cluster-admin";
     const ADMIN_BEARER: &str = "Bearer cluster-admin";
@@ -136,11 +143,22 @@ mod cluster {
         surge: Surge,
     }
 
+    fn brokers() -> String {
+        std::env::var("SURGE_TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
+    }
+
+    /// Topics of this run only (the broker keeps earlier runs' topics).
+    fn topic_prefix() -> String {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+        format!("cluster{}x{nanos}.", std::process::id())
+    }
+
     impl Node {
-        fn start(root: &Path, etcd: &Etcd, id: &str) -> Node {
+        fn start(root: &Path, etcd: &Etcd, id: &str, topics: &str) -> Node {
             let dir = root.join(id);
             let endpoints = etcd.endpoints();
             let partitions = PARTITIONS.to_string();
+            let brokers = brokers();
             let (surge, _) = Surge::start_with(
                 &dir,
                 &[
@@ -150,6 +168,8 @@ mod cluster {
                     ("SURGE_ADMIN_TOKEN", ADMIN),
                     ("SURGE_SNAPSHOT_EVERY", "2000"),
                     ("SURGE_MERCHANT_RATE_LIMIT", "0"),
+                    ("SURGE_KAFKA_BROKERS", brokers.as_str()),
+                    ("SURGE_KAFKA_TOPIC_PREFIX", topics),
                 ],
             );
             Node { id: id.to_owned(), surge }
@@ -300,13 +320,84 @@ mod cluster {
             .expect("a merchant id in the partition")
     }
 
+    /// The ids of every order `merchant` has, read through `addr` (order ids are dense per
+    /// merchant: `ord_1`, `ord_2`, ...; the first three missing in a row end the list).
+    fn order_ids(addr: SocketAddr, merchant: &str) -> Vec<String> {
+        let mut ids = Vec::new();
+        let mut missing = 0;
+        // Bounded by the orders there are plus three.
+        for n in 1.. {
+            let id = format!("ord_{n}");
+            let path = format!("/v1/admin/merchants/{merchant}/orders/{id}");
+            match http(addr, "GET", &path, &[("Authorization", ADMIN_BEARER)], None) {
+                Some((200, _)) => {
+                    ids.push(id);
+                    missing = 0;
+                }
+                Some((404, _)) => {
+                    missing += 1;
+                    if missing == 3 {
+                        break;
+                    }
+                }
+                other => panic!("GET {path}: {other:?}"),
+            }
+        }
+        ids
+    }
+
+    /// Waits (60 s at most) until Kafka's orders topic holds an `order.created` event for
+    /// every order in `ids` of `merchant`; checks that each of the merchant's events carries
+    /// partition `p` in its id. Returns how many messages of the merchant it read.
+    fn orders_in_kafka(topics: &str, merchant: &str, p: u32, ids: &[String]) -> usize {
+        let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", brokers())
+            .set("group.id", format!("{topics}check"))
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("consumer");
+        consumer.subscribe(&[&format!("{topics}orders")]).expect("subscribe");
+        let want: BTreeSet<String> = ids.iter().map(|id| format!("{merchant}/{id}")).collect();
+        let mut created = BTreeSet::new();
+        let mut read = 0;
+        let id_prefix = format!("{p:04x}-");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline && !want.is_subset(&created) {
+            let Some(message) = consumer.poll(Duration::from_millis(500)) else { continue };
+            let m = message.expect("consume");
+            let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
+            if !key.starts_with(&format!("{merchant}/")) {
+                continue;
+            }
+            read += 1;
+            let header = |name: &str| {
+                m.headers()
+                    .and_then(|h| h.iter().find(|x| x.key == name).and_then(|x| x.value))
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+                    .unwrap_or_default()
+            };
+            let event_id = header("event-id");
+            assert!(event_id.starts_with(&id_prefix), "event {event_id} of partition {p} without its partition");
+            if header("event-type") == "order.created" {
+                created.insert(key);
+            }
+        }
+        let missing: Vec<_> = want.difference(&created).collect();
+        assert!(missing.is_empty(), "{} orders never reached Kafka, e.g. {:?}", missing.len(), missing.first());
+        read
+    }
+
     #[test]
     fn three_nodes_on_etcd_survive_kill_pause_join_and_member_loss() {
+        require("the Kafka-protocol broker", brokers().split(',').next().unwrap_or_default());
+        let topics = topic_prefix();
         let root = tempfile::tempdir().unwrap();
         let out = root.path().join("load");
         std::fs::create_dir_all(&out).unwrap();
         let mut etcd = Etcd::start(&root.path().join("etcd"));
-        let mut nodes: Vec<Node> = ["n1", "n2", "n3"].iter().map(|id| Node::start(root.path(), &etcd, id)).collect();
+        let mut nodes: Vec<Node> =
+            ["n1", "n2", "n3"].iter().map(|id| Node::start(root.path(), &etcd, id, &topics)).collect();
         let t = wait_settled(nodes[0].addr(), &["n1", "n2", "n3"], Duration::from_secs(30));
         for n in ["n1", "n2", "n3"] {
             let owned = t["owners"].as_array().unwrap().iter().filter(|o| o["node_id"] == n).count();
@@ -353,6 +444,20 @@ mod cluster {
         let live: Vec<String> = nodes.iter().map(|n| n.id.clone()).collect();
         let live: Vec<&str> = live.iter().map(String::as_str).collect();
         wait_settled(nodes[0].addr(), &live, Duration::from_secs(15));
+        let ids = order_ids(nodes[0].addr(), merchant);
+        assert!(ids.len() >= 300, "{merchant} has {} orders", ids.len());
+        let relayed = Instant::now();
+        let read = orders_in_kafka(&topics, merchant, p, &ids);
+        eprintln!(
+            "cluster_e2e relay: all {} orders of {merchant} in Kafka ({read} messages of it read, {:.2} s after the load)",
+            ids.len(),
+            relayed.elapsed().as_secs_f64()
+        );
+        let (_, owner) = owner_of(nodes[0].addr(), merchant);
+        let owner = nodes.iter().find(|n| n.id == owner).expect("a live owner");
+        let (_, metrics) = get_text(owner.addr(), "/metrics").expect("metrics");
+        let label = format!("surge_relay_written_lsn{{sink=\"kafka\",partition=\"{p}\"}}");
+        assert!(metrics.contains(&label), "the new owner shows its relay of partition {p}");
 
         // 3. A fourth node joins under load and takes its share.
         let merchant = "proof-join";
@@ -360,7 +465,7 @@ mod cluster {
         let refs: Vec<&Node> = nodes.iter().collect();
         wait_logging(&refs, &mut run, &out, merchant, 200, Duration::from_secs(30));
         let joined_at = Instant::now();
-        nodes.push(Node::start(root.path(), &etcd, "n4"));
+        nodes.push(Node::start(root.path(), &etcd, "n4", &topics));
         let mut live = live.clone();
         live.push("n4");
         let t = wait_settled(nodes[0].addr(), &live, Duration::from_secs(30));

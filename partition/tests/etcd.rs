@@ -4,21 +4,19 @@
 //! command sequence (`surge_core::sim`), so they hold what orders, payments and the ledger
 //! log. Without etcd the tests fail when `CI` is set and are skipped with a message elsewhere.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+mod common;
+
+use std::time::{Duration, Instant};
 
 use surge_cluster::test_support::etcd;
 use surge_cluster::{acquire, Etcd, LogReader, NodeInfo, Owned, PartitionLog};
 use surge_core::image;
-use surge_core::sim::World;
 use surge_core::Shard;
 use surge_partition::{rebuild, CommitError, Committer, CommitterConfig, Standby};
 use tokio::sync::oneshot;
 
-/// A partition number no earlier run used (etcd keeps its data between runs); the
-/// cluster crate's tests use numbers below 4,000,000,000.
 fn fresh_partition(salt: u32) -> u32 {
-    let ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
-    4_000_000_000 + ((ms % 100_000_000) as u32 / 1_000) * 100 + salt
+    common::fresh_partition(4_000_000_000, salt)
 }
 
 fn node(name: &str) -> NodeInfo {
@@ -27,20 +25,7 @@ fn node(name: &str) -> NodeInfo {
 
 /// Shard 0's event batches of a random command sequence (one record per applied request).
 fn records() -> Vec<Vec<u8>> {
-    // A fixed xorshift stream: the same commands every run.
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    let bytes: Vec<u8> = (0..24_000)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
-    let world = World::run(&bytes);
-    let batches = world.logged_batches(0).to_vec();
-    assert!(batches.len() >= 100, "the sequence applies enough requests on shard 0: {}", batches.len());
-    batches
+    common::sim_records(0x9E37_79B9_7F4A_7C15, 24_000, 100)
 }
 
 /// The shard that replaying `records` gives: what every rebuild must equal.

@@ -3,40 +3,27 @@
 //! in etcd, and a snapshot that deletes only the batches every reader has. Without etcd
 //! the tests fail when `CI` is set and are skipped with a message elsewhere.
 
+mod common;
+
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use surge_cluster::test_support::etcd;
 use surge_cluster::{acquire, Etcd, LogReader, NodeInfo, PartitionLog};
 use surge_core::image;
-use surge_core::sim::World;
 use surge_core::Shard;
 use surge_partition::{Committer, CommitterConfig, PartitionSource, ReaderPositions};
 use surge_relay::batch::{BatchLimits, ReadError};
 use surge_relay::LogSource;
 use tokio::sync::oneshot;
 
-/// A partition number no earlier run used (etcd keeps its data between runs); the other
-/// tests use 4,000,000,000 and up, the cluster crate's below.
+/// A partition number no earlier run used; `tests/etcd.rs` uses 4,000,000,000 and up.
 fn fresh_partition(salt: u32) -> u32 {
-    let ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
-    4_100_000_000 + ((ms % 100_000_000) as u32 / 1_000) * 100 + salt
+    common::fresh_partition(4_100_000_000, salt)
 }
 
 /// Shard 0's event batches of a fixed random command sequence.
 fn records() -> Vec<Vec<u8>> {
-    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
-    let bytes: Vec<u8> = (0..8_000)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
-    let batches = World::run(&bytes).logged_batches(0).to_vec();
-    assert!(batches.len() >= 20, "the sequence applies enough requests on shard 0: {}", batches.len());
-    batches
+    common::sim_records(0x2545_F491_4F6C_DD1D, 8_000, 20)
 }
 
 fn events_of(records: &[Vec<u8>]) -> Vec<surge_core::Event> {

@@ -119,6 +119,9 @@ fn topic_index(topic: Topic) -> usize {
     }
 }
 
+/// The sink's name: its reader checkpoint and its metrics label.
+pub const SINK_NAME: &str = "kafka";
+
 #[derive(Clone, Debug)]
 pub struct KafkaConfig {
     /// `bootstrap.servers`: `host:port[,host:port...]`.
@@ -532,7 +535,7 @@ impl KafkaSink {
 
 impl Sink for KafkaSink {
     fn name(&self) -> &'static str {
-        "kafka"
+        SINK_NAME
     }
 
     async fn resume(&mut self, checkpoint: Lsn) -> Result<Lsn, SinkError> {

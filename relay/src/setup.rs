@@ -21,6 +21,16 @@ impl RelayOptions {
     pub fn any(&self) -> bool {
         self.kafka_brokers.is_some() || self.mariadb_url.is_some()
     }
+
+    /// The Kafka sink's configuration, when `--kafka-brokers` names any.
+    pub fn kafka_config(&self) -> Option<KafkaConfig> {
+        let brokers = self.kafka_brokers.as_deref().filter(|b| !b.is_empty())?;
+        let mut config = KafkaConfig::new(brokers);
+        if let Some(prefix) = &self.kafka_topic_prefix {
+            config.topic_prefix = prefix.clone();
+        }
+        Some(config)
+    }
 }
 
 /// Starts a driver per configured sink on the log in `wal_dir`; `None` if no sink is
@@ -31,11 +41,7 @@ pub fn start(wal_dir: PathBuf, options: &RelayOptions) -> Result<Option<Relay>, 
         return Ok(None);
     }
     let mut relay = Relay::new(DriverConfig::new(wal_dir.clone()));
-    if let Some(brokers) = options.kafka_brokers.as_deref().filter(|b| !b.is_empty()) {
-        let mut config = KafkaConfig::new(brokers);
-        if let Some(prefix) = &options.kafka_topic_prefix {
-            config.topic_prefix = prefix.clone();
-        }
+    if let Some(config) = options.kafka_config() {
         let sink = KafkaSink::new(config).map_err(|e| format!("Kafka sink: {e}"))?;
         relay.spawn(sink).map_err(|e| format!("starting the Kafka sink: {e}"))?;
     }
