@@ -4,7 +4,7 @@
 //! the gateway; nothing here calls a gateway.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
@@ -36,8 +36,9 @@ pub struct GatewayHost {
     pub card_key: CardKey,
     callback_secret: Vec<u8>,
     tolerance_s: u64,
-    /// The worker's status, once it runs (for /metrics and /admin).
-    worker: OnceLock<Arc<GatewayStatus>>,
+    /// The workers' statuses (for /metrics and /admin): the one worker's in single-node
+    /// mode, one per owned partition in cluster mode.
+    workers: parking_lot::RwLock<Vec<Arc<GatewayStatus>>>,
     callbacks: CallbackCounters,
 }
 
@@ -60,18 +61,29 @@ impl GatewayHost {
             card_key,
             callback_secret,
             tolerance_s: signature::TOLERANCE_S_DEFAULT,
-            worker: OnceLock::new(),
+            workers: parking_lot::RwLock::new(Vec::new()),
             callbacks: CallbackCounters::default(),
         }
     }
 
-    /// Shows the running worker's status in /metrics (once; later calls are ignored).
+    /// Shows the running worker's status in /metrics and the console.
     pub fn set_worker_status(&self, status: Arc<GatewayStatus>) {
-        let _ = self.worker.set(status);
+        self.set_worker_statuses(vec![status]);
     }
 
-    pub fn worker_status(&self) -> Option<&Arc<GatewayStatus>> {
-        self.worker.get()
+    /// Shows these workers' statuses, summed, in place of the earlier ones.
+    pub fn set_worker_statuses(&self, statuses: Vec<Arc<GatewayStatus>>) {
+        *self.workers.write() = statuses;
+    }
+
+    /// The worker's status, or the sum of the workers' (`None`: no worker runs here).
+    pub fn worker_status(&self) -> Option<Arc<GatewayStatus>> {
+        let workers = self.workers.read();
+        match workers.as_slice() {
+            [] => None,
+            [one] => Some(one.clone()),
+            many => Some(Arc::new(GatewayStatus::sum(many))),
+        }
     }
 
     /// Appends the callback counters and the worker's metrics in Prometheus text.
@@ -90,7 +102,7 @@ impl GatewayHost {
                 ("unavailable", &c.unavailable),
             ],
         );
-        if let Some(status) = self.worker.get() {
+        if let Some(status) = self.worker_status() {
             status.render_prometheus(out);
         }
     }
@@ -174,7 +186,8 @@ pub fn start_worker(
 ) -> Result<GatewayWorker, String> {
     let config = worker_config(settings, callback_url_for(listen))?;
     let port = Arc::new(EnginePort(engine));
-    let worker = GatewayWorker::spawn(wal_dir, config, host.card_key.clone(), port)
+    let source = Arc::new(surge_relay::WalSource::new(wal_dir));
+    let worker = GatewayWorker::spawn(source, config, host.card_key.clone(), port)
         .map_err(|e| format!("gateway worker: {e}"))?;
     host.set_worker_status(worker.status().clone());
     Ok(worker)

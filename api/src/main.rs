@@ -460,16 +460,24 @@ fn serve(cfg: ServeConfig) -> Result<(), String> {
 
 /// Cluster mode: the same HTTP API, on partitions this node takes in the cluster; requests
 /// for the others are forwarded to their owners. Each owned partition's events go to Kafka
-/// with `--kafka-brokers`; the MariaDB sink and the gateway worker do not run in cluster mode
-/// yet (docs/cluster.md), so their flags are refused.
+/// with `--kafka-brokers`, and its card payments to the gateways with `--gateway-url`; the
+/// MariaDB sink does not run in cluster mode yet (docs/cluster.md), so its flag is refused.
 #[cfg(feature = "cluster")]
 fn serve_cluster(cfg: ServeConfig, cluster: config::ClusterSettings) -> Result<(), String> {
-    if cfg.gateway.is_some() || cfg.relay.mariadb_url.is_some() {
-        return Err("--gateway-url and --mariadb-url are not supported in cluster mode yet".into());
+    if cfg.relay.mariadb_url.is_some() {
+        return Err("--mariadb-url is not supported in cluster mode yet".into());
     }
     std::fs::create_dir_all(&cfg.data_dir).map_err(|e| format!("creating {}: {e}", cfg.data_dir.display()))?;
     let admin = config::admin_token_hash(&cfg.data_dir, cfg.admin_token.as_deref())?;
     let state = AppState::new(admin, cfg.merchant_rate_limit);
+    let gateway = match &cfg.gateway {
+        Some(settings) => Some(cluster_gateway(settings, &cfg.data_dir, &cluster.advertise)?),
+        None => None,
+    };
+    if let Some(gateway) = &gateway {
+        state.set_gateway(gateway.host.clone());
+    }
+    let readers = surge_api::node::readers::ReaderConfig { kafka: cfg.relay.kafka_config(), gateway };
     runtime()?.block_on(async move {
         let (listener, local) = bind(cfg.listen).await?;
         let partitions = usize::try_from(cluster.partitions).map_err(|e| e.to_string())?;
@@ -487,7 +495,7 @@ fn serve_cluster(cfg: ServeConfig, cluster: config::ClusterSettings) -> Result<(
                 lease_ttl_s: cluster.lease_ttl_s,
                 snapshot_every_records: cfg.snapshot_every_records,
                 settings: cfg.settings,
-                kafka: cfg.relay.kafka_config(),
+                readers,
             },
             state.clone(),
         )
@@ -508,6 +516,28 @@ fn serve_cluster(cfg: ServeConfig, cluster: config::ClusterSettings) -> Result<(
         }
         served.map_err(|e| format!("serving: {e}"))
     })
+}
+
+/// Card payments in cluster mode: every node opens card numbers any node sealed, so the key
+/// is a file every node is given (`--card-key-file`), never one generated per data
+/// directory; the worker runs in the node (one per owned partition); the gateway calls back
+/// the node's advertised address by default, which forwards to the payment's owner.
+#[cfg(feature = "cluster")]
+fn cluster_gateway(
+    settings: &config::GatewaySettings,
+    data_dir: &std::path::Path,
+    advertise: &str,
+) -> Result<surge_api::node::readers::GatewayReader, String> {
+    if settings.card_key_file.is_none() {
+        return Err("cluster mode needs --card-key-file (the same key on every node) with --gateway-url".into());
+    }
+    if settings.external_worker {
+        return Err("--gateway-worker external is not supported in cluster mode".into());
+    }
+    let host = Arc::new(surge_api::gateway::host(settings, data_dir)?);
+    let callback = format!("http://{advertise}{}", surge_api::gateway::CALLBACK_PATH);
+    let config = surge_api::gateway::worker_config(settings, callback)?;
+    Ok(surge_api::node::readers::GatewayReader { config, card_key: host.card_key.clone(), host })
 }
 
 #[cfg(not(feature = "cluster"))]

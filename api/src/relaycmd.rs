@@ -52,8 +52,8 @@ fn start_worker(data_dir: &Path, wal_dir: &Path, gateway: RelayGateway) -> Resul
     let callback = format!("{}{}", server.trim_end_matches('/'), crate::gateway::CALLBACK_PATH);
     let config = crate::gateway::worker_config(&settings, callback)?;
     let port = HttpPort::new(&server, &token, REPORT_TIMEOUT_MS)?;
-    GatewayWorker::spawn(wal_dir.to_path_buf(), config, card_key, Arc::new(port))
-        .map_err(|e| format!("gateway worker: {e}"))
+    let source = Arc::new(surge_relay::WalSource::new(wal_dir.to_path_buf()));
+    GatewayWorker::spawn(source, config, card_key, Arc::new(port)).map_err(|e| format!("gateway worker: {e}"))
 }
 
 pub fn run(data_dir: &Path, run: RelayRun) -> Result<(), String> {

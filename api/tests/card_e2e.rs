@@ -8,10 +8,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use process::{create_merchant, get_text, http, metric, Sim, Surge, SIM_SECRET as SECRET};
-use serde_json::Value;
-
-const CARD_NUMBER: &str = "4111-1111-1111-1451";
+use process::card::*;
+use process::{get_text, http, metric, Sim, Surge, SIM_SECRET as SECRET};
 
 /// `surge serve` with the gateways `sims` (in order of preference) and more environment.
 fn serve(dir: &Path, sims: &[&Sim], env: &[(&str, &str)]) -> Surge {
@@ -20,125 +18,6 @@ fn serve(dir: &Path, sims: &[&Sim], env: &[(&str, &str)]) -> Surge {
     all.push(("SURGE_ADMIN_TOKEN", "admin"));
     all.extend_from_slice(env);
     Surge::start_with(dir, &all).0
-}
-
-/// A merchant with an item `tee` (price 1000, stock 1000); its `Authorization` value.
-fn shop(addr: SocketAddr) -> String {
-    let auth = create_merchant(addr, "Bearer admin", "shop");
-    let body = r#"{"name":"Tee","price":1000,"stock":1000}"#;
-    let (status, _) = http(addr, "PUT", "/v1/items/tee", &[("Authorization", &auth)], Some(body)).unwrap();
-    assert_eq!(status, 201);
-    auth
-}
-
-/// Places a card order of `qty` tees; returns its id after checking the 202.
-fn card_order(addr: SocketAddr, auth: &str, key: &str, qty: u64, capture: &str) -> String {
-    let body = format!(
-        r#"{{"customer_id":"c-{key}","lines":[{{"sku":"tee","qty":{qty}}}],
-            "payment":{{"method":"card","card":{{"number":"{CARD_NUMBER}","type":"KB"}},"capture":"{capture}"}}}}"#
-    );
-    let h = [("Authorization", auth), ("Idempotency-Key", key)];
-    let (status, order) = http(addr, "POST", "/v1/orders", &h, Some(&body)).expect("place a card order");
-    assert_eq!(status, 202, "{order}");
-    assert_eq!(order["status"], "pending_payment");
-    assert_eq!(order["payment"]["status"], "pending");
-    assert_eq!(order["payment"]["card"]["last4"], "1451");
-    order["id"].as_str().unwrap().to_string()
-}
-
-fn get(addr: SocketAddr, auth: &str, path: &str) -> Value {
-    let (status, v) = http(addr, "GET", path, &[("Authorization", auth)], None).expect("GET");
-    assert_eq!(status, 200, "{path}: {v}");
-    v
-}
-
-fn post(addr: SocketAddr, auth: &str, path: &str, key: &str, body: &str) -> (u16, Value) {
-    http(addr, "POST", path, &[("Authorization", auth), ("Idempotency-Key", key)], Some(body)).expect("POST")
-}
-
-/// Waits until order `id` leaves `pending_payment`; returns it.
-fn settled(addr: SocketAddr, auth: &str, id: &str, timeout: Duration) -> Value {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let order = get(addr, auth, &format!("/v1/orders/{id}"));
-        if order["status"] != "pending_payment" {
-            return order;
-        }
-        assert!(Instant::now() < deadline, "order {id} still pending: {order}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Waits until `check` holds of `GET path`.
-fn wait_for(addr: SocketAddr, auth: &str, path: &str, timeout: Duration, check: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let v = get(addr, auth, path);
-        if check(&v) {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{path}: {v}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn assert_balanced(addr: SocketAddr, auth: &str) {
-    let tb = get(addr, auth, "/v1/ledger/trial-balance");
-    assert_eq!(tb["balanced"], true, "{tb}");
-}
-
-/// Stock is conserved: sold = quantities of paid orders, held = of orders awaiting payment.
-fn assert_stock(addr: SocketAddr, auth: &str, orders: &[(String, u64)]) {
-    let (mut sold, mut held) = (0, 0);
-    for (id, qty) in orders {
-        match get(addr, auth, &format!("/v1/orders/{id}"))["status"].as_str().unwrap() {
-            "paid" => sold += qty,
-            "awaiting_payment" | "pending_payment" => held += qty,
-            _ => {}
-        }
-    }
-    let item = get(addr, auth, "/v1/items/tee");
-    assert_eq!((item["sold"].as_u64(), item["held"].as_u64()), (Some(sold), Some(held)), "{item}");
-    assert_eq!(item["available"].as_u64().unwrap() + sold + held, 1000, "{item}");
-}
-
-/// Charges a gateway holds for payment `pay` of merchant `shop`: approved transactions that
-/// are not cancelled and not refunded in full.
-fn standing_charges(sims: &[&Sim], pay: &str) -> usize {
-    sims.iter()
-        .map(|sim| {
-            let path = format!("/api/v1/payments?orderId=shop:{pay}");
-            let (status, list) = http(sim.addr, "GET", &path, &[], None).expect("lookup by order");
-            assert_eq!(status, 200, "{list}");
-            let txs = list["transactions"].as_array().cloned().unwrap_or_default();
-            txs.iter()
-                .filter(|t| t["status"] == "SUCCESS")
-                .filter(|t| {
-                    t["capturedAmount"].as_u64() == Some(0)
-                        || t["capturedAmount"].as_u64() > t["refundedAmount"].as_u64()
-                })
-                .count()
-        })
-        .sum()
-}
-
-/// From the gateways' side: every paid order is charged exactly once, every other order not
-/// at all (a charge for an order that failed is voided or refunded, which may take a while).
-fn assert_charged_once_per_paid_order(addr: SocketAddr, auth: &str, sims: &[&Sim], orders: &[(String, u64)]) {
-    for (id, _) in orders {
-        let order = get(addr, auth, &format!("/v1/orders/{id}"));
-        let pay = order["payment"]["id"].as_str().unwrap().to_string();
-        let want = usize::from(order["status"] == "paid");
-        let deadline = Instant::now() + SETTLE;
-        loop {
-            let standing = standing_charges(sims, &pay);
-            if standing == want {
-                break;
-            }
-            assert!(Instant::now() < deadline, "order {id} ({}) has {standing} standing charges", order["status"]);
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
 }
 
 fn assert_card_number_absent(dir: &Path) {
@@ -172,14 +51,12 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     out
 }
 
-const SETTLE: Duration = Duration::from_secs(20);
-
 #[test]
 fn card_payments_authorize_capture_refund_and_void_at_the_gateway() {
     let sim = Sim::start(&["--success-rate", "1", "--approval-rate", "1"]);
     let dir = tempfile::tempdir().unwrap();
     let surge = serve(dir.path(), &[&sim], &[]);
-    let (addr, auth) = (surge.addr, shop(surge.addr));
+    let (addr, auth) = (surge.addr, shop(surge.addr, "Bearer admin"));
 
     // Automatic capture: paid and captured once the gateway approves.
     let auto = card_order(addr, &auth, "auto", 2, "automatic");
@@ -241,7 +118,7 @@ fn a_declined_card_reopens_the_order_which_can_be_paid_again() {
     let sim = Sim::start(&["--success-rate", "1", "--approval-rate", "0"]);
     let dir = tempfile::tempdir().unwrap();
     let surge = serve(dir.path(), &[&sim], &[]);
-    let (addr, auth) = (surge.addr, shop(surge.addr));
+    let (addr, auth) = (surge.addr, shop(surge.addr, "Bearer admin"));
     let id = card_order(addr, &auth, "declined", 3, "automatic");
     let order = settled(addr, &auth, &id, SETTLE);
     assert_eq!(
@@ -268,7 +145,7 @@ fn with_every_callback_dropped_the_reconciler_settles_every_payment() {
     let sim = Sim::start(&["--success-rate", "1", "--approval-rate", "0.7", "--drop-callbacks", "1"]);
     let dir = tempfile::tempdir().unwrap();
     let surge = serve(dir.path(), &[&sim], &[("SURGE_GATEWAY_RECONCILE_AFTER_MS", "500")]);
-    let (addr, auth) = (surge.addr, shop(surge.addr));
+    let (addr, auth) = (surge.addr, shop(surge.addr, "Bearer admin"));
     let ids: Vec<(String, u64)> =
         (0..20).map(|i| (card_order(addr, &auth, &format!("d{i}"), 1, "automatic"), 1)).collect();
     let mut paid = 0;
@@ -295,7 +172,7 @@ fn a_gateway_down_sends_payments_to_the_next_and_with_none_they_fail_fast() {
     let dir = tempfile::tempdir().unwrap();
     let env = [("SURGE_GATEWAY_SUBMIT_DEADLINE_MS", "3000")];
     let surge = serve(dir.path(), &[&first, &second], &env);
-    let (addr, auth) = (surge.addr, shop(surge.addr));
+    let (addr, auth) = (surge.addr, shop(surge.addr, "Bearer admin"));
     first.mode("down");
     let mut orders = Vec::new();
     for i in 0..30 {
@@ -344,7 +221,7 @@ fn a_slow_gateway_is_retried_with_the_same_key_and_charges_once() {
     let dir = tempfile::tempdir().unwrap();
     let env = [("SURGE_GATEWAY_RESPONSE_TIMEOUT_MS", "1000"), ("SURGE_GATEWAY_SUBMIT_DEADLINE_MS", "30000")];
     let surge = serve(dir.path(), &[&sim], &env);
-    let (addr, auth) = (surge.addr, shop(surge.addr));
+    let (addr, auth) = (surge.addr, shop(surge.addr, "Bearer admin"));
     sim.mode("slow");
     // Few enough that the timeouts do not open the breaker (which would hold the retries).
     let ids: Vec<(String, u64)> =
@@ -367,7 +244,7 @@ fn surge_killed_mid_flow_resumes_without_a_stuck_or_double_charged_payment() {
     let dir = tempfile::tempdir().unwrap();
     let env = [("SURGE_GATEWAY_RECONCILE_AFTER_MS", "1000")];
     let surge = serve(dir.path(), &[&sim], &env);
-    let (addr, auth) = (surge.addr, shop(surge.addr));
+    let (addr, auth) = (surge.addr, shop(surge.addr, "Bearer admin"));
     let ids: Vec<(String, u64)> =
         (0..40).map(|i| (card_order(addr, &auth, &format!("k{i}"), 1, "automatic"), 1)).collect();
     std::thread::sleep(Duration::from_millis(150));
@@ -396,7 +273,7 @@ fn callbacks_are_authenticated_and_unknown_transactions_are_404() {
     let sim = Sim::start(&["--success-rate", "1", "--approval-rate", "1", "--settle-ms", "60000..60001"]);
     let dir = tempfile::tempdir().unwrap();
     let surge = serve(dir.path(), &[&sim], &[]);
-    let (addr, auth) = (surge.addr, shop(surge.addr));
+    let (addr, auth) = (surge.addr, shop(surge.addr, "Bearer admin"));
     let id = card_order(addr, &auth, "cb", 1, "automatic");
     let payment = get(addr, &auth, &format!("/v1/orders/{id}"))["payment"]["id"].as_str().unwrap().to_string();
     let body = format!(r#"{{"transactionKey":"20261206:TR:abcdef","orderId":"shop:{payment}","status":"SUCCESS"}}"#);
@@ -431,7 +308,7 @@ fn callbacks_are_authenticated_and_unknown_transactions_are_404() {
 fn without_a_gateway_card_payments_are_503_and_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let (surge, _) = Surge::start_with(dir.path(), &[("SURGE_ADMIN_TOKEN", "admin")]);
-    let (addr, auth) = (surge.addr, shop(surge.addr));
+    let (addr, auth) = (surge.addr, shop(surge.addr, "Bearer admin"));
     let body = format!(
         r#"{{"customer_id":"c","lines":[{{"sku":"tee","qty":1}}],"payment":{{"method":"card","card":{{"number":"{CARD_NUMBER}","type":"KB"}}}}}}"#
     );
@@ -468,7 +345,7 @@ fn the_worker_runs_in_surge_relay_and_resumes_there_after_a_kill() {
     let sim = Sim::start(&["--success-rate", "0.7", "--approval-rate", "0.8", "--settle-ms", "200..800"]);
     let dir = tempfile::tempdir().unwrap();
     let surge = serve(dir.path(), &[&sim], &[("SURGE_GATEWAY_WORKER", "external")]);
-    let (addr, auth) = (surge.addr, shop(surge.addr));
+    let (addr, auth) = (surge.addr, shop(surge.addr, "Bearer admin"));
     let mut relay = relay_worker(dir.path(), addr, &sim);
     let ids: Vec<(String, u64)> =
         (0..30).map(|i| (card_order(addr, &auth, &format!("r{i}"), 1, "automatic"), 1)).collect();
@@ -500,7 +377,7 @@ fn a_capture_the_gateway_keeps_failing_becomes_a_dead_letter_an_operator_retries
     let dir = tempfile::tempdir().unwrap();
     let env = [("SURGE_GATEWAY_OP_ATTEMPTS_MAX", "2")];
     let surge = serve(dir.path(), &[&sim], &env);
-    let (addr, auth) = (surge.addr, shop(surge.addr));
+    let (addr, auth) = (surge.addr, shop(surge.addr, "Bearer admin"));
     let id = card_order(addr, &auth, "dl", 1, "manual");
     let order = settled(addr, &auth, &id, SETTLE);
     let payment = order["payment"]["id"].as_str().unwrap().to_string();

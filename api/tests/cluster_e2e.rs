@@ -15,6 +15,10 @@
 //!    answer with success create nothing twice.
 //! 5. An etcd member is SIGKILLed under load: the load's checks hold.
 //!
+//! A second test takes card payments through three nodes and `surge gateway-sim`, and
+//! SIGKILLs the payments' owner mid-flow: every payment settles (through the new owner's
+//! gateway worker, from the dead one's checkpoint), none is charged twice.
+//!
 //! Figures (failover, join) are printed for docs/performance.md. Needs a `surge` built with
 //! the `cluster` feature, Debian's `etcd` (scripts/etcd.sh installs it) and the
 //! Kafka-protocol broker of `scripts/services.sh` (`SURGE_TEST_KAFKA_BROKERS` to use another).
@@ -45,7 +49,10 @@ mod cluster {
     use rdkafka::message::{Headers, Message};
     use serde_json::Value;
 
-    use crate::process::{free_port, get_text, http, http_text, require, Surge};
+    use crate::process::card::{
+        assert_balanced, assert_charged_once_per_paid_order, assert_stock, card_order, settled, shop,
+    };
+    use crate::process::{free_port, get_text, http, http_text, require, Sim, Surge, SIM_SECRET};
 
     const ADMIN: &str = "cluster-admin";
     const ADMIN_BEARER: &str = "Bearer cluster-admin";
@@ -154,24 +161,21 @@ mod cluster {
     }
 
     impl Node {
-        fn start(root: &Path, etcd: &Etcd, id: &str, topics: &str) -> Node {
+        /// Node `id` on `etcd`, with more environment (its relay, its gateways).
+        fn start(root: &Path, etcd: &Etcd, id: &str, env: &[(&str, &str)]) -> Node {
             let dir = root.join(id);
             let endpoints = etcd.endpoints();
             let partitions = PARTITIONS.to_string();
-            let brokers = brokers();
-            let (surge, _) = Surge::start_with(
-                &dir,
-                &[
-                    ("SURGE_ETCD_ENDPOINTS", endpoints.as_str()),
-                    ("SURGE_NODE_ID", id),
-                    ("SURGE_PARTITIONS", partitions.as_str()),
-                    ("SURGE_ADMIN_TOKEN", ADMIN),
-                    ("SURGE_SNAPSHOT_EVERY", "2000"),
-                    ("SURGE_MERCHANT_RATE_LIMIT", "0"),
-                    ("SURGE_KAFKA_BROKERS", brokers.as_str()),
-                    ("SURGE_KAFKA_TOPIC_PREFIX", topics),
-                ],
-            );
+            let mut all = vec![
+                ("SURGE_ETCD_ENDPOINTS", endpoints.as_str()),
+                ("SURGE_NODE_ID", id),
+                ("SURGE_PARTITIONS", partitions.as_str()),
+                ("SURGE_ADMIN_TOKEN", ADMIN),
+                ("SURGE_SNAPSHOT_EVERY", "2000"),
+                ("SURGE_MERCHANT_RATE_LIMIT", "0"),
+            ];
+            all.extend_from_slice(env);
+            let (surge, _) = Surge::start_with(&dir, &all);
             Node { id: id.to_owned(), surge }
         }
 
@@ -391,13 +395,14 @@ mod cluster {
     #[test]
     fn three_nodes_on_etcd_survive_kill_pause_join_and_member_loss() {
         require("the Kafka-protocol broker", brokers().split(',').next().unwrap_or_default());
-        let topics = topic_prefix();
+        let (topics, brokers) = (topic_prefix(), brokers());
+        let relay = [("SURGE_KAFKA_BROKERS", brokers.as_str()), ("SURGE_KAFKA_TOPIC_PREFIX", topics.as_str())];
         let root = tempfile::tempdir().unwrap();
         let out = root.path().join("load");
         std::fs::create_dir_all(&out).unwrap();
         let mut etcd = Etcd::start(&root.path().join("etcd"));
         let mut nodes: Vec<Node> =
-            ["n1", "n2", "n3"].iter().map(|id| Node::start(root.path(), &etcd, id, &topics)).collect();
+            ["n1", "n2", "n3"].iter().map(|id| Node::start(root.path(), &etcd, id, &relay)).collect();
         let t = wait_settled(nodes[0].addr(), &["n1", "n2", "n3"], Duration::from_secs(30));
         for n in ["n1", "n2", "n3"] {
             let owned = t["owners"].as_array().unwrap().iter().filter(|o| o["node_id"] == n).count();
@@ -465,7 +470,7 @@ mod cluster {
         let refs: Vec<&Node> = nodes.iter().collect();
         wait_logging(&refs, &mut run, &out, merchant, 200, Duration::from_secs(30));
         let joined_at = Instant::now();
-        nodes.push(Node::start(root.path(), &etcd, "n4", &topics));
+        nodes.push(Node::start(root.path(), &etcd, "n4", &relay));
         let mut live = live.clone();
         live.push("n4");
         let t = wait_settled(nodes[0].addr(), &live, Duration::from_secs(30));
@@ -554,5 +559,54 @@ mod cluster {
         etcd.restart(0);
         let result = load_passed(run, &out, merchant);
         eprintln!("cluster_e2e etcd member killed: load {} ops, {} failed", result["ops"], result["failed_ops"]);
+    }
+
+    #[test]
+    fn card_payments_settle_once_after_their_owner_is_killed() {
+        let sim = Sim::start(&["--success-rate", "0.6", "--approval-rate", "0.8", "--settle-ms", "300..1500"]);
+        let root = tempfile::tempdir().unwrap();
+        let etcd = Etcd::start(&root.path().join("etcd"));
+        // One card key for every node: a number sealed by one is opened by another's worker.
+        let key_file = root.path().join("card.key");
+        surge_relay::gateway::CardKey::load(&key_file, true).expect("generate the card key");
+        let (url, key_file) = (sim.url(), key_file.to_string_lossy().into_owned());
+        let env = [
+            ("SURGE_GATEWAY_URLS", url.as_str()),
+            ("SURGE_GATEWAY_SECRET", SIM_SECRET),
+            ("SURGE_CARD_KEY_FILE", key_file.as_str()),
+            ("SURGE_GATEWAY_RECONCILE_AFTER_MS", "1000"),
+        ];
+        let mut nodes: Vec<Node> =
+            ["c1", "c2", "c3"].iter().map(|id| Node::start(root.path(), &etcd, id, &env)).collect();
+        wait_settled(nodes[0].addr(), &["c1", "c2", "c3"], Duration::from_secs(30));
+        let auth = shop(nodes[0].addr(), ADMIN_BEARER);
+        let (p, owner) = owner_of(nodes[0].addr(), "shop");
+        // Orders through another node (forwarded to the owner), then the owner dies mid-flow:
+        // authorizations, callbacks and look-ups in flight.
+        let entry = nodes.iter().find(|n| n.id != owner).unwrap().addr();
+        let ids: Vec<(String, u64)> =
+            (0..40).map(|i| (card_order(entry, &auth, &format!("k{i}"), 1, "automatic"), 1)).collect();
+        std::thread::sleep(Duration::from_millis(150));
+        let killed_at = Instant::now();
+        drop(nodes.remove(nodes.iter().position(|n| n.id == owner).unwrap())); // SIGKILL
+        let addr = nodes[0].addr();
+        wait_moved(addr, p, &owner, Duration::from_secs(10));
+        let mut paid = 0;
+        for (id, _) in &ids {
+            if settled(addr, &auth, id, Duration::from_secs(40))["status"] == "paid" {
+                paid += 1;
+            }
+        }
+        eprintln!(
+            "cluster_e2e cards: 40 card payments of partition {p} settled {:.2} s after the SIGKILL of {owner}, {paid} paid",
+            killed_at.elapsed().as_secs_f64()
+        );
+        assert!(paid > 0);
+        let stats = sim.stats();
+        assert_eq!(stats["charged_twice"], 0, "{stats}");
+        assert!(stats["transactions"].as_u64() <= Some(40), "one transaction per payment at most: {stats}");
+        assert_charged_once_per_paid_order(addr, &auth, &[&sim], &ids);
+        assert_stock(addr, &auth, &ids);
+        assert_balanced(addr, &auth);
     }
 }

@@ -7,8 +7,10 @@
 //! [`ReaderPositions`] is the partition's retention: the committer deletes the batches a
 //! snapshot covers only up to the lowest stored position of the partition's readers.
 //!
-//! The relay's drivers are threads of their own; they call this source outside any tokio
-//! runtime, and it runs each etcd call on the node's runtime (`Handle::block_on`).
+//! The relay's drivers and the gateway worker are threads of their own, some inside a
+//! current-thread runtime of their own; this source runs each etcd call as a task on the
+//! node's runtime and blocks the calling thread until it ends (`on_node`), which works from
+//! any thread but one of the node runtime's own workers.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -68,12 +70,15 @@ impl std::fmt::Debug for PartitionSource {
 
 impl LogSource for PartitionSource {
     fn load_checkpoint(&self, reader: &str) -> Result<Option<u64>, String> {
-        let loaded = self.runtime.block_on(checkpoint::load(&self.etcd, self.partition, reader));
+        let (etcd, partition, reader) = (self.etcd.clone(), self.partition, reader.to_owned());
+        let loaded = on_node(&self.runtime, async move { checkpoint::load(&etcd, partition, &reader).await })?;
         loaded.map_err(|e| e.to_string())
     }
 
     fn store_checkpoint(&self, reader: &str, seq: u64) -> Result<(), String> {
-        self.runtime.block_on(checkpoint::store(&self.etcd, self.partition, reader, seq)).map_err(|e| e.to_string())?;
+        let (etcd, partition, name) = (self.etcd.clone(), self.partition, reader.to_owned());
+        let stored = on_node(&self.runtime, async move { checkpoint::store(&etcd, partition, &name, seq).await })?;
+        stored.map_err(|e| e.to_string())?;
         self.readers.set(reader, seq);
         Ok(())
     }
@@ -82,12 +87,16 @@ impl LogSource for PartitionSource {
         if from == 0 {
             return Err("a partition's log starts at seq 1".to_owned());
         }
-        let follower = LogReader::new(&self.etcd, self.partition).follow(from);
+        let reader = LogReader::new(&self.etcd, self.partition);
+        // The log's end now: what a reader starting here finds already written (the gateway
+        // worker treats those records as read before, with look-ups first).
+        let end = reader.clone();
+        let last = on_node(&self.runtime, async move { end.last_seq().await })?.map_err(|e| e.to_string())?;
         Ok(Box::new(PartitionCursor {
             partition: self.partition,
             runtime: self.runtime.clone(),
-            follower,
-            durable: from - 1,
+            follower: Some(reader.follow(from)),
+            durable: last.unwrap_or(0).max(from - 1),
         }))
     }
 }
@@ -95,7 +104,8 @@ impl LogSource for PartitionSource {
 struct PartitionCursor {
     partition: u32,
     runtime: Handle,
-    follower: Follower,
+    /// Taken while a read runs on the node's runtime.
+    follower: Option<Follower>,
     /// The newest seq known to be in the log.
     durable: u64,
 }
@@ -104,9 +114,17 @@ impl LogCursor for PartitionCursor {
     /// One page of the log (etcd's `read_page_batches` at most, whatever `events_max` says:
     /// a page cannot be handed back in part).
     fn read_batch(&mut self, limits: BatchLimits) -> Result<Batch, ReadError> {
-        let expected = self.follower.next_seq();
-        let page =
-            self.runtime.block_on(self.follower.next(limits.wait_ms)).map_err(|e| ReadError::Source(e.to_string()))?;
+        let mut follower = self.follower.take().ok_or_else(|| ReadError::Source("an earlier read was lost".into()))?;
+        let expected = follower.next_seq();
+        let wait_ms = limits.wait_ms;
+        let (follower, page) = on_node(&self.runtime, async move {
+            let page = follower.next(wait_ms).await;
+            (follower, page)
+        })
+        .map_err(ReadError::Source)?;
+        let expected_next = follower.next_seq();
+        self.follower = Some(follower);
+        let page = page.map_err(|e| ReadError::Source(e.to_string()))?;
         let mut batch = Batch::default();
         let mut seq = expected;
         for entry in &page.entries {
@@ -127,7 +145,7 @@ impl LogCursor for PartitionCursor {
             batch.push_record(Some(self.partition), entry.seq, events);
             seq += 1;
         }
-        debug_assert_eq!(seq, self.follower.next_seq(), "a page's batches are consecutive");
+        debug_assert_eq!(seq, expected_next, "a page's batches are consecutive");
         // More after this page: at least one batch beyond it.
         self.durable = self.durable.max(seq - 1 + u64::from(page.more));
         Ok(batch)
@@ -136,4 +154,18 @@ impl LogCursor for PartitionCursor {
     fn durable_lsn(&self) -> u64 {
         self.durable
     }
+}
+
+/// Runs `task` on the node's runtime and waits for it on this thread: from a plain thread,
+/// or from inside another (current-thread) runtime, where `Handle::block_on` would panic.
+/// Blocks the calling thread for one etcd call, as the local log's checkpoint fsync does.
+fn on_node<T: Send + 'static>(
+    runtime: &Handle,
+    task: impl std::future::Future<Output = T> + Send + 'static,
+) -> Result<T, String> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    runtime.spawn(async move {
+        let _ = tx.send(task.await);
+    });
+    rx.recv().map_err(|_| "the node's runtime is shutting down".to_owned())
 }

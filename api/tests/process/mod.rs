@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod card;
+
 /// A tiny HTTP/1.1 client: one request per connection; the status and the JSON body.
 pub fn http(
     addr: SocketAddr,

@@ -126,6 +126,57 @@ impl GatewayStatus {
         }
     }
 
+    /// One status for several workers on the same gateways (cluster mode: one worker per
+    /// partition a node owns): counters and gauges of work are summed, so `read_lsn` and
+    /// `durable_lsn` are sums too and their difference is the total lag; the oldest pending
+    /// payment is the oldest of all; a gateway's breaker shows the worst state of any
+    /// worker's (open, then half-open, then closed).
+    pub fn sum(statuses: &[std::sync::Arc<GatewayStatus>]) -> GatewayStatus {
+        let names = statuses.first().map(|s| s.gateways.iter().map(|g| g.name.clone()).collect::<Vec<_>>());
+        let total = GatewayStatus::new(names.unwrap_or_default());
+        let add = |to: &AtomicU64, from: &AtomicU64| {
+            to.fetch_add(from.load(Ordering::Relaxed), Ordering::Relaxed);
+        };
+        for s in statuses {
+            for (t, g) in total.gateways.iter().zip(&s.gateways) {
+                for (t_row, row) in t.calls.iter().zip(&g.calls) {
+                    t_row.iter().zip(row).for_each(|(t, c)| add(t, c));
+                }
+                t.latency_buckets.iter().zip(&g.latency_buckets).for_each(|(t, c)| add(t, c));
+                add(&t.latency_count, &g.latency_count);
+                add(&t.latency_sum_us, &g.latency_sum_us);
+                let worst = |b: u8| match BreakerState::from_u8(b) {
+                    BreakerState::Open => 2,
+                    BreakerState::HalfOpen => 1,
+                    BreakerState::Closed => 0,
+                };
+                let (mine, theirs) = (t.breaker.load(Ordering::Relaxed), g.breaker.load(Ordering::Relaxed));
+                if worst(theirs) > worst(mine) {
+                    t.breaker.store(theirs, Ordering::Relaxed);
+                }
+            }
+            for (t, c) in [
+                (&total.payments_pending, &s.payments_pending),
+                (&total.ops_open, &s.ops_open),
+                (&total.in_flight, &s.in_flight),
+                (&total.gave_up, &s.gave_up),
+                (&total.dead_lettered, &s.dead_lettered),
+                (&total.read_lsn, &s.read_lsn),
+                (&total.durable_lsn, &s.durable_lsn),
+            ] {
+                add(t, c);
+            }
+            total.lookups.iter().zip(&s.lookups).for_each(|(t, c)| add(t, c));
+            total.reports.iter().zip(&s.reports).for_each(|(t, c)| add(t, c));
+            let oldest = s.oldest_pending_at_ms.load(Ordering::Relaxed);
+            let current = total.oldest_pending_at_ms.load(Ordering::Relaxed);
+            if oldest != 0 && (current == 0 || oldest < current) {
+                total.oldest_pending_at_ms.store(oldest, Ordering::Relaxed);
+            }
+        }
+        total
+    }
+
     /// Age of the oldest unsettled card payment, in seconds (0: none).
     pub fn oldest_pending_age_s(&self) -> f64 {
         match self.oldest_pending_at_ms.load(Ordering::Relaxed) {

@@ -1,17 +1,17 @@
-//! The gateway worker's threads: one tails the durable log and hands its records over a
+//! The gateway worker's threads: one tails the durable log (the local log, or in cluster
+//! mode a partition's log in etcd: a `LogSource`) and hands its records over a
 //! bounded channel; the other runs the scheduler on a single-threaded tokio runtime, makes
 //! the calls and reports it asks for (at most `in_flight_max` at once), and stores the
 //! reader checkpoint `gateway`. It never runs on a request's path: a slow or dead gateway
 //! slows this thread's calls, nothing else.
 
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use surge_core::Event;
-use surge_wal::{Lsn, Tailer, WalError};
+use surge_wal::Lsn;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
@@ -21,9 +21,10 @@ use super::config::GatewayConfig;
 use super::port::{CommandPort, PortError};
 use super::scheduler::{Action, Call, CallOutcome, Scheduler, Ticket};
 use super::status::GatewayStatus;
-use crate::batch::{read_batch, BatchLimits, ReadError};
+use crate::batch::{BatchLimits, ReadError};
+use crate::source::{LogCursor, LogSource};
 
-/// The name the worker's checkpoint is stored under in the log directory.
+/// The name the worker's checkpoint is stored under (in the log directory, or in etcd).
 pub const READER: &str = "gateway";
 
 /// Records in flight between the tail thread and the worker: a few batches, so reading
@@ -48,10 +49,10 @@ pub struct GatewayWorker {
 }
 
 impl GatewayWorker {
-    /// Starts the worker on the log in `wal_dir`, from its stored checkpoint. `port` takes
+    /// Starts the worker on the log of `source`, from its stored checkpoint. `port` takes
     /// its reports back into the engine.
     pub fn spawn(
-        wal_dir: PathBuf,
+        source: Arc<dyn LogSource>,
         config: GatewayConfig,
         card_key: CardKey,
         port: Arc<dyn CommandPort>,
@@ -59,26 +60,24 @@ impl GatewayWorker {
         config.validate()?;
         let client = GatewayClient::new(&config)?;
         let status = Arc::new(GatewayStatus::new(config.gateways.iter().map(|g| g.name.clone())));
-        let checkpoint =
-            surge_wal::load_reader_checkpoint(&wal_dir, READER).map_err(|e| format!("reading its checkpoint: {e}"))?;
+        let checkpoint = source.load_checkpoint(READER).map_err(|e| format!("reading its checkpoint: {e}"))?;
         let read_lsn = checkpoint.unwrap_or(0);
         // Register at once so retention keeps every record the worker still has to read.
-        surge_wal::store_reader_checkpoint(&wal_dir, READER, read_lsn)
-            .map_err(|e| format!("storing its checkpoint: {e}"))?;
-        let tailer = Tailer::open(&wal_dir, read_lsn + 1).map_err(|e| format!("opening the log: {e}"))?;
-        let fresh_after = tailer.durable_lsn();
+        source.store_checkpoint(READER, read_lsn).map_err(|e| format!("storing its checkpoint: {e}"))?;
+        let cursor = source.open(read_lsn + 1).map_err(|e| format!("opening the log: {e}"))?;
+        let fresh_after = cursor.durable_lsn();
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, rx) = mpsc::channel(CHANNEL_BATCHES_MAX);
         let tail = {
-            let (stop, status, dir) = (stop.clone(), status.clone(), wal_dir.clone());
+            let (stop, status, source) = (stop.clone(), status.clone(), source.clone());
             std::thread::Builder::new()
                 .name("gateway-tail".into())
-                .spawn(move || tail(&dir, tailer, &tx, &stop, &status))
+                .spawn(move || tail(source.as_ref(), cursor, &tx, &stop, &status))
                 .map_err(|e| format!("starting the tail thread: {e}"))?
         };
         let seed = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
         let scheduler = Scheduler::new(config.clone(), status.clone(), read_lsn, fresh_after, seed);
-        let run = Run { wal_dir, config, scheduler, client, card_key: Arc::new(card_key), port, stop: stop.clone() };
+        let run = Run { source, config, scheduler, client, card_key: Arc::new(card_key), port, stop: stop.clone() };
         let main = match std::thread::Builder::new().name("gateway".into()).spawn(move || run.run(rx)) {
             Ok(t) => t,
             Err(e) => {
@@ -112,20 +111,26 @@ impl Drop for GatewayWorker {
 }
 
 /// The tail thread: durable records into the channel until stopped or the worker is gone.
-fn tail(dir: &Path, mut tailer: Tailer, tx: &mpsc::Sender<Records>, stop: &AtomicBool, status: &GatewayStatus) {
+fn tail(
+    source: &dyn LogSource,
+    mut cursor: Box<dyn LogCursor>,
+    tx: &mpsc::Sender<Records>,
+    stop: &AtomicBool,
+    status: &GatewayStatus,
+) {
     let limits = BatchLimits { events_max: BATCH_EVENTS_MAX, wait_ms: IDLE_WAIT_MS };
     // Bounded by the stop flag; each round waits at most `wait_ms` for a record.
     while !stop.load(Ordering::Relaxed) {
-        status.durable_lsn.store(tailer.durable_lsn(), Ordering::Relaxed);
-        let batch = match read_batch(&mut tailer, limits) {
+        status.durable_lsn.store(cursor.durable_lsn(), Ordering::Relaxed);
+        let batch = match cursor.read_batch(limits) {
             Ok(batch) => batch,
-            Err(ReadError::Log(WalError::LsnNotAvailable { lsn, oldest_lsn })) if oldest_lsn > lsn => {
+            Err(ReadError::Removed { lsn, oldest_lsn }) => {
                 tracing::error!(
                     "gateway worker: records {lsn}..{} were removed before it registered; going on from {oldest_lsn}",
                     oldest_lsn - 1
                 );
-                match Tailer::open(dir, oldest_lsn) {
-                    Ok(t) => tailer = t,
+                match source.open(oldest_lsn) {
+                    Ok(c) => cursor = c,
                     Err(e) => {
                         tracing::error!("gateway worker: opening the log: {e}");
                         std::thread::sleep(Duration::from_secs(1));
@@ -133,7 +138,12 @@ fn tail(dir: &Path, mut tailer: Tailer, tx: &mpsc::Sender<Records>, stop: &Atomi
                 }
                 continue;
             }
-            Err(e) => {
+            Err(e @ (ReadError::Log(_) | ReadError::Source(_))) => {
+                tracing::warn!("gateway worker: {e}; reading again in a second");
+                std::thread::sleep(Duration::from_secs(1));
+                continue;
+            }
+            Err(e @ ReadError::Record { .. }) => {
                 // The server's own recovery refuses what this refuses: wait for an operator.
                 tracing::error!("gateway worker: {e}");
                 std::thread::sleep(Duration::from_secs(1));
@@ -164,7 +174,7 @@ enum Answer {
 }
 
 struct Run {
-    wal_dir: PathBuf,
+    source: Arc<dyn LogSource>,
     config: GatewayConfig,
     scheduler: Scheduler,
     client: GatewayClient,
@@ -225,7 +235,7 @@ impl Run {
     }
 
     fn store_checkpoint(&self, lsn: Lsn) -> Option<Lsn> {
-        match surge_wal::store_reader_checkpoint(&self.wal_dir, READER, lsn) {
+        match self.source.store_checkpoint(READER, lsn) {
             Ok(()) => Some(lsn),
             Err(e) => {
                 // A checkpoint left behind only means reading some records again.

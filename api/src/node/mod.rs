@@ -12,13 +12,12 @@
 //! - Every partition it does not own has a hot standby here (a task following its log), so a
 //!   takeover reads only the tail and this node knows those merchants' API keys, which it
 //!   needs to authenticate a request before forwarding it to the owner.
-//! - With `--kafka-brokers`, each owned partition has its relay: the same driver and Kafka
-//!   sink as single-node mode, reading the partition's log in etcd from the checkpoint the
-//!   previous owner's relay stored there, so a moved partition's events go on from where
-//!   they stopped (at least once).
+//! - Each owned partition has its readers (`readers`): with `--kafka-brokers` its relay,
+//!   with `--gateway-url` its card gateway worker, the single-node code reading the
+//!   partition's log in etcd from the checkpoints the previous owner's stored there.
 //! - A partition that logged `snapshot_every_records` records since its last snapshot gets
-//!   one through its committer (which then deletes the batches it covers and its relay
-//!   has), and the node with
+//!   one through its committer (which then deletes the batches it covers and its readers
+//!   have), and the node with
 //!   the lowest id compacts etcd's history once a minute, to the revision it saw a minute
 //!   before (watchers and followers that far behind restart from the newest snapshot).
 
@@ -31,16 +30,14 @@ use parking_lot::Mutex;
 use surge_cluster::{
     membership, ownership, Etcd, EtcdConfig, LogReader, NodeInfo, Owned, PartitionLog, PartitionTable,
 };
-use surge_partition::{
-    assignment, rebuild, Committer, CommitterConfig, PartitionSource, ReaderPositions, Rebuilt, Standby,
-};
-use surge_relay::kafka::{KafkaConfig, KafkaSink};
-use surge_relay::{DriverConfig, Relay, SinkStatus};
+use surge_partition::{assignment, rebuild, Committer, CommitterConfig, Rebuilt, Standby};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::cluster_http::{ClusterNode, ClusterTable, ClusterView, PartitionOwner};
 use crate::engine::{Engine, ReplicatedLog, Verdict};
+
+pub mod readers;
 
 /// How often the controller looks at the table, its leases and its partitions.
 const ROUND_MS: u64 = 200;
@@ -55,9 +52,6 @@ const COMMIT_QUEUE_GROUPS_MAX: usize = 8_192;
 const LOG_BYTES_BETWEEN_SNAPSHOTS_MAX: u64 = 8 * 1024 * 1024;
 /// How often the lowest node compacts etcd's history.
 const COMPACT_EVERY: Duration = Duration::from_secs(60);
-/// A partition relay's longest wait for new batches (an etcd watch, which wakes at once
-/// when one is appended) before it looks at its stop flag again.
-const RELAY_WAIT_MS: u64 = 1_000;
 
 pub struct NodeConfig {
     pub etcd_endpoints: Vec<String>,
@@ -69,8 +63,8 @@ pub struct NodeConfig {
     /// Snapshot a partition after this many records (0: never).
     pub snapshot_every_records: u64,
     pub settings: surge_core::Settings,
-    /// Publish each owned partition's events to Kafka (`--kafka-brokers`).
-    pub kafka: Option<KafkaConfig>,
+    /// What reads each owned partition's log: the Kafka relay, the gateway worker.
+    pub readers: readers::ReaderConfig,
 }
 
 /// A running node; [`Node::stop`] hands its partitions back.
@@ -83,17 +77,14 @@ pub struct Node {
 impl Node {
     /// Joins the cluster and starts taking partitions. Fails when etcd does not answer or a
     /// live node already runs with this id.
-    /// `state` shows the relays of the partitions it owns in /metrics.
+    /// `state` shows the readers of the partitions it owns in /metrics.
     pub async fn start(
         engine: Arc<Engine>,
         failures: crossbeam_channel::Receiver<u32>,
         cfg: NodeConfig,
         state: crate::AppState,
     ) -> Result<Node, String> {
-        if let Some(kafka) = &cfg.kafka {
-            // A configuration the sink refuses is refused now, not at the first partition.
-            KafkaSink::new(kafka.clone()).map_err(|e| format!("Kafka sink: {e}"))?;
-        }
+        cfg.readers.check()?;
         let etcd = Etcd::connect(EtcdConfig::new(cfg.etcd_endpoints.clone()))
             .await
             .map_err(|e| format!("connecting to etcd: {e}"))?;
@@ -203,8 +194,8 @@ struct Held {
     /// for the next round (which may be stuck on an etcd call after a pause).
     on_lost: JoinHandle<()>,
     log: Arc<CommitterLog>,
-    /// Its events to Kafka, when configured.
-    relay: Option<Relay>,
+    /// Its relay and gateway worker, as configured.
+    readers: readers::PartitionReaders,
     /// The log's counts when the last snapshot was queued, and that snapshot's size.
     records_at_snapshot: u64,
     bytes_at_snapshot: u64,
@@ -252,12 +243,12 @@ impl Controller {
             }
         }
         let partitions: Vec<u32> = self.held.keys().copied().collect();
-        let mut relays = Vec::new();
+        let mut stopping_readers = Vec::new();
         for p in partitions {
-            relays.extend(self.give_up(p, "the node is stopping").await);
+            stopping_readers.push(self.give_up(p, "the node is stopping").await);
         }
         // Their threads call etcd on this runtime: they end before it does.
-        for stopping in relays {
+        for stopping in stopping_readers.into_iter().flatten() {
             let _ = stopping.await;
         }
         for (_, standby) in std::mem::take(&mut self.standbys) {
@@ -410,9 +401,9 @@ impl Controller {
                 return;
             }
         };
-        let readers = self.cfg.kafka.as_ref().map(|_| ReaderPositions::new([surge_relay::kafka::SINK_NAME]));
+        let positions = self.cfg.readers.positions();
         let mut committer_config = CommitterConfig::new(self.etcd.config(), COMMIT_QUEUE_GROUPS_MAX);
-        committer_config.readers = readers.clone();
+        committer_config.readers = positions.clone();
         let committer = Committer::start(log, committer_config);
         let log = Arc::new(CommitterLog { committer, records: AtomicU64::new(0), bytes: AtomicU64::new(0) });
         self.engine.take_partition(p, shard, self.cfg.settings, log.clone());
@@ -433,51 +424,31 @@ impl Controller {
                 engine.give_up_partition(p);
             }
         });
-        let relay = readers.and_then(|readers| self.start_relay(p, readers));
+        let readers = match &positions {
+            Some(positions) => self.cfg.readers.start(&self.etcd, p, positions, &self.engine).await,
+            None => readers::PartitionReaders::default(),
+        };
         let held = Held {
             owned,
             on_lost,
             log,
-            relay,
+            readers,
             records_at_snapshot: 0,
             bytes_at_snapshot: 0,
             snapshot_bytes: 0,
             snapshot_in_flight: Arc::new(AtomicBool::new(false)),
         };
         self.held.insert(p, held);
-        self.publish_relays();
+        self.publish_readers();
     }
 
-    /// The relay of partition `p`: a Kafka sink driven from the partition's log, from the
-    /// checkpoint in etcd. `None` (logged) if it cannot start; the partition serves anyway
-    /// and its batches stay in etcd until a relay has them.
-    fn start_relay(&self, p: u32, readers: Arc<ReaderPositions>) -> Option<Relay> {
-        let kafka = self.cfg.kafka.clone()?;
-        let source = PartitionSource::new(&self.etcd, p, tokio::runtime::Handle::current(), readers);
-        let mut config = DriverConfig::with_source(Arc::new(source));
-        config.batch.wait_ms = RELAY_WAIT_MS;
-        let mut relay = Relay::new(config);
-        let started = KafkaSink::new(kafka)
-            .map_err(|e| e.to_string())
-            .and_then(|sink| relay.spawn_labelled(sink, Some(p)).map_err(|e| e.to_string()));
-        match started {
-            Ok(()) => Some(relay),
-            Err(e) => {
-                tracing::error!(partition = p, "the partition's relay did not start: {e}");
-                None
-            }
-        }
-    }
-
-    /// Shows the relays of the partitions owned now in /metrics.
-    fn publish_relays(&self) {
-        let statuses: Vec<Arc<SinkStatus>> =
-            self.held.values().filter_map(|h| h.relay.as_ref()).flat_map(|r| r.statuses().iter().cloned()).collect();
-        self.state.set_relay_statuses(statuses);
+    /// Shows the readers of the partitions owned now in /metrics.
+    fn publish_readers(&self) {
+        self.cfg.readers.publish(&self.state, self.held.values().map(|h| &h.readers));
     }
 
     /// Stops serving `p` and releases its key (if it is still this node's). Returns the
-    /// partition's relay, stopping in the background (the caller may wait for it).
+    /// partition's readers stopping in the background (the caller may wait for them).
     async fn give_up(&mut self, p: u32, why: &str) -> Option<tokio::task::JoinHandle<()>> {
         let held = self.held.remove(&p)?;
         tracing::warn!(partition = p, "giving the partition up: {why}");
@@ -490,11 +461,11 @@ impl Controller {
         if let Err(e) = held.owned.release().await {
             tracing::warn!(partition = p, "releasing the partition (its lease expires by itself): {e}");
         }
-        self.publish_relays();
-        // Stopping joins its threads after their current call (a read waits up to
-        // RELAY_WAIT_MS): off the controller's task. What it sent after its last stored
-        // checkpoint is sent again by the next owner's relay.
-        held.relay.map(|relay| tokio::task::spawn_blocking(move || drop(relay)))
+        self.publish_readers();
+        // Stopping joins their threads after their current calls (a read waits up to a
+        // second, a gateway call up to its response timeout): off the controller's task.
+        let readers = held.readers;
+        Some(tokio::task::spawn_blocking(move || drop(readers)))
     }
 
     /// Starts a standby for every partition this node neither owns nor follows.
