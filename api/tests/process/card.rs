@@ -133,3 +133,22 @@ pub fn assert_charged_once_per_paid_order(addr: SocketAddr, auth: &str, sims: &[
 
 /// How long a card payment may take to settle in these tests.
 pub const SETTLE: Duration = Duration::from_secs(20);
+
+/// Waits (40 s at most each) until every order of `orders` has left `pending_payment`;
+/// returns how many are paid.
+pub fn settle_all(addr: SocketAddr, auth: &str, orders: &[(String, u64)]) -> usize {
+    orders.iter().filter(|(id, _)| settled(addr, auth, id, Duration::from_secs(40))["status"] == "paid").count()
+}
+
+/// After a crash mid-flow, once `orders` (each on its own payment) settled: nothing was
+/// charged twice (at most one gateway transaction per payment, one standing charge per paid
+/// order), stock is conserved and the ledger balanced.
+pub fn assert_charged_once_after_crash(addr: SocketAddr, auth: &str, sim: &Sim, orders: &[(String, u64)]) {
+    let stats = sim.stats();
+    assert_eq!(stats["charged_twice"], 0, "{stats}");
+    let most = orders.len() as u64;
+    assert!(stats["transactions"].as_u64() <= Some(most), "one transaction per payment at most: {stats}");
+    assert_charged_once_per_paid_order(addr, auth, &[sim], orders);
+    assert_stock(addr, auth, orders);
+    assert_balanced(addr, auth);
+}
