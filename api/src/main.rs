@@ -460,13 +460,10 @@ fn serve(cfg: ServeConfig) -> Result<(), String> {
 
 /// Cluster mode: the same HTTP API, on partitions this node takes in the cluster; requests
 /// for the others are forwarded to their owners. Each owned partition's events go to Kafka
-/// with `--kafka-brokers`, and its card payments to the gateways with `--gateway-url`; the
-/// MariaDB sink does not run in cluster mode yet (docs/cluster.md), so its flag is refused.
+/// (`--kafka-brokers`) and to the MariaDB cold store (`--mariadb-url`), and its card
+/// payments to the gateways (`--gateway-url`), from the node that owns it.
 #[cfg(feature = "cluster")]
 fn serve_cluster(cfg: ServeConfig, cluster: config::ClusterSettings) -> Result<(), String> {
-    if cfg.relay.mariadb_url.is_some() {
-        return Err("--mariadb-url is not supported in cluster mode yet".into());
-    }
     std::fs::create_dir_all(&cfg.data_dir).map_err(|e| format!("creating {}: {e}", cfg.data_dir.display()))?;
     let admin = config::admin_token_hash(&cfg.data_dir, cfg.admin_token.as_deref())?;
     let state = AppState::new(admin, cfg.merchant_rate_limit);
@@ -477,7 +474,12 @@ fn serve_cluster(cfg: ServeConfig, cluster: config::ClusterSettings) -> Result<(
     if let Some(gateway) = &gateway {
         state.set_gateway(gateway.host.clone());
     }
-    let readers = surge_api::node::readers::ReaderConfig { kafka: cfg.relay.kafka_config(), gateway };
+    let mariadb_url = cfg.relay.mariadb_url.clone().filter(|u| !u.is_empty());
+    // Archived orders and payments answer from the cold store, as in single-node mode.
+    if let Some(url) = &mariadb_url {
+        state.set_cold_store(surge_api::cold::ColdStore::new(url)?);
+    }
+    let readers = surge_api::node::readers::ReaderConfig { kafka: cfg.relay.kafka_config(), mariadb_url, gateway };
     runtime()?.block_on(async move {
         let (listener, local) = bind(cfg.listen).await?;
         let partitions = usize::try_from(cluster.partitions).map_err(|e| e.to_string())?;

@@ -50,7 +50,8 @@ mod cluster {
     use serde_json::Value;
 
     use crate::process::card::{assert_charged_once_after_crash, card_order, settle_all, shop};
-    use crate::process::{free_port, get_text, http, http_text, require, Sim, Surge, SIM_SECRET};
+    use crate::process::services::{brokers, require_services, unique, Db};
+    use crate::process::{free_port, get_text, http, http_text, Sim, Surge, SIM_SECRET};
 
     const ADMIN: &str = "cluster-admin";
     const ADMIN_BEARER: &str = "Bearer cluster-admin";
@@ -146,16 +147,6 @@ mod cluster {
     struct Node {
         id: String,
         surge: Surge,
-    }
-
-    fn brokers() -> String {
-        std::env::var("SURGE_TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
-    }
-
-    /// Topics of this run only (the broker keeps earlier runs' topics).
-    fn topic_prefix() -> String {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-        format!("cluster{}x{nanos}.", std::process::id())
     }
 
     impl Node {
@@ -390,11 +381,43 @@ mod cluster {
         read
     }
 
+    /// Waits (60 s at most) until the cold store holds the `orders` rows of `merchant`'s
+    /// `count` orders; checks that each has exactly one `order.created` in `events`, all of
+    /// the merchant's events filed under partition `p`, and the partition's offset rows.
+    fn orders_in_cold_store(db: &Db, merchant: &str, p: u32, count: usize) -> usize {
+        let one = |sql: String| db.rows::<(u64,)>(&sql).first().map_or(0, |r| r.0);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let orders = format!("SELECT COUNT(*) FROM orders WHERE merchant_id = '{merchant}'");
+        while one(orders.clone()) < count as u64 {
+            assert!(Instant::now() < deadline, "{merchant}'s {count} orders did not all reach MariaDB");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let created =
+            one(format!("SELECT COUNT(*) FROM events WHERE merchant_id = '{merchant}' AND type = 'order.created'"));
+        let distinct = one(format!(
+            "SELECT COUNT(DISTINCT aggregate_id) FROM events WHERE merchant_id = '{merchant}' AND type = 'order.created'"
+        ));
+        assert_eq!((created, distinct), (count as u64, count as u64), "one order.created per order");
+        let elsewhere =
+            one(format!("SELECT COUNT(*) FROM events WHERE merchant_id = '{merchant}' AND log_partition <> {p}"));
+        assert_eq!(elsewhere, 0, "{merchant}'s events are partition {p}'s");
+        let offsets =
+            one(format!("SELECT COUNT(*) FROM relay_offset WHERE sink IN ('mariadb.p{p}', 'mariadb.append.p{p}')"));
+        assert_eq!(offsets, 2, "partition {p}'s offset rows");
+        count
+    }
+
     #[test]
     fn three_nodes_on_etcd_survive_kill_pause_join_and_member_loss() {
-        require("the Kafka-protocol broker", brokers().split(',').next().unwrap_or_default());
-        let (topics, brokers) = (topic_prefix(), brokers());
-        let relay = [("SURGE_KAFKA_BROKERS", brokers.as_str()), ("SURGE_KAFKA_TOPIC_PREFIX", topics.as_str())];
+        require_services();
+        // Topics and a database of this run only.
+        let (topics, brokers, db) = (format!("{}.", unique("cluster")), brokers(), Db::create("cluster"));
+        let db_url = db.url();
+        let relay = [
+            ("SURGE_KAFKA_BROKERS", brokers.as_str()),
+            ("SURGE_KAFKA_TOPIC_PREFIX", topics.as_str()),
+            ("SURGE_MARIADB_URL", db_url.as_str()),
+        ];
         let root = tempfile::tempdir().unwrap();
         let out = root.path().join("load");
         std::fs::create_dir_all(&out).unwrap();
@@ -456,6 +479,8 @@ mod cluster {
             ids.len(),
             relayed.elapsed().as_secs_f64()
         );
+        let stored = orders_in_cold_store(&db, merchant, p, ids.len());
+        eprintln!("cluster_e2e cold store: {stored} orders of {merchant}, each created once, in MariaDB");
         let (_, owner) = owner_of(nodes[0].addr(), merchant);
         let owner = nodes.iter().find(|n| n.id == owner).expect("a live owner");
         let (_, metrics) = get_text(owner.addr(), "/metrics").expect("metrics");

@@ -18,81 +18,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mysql_async::prelude::Queryable;
-use process::{get_text, http, metric, require, Surge};
+use process::services::{brokers, require_mariadb, require_services, unique, Db};
+use process::{get_text, http, metric, Surge};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use serde_json::Value;
-
-fn brokers() -> String {
-    std::env::var("SURGE_TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
-}
-
-fn mariadb_base() -> String {
-    std::env::var("SURGE_TEST_MARIADB_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into())
-}
-
-fn require_services() {
-    require("the Kafka-protocol broker", brokers().split(',').next().unwrap_or_default());
-    require_mariadb();
-}
-
-fn require_mariadb() {
-    let base = mariadb_base();
-    let host = base.rsplit('@').next().unwrap_or_default().split('/').next().unwrap_or_default().to_string();
-    require("MariaDB", &host);
-}
-
-fn unique(tag: &str) -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-    format!("{tag}_{}_{nanos}", std::process::id())
-}
-
-struct Db {
-    runtime: tokio::runtime::Runtime,
-    pool: mysql_async::Pool,
-    name: String,
-}
-
-impl Db {
-    fn create(tag: &str) -> Db {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let name = unique(tag);
-        let admin = mysql_async::Pool::new(mariadb_base().as_str());
-        runtime.block_on(async {
-            let mut c = admin.get_conn().await.expect("connect to MariaDB");
-            c.query_drop(format!("CREATE DATABASE `{name}`")).await.expect("create database");
-            drop(c);
-            admin.disconnect().await.expect("disconnect");
-        });
-        let pool = mysql_async::Pool::new(format!("{}/{name}", mariadb_base()).as_str());
-        Db { runtime, pool, name }
-    }
-
-    fn url(&self) -> String {
-        format!("{}/{}", mariadb_base(), self.name)
-    }
-
-    fn rows<T: mysql_async::prelude::FromRow + Send + 'static>(&self, sql: &str) -> Vec<T> {
-        self.runtime.block_on(async {
-            let mut c = self.pool.get_conn().await.expect("connect");
-            c.query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"))
-        })
-    }
-}
-
-impl Drop for Db {
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        let pool = self.pool.clone();
-        self.runtime.block_on(async move {
-            if let Ok(mut c) = pool.get_conn().await {
-                let _ = c.query_drop(format!("DROP DATABASE IF EXISTS `{name}`")).await;
-            }
-            let _ = pool.disconnect().await;
-        });
-    }
-}
 
 /// A merchant with three items and five customers with points; returns its API key header.
 fn shop(addr: SocketAddr, admin: &str) -> String {

@@ -16,9 +16,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use surge_cluster::{checkpoint, Etcd, Follower, LogReader};
-use surge_core::image;
+use surge_core::{image, Shard};
 use surge_relay::batch::{Batch, BatchLimits, ReadError};
-use surge_relay::{LogCursor, LogSource};
+use surge_relay::{LogCursor, LogSource, SinkError};
 use tokio::runtime::Handle;
 
 /// The stored positions of the readers a partition's batches wait for before a snapshot's
@@ -98,6 +98,21 @@ impl LogSource for PartitionSource {
             follower: Some(reader.follow(from)),
             durable: last.unwrap_or(0).max(from - 1),
         }))
+    }
+
+    /// The newest snapshot in etcd: the partition's one shard and the seq it covers.
+    fn snapshot(&self) -> Result<Option<(u64, Vec<Shard>)>, SinkError> {
+        let reader = LogReader::new(&self.etcd, self.partition);
+        let read = on_node(&self.runtime, async move { reader.get_snapshot().await }).map_err(SinkError::Transient)?;
+        let Some(snapshot) = read.map_err(|e| SinkError::Transient(e.to_string()))? else { return Ok(None) };
+        let shard = Shard::restore(&snapshot.bytes).map_err(|e| {
+            let p = self.partition;
+            SinkError::Fatal(format!(
+                "partition {p}: the snapshot covering seq {} does not decode: {e}",
+                snapshot.covers_seq
+            ))
+        })?;
+        Ok(Some((snapshot.covers_seq, vec![shard])))
     }
 }
 

@@ -139,6 +139,12 @@ async fn a_snapshot_deletes_only_the_batches_every_reader_has() {
     // The reader registered at 0: the snapshot deletes nothing.
     assert_eq!(snapshot(&committer, &shard).await, last);
     assert_eq!(oldest(etcd.clone()).await, Some(1), "a batch the reader has not read stays");
+    // The cold store's view of it: the state after every batch up to the seq it covers.
+    let source = PartitionSource::new(&etcd, partition, tokio::runtime::Handle::current(), readers.clone());
+    let stored = off_runtime(move || source.snapshot().expect("read the snapshot")).await;
+    let (covers, shards) = stored.expect("a snapshot");
+    assert_eq!(covers, last);
+    assert_eq!(shards.iter().map(Shard::digest).collect::<Vec<_>>(), vec![shard.digest()]);
 
     // The reader has read up to 5: the next snapshot deletes 1..=5 and keeps the rest.
     let source = PartitionSource::new(&etcd, partition, tokio::runtime::Handle::current(), readers.clone());

@@ -1,10 +1,12 @@
-//! What reads an owned partition's log on this node besides its shard: the relay (Kafka)
-//! and the card gateway worker, the single-node code unchanged, each reading the
+//! What reads an owned partition's log on this node besides its shard: the relay (Kafka,
+//! the MariaDB cold store) and the card gateway worker, the single-node code unchanged, each reading the
 //! partition's log in etcd from its checkpoint there (`surge_partition::PartitionSource`).
 //! They start when the node takes the partition and stop when it gives it up; the next
 //! owner's go on from the checkpoints, so what this node's sent after its last checkpoint
-//! is sent again (Kafka: at least once, the same event ids; the gateway: the worker's
-//! restart rules and the operations' idempotency keys, so nothing is charged twice).
+//! is sent again (Kafka: at least once, the same event ids; MariaDB: exactly once, its
+//! offset rows per partition move in the transactions that write the rows; the gateway:
+//! the worker's restart rules and the operations' idempotency keys, so nothing is charged
+//! twice).
 
 use std::sync::Arc;
 
@@ -12,6 +14,7 @@ use surge_cluster::Etcd;
 use surge_partition::{PartitionSource, ReaderPositions};
 use surge_relay::gateway::{CardKey, GatewayConfig, GatewayStatus, GatewayWorker};
 use surge_relay::kafka::{KafkaConfig, KafkaSink};
+use surge_relay::mariadb::{MariaDbConfig, MariaDbSink};
 use surge_relay::{DriverConfig, Relay, SinkStatus};
 
 use crate::engine::Engine;
@@ -34,6 +37,8 @@ pub struct GatewayReader {
 #[derive(Default)]
 pub struct ReaderConfig {
     pub kafka: Option<KafkaConfig>,
+    /// The cold store every partition's sink writes (`--mariadb-url`).
+    pub mariadb_url: Option<String>,
     pub gateway: Option<GatewayReader>,
 }
 
@@ -50,6 +55,11 @@ impl ReaderConfig {
         if let Some(kafka) = &self.kafka {
             KafkaSink::new(kafka.clone()).map_err(|e| format!("Kafka sink: {e}"))?;
         }
+        if let Some(url) = &self.mariadb_url {
+            // The URL's checks; the log it names is not read here.
+            MariaDbSink::new(MariaDbConfig::new(url, std::path::PathBuf::new()))
+                .map_err(|e| format!("MariaDB sink: {e}"))?;
+        }
         if let Some(gateway) = &self.gateway {
             gateway.config.validate()?;
         }
@@ -62,6 +72,9 @@ impl ReaderConfig {
         let mut names = Vec::new();
         if self.kafka.is_some() {
             names.push(surge_relay::kafka::SINK_NAME);
+        }
+        if self.mariadb_url.is_some() {
+            names.push(surge_relay::mariadb::SINK_NAME);
         }
         if self.gateway.is_some() {
             names.push(surge_relay::gateway::worker::READER);
@@ -80,15 +93,27 @@ impl ReaderConfig {
         engine: &Arc<Engine>,
     ) -> PartitionReaders {
         let source = Arc::new(PartitionSource::new(etcd, p, tokio::runtime::Handle::current(), positions.clone()));
-        let relay = self.kafka.clone().and_then(|kafka| {
-            let mut config = DriverConfig::with_source(source.clone());
-            config.batch.wait_ms = RELAY_WAIT_MS;
-            let mut relay = Relay::new(config);
+        let mut config = DriverConfig::with_source(source.clone());
+        config.batch.wait_ms = RELAY_WAIT_MS;
+        let mut relay = Relay::new(config);
+        if let Some(kafka) = self.kafka.clone() {
             let started = KafkaSink::new(kafka)
                 .map_err(|e| e.to_string())
                 .and_then(|sink| relay.spawn_labelled(sink, Some(p)).map_err(|e| e.to_string()));
-            started.map(|()| relay).map_err(|e| tracing::error!(partition = p, "the relay did not start: {e}")).ok()
-        });
+            if let Err(e) = started {
+                tracing::error!(partition = p, "the Kafka relay did not start: {e}");
+            }
+        }
+        if let Some(url) = &self.mariadb_url {
+            let config = MariaDbConfig::for_source(url, source.clone(), Some(p));
+            let started = MariaDbSink::new(config)
+                .map_err(|e| e.to_string())
+                .and_then(|sink| relay.spawn_labelled(sink, Some(p)).map_err(|e| e.to_string()));
+            if let Err(e) = started {
+                tracing::error!(partition = p, "the MariaDB relay did not start: {e}");
+            }
+        }
+        let relay = (!relay.statuses().is_empty()).then_some(relay);
         let gateway = match &self.gateway {
             Some(g) => {
                 let (config, card_key) = (g.config.clone(), g.card_key.clone());

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod card;
+pub mod services;
 
 /// A tiny HTTP/1.1 client: one request per connection; the status and the JSON body.
 pub fn http(

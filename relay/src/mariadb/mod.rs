@@ -43,9 +43,15 @@
 //! constraint; serde_json's output is valid JSON by construction), and the two parts of a
 //! batch run on two connections at once.
 //!
-//! Reading `events`: `event_id` is `{lsn:016x}-{idx:04x}`, so an event is found by its id
-//! through the primary key: `WHERE lsn = CONV(LEFT(id, 16), 16, 10) AND idx =
-//! CONV(RIGHT(id, 4), 16, 10)`. `events_by_aggregate` serves an aggregate's history.
+//! Reading `events`: `event_id` is `{lsn:016x}-{idx:04x}` (single-node mode, whose log is
+//! `log_partition` 0), so an event is found by its id through the primary key: `WHERE
+//! log_partition = 0 AND lsn = CONV(LEFT(id, 16), 16, 10) AND idx = CONV(RIGHT(id, 4), 16,
+//! 10)`; in cluster mode it is `{partition:04x}-{lsn:016x}-{idx:04x}` and the partition is
+//! `CONV(LEFT(id, 4), 16, 10)`. `events_by_aggregate` serves an aggregate's history.
+//!
+//! Cluster mode: one sink per partition, all on one database. Each has its own offset rows
+//! (`mariadb.p{p}`, `mariadb.append.p{p}`) and its projection holds only its partition's
+//! merchants, whose rows no other partition writes (a merchant is in one partition).
 //!
 //! Figures (throughput, server CPU per row) and server tuning: docs/performance.md.
 
@@ -61,13 +67,14 @@ use std::sync::Arc;
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder, TxOpts, WhiteListFsHandler};
-use surge_wal::{Lsn, Tailer, WalError};
+use surge_wal::Lsn;
 
 use self::projection::{Projection, Rebuilt};
 use self::rows::{LoadFile, Tables};
 use self::sql::Limits;
-use crate::batch::{Batch, LoggedEvent};
+use crate::batch::{Batch, BatchLimits, LoggedEvent, ReadError};
 use crate::sink::{Sink, SinkError};
+use crate::source::{LogSource, WalSource};
 
 /// The sink's name: its reader checkpoint in the log directory, its metrics label and its
 /// row in `relay_offset`.
@@ -84,9 +91,12 @@ const RENDER_SLICE: usize = 500;
 pub struct MariaDbConfig {
     /// `mysql://user:password@host:3306/database`; the database must exist.
     pub url: String,
-    /// The log directory the relay tails (`<data-dir>/wal`): the projection is rebuilt
-    /// from it.
-    pub wal_dir: PathBuf,
+    /// The log the relay reads: the projection is rebuilt from it.
+    pub source: Arc<dyn LogSource>,
+    /// Cluster mode: the partition whose log this is. Its offset rows are named for it
+    /// (`mariadb.p{p}`, `mariadb.append.p{p}`) and its `events` rows carry it, so the sinks
+    /// of every partition share one database.
+    pub partition: Option<u32>,
     /// Rows per multi-row statement (statements also stay under a quarter of the server's
     /// `max_allowed_packet`).
     pub rows_per_statement: usize,
@@ -97,8 +107,21 @@ pub struct MariaDbConfig {
 }
 
 impl MariaDbConfig {
+    /// The cold store of the local log in `wal_dir` (`<data-dir>/wal`).
     pub fn new(url: impl Into<String>, wal_dir: impl Into<PathBuf>) -> MariaDbConfig {
-        MariaDbConfig { url: url.into(), wal_dir: wal_dir.into(), rows_per_statement: 1_000, load_data: true }
+        MariaDbConfig::for_source(url, Arc::new(WalSource::new(wal_dir.into())), None)
+    }
+
+    /// The cold store of `source`, the log of `partition` in cluster mode.
+    pub fn for_source(url: impl Into<String>, source: Arc<dyn LogSource>, partition: Option<u32>) -> MariaDbConfig {
+        MariaDbConfig { url: url.into(), source, partition, rows_per_statement: 1_000, load_data: true }
+    }
+
+    /// The offset rows of the two parts: `SINK_NAME`'s and `APPEND_OFFSET`'s, with the
+    /// partition in cluster mode.
+    fn offset_rows(&self) -> OffsetRows {
+        let suffix = self.partition.map(|p| format!(".p{p}")).unwrap_or_default();
+        OffsetRows { state: format!("{SINK_NAME}{suffix}"), append: format!("{APPEND_OFFSET}{suffix}") }
     }
 }
 
@@ -106,7 +129,8 @@ impl std::fmt::Debug for MariaDbConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MariaDbConfig")
             .field("url", &redact_password(&self.url))
-            .field("wal_dir", &self.wal_dir)
+            .field("source", &self.source)
+            .field("partition", &self.partition)
             .field("rows_per_statement", &self.rows_per_statement)
             .field("load_data", &self.load_data)
             .finish()
@@ -124,6 +148,13 @@ pub fn redact_password(url: &str) -> String {
     }
 }
 
+/// The `relay_offset` rows of the current-state part and of the append-only part.
+#[derive(Clone, Debug)]
+struct OffsetRows {
+    state: String,
+    append: String,
+}
+
 /// Rows and events this sink committed since it was built.
 #[derive(Debug, Default)]
 pub struct MariaDbCounters {
@@ -135,6 +166,7 @@ pub struct MariaDbCounters {
 
 pub struct MariaDbSink {
     config: MariaDbConfig,
+    offsets: OffsetRows,
     opts: Opts,
     conn: Option<Conn>,
     /// The append-only part's connection (`events`), whose transaction
@@ -222,6 +254,7 @@ impl MariaDbSink {
             None => opts,
         };
         Ok(MariaDbSink {
+            offsets: config.offset_rows(),
             config,
             opts,
             conn: None,
@@ -261,15 +294,15 @@ impl MariaDbSink {
             self.limits =
                 Limits { rows_max: self.config.rows_per_statement, ..Limits::for_packet(packet.unwrap_or(1 << 20)) };
             let mut register = String::from("INSERT IGNORE INTO relay_offset (sink, lsn, updated_at) VALUES (");
-            sql::push_str(&mut register, SINK_NAME);
+            sql::push_str(&mut register, &self.offsets.state);
             register.push_str(", 0, UTC_TIMESTAMP(3))");
             conn.query_drop(register).await.map_err(|e| db_error("registering the relay offset", e))?;
             // A database written before the parts had offsets of their own (schema version
             // 3 and older) wrote both in one transaction: the append part is where it is.
             let mut register = String::from("INSERT IGNORE INTO relay_offset (sink, lsn, updated_at) SELECT ");
-            sql::push_str(&mut register, APPEND_OFFSET);
+            sql::push_str(&mut register, &self.offsets.append);
             register.push_str(", lsn, UTC_TIMESTAMP(3) FROM relay_offset WHERE sink = ");
-            sql::push_str(&mut register, SINK_NAME);
+            sql::push_str(&mut register, &self.offsets.state);
             conn.query_drop(register).await.map_err(|e| db_error("registering the relay offset", e))?;
             self.conn = Some(conn);
         }
@@ -288,10 +321,11 @@ impl MariaDbSink {
         }
     }
     async fn resume_connected(&mut self, checkpoint: Lsn) -> Result<Lsn, SinkError> {
+        let offsets = self.offsets.clone();
         let (conn, _) = self.connections().await?;
         // Locking reads: wait for any transaction still holding the rows.
-        let state = read_offset(conn, SINK_NAME, " LOCK IN SHARE MODE").await?;
-        let append = read_offset(conn, APPEND_OFFSET, " LOCK IN SHARE MODE").await?;
+        let state = read_offset(conn, &offsets.state, " LOCK IN SHARE MODE").await?;
+        let append = read_offset(conn, &offsets.append, " LOCK IN SHARE MODE").await?;
         // The driver goes on from the part that is behind; the other skips what it has.
         let resumed = state.min(append);
         if state != append {
@@ -319,8 +353,8 @@ impl MariaDbSink {
         self.projection = None;
         self.counters.rebuilds.fetch_add(1, Ordering::Relaxed);
         let started = std::time::Instant::now();
-        // Reads files on the driver's own thread (its runtime serves this sink only).
-        match Projection::rebuild(&self.config.wal_dir, state)? {
+        // Reads the log on the driver's own thread (its runtime serves this sink only).
+        match Projection::rebuild(self.config.source.as_ref(), state)? {
             Rebuilt::At(projection) => {
                 tracing::info!(sink = SINK_NAME, lsn = state, took = ?started.elapsed(), "cold store projection rebuilt");
                 self.projection = Some(projection);
@@ -355,16 +389,18 @@ impl MariaDbSink {
         projection: &Projection,
     ) -> Result<(), SinkError> {
         let snapshot = projection.lsn();
-        let dir = self.config.wal_dir.clone();
+        let (source, partition) = (self.config.source.clone(), self.config.partition);
+        let offsets = self.offsets.clone();
         let limits = self.limits;
         let counters = self.counters.clone();
         let backfills = self.backfills.clone();
         self.in_flight = true;
         let conn = self.connection().await?;
-        let mut tx = begin(conn, SINK_NAME, stored).await?;
-        lock_offset(&mut tx, APPEND_OFFSET, append).await?;
+        let mut tx = begin(conn, &offsets.state, stored).await?;
+        lock_offset(&mut tx, &offsets.append, append).await?;
         let mut tables = Tables::new(limits);
-        let events = write_log_rows(&mut tx, &mut tables, &dir, (stored, append), snapshot).await?;
+        let log = (source.as_ref(), partition);
+        let events = write_log_rows(&mut tx, &mut tables, log, (stored, append), snapshot).await?;
         for merchant in projection.merchants() {
             tables.everything_of(merchant, snapshot);
             run_all(&mut tx, tables.take_ready(), "writing the snapshot's rows").await?;
@@ -373,8 +409,8 @@ impl MariaDbSink {
         run_all(&mut tx, tables.finish(), "writing the snapshot's rows").await?;
         // Every row was written: the backfills are done too.
         record_migrations(&mut tx, &backfills).await?;
-        move_offset(&mut tx, APPEND_OFFSET, snapshot.max(append)).await?;
-        commit(tx, SINK_NAME, snapshot).await?;
+        move_offset(&mut tx, &offsets.append, snapshot.max(append)).await?;
+        commit(tx, &offsets.state, snapshot).await?;
         self.backfills.clear();
         self.in_flight = false;
         counters.rows.fetch_add(rows, Ordering::Relaxed);
@@ -396,7 +432,7 @@ impl MariaDbSink {
         let (Some(conn), Some(projection)) = (self.conn.as_mut(), self.projection.as_ref()) else {
             return Err(SinkError::Transient("backfill before the projection is built".into()));
         };
-        let mut tx = begin(conn, SINK_NAME, stored).await?;
+        let mut tx = begin(conn, &self.offsets.state, stored).await?;
         let mut tables = Tables::new(limits);
         for migration in &backfills {
             let Some(backfill) = migration.backfill else { continue };
@@ -408,7 +444,7 @@ impl MariaDbSink {
         let rows = tables.row_count();
         run_all(&mut tx, tables.finish(), "backfilling").await?;
         record_migrations(&mut tx, &backfills).await?;
-        commit(tx, SINK_NAME, stored).await?;
+        commit(tx, &self.offsets.state, stored).await?;
         self.in_flight = false;
         self.backfills.clear();
         for migration in &backfills {
@@ -449,14 +485,17 @@ impl MariaDbSink {
             if last <= state_at {
                 return Ok(false);
             }
-            write_part(conn, SINK_NAME, state_at, last, state_tables.finish(), "writing rows").await?;
+            write_part(conn, &self.offsets.state, state_at, last, state_tables.finish(), "writing rows").await?;
             Ok(true)
         };
         let append = async {
             if last <= append_at {
                 return Ok(None);
             }
-            append_part(append_conn, appended, self.limits, self.load_file.as_ref(), append_at, last).await.map(Some)
+            let load_file = self.load_file.as_ref();
+            append_part(append_conn, &self.offsets.append, appended, self.limits, load_file, append_at, last)
+                .await
+                .map(Some)
         };
         let (state, append) = tokio::join!(state, append);
         // What committed counts, whatever the other part did.
@@ -562,50 +601,52 @@ async fn record_migrations(
 async fn write_log_rows(
     tx: &mut mysql_async::Transaction<'_>,
     tables: &mut Tables,
-    dir: &std::path::Path,
+    (source, partition): (&dyn LogSource, Option<u32>),
     (stored, append): (Lsn, Lsn),
     snapshot: Lsn,
 ) -> Result<u64, SinkError> {
     let mut events = 0u64;
     // The parts may be apart (a crash between their commits).
     let mut next = stored.min(append) + 1;
-    let mut tailer = Tailer::open(dir, next).map_err(|e| wal_error("opening the log", e))?;
-    // Bounded by `snapshot`: every round reads one record or moves `next` forward.
+    let open = |from: Lsn| source.open(from).map_err(|e| SinkError::Transient(format!("opening the log: {e}")));
+    let mut cursor = open(next)?;
+    let limits = BatchLimits { events_max: 10_000, wait_ms: 0 };
+    // Bounded by `snapshot`: every round reads records or moves `next` forward.
     while next <= snapshot {
-        let record = match tailer.try_next() {
-            Ok(Some(record)) => record,
-            Ok(None) => return Err(SinkError::Transient(format!("log record {next} is not readable yet"))),
-            Err(WalError::LsnNotAvailable { oldest_lsn, .. }) if oldest_lsn > next => {
+        let batch = match cursor.read_batch(limits) {
+            Ok(batch) if batch.is_empty() => {
+                return Err(SinkError::Transient(format!("log record {next} is not readable yet")));
+            }
+            Ok(batch) => batch,
+            Err(ReadError::Removed { oldest_lsn, .. }) => {
                 let missing_to = oldest_lsn.min(snapshot + 1) - 1;
                 tracing::warn!(
                     sink = SINK_NAME,
+                    ?partition,
                     "log records {next}..={missing_to} were removed before the cold store had them: \
                      their events are missing from `events` and `ledger_entries` (the state tables are complete)"
                 );
                 next = missing_to + 1;
                 if next <= snapshot {
-                    tailer = Tailer::open(dir, next).map_err(|e| wal_error("opening the log", e))?;
+                    cursor = open(next)?;
                 }
                 continue;
             }
-            Err(e) => return Err(wal_error("reading the log", e)),
+            Err(e @ ReadError::Record { .. }) => return Err(SinkError::Fatal(e.to_string())),
+            Err(e) => return Err(SinkError::Transient(e.to_string())),
         };
-        assert_eq!(record.lsn, next, "the tailer yields consecutive records");
-        let decoded = surge_core::image::record_events(record.record_type, &record.payload)
-            .map_err(|e| SinkError::Fatal(format!("log record at LSN {}: {e}", record.lsn)))?;
-        for (index, event) in decoded.into_iter().enumerate() {
-            let index = u32::try_from(index).unwrap_or(u32::MAX);
-            let e = LoggedEvent { partition: None, lsn: record.lsn, index, event };
+        assert_eq!(batch.first_lsn, next, "a cursor yields consecutive records");
+        for e in batch.events.iter().take_while(|e| e.lsn <= snapshot) {
             if e.lsn > append {
-                tables.event_row(&e)?;
+                tables.event_row(e)?;
             }
             if e.lsn > stored {
-                tables.ledger_row(&e);
+                tables.ledger_row(e);
             }
             events += 1;
         }
         run_all(tx, tables.take_ready(), "writing the log's events").await?;
-        next += 1;
+        next = batch.last_lsn + 1;
     }
     Ok(events)
 }
@@ -622,6 +663,7 @@ struct AppendCommitted {
 /// to `INSERT`s if the server refuses local files.
 async fn append_part(
     conn: &mut Conn,
+    offset: &str,
     events: &[LoggedEvent],
     limits: Limits,
     load_path: Option<&LoadPath>,
@@ -631,7 +673,7 @@ async fn append_part(
     let mut tables = event_rows(events, limits, load_path.is_some()).await?;
     let rows = tables.row_count();
     let events_file = tables.take_events_file();
-    let mut tx = begin(conn, APPEND_OFFSET, append_at).await?;
+    let mut tx = begin(conn, offset, append_at).await?;
     run_all(&mut tx, tables.finish(), "writing rows").await?;
     let mut loaded = true;
     if let (Some(file), Some(path)) = (events_file, load_path) {
@@ -640,7 +682,7 @@ async fn append_part(
             run_all(&mut tx, event_rows(events, limits, false).await?.finish(), "writing events").await?;
         }
     }
-    commit(tx, APPEND_OFFSET, last).await?;
+    commit(tx, offset, last).await?;
     Ok(AppendCommitted { rows, loaded })
 }
 
@@ -811,10 +853,6 @@ async fn move_offset(tx: &mut mysql_async::Transaction<'_>, row: &str, lsn: Lsn)
 async fn commit(mut tx: mysql_async::Transaction<'_>, row: &str, lsn: Lsn) -> Result<(), SinkError> {
     move_offset(&mut tx, row, lsn).await?;
     tx.commit().await.map_err(|e| db_error("committing", e))
-}
-
-fn wal_error(what: &str, e: WalError) -> SinkError {
-    SinkError::Transient(format!("{what}: {e}"))
 }
 
 /// Server errors that retrying cannot fix (the data or the statement is wrong) are fatal;

@@ -1,10 +1,9 @@
 //! The sink's own copy of the business state: shards to which it applies every logged
 //! event with core's `apply`, so the rows it writes are rendered from core's views and are
-//! what the API shows, by construction. Rebuilt from the log directory (newest snapshot
-//! plus the records after it) whenever it may differ from what the database holds.
+//! what the API shows, by construction. Rebuilt from the log (newest snapshot plus the
+//! records after it) whenever it may differ from what the database holds.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::Arc;
 
 use surge_core::event::EventBody;
@@ -14,10 +13,11 @@ use surge_core::ledger::Account;
 use surge_core::state::Merchant;
 use surge_core::view::{OrderView, PaymentView};
 use surge_core::{Event, Shard, UnixMs};
-use surge_wal::{Lsn, Tailer};
+use surge_wal::Lsn;
 
-use crate::batch::LoggedEvent;
+use crate::batch::{BatchLimits, LoggedEvent, ReadError};
 use crate::sink::SinkError;
+use crate::source::LogSource;
 
 pub struct Projection {
     shards: Vec<Shard>,
@@ -81,17 +81,12 @@ impl Projection {
     }
 
     /// The state at `wanted`, or at the newest snapshot if that is later (see [`Rebuilt`]).
-    /// Reads the log directory without locking or changing it, while the server may be
-    /// writing it: the newest snapshot file, then the durable records after it through a
-    /// tailer (which never reads beyond the durable watermark, unlike a recovery scan that
-    /// would trip over a write in progress).
-    pub fn rebuild(dir: &Path, wanted: Lsn) -> Result<Rebuilt, SinkError> {
-        let (mut shards, base) = match newest_snapshot(dir)? {
-            Some((lsn, bytes)) => {
-                let shards = image::decode_snapshot(&bytes, None)
-                    .map_err(|e| SinkError::Fatal(format!("the log's snapshot at LSN {lsn} does not decode: {e}")))?;
-                (shards, lsn)
-            }
+    /// Reads the log without changing it, while the server may be writing it: the newest
+    /// snapshot, then the durable records after it (a cursor never reads beyond what is
+    /// durable, unlike a recovery scan that would trip over a write in progress).
+    pub fn rebuild(source: &dyn LogSource, wanted: Lsn) -> Result<Rebuilt, SinkError> {
+        let (mut shards, base) = match source.snapshot()? {
+            Some((lsn, shards)) => (shards, lsn),
             None => (vec![Shard::new()], 0),
         };
         if wanted < base {
@@ -99,26 +94,30 @@ impl Projection {
         }
         let mut lsn = base;
         if wanted > base {
-            let mut tailer = Tailer::open(dir, base + 1)
-                .map_err(|e| SinkError::Transient(format!("opening the log in {}: {e}", dir.display())))?;
-            // Bounded by `wanted`: every round applies the next record or returns.
+            let mut cursor = source
+                .open(base + 1)
+                .map_err(|e| SinkError::Transient(format!("opening the log ({source:?}): {e}")))?;
+            let limits = BatchLimits { events_max: 10_000, wait_ms: 0 };
+            // Bounded by `wanted`: every round applies the next records or returns.
             while lsn < wanted {
-                let record = tailer
-                    .try_next()
-                    .map_err(|e| SinkError::Transient(format!("reading the log in {}: {e}", dir.display())))?;
-                let Some(record) = record else {
+                let batch = cursor.read_batch(limits).map_err(|e| match e {
+                    ReadError::Record { .. } => SinkError::Fatal(e.to_string()),
+                    other => SinkError::Transient(other.to_string()),
+                })?;
+                if batch.is_empty() {
                     return Err(SinkError::Fatal(format!(
-                        "the cold store is at LSN {wanted} but the log in {} is durable only up to LSN {lsn}: \
-                         the database belongs to another log, or the log lost records",
-                        dir.display()
+                        "the cold store is at LSN {wanted} but the log ({source:?}) is durable only up to LSN {lsn}: \
+                         the database belongs to another log, or the log lost records"
                     )));
-                };
-                assert_eq!(record.lsn, lsn + 1, "the tailer yields consecutive records");
-                let events = image::record_events(record.record_type, &record.payload)
-                    .map_err(|e| SinkError::Fatal(format!("log record at LSN {}: {e}", record.lsn)))?;
+                }
+                assert_eq!(batch.first_lsn, lsn + 1, "a cursor yields consecutive records");
+                // A batch may reach past `wanted`: apply up to it only.
+                let upto = batch.last_lsn.min(wanted);
+                let events: Vec<Event> =
+                    batch.events.into_iter().take_while(|e| e.lsn <= upto).map(|e| e.event).collect();
                 image::apply_events(&mut shards, &events)
-                    .map_err(|e| SinkError::Fatal(format!("log record at LSN {}: {e}", record.lsn)))?;
-                lsn = record.lsn;
+                    .map_err(|e| SinkError::Fatal(format!("log records {}..={upto}: {e}", lsn + 1)))?;
+                lsn = upto;
             }
         }
         Ok(Rebuilt::At(Projection { shards, lsn }))
@@ -253,38 +252,4 @@ pub fn order_id(n: u64) -> String {
 
 pub fn payment_id(n: u64) -> String {
     Numbered::Payment.id(n)
-}
-
-/// The newest valid snapshot in `dir`: `(LSN, state bytes)`. The log writes snapshots under
-/// a temporary name and renames them, so a listed snapshot is complete; one that fails its
-/// checksums is skipped for the next older one, as the server's own recovery does.
-fn newest_snapshot(dir: &Path) -> Result<Option<(Lsn, Vec<u8>)>, SinkError> {
-    let listing =
-        std::fs::read_dir(dir).map_err(|e| SinkError::Transient(format!("listing {}: {e}", dir.display())))?;
-    let mut snapshots: Vec<(Lsn, std::path::PathBuf)> = Vec::new();
-    for entry in listing {
-        let entry = entry.map_err(|e| SinkError::Transient(format!("listing {}: {e}", dir.display())))?;
-        let name = entry.file_name();
-        if let Some(lsn) = name.to_str().and_then(surge_wal::segment::parse_snapshot_name) {
-            snapshots.push((lsn, entry.path()));
-        }
-    }
-    snapshots.sort_unstable_by_key(|s| std::cmp::Reverse(s.0));
-    for (lsn, path) in snapshots {
-        let bytes = match std::fs::read(&path) {
-            Ok(bytes) => bytes,
-            // Removed since the listing: a newer one replaced it; look again next time.
-            Err(e) => return Err(SinkError::Transient(format!("reading {}: {e}", path.display()))),
-        };
-        match surge_wal::format::decode_snapshot(&bytes) {
-            Ok((header_lsn, _)) if header_lsn == lsn => {
-                let mut payload = bytes;
-                payload.drain(..surge_wal::format::SNAPSHOT_HEADER_SIZE);
-                return Ok(Some((lsn, payload)));
-            }
-            Ok(_) => tracing::warn!("snapshot {} names another LSN than its header; skipped", path.display()),
-            Err(reason) => tracing::warn!("snapshot {} is invalid ({reason}); skipped", path.display()),
-        }
-    }
-    Ok(None)
 }

@@ -85,9 +85,11 @@ const CUSTOMERS_UPSERT: &str = forward_only_upsert!("points");
 /// (the offset row makes it impossible; if it happens, something else writes here).
 const LEDGER: &str = "INSERT INTO ledger_entries (merchant_id, posting, event_id, lsn, debit_account, \
      credit_account, amount, kind, payment_id, occurred_at)";
-const EVENTS: &str = "INSERT INTO events (lsn, idx, event_id, type, merchant_id, aggregate_id, occurred_at, envelope)";
+const EVENTS: &str =
+    "INSERT INTO events (log_partition, lsn, idx, event_id, type, merchant_id, aggregate_id, occurred_at, envelope)";
 /// The `events` columns in the order of a [`LoadFile`]'s fields.
-pub const EVENTS_LOAD_COLUMNS: &str = "(lsn, idx, event_id, type, merchant_id, aggregate_id, occurred_at, envelope)";
+pub const EVENTS_LOAD_COLUMNS: &str =
+    "(log_partition, lsn, idx, event_id, type, merchant_id, aggregate_id, occurred_at, envelope)";
 
 /// `events` rows as the text of a `LOAD DATA` file: one line per row, fields split by tabs
 /// and escaped by [`push_field`].
@@ -398,8 +400,12 @@ impl Tables {
         let Some((_, aggregate_id)) = e.event.aggregate() else { return Ok(()) };
         let event_id = e.event_id();
         let envelope = envelope_json(e)?;
+        // Single-node mode's log is partition 0 of the table.
+        let partition = u64::from(e.partition.unwrap_or(0));
         if let Some(file) = &mut self.events_file {
             let out = &mut file.text;
+            push_u64(out, partition);
+            out.push('\t');
             push_u64(out, e.lsn);
             out.push('\t');
             push_u64(out, u64::from(e.index));
@@ -419,6 +425,8 @@ impl Tables {
             file.rows += 1;
         } else {
             self.events.row(|out| {
+                push_u64(out, partition);
+                out.push(',');
                 push_u64(out, e.lsn);
                 out.push(',');
                 push_u64(out, u64::from(e.index));

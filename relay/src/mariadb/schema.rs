@@ -185,6 +185,24 @@ pub const MIGRATIONS: &[Migration] = &[
             "ALTER TABLE payments ADD COLUMN IF NOT EXISTS archived_at DATETIME(3) NULL",
         ],
     },
+    Migration {
+        version: 6,
+        name: "events of a cluster's partitions",
+        backfill: None,
+        // In cluster mode every partition has its own log and LSNs, and the sinks of all
+        // partitions write one database: an event is `(log_partition, lsn, idx)` (0 for
+        // single-node mode's log) and its id names the partition
+        // (`{partition:04x}-{lsn:016x}-{idx:04x}`, 26 characters), as does a ledger entry's
+        // (its key stays the posting). Each statement leaves its table done or not;
+        // rerunning one rebuilds the same key.
+        statements: &[
+            "ALTER TABLE events \
+             ADD COLUMN IF NOT EXISTS log_partition INT UNSIGNED NOT NULL DEFAULT 0 FIRST, \
+             MODIFY event_id VARCHAR(32) NOT NULL, \
+             DROP PRIMARY KEY, ADD PRIMARY KEY (log_partition, lsn, idx)",
+            "ALTER TABLE ledger_entries MODIFY event_id VARCHAR(32) NOT NULL",
+        ],
+    },
 ];
 
 /// The newest schema version this build knows.
