@@ -487,8 +487,18 @@ mod cluster {
         let label = format!("surge_relay_written_lsn{{sink=\"kafka\",partition=\"{p}\"}}");
         assert!(metrics.contains(&label), "the new owner shows its relay of partition {p}");
 
-        // 3. A fourth node joins under load and takes its share.
-        let merchant = "proof-join";
+        // 3. A fourth node joins under load and takes its share. The loaded partition is one
+        //    that moves: a node over its share hands back its highest-numbered partition.
+        let t = table(nodes[0].addr(), None).expect("cluster table");
+        let moving = t["owners"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|o| o["node_id"] == nodes[0].id.as_str())
+            .filter_map(|o| o["partition"].as_u64())
+            .max()
+            .expect("n1's partitions") as u32;
+        let merchant = &merchant_in(nodes[0].addr(), moving, "proof-join");
         let mut run = load(nodes[0].addr(), merchant, 10, &out);
         let refs: Vec<&Node> = nodes.iter().collect();
         wait_logging(&refs, &mut run, &out, merchant, 200, Duration::from_secs(30));
@@ -500,12 +510,27 @@ mod cluster {
         let settle = joined_at.elapsed();
         let n4 = t["owners"].as_array().unwrap().iter().filter(|o| o["node_id"] == "n4").count();
         assert!(n4 >= 2, "the joining node owns {n4} partitions: {t}");
+        assert_eq!(t["owners"][moving as usize]["node_id"], "n4", "the loaded partition {moving} moved: {t}");
         let result = load_passed(run, &out, merchant);
+        let errors: Vec<String> = result["outcomes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|o| o["error"] == true)
+            .map(|o| format!("{} x{}", o["label"].as_str().unwrap_or(""), o["count"]))
+            .collect();
         eprintln!(
-            "cluster_e2e join: n4 owns {n4} partitions, table settled {:.2} s after it started; load: {} ops, {} failed",
+            "cluster_e2e join: n4 owns {n4} partitions (the loaded {moving} among them), table settled {:.2} s after it \
+             started; load: {} ops, {} failed {errors:?}",
             settle.as_secs_f64(),
             result["ops"],
             result["failed_ops"],
+        );
+        // Partitions handed over on purpose are drained: their requests are answered, or
+        // turned away before anything is applied, never left with an unknown outcome.
+        assert!(
+            !errors.iter().any(|e| e.contains("storage_unavailable")),
+            "a handover left outcomes unknown: {errors:?}"
         );
 
         // 4. SIGSTOP an owner past its lease, then SIGCONT it.

@@ -134,3 +134,30 @@ async fn a_partition_elsewhere_names_its_owner_and_an_owned_one_answers_once_rep
     assert!(engine.owned_elsewhere(merchant).is_some());
     engine.shutdown();
 }
+
+#[tokio::test]
+async fn a_drained_partition_turns_new_requests_away_and_answers_those_already_submitted() {
+    let (engine, _failures) = Engine::start_cluster(PARTITIONS, settings()).expect("engine");
+    let engine = Arc::new(engine);
+    let merchant = "m-drain";
+    let p = shard_of(merchant, PARTITIONS) as u32;
+    let log = Arc::new(HeldLog::default());
+    engine.take_partition(p, Shard::new(), settings(), log.clone());
+    let submitted = run(&engine, create(merchant)).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(log.groups.lock().len(), 1, "the group is in the log, its verdict pending");
+
+    engine.drain_partition(p);
+    let other = (0..1_000).map(|i| format!("d-{i}")).find(|m| shard_of(m, PARTITIONS) as u32 == p).expect("an id");
+    match answer(run(&engine, create(&other)).await).await {
+        Err(ExecError::Storage(StorageError::NotOwner { partition, owner: None })) => assert_eq!(partition, p),
+        other => panic!("a request after the drain is turned away (partition moving), got {other:?}"),
+    }
+    assert_eq!(log.groups.lock().len(), 1, "nothing more was submitted");
+    assert!(!submitted.is_finished(), "the submitted request waits for its verdict");
+    assert_eq!(log.settle_all(Ok(())), 1);
+    answer(submitted).await.expect("the request submitted before the drain is answered with its verdict");
+
+    engine.give_up_partition(p);
+    assert!(engine.owned_elsewhere(merchant).is_some());
+}

@@ -173,6 +173,14 @@ impl Cell {
         }
     }
 
+    /// Cluster mode: new requests answer `NotOwner` from now on; the groups already
+    /// submitted keep their waiters, answered by the log's verdicts (the log itself is
+    /// dropped here, so its owner can close it once those verdicts are in).
+    pub(super) fn drain(&self) {
+        let mut st = self.state.lock();
+        st.backend = Backend::Elsewhere;
+    }
+
     /// Cluster mode: what a request gets when another node owns this partition.
     pub(super) fn elsewhere(&self) -> Option<ExecError> {
         matches!(self.state.lock().backend, Backend::Elsewhere).then(|| self.log.not_owner())

@@ -306,6 +306,14 @@ impl Engine {
         cell.replace_with(shard, Backend::Replicated(log), moved);
     }
 
+    /// Cluster mode: stops taking requests for `partition` (they answer `NotOwner`, which
+    /// the HTTP layer turns into `503 partition_moving`: nothing applied) while the groups
+    /// already submitted still get their log's verdicts and their answers. The first step
+    /// of handing a partition over; `give_up_partition` ends it.
+    pub fn drain_partition(&self, partition: u32) {
+        self.cells[partition as usize].drain();
+    }
+
     /// Cluster mode: stops serving `partition` (lost, failed or handed over): its state is
     /// dropped and its requests answer `NotOwner` until it is taken again.
     pub fn give_up_partition(&self, partition: u32) {

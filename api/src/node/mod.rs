@@ -50,6 +50,9 @@ const COMMIT_QUEUE_GROUPS_MAX: usize = 8_192;
 /// snapshot was larger: see `snapshot_due`), so that etcd, whose database is bounded (2 GiB
 /// by default), holds little more than each partition's snapshot and the log after it.
 const LOG_BYTES_BETWEEN_SNAPSHOTS_MAX: u64 = 8 * 1024 * 1024;
+/// The longest a partition handed over waits for its submitted groups' verdicts (an etcd
+/// append that hangs gives up within the client's request timeout, 5 s by default).
+const DRAIN_MS_MAX: u64 = 5_000;
 /// How often the lowest node compacts etcd's history.
 const COMPACT_EVERY: Duration = Duration::from_secs(60);
 
@@ -203,6 +206,16 @@ struct Held {
     snapshot_in_flight: Arc<AtomicBool>,
 }
 
+/// How a partition is given up.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Handover {
+    /// Handed over on purpose (a node joined, this node is stopping): new requests are
+    /// turned away first and the groups already submitted are settled before the key goes.
+    Drain,
+    /// Lost (lease) or failed (log): nothing more can be committed; drop it at once.
+    Drop,
+}
+
 /// A partition owned elsewhere, followed by a task; `None` in the slot until it is built.
 struct StandbyTask {
     slot: Arc<tokio::sync::Mutex<Option<Standby>>>,
@@ -245,7 +258,7 @@ impl Controller {
         let partitions: Vec<u32> = self.held.keys().copied().collect();
         let mut stopping_readers = Vec::new();
         for p in partitions {
-            stopping_readers.push(self.give_up(p, "the node is stopping").await);
+            stopping_readers.push(self.give_up(p, Handover::Drain, "the node is stopping").await);
         }
         // Their threads call etcd on this runtime: they end before it does.
         for stopping in stopping_readers.into_iter().flatten() {
@@ -264,7 +277,7 @@ impl Controller {
         // lease ran out: another node may own them already.
         let failed: Vec<u32> = self.failures.try_iter().collect();
         for p in failed {
-            self.give_up(p, "its replicated log failed").await;
+            self.give_up(p, Handover::Drop, "its replicated log failed").await;
         }
         let lost: Vec<u32> = self
             .held
@@ -273,7 +286,7 @@ impl Controller {
             .map(|(&p, _)| p)
             .collect();
         for p in lost {
-            self.give_up(p, "its lease was lost").await;
+            self.give_up(p, Handover::Drop, "its lease was lost").await;
         }
         let members = match membership::members(&self.etcd).await {
             Ok(members) => members,
@@ -292,7 +305,7 @@ impl Controller {
         // More than its share (a node joined): hand one partition back per round.
         if self.held.len() > assignment::fair_share(all.len(), live) {
             if let Some(&p) = self.held.keys().next_back() {
-                self.give_up(p, "a node joined: handing over").await;
+                self.give_up(p, Handover::Drain, "a node joined: handing over").await;
             }
         }
         self.keep_standbys();
@@ -449,15 +462,32 @@ impl Controller {
 
     /// Stops serving `p` and releases its key (if it is still this node's). Returns the
     /// partition's readers stopping in the background (the caller may wait for them).
-    async fn give_up(&mut self, p: u32, why: &str) -> Option<tokio::task::JoinHandle<()>> {
+    async fn give_up(&mut self, p: u32, handover: Handover, why: &str) -> Option<tokio::task::JoinHandle<()>> {
         let held = self.held.remove(&p)?;
         tracing::warn!(partition = p, "giving the partition up: {why}");
         // Before the release, whose end of the keep-alive would set the signal too.
         held.on_lost.abort();
+        if handover == Handover::Drain {
+            // New requests answer 503 partition_moving (nothing applied: a safe retry); the
+            // groups already submitted are answered by their etcd verdicts, not left unknown.
+            self.engine.drain_partition(p);
+            let started = Instant::now();
+            match Arc::try_unwrap(held.log) {
+                Ok(log) => {
+                    let closed = tokio::time::timeout(Duration::from_millis(DRAIN_MS_MAX), log.committer.close());
+                    if closed.await.is_err() {
+                        tracing::warn!(partition = p, "the partition's last groups did not settle in time");
+                    }
+                }
+                Err(_) => tracing::warn!(partition = p, "the partition's log is still in use; not drained"),
+            }
+            tracing::info!(partition = p, took_ms = started.elapsed().as_millis() as u64, "partition drained");
+        } else {
+            // The committer ends once its last handle (this one) is gone; what waits on it is
+            // answered as not acknowledged (outcome unknown) by the engine below.
+            drop(held.log);
+        }
         self.engine.give_up_partition(p);
-        // The committer ends once its last handle (this one) is gone, after answering what
-        // was queued; the engine's shard no longer submits to it.
-        drop(held.log);
         if let Err(e) = held.owned.release().await {
             tracing::warn!(partition = p, "releasing the partition (its lease expires by itself): {e}");
         }
