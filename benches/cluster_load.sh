@@ -12,6 +12,8 @@
 # alone, then the three nodes driven at once, one load per node, each on a partition it owns.
 # Everything shares this machine's CPUs: three nodes and three etcd members on two CPUs are
 # not three machines, so the per-node throughput is a floor of what separate machines give.
+# The closed-loop cluster row says where the CPU went: the etcd members, the nodes and the
+# load generators, in % of one core (this machine has `nproc` x 100%).
 # Knobs (environment): ROUNDS (3), RATE (200), DURATION_S (15), CONNS (64), PARTITIONS (8),
 # OUT (load-results/cluster-load), BIN (prebuilt binaries with the cluster feature; skips the build).
 set -euo pipefail
@@ -57,6 +59,18 @@ summary() { # NAME -> "ops/s p50 p99"
     jq -r '"\(.ops_per_s|floor) orders/s, p50 \(.latency.p50_ms*100|round/100) ms, p99 \(.latency.p99_ms*100|round/100) ms, failed \(.failed_ops)"' "$OUT/$1.json"
 }
 
+# CPU seconds (user + system) the processes PID... used so far.
+cpu_s() {
+    local pid ticks=0
+    for pid in "$@"; do
+        [ -r "/proc/$pid/stat" ] && ticks=$((ticks + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
+    done
+    awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", t / hz }'
+}
+pct() { # CPU_SECONDS_BEFORE AFTER WALL_SECONDS -> % of one core
+    awk -v a="$1" -v b="$2" -v w="$3" 'BEGIN { printf "%.0f", 100 * (b - a) / w }'
+}
+
 # A merchant id whose partition node PORT_OWNER owns (as node PORT_ASK sees the table).
 merchant_owned_by() { # PORT_ASK OWNER_NODE_ID PREFIX
     local i table partition owner
@@ -87,6 +101,8 @@ for i in 0 1 2; do
     PIDS+=($!)
 done
 for port in "${PORTS[@]}"; do wait_for "http://127.0.0.1:$port/readyz"; done
+NODE_PIDS=("${PIDS[@]:1}")
+mapfile -t ETCD_PIDS < <(pgrep -x etcd)
 # Settled: every partition owned, each node at its share.
 for _ in $(seq 1 100); do
     moving=$(curl -sf -H "Authorization: Bearer $TOKEN" "127.0.0.1:${PORTS[0]}/v1/cluster" |
@@ -109,16 +125,24 @@ for round in $(seq 1 "$ROUNDS"); do
     load "single-closed-$round" "$SINGLE_PORT" "single-tp-$round" --mode closed --connections "$CONNS"
     echo "single node, closed loop:           $(summary "single-closed-$round")"
     runs=()
+    etcd_before=$(cpu_s "${ETCD_PIDS[@]}")
+    nodes_before=$(cpu_s "${NODE_PIDS[@]}")
+    started=$(date +%s.%N)
     for i in 0 1 2; do
         m=$(merchant_owned_by "${PORTS[0]}" "n$((i + 1))" "tp-$round-n$((i + 1))")
         load "cluster-closed-$round-n$((i + 1))" "${PORTS[$i]}" "$m" --mode closed --connections "$CONNS" &
         runs+=($!)
     done
     for run in "${runs[@]}"; do wait "$run"; done
+    wall=$(awk -v a="$started" -v b="$(date +%s.%N)" 'BEGIN { print b - a }')
+    etcd_cpu=$(pct "$etcd_before" "$(cpu_s "${ETCD_PIDS[@]}")" "$wall")
+    nodes_cpu=$(pct "$nodes_before" "$(cpu_s "${NODE_PIDS[@]}")" "$wall")
     total=0
     for i in 1 2 3; do
         echo "cluster, closed loop, node n$i:      $(summary "cluster-closed-$round-n$i")"
         total=$((total + $(jq -r '.ops_per_s|floor' "$OUT/cluster-closed-$round-n$i.json")))
     done
     echo "cluster, closed loop, three nodes:  $total orders/s"
+    loads_cpu=$(jq -s '[.[].generator_cpu_pct // 0] | add | floor' "$OUT"/cluster-closed-"$round"-n?.json)
+    echo "cluster, closed loop, CPU (% of one core, $(nproc) cores): etcd members $etcd_cpu, nodes $nodes_cpu, load generators $loads_cpu"
 done
