@@ -235,6 +235,25 @@ mod cluster {
         }
     }
 
+    /// Waits until every node serves each partition the table gives it (a node's own view
+    /// says `serving` once its engine runs the partition, after the key and the catch-up).
+    fn wait_owners_serving(nodes: &[Node], within: Duration) {
+        let deadline = Instant::now() + within;
+        for node in nodes {
+            loop {
+                let serving = table(node.addr(), None).is_some_and(|t| {
+                    let owners = t["owners"].as_array().cloned().unwrap_or_default();
+                    owners.iter().filter(|o| o["node_id"] == node.id.as_str()).all(|o| o["state"] == "serving")
+                });
+                if serving {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "{} does not serve its partitions", node.id);
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
     /// The partition of `merchant` and its owner, as `addr` sees them.
     fn owner_of(addr: SocketAddr, merchant: &str) -> (u32, String) {
         let t = table(addr, Some(merchant)).expect("cluster table");
@@ -447,6 +466,7 @@ mod cluster {
         let mut nodes: Vec<Node> =
             ["n1", "n2", "n3"].iter().map(|id| Node::start(root.path(), &etcd, id, &relay)).collect();
         let t = wait_settled(nodes[0].addr(), &["n1", "n2", "n3"], Duration::from_secs(30));
+        wait_owners_serving(&nodes, Duration::from_secs(10));
         for n in ["n1", "n2", "n3"] {
             let owned = t["owners"].as_array().unwrap().iter().filter(|o| o["node_id"] == n).count();
             assert!((2..=3).contains(&owned), "{n} owns {owned} of {PARTITIONS}: {t}");
@@ -659,6 +679,7 @@ mod cluster {
         let mut nodes: Vec<Node> =
             ["c1", "c2", "c3"].iter().map(|id| Node::start(root.path(), &etcd, id, &env)).collect();
         wait_settled(nodes[0].addr(), &["c1", "c2", "c3"], Duration::from_secs(30));
+        wait_owners_serving(&nodes, Duration::from_secs(10));
         let auth = shop(nodes[0].addr(), ADMIN_BEARER);
         let (p, owner) = owner_of(nodes[0].addr(), "shop");
         // Orders through another node (forwarded to the owner), then the owner dies mid-flow:

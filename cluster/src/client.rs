@@ -36,6 +36,10 @@ pub struct EtcdConfig {
     pub snapshot_chunk_bytes: usize,
     /// The largest snapshot `put_snapshot` writes and `get_snapshot` accepts.
     pub snapshot_bytes_max: usize,
+    /// How long an append whose tries' outcomes are unknown (etcd electing a leader, a
+    /// member gone) goes on trying the same batch at the same seq before it answers
+    /// `Indeterminate`; 0: each member once.
+    pub append_patience_ms: u64,
 }
 
 impl EtcdConfig {
@@ -49,6 +53,7 @@ impl EtcdConfig {
             read_page_batches: 8,
             snapshot_chunk_bytes: 1024 * 1024,
             snapshot_bytes_max: 1024 * 1024 * 1024,
+            append_patience_ms: 0,
         }
     }
 

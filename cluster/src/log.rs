@@ -4,6 +4,8 @@
 //! members before etcd answers), or nothing is written. Readers need no token: the guard at
 //! write time is what makes every stored batch one written by the owner of its time.
 
+use std::time::Duration;
+
 use etcd_client::{
     Compare, CompareOp, DeleteOptions, GetOptions, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse, WatchOptions,
 };
@@ -16,6 +18,9 @@ use crate::ownership::Owned;
 
 /// The writer of one partition's log, for the owner holding `token`. Appends take `&mut
 /// self`: one txn in flight per partition, so sequence numbers are dense and in order.
+/// The pause between two rounds of an append's tries (see `EtcdConfig::append_patience_ms`).
+const APPEND_RETRY_PAUSE: Duration = Duration::from_millis(100);
+
 pub struct PartitionLog {
     etcd: Etcd,
     partition: u32,
@@ -113,6 +118,7 @@ impl PartitionLog {
         if size > config.batch_bytes_max {
             return Err(ClusterError::TooLarge { what: "batch (bytes)", size, max: config.batch_bytes_max });
         }
+        let patience_ms = config.append_patience_ms;
         if self.in_doubt {
             self.settle_doubt().await?;
         }
@@ -120,11 +126,21 @@ impl PartitionLog {
         let key = keys::log_key(self.partition, seq);
         let owner = keys::owner_key(self.partition);
         let value = codec::encode_batch(self.token, records);
-        // Tried on each member at most once. Repeating the same txn is safe: it creates
-        // the key only if absent, and a key found present with exactly this batch's bytes
-        // and the owner unchanged is this batch, landed by an earlier try.
+        // Tried on each member at least once, and on for `append_patience_ms` while no try
+        // gets an answer. Repeating the same txn is safe: it creates the key only if absent,
+        // and a key found present with exactly this batch's bytes and the owner unchanged is
+        // this batch, landed by an earlier try.
         let mut last = None;
-        for _ in 0..self.etcd.member_count() {
+        let patient_until = tokio::time::Instant::now() + Duration::from_millis(patience_ms);
+        let members = self.etcd.member_count();
+        // Bounded by the members, then by the patience (each try by the request timeout).
+        for attempt in 0.. {
+            if attempt >= members {
+                if tokio::time::Instant::now() >= patient_until {
+                    break;
+                }
+                tokio::time::sleep(APPEND_RETRY_PAUSE).await;
+            }
             match self.try_append(seq, &key, &owner, &value).await {
                 Ok(Attempt::Appended) => {
                     self.next_seq = seq.saturating_add(1);

@@ -2,6 +2,13 @@
 //! owner's fencing token; every write of a partition's log compares it in the same txn, so a
 //! deposed owner (its lease expired while it was paused or cut off) writes nothing after a
 //! new owner took the key, whatever it believes.
+//!
+//! A lease is `Held`, `Lapsed` or `Lost` as this node sees it. `Lapsed`: no renewal
+//! succeeded for a whole TTL (a pause, a cut-off, or an etcd leader election that outlasts
+//! the TTL), so another node may own the key now: stop serving, but keep renewing, because
+//! etcd may still hold the lease (a new leader extends every lease it finds). A renewal that
+//! succeeds makes it `Held` again (the key is still this node's: it lives and dies with the
+//! lease); etcd answering that the lease is gone makes it `Lost`, for good.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,9 +31,19 @@ pub struct Leased {
     key: String,
     token: i64,
     lease_id: i64,
-    lost: watch::Receiver<bool>,
+    state: watch::Receiver<LeaseState>,
     stop: Arc<Notify>,
     keeper: JoinHandle<()>,
+}
+
+/// A lease as this node sees it (see the module's comment).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseState {
+    Held,
+    /// No renewal for a whole TTL: another node may own the key; renewals go on.
+    Lapsed,
+    /// etcd said the lease is gone, or this node stopped renewing it: final.
+    Lost,
 }
 
 /// A partition this node owns: its owner key, leased.
@@ -57,13 +74,14 @@ impl Owned {
         self.leased.lease_id
     }
 
-    /// A receiver that turns true once the lease is lost: for a task that stops serving the
-    /// partition the moment it is (a paused node resumes and finds its leases gone).
-    pub fn lost_signal(&self) -> watch::Receiver<bool> {
-        self.leased.lost.clone()
+    /// A receiver of the lease's state: for a task that stops serving the partition the
+    /// moment it lapses (a paused node resumes and finds its lease run out) and serves again
+    /// if it is renewed after all.
+    pub fn state_signal(&self) -> watch::Receiver<LeaseState> {
+        self.leased.state.clone()
     }
 
-    /// True once the lease is lost ([`Leased::is_lost`]): stop serving the partition.
+    /// True once the lease is lost for good ([`Leased::is_lost`]): give the partition up.
     pub fn is_lost(&self) -> bool {
         self.leased.is_lost()
     }
@@ -95,18 +113,22 @@ impl Leased {
         self.lease_id
     }
 
-    /// True once the keep-alive saw the lease gone or could not renew it before its TTL ran
-    /// out. Advisory for an owner key: a node should stop serving the partition then, but
-    /// safety does not depend on it (the log's txns compare the token).
+    /// True once etcd said the lease is gone or this node stopped renewing it. Advisory for
+    /// an owner key: safety does not depend on it (the log's txns compare the token).
     pub fn is_lost(&self) -> bool {
-        *self.lost.borrow()
+        *self.state.borrow() == LeaseState::Lost
+    }
+
+    /// True while the lease is not known to be held (lapsed or lost): an owner stops serving.
+    pub fn is_lapsed(&self) -> bool {
+        *self.state.borrow() != LeaseState::Held
     }
 
     /// Waits until the lease is lost (see `is_lost`).
     pub async fn lost(&mut self) {
         // An error means the keep-alive task ended, which it does only after marking the loss
         // or being stopped: both mean this node no longer keeps the lease.
-        let _ = self.lost.wait_for(|lost| *lost).await;
+        let _ = self.state.wait_for(|s| *s == LeaseState::Lost).await;
     }
 
     /// Deletes the key if it still carries this token and revokes the lease.
@@ -202,7 +224,7 @@ pub(crate) async fn create_leased(
         return Err(ClusterError::Corrupt { key, reason: "txn answer without a revision" });
     }
     debug_assert!(matches!(resp.op_responses().first(), Some(TxnOpResponse::Put(_))));
-    let (tx, rx) = watch::channel(false);
+    let (tx, rx) = watch::channel(LeaseState::Held);
     let stop = Arc::new(Notify::new());
     let keeper = tokio::spawn(keep_alive(
         etcd.clone(),
@@ -212,7 +234,7 @@ pub(crate) async fn create_leased(
         tx,
         stop.clone(),
     ));
-    Ok(Some(Leased { etcd: etcd.clone(), key, token, lease_id, lost: rx, stop, keeper }))
+    Ok(Some(Leased { etcd: etcd.clone(), key, token, lease_id, state: rx, stop, keeper }))
 }
 
 async fn revoke_quietly(etcd: &Etcd, lease_id: i64) {
@@ -222,48 +244,68 @@ async fn revoke_quietly(etcd: &Etcd, lease_id: i64) {
     }
 }
 
-/// Renews the lease every third of its TTL. The lease counts as lost when etcd answers that
-/// it is gone (TTL 0) or when no renewal succeeded for a whole TTL since the last one was
-/// sent: etcd measures the TTL from when it received that renewal, which is later, so this
-/// node gives up no later than etcd does (clock rates aside).
+/// Renews the lease every third of its TTL. The lease lapses when no renewal succeeded for
+/// a whole TTL since the last one was sent (etcd measures the TTL from when it received that
+/// renewal, which is later, so this node stops serving no later than etcd could expire it,
+/// clock rates aside); renewals go on, a bounded try each, quickly after a failure, and the
+/// lease is held again when one succeeds, lost when etcd says it is gone. Bounded by `stop`
+/// (the key released or dropped) and by etcd's answer.
 async fn keep_alive(
     etcd: Etcd,
     lease_id: i64,
     ttl: Duration,
     granted_at: Instant,
-    lost: watch::Sender<bool>,
+    state: watch::Sender<LeaseState>,
     stop: Arc<Notify>,
 ) {
     let interval = ttl / 3;
     let mut valid_until = granted_at + ttl;
     let mut stream = None;
+    let mut wait = interval;
     let outcome = loop {
         tokio::select! {
             _ = stop.notified() => break Loss::Kept,
-            _ = tokio::time::sleep(interval) => {}
-        }
-        if Instant::now() >= valid_until {
-            break Loss::Lost;
+            _ = tokio::time::sleep(wait) => {}
         }
         let sent_at = Instant::now();
-        // One renewal, bounded by what is left of the lease: a stream that hangs must not
-        // keep this node believing past the TTL.
+        if sent_at >= valid_until && *state.borrow() == LeaseState::Held {
+            tracing::warn!(lease = lease_id, "lease lapsed: no renewal for a whole TTL; renewing on");
+            let _ = state.send(LeaseState::Lapsed);
+        }
+        // One renewal, bounded by what is left of the lease while it is held (a stream that
+        // hangs must not keep this node believing past the TTL; a slow one may finish), and
+        // by a third of the TTL once it lapsed (the next try goes to another member).
         let left = valid_until.saturating_duration_since(sent_at);
-        let renewed = tokio::time::timeout(left, renew(&etcd, lease_id, &mut stream)).await;
+        let bound = if left.is_zero() { interval } else { left };
+        let renewed = tokio::time::timeout(bound, renew(&etcd, lease_id, &mut stream)).await;
         match renewed {
-            Ok(Ok(ttl_s)) if ttl_s > 0 => valid_until = sent_at + ttl,
+            Ok(Ok(ttl_s)) if ttl_s > 0 => {
+                valid_until = sent_at + ttl;
+                wait = interval;
+                if *state.borrow() == LeaseState::Lapsed {
+                    tracing::warn!(lease = lease_id, "lease renewed after it lapsed: held again");
+                    let _ = state.send(LeaseState::Held);
+                }
+            }
             Ok(Ok(_)) => break Loss::Lost, // etcd says the lease is gone
             Ok(Err(e)) => {
                 tracing::warn!(lease = lease_id, error = %e, "lease keep-alive failed; retrying");
-                // Reopen the stream on the next round, on the next member.
+                // Reopen the stream on the next member, soon.
                 if let Some((member, _)) = stream.take() {
                     etcd.demote(member);
+                }
+                wait = RETRY_AFTER_FAILURE;
+                // A stream refused for a lease etcd no longer has ends in an error, not in a
+                // TTL of 0: once lapsed, ask etcd whether the lease still exists.
+                if *state.borrow() == LeaseState::Lapsed && lease_exists(&etcd, lease_id).await == Some(false) {
+                    break Loss::Lost;
                 }
             }
             Err(_) => {
                 if let Some((member, _)) = stream.take() {
                     etcd.demote(member);
                 }
+                wait = RETRY_AFTER_FAILURE;
             }
         }
     };
@@ -271,8 +313,20 @@ async fn keep_alive(
         tracing::warn!(lease = lease_id, "lease lost");
     }
     // Either way this node no longer keeps the lease alive.
-    let _ = lost.send(true);
+    let _ = state.send(LeaseState::Lost);
 }
+
+/// Whether etcd still has the lease (`None`: no answer, as while it elects a leader).
+async fn lease_exists(etcd: &Etcd, lease_id: i64) -> Option<bool> {
+    let mut lease = etcd.client().1.lease_client();
+    match etcd.bounded("lease time to live", lease.time_to_live(lease_id, None)).await {
+        Ok(Ok(resp)) => Some(resp.ttl() > 0),
+        _ => None,
+    }
+}
+
+/// The pause before a renewal after a failed one (on the next member).
+const RETRY_AFTER_FAILURE: Duration = Duration::from_millis(100);
 
 /// The member a keep-alive stream runs on, and the stream.
 type KeepAlive = (usize, (etcd_client::LeaseKeeper, etcd_client::LeaseKeepAliveStream));

@@ -181,6 +181,23 @@ impl Cell {
         st.backend = Backend::Elsewhere;
     }
 
+    /// Cluster mode: the log's epoch, which `replace_with` (take, give up) moves on.
+    pub(super) fn generation(&self) -> u64 {
+        let _st = self.state.lock();
+        self.log.epoch.load(Ordering::Acquire)
+    }
+
+    /// Cluster mode: undoes `drain` if the cell was not replaced since `generation`: the
+    /// shard, its waiters and its LSNs are as the drain left them, on the same log.
+    pub(super) fn resume(&self, generation: u64, log: Arc<dyn super::replicated::ReplicatedLog>) -> bool {
+        let mut st = self.state.lock();
+        if self.log.epoch.load(Ordering::Acquire) != generation || !matches!(st.backend, Backend::Elsewhere) {
+            return false;
+        }
+        st.backend = Backend::Replicated(log);
+        true
+    }
+
     /// Cluster mode: what a request gets when another node owns this partition.
     pub(super) fn elsewhere(&self) -> Option<ExecError> {
         matches!(self.state.lock().backend, Backend::Elsewhere).then(|| self.log.not_owner())

@@ -314,6 +314,19 @@ impl Engine {
         self.cells[partition as usize].drain();
     }
 
+    /// Cluster mode: this node's hold on `partition` as of now (it changes when the partition
+    /// is taken or given up, not when it is drained): what `resume_partition` checks.
+    pub fn partition_generation(&self, partition: u32) -> u64 {
+        self.cells[partition as usize].generation()
+    }
+
+    /// Cluster mode: serves a drained partition again on `log` (its lease, lapsed, was
+    /// renewed after all), if it was neither given up nor taken again since `generation`.
+    /// True if it serves again.
+    pub fn resume_partition(&self, partition: u32, generation: u64, log: Arc<dyn ReplicatedLog>) -> bool {
+        self.cells[partition as usize].resume(generation, log)
+    }
+
     /// Cluster mode: stops serving `partition` (lost, failed or handed over): its state is
     /// dropped and its requests answer `NotOwner` until it is taken again.
     pub fn give_up_partition(&self, partition: u32) {

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use surge_cluster::{
-    membership, ownership, Etcd, EtcdConfig, LogReader, NodeInfo, Owned, PartitionLog, PartitionTable,
+    membership, ownership, Etcd, EtcdConfig, LeaseState, LogReader, NodeInfo, Owned, PartitionLog, PartitionTable,
 };
 use surge_partition::{assignment, rebuild, Committer, CommitterConfig, Rebuilt, Standby};
 use tokio::sync::Notify;
@@ -88,9 +88,11 @@ impl Node {
         state: crate::AppState,
     ) -> Result<Node, String> {
         cfg.readers.check()?;
-        let etcd = Etcd::connect(EtcdConfig::new(cfg.etcd_endpoints.clone()))
-            .await
-            .map_err(|e| format!("connecting to etcd: {e}"))?;
+        let mut etcd_config = EtcdConfig::new(cfg.etcd_endpoints.clone());
+        // An append rides out an etcd leader election (its tries go on, same batch, same
+        // seq) for as long as two leases: past that the partition is rebuilt.
+        etcd_config.append_patience_ms = 2 * cfg.lease_ttl_s.unsigned_abs() * 1_000;
+        let etcd = Etcd::connect(etcd_config).await.map_err(|e| format!("connecting to etcd: {e}"))?;
         let stored = membership::partition_count(&etcd, cfg.partitions)
             .await
             .map_err(|e| format!("reading the partition count: {e}"))?;
@@ -193,8 +195,9 @@ impl ReplicatedLog for CommitterLog {
 /// A partition this node owns.
 struct Held {
     owned: Owned,
-    /// Gives the partition up in the engine the moment its lease is lost, without waiting
-    /// for the next round (which may be stuck on an etcd call after a pause).
+    /// Follows the lease (`follow_lease`): stops the partition in the engine the moment it
+    /// lapses, without waiting for the next round (which may be stuck on an etcd call after
+    /// a pause), and serves it again if it is renewed after all.
     on_lost: JoinHandle<()>,
     log: Arc<CommitterLog>,
     /// Its relay and gateway worker, as configured.
@@ -429,14 +432,9 @@ impl Controller {
             took_ms = started.elapsed().as_millis() as u64,
             "serving the partition"
         );
-        let mut lost = owned.lost_signal();
-        let engine = self.engine.clone();
-        let on_lost = tokio::spawn(async move {
-            if lost.wait_for(|lost| *lost).await.is_ok() {
-                tracing::warn!(partition = p, "lease lost: the partition stops serving here");
-                engine.give_up_partition(p);
-            }
-        });
+        let generation = self.engine.partition_generation(p);
+        let lease = owned.state_signal();
+        let on_lost = tokio::spawn(follow_lease(lease, self.engine.clone(), p, generation, Arc::downgrade(&log)));
         let readers = match &positions {
             Some(positions) => self.cfg.readers.start(&self.etcd, p, positions, &self.engine).await,
             None => readers::PartitionReaders::default(),
@@ -566,6 +564,43 @@ impl Controller {
         match surge_cluster::log::current_revision(&self.etcd).await {
             Ok(revision) => self.compaction.revision = Some(revision),
             Err(e) => tracing::warn!("reading etcd's revision: {e}"),
+        }
+    }
+}
+
+/// Follows the lease of owned partition `p` (a task of its own, so a pause or a stuck etcd
+/// call does not delay it): lapsed, the partition stops taking requests (503
+/// `partition_moving`) while its submitted groups still settle; renewed after all, it serves
+/// again as it was; lost, it is given up here at once (the controller then releases it).
+async fn follow_lease(
+    mut state: tokio::sync::watch::Receiver<LeaseState>,
+    engine: Arc<Engine>,
+    p: u32,
+    generation: u64,
+    log: std::sync::Weak<CommitterLog>,
+) {
+    // Bounded by the lease: its keep-alive task ends (closing the channel) once it is lost.
+    loop {
+        if state.changed().await.is_err() {
+            return;
+        }
+        let now = *state.borrow_and_update();
+        match now {
+            LeaseState::Lapsed => {
+                tracing::warn!(partition = p, "lease lapsed: the partition stops taking requests here");
+                engine.drain_partition(p);
+            }
+            LeaseState::Held => {
+                let Some(log) = log.upgrade() else { return };
+                if engine.resume_partition(p, generation, log) {
+                    tracing::warn!(partition = p, "lease renewed: the partition serves again");
+                }
+            }
+            LeaseState::Lost => {
+                tracing::warn!(partition = p, "lease lost: the partition stops serving here");
+                engine.give_up_partition(p);
+                return;
+            }
         }
     }
 }
