@@ -50,6 +50,12 @@ impl PartitionTable {
         self.rx.borrow().clone()
     }
 
+    /// A receiver that wakes on every change of the table (a key taken, released or
+    /// expired), for a caller that acts on changes instead of polling.
+    pub fn changes(&self) -> watch::Receiver<Arc<Table>> {
+        self.rx.clone()
+    }
+
     /// Waits up to `timeout_ms` for a table for which `pred` holds; returns it, or `None` on
     /// timeout.
     pub async fn wait_for(&mut self, timeout_ms: u64, mut pred: impl FnMut(&Table) -> bool) -> Option<Arc<Table>> {

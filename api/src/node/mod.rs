@@ -1,10 +1,11 @@
 //! Cluster mode's controller (build feature `cluster`): this node's life in the cluster.
 //!
 //! - It joins (its key `/surge/nodes/{id}` under a lease) and watches the partition table.
-//! - Every round ([`ROUND_MS`]) it takes free partitions up to its fair share of the live
-//!   nodes (`partition::assignment`), gives one up when it holds more than its share (so a
-//!   joining node finds partitions to take), and gives up every partition whose lease was
-//!   lost or whose log failed (the engine names those).
+//! - Every round ([`ROUND_MS`], and at once when the partition table changes) it takes free
+//!   partitions up to its fair share of the live nodes (`partition::assignment`), gives one
+//!   up when it holds more than its share (so a joining node finds partitions to take), and
+//!   gives up every partition whose lease was lost or whose log failed (the engine names
+//!   those).
 //! - Taking a partition: the owner key (its create revision is the fencing token), then the
 //!   partition's state to the end of its log (from the hot standby when there is one, else
 //!   rebuilt from etcd), then a `Committer` behind the engine's shard. From then on every
@@ -252,10 +253,18 @@ impl Controller {
     async fn run(mut self, stop: Arc<Notify>) {
         let mut round = tokio::time::interval(Duration::from_millis(ROUND_MS));
         round.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut changes = self.table.changes();
+        // Bounded by `stop`; a round runs per tick, and at once when the table changes (a
+        // partition released or expired is taken without waiting for the next tick).
         loop {
             tokio::select! {
                 _ = stop.notified() => break,
                 _ = round.tick() => self.round().await,
+                Ok(()) = changes.changed() => {
+                    changes.borrow_and_update();
+                    self.round().await;
+                    round.reset();
+                }
             }
         }
         let partitions: Vec<u32> = self.held.keys().copied().collect();
