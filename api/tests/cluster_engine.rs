@@ -55,6 +55,16 @@ fn create(merchant: &str) -> Request {
     }
 }
 
+/// A cluster engine that owns `merchant`'s partition on a held log: (engine, partition, log).
+fn owning(merchant: &str) -> (Arc<Engine>, u32, Arc<HeldLog>) {
+    let (engine, _failures) = Engine::start_cluster(PARTITIONS, settings()).expect("engine");
+    let engine = Arc::new(engine);
+    let p = shard_of(merchant, PARTITIONS) as u32;
+    let log = Arc::new(HeldLog::default());
+    engine.take_partition(p, Shard::new(), settings(), log.clone());
+    (engine, p, log)
+}
+
 /// Starts `req` on its own task (the test settles the log's verdicts meanwhile).
 async fn run(engine: &Arc<Engine>, req: Request) -> tokio::task::JoinHandle<Result<(), ExecError>> {
     let engine = engine.clone();
@@ -137,12 +147,8 @@ async fn a_partition_elsewhere_names_its_owner_and_an_owned_one_answers_once_rep
 
 #[tokio::test]
 async fn a_drained_partition_turns_new_requests_away_and_answers_those_already_submitted() {
-    let (engine, _failures) = Engine::start_cluster(PARTITIONS, settings()).expect("engine");
-    let engine = Arc::new(engine);
     let merchant = "m-drain";
-    let p = shard_of(merchant, PARTITIONS) as u32;
-    let log = Arc::new(HeldLog::default());
-    engine.take_partition(p, Shard::new(), settings(), log.clone());
+    let (engine, p, log) = owning(merchant);
     let submitted = run(&engine, create(merchant)).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(log.groups.lock().len(), 1, "the group is in the log, its verdict pending");
@@ -160,4 +166,37 @@ async fn a_drained_partition_turns_new_requests_away_and_answers_those_already_s
 
     engine.give_up_partition(p);
     assert!(engine.owned_elsewhere(merchant).is_some());
+    engine.shutdown();
+}
+
+#[tokio::test]
+async fn a_lapsed_partition_serves_again_when_renewed_unless_it_changed_hands_meanwhile() {
+    let merchant = "m-lapse";
+    let (engine, p, log) = owning(merchant);
+    let generation = engine.partition_generation(p);
+    let created = run(&engine, create(merchant)).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(log.settle_all(Ok(())), 1);
+    answer(created).await.expect("created");
+
+    // Lapsed: turned away; renewed: the same state serves again, on the same log.
+    engine.drain_partition(p);
+    assert!(engine.owned_elsewhere(merchant).is_some(), "a lapsed partition takes no request");
+    assert!(engine.resume_partition(p, generation, log.clone()), "renewed: it serves again");
+    assert!(engine.owned_elsewhere(merchant).is_none());
+    match answer(run(&engine, create(merchant)).await).await {
+        Err(ExecError::Core(_)) => {}
+        other => panic!("the merchant created before the lapse is still there, got {other:?}"),
+    }
+
+    // Given up and taken again meanwhile (a new generation): a late renewal of the old
+    // lease must not put the old log back.
+    engine.drain_partition(p);
+    engine.give_up_partition(p);
+    let newer = Arc::new(HeldLog::default());
+    engine.take_partition(p, Shard::new(), settings(), newer.clone());
+    engine.drain_partition(p);
+    assert!(!engine.resume_partition(p, generation, log.clone()), "a stale generation resumes nothing");
+    assert!(engine.owned_elsewhere(merchant).is_some());
+    engine.shutdown();
 }

@@ -30,7 +30,8 @@ pub struct DriverConfig {
     /// state from the log or rewrite a snapshot's worth of rows there.
     pub resume_timeout_ms: u64,
     /// The reader checkpoint is stored at most this often (each store is an fsync, or an
-    /// etcd write); on stop it is stored once more. A checkpoint behind the sink only means re-delivery.
+    /// etcd write); on stop it is stored once more. A checkpoint behind the sink only means
+    /// re-delivery.
     pub checkpoint_interval_ms: u64,
     pub backoff_min_ms: u64,
     pub backoff_max_ms: u64,

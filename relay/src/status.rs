@@ -89,11 +89,8 @@ pub fn render_prometheus(statuses: &[Arc<SinkStatus>], out: &mut String) {
     for (name, kind, help, value) in metrics {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for s in statuses {
-            match s.partition {
-                None => writeln!(out, "{name}{{sink=\"{}\"}} {}", s.name, value(s)),
-                Some(p) => writeln!(out, "{name}{{sink=\"{}\",partition=\"{p}\"}} {}", s.name, value(s)),
-            }
-            .unwrap_or(());
+            let partition = s.partition.map(|p| format!(",partition=\"{p}\"")).unwrap_or_default();
+            let _ = writeln!(out, "{name}{{sink=\"{}\"{partition}}} {}", s.name, value(s));
         }
     }
 }

@@ -199,7 +199,7 @@ struct Held {
     /// Follows the lease (`follow_lease`): stops the partition in the engine the moment it
     /// lapses, without waiting for the next round (which may be stuck on an etcd call after
     /// a pause), and serves it again if it is renewed after all.
-    on_lost: JoinHandle<()>,
+    lease_follower: JoinHandle<()>,
     log: Arc<CommitterLog>,
     /// Its relay and gateway worker, as configured.
     readers: readers::PartitionReaders,
@@ -443,14 +443,15 @@ impl Controller {
         );
         let generation = self.engine.partition_generation(p);
         let lease = owned.state_signal();
-        let on_lost = tokio::spawn(follow_lease(lease, self.engine.clone(), p, generation, Arc::downgrade(&log)));
+        let lease_follower =
+            tokio::spawn(follow_lease(lease, self.engine.clone(), p, generation, Arc::downgrade(&log)));
         let readers = match &positions {
             Some(positions) => self.cfg.readers.start(&self.etcd, p, positions, &self.engine).await,
             None => readers::PartitionReaders::default(),
         };
         let held = Held {
             owned,
-            on_lost,
+            lease_follower,
             log,
             readers,
             records_at_snapshot: 0,
@@ -473,7 +474,7 @@ impl Controller {
         let held = self.held.remove(&p)?;
         tracing::warn!(partition = p, "giving the partition up: {why}");
         // Before the release, whose end of the keep-alive would set the signal too.
-        held.on_lost.abort();
+        held.lease_follower.abort();
         if handover == Handover::Drain {
             // New requests answer 503 partition_moving (nothing applied: a safe retry); the
             // groups already submitted are answered by their etcd verdicts, not left unknown.
