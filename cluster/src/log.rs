@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use etcd_client::{
     Compare, CompareOp, DeleteOptions, GetOptions, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse, WatchOptions,
+    WatchStream,
 };
 
 use crate::client::Etcd;
@@ -363,7 +364,7 @@ impl LogReader {
 
     /// A follower of the log from `from_seq` on (a standby keeping up, a relay tailing).
     pub fn follow(&self, from_seq: u64) -> Follower {
-        Follower { reader: self.clone(), next_seq: from_seq }
+        Follower { reader: self.clone(), next_seq: from_seq, tail: None }
     }
 
     /// The newest snapshot's manifest, or `None`.
@@ -442,11 +443,18 @@ impl LogReader {
     }
 }
 
-/// Follows a partition's log: pages of batches in order as they are appended, waiting on an
-/// etcd watch when there is nothing new rather than polling.
+/// Follows a partition's log: pages of batches in order as they are appended. Once it has
+/// read to the end, it waits on an etcd watch of the log's keys and takes the batches from
+/// the watch's events themselves (a PUT carries the batch), so a busy follower costs etcd
+/// one event per batch rather than a watch and two reads. The watch is kept while it
+/// delivers; it is dropped (and the next call reads a page) when it stays idle for a whole
+/// wait, shows a batch out of order, is cancelled or compacted, or its member fails, so a
+/// watch that went quiet on a cut-off member cannot hold a follower back longer than a wait.
 pub struct Follower {
     reader: LogReader,
     next_seq: u64,
+    /// The watch on the log's keys from `next_seq` on, and the member it is open on.
+    tail: Option<(usize, WatchStream)>,
 }
 
 impl Follower {
@@ -458,25 +466,35 @@ impl Follower {
     }
 
     /// The next page from `next_seq` on. When the log has nothing there, waits up to
-    /// `wait_ms` for a change to the log's keys and reads again; an empty page means nothing
-    /// was appended in that time.
+    /// `wait_ms` for batches appended after; an empty page means nothing was appended in that
+    /// time. With `wait_ms == 0` the page is always a read (linearizable: every batch
+    /// acknowledged before the call is in it or in a later page, `more` says which). A page
+    /// taken from the watch holds the batches of one watch message (bounded by etcd's
+    /// message size) and says `more` only when the watch showed a batch it skipped.
     pub async fn next(&mut self, wait_ms: u64) -> Result<Page> {
+        if wait_ms == 0 {
+            self.tail = None;
+        }
+        if self.tail.is_some() {
+            if let Some(page) = self.next_from_tail(wait_ms).await? {
+                return Ok(page);
+            }
+        }
         let (page, revision) = self.reader.read_page(self.next_seq).await?;
-        if page.entries.is_empty() {
-            self.wait_after(revision, wait_ms).await?;
-            let (page, _) = self.reader.read_page(self.next_seq).await?;
-            self.next_seq = page.next_seq;
+        self.next_seq = page.next_seq;
+        if !page.entries.is_empty() || page.more || wait_ms == 0 {
             return Ok(page);
         }
-        self.next_seq = page.next_seq;
-        Ok(page)
+        self.open_tail(revision).await?;
+        // A watch gone at once: nothing seen in this wait; the next call reads.
+        let nothing = Page { entries: Vec::new(), next_seq: self.next_seq, more: false };
+        Ok(self.next_from_tail(wait_ms).await?.unwrap_or(nothing))
     }
 
-    /// Waits for a change to the log's keys from `next_seq` on after `revision` (the
-    /// revision of the read that found nothing, so an append between that read and the
-    /// watch is not missed), or for `wait_ms`. A watch per wait: an idle follower holds no
-    /// stream, and a watch kept across reads would wake it for changes it already read.
-    async fn wait_after(&self, revision: i64, wait_ms: u64) -> Result<()> {
+    /// Watches the log's keys from `next_seq` on, from the revision after `revision` (that
+    /// of the read that found nothing, so a batch appended between the read and the watch is
+    /// not missed).
+    async fn open_tail(&mut self, revision: i64) -> Result<()> {
         let etcd = &self.reader.etcd;
         let partition = self.reader.partition;
         let from = keys::log_key(partition, self.next_seq);
@@ -484,35 +502,74 @@ impl Follower {
         let options = WatchOptions::new().with_range(end).with_start_revision(revision.saturating_add(1));
         let (member, client) = etcd.client();
         let mut watch = client.watch_client();
-        let opened = etcd.bounded("follow", watch.watch(from, Some(options))).await;
-        let mut stream = match opened {
-            Ok(Ok(stream)) => stream,
+        match etcd.bounded("follow", watch.watch(from, Some(options))).await {
+            Ok(Ok(stream)) => {
+                self.tail = Some((member, stream));
+                Ok(())
+            }
             Ok(Err(e)) => {
                 etcd.demote(member);
-                return Err(crate::error::unavailable("follow", e));
+                Err(crate::error::unavailable("follow", e))
             }
             Err(e) => {
                 etcd.demote(member);
-                return Err(e);
+                Err(e)
             }
-        };
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(wait_ms);
-        // Messages before the first event: the creation notice and progress notices;
-        // bounded by the deadline.
+        }
+    }
+
+    /// The batches of the watch's next message with any, waiting up to `wait_ms`: an empty
+    /// page if none came. `None` when the watch is gone (the caller reads instead).
+    async fn next_from_tail(&mut self, wait_ms: u64) -> Result<Option<Page>> {
+        let partition = self.reader.partition;
+        let records_max = self.reader.etcd.config().batch_records_max;
+        // Taken while it is read; put back only when it is kept.
+        let Some((member, mut stream)) = self.tail.take() else { return Ok(None) };
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
+        // Messages without a batch (the creation notice, progress notices, deletions of
+        // batches a snapshot covers) are skipped; bounded by the deadline.
         loop {
-            match tokio::time::timeout_at(deadline, stream.message()).await {
-                Err(_) => return Ok(()), // nothing appended in time
-                Ok(Ok(Some(resp))) => {
-                    // Compaction past the revision also means "read again".
-                    if !resp.events().is_empty() || resp.canceled() || resp.compact_revision() > 0 {
-                        return Ok(());
-                    }
-                }
-                Ok(Ok(None)) => return Err(ClusterError::Unavailable("follow: watch closed".to_owned())),
+            let resp = match tokio::time::timeout_at(deadline, stream.message()).await {
+                // Idle for a whole wait: dropped, the next call reads (see the type's comment).
+                Err(_) => return Ok(Some(Page { entries: Vec::new(), next_seq: self.next_seq, more: false })),
+                Ok(Ok(Some(resp))) => resp,
+                Ok(Ok(None)) => return Ok(None),
                 Ok(Err(e)) => {
-                    etcd.demote(member);
-                    return Err(crate::error::unavailable("follow", e));
+                    tracing::debug!(partition, "a log watch failed ({e}); reading instead");
+                    self.reader.etcd.demote(member);
+                    return Ok(None);
                 }
+            };
+            if resp.canceled() || resp.compact_revision() > 0 {
+                return Ok(None);
+            }
+            let mut entries = Vec::new();
+            let mut skipped = false;
+            for event in resp.events() {
+                // A deleted key has version 0: truncation of batches read already.
+                let Some(kv) = event.kv().filter(|kv| kv.version() > 0) else { continue };
+                let key = || String::from_utf8_lossy(kv.key()).into_owned();
+                let seq = keys::parse_log_key(partition, kv.key())
+                    .ok_or_else(|| ClusterError::Corrupt { key: key(), reason: "not a log key" })?;
+                if seq < self.next_seq {
+                    continue;
+                }
+                if seq > self.next_seq {
+                    // Not what this watch should show next: read from `next_seq` instead.
+                    skipped = true;
+                    break;
+                }
+                let batch = codec::decode_batch(kv.value(), records_max)
+                    .map_err(|reason| ClusterError::Corrupt { key: key(), reason })?;
+                entries.push(Entry { seq, batch });
+                self.next_seq = seq.saturating_add(1);
+            }
+            if skipped {
+                return Ok((!entries.is_empty()).then_some(Page { entries, next_seq: self.next_seq, more: true }));
+            }
+            if !entries.is_empty() {
+                self.tail = Some((member, stream));
+                return Ok(Some(Page { entries, next_seq: self.next_seq, more: false }));
             }
         }
     }

@@ -265,3 +265,54 @@ async fn a_follower_sees_appends_in_order_as_they_happen() {
     assert!(waited < Duration::from_secs(5), "woken by the append, not the timeout: {waited:?}");
     owned.release().await.expect("release");
 }
+
+/// Follows until it has seen batches up to `last`, each page waiting at most 2 s.
+async fn follow_to(follower: &mut surge_cluster::Follower, last: u64) -> Vec<u64> {
+    let mut seen = Vec::new();
+    // Bounded: 50 pages of at most 2 s each.
+    for _ in 0..50 {
+        let page = follower.next(2_000).await.expect("follow");
+        seen.extend(page.entries.iter().map(|e| e.seq));
+        if seen.last().is_some_and(|&s| s >= last) {
+            break;
+        }
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tailing_follower_keeps_up_through_truncation_and_compaction() {
+    let Some(etcd) = common::etcd().await else { return };
+    let (p, owned, mut log) = common::owned_log(&etcd, "tail", TTL_S).await;
+    let mut follower = LogReader::new(&etcd, p).follow(1);
+    for i in 1..=5u64 {
+        log.append(&[&i.to_le_bytes()]).await.expect("append");
+    }
+    assert_eq!(follow_to(&mut follower, 5).await, vec![1, 2, 3, 4, 5]);
+
+    // While it waits on its watch: the batches it read are deleted under a snapshot, their
+    // history compacted, and the log goes on. It sees the new batches, in order, once each.
+    let tailing = tokio::spawn(async move {
+        let seen = follow_to(&mut follower, 9).await;
+        (follower, seen)
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    log.put_snapshot(5, b"state after 5").await.expect("snapshot");
+    log.truncate_before(6).await.expect("truncate");
+    let rev = surge_cluster::log::current_revision(&etcd).await.expect("revision");
+    surge_cluster::log::compact(&etcd, rev).await.expect("compact");
+    for i in 6..=9u64 {
+        log.append(&[&i.to_le_bytes()]).await.expect("append");
+    }
+    let (mut follower, seen) = tailing.await.expect("follower");
+    assert_eq!(seen, vec![6, 7, 8, 9]);
+    assert_eq!(follower.next_seq(), 10);
+    let idle = follower.next(200).await.expect("follow");
+    assert!(idle.entries.is_empty(), "nothing twice: {:?}", idle.entries.first().map(|e| e.seq));
+
+    // A follower behind the snapshot is shown where the log starts now (its gap).
+    let mut late = LogReader::new(&etcd, p).follow(1);
+    let page = late.next(2_000).await.expect("follow");
+    assert_eq!(page.entries.first().map(|e| e.seq), Some(6));
+    owned.release().await.expect("release");
+}
