@@ -3,9 +3,12 @@
 //! does. Batches are dense from the snapshot on (the log writes each sequence number once,
 //! and truncation only removes what a snapshot covers), so a gap is damage, not a race.
 
+use std::sync::Arc;
 use surge_cluster::log::Entry;
 use surge_cluster::{ClusterError, LogReader};
 use surge_core::image::{self, ImageError};
+
+use surge_core::event::EventBody;
 use surge_core::Shard;
 
 /// A rebuilt partition: its shard (every event marked durable: etcd holds them all) and
@@ -52,7 +55,7 @@ pub async fn rebuild(reader: &LogReader, partition: u32) -> Result<Rebuilt, Rebu
     loop {
         let page = reader.read_from(next_seq).await.map_err(read)?;
         for entry in &page.entries {
-            apply_entry(&mut shard, partition, next_seq, entry)?;
+            apply_entry(&mut shard, partition, next_seq, entry, None)?;
             next_seq += 1;
             batches_applied += 1;
         }
@@ -68,20 +71,39 @@ pub async fn rebuild(reader: &LogReader, partition: u32) -> Result<Rebuilt, Rebu
     Ok(Rebuilt { shard, next_seq, batches_applied })
 }
 
-/// Applies one batch read back, which must be the one at `expected_seq`.
+/// An API key a batch gave a merchant (created, or its key rotated).
+pub type LearnedKey = ([u8; 32], Arc<str>);
+
+/// Applies one batch read back, which must be the one at `expected_seq`; the API keys it
+/// gives merchants are pushed onto `keys` when given.
 pub(crate) fn apply_entry(
     shard: &mut Shard,
     partition: u32,
     expected_seq: u64,
     entry: &Entry,
+    mut keys: Option<&mut Vec<LearnedKey>>,
 ) -> Result<(), RebuildError> {
     if entry.seq != expected_seq {
         return Err(RebuildError::Gap { partition, expected: expected_seq, found: entry.seq });
     }
     for record in &entry.batch.records {
-        image::record_events(image::EVENTS_RECORD_TYPE, record)
-            .and_then(|events| image::apply_events(std::slice::from_mut(shard), &events))
-            .map_err(|source| RebuildError::Batch { partition, seq: entry.seq, source })?;
+        let events = image::record_events(image::EVENTS_RECORD_TYPE, record).map_err(|source| RebuildError::Batch {
+            partition,
+            seq: entry.seq,
+            source,
+        })?;
+        image::apply_events(std::slice::from_mut(shard), &events).map_err(|source| RebuildError::Batch {
+            partition,
+            seq: entry.seq,
+            source,
+        })?;
+        if let Some(keys) = keys.as_deref_mut() {
+            keys.extend(events.iter().filter_map(|e| match &e.body {
+                EventBody::MerchantCreated(m) => Some((m.api_key_hash, e.merchant.clone())),
+                EventBody::ApiKeyRotated(r) => Some((r.api_key_hash, e.merchant.clone())),
+                _ => None,
+            }));
+        }
     }
     Ok(())
 }

@@ -8,13 +8,15 @@
 use surge_cluster::{Follower, LogReader};
 use surge_core::Shard;
 
-use crate::rebuild::{apply_entry, rebuild, RebuildError, Rebuilt};
+use crate::rebuild::{apply_entry, rebuild, LearnedKey, RebuildError, Rebuilt};
 
 pub struct Standby {
     partition: u32,
     shard: Shard,
     follower: Follower,
     batches_applied: u64,
+    /// API keys the batches applied since the last `take_learned_keys` gave merchants.
+    learned_keys: Vec<LearnedKey>,
 }
 
 impl Standby {
@@ -22,7 +24,7 @@ impl Standby {
     pub async fn start(reader: LogReader, partition: u32) -> Result<Standby, RebuildError> {
         let Rebuilt { shard, next_seq, batches_applied } = rebuild(&reader, partition).await?;
         let follower = reader.follow(next_seq);
-        Ok(Standby { partition, shard, follower, batches_applied })
+        Ok(Standby { partition, shard, follower, batches_applied, learned_keys: Vec::new() })
     }
 
     /// The seq of the next batch the standby expects.
@@ -40,6 +42,12 @@ impl Standby {
         self.batches_applied
     }
 
+    /// The API keys merchants got (created, or rotated) in the batches applied since the
+    /// last call: what a node learns without walking every merchant after each page.
+    pub fn take_learned_keys(&mut self) -> Vec<LearnedKey> {
+        std::mem::take(&mut self.learned_keys)
+    }
+
     /// Applies the next page of the log, waiting up to `wait_ms` for one when there is
     /// nothing new. Returns how many batches it applied (0: nothing appended meanwhile) and
     /// whether the log may hold more after them. A `Gap` means the log was truncated past
@@ -50,7 +58,7 @@ impl Standby {
         let page = self.follower.next(wait_ms).await.map_err(|source| RebuildError::Read { partition, source })?;
         let mut seq = expected;
         for entry in &page.entries {
-            apply_entry(&mut self.shard, partition, seq, entry)?;
+            apply_entry(&mut self.shard, partition, seq, entry, Some(&mut self.learned_keys))?;
             seq += 1;
         }
         debug_assert_eq!(seq, self.follower.next_seq());

@@ -10,8 +10,11 @@ use std::time::{Duration, Instant};
 
 use surge_cluster::test_support::etcd;
 use surge_cluster::{acquire, Etcd, LogReader, NodeInfo, Owned, PartitionLog};
+use surge_core::encoding::encode_events;
+use surge_core::event::{ApiKeyRotated, MerchantCreated};
 use surge_core::image;
 use surge_core::Shard;
+use surge_core::{Event, EventBody};
 use surge_partition::{rebuild, CommitError, Committer, CommitterConfig, Standby};
 use tokio::sync::oneshot;
 
@@ -247,6 +250,41 @@ async fn a_standby_takes_over_from_a_dead_owner_with_every_acknowledged_group() 
     assert!(rebuilt.batches_applied > tail_before, "the new owner read the tail the standby had not");
     assert_eq!(acknowledged, records.len());
     assert_eq!(rebuilt.shard.digest(), replayed(&records).digest(), "every acknowledged group is there");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_learns_the_api_keys_its_batches_give() {
+    let Some(etcd) = etcd().await else { return };
+    let (partition, _owned, committer) = owner_writing(&etcd, 7, 2).await;
+    let mut standby = Standby::start(LogReader::new(&etcd, partition), partition).await.expect("standby");
+    let event = |merchant: &str, body| Event { merchant: merchant.into(), at_ms: 1, body };
+    let created = |name: &str, hash: u8| {
+        EventBody::MerchantCreated(MerchantCreated {
+            name: name.into(),
+            currency: "EUR".into(),
+            api_key_hash: [hash; 32],
+        })
+    };
+    let records = vec![
+        encode_events(&[event("m-a", created("A", 1))]),
+        encode_events(&[event("m-a", EventBody::ApiKeyRotated(ApiKeyRotated { api_key_hash: [2; 32] }))]),
+        encode_events(&[event("m-b", created("B", 3))]),
+    ];
+    for r in commit_all(&committer, &records).await {
+        r.expect("acknowledged");
+    }
+    let mut learned = Vec::new();
+    // Bounded: 50 polls of at most 200 ms.
+    for _ in 0..50 {
+        standby.poll(200).await.expect("follow");
+        learned.extend(standby.take_learned_keys().into_iter().map(|(hash, m)| (hash[0], m.to_string())));
+        if learned.len() >= 3 {
+            break;
+        }
+    }
+    let expected = [(1, "m-a"), (2, "m-a"), (3, "m-b")].map(|(h, m)| (h, m.to_owned()));
+    assert_eq!(learned, expected, "each key once, in log order");
+    assert!(standby.take_learned_keys().is_empty());
 }
 
 /// Groups queued together beyond the batch bounds go out in several appends, each within

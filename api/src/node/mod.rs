@@ -633,7 +633,7 @@ async fn follow(reader: LogReader, p: u32, slot: Arc<tokio::sync::Mutex<Option<S
         let Some(standby) = guard.as_mut() else { return };
         match standby.poll(STANDBY_WAIT_MS).await {
             Ok((0, _)) => {}
-            Ok(_) => engine.learn_keys(standby.shard().merchants().map(|m| (m.api_key_hash, m.id.clone()))),
+            Ok(_) => engine.learn_keys(standby.take_learned_keys()),
             Err(e) => {
                 tracing::warn!(partition = p, "the standby stopped: {e}");
                 *guard = None;
