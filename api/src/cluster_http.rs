@@ -26,6 +26,10 @@ use crate::AppState;
 /// Marks a request one node forwarded to another (its value: the forwarding node's id).
 pub const FORWARDED_HEADER: &str = "x-surge-forwarded-by";
 
+/// On a node's part of a listing across partitions (`gather`): the partitions it read,
+/// comma-separated.
+pub const PARTITIONS_HEADER: &str = "x-surge-partitions";
+
 /// A forwarded request without an answer this long fails with the forwarding node's 503.
 const FORWARD_TIMEOUT_MS: u64 = 10_000;
 
@@ -151,6 +155,94 @@ pub async fn key_learned(engine: &crate::engine::Engine, hash: &[u8; 32]) -> Opt
         }
     }
     None
+}
+
+/// A node's part of a listing across partitions: `res`, marked with the partitions it read.
+pub fn gathered_part(mut res: Response, partitions: &[u32]) -> Response {
+    let list = partitions.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+    if let Ok(value) = axum::http::HeaderValue::from_str(&list) {
+        res.headers_mut().insert(PARTITIONS_HEADER, value);
+    }
+    res
+}
+
+/// A listing across partitions (admin views across merchants): asks every other live node
+/// for `path_and_query` (a GET with the caller's `Authorization`, marked forwarded, so each
+/// answers with what the partitions it serves hold: `gathered_part`) and returns their
+/// bodies. Every partition must be read, by this node (`own`) or by one that answered:
+/// else `503 partition_moving` (a partition is changing hands, or its node did not
+/// answer: retry). A node that refuses the caller's token makes it a 401 here too.
+pub async fn gather(
+    cluster: &ClusterHttp,
+    headers: &axum::http::HeaderMap,
+    path_and_query: &str,
+    own: &[u32],
+) -> Result<Vec<axum::body::Bytes>, ApiError> {
+    let table = cluster.view.table();
+    let me = cluster.view.node_id().to_owned();
+    let mut asks = tokio::task::JoinSet::new();
+    // Bounded by the live nodes (one ask each), each by the client's timeout.
+    for node in table.nodes.iter().filter(|n| n.node_id != me) {
+        let mut ask =
+            cluster.client.get(format!("http://{}{path_and_query}", node.address)).header(FORWARDED_HEADER, &me);
+        if let Some(auth) = headers.get(axum::http::header::AUTHORIZATION) {
+            ask = ask.header(axum::http::header::AUTHORIZATION, auth);
+        }
+        let node_id = node.node_id.clone();
+        asks.spawn(async move {
+            let answer = ask.send().await?;
+            let status = answer.status();
+            let partitions = answer.headers().get(PARTITIONS_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
+            Ok::<_, reqwest::Error>((node_id, status, partitions, answer.bytes().await?))
+        });
+    }
+    let mut covered = vec![false; table.partitions as usize];
+    for &p in own {
+        if let Some(c) = covered.get_mut(p as usize) {
+            *c = true;
+        }
+    }
+    let mut bodies = Vec::new();
+    while let Some(joined) = asks.join_next().await {
+        let (node, status, partitions, body) = match joined {
+            Ok(Ok(answer)) => answer,
+            // Its partitions stay unread: answered below.
+            Ok(Err(e)) => {
+                tracing::warn!("a listing across partitions: a node did not answer: {e}");
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!("a listing across partitions: an ask failed: {e}");
+                continue;
+            }
+        };
+        if status == StatusCode::UNAUTHORIZED {
+            return Err(ApiError::from_status(
+                status,
+                format!("node {node} refused the admin token (every node of a cluster needs the same --admin-token)"),
+            ));
+        }
+        if !status.is_success() {
+            tracing::warn!(%node, %status, "a listing across partitions: a node could not answer");
+            continue;
+        }
+        // Bounded by the partition count: a node lists each partition at most once.
+        for p in partitions.iter().flat_map(|l| l.split(',')).filter_map(|p| p.parse::<usize>().ok()) {
+            if let Some(c) = covered.get_mut(p) {
+                *c = true;
+            }
+        }
+        tracing::debug!(%node, "a listing across partitions: answered");
+        bodies.push(body);
+    }
+    match covered.iter().position(|c| !c) {
+        Some(p) => Err(ApiError::partition_moving(
+            p as u32,
+            None,
+            format!("partition {p} is changing hands or its node did not answer; retry"),
+        )),
+        None => Ok(bodies),
+    }
 }
 
 /// The forwarding layer (a pass-through outside cluster mode).

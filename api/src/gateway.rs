@@ -408,26 +408,62 @@ pub const DEAD_LETTERS_LIST_MAX: usize = 1_000;
     responses(
         (status = 200, description = "captures, voids and refunds the gateway worker gave up on, newest first", body = dto::DeadLetters),
         (status = 400, description = "invalid_request: the query"),
+        (status = 503, description = "partition_moving: cluster mode, a partition has no node serving it or its node did not answer"),
     )
 )]
-/// `GET /v1/admin/dead-letters`: across merchants, newest first per merchant.
+/// `GET /v1/admin/dead-letters`: across merchants, newest first. In cluster mode the node
+/// that takes the request reads the partitions it serves and asks every other node for
+/// theirs (`cluster_http::gather`); a node asked so answers its part only.
 pub async fn list_dead_letters(
+    State(state): State<AppState>,
+    headers: HeaderMap,
     axum::extract::Query(q): axum::extract::Query<DeadLetterQuery>,
     call: AdminCall,
 ) -> Result<Response, ApiError> {
-    let all = dead_letters(&call.engine, q.status.as_deref(), q.limit).await?;
-    let items: Vec<_> = all.iter().map(|(merchant, view)| dto::dead_letter(view, Some(merchant))).collect();
-    Ok(crate::routes::json(StatusCode::OK, &dto::DeadLetters { dead_letters: items }))
+    let Some(cluster) = state.cluster() else {
+        let all = dead_letters(&call.engine, q.status.as_deref(), q.limit).await?;
+        let items: Vec<_> = all.iter().map(|(merchant, view)| dto::dead_letter(view, Some(merchant))).collect();
+        return Ok(crate::routes::json(StatusCode::OK, &dto::DeadLetters { dead_letters: items }));
+    };
+    let (status, limit) = list_filter(q.status.as_deref(), q.limit)?;
+    let owned = call
+        .engine
+        .read_owned(move |shard| shard_dead_letters(shard, status, limit))
+        .await
+        .map_err(crate::routes::exec_error)?;
+    let partitions: Vec<u32> = owned.iter().map(|(p, _)| *p).collect();
+    let mut listed: Vec<serde_json::Value> = owned
+        .iter()
+        .flat_map(|(_, letters)| letters)
+        .filter_map(|(merchant, view)| serde_json::to_value(dto::dead_letter(view, Some(merchant))).ok())
+        .collect();
+    if headers.contains_key(crate::cluster_http::FORWARDED_HEADER) {
+        let part = crate::routes::json(StatusCode::OK, &serde_json::json!({ "dead_letters": listed }));
+        return Ok(crate::cluster_http::gathered_part(part, &partitions));
+    }
+    let filter = q.status.as_deref().map_or(String::new(), |s| format!("&status={s}"));
+    let path = format!("/v1/admin/dead-letters?limit={limit}{filter}");
+    #[derive(Deserialize)]
+    struct Part {
+        dead_letters: Vec<serde_json::Value>,
+    }
+    for body in crate::cluster_http::gather(cluster, &headers, &path, &partitions).await? {
+        let part: Part = serde_json::from_slice(&body).map_err(|e| {
+            ApiError::from_status(StatusCode::SERVICE_UNAVAILABLE, format!("a node's dead letters do not parse: {e}"))
+        })?;
+        listed.extend(part.dead_letters);
+    }
+    // Newest first: `created_at` is RFC 3339 in UTC with milliseconds, so its text sorts as
+    // its time does.
+    let created_at = |v: &serde_json::Value| v.get("created_at").and_then(|t| t.as_str()).unwrap_or("").to_owned();
+    listed.sort_by_key(|v| std::cmp::Reverse(created_at(v)));
+    listed.truncate(limit);
+    Ok(crate::routes::json(StatusCode::OK, &serde_json::json!({ "dead_letters": listed })))
 }
 
-/// Dead letters across merchants, newest first: `status` filters (`open`, `retried`,
-/// `resolved`; all when `None`), `limit` defaults to 100 and is kept within 1..=1,000.
-/// Shared by `GET /v1/admin/dead-letters` and the console.
-pub async fn dead_letters(
-    engine: &Engine,
-    status: Option<&str>,
-    limit: Option<usize>,
-) -> Result<Vec<(Arc<str>, surge_core::view::DeadLetterView)>, ApiError> {
+/// A listing's filter: `status` (`open`, `retried`, `resolved`; all when `None`), and
+/// `limit`, 100 by default, kept within 1..=1,000.
+fn list_filter(status: Option<&str>, limit: Option<usize>) -> Result<(Option<DeadLetterStatus>, usize), ApiError> {
     let status = match status {
         None => None,
         Some("open") => Some(DeadLetterStatus::Open),
@@ -437,18 +473,36 @@ pub async fn dead_letters(
             return Err(ApiError::invalid("status: must be open, retried or resolved").with("field", "status"));
         }
     };
-    let limit = limit.unwrap_or(100).clamp(1, DEAD_LETTERS_LIST_MAX);
+    Ok((status, limit.unwrap_or(100).clamp(1, DEAD_LETTERS_LIST_MAX)))
+}
+
+/// A shard's dead letters with `status` (all when `None`), at most `limit` per merchant.
+fn shard_dead_letters(
+    shard: &surge_core::Shard,
+    status: Option<DeadLetterStatus>,
+    limit: usize,
+) -> Vec<(Arc<str>, surge_core::view::DeadLetterView)> {
+    let mut out = Vec::new();
+    // Bounded: `limit` per merchant, cut to `limit` overall by the caller.
+    for m in shard.merchants() {
+        for view in m.dead_letter_views(status, limit) {
+            out.push((m.id.clone(), view));
+        }
+    }
+    out
+}
+
+/// Dead letters across merchants, newest first: `status` filters (`open`, `retried`,
+/// `resolved`; all when `None`), `limit` defaults to 100 and is kept within 1..=1,000.
+/// Shared by `GET /v1/admin/dead-letters` outside cluster mode and the console.
+pub async fn dead_letters(
+    engine: &Engine,
+    status: Option<&str>,
+    limit: Option<usize>,
+) -> Result<Vec<(Arc<str>, surge_core::view::DeadLetterView)>, ApiError> {
+    let (status, limit) = list_filter(status, limit)?;
     let per_shard = engine
-        .read_each(move |shard| {
-            let mut out = Vec::new();
-            // Bounded: `limit` per merchant, cut to `limit` overall below.
-            for m in shard.merchants() {
-                for view in m.dead_letter_views(status, limit) {
-                    out.push((m.id.clone(), view));
-                }
-            }
-            out
-        })
+        .read_each(move |shard| shard_dead_letters(shard, status, limit))
         .await
         .map_err(crate::routes::exec_error)?;
     let mut all: Vec<_> = per_shard.into_iter().flatten().collect();
@@ -492,10 +546,11 @@ pub async fn retry(engine: &Engine, id: &str) -> Result<Response, ApiError> {
     }
 }
 
-/// Dead letters not resolved, across merchants (a gauge).
+/// Dead letters not resolved, across merchants (a gauge); in cluster mode, of the
+/// partitions this node serves (the cluster's count is the sum over its nodes).
 pub async fn dead_letters_open(engine: &Engine) -> Option<u64> {
     let counts = engine
-        .read_each(|shard| {
+        .read_owned(|shard| {
             shard
                 .merchants()
                 .map(|m| m.dead_letters.iter().filter(|d| d.status == DeadLetterStatus::Open).count() as u64)
@@ -503,5 +558,5 @@ pub async fn dead_letters_open(engine: &Engine) -> Option<u64> {
         })
         .await
         .ok()?;
-    Some(counts.into_iter().sum())
+    Some(counts.into_iter().map(|(_, count)| count).sum())
 }

@@ -18,7 +18,9 @@
 //!
 //! A second test takes card payments through three nodes and `surge gateway-sim`, and
 //! SIGKILLs the payments' owner mid-flow: every payment settles (through the new owner's
-//! gateway worker, from the dead one's checkpoint), none is charged twice.
+//! gateway worker, from the dead one's checkpoint), none is charged twice. A third makes
+//! dead letters on two nodes' partitions and lists them through a third node, before and
+//! after one of their owners is SIGKILLed.
 //!
 //! Figures (failover, join) are printed for docs/performance.md. Needs a `surge` built with
 //! the `cluster` feature, Debian's `etcd` (scripts/etcd.sh installs it) and the
@@ -50,9 +52,11 @@ mod cluster {
     use rdkafka::message::{Headers, Message};
     use serde_json::Value;
 
-    use crate::process::card::{assert_charged_once_after_crash, card_order, settle_all, shop};
+    use crate::process::card::{
+        assert_charged_once_after_crash, card_order, post, settle_all, settled, shop, shop_named,
+    };
     use crate::process::services::{brokers, require_services, unique, Db};
-    use crate::process::{free_port, get_text, http, http_text, Sim, Surge, SIM_SECRET};
+    use crate::process::{free_port, get_text, http, http_text, metric, Sim, Surge, SIM_SECRET};
 
     const ADMIN: &str = "cluster-admin";
     const ADMIN_BEARER: &str = "Bearer cluster-admin";
@@ -666,20 +670,8 @@ mod cluster {
         let sim = Sim::start(&["--success-rate", "0.6", "--approval-rate", "0.8", "--settle-ms", "300..1500"]);
         let root = tempfile::tempdir().unwrap();
         let etcd = Etcd::start(&root.path().join("etcd"));
-        // One card key for every node: a number sealed by one is opened by another's worker.
-        let key_file = root.path().join("card.key");
-        surge_relay::gateway::CardKey::load(&key_file, true).expect("generate the card key");
-        let (url, key_file) = (sim.url(), key_file.to_string_lossy().into_owned());
-        let env = [
-            ("SURGE_GATEWAY_URLS", url.as_str()),
-            ("SURGE_GATEWAY_SECRET", SIM_SECRET),
-            ("SURGE_CARD_KEY_FILE", key_file.as_str()),
-            ("SURGE_GATEWAY_RECONCILE_AFTER_MS", "1000"),
-        ];
-        let mut nodes: Vec<Node> =
-            ["c1", "c2", "c3"].iter().map(|id| Node::start(root.path(), &etcd, id, &env)).collect();
-        wait_settled(nodes[0].addr(), &["c1", "c2", "c3"], Duration::from_secs(30));
-        wait_owners_serving(&nodes, Duration::from_secs(10));
+        let reconcile = [("SURGE_GATEWAY_RECONCILE_AFTER_MS", "1000")];
+        let mut nodes = card_nodes(root.path(), &etcd, &sim, &["c1", "c2", "c3"], &reconcile);
         let auth = shop(nodes[0].addr(), ADMIN_BEARER);
         let (p, owner) = owner_of(nodes[0].addr(), "shop");
         // Orders through another node (forwarded to the owner), then the owner dies mid-flow:
@@ -700,5 +692,107 @@ mod cluster {
         );
         assert!(paid > 0);
         assert_charged_once_after_crash(addr, &auth, &sim, &ids);
+    }
+
+    /// Nodes `ids` with `surge gateway-sim` at `sim` as their gateway (one card key for
+    /// every node: a number sealed by one is opened by another's worker), settled.
+    fn card_nodes(root: &Path, etcd: &Etcd, sim: &Sim, ids: &[&str], more: &[(&str, &str)]) -> Vec<Node> {
+        let key_file = root.join("card.key");
+        surge_relay::gateway::CardKey::load(&key_file, true).expect("generate the card key");
+        let (url, key_file) = (sim.url(), key_file.to_string_lossy().into_owned());
+        let mut env = vec![
+            ("SURGE_GATEWAY_URLS", url.as_str()),
+            ("SURGE_GATEWAY_SECRET", SIM_SECRET),
+            ("SURGE_CARD_KEY_FILE", key_file.as_str()),
+        ];
+        env.extend_from_slice(more);
+        let nodes: Vec<Node> = ids.iter().map(|id| Node::start(root, etcd, id, &env)).collect();
+        wait_settled(nodes[0].addr(), ids, Duration::from_secs(30));
+        wait_owners_serving(&nodes, Duration::from_secs(10));
+        nodes
+    }
+
+    #[test]
+    fn dead_letters_are_listed_across_nodes() {
+        const SETTLE: Duration = Duration::from_secs(30);
+        let sim = Sim::start(&["--success-rate", "1", "--approval-rate", "1"]);
+        let root = tempfile::tempdir().unwrap();
+        let etcd = Etcd::start(&root.path().join("etcd"));
+        let mut nodes =
+            card_nodes(root.path(), &etcd, &sim, &["d1", "d2", "d3"], &[("SURGE_GATEWAY_OP_ATTEMPTS_MAX", "2")]);
+        let entry = nodes[0].addr();
+        // Two merchants whose partitions two different nodes own.
+        let mut shops: Vec<(String, String)> = Vec::new(); // (merchant, owner)
+        for i in 0..200 {
+            let m = format!("dl-{i}");
+            let (_, owner) = owner_of(entry, &m);
+            if !owner.is_empty() && shops.iter().all(|(_, o)| *o != owner) {
+                shops.push((m, owner));
+            }
+            if shops.len() == 2 {
+                break;
+            }
+        }
+        assert_eq!(shops.len(), 2, "two merchants on two nodes' partitions");
+        // A manual-capture card order each, authorized; then the gateway goes down and each
+        // capture becomes a dead letter on its owner.
+        let mut payments = Vec::new();
+        for (m, _) in &shops {
+            let auth = shop_named(entry, ADMIN_BEARER, m);
+            let order = settled(entry, &auth, &card_order(entry, &auth, "dl", 1, "manual"), SETTLE);
+            payments.push((auth, order["payment"]["id"].as_str().unwrap().to_owned()));
+        }
+        sim.mode("down");
+        for (auth, payment) in &payments {
+            let (status, p) = post(entry, auth, &format!("/v1/payments/{payment}/capture"), "cap", "{}");
+            assert_eq!((status, p["status"].as_str()), (200, Some("captured")), "{p}");
+        }
+        let listing = "/v1/admin/dead-letters?status=open";
+        // Both dead letters listed through `addr`; a 503 (a partition moving: a lease that
+        // lapsed on this busy machine) is waited out.
+        let both = |addr: SocketAddr| {
+            let deadline = Instant::now() + SETTLE;
+            loop {
+                let (status, v) = http(addr, "GET", listing, &[("Authorization", ADMIN_BEARER)], None).unwrap();
+                if status == 200 && v["dead_letters"].as_array().is_some_and(|d| d.len() == 2) {
+                    return v;
+                }
+                assert!(status == 200 || status == 503, "{status} {v}");
+                assert!(Instant::now() < deadline, "{status} {v}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        };
+        // Through a node: what it serves and what the others answer for theirs.
+        for node in &nodes {
+            let listed = both(node.addr());
+            let merchants: BTreeSet<&str> =
+                listed["dead_letters"].as_array().unwrap().iter().filter_map(|d| d["merchant_id"].as_str()).collect();
+            assert_eq!(merchants, shops.iter().map(|(m, _)| m.as_str()).collect(), "{listed}");
+            let times: Vec<&str> =
+                listed["dead_letters"].as_array().unwrap().iter().filter_map(|d| d["created_at"].as_str()).collect();
+            assert!(times.windows(2).all(|w| w[0] >= w[1]), "newest first: {listed}");
+        }
+        // Each node's gauge counts the partitions it serves.
+        let open: f64 = nodes
+            .iter()
+            .filter_map(|n| {
+                get_text(n.addr(), "/metrics").and_then(|(_, text)| metric(&text, "surge_dead_letters_open"))
+            })
+            .sum();
+        assert_eq!(open, 2.0, "one open dead letter per merchant, counted once");
+
+        // A dead owner's partitions are unread until another node serves them: the listing
+        // says so (503 partition_moving), then lists both again, from the replicated state.
+        let (first, dead) = (&shops[0].0, shops[0].1.clone());
+        drop(nodes.remove(nodes.iter().position(|n| n.id == dead).unwrap())); // SIGKILL
+        let addr = nodes[0].addr();
+        let (status, refused) = http(addr, "GET", listing, &[("Authorization", ADMIN_BEARER)], None).unwrap();
+        assert_eq!((status, refused["code"].as_str()), (503, Some("partition_moving")), "{refused}");
+        wait_serving(addr, first, Duration::from_secs(10));
+        for node in &nodes {
+            both(node.addr());
+        }
+        let (status, _) = http(addr, "GET", listing, &[("Authorization", "Bearer not-the-token")], None).unwrap();
+        assert_eq!(status, 401);
     }
 }

@@ -468,14 +468,36 @@ impl Engine {
         R: Send + 'static,
         F: Fn(&Shard) -> R + Clone + Send + 'static,
     {
+        Ok(self.read_cells(f, false).await?.into_iter().map(|(_, r)| r).collect())
+    }
+
+    /// Cluster mode: `read_each` over the partitions this node serves now, each answer with
+    /// its partition; the others (owned elsewhere, moving, draining) are skipped.
+    pub async fn read_owned<R, F>(&self, f: F) -> Result<Vec<(u32, R)>, ExecError>
+    where
+        R: Send + 'static,
+        F: Fn(&Shard) -> R + Clone + Send + 'static,
+    {
+        self.read_cells(f, true).await
+    }
+
+    async fn read_cells<R, F>(&self, f: F, owned_only: bool) -> Result<Vec<(u32, R)>, ExecError>
+    where
+        R: Send + 'static,
+        F: Fn(&Shard) -> R + Clone + Send + 'static,
+    {
         let mut out = Vec::with_capacity(self.cells.len());
-        for cell in &self.cells {
+        for (index, cell) in self.cells.iter().enumerate() {
             let _permit = cell.permits.acquire().await.map_err(|_| ExecError::Storage(StorageError::ShuttingDown))?;
             let (tx, rx) = oneshot::channel::<Result<R, ExecError>>();
             cell.read(f.clone()).settle(cell, move |result| {
                 let _ = tx.send(result);
             });
-            out.push(rx.await.unwrap_or_else(|_| Err(ExecError::Storage(StorageError::ShardStopped)))?);
+            match rx.await.unwrap_or_else(|_| Err(ExecError::Storage(StorageError::ShardStopped))) {
+                Ok(r) => out.push((index as u32, r)),
+                Err(ExecError::Storage(StorageError::NotOwner { .. })) if owned_only => {}
+                Err(e) => return Err(e),
+            }
         }
         Ok(out)
     }

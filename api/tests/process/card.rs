@@ -14,7 +14,12 @@ pub const CARD_NUMBER: &str = "4111-1111-1111-1451";
 /// Merchant `shop` (created with the admin header value `admin_bearer`) with an item `tee`
 /// (price 1000, stock 1000); its `Authorization` value.
 pub fn shop(addr: SocketAddr, admin_bearer: &str) -> String {
-    let auth = create_merchant(addr, admin_bearer, "shop");
+    shop_named(addr, admin_bearer, "shop")
+}
+
+/// `shop` under the merchant id `id`.
+pub fn shop_named(addr: SocketAddr, admin_bearer: &str, id: &str) -> String {
+    let auth = create_merchant(addr, admin_bearer, id);
     let body = r#"{"name":"Tee","price":1000,"stock":1000}"#;
     let (status, _) = http(addr, "PUT", "/v1/items/tee", &[("Authorization", &auth)], Some(body)).unwrap();
     assert_eq!(status, 201);
