@@ -95,6 +95,15 @@ pub struct PartitionOwner {
 pub trait ClusterView: Send + Sync {
     fn node_id(&self) -> &str;
     fn table(&self) -> ClusterTable;
+
+    /// The events look-up in cluster mode: the newest `limit` events of `merchant`'s
+    /// `aggregate` in its partition's replicated log, which any node reads.
+    fn aggregate_events(
+        &self,
+        merchant: &str,
+        aggregate: &str,
+        limit: usize,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<crate::lookup::AggregateEvents, String>> + Send>>;
 }
 
 /// Cluster mode's HTTP parts, set once before serving.

@@ -9,6 +9,8 @@
 //! durable records on a blocking thread, at most [`EVENTS_SCANS_MAX`] scans at once, and
 //! says whether it covered everything the log still holds (retention deletes segments older
 //! than the newest snapshot, so old history is in the cold store's `events` table only).
+//! In cluster mode the merchant's partition's log in etcd is read instead (`ClusterView::
+//! aggregate_events`), through [`AggregateScan`] as well.
 
 use std::sync::Arc;
 
@@ -135,11 +137,19 @@ pub async fn events(
     if !is_valid_id(&merchant) || !is_valid_id(&aggregate) {
         return Err(ApiError::not_found("no such merchant or aggregate id"));
     }
-    let dir = state.wal_dir().ok_or_else(|| ApiError::not_found("this server reads no log directory"))?;
     static SCANS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(EVENTS_SCANS_MAX);
     let busy = || ApiError::from_status(StatusCode::SERVICE_UNAVAILABLE, "too many event scans at once; retry shortly");
-    let _permit = SCANS.try_acquire().map_err(|_| busy())?;
     let limit = q.limit.unwrap_or(EVENTS_LIST_DEFAULT).clamp(1, EVENTS_LIST_MAX);
+    if let Some(cluster) = state.cluster() {
+        // Any node reads any partition's log: no forwarding.
+        let _permit = SCANS.try_acquire().map_err(|_| busy())?;
+        let answer = cluster.view.aggregate_events(&merchant, &aggregate, limit).await.map_err(|e| {
+            ApiError::from_status(StatusCode::SERVICE_UNAVAILABLE, format!("reading the partition's log: {e}"))
+        })?;
+        return Ok(json(StatusCode::OK, &answer));
+    }
+    let dir = state.wal_dir().ok_or_else(|| ApiError::not_found("this server reads no log directory"))?;
+    let _permit = SCANS.try_acquire().map_err(|_| busy())?;
     let scan = tokio::task::spawn_blocking(move || scan(&dir, &merchant, &aggregate, limit, EVENTS_SCAN_RECORDS_MAX));
     let answer = scan
         .await
@@ -160,47 +170,85 @@ pub fn scan(
 ) -> Result<AggregateEvents, WalError> {
     let recent = crate::log_window::recent(dir, records_max)?;
     let durable = recent.durable_lsn;
-    let mut answer = AggregateEvents {
-        merchant_id: merchant.to_string(),
-        aggregate_id: aggregate.to_string(),
-        events: Vec::new(),
-        truncated: false,
-        from_lsn: 0,
-        to_lsn: 0,
-        complete: true,
-    };
+    let mut found = AggregateScan::new(merchant, aggregate, limit);
     if durable == 0 {
-        return Ok(answer);
+        return Ok(found.finish(true));
     }
     let mut tailer = Tailer::open(dir, recent.from_lsn)?;
     let mut first = tailer.try_next()?;
-    answer.complete = recent.complete;
-    answer.from_lsn = recent.from_lsn;
-    let mut kept = std::collections::VecDeque::with_capacity(limit.min(EVENTS_LIST_MAX));
     // Bounded: at most `durable - from + 1 <= records_max` records.
     while let Some(record) = first.take() {
-        answer.to_lsn = record.lsn;
         if let Ok(events) = surge_core::image::record_events(record.record_type, &record.payload) {
-            for (index, event) in events.iter().enumerate() {
-                let ours = &*event.merchant == merchant && event.aggregate().is_some_and(|(_, id)| id == aggregate);
-                if !ours {
-                    continue;
-                }
-                if kept.len() == limit {
-                    kept.pop_front();
-                    answer.truncated = true;
-                }
-                let index = u32::try_from(index).unwrap_or(u32::MAX);
-                kept.push_back(serde_json::to_value(event.envelope(record.lsn, index)).unwrap_or_default());
-            }
+            found.record(None, record.lsn, &events);
         }
         if record.lsn >= durable {
             break;
         }
         first = tailer.try_next()?;
     }
-    answer.events = kept.into();
-    Ok(answer)
+    Ok(found.finish(recent.complete))
+}
+
+/// The newest `limit` events of one aggregate among log records read oldest first: the local
+/// log's scan and cluster mode's read of a partition's log both feed one.
+pub struct AggregateScan {
+    answer: AggregateEvents,
+    limit: usize,
+    kept: std::collections::VecDeque<serde_json::Value>,
+}
+
+impl AggregateScan {
+    pub fn new(merchant: &str, aggregate: &str, limit: usize) -> AggregateScan {
+        let limit = limit.clamp(1, EVENTS_LIST_MAX);
+        AggregateScan {
+            answer: AggregateEvents {
+                merchant_id: merchant.to_string(),
+                aggregate_id: aggregate.to_string(),
+                events: Vec::new(),
+                truncated: false,
+                from_lsn: 0,
+                to_lsn: 0,
+                complete: true,
+            },
+            limit,
+            kept: std::collections::VecDeque::with_capacity(limit),
+        }
+    }
+
+    /// The events of the record at `lsn`, the one after the previous call's (`partition`:
+    /// the partition whose log it is, in cluster mode, where event ids name it).
+    pub fn record(&mut self, partition: Option<u32>, lsn: u64, events: &[surge_core::Event]) {
+        debug_assert!(self.answer.to_lsn == 0 || lsn > self.answer.to_lsn, "records are read oldest first");
+        if self.answer.from_lsn == 0 {
+            self.answer.from_lsn = lsn;
+        }
+        self.answer.to_lsn = lsn;
+        let (merchant, aggregate) = (&self.answer.merchant_id, &self.answer.aggregate_id);
+        for (index, event) in events.iter().enumerate() {
+            let ours =
+                *event.merchant == **merchant && event.aggregate().is_some_and(|(_, id)| id == aggregate.as_str());
+            if !ours {
+                continue;
+            }
+            if self.kept.len() == self.limit {
+                self.kept.pop_front();
+                self.answer.truncated = true;
+            }
+            let index = u32::try_from(index).unwrap_or(u32::MAX);
+            let id = match partition {
+                None => surge_core::envelope::event_id(lsn, index),
+                Some(p) => surge_core::envelope::partition_event_id(p, lsn, index),
+            };
+            self.kept.push_back(serde_json::to_value(event.envelope_with_id(id)).unwrap_or_default());
+        }
+    }
+
+    /// The answer; `complete`: the records read start where the log does.
+    pub fn finish(mut self, complete: bool) -> AggregateEvents {
+        self.answer.events = self.kept.into();
+        self.answer.complete = complete;
+        self.answer
+    }
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]

@@ -3,7 +3,8 @@
 //! members `scripts/etcd.sh` runs for the other tests), real HTTP between the processes, and
 //! `surge load` driving them. One test, in phases that build on each other:
 //!
-//! 1. Three nodes share the partitions; any node answers for any merchant (forwarding).
+//! 1. Three nodes share the partitions; any node answers for any merchant (forwarding), and
+//!    any node reads a merchant's events from its partition's log.
 //! 2. The owner of the loaded partition is SIGKILLed under load: the partition serves again
 //!    on another node, and `surge load`'s checks hold (every acknowledged sale recorded, no
 //!    oversell, points conserved, ledger balanced). Every order of the loaded merchant has
@@ -489,6 +490,19 @@ mod cluster {
         assert_eq!(status, 201, "{item}");
         let (status, read) = http(nodes[2].addr(), "GET", "/v1/items/tee", &[("Authorization", &key)], None).unwrap();
         assert_eq!((status, read["stock"].as_u64()), (200, Some(5)), "{read}");
+        // Its history, read from the partition's log in etcd by whichever node is asked.
+        let (p, _) = owner_of(nodes[0].addr(), "fwd-1");
+        for node in &nodes {
+            let path = "/v1/admin/merchants/fwd-1/events/tee";
+            let (status, history) = http(node.addr(), "GET", path, &[("Authorization", ADMIN_BEARER)], None).unwrap();
+            assert_eq!((status, history["complete"].as_bool()), (200, Some(true)), "{history}");
+            let events = history["events"].as_array().unwrap();
+            assert!(!events.is_empty(), "{history}");
+            for e in events {
+                assert_eq!(e["aggregate_id"], "tee", "{e}");
+                assert!(e["event_id"].as_str().unwrap().starts_with(&format!("{p:04x}-")), "partition {p}'s ids: {e}");
+            }
+        }
 
         // 2. SIGKILL the owner of the loaded partition.
         let merchant = "proof-kill";

@@ -38,6 +38,7 @@ use tokio::task::JoinHandle;
 use crate::cluster_http::{ClusterNode, ClusterTable, ClusterView, PartitionOwner};
 use crate::engine::{Engine, ReplicatedLog, Verdict};
 
+mod history;
 pub mod readers;
 
 /// How often the controller looks at the table, its leases and its partitions.
@@ -114,6 +115,8 @@ impl Node {
         };
         let table = PartitionTable::start(&etcd, cfg.partitions).await.map_err(|e| format!("partition table: {e}"))?;
         let view = Arc::new(View {
+            etcd: etcd.clone(),
+            partitions: cfg.partitions,
             node_id: cfg.node_id.clone(),
             table: Mutex::new(ClusterTable {
                 mode: "cluster",
@@ -154,6 +157,9 @@ impl Node {
 struct View {
     node_id: String,
     table: Mutex<ClusterTable>,
+    /// For the events look-up, which reads partitions' logs.
+    etcd: Etcd,
+    partitions: u32,
 }
 
 impl ClusterView for View {
@@ -163,6 +169,18 @@ impl ClusterView for View {
 
     fn table(&self) -> ClusterTable {
         self.table.lock().clone()
+    }
+
+    fn aggregate_events(
+        &self,
+        merchant: &str,
+        aggregate: &str,
+        limit: usize,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<crate::lookup::AggregateEvents, String>> + Send>>
+    {
+        let (etcd, partitions) = (self.etcd.clone(), self.partitions);
+        let (merchant, aggregate) = (merchant.to_owned(), aggregate.to_owned());
+        Box::pin(async move { history::aggregate_events(&etcd, partitions, &merchant, &aggregate, limit).await })
     }
 }
 
