@@ -12,8 +12,10 @@
 # alone, then the three nodes driven at once, one load per node, each on a partition it owns.
 # Everything shares this machine's CPUs: three nodes and three etcd members on two CPUs are
 # not three machines, so the per-node throughput is a floor of what separate machines give.
-# The closed-loop cluster row says where the CPU went: the etcd members, the nodes and the
-# load generators, in % of one core (this machine has `nproc` x 100%).
+# The closed-loop rows say where the CPU went: the single node's, and in the cluster the etcd
+# members', the nodes' and the load generators', in % of one core (this machine has `nproc`
+# x 100%), and the orders per CPU-second each side's servers used: what a node would give on
+# a machine of its own, were it bound by CPU.
 # Knobs (environment): ROUNDS (3), RATE (200), DURATION_S (15), CONNS (64), PARTITIONS (8),
 # OUT (load-results/cluster-load), BIN (prebuilt binaries with the cluster feature; skips the build).
 set -euo pipefail
@@ -70,6 +72,9 @@ cpu_s() {
 pct() { # CPU_SECONDS_BEFORE AFTER WALL_SECONDS -> % of one core
     awk -v a="$1" -v b="$2" -v w="$3" 'BEGIN { printf "%.0f", 100 * (b - a) / w }'
 }
+per_core() { # ORDERS_PER_S CPU_PCT -> orders per CPU-second
+    awk -v o="$1" -v p="$2" 'BEGIN { if (p > 0) printf "%.0f", 100 * o / p; else print "-" }'
+}
 
 # A merchant id whose partition node PORT_OWNER owns (as node PORT_ASK sees the table).
 merchant_owned_by() { # PORT_ASK OWNER_NODE_ID PREFIX
@@ -88,6 +93,7 @@ echo "== single node"
 "$BIN/surge" serve --listen "127.0.0.1:$SINGLE_PORT" --data-dir "$DATA/single" --admin-token "$TOKEN" \
     --merchant-rate-limit 0 >"$DATA/single.log" 2>&1 &
 PIDS+=($!)
+SINGLE_PID=$!
 wait_for "http://127.0.0.1:$SINGLE_PORT/readyz"
 
 echo "== cluster: three etcd members (reset) and three nodes, $PARTITIONS partitions"
@@ -122,8 +128,14 @@ for round in $(seq 1 "$ROUNDS"); do
     m=$(merchant_owned_by "${PORTS[0]}" n2 "fwd-lat-$round")
     load "cluster-forwarded-$round" "${PORTS[0]}" "$m" --mode open --rate "$RATE"
     echo "cluster, forwarded, open loop $RATE/s: $(summary "cluster-forwarded-$round")"
+    single_before=$(cpu_s "$SINGLE_PID")
+    started=$(date +%s.%N)
     load "single-closed-$round" "$SINGLE_PORT" "single-tp-$round" --mode closed --connections "$CONNS"
+    wall=$(awk -v a="$started" -v b="$(date +%s.%N)" 'BEGIN { print b - a }')
+    single_cpu=$(pct "$single_before" "$(cpu_s "$SINGLE_PID")" "$wall")
     echo "single node, closed loop:           $(summary "single-closed-$round")"
+    single_ops=$(jq -r '.ops_per_s|floor' "$OUT/single-closed-$round.json")
+    echo "single node, closed loop, CPU: node $single_cpu% of one core, $(per_core "$single_ops" "$single_cpu") orders per CPU-second"
     runs=()
     etcd_before=$(cpu_s "${ETCD_PIDS[@]}")
     nodes_before=$(cpu_s "${NODE_PIDS[@]}")
@@ -145,4 +157,5 @@ for round in $(seq 1 "$ROUNDS"); do
     echo "cluster, closed loop, three nodes:  $total orders/s"
     loads_cpu=$(jq -s '[.[].generator_cpu_pct // 0] | add | floor' "$OUT"/cluster-closed-"$round"-n?.json)
     echo "cluster, closed loop, CPU (% of one core, $(nproc) cores): etcd members $etcd_cpu, nodes $nodes_cpu, load generators $loads_cpu"
+    echo "cluster, closed loop, orders per CPU-second: of the nodes $(per_core "$total" "$nodes_cpu"), of nodes and etcd $(per_core "$total" $((nodes_cpu + etcd_cpu)))"
 done
