@@ -52,23 +52,11 @@ open) LOOP=(--mode open --rate "$RATE") LOOP_TEXT="open loop at $RATE/s" ;;
 *) echo "MODE is closed or open" >&2; exit 2 ;;
 esac
 
-for tool in jq curl; do
-    command -v "$tool" >/dev/null || { echo "needs $tool" >&2; exit 2; }
-done
+need_tools jq curl
 
-if [ -z "$BIN" ]; then
-    echo "== building (release)"
-    cargo build --release --locked -p surge-api
-    BIN="$CARGO_TARGET_DIR/release"
-fi
+release_bin -p surge-api
 
-DATA=$(mktemp -d)
-PIDS=()
-cleanup() {
-    stop_pids
-    rm -rf "$DATA"
-}
-trap cleanup EXIT
+scratch
 mkdir -p "$OUT"
 
 SIM="http://127.0.0.1:$GPORT"

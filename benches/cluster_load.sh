@@ -33,22 +33,10 @@ TOKEN="bench-admin-$$"
 PORTS=(18181 18182 18183)
 SINGLE_PORT=18180
 
-for tool in jq curl; do
-    command -v "$tool" >/dev/null || { echo "needs $tool" >&2; exit 2; }
-done
-if [ -z "$BIN" ]; then
-    echo "== building (release, cluster feature)"
-    cargo build --release --locked -p surge-api --features cluster
-    BIN="${CARGO_TARGET_DIR:-target}/release"
-fi
+need_tools jq curl
+release_bin -p surge-api --features cluster
 mkdir -p "$OUT"
-DATA=$(mktemp -d)
-PIDS=()
-cleanup() {
-    stop_pids
-    rm -rf "$DATA"
-}
-trap cleanup EXIT
+scratch
 
 load() { # NAME TARGET_PORT MERCHANT ARGS... -> writes $OUT/NAME.json
     local name=$1 port=$2 merchant=$3

@@ -32,23 +32,11 @@ TOKEN="bench-admin-$$"
 BPORT=${BPORT:-18090}
 SPORT=${SPORT:-18080}
 
-for tool in jq curl; do
-    command -v "$tool" >/dev/null || { echo "needs $tool" >&2; exit 2; }
-done
+need_tools jq curl
 
-if [ -z "$BIN" ]; then
-    echo "== building (release)"
-    cargo build --release --locked -p surge-api -p surge-load
-    BIN="$CARGO_TARGET_DIR/release"
-fi
+release_bin -p surge-api -p surge-load
 
-DATA=$(mktemp -d)
-PIDS=()
-cleanup() {
-    stop_pids
-    rm -rf "$DATA"
-}
-trap cleanup EXIT
+scratch
 mkdir -p "$OUT"
 
 (pin "$SERVER_CPUS" "$BIN/surge-baseline" --listen "127.0.0.1:$BPORT" 2>"$OUT/baseline.log" >/dev/null) &

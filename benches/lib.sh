@@ -52,3 +52,29 @@ stop_pids() {
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
     for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
 }
+
+# Exits 2 unless every tool named is on PATH.
+need_tools() {
+    local tool
+    for tool in "$@"; do
+        command -v "$tool" >/dev/null || { echo "needs $tool" >&2; exit 2; }
+    done
+}
+
+# Leaves BIN alone when it is set (prebuilt binaries); else builds the packages cargo's
+# arguments name, release, and points BIN at them.
+release_bin() {
+    if [ -z "${BIN:-}" ]; then
+        echo "== building (release)"
+        cargo build --release --locked "$@"
+        BIN="${CARGO_TARGET_DIR:-target}/release"
+    fi
+}
+
+# DATA, a temporary directory, and PIDS, the processes the script starts: when the script
+# exits, the processes are stopped and the directory removed.
+scratch() {
+    DATA=$(mktemp -d)
+    PIDS=()
+    trap 'stop_pids; rm -rf "$DATA"' EXIT
+}

@@ -37,23 +37,11 @@ TOKEN="bench-admin-$$"
 BPORT=${BPORT:-18091}
 SPORT=${SPORT:-18081}
 
-for tool in jq curl; do
-    command -v "$tool" >/dev/null || { echo "needs $tool" >&2; exit 2; }
-done
+need_tools jq curl
 
-if [ -z "$BIN" ]; then
-    echo "== building (release)"
-    cargo build --release --locked -p surge-api -p surge-load
-    BIN="$CARGO_TARGET_DIR/release"
-fi
+release_bin -p surge-api -p surge-load
 
-DATA=$(mktemp -d)
-PIDS=()
-cleanup() {
-    stop_pids
-    rm -rf "$DATA"
-}
-trap cleanup EXIT
+scratch
 mkdir -p "$OUT"
 
 # shellcheck disable=SC2086 # SURGE_FLAGS is a list of flags

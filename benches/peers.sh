@@ -37,19 +37,13 @@ SPORT=${SPORT:-18680}
 TOKEN="bench-admin-$$"
 DB="surge_peers_$$"
 
-for tool in jq curl mariadb mariadb-slap; do
-    command -v "$tool" >/dev/null || { echo "needs $tool" >&2; exit 2; }
-done
+need_tools jq curl mariadb mariadb-slap
 if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null; then
     echo "== installing Debian's redis-server"
     SUDO=$([ "$(id -u)" -eq 0 ] || echo sudo)
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server >/dev/null
 fi
-if [ -z "$BIN" ]; then
-    echo "== building (release)"
-    cargo build --release --locked -p surge-api -p surge-load
-    BIN="$CARGO_TARGET_DIR/release"
-fi
+release_bin -p surge-api -p surge-load
 mkdir -p "$OUT"
 WORK=$(mktemp -d)
 PIDS=()

@@ -15,6 +15,7 @@
 # CARGO_TARGET_DIR (target), KAFKA (127.0.0.1:9092), MARIADB (mysql://root@127.0.0.1:3306).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/lib.sh
 
 DURATION=${DURATION:-15s}
 SINKS=${SINKS:-kafka mariadb}
@@ -28,9 +29,7 @@ TOKEN="bench-admin-$$"
 PORT=${PORT:-18180}
 DB="surge_bench_$$"
 
-for tool in jq curl mariadb; do
-    command -v "$tool" >/dev/null || { echo "needs $tool" >&2; exit 2; }
-done
+need_tools jq curl mariadb
 
 echo "== building (release)"
 cargo build --release --locked -p surge-api -p surge-load

@@ -39,13 +39,9 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
 BIN=${BIN:-}
 TOKEN="soak-admin-$$"
 
-command -v curl >/dev/null || { echo "needs curl" >&2; exit 2; }
+need_tools curl
 
-if [ -z "$BIN" ]; then
-    echo "== building (release)"
-    cargo build --release --locked -p surge-api -p surge-load
-    BIN="$CARGO_TARGET_DIR/release"
-fi
+release_bin -p surge-api -p surge-load
 
 DATA=$(mktemp -d)
 mkdir -p "$OUT"
