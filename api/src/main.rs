@@ -498,6 +498,7 @@ fn serve_cluster(cfg: ServeConfig, cluster: config::ClusterSettings) -> Result<(
                 snapshot_every_records: cfg.snapshot_every_records,
                 settings: cfg.settings,
                 readers,
+                admin_token_hash: admin,
             },
             state.clone(),
         )

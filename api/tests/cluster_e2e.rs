@@ -21,7 +21,8 @@
 //! SIGKILLs the payments' owner mid-flow: every payment settles (through the new owner's
 //! gateway worker, from the dead one's checkpoint), none is charged twice. A third makes
 //! dead letters on two nodes' partitions and lists them through a third node, before and
-//! after one of their owners is SIGKILLed.
+//! after one of their owners is SIGKILLed, and checks that a node with another admin token
+//! or card key is refused.
 //!
 //! Figures (failover, join) are printed for docs/performance.md. Needs a `surge` built with
 //! the `cluster` feature, Debian's `etcd` (scripts/etcd.sh installs it) and the
@@ -176,22 +177,55 @@ mod cluster {
     }
 
     impl Node {
+        /// The environment of node `id` on `etcd`, then `more` (a later entry wins).
+        fn env(etcd: &Etcd, id: &str, more: &[(&str, &str)]) -> Vec<(String, String)> {
+            let mut all: Vec<(String, String)> = [
+                ("SURGE_ETCD_ENDPOINTS", etcd.endpoints()),
+                ("SURGE_NODE_ID", id.to_owned()),
+                ("SURGE_PARTITIONS", PARTITIONS.to_string()),
+                ("SURGE_ADMIN_TOKEN", ADMIN.to_owned()),
+                ("SURGE_SNAPSHOT_EVERY", "2000".to_owned()),
+                ("SURGE_MERCHANT_RATE_LIMIT", "0".to_owned()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+            all.extend(more.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+            all
+        }
+
         /// Node `id` on `etcd`, with more environment (its relay, its gateways).
-        fn start(root: &Path, etcd: &Etcd, id: &str, env: &[(&str, &str)]) -> Node {
-            let dir = root.join(id);
-            let endpoints = etcd.endpoints();
-            let partitions = PARTITIONS.to_string();
-            let mut all = vec![
-                ("SURGE_ETCD_ENDPOINTS", endpoints.as_str()),
-                ("SURGE_NODE_ID", id),
-                ("SURGE_PARTITIONS", partitions.as_str()),
-                ("SURGE_ADMIN_TOKEN", ADMIN),
-                ("SURGE_SNAPSHOT_EVERY", "2000"),
-                ("SURGE_MERCHANT_RATE_LIMIT", "0"),
-            ];
-            all.extend_from_slice(env);
-            let (surge, _) = Surge::start_with(&dir, &all);
+        fn start(root: &Path, etcd: &Etcd, id: &str, more: &[(&str, &str)]) -> Node {
+            let all = Node::env(etcd, id, more);
+            let all: Vec<(&str, &str)> = all.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let (surge, _) = Surge::start_with(&root.join(id), &all);
             Node { id: id.to_owned(), surge }
+        }
+
+        /// Node `id` started with `more`, which must refuse to join the cluster: what it
+        /// wrote to stderr before it exited.
+        fn refused(root: &Path, etcd: &Etcd, id: &str, more: &[(&str, &str)]) -> String {
+            let mut child = Command::new(env!("CARGO_BIN_EXE_surge"))
+                .arg("serve")
+                .env_remove("SURGE_ADMIN_TOKEN")
+                .envs(Node::env(etcd, id, more))
+                .env("SURGE_LISTEN", format!("127.0.0.1:{}", free_port()))
+                .env("SURGE_DATA_DIR", root.join(id))
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while child.try_wait().unwrap().is_none() {
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    panic!("node {id} did not refuse to start");
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let out = child.wait_with_output().unwrap();
+            assert!(!out.status.success(), "node {id} exited with {}", out.status);
+            String::from_utf8_lossy(&out.stderr).into_owned()
         }
 
         fn addr(&self) -> SocketAddr {
@@ -808,5 +842,20 @@ mod cluster {
         }
         let (status, _) = http(addr, "GET", listing, &[("Authorization", "Bearer not-the-token")], None).unwrap();
         assert_eq!(status, 401);
+
+        // A node with another admin token, or another card key, is refused: it could not
+        // answer the others' forwarded admin requests, or open the card numbers they sealed.
+        let stderr = Node::refused(root.path(), &etcd, "d5", &[("SURGE_ADMIN_TOKEN", "another-token")]);
+        assert!(stderr.contains("another admin token"), "{stderr}");
+        let other_key = root.path().join("other-card.key");
+        surge_relay::gateway::CardKey::load(&other_key, true).expect("generate a card key");
+        let (url, other_key) = (sim.url(), other_key.to_string_lossy().into_owned());
+        let env = [
+            ("SURGE_GATEWAY_URLS", url.as_str()),
+            ("SURGE_GATEWAY_SECRET", SIM_SECRET),
+            ("SURGE_CARD_KEY_FILE", other_key.as_str()),
+        ];
+        let stderr = Node::refused(root.path(), &etcd, "d6", &env);
+        assert!(stderr.contains("another card key"), "{stderr}");
     }
 }

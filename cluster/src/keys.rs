@@ -4,6 +4,7 @@
 //! /surge/owner/p{p}                  owner of partition p (value: node id, address), leased
 //! /surge/nodes/{node_id}             a live node (value: node id, address), leased
 //! /surge/partitions                  the cluster's partition count (decimal), set once
+//! /surge/settings/{name}             another setting every node must share, set once
 //! /surge/log/p{p}/{seq:020}          one group commit of partition p (a batch of records)
 //! /surge/snapmeta/p{p}               the newest snapshot of partition p (its manifest)
 //! /surge/snap/p{p}/{seq:020}/{i:010} chunk i of the snapshot covering partition p up to seq
@@ -16,6 +17,12 @@
 
 /// The cluster's partition count, written by the first node that starts.
 pub const PARTITIONS_KEY: &str = "/surge/partitions";
+
+/// A setting every node must share (see `membership::agreed`), written by the first node
+/// that names it.
+pub fn setting_key(name: &str) -> String {
+    format!("/surge/settings/{name}")
+}
 
 /// The prefix every membership key starts with.
 pub const NODES_PREFIX: &str = "/surge/nodes/";

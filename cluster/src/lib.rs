@@ -27,6 +27,6 @@ pub use client::{Etcd, EtcdConfig};
 pub use codec::{Batch, NodeInfo};
 pub use error::{ClusterError, Result};
 pub use log::{Follower, LogReader, Page, PartitionLog, Snapshot};
-pub use membership::{join, members, partition_count, Member};
+pub use membership::{agreed, join, members, partition_count, Member};
 pub use ownership::{acquire, LeaseState, Leased, Owned};
 pub use table::{Owner, PartitionTable, Table};

@@ -48,24 +48,32 @@ pub async fn members(etcd: &Etcd) -> Result<Vec<NodeInfo>> {
 /// the count stored by the first node. A merchant's partition depends on the count, so every
 /// node must run with the same one; the caller refuses to start on a mismatch.
 pub async fn partition_count(etcd: &Etcd, wanted: u32) -> Result<u32> {
+    let stored = agreed(etcd, PARTITIONS_KEY, &wanted.to_string()).await?;
+    stored.parse().map_err(|_| ClusterError::Corrupt { key: PARTITIONS_KEY.to_owned(), reason: "not a number" })
+}
+
+/// A value every node of the cluster must share (a fingerprint of the admin token, the
+/// card key's id): `wanted` if no node stored one under `key` yet (it is stored now), else
+/// the one stored. The caller compares and refuses to start on a mismatch.
+pub async fn agreed(etcd: &Etcd, key: &str, wanted: &str) -> Result<String> {
     let txn = Txn::new()
-        .when([Compare::create_revision(PARTITIONS_KEY, CompareOp::Equal, 0)])
-        .and_then([TxnOp::put(PARTITIONS_KEY, wanted.to_string(), None)])
-        .or_else([TxnOp::get(PARTITIONS_KEY, None)]);
+        .when([Compare::create_revision(key, CompareOp::Equal, 0)])
+        .and_then([TxnOp::put(key, wanted, None)])
+        .or_else([TxnOp::get(key, None)]);
     // Repeating it is harmless: it writes only when the key is absent.
     let resp = etcd
-        .read("partition count", |mut kv| {
+        .read("cluster setting", |mut kv| {
             let txn = txn.clone();
             async move { kv.txn(txn).await }
         })
         .await?;
     if resp.succeeded() {
-        return Ok(wanted);
+        return Ok(wanted.to_owned());
     }
-    let corrupt = |reason| ClusterError::Corrupt { key: PARTITIONS_KEY.to_owned(), reason };
+    let corrupt = |reason| ClusterError::Corrupt { key: key.to_owned(), reason };
     let Some(TxnOpResponse::Get(get)) = resp.op_responses().into_iter().next() else {
         return Err(corrupt("txn answer without the read"));
     };
     let value = get.kvs().first().map(|kv| kv.value().to_vec()).ok_or_else(|| corrupt("no value"))?;
-    std::str::from_utf8(&value).ok().and_then(|v| v.parse().ok()).ok_or_else(|| corrupt("not a number"))
+    String::from_utf8(value).map_err(|_| corrupt("not UTF-8"))
 }

@@ -70,6 +70,9 @@ pub struct NodeConfig {
     pub settings: surge_core::Settings,
     /// What reads each owned partition's log: the Kafka relay, the gateway worker.
     pub readers: readers::ReaderConfig,
+    /// The SHA-256 of this node's admin token: every node must have the same token (a
+    /// forwarded admin request is checked by the node that answers it).
+    pub admin_token_hash: [u8; 32],
 }
 
 /// A running node; [`Node::stop`] hands its partitions back.
@@ -100,6 +103,14 @@ impl Node {
             .map_err(|e| format!("reading the partition count: {e}"))?;
         if stored != cfg.partitions {
             return Err(format!("the cluster has {stored} partitions; this node was started with {}", cfg.partitions));
+        }
+        // What every node must share, checked before this node takes anything.
+        let admin = crate::auth::sha256(&[b"surge cluster admin token\0".as_slice(), &cfg.admin_token_hash].concat());
+        agree(&etcd, "admin_token", &crate::auth::hex(&admin), "admin token (--admin-token)").await?;
+        if let Some(gateway) = &cfg.readers.gateway {
+            // A card number sealed by one node is opened by whichever node owns its
+            // partition next.
+            agree(&etcd, "card_key_id", &gateway.card_key.id(), "card key (--card-key-file)").await?;
         }
         let me = NodeInfo { node_id: cfg.node_id.clone(), address: cfg.advertise.clone() };
         // A node restarted right after a crash finds its previous life's key until that
@@ -152,6 +163,20 @@ impl Node {
         self.stop.notify_one();
         let _ = self.task.await;
     }
+}
+
+/// Stores `mine` as the cluster's `name` if no node did yet; else refuses to start unless the
+/// stored one is the same. `what` names it in the error.
+async fn agree(etcd: &Etcd, name: &str, mine: &str, what: &str) -> Result<(), String> {
+    let key = surge_cluster::keys::setting_key(name);
+    let stored =
+        membership::agreed(etcd, &key, mine).await.map_err(|e| format!("reading the cluster's {what}: {e}"))?;
+    if stored != mine {
+        return Err(format!(
+            "the cluster runs with another {what} than this node (etcd key {key}): every node needs the same one"
+        ));
+    }
+    Ok(())
 }
 
 struct View {
