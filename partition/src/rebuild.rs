@@ -4,11 +4,11 @@
 //! and truncation only removes what a snapshot covers), so a gap is damage, not a race.
 
 use std::sync::Arc;
+
 use surge_cluster::log::Entry;
 use surge_cluster::{ClusterError, LogReader};
-use surge_core::image::{self, ImageError};
-
 use surge_core::event::EventBody;
+use surge_core::image::{self, ImageError};
 use surge_core::Shard;
 
 /// A rebuilt partition: its shard (every event marked durable: etcd holds them all) and
