@@ -178,9 +178,9 @@ pub fn scan(
     let mut first = tailer.try_next()?;
     // Bounded: at most `durable - from + 1 <= records_max` records.
     while let Some(record) = first.take() {
-        if let Ok(events) = surge_core::image::record_events(record.record_type, &record.payload) {
-            found.record(None, record.lsn, &events);
-        }
+        // A record of another type carries no events, but it was read (`to_lsn`).
+        let events = surge_core::image::record_events(record.record_type, &record.payload).unwrap_or_default();
+        found.record(None, record.lsn, &events);
         if record.lsn >= durable {
             break;
         }
