@@ -30,6 +30,9 @@ pub const FORWARDED_HEADER: &str = "x-surge-forwarded-by";
 /// comma-separated.
 pub const PARTITIONS_HEADER: &str = "x-surge-partitions";
 
+/// The console's paths (`/admin`, `/admin/...`): never forwarded.
+const CONSOLE_PREFIX: &str = "/admin";
+
 /// A forwarded request without an answer this long fails with the forwarding node's 503.
 const FORWARD_TIMEOUT_MS: u64 = 10_000;
 
@@ -261,7 +264,9 @@ pub async fn forward(
     next: axum::middleware::Next,
 ) -> Response {
     let Some(cluster) = state.cluster() else { return next.run(req).await };
-    if req.headers().contains_key(FORWARDED_HEADER) {
+    // The console's sessions are this node's: another node would answer a forwarded console
+    // request 401 (and the page would sign its operator out). It answers from here.
+    if req.headers().contains_key(FORWARDED_HEADER) || req.uri().path().starts_with(CONSOLE_PREFIX) {
         return next.run(req).await;
     }
     let (parts, body) = req.into_parts();

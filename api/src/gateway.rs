@@ -421,7 +421,7 @@ pub async fn list_dead_letters(
     call: AdminCall,
 ) -> Result<Response, ApiError> {
     let Some(cluster) = state.cluster() else {
-        let all = dead_letters(&call.engine, q.status.as_deref(), q.limit).await?;
+        let (all, _) = dead_letters(&state, &call.engine, q.status.as_deref(), q.limit).await?;
         let items: Vec<_> = all.iter().map(|(merchant, view)| dto::dead_letter(view, Some(merchant))).collect();
         return Ok(crate::routes::json(StatusCode::OK, &dto::DeadLetters { dead_letters: items }));
     };
@@ -492,23 +492,26 @@ fn shard_dead_letters(
     out
 }
 
+/// A listing of dead letters: newest first, and the console's note in cluster mode.
+pub type DeadLetterListing = (Vec<(Arc<str>, surge_core::view::DeadLetterView)>, Option<String>);
+
 /// Dead letters across merchants, newest first: `status` filters (`open`, `retried`,
 /// `resolved`; all when `None`), `limit` defaults to 100 and is kept within 1..=1,000.
-/// Shared by `GET /v1/admin/dead-letters` outside cluster mode and the console.
+/// Shared by `GET /v1/admin/dead-letters` outside cluster mode and the console (which, in
+/// cluster mode, reads this node's partitions: `console::read_across`).
 pub async fn dead_letters(
+    state: &AppState,
     engine: &Engine,
     status: Option<&str>,
     limit: Option<usize>,
-) -> Result<Vec<(Arc<str>, surge_core::view::DeadLetterView)>, ApiError> {
+) -> Result<DeadLetterListing, ApiError> {
     let (status, limit) = list_filter(status, limit)?;
-    let per_shard = engine
-        .read_each(move |shard| shard_dead_letters(shard, status, limit))
-        .await
-        .map_err(crate::routes::exec_error)?;
+    let (per_shard, note) =
+        crate::console::read_across(state, engine, move |shard| shard_dead_letters(shard, status, limit)).await?;
     let mut all: Vec<_> = per_shard.into_iter().flatten().collect();
     all.sort_by_key(|(_, view)| std::cmp::Reverse(view.created_at_ms));
     all.truncate(limit);
-    Ok(all)
+    Ok((all, note))
 }
 
 #[utoipa::path(

@@ -857,5 +857,44 @@ mod cluster {
         ];
         let stderr = Node::refused(root.path(), &etcd, "d6", &env);
         assert!(stderr.contains("another card key"), "{stderr}");
+
+        // The console's session is its node's: its pages show that node's partitions, with
+        // a note, and a change for a merchant another node owns says where it is (503
+        // partition_moving) instead of being forwarded to a node that would answer 401.
+        let (cookie, csrf) = console_sign_in(addr);
+        let (status, page) =
+            http(addr, "GET", "/admin/api/dead-letters?status=open", &[("Cookie", &cookie)], None).unwrap();
+        assert_eq!(status, 200, "{page}");
+        assert!(page["note"].as_str().is_some_and(|n| n.contains("cluster mode")), "{page}");
+        let (status, page) = http(addr, "GET", "/admin/api/merchants", &[("Cookie", &cookie)], None).unwrap();
+        assert_eq!(status, 200, "{page}");
+        let here = nodes[0].id.clone();
+        let elsewhere = (0..200).map(|i| format!("console-{i}")).find(|m| owner_of(addr, m).1 != here).unwrap();
+        let path = format!("/admin/api/merchants/{elsewhere}/rotate-key");
+        let (status, refused) =
+            http(addr, "POST", &path, &[("Cookie", &cookie), ("X-CSRF-Token", &csrf)], Some("{}")).unwrap();
+        assert_eq!((status, refused["code"].as_str()), (503, Some("partition_moving")), "{refused}");
+    }
+
+    /// Signs in to the console of the node at `addr`: its session cookie and CSRF token.
+    fn console_sign_in(addr: SocketAddr) -> (String, String) {
+        use std::io::{Read, Write};
+        let body = format!("token={ADMIN}");
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        let req = format!(
+            "POST /admin/sign-in HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(req.as_bytes()).unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap();
+        let cookie =
+            answer.lines().find_map(|l| l.strip_prefix("set-cookie: ").or_else(|| l.strip_prefix("Set-Cookie: ")));
+        let cookie = cookie.and_then(|c| c.split(';').next()).expect("a session cookie").to_owned();
+        let headers = [("Cookie", cookie.as_str()), ("Accept", "text/html")];
+        let (_, page) = http_text(addr, "GET", "/admin", &headers, None).unwrap();
+        let csrf = page.split("name=\"csrf-token\" content=\"").nth(1).and_then(|r| r.split('"').next());
+        (cookie.clone(), csrf.expect("the page's CSRF token").to_owned())
     }
 }

@@ -176,16 +176,16 @@ async fn overview_json(State(state): State<AppState>, headers: HeaderMap) -> Res
 async fn merchants(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     session(&state, &headers)?;
     let engine = state.engine()?;
-    let per_shard = engine
-        .read_each(|shard| shard.merchants().take(MERCHANTS_LIST_MAX).map(|m| m.view()).collect::<Vec<_>>())
-        .await
-        .map_err(exec_error)?;
+    let (per_shard, note) = super::read_across(&state, &engine, |shard| {
+        shard.merchants().take(MERCHANTS_LIST_MAX).map(|m| m.view()).collect::<Vec<_>>()
+    })
+    .await?;
     let mut all: Vec<_> = per_shard.into_iter().flatten().collect();
     all.sort_by(|a, b| a.id.cmp(&b.id));
     let truncated = all.len() > MERCHANTS_LIST_MAX;
     all.truncate(MERCHANTS_LIST_MAX);
     let items: Vec<_> = all.iter().map(|m| dto::merchant(m, None)).collect();
-    Ok(json(StatusCode::OK, &serde_json::json!({ "merchants": items, "truncated": truncated })))
+    Ok(json(StatusCode::OK, &serde_json::json!({ "merchants": items, "truncated": truncated, "note": note })))
 }
 
 async fn create_merchant(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
@@ -246,9 +246,9 @@ async fn dead_letters(
     session(&state, &headers)?;
     let status = q.status.as_deref().filter(|s| !s.is_empty() && *s != "all");
     let engine = state.engine()?;
-    let all = crate::gateway::dead_letters(&engine, status, Some(DEAD_LETTERS_SHOWN)).await?;
+    let (all, note) = crate::gateway::dead_letters(&state, &engine, status, Some(DEAD_LETTERS_SHOWN)).await?;
     let items: Vec<_> = all.iter().map(|(merchant, view)| dto::dead_letter(view, Some(merchant))).collect();
-    let body = serde_json::json!({ "gateway": state.gateway().is_some(), "dead_letters": items });
+    let body = serde_json::json!({ "gateway": state.gateway().is_some(), "dead_letters": items, "note": note });
     Ok(json(StatusCode::OK, &body))
 }
 

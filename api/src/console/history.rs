@@ -32,6 +32,9 @@ pub struct Lookup {
     pub found: Vec<Found>,
     /// What part of the log the histories come from.
     pub history_scan: Option<Scan>,
+    /// Cluster mode: the merchants searched are those of this node's partitions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -70,25 +73,23 @@ pub async fn lookup(state: &AppState, id: &str) -> Result<Lookup, ApiError> {
     };
     let engine = state.engine()?;
     let wanted = id.to_string();
-    let per_shard = engine
-        .read_each(move |shard| {
-            let mut out = Vec::new();
-            for m in shard.merchants() {
-                let current = match kind {
-                    Kind::Order => m.order_view(&wanted).map(|o| serde_json::to_value(crate::dto::order(&o))),
-                    Kind::Payment => m.payment_view(&wanted).map(|p| serde_json::to_value(crate::dto::payment(&p))),
-                };
-                if let Some(Ok(current)) = current {
-                    out.push((m.id.to_string(), current));
-                    if out.len() == MATCHES_MAX {
-                        break;
-                    }
+    let (per_shard, note) = super::read_across(state, &engine, move |shard| {
+        let mut out = Vec::new();
+        for m in shard.merchants() {
+            let current = match kind {
+                Kind::Order => m.order_view(&wanted).map(|o| serde_json::to_value(crate::dto::order(&o))),
+                Kind::Payment => m.payment_view(&wanted).map(|p| serde_json::to_value(crate::dto::payment(&p))),
+            };
+            if let Some(Ok(current)) = current {
+                out.push((m.id.to_string(), current));
+                if out.len() == MATCHES_MAX {
+                    break;
                 }
             }
-            out
-        })
-        .await
-        .map_err(crate::routes::exec_error)?;
+        }
+        out
+    })
+    .await?;
     let mut found: Vec<Found> = per_shard
         .into_iter()
         .flatten()
@@ -97,10 +98,10 @@ pub async fn lookup(state: &AppState, id: &str) -> Result<Lookup, ApiError> {
         .collect();
     let kind_name = if kind == Kind::Order { "order" } else { "payment" };
     let Some(wal_dir) = state.console().wal_dir() else {
-        return Ok(Lookup { id: id.to_string(), kind: kind_name, found, history_scan: None });
+        return Ok(Lookup { id: id.to_string(), kind: kind_name, found, history_scan: None, note });
     };
     if found.is_empty() {
-        return Ok(Lookup { id: id.to_string(), kind: kind_name, found, history_scan: None });
+        return Ok(Lookup { id: id.to_string(), kind: kind_name, found, history_scan: None, note });
     }
     // One scan at a time: each reads up to HISTORY_RECORDS_MAX records from disk.
     let _permit = state
@@ -116,7 +117,7 @@ pub async fn lookup(state: &AppState, id: &str) -> Result<Lookup, ApiError> {
     for (f, history) in found.iter_mut().zip(histories) {
         f.history = history;
     }
-    Ok(Lookup { id: id.to_string(), kind: kind_name, found, history_scan: Some(scan) })
+    Ok(Lookup { id: id.to_string(), kind: kind_name, found, history_scan: Some(scan), note })
 }
 
 /// The events of aggregate `n` of `kind` for each of `merchants`, from the newest

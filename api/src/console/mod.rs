@@ -5,8 +5,9 @@
 //! The console is a client of the engine, never a second path around its rules: every
 //! change it makes is a command through `Engine::execute` (create a merchant, rotate an API
 //! key, retry a dead letter), decided, logged and answered once durable like any request;
-//! every read goes through `Engine::read_each` or the figures `/metrics` shows; the log and
-//! `load-results/` are only read, within stated bounds.
+//! every read goes through `Engine::read_each` (in cluster mode `read_owned`: see
+//! `read_across`) or the figures `/metrics` shows; the log and `load-results/` are only
+//! read, within stated bounds.
 //!
 //! - `session`: the bounded session table, cookies, CSRF tokens.
 //! - `pages`: the HTML (sign-in, the console's shell) and the static assets.
@@ -28,6 +29,32 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 pub use handlers::{admin_root, routes, security_headers};
+
+/// The console's reads across merchants: every shard; in cluster mode only the partitions
+/// this node serves, with a note that says so. A console session is this node's (the
+/// others do not know it), so the console does not ask them; the HTTP API's listings do.
+pub(crate) async fn read_across<R, F>(
+    state: &crate::AppState,
+    engine: &crate::engine::Engine,
+    f: F,
+) -> Result<(Vec<R>, Option<String>), crate::error::ApiError>
+where
+    R: Send + 'static,
+    F: Fn(&surge_core::Shard) -> R + Clone + Send + 'static,
+{
+    let Some(cluster) = state.cluster() else {
+        return Ok((engine.read_each(f).await.map_err(crate::routes::exec_error)?, None));
+    };
+    let owned = engine.read_owned(f).await.map_err(crate::routes::exec_error)?;
+    let note = format!(
+        "cluster mode: this node ({}) serves {} of {} partitions, and this page shows those only; another \
+         node's console shows its own, and GET /v1/admin/dead-letters lists every node's",
+        cluster.view.node_id(),
+        owned.len(),
+        engine.shard_count()
+    );
+    Ok((owned.into_iter().map(|(_, r)| r).collect(), Some(note)))
+}
 
 /// Where the console reads from; set once by `surge serve` (tests set their own).
 #[derive(Clone, Debug)]

@@ -118,7 +118,7 @@ async function merchants() {
   const m = await api("/admin/api/merchants");
   fill("merchants", m.merchants.map(x => el("tr", { "data-merchant": x.id }, el("td", {}, x.id), el("td", {}, x.name), el("td", {}, x.currency), el("td", {}, x.created_at),
     el("td", {}, el("button", { class: "rotate", onclick: () => rotate(x.id) }, "Rotate key")))));
-  say(m.merchants.length + " merchants" + (m.truncated ? " (first 1000)" : ""));
+  say(m.merchants.length + " merchants" + (m.truncated ? " (first 1000)" : "") + (m.note ? ". " + m.note : ""));
 }
 
 async function rotate(id) {
@@ -143,6 +143,7 @@ async function lookup(ev) {
   const r = await api("/admin/api/lookup?id=" + encodeURIComponent(id));
   const out = document.getElementById("lookup-result");
   const parts = [];
+  if (r.note) parts.push(el("p", {}, r.note));
   if (r.found.length === 0) parts.push(el("p", { id: "lookup-none" }, "No merchant has " + r.kind + " " + r.id + " in memory (archived ones are answered by GET /v1/" + r.kind + "s/{id} with the merchant's key)."));
   for (const f of r.found) {
     const rows = f.history.map(e => el("tr", {}, el("td", {}, e.lsn), el("td", {}, e.occurred_at), el("td", {}, e.type), el("td", {}, e.aggregate_id), el("td", {}, el("code", {}, JSON.stringify(e.data)))));
@@ -162,7 +163,7 @@ async function lookup(ev) {
 async function deadLetters() {
   const status = document.getElementById("dead-letter-status").value;
   const r = await api("/admin/api/dead-letters?status=" + encodeURIComponent(status));
-  document.getElementById("dead-letter-note").textContent = r.gateway ? "" : "No payment gateway is configured: there are no dead letters.";
+  document.getElementById("dead-letter-note").textContent = r.gateway ? (r.note || "") : "No payment gateway is configured: there are no dead letters.";
   fill("dead-letters", r.dead_letters.map(d => el("tr", { "data-dead-letter": d.merchant_id + ":" + d.id },
     el("td", {}, d.merchant_id + ":" + d.id), el("td", {}, d.payment_id), el("td", {}, d.op), el("td", {}, d.amount),
     el("td", { class: d.status === "open" ? "bad" : "ok" }, d.status), el("td", {}, d.attempts), el("td", {}, d.reason),
