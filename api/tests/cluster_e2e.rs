@@ -51,13 +51,13 @@ mod cluster {
     use std::collections::BTreeSet;
 
     use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::message::{Headers, Message};
+    use rdkafka::message::Message;
     use serde_json::Value;
 
     use crate::process::card::{
         assert_charged_once_after_crash, card_order, post, settle_all, settled, shop, shop_named,
     };
-    use crate::process::services::{brokers, require_services, unique, Db};
+    use crate::process::services::{brokers, kafka_header, require_services, unique, Db};
     use crate::process::{free_port, get_text, http, http_text, metric, Sim, Surge, SIM_SECRET};
 
     const ADMIN: &str = "cluster-admin";
@@ -444,12 +444,7 @@ mod cluster {
                 continue;
             }
             read += 1;
-            let header = |name: &str| {
-                m.headers()
-                    .and_then(|h| h.iter().find(|x| x.key == name).and_then(|x| x.value))
-                    .map(|v| String::from_utf8_lossy(v).into_owned())
-                    .unwrap_or_default()
-            };
+            let header = |name: &str| kafka_header(&m, name);
             let event_id = header("event-id");
             assert!(event_id.starts_with(&id_prefix), "event {event_id} of partition {p} without its partition");
             if header("event-type") == "order.created" {

@@ -18,10 +18,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use process::services::{brokers, require_mariadb, require_services, unique, Db};
+use process::services::{brokers, kafka_header, require_mariadb, require_services, unique, Db};
 use process::{get_text, http, metric, Surge};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::Message;
 use serde_json::Value;
 
 /// A merchant with three items and five customers with points; returns its API key header.
@@ -118,12 +118,7 @@ fn consume(prefix: &str, expected: &BTreeMap<String, (String, String)>) -> Vec<(
     while Instant::now() < deadline && !expected.keys().all(|id| ids.contains(id)) {
         let Some(message) = consumer.poll(Duration::from_millis(500)) else { continue };
         let m = message.expect("consume");
-        let header = |name: &str| {
-            m.headers()
-                .and_then(|h| h.iter().find(|x| x.key == name).and_then(|x| x.value))
-                .map(|v| String::from_utf8_lossy(v).to_string())
-                .unwrap_or_default()
-        };
+        let header = |name: &str| kafka_header(&m, name);
         let id = header("event-id");
         let value: Value = serde_json::from_slice(m.payload().unwrap_or_default()).expect("JSON envelope");
         assert_eq!(value["event_id"], id.as_str());

@@ -15,7 +15,7 @@ use surge_partition::{PartitionSource, ReaderPositions};
 use surge_relay::gateway::{CardKey, GatewayConfig, GatewayStatus, GatewayWorker};
 use surge_relay::kafka::{KafkaConfig, KafkaSink};
 use surge_relay::mariadb::{MariaDbConfig, MariaDbSink};
-use surge_relay::{DriverConfig, Relay, SinkStatus};
+use surge_relay::{DriverConfig, Relay, Sink, SinkError, SinkStatus};
 
 use crate::engine::Engine;
 use crate::gateway::{EnginePort, GatewayHost};
@@ -47,6 +47,16 @@ pub struct ReaderConfig {
 pub struct PartitionReaders {
     relay: Option<Relay>,
     gateway: Option<GatewayWorker>,
+}
+
+/// Runs `sink` (if it could be built) on `relay` for partition `p`; one that cannot start is
+/// logged and left out (`what` names it).
+fn spawn_sink<S: Sink + 'static>(relay: &mut Relay, p: u32, what: &str, sink: Result<S, SinkError>) {
+    let started =
+        sink.map_err(|e| e.to_string()).and_then(|sink| relay.spawn_labelled(sink, Some(p)).map_err(|e| e.to_string()));
+    if let Err(e) = started {
+        tracing::error!(partition = p, "the {what} relay did not start: {e}");
+    }
 }
 
 impl ReaderConfig {
@@ -97,21 +107,11 @@ impl ReaderConfig {
         config.batch.wait_ms = RELAY_WAIT_MS;
         let mut relay = Relay::new(config);
         if let Some(kafka) = self.kafka.clone() {
-            let started = KafkaSink::new(kafka)
-                .map_err(|e| e.to_string())
-                .and_then(|sink| relay.spawn_labelled(sink, Some(p)).map_err(|e| e.to_string()));
-            if let Err(e) = started {
-                tracing::error!(partition = p, "the Kafka relay did not start: {e}");
-            }
+            spawn_sink(&mut relay, p, "Kafka", KafkaSink::new(kafka));
         }
         if let Some(url) = &self.mariadb_url {
             let config = MariaDbConfig::for_source(url, source.clone(), Some(p));
-            let started = MariaDbSink::new(config)
-                .map_err(|e| e.to_string())
-                .and_then(|sink| relay.spawn_labelled(sink, Some(p)).map_err(|e| e.to_string()));
-            if let Err(e) = started {
-                tracing::error!(partition = p, "the MariaDB relay did not start: {e}");
-            }
+            spawn_sink(&mut relay, p, "MariaDB", MariaDbSink::new(config));
         }
         let relay = (!relay.statuses().is_empty()).then_some(relay);
         let gateway = match &self.gateway {

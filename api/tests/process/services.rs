@@ -6,6 +6,15 @@ use mysql_async::prelude::Queryable;
 
 use super::require;
 
+/// A header of a consumed Kafka message as text ("" when it is absent).
+pub fn kafka_header(m: &impl rdkafka::message::Message, name: &str) -> String {
+    use rdkafka::message::Headers;
+    m.headers()
+        .and_then(|h| h.iter().find(|x| x.key == name).and_then(|x| x.value))
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .unwrap_or_default()
+}
+
 pub fn brokers() -> String {
     std::env::var("SURGE_TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
 }
