@@ -27,6 +27,6 @@ mod source;
 mod standby;
 
 pub use self::committer::{CommitError, Committed, Committer, CommitterConfig};
-pub use self::rebuild::{rebuild, RebuildError, Rebuilt};
+pub use self::rebuild::{entry_events, rebuild, RebuildError, Rebuilt};
 pub use self::source::{PartitionSource, ReaderPositions};
 pub use self::standby::Standby;

@@ -9,7 +9,7 @@ use surge_cluster::log::Entry;
 use surge_cluster::{ClusterError, LogReader};
 use surge_core::event::EventBody;
 use surge_core::image::{self, ImageError};
-use surge_core::Shard;
+use surge_core::{Event, Shard};
 
 /// A rebuilt partition: its shard (every event marked durable: etcd holds them all) and
 /// the sequence number its next batch gets.
@@ -81,29 +81,30 @@ pub(crate) fn apply_entry(
     partition: u32,
     expected_seq: u64,
     entry: &Entry,
-    mut keys: Option<&mut Vec<LearnedKey>>,
+    keys: Option<&mut Vec<LearnedKey>>,
 ) -> Result<(), RebuildError> {
     if entry.seq != expected_seq {
         return Err(RebuildError::Gap { partition, expected: expected_seq, found: entry.seq });
     }
-    for record in &entry.batch.records {
-        let events = image::record_events(image::EVENTS_RECORD_TYPE, record).map_err(|source| RebuildError::Batch {
-            partition,
-            seq: entry.seq,
-            source,
-        })?;
-        image::apply_events(std::slice::from_mut(shard), &events).map_err(|source| RebuildError::Batch {
-            partition,
-            seq: entry.seq,
-            source,
-        })?;
-        if let Some(keys) = keys.as_deref_mut() {
-            keys.extend(events.iter().filter_map(|e| match &e.body {
-                EventBody::MerchantCreated(m) => Some((m.api_key_hash, e.merchant.clone())),
-                EventBody::ApiKeyRotated(r) => Some((r.api_key_hash, e.merchant.clone())),
-                _ => None,
-            }));
-        }
+    let batch = |source| RebuildError::Batch { partition, seq: entry.seq, source };
+    let events = entry_events(entry).map_err(batch)?;
+    image::apply_events(std::slice::from_mut(shard), &events).map_err(batch)?;
+    if let Some(keys) = keys {
+        keys.extend(events.iter().filter_map(|e| match &e.body {
+            EventBody::MerchantCreated(m) => Some((m.api_key_hash, e.merchant.clone())),
+            EventBody::ApiKeyRotated(r) => Some((r.api_key_hash, e.merchant.clone())),
+            _ => None,
+        }));
     }
     Ok(())
+}
+
+/// The events of a batch read back: its records' (one per request the shard applied), in
+/// order. What the shard's rebuild, the relay's reads and the events look-up all decode.
+pub fn entry_events(entry: &Entry) -> Result<Vec<Event>, ImageError> {
+    let mut events = Vec::new();
+    for record in &entry.batch.records {
+        events.extend(image::record_events(image::EVENTS_RECORD_TYPE, record)?);
+    }
+    Ok(events)
 }

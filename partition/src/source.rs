@@ -16,10 +16,12 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use surge_cluster::{checkpoint, Etcd, Follower, LogReader};
-use surge_core::{image, Shard};
+use surge_core::Shard;
 use surge_relay::batch::{Batch, BatchLimits, ReadError};
 use surge_relay::{LogCursor, LogSource, SinkError};
 use tokio::runtime::Handle;
+
+use crate::rebuild::entry_events;
 
 /// The stored positions of the readers a partition's batches wait for before a snapshot's
 /// truncation may delete them. A reader named at creation holds everything back (position 0)
@@ -151,12 +153,7 @@ impl LogCursor for PartitionCursor {
                     ReadError::Source(format!("partition {}: batch {seq} is missing", self.partition))
                 });
             }
-            let mut events = Vec::new();
-            for record in &entry.batch.records {
-                let decoded = image::record_events(image::EVENTS_RECORD_TYPE, record)
-                    .map_err(|reason| ReadError::Record { lsn: entry.seq, reason })?;
-                events.extend(decoded);
-            }
+            let events = entry_events(entry).map_err(|reason| ReadError::Record { lsn: entry.seq, reason })?;
             batch.push_record(Some(self.partition), entry.seq, events);
             seq += 1;
         }

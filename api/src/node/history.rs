@@ -5,7 +5,6 @@
 //! have not passed (older history is in the cold store's `events` table).
 
 use surge_cluster::{Etcd, LogReader};
-use surge_core::image;
 
 use crate::lookup::{AggregateEvents, AggregateScan};
 
@@ -41,12 +40,8 @@ pub async fn aggregate_events(
                 break 'pages;
             }
             first_read.get_or_insert(entry.seq);
-            let mut events = Vec::new();
-            for record in &entry.batch.records {
-                let decoded = image::record_events(image::EVENTS_RECORD_TYPE, record)
-                    .map_err(|e| format!("partition {partition}: batch {} does not decode: {e}", entry.seq))?;
-                events.extend(decoded);
-            }
+            let events = surge_partition::entry_events(entry)
+                .map_err(|e| format!("partition {partition}: batch {} does not decode: {e}", entry.seq))?;
             found.record(Some(partition), entry.seq, &events);
         }
         if !page.more || page.entries.is_empty() || page.next_seq > last {
